@@ -1,0 +1,265 @@
+//! A bounds-checked cursor over the bytes being decoded.
+
+use bytes::Bytes;
+
+use super::error::{DecodeError, DecodeErrorKind};
+use super::unknown::UnknownFields;
+use super::wire::WireType;
+
+/// How deeply structs may nest inside one another before decoding stops.
+///
+/// Without a limit, a few kilobytes of nested length prefixes would recurse deep enough to
+/// overflow the stack.
+pub const MAX_DEPTH: u32 = 100;
+
+/// A cursor over encoded bytes.
+///
+/// Every read checks the remaining input first, so a length prefix can never make the decoder
+/// allocate or slice beyond what the input holds. When the input is a [`Bytes`], `bytes` fields
+/// are returned as slices of it instead of copies.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    source: Option<&'a Bytes>,
+    /// Nesting levels still allowed below this one.
+    depth: u32,
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+#[cold]
+fn err<T>(kind: DecodeErrorKind) -> Result<T> {
+    Err(DecodeError::new(kind))
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder over a plain slice; `bytes` fields are copied out of it.
+    pub fn new(buf: &'a [u8]) -> Decoder<'a> {
+        Decoder { buf, source: None, depth: MAX_DEPTH }
+    }
+
+    /// A decoder over shared bytes; `bytes` fields borrow from `source` without copying.
+    pub fn from_bytes(source: &'a Bytes) -> Decoder<'a> {
+        Decoder { buf: source, source: Some(source), depth: MAX_DEPTH }
+    }
+
+    /// Whether all input has been consumed.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes left to read.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reads a varint of up to ten bytes.
+    #[inline]
+    pub fn read_varint(&mut self) -> Result<u64> {
+        match self.buf.first() {
+            Some(&b) if b < 0x80 => {
+                self.buf = &self.buf[1..];
+                Ok(u64::from(b))
+            }
+            Some(_) => self.read_varint_slow(),
+            None => err(DecodeErrorKind::Truncated),
+        }
+    }
+
+    fn read_varint_slow(&mut self) -> Result<u64> {
+        let mut value = 0u64;
+        for (i, &byte) in self.buf.iter().take(10).enumerate() {
+            // The tenth byte may only carry the single bit left of a u64.
+            if i == 9 && byte > 1 {
+                return err(DecodeErrorKind::InvalidVarint);
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                self.buf = &self.buf[i + 1..];
+                return Ok(value);
+            }
+        }
+        if self.buf.len() < 10 {
+            err(DecodeErrorKind::Truncated)
+        } else {
+            err(DecodeErrorKind::InvalidVarint)
+        }
+    }
+
+    /// Reads a field key and checks its field id and wire type.
+    #[inline]
+    pub fn read_key(&mut self) -> Result<u32> {
+        let key = self.read_varint()?;
+        if key > u64::from(u32::MAX) {
+            return err(DecodeErrorKind::InvalidVarint);
+        }
+        let key = key as u32;
+        if key < 8 {
+            return err(DecodeErrorKind::InvalidFieldId);
+        }
+        if WireType::from_u32(key & 7).is_none() {
+            return err(DecodeErrorKind::InvalidWireType(key & 7));
+        }
+        Ok(key)
+    }
+
+    /// Reads four little-endian bytes.
+    #[inline]
+    pub fn read_fixed32(&mut self) -> Result<u32> {
+        match self.buf.split_first_chunk::<4>() {
+            Some((head, rest)) => {
+                self.buf = rest;
+                Ok(u32::from_le_bytes(*head))
+            }
+            None => err(DecodeErrorKind::Truncated),
+        }
+    }
+
+    /// Reads eight little-endian bytes.
+    #[inline]
+    pub fn read_fixed64(&mut self) -> Result<u64> {
+        match self.buf.split_first_chunk::<8>() {
+            Some((head, rest)) => {
+                self.buf = rest;
+                Ok(u64::from_le_bytes(*head))
+            }
+            None => err(DecodeErrorKind::Truncated),
+        }
+    }
+
+    /// Reads a length prefix and checks it against the input left.
+    #[inline]
+    pub fn read_len(&mut self) -> Result<usize> {
+        let len = self.read_varint()?;
+        if len > self.buf.len() as u64 {
+            return err(DecodeErrorKind::LengthOutOfBounds { len, remaining: self.buf.len() });
+        }
+        Ok(len as usize)
+    }
+
+    /// Reads a length-delimited value as a borrowed slice.
+    #[inline]
+    pub fn read_slice(&mut self) -> Result<&'a [u8]> {
+        let len = self.read_len()?;
+        let (head, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    /// Reads a length-delimited value as [`Bytes`], without copying when the input is `Bytes`.
+    #[inline]
+    pub fn read_bytes(&mut self) -> Result<Bytes> {
+        let slice = self.read_slice()?;
+        Ok(match self.source {
+            Some(source) => source.slice_ref(slice),
+            None => Bytes::copy_from_slice(slice),
+        })
+    }
+
+    /// Reads a length-delimited UTF-8 string.
+    #[inline]
+    pub fn read_string(&mut self) -> Result<String> {
+        let slice = self.read_slice()?;
+        match std::str::from_utf8(slice) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => err(DecodeErrorKind::InvalidUtf8),
+        }
+    }
+
+    /// Reads a length-delimited region and runs `f` on a decoder limited to it, one nesting
+    /// level deeper. The region must be consumed whole.
+    #[inline]
+    pub fn nested<R>(&mut self, f: impl FnOnce(&mut Decoder<'a>) -> Result<R>) -> Result<R> {
+        if self.depth == 0 {
+            return err(DecodeErrorKind::RecursionLimit);
+        }
+        let slice = self.read_slice()?;
+        let mut inner = Decoder { buf: slice, source: self.source, depth: self.depth - 1 };
+        f(&mut inner)
+    }
+
+    /// Splits off a length-delimited region as its own decoder at the same depth (for packed
+    /// lists, which hold scalars, not structs).
+    #[inline]
+    pub fn packed(&mut self) -> Result<Decoder<'a>> {
+        let slice = self.read_slice()?;
+        Ok(Decoder { buf: slice, source: self.source, depth: self.depth })
+    }
+
+    /// Reads the value of a field nobody declared, keeping its key and value bytes in
+    /// `unknown` so that encoding writes them back unchanged.
+    pub fn skip_unknown(&mut self, key: u32, unknown: &mut UnknownFields) -> Result<()> {
+        let start = self.buf;
+        self.skip_value(key)?;
+        let value = &start[..start.len() - self.buf.len()];
+        unknown.push(key, value);
+        Ok(())
+    }
+
+    /// Skips the value that follows `key`.
+    pub fn skip_value(&mut self, key: u32) -> Result<()> {
+        match WireType::from_u32(key & 7) {
+            Some(WireType::Varint) => self.read_varint().map(drop),
+            Some(WireType::SixtyFourBit) => self.read_fixed64().map(drop),
+            Some(WireType::ThirtyTwoBit) => self.read_fixed32().map(drop),
+            Some(WireType::LengthDelimited) => self.read_slice().map(drop),
+            None => err(DecodeErrorKind::InvalidWireType(key & 7)),
+        }
+    }
+}
+
+/// The error for a known field whose wire type does not fit its declared type.
+#[cold]
+pub(crate) fn wrong_wire_type(key: u32) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::WrongWireType { found: key & 7 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_and_overlong_varints_are_errors() {
+        assert_eq!(
+            Decoder::new(&[0x80]).read_varint().unwrap_err().kind(),
+            &DecodeErrorKind::Truncated
+        );
+        let overlong = [0xff; 11];
+        assert_eq!(
+            Decoder::new(&overlong).read_varint().unwrap_err().kind(),
+            &DecodeErrorKind::InvalidVarint
+        );
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(Decoder::new(&max).read_varint().unwrap(), u64::MAX);
+    }
+
+    #[test]
+    fn length_is_checked_before_slicing() {
+        // Announces 2^32 bytes with four bytes of input left.
+        let input = [0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3, 4];
+        let e = Decoder::new(&input).read_slice().unwrap_err();
+        assert_eq!(e.kind(), &DecodeErrorKind::LengthOutOfBounds { len: 1 << 32, remaining: 4 });
+    }
+
+    #[test]
+    fn bytes_input_is_not_copied() {
+        let source = Bytes::from_static(b"\x03abc");
+        let got = Decoder::from_bytes(&source).read_bytes().unwrap();
+        assert_eq!(got, "abc");
+        assert_eq!(got.as_ptr(), source[1..].as_ptr());
+    }
+
+    #[test]
+    fn keys_with_bad_ids_or_wire_types_are_rejected() {
+        assert_eq!(
+            Decoder::new(&[0x02]).read_key().unwrap_err().kind(),
+            &DecodeErrorKind::InvalidFieldId
+        );
+        assert_eq!(
+            Decoder::new(&[0x0b]).read_key().unwrap_err().kind(),
+            &DecodeErrorKind::InvalidWireType(3)
+        );
+    }
+}

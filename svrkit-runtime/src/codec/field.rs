@@ -1,0 +1,227 @@
+//! Field-level helpers that generated `encode_raw`, `encoded_len` and `merge_field` call.
+//!
+//! Each takes the field's key (or key length) as a constant and the field's [`Kind`], so the
+//! generated code per field is one call and the work is here, written once.
+
+use std::collections::BTreeMap;
+
+use super::decoder::Decoder;
+use super::error::DecodeError;
+use super::kind::{self, Kind, put_len_prefixed};
+use super::message::Message;
+use super::wire::{self, WireType};
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Reads a singular field's value: replaces a scalar, merges into a struct.
+#[inline]
+pub fn merge<K: Kind>(value: &mut K::Value, d: &mut Decoder<'_>) -> Result<()> {
+    K::merge(value, d)
+}
+
+/// Writes one field: key, then value.
+#[inline]
+pub fn encode<K: Kind>(key: u32, value: &K::Value, buf: &mut Vec<u8>) {
+    wire::put_varint(buf, u64::from(key));
+    K::encode(value, buf);
+}
+
+/// Bytes one field takes, given its key's length.
+#[inline]
+pub fn encoded_len<K: Kind>(key_len: usize, value: &K::Value) -> usize {
+    key_len + K::encoded_len(value)
+}
+
+/// Writes a singular struct field unless the struct encodes to nothing (its default).
+#[inline]
+pub fn encode_message<M: Message>(key: u32, value: &M, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    wire::put_varint(buf, u64::from(key));
+    if put_len_prefixed(buf, |buf| value.encode_raw(buf)) == 0 {
+        buf.truncate(start);
+    }
+}
+
+/// Bytes a singular struct field takes (nothing when the struct is at its default).
+#[inline]
+pub fn encoded_len_message<M: Message>(key_len: usize, value: &M) -> usize {
+    match value.encoded_len() {
+        0 => 0,
+        len => key_len + wire::varint_len(len as u64) + len,
+    }
+}
+
+/// Writes each element of a list as its own field (strings, bytes, structs).
+#[inline]
+pub fn encode_repeated<K: Kind>(key: u32, values: &[K::Value], buf: &mut Vec<u8>) {
+    for value in values {
+        encode::<K>(key, value, buf);
+    }
+}
+
+/// Bytes a list of unpacked elements takes.
+#[inline]
+pub fn encoded_len_repeated<K: Kind>(key_len: usize, values: &[K::Value]) -> usize {
+    key_len * values.len() + values.iter().map(K::encoded_len).sum::<usize>()
+}
+
+/// Payload bytes of a packed list.
+#[inline]
+fn packed_payload_len<K: Kind>(values: &[K::Value]) -> usize {
+    match K::FIXED_WIDTH {
+        Some(width) => width * values.len(),
+        None => values.iter().map(K::encoded_len).sum(),
+    }
+}
+
+/// Writes a list of numbers, bools or enums as one packed field (nothing when empty).
+#[inline]
+pub fn encode_packed<K: Kind>(key: u32, values: &[K::Value], buf: &mut Vec<u8>) {
+    if values.is_empty() {
+        return;
+    }
+    wire::put_varint(buf, u64::from(key));
+    wire::put_varint(buf, packed_payload_len::<K>(values) as u64);
+    for value in values {
+        K::encode(value, buf);
+    }
+}
+
+/// Bytes a packed list takes.
+#[inline]
+pub fn encoded_len_packed<K: Kind>(key_len: usize, values: &[K::Value]) -> usize {
+    if values.is_empty() {
+        return 0;
+    }
+    let len = packed_payload_len::<K>(values);
+    key_len + wire::varint_len(len as u64) + len
+}
+
+/// Reads a packed list and appends its elements.
+#[inline]
+pub fn merge_packed<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) -> Result<()> {
+    let mut packed = d.packed()?;
+    if let Some(width) = K::FIXED_WIDTH {
+        if packed.remaining() % width != 0 {
+            return Err(kind::invalid_packed_length());
+        }
+        // Exact, and bounded by the input already checked.
+        values.reserve(packed.remaining() / width);
+    }
+    while !packed.is_empty() {
+        values.push(K::decode(&mut packed)?);
+    }
+    Ok(())
+}
+
+/// Reads one element of a list and appends it.
+#[inline]
+pub fn merge_repeated<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) -> Result<()> {
+    values.push(K::decode(d)?);
+    Ok(())
+}
+
+/// Reads a value into an optional field, merging into a struct that is already there.
+#[inline]
+pub fn merge_optional<K: Kind>(value: &mut Option<K::Value>, d: &mut Decoder<'_>) -> Result<()>
+where
+    K::Value: Default,
+{
+    K::merge(value.get_or_insert_with(Default::default), d)
+}
+
+/// Reads a struct into an optional boxed field (boxed because the struct contains itself).
+#[inline]
+pub fn merge_optional_boxed<M: Message>(
+    value: &mut Option<Box<M>>,
+    d: &mut Decoder<'_>,
+) -> Result<()> {
+    kind::Message::<M>::merge(value.get_or_insert_with(Default::default), d)
+}
+
+const MAP_KEY: u32 = wire::key(1, WireType::Varint) & !7;
+const MAP_VALUE: u32 = wire::key(2, WireType::Varint) & !7;
+
+/// Writes a map as one entry field per pair, in key order, each entry a nested message whose
+/// field 1 is the key and field 2 the value (each left out at its default, as protobuf does).
+#[inline]
+pub fn encode_map<K: Kind, V: Kind>(
+    key: u32,
+    map: &BTreeMap<K::Value, V::Value>,
+    buf: &mut Vec<u8>,
+) {
+    for (k, v) in map {
+        wire::put_varint(buf, u64::from(key));
+        put_len_prefixed(buf, |buf| {
+            if !K::is_default(k) {
+                encode::<K>(MAP_KEY | K::WIRE_TYPE as u32, k, buf);
+            }
+            if !V::is_default(v) {
+                encode::<V>(MAP_VALUE | V::WIRE_TYPE as u32, v, buf);
+            }
+        });
+    }
+}
+
+/// Bytes a map takes.
+#[inline]
+pub fn encoded_len_map<K: Kind, V: Kind>(
+    key_len: usize,
+    map: &BTreeMap<K::Value, V::Value>,
+) -> usize {
+    map.iter()
+        .map(|(k, v)| {
+            let mut entry = 0;
+            if !K::is_default(k) {
+                entry += 1 + K::encoded_len(k);
+            }
+            if !V::is_default(v) {
+                entry += 1 + V::encoded_len(v);
+            }
+            key_len + wire::varint_len(entry as u64) + entry
+        })
+        .sum()
+}
+
+/// Reads one map entry and inserts it, replacing an earlier value for the same key.
+pub fn merge_map_entry<K: Kind, V: Kind>(
+    map: &mut BTreeMap<K::Value, V::Value>,
+    d: &mut Decoder<'_>,
+) -> Result<()>
+where
+    K::Value: Default + Ord,
+    V::Value: Default,
+{
+    // An entry is a nested message, so it counts against the depth limit like one.
+    d.nested(|entry| {
+        let mut k = K::Value::default();
+        let mut v = V::Value::default();
+        while !entry.is_empty() {
+            let field_key = entry.read_key()?;
+            if field_key == MAP_KEY | K::WIRE_TYPE as u32 {
+                K::merge(&mut k, entry)?;
+            } else if field_key == MAP_VALUE | V::WIRE_TYPE as u32 {
+                V::merge(&mut v, entry)?;
+            } else {
+                // Unknown entry fields have nowhere to live; protobuf drops them too.
+                entry.skip_value(field_key)?;
+            }
+        }
+        map.insert(k, v);
+        Ok(())
+    })
+}
+
+/// Handles a key that matched no declared field: a known field id with the wrong wire type is
+/// an error; anything else is kept in `unknown`.
+#[inline]
+pub fn merge_unknown<M: Message>(
+    key: u32,
+    d: &mut Decoder<'_>,
+    unknown: &mut super::UnknownFields,
+) -> Result<()> {
+    if M::field_name(wire::key_field_id(key)).is_some() {
+        return Err(super::decoder::wrong_wire_type(key));
+    }
+    d.skip_unknown(key, unknown)
+}

@@ -1,0 +1,329 @@
+//! One marker type per IDL type, saying how its values are written and read.
+//!
+//! Generated code names the kind of each field (`kind::Sint64`, `kind::Message<Quote>`) and
+//! the generic helpers in [`field`](super::field) do the rest; monomorphisation turns each call
+//! into straight-line code for that type.
+
+use std::marker::PhantomData;
+
+use super::decoder::Decoder;
+use super::error::{DecodeError, DecodeErrorKind};
+use super::message::{Enumeration, Message as MessageTrait};
+use super::wire::{self, WireType};
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// How the values of one IDL type are laid out after a field key.
+pub trait Kind {
+    /// The Rust type of a value.
+    type Value;
+    /// The wire type of a single value.
+    const WIRE_TYPE: WireType;
+    /// Whether a list of these may be packed into one length-delimited field.
+    const PACKABLE: bool;
+    /// The width of each value if fixed (lets packed decoding reserve exactly).
+    const FIXED_WIDTH: Option<usize> = None;
+
+    /// Appends the value (with its length prefix for length-delimited types).
+    fn encode(value: &Self::Value, buf: &mut Vec<u8>);
+    /// Bytes that [`encode`](Kind::encode) writes.
+    fn encoded_len(value: &Self::Value) -> usize;
+    /// Reads one value.
+    fn decode(d: &mut Decoder<'_>) -> Result<Self::Value>;
+    /// Reads one value into `value`: replaces scalars, merges structs (protobuf semantics).
+    #[inline]
+    fn merge(value: &mut Self::Value, d: &mut Decoder<'_>) -> Result<()> {
+        *value = Self::decode(d)?;
+        Ok(())
+    }
+    /// Whether the value is this type's default, which singular fields and map entries omit.
+    fn is_default(value: &Self::Value) -> bool;
+}
+
+macro_rules! varint_kind {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, |$v:ident| $to_wire:expr, |$w:ident| $from_wire:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub enum $name {}
+
+        impl Kind for $name {
+            type Value = $ty;
+            const WIRE_TYPE: WireType = WireType::Varint;
+            const PACKABLE: bool = true;
+
+            #[inline]
+            fn encode(value: &$ty, buf: &mut Vec<u8>) {
+                let $v = *value;
+                wire::put_varint(buf, $to_wire);
+            }
+            #[inline]
+            fn encoded_len(value: &$ty) -> usize {
+                let $v = *value;
+                wire::varint_len($to_wire)
+            }
+            #[inline]
+            fn decode(d: &mut Decoder<'_>) -> Result<$ty> {
+                let $w = d.read_varint()?;
+                Ok($from_wire)
+            }
+            #[inline]
+            fn is_default(value: &$ty) -> bool {
+                *value == <$ty>::default()
+            }
+        }
+    };
+}
+
+// Negative int32 values are sign-extended to ten bytes, as protobuf does, so that int32 and
+// int64 stay wire compatible; decoding truncates as protobuf does.
+varint_kind!(
+    /// `int32`: a varint, negative values sign-extended to 64 bits.
+    Int32, i32, |v| v as i64 as u64, |w| w as i32
+);
+varint_kind!(
+    /// `int64`: a varint.
+    Int64, i64, |v| v as u64, |w| w as i64
+);
+varint_kind!(
+    /// `uint32`: a varint.
+    Uint32, u32, |v| u64::from(v), |w| w as u32
+);
+varint_kind!(
+    /// `uint64`: a varint.
+    Uint64, u64, |v| v, |w| w
+);
+varint_kind!(
+    /// `sint32`: a zigzag varint.
+    Sint32, i32, |v| u64::from(wire::zigzag32(v)), |w| wire::unzigzag32(w as u32)
+);
+varint_kind!(
+    /// `sint64`: a zigzag varint.
+    Sint64, i64, |v| wire::zigzag64(v), |w| wire::unzigzag64(w)
+);
+varint_kind!(
+    /// `bool`: a varint 0 or 1; any non-zero value reads as true.
+    Bool, bool, |v| u64::from(v), |w| w != 0
+);
+
+macro_rules! fixed_kind {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $wt:ident, $width:literal, $read:ident,
+     |$v:ident| $to_bits:expr, |$w:ident| $from_bits:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub enum $name {}
+
+        impl Kind for $name {
+            type Value = $ty;
+            const WIRE_TYPE: WireType = WireType::$wt;
+            const PACKABLE: bool = true;
+            const FIXED_WIDTH: Option<usize> = Some($width);
+
+            #[inline]
+            fn encode(value: &$ty, buf: &mut Vec<u8>) {
+                let $v = *value;
+                buf.extend_from_slice(&$to_bits.to_le_bytes());
+            }
+            #[inline]
+            fn encoded_len(_: &$ty) -> usize {
+                $width
+            }
+            #[inline]
+            fn decode(d: &mut Decoder<'_>) -> Result<$ty> {
+                let $w = d.$read()?;
+                Ok($from_bits)
+            }
+            #[inline]
+            #[allow(clippy::float_cmp)]
+            fn is_default(value: &$ty) -> bool {
+                // For floats this is `== 0.0`, which also holds for -0.0, as in protobuf.
+                *value == <$ty>::default()
+            }
+        }
+    };
+}
+
+fixed_kind!(
+    /// `fixed32`: four little-endian bytes.
+    Fixed32, u32, ThirtyTwoBit, 4, read_fixed32, |v| v, |w| w
+);
+fixed_kind!(
+    /// `fixed64`: eight little-endian bytes.
+    Fixed64, u64, SixtyFourBit, 8, read_fixed64, |v| v, |w| w
+);
+fixed_kind!(
+    /// `sfixed32`: four little-endian bytes, two's complement.
+    Sfixed32, i32, ThirtyTwoBit, 4, read_fixed32, |v| v as u32, |w| w as i32
+);
+fixed_kind!(
+    /// `sfixed64`: eight little-endian bytes, two's complement.
+    Sfixed64, i64, SixtyFourBit, 8, read_fixed64, |v| v as u64, |w| w as i64
+);
+fixed_kind!(
+    /// `float`: IEEE 754 single precision, little-endian.
+    Float, f32, ThirtyTwoBit, 4, read_fixed32, |v| v.to_bits(), |w| f32::from_bits(w)
+);
+fixed_kind!(
+    /// `double`: IEEE 754 double precision, little-endian.
+    Double, f64, SixtyFourBit, 8, read_fixed64, |v| v.to_bits(), |w| f64::from_bits(w)
+);
+
+/// Length prefix plus payload.
+#[inline]
+fn len_delimited_len(len: usize) -> usize {
+    wire::varint_len(len as u64) + len
+}
+
+/// `string`: length-prefixed UTF-8, checked on decode.
+#[derive(Debug)]
+pub enum String {}
+
+impl Kind for String {
+    type Value = std::string::String;
+    const WIRE_TYPE: WireType = WireType::LengthDelimited;
+    const PACKABLE: bool = false;
+
+    #[inline]
+    fn encode(value: &std::string::String, buf: &mut Vec<u8>) {
+        wire::put_varint(buf, value.len() as u64);
+        buf.extend_from_slice(value.as_bytes());
+    }
+    #[inline]
+    fn encoded_len(value: &std::string::String) -> usize {
+        len_delimited_len(value.len())
+    }
+    #[inline]
+    fn decode(d: &mut Decoder<'_>) -> Result<std::string::String> {
+        d.read_string()
+    }
+    #[inline]
+    fn is_default(value: &std::string::String) -> bool {
+        value.is_empty()
+    }
+}
+
+/// `bytes`: length-prefixed raw bytes, shared with the input buffer when it is a `Bytes`.
+#[derive(Debug)]
+pub enum Bytes {}
+
+impl Kind for Bytes {
+    type Value = bytes::Bytes;
+    const WIRE_TYPE: WireType = WireType::LengthDelimited;
+    const PACKABLE: bool = false;
+
+    #[inline]
+    fn encode(value: &bytes::Bytes, buf: &mut Vec<u8>) {
+        wire::put_varint(buf, value.len() as u64);
+        buf.extend_from_slice(value);
+    }
+    #[inline]
+    fn encoded_len(value: &bytes::Bytes) -> usize {
+        len_delimited_len(value.len())
+    }
+    #[inline]
+    fn decode(d: &mut Decoder<'_>) -> Result<bytes::Bytes> {
+        d.read_bytes()
+    }
+    #[inline]
+    fn is_default(value: &bytes::Bytes) -> bool {
+        value.is_empty()
+    }
+}
+
+/// An IDL enum: an `int32` varint; numbers the schema does not name are kept as they are.
+#[derive(Debug)]
+pub struct Enum<E>(PhantomData<E>);
+
+impl<E: Enumeration> Kind for Enum<E> {
+    type Value = E;
+    const WIRE_TYPE: WireType = WireType::Varint;
+    const PACKABLE: bool = true;
+
+    #[inline]
+    fn encode(value: &E, buf: &mut Vec<u8>) {
+        Int32::encode(&value.to_i32(), buf);
+    }
+    #[inline]
+    fn encoded_len(value: &E) -> usize {
+        Int32::encoded_len(&value.to_i32())
+    }
+    #[inline]
+    fn decode(d: &mut Decoder<'_>) -> Result<E> {
+        Ok(E::from_i32(Int32::decode(d)?))
+    }
+    #[inline]
+    fn is_default(value: &E) -> bool {
+        value.to_i32() == 0
+    }
+}
+
+/// An IDL struct: a length-prefixed nested message.
+#[derive(Debug)]
+pub struct Message<M>(PhantomData<M>);
+
+impl<M: MessageTrait> Kind for Message<M> {
+    type Value = M;
+    const WIRE_TYPE: WireType = WireType::LengthDelimited;
+    const PACKABLE: bool = false;
+
+    #[inline]
+    fn encode(value: &M, buf: &mut Vec<u8>) {
+        put_len_prefixed(buf, |buf| value.encode_raw(buf));
+    }
+    #[inline]
+    fn encoded_len(value: &M) -> usize {
+        len_delimited_len(value.encoded_len())
+    }
+    #[inline]
+    fn decode(d: &mut Decoder<'_>) -> Result<M> {
+        let mut value = M::default();
+        Self::merge(&mut value, d)?;
+        Ok(value)
+    }
+    #[inline]
+    fn merge(value: &mut M, d: &mut Decoder<'_>) -> Result<()> {
+        d.nested(|inner| value.merge(inner))
+    }
+    #[inline]
+    fn is_default(value: &M) -> bool {
+        value.encoded_len() == 0
+    }
+}
+
+/// Runs `write`, then puts the varint length of what it wrote in front of it.
+///
+/// Writing first and patching the length afterwards means a nested struct is walked once, not
+/// once to size it and again to write it (which, nested `n` deep, would cost `n + 1` walks).
+/// One byte is reserved up front; longer lengths shift the payload right, a `memmove` that is
+/// cheap next to a second walk. Returns the payload length.
+#[inline]
+pub fn put_len_prefixed(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let at = buf.len();
+    buf.push(0);
+    write(buf);
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+    } else {
+        patch_long_len(buf, at, len);
+    }
+    len
+}
+
+#[inline(never)]
+fn patch_long_len(buf: &mut Vec<u8>, at: usize, len: usize) {
+    let width = wire::varint_len(len as u64);
+    buf.extend_from_slice(&[0u8; 9][..width - 1]);
+    buf.copy_within(at + 1..at + 1 + len, at + width);
+    let mut rest = len as u64;
+    for byte in &mut buf[at..at + width] {
+        *byte = (rest as u8) | 0x80;
+        rest >>= 7;
+    }
+    buf[at + width - 1] &= 0x7f;
+}
+
+/// The error for a packed list whose byte length is not a whole number of fixed-width values.
+#[cold]
+pub(crate) fn invalid_packed_length() -> DecodeError {
+    DecodeError::new(DecodeErrorKind::InvalidPackedLength)
+}

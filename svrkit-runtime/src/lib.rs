@@ -1,0 +1,47 @@
+//! The svrkit runtime: what code generated from an svrkit XML IDL runs on.
+//!
+//! Today this is the [`codec`]: the forward-compatible TLV encoding of generated structs and
+//! enums. The RPC server, client, monitoring and policies build on it.
+//!
+//! Generated code is brought into a crate with [`include_idl!`] (after a build script ran
+//! `svrkit_codegen::compile`) or expanded in place by `svrkit_macros::idl!`. Either way it talks
+//! to the runtime only through the [`codegen`] facade.
+//!
+//! ```
+//! use svrkit_runtime::codec::{Decoder, wire};
+//!
+//! // Field 1 as a varint holding 300: the key byte, then 300 in base-128.
+//! let mut buf = Vec::new();
+//! wire::put_varint(&mut buf, u64::from(wire::key(1, wire::WireType::Varint)));
+//! wire::put_varint(&mut buf, 300);
+//! assert_eq!(buf, [0x08, 0xac, 0x02]);
+//!
+//! let mut d = Decoder::new(&buf);
+//! assert_eq!(d.read_key()?, 0x08);
+//! assert_eq!(d.read_varint()?, 300);
+//! assert!(d.is_empty());
+//! # Ok::<(), svrkit_runtime::codec::DecodeError>(())
+//! ```
+
+pub mod codec;
+pub mod codegen;
+
+/// Includes the code a build script generated for one IDL package.
+///
+/// `include_idl!("im.message")` expands to
+/// `include!(concat!(env!("OUT_DIR"), "/im.message.rs"))`. Mount each package at the module
+/// path its name spells (`im::message`), because generated code reaches types of other
+/// packages through relative `super::` paths, as prost does.
+///
+/// ```ignore
+/// pub mod im {
+///     pub mod common { svrkit_runtime::include_idl!("im.common"); }
+///     pub mod message { svrkit_runtime::include_idl!("im.message"); }
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_idl {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}
