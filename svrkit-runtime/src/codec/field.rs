@@ -19,6 +19,26 @@ pub fn merge<K: Kind>(value: &mut K::Value, d: &mut Decoder<'_>) -> Result<()> {
     K::merge(value, d)
 }
 
+/// Whether a singular field is at its type's default and so is left off the wire.
+#[inline]
+pub fn is_default<K: Kind>(value: &K::Value) -> bool {
+    K::is_default(value)
+}
+
+/// Writes a singular field unless it is at its type's default.
+#[inline]
+pub fn encode_singular<K: Kind>(key: u32, value: &K::Value, buf: &mut Vec<u8>) {
+    if !K::is_default(value) {
+        encode::<K>(key, value, buf);
+    }
+}
+
+/// Bytes a singular field takes (nothing at its type's default).
+#[inline]
+pub fn encoded_len_singular<K: Kind>(key_len: usize, value: &K::Value) -> usize {
+    if K::is_default(value) { 0 } else { encoded_len::<K>(key_len, value) }
+}
+
 /// Writes one field: key, then value.
 #[inline]
 pub fn encode<K: Kind>(key: u32, value: &K::Value, buf: &mut Vec<u8>) {

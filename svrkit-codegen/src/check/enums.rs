@@ -1,0 +1,55 @@
+//! Enum bodies: value names and numbers.
+
+use std::collections::HashMap;
+
+use super::{Checker, names, values};
+use crate::ast;
+use crate::error;
+use crate::ir::{Enum, EnumId, EnumValue, PackageId, Reserved};
+
+/// The IR entry for an enum, before its values are checked.
+pub(super) fn declare(package: PackageId, full_name: String, e: &ast::Enum) -> Enum {
+    Enum {
+        package,
+        name: e.name.value.clone(),
+        full_name,
+        doc: values::doc(&e.doc),
+        values: Vec::new(),
+        reserved: Reserved::default(),
+        span: e.span,
+    }
+}
+
+impl Checker<'_> {
+    pub(super) fn enum_body(&mut self, e: &ast::Enum, id: EnumId) {
+        let reserved = values::reserved(&e.reserved, i64::from(i32::MAX), self.diags);
+        let mut by_number: HashMap<i32, &ast::Text> = HashMap::new();
+        let mut by_name: HashMap<&str, &ast::Text> = HashMap::new();
+        let mut out = Vec::new();
+        for v in &e.values {
+            let name_ok = names::check_enum_value_name(&v.name, self.diags);
+            let number = values::integer(&v.id, "enum value", i64::from(i32::MIN), i64::from(i32::MAX), self.diags)
+                .map(|n| n as i32);
+            if let Some(first) = by_name.insert(&v.name.value, &v.name) {
+                self.diags.push(error::duplicate_name(&v.name, "enum value", first.span));
+            } else if reserved.has_name(&v.name.value) {
+                self.diags.push(error::name_reserved(&v.name));
+            }
+            let Some(number) = number else { continue };
+            if let Some(first) = by_number.insert(number, &v.id) {
+                self.diags.push(error::duplicate_id(&v.id, "enum value number", first.span));
+                continue;
+            }
+            if reserved.has_id(i64::from(number)) {
+                self.diags.push(error::id_reserved(&v.id));
+                continue;
+            }
+            if name_ok {
+                out.push(EnumValue { name: v.name.value.clone(), number, doc: values::doc(&v.doc), span: v.span });
+            }
+        }
+        let ir = &mut self.schema.enums[id.0];
+        ir.values = out;
+        ir.reserved = reserved;
+    }
+}

@@ -1,0 +1,165 @@
+//! Services and methods: ids, request/response types and call policies.
+
+use std::collections::HashMap;
+
+use super::{Checker, names, values};
+use crate::ast;
+use crate::error;
+use crate::ident;
+use crate::ir::{self, Method, Priority, Retry, Service, StructId, ValueType};
+use crate::span::Span;
+
+impl Checker<'_> {
+    pub(super) fn services(&mut self, files: &[ast::File]) {
+        let mut by_id: HashMap<i64, Span> = HashMap::new();
+        for file in files {
+            let package = self.file_package[&file.id];
+            for item in &file.items {
+                let ast::Item::Service(s) = item else { continue };
+                let id = values::integer(&s.id, "service id", 1, 65_535, self.diags);
+                if let Some(id) = id {
+                    if let Some(first) = by_id.insert(id, s.id.span) {
+                        self.diags.push(error::duplicate_id(&s.id, "service id", first));
+                    }
+                }
+                let timeout = match &s.timeout_ms {
+                    Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags).map(|t| t as u32),
+                    None => Some(ir::DEFAULT_TIMEOUT_MS),
+                };
+                let methods = self.methods(file, s, timeout.unwrap_or(ir::DEFAULT_TIMEOUT_MS));
+                let full_name = self.full_name(package, &s.name.value);
+                let index = self.schema.services.len();
+                self.schema.services.push(Service {
+                    package,
+                    name: s.name.value.clone(),
+                    full_name,
+                    id: id.unwrap_or(0) as u16,
+                    doc: values::doc(&s.doc),
+                    methods,
+                    span: s.span,
+                });
+                self.schema.packages[package.0].items.push(ir::Item::Service(index));
+            }
+        }
+    }
+
+    fn methods(&mut self, file: &ast::File, s: &ast::Service, service_timeout: u32) -> Vec<Method> {
+        let mut by_id: HashMap<i64, Span> = HashMap::new();
+        let mut by_fn: HashMap<String, &ast::Text> = HashMap::new();
+        let mut out = Vec::new();
+        for m in &s.methods {
+            let name_ok = names::check_type_name(&m.name, "method", self.diags);
+            let fn_name = ident::method_fn_name(&m.name.value);
+            if name_ok {
+                match by_fn.get(&fn_name) {
+                    Some(first) if first.value == m.name.value => {
+                        self.diags.push(error::duplicate_name(&m.name, "method", first.span));
+                    }
+                    Some(first) => {
+                        self.diags.push(error::rust_name_collision(&m.name, &fn_name, &first.value, first.span));
+                    }
+                    None => {
+                        by_fn.insert(fn_name.clone(), &m.name);
+                    }
+                }
+            }
+            let id = values::integer(&m.id, "method id", 1, 65_535, self.diags);
+            if let Some(id) = id {
+                if let Some(first) = by_id.insert(id, m.id.span) {
+                    self.diags.push(error::duplicate_id(&m.id, "method id", first));
+                }
+            }
+            let oneway = match &m.oneway {
+                None => Some(false),
+                Some(t) if t.value == "true" => Some(true),
+                Some(t) if t.value == "false" => Some(false),
+                Some(t) => {
+                    self.diags.push(error::invalid_choice(t, "oneway", &["true", "false"]));
+                    None
+                }
+            };
+            let request = self.message_type(file, &m.request, "request");
+            let response = match (&m.response, oneway) {
+                (Some(r), Some(true)) => {
+                    self.diags.push(error::oneway_with_response(r));
+                    None
+                }
+                (Some(r), _) => self.message_type(file, r, "response").map(Some),
+                (None, Some(true)) => Some(None),
+                (None, Some(false)) => {
+                    self.diags.push(error::missing_response(m));
+                    None
+                }
+                (None, None) => None,
+            };
+            let timeout_ms = match &m.timeout_ms {
+                Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags).map(|t| t as u32),
+                None => Some(service_timeout),
+            };
+            let retry = self.retry(m);
+            let priority = match m.priority.as_ref().map(|p| (p, p.value.as_str())) {
+                None => Some(Priority::Normal),
+                Some((_, "critical")) => Some(Priority::Critical),
+                Some((_, "high")) => Some(Priority::High),
+                Some((_, "normal")) => Some(Priority::Normal),
+                Some((_, "low")) => Some(Priority::Low),
+                Some((p, _)) => {
+                    self.diags.push(error::invalid_choice(p, "priority", &["critical", "high", "normal", "low"]));
+                    None
+                }
+            };
+            if let (true, Some(id), Some(request), Some(response), Some(timeout_ms), Some(retry), Some(priority)) =
+                (name_ok, id, request, response, timeout_ms, retry, priority)
+            {
+                out.push(Method {
+                    name: m.name.value.clone(),
+                    fn_name,
+                    id: id as u16,
+                    doc: values::doc(&m.doc),
+                    request,
+                    response,
+                    timeout_ms,
+                    retry,
+                    priority,
+                    span: m.span,
+                });
+            }
+        }
+        out
+    }
+
+    fn retry(&mut self, m: &ast::Method) -> Option<Retry> {
+        let idempotent = match m.retry.as_ref().map(|r| (r, r.value.as_str())) {
+            None | Some((_, "none")) => false,
+            Some((_, "idempotent")) => true,
+            Some((r, _)) => {
+                self.diags.push(error::invalid_choice(r, "retry", &["none", "idempotent"]));
+                return None;
+            }
+        };
+        match (&m.max_attempts, idempotent) {
+            (Some(t), true) => values::integer(t, "max_attempts", 1, 5, self.diags)
+                .map(|n| Retry::Idempotent { max_attempts: n as u8 }),
+            (Some(t), false) => {
+                self.diags.push(error::max_attempts_without_retry(t));
+                None
+            }
+            (None, true) => Some(Retry::Idempotent { max_attempts: ir::DEFAULT_MAX_ATTEMPTS }),
+            (None, false) => Some(Retry::None),
+        }
+    }
+
+    fn message_type(&mut self, file: &ast::File, name: &ast::Text, role: &str) -> Option<StructId> {
+        match self.resolve(file.id, name)? {
+            ValueType::Struct(id) => Some(id),
+            other => {
+                let what = match other {
+                    ValueType::Enum(_) => "an enum",
+                    _ => "a scalar",
+                };
+                self.diags.push(error::not_a_struct(name, role, what));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Structs and their `Message` implementations.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::{doc_attrs, paths};
+use crate::ident;
+use crate::ir::{Field, FieldType, Schema, StructId, ValueType};
+
+/// Wire type numbers, as in `svrkit_runtime::codec::WireType`.
+const VARINT: u32 = 0;
+const SIXTY_FOUR_BIT: u32 = 1;
+const LENGTH_DELIMITED: u32 = 2;
+const THIRTY_TWO_BIT: u32 = 5;
+
+fn wire_type(ty: ValueType) -> u32 {
+    use crate::ir::Scalar::*;
+    match ty {
+        ValueType::Scalar(Fixed64 | Sfixed64 | Double) => SIXTY_FOUR_BIT,
+        ValueType::Scalar(Fixed32 | Sfixed32 | Float) => THIRTY_TWO_BIT,
+        ValueType::Scalar(String | Bytes) | ValueType::Struct(_) => LENGTH_DELIMITED,
+        ValueType::Scalar(_) | ValueType::Enum(_) => VARINT,
+    }
+}
+
+fn is_packable(ty: ValueType) -> bool {
+    match ty {
+        ValueType::Scalar(s) => s.is_packable(),
+        ValueType::Enum(_) => true,
+        ValueType::Struct(_) => false,
+    }
+}
+
+/// The key as a literal (`(id << 3) | wire_type`, computed here so the runtime never does).
+fn key(id: u32, wire_type: u32) -> Literal {
+    Literal::u32_unsuffixed((id << 3) | wire_type)
+}
+
+/// How many bytes a key takes.
+fn key_len(id: u32) -> Literal {
+    let bits = 64 - (u64::from(id) << 3 | 1).leading_zeros() as usize;
+    Literal::usize_unsuffixed(bits.div_ceil(7))
+}
+
+pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
+    let s = schema.struct_(id);
+    let name = ident::ident(&s.name);
+    let full_name = &s.full_name;
+    let doc = doc_attrs(&s.doc);
+    let rt = quote!(::svrkit_runtime::codegen);
+
+    let fields = s.fields.iter().map(|f| {
+        let doc = doc_attrs(&f.doc);
+        let name = ident::ident(&f.name);
+        let ty = paths::field_type(schema, s.package, f.ty, f.boxed);
+        quote! { #doc pub #name: #ty, }
+    });
+
+    let custom_default = s.fields.iter().any(|f| f.default.as_ref().is_some_and(|d| !d.is_zero()));
+    let default_derive = if custom_default { quote!() } else { quote!(Default,) };
+    let default_impl = if custom_default {
+        let inits = s.fields.iter().map(|f| {
+            let name = ident::ident(&f.name);
+            match (&f.default, f.ty) {
+                (Some(d), FieldType::Singular(ty)) => {
+                    let value = paths::default_expr(schema, s.package, ty, d);
+                    quote!(#name: #value,)
+                }
+                _ => quote!(#name: ::core::default::Default::default(),),
+            }
+        });
+        quote! {
+            #[automatically_derived]
+            impl ::core::default::Default for #name {
+                fn default() -> Self {
+                    Self { #(#inits)* unknown_fields: ::core::default::Default::default() }
+                }
+            }
+        }
+    } else {
+        quote!()
+    };
+
+    let short_name = &s.name;
+    let debug_names = s.fields.iter().map(|f| f.name.as_str());
+    let debug_idents = s.fields.iter().map(|f| ident::ident(&f.name));
+
+    let fields_gen = FieldGen { schema, package: s.package };
+    let encodes = s.fields.iter().map(|f| fields_gen.encode(f));
+    let lens = s.fields.iter().map(|f| fields_gen.encoded_len(f));
+    let arms = s.fields.iter().map(|f| fields_gen.merge_arms(f));
+    let names = s.fields.iter().map(|f| {
+        let id = Literal::u32_unsuffixed(f.id);
+        let name = &f.name;
+        quote!(#id => ::core::option::Option::Some(#name),)
+    });
+    let field_name_body = if s.fields.is_empty() {
+        quote! { let _ = id; ::core::option::Option::None }
+    } else {
+        quote! { match id { #(#names)* _ => ::core::option::Option::None } }
+    };
+
+    quote! {
+        #doc
+        #[derive(Clone, PartialEq, #default_derive)]
+        pub struct #name {
+            #(#fields)*
+            /// Fields this schema does not know, kept so that they are written back unchanged.
+            pub unknown_fields: #rt::UnknownFields,
+        }
+
+        #default_impl
+
+        #[automatically_derived]
+        impl ::core::fmt::Debug for #name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut s = f.debug_struct(#short_name);
+                #(s.field(#debug_names, &self.#debug_idents);)*
+                if !self.unknown_fields.is_empty() {
+                    s.field("unknown_fields", &self.unknown_fields);
+                }
+                s.finish()
+            }
+        }
+
+        #[automatically_derived]
+        impl #rt::Message for #name {
+            const NAME: &'static str = #full_name;
+
+            #[inline]
+            fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
+                #[allow(unused_imports)]
+                use #rt::{field, kind};
+                #(#encodes)*
+                self.unknown_fields.encode(buf);
+            }
+
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                #[allow(unused_imports)]
+                use #rt::{field, kind};
+                #(#lens +)* self.unknown_fields.encoded_len()
+            }
+
+            #[inline]
+            fn merge_field(
+                &mut self,
+                key: u32,
+                d: &mut #rt::Decoder<'_>,
+            ) -> ::core::result::Result<(), #rt::DecodeError> {
+                #[allow(unused_imports)]
+                use #rt::{field, kind};
+                match key {
+                    #(#arms)*
+                    _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+                }
+            }
+
+            fn field_name(id: u32) -> ::core::option::Option<&'static str> {
+                #field_name_body
+            }
+        }
+    }
+}
+
+struct FieldGen<'a> {
+    schema: &'a Schema,
+    package: crate::ir::PackageId,
+}
+
+impl FieldGen<'_> {
+    fn kind(&self, ty: ValueType) -> TokenStream {
+        paths::kind(self.schema, self.package, ty)
+    }
+
+    /// The condition under which a singular field is written.
+    fn differs_from_default(&self, f: &Field, ty: ValueType) -> TokenStream {
+        let name = ident::ident(&f.name);
+        match &f.default {
+            Some(d) if !d.is_zero() => {
+                let lit = paths::default_literal(self.schema, self.package, ty, d);
+                quote!(self.#name != #lit)
+            }
+            _ => {
+                let kind = self.kind(ty);
+                quote!(!field::is_default::<#kind>(&self.#name))
+            }
+        }
+    }
+
+    fn has_custom_default(f: &Field) -> bool {
+        f.default.as_ref().is_some_and(|d| !d.is_zero())
+    }
+
+    fn encode(&self, f: &Field) -> TokenStream {
+        let rt = quote!(field);
+        let name = ident::ident(&f.name);
+        let value = f.ty.value();
+        let kind = self.kind(value);
+        match f.ty {
+            FieldType::Singular(ValueType::Struct(_)) => {
+                let key = key(f.id, LENGTH_DELIMITED);
+                quote! { #rt::encode_message(#key, &self.#name, buf); }
+            }
+            FieldType::Singular(ty) if Self::has_custom_default(f) => {
+                let key = key(f.id, wire_type(ty));
+                let cond = self.differs_from_default(f, ty);
+                quote! { if #cond { #rt::encode::<#kind>(#key, &self.#name, buf); } }
+            }
+            FieldType::Singular(ty) => {
+                let key = key(f.id, wire_type(ty));
+                quote! { #rt::encode_singular::<#kind>(#key, &self.#name, buf); }
+            }
+            FieldType::Optional(ty) => {
+                let key = key(f.id, wire_type(ty));
+                quote! {
+                    if let ::core::option::Option::Some(value) = &self.#name {
+                        #rt::encode::<#kind>(#key, value, buf);
+                    }
+                }
+            }
+            FieldType::Repeated(ty) if is_packable(ty) => {
+                let key = key(f.id, LENGTH_DELIMITED);
+                quote! { #rt::encode_packed::<#kind>(#key, &self.#name, buf); }
+            }
+            FieldType::Repeated(ty) => {
+                let key = key(f.id, wire_type(ty));
+                quote! { #rt::encode_repeated::<#kind>(#key, &self.#name, buf); }
+            }
+            FieldType::Map(k, _) => {
+                let key = key(f.id, LENGTH_DELIMITED);
+                let key_kind = self.kind(ValueType::Scalar(k));
+                quote! { #rt::encode_map::<#key_kind, #kind>(#key, &self.#name, buf); }
+            }
+        }
+    }
+
+    fn encoded_len(&self, f: &Field) -> TokenStream {
+        let rt = quote!(field);
+        let name = ident::ident(&f.name);
+        let value = f.ty.value();
+        let kind = self.kind(value);
+        let key_len = key_len(f.id);
+        match f.ty {
+            FieldType::Singular(ValueType::Struct(_)) => {
+                quote! { #rt::encoded_len_message(#key_len, &self.#name) }
+            }
+            FieldType::Singular(ty) if Self::has_custom_default(f) => {
+                let cond = self.differs_from_default(f, ty);
+                quote! { if #cond { #rt::encoded_len::<#kind>(#key_len, &self.#name) } else { 0 } }
+            }
+            FieldType::Singular(_) => quote! { #rt::encoded_len_singular::<#kind>(#key_len, &self.#name) },
+            FieldType::Optional(_) => {
+                quote! { self.#name.as_ref().map_or(0, |value| #rt::encoded_len::<#kind>(#key_len, value)) }
+            }
+            FieldType::Repeated(ty) if is_packable(ty) => {
+                quote! { #rt::encoded_len_packed::<#kind>(#key_len, &self.#name) }
+            }
+            FieldType::Repeated(_) => quote! { #rt::encoded_len_repeated::<#kind>(#key_len, &self.#name) },
+            FieldType::Map(k, _) => {
+                let key_kind = self.kind(ValueType::Scalar(k));
+                quote! { #rt::encoded_len_map::<#key_kind, #kind>(#key_len, &self.#name) }
+            }
+        }
+    }
+
+    fn merge_arms(&self, f: &Field) -> TokenStream {
+        let rt = quote!(field);
+        let name = ident::ident(&f.name);
+        let value = f.ty.value();
+        let kind = self.kind(value);
+        let wt = wire_type(value);
+        match f.ty {
+            FieldType::Singular(_) => {
+                let key = key(f.id, wt);
+                quote! { #key => #rt::merge::<#kind>(&mut self.#name, d), }
+            }
+            FieldType::Optional(ValueType::Struct(s)) if f.boxed => {
+                let key = key(f.id, wt);
+                let ty = paths::value_type(self.schema, self.package, ValueType::Struct(s));
+                quote! { #key => #rt::merge_optional_boxed::<#ty>(&mut self.#name, d), }
+            }
+            FieldType::Optional(_) => {
+                let key = key(f.id, wt);
+                quote! { #key => #rt::merge_optional::<#kind>(&mut self.#name, d), }
+            }
+            FieldType::Repeated(ty) if is_packable(ty) => {
+                // Both encodings are accepted: packed from svrkit and proto3 peers, one field
+                // per element from proto2-style peers.
+                let packed = key(f.id, LENGTH_DELIMITED);
+                let single = key(f.id, wt);
+                quote! {
+                    #packed => #rt::merge_packed::<#kind>(&mut self.#name, d),
+                    #single => #rt::merge_repeated::<#kind>(&mut self.#name, d),
+                }
+            }
+            FieldType::Repeated(_) => {
+                let key = key(f.id, wt);
+                quote! { #key => #rt::merge_repeated::<#kind>(&mut self.#name, d), }
+            }
+            FieldType::Map(k, _) => {
+                let key = key(f.id, LENGTH_DELIMITED);
+                let key_kind = self.kind(ValueType::Scalar(k));
+                quote! { #key => #rt::merge_map_entry::<#key_kind, #kind>(&mut self.#name, d), }
+            }
+        }
+    }
+}
