@@ -18,7 +18,11 @@ pub struct EnumId(pub usize);
 pub struct PackageId(pub usize);
 
 /// Everything compiled together: the requested files and all they include.
+///
+/// Only the checker constructs one (`non_exhaustive`), so holding a `Schema` means every IDL
+/// rule held.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Schema {
     /// Packages, in the order they were first seen.
     pub packages: Vec<Package>,
@@ -28,8 +32,6 @@ pub struct Schema {
     pub enums: Vec<Enum>,
     /// All services.
     pub services: Vec<Service>,
-    /// Only the checker constructs a schema.
-    pub(crate) _checked: (),
 }
 
 /// A dotted package; generated as nested modules.
@@ -72,7 +74,7 @@ pub struct Struct {
     pub full_name: String,
     /// Documentation.
     pub doc: Option<String>,
-    /// Fields, in declaration order.
+    /// Fields, in id order (the order they are encoded in).
     pub fields: Vec<Field>,
     /// Reserved ids and names.
     pub reserved: Reserved,

@@ -13,7 +13,7 @@ pub(crate) fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> O
     let root = match xml::parse(file, text) {
         Ok(root) => root,
         Err(d) => {
-            diags.push(d);
+            diags.push(*d);
             return None;
         }
     };
@@ -105,9 +105,10 @@ fn parse_struct(el: &Element, diags: &mut Diagnostics) -> Option<ast::Struct> {
 }
 
 fn parse_reserved(el: &Element, diags: &mut Diagnostics) -> Option<ast::Reserved> {
-    let mut a = Attrs::new(el, &["ids", "names"], diags);
-    let (ids, names) = (a.optional("ids"), a.optional("names"));
-    drop(a);
+    let (ids, names) = {
+        let mut a = Attrs::new(el, &["ids", "names"], diags);
+        (a.optional("ids"), a.optional("names"))
+    };
     no_children(el, diags);
     if ids.is_none() && names.is_none() {
         diags.push(error::missing_attribute(el, "ids` or `names"));
@@ -237,10 +238,10 @@ fn children_none(el: &Element, diags: &mut Diagnostics) {
 }
 
 fn no_text(el: &Element, diags: &mut Diagnostics) {
-    if let Some(text) = &el.text {
-        if !text.value.trim().is_empty() {
-            diags.push(error::unexpected_text(el, text));
-        }
+    if let Some(text) = &el.text
+        && !text.value.trim().is_empty()
+    {
+        diags.push(error::unexpected_text(el, text));
     }
 }
 

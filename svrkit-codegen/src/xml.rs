@@ -65,7 +65,7 @@ fn offset_in(text: &str, part: &str) -> Option<usize> {
 ///
 /// # Errors
 /// Malformed XML yields one diagnostic at the position quick-xml stopped at.
-pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Diagnostic> {
+pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Box<Diagnostic>> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
@@ -76,14 +76,14 @@ pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Diagnostic> {
             Ok(event) => event,
             Err(e) => {
                 let at = (reader.error_position() as usize).min(text.len());
-                return Err(error::malformed_xml(span(at..at), &e.to_string()));
+                return Err(bad(span(at..at), &e.to_string()));
             }
         };
         let end = reader.buffer_position() as usize;
         match event {
             Event::Start(tag) | Event::Empty(tag) if root.is_some() && stack.is_empty() => {
                 let name = tag.name().as_ref().to_owned();
-                return Err(error::malformed_xml(
+                return Err(bad(
                     span(start..end),
                     &format!("a second root element `<{name}>` after the first one ended"),
                 ));
@@ -99,7 +99,7 @@ pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Diagnostic> {
             Event::End(_) => {
                 // quick-xml has already checked that the end tag matches its start.
                 let Some(el) = stack.pop() else {
-                    return Err(error::malformed_xml(span(start..end), "unexpected end tag"));
+                    return Err(bad(span(start..end), "unexpected end tag"));
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
@@ -118,13 +118,13 @@ pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Diagnostic> {
                 let resolved = if r.is_char_ref() {
                     match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
-                        _ => return Err(error::malformed_xml(span(start..end), "invalid character reference")),
+                        _ => return Err(bad(span(start..end), "invalid character reference")),
                     }
                 } else {
                     match predefined_entity(&r.xml_content(XmlVersion::Implicit1_0)) {
                         Some(s) => s.to_owned(),
                         None => {
-                            return Err(error::malformed_xml(
+                            return Err(bad(
                                 span(start..end),
                                 "unknown entity (only &amp; &lt; &gt; &quot; &apos; are defined)",
                             ));
@@ -138,12 +138,17 @@ pub(crate) fn parse(file: FileId, text: &str) -> Result<Element, Diagnostic> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(error::malformed_xml(
+        return Err(bad(
             open.span,
             &format!("`<{}>` is never closed", open.name.value),
         ));
     }
-    root.ok_or_else(|| error::malformed_xml(span(0..0), "the file has no root element"))
+    root.ok_or_else(|| bad(span(0..0), "the file has no root element"))
+}
+
+/// Errors here are rare and end the file, so they are boxed to keep the `Ok` path small.
+fn bad(span: Span, what: &str) -> Box<Diagnostic> {
+    Box::new(error::malformed_xml(span, what))
 }
 
 fn predefined_entity(name: &str) -> Option<&'static str> {
@@ -162,7 +167,7 @@ fn push_text(
     content: &str,
     at: Span,
     after_root: bool,
-) -> Result<(), Diagnostic> {
+) -> Result<(), Box<Diagnostic>> {
     match stack.last_mut() {
         Some(el) => match &mut el.text {
             Some(text) => text.value.push_str(content),
@@ -171,7 +176,7 @@ fn push_text(
         None if content.trim().is_empty() => {}
         None => {
             let what = if after_root { "after" } else { "before" };
-            return Err(error::malformed_xml(at, &format!("text {what} the root element")));
+            return Err(bad(at, &format!("text {what} the root element")));
         }
     }
     Ok(())
@@ -182,7 +187,7 @@ fn element(
     text: &str,
     tag: &BytesStart<'_>,
     range: std::ops::Range<usize>,
-) -> Result<Element, Diagnostic> {
+) -> Result<Element, Box<Diagnostic>> {
     let span = |r: std::ops::Range<usize>| Span::new(file, r);
     let raw: &str = tag;
     let name_str = tag.name().as_ref().to_owned();
@@ -192,7 +197,7 @@ fn element(
     let mut attrs = Vec::new();
     for attr in tag.attributes() {
         let attr = attr.map_err(|e| {
-            error::malformed_xml(span(range.clone()), &format!("in the attributes of `<{name_str}>`: {e}"))
+            bad(span(range.clone()), &format!("in the attributes of `<{name_str}>`: {e}"))
         })?;
         let key = attr.key.as_ref().to_owned();
         let key_at = offset_in(text, attr.key.as_ref()).unwrap_or(range.start);
@@ -202,7 +207,7 @@ fn element(
         }
         .unwrap_or(key_at..key_at + key.len());
         let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| {
-            error::malformed_xml(span(value_range.clone()), &format!("in attribute `{key}`: {e}"))
+            bad(span(value_range.clone()), &format!("in attribute `{key}`: {e}"))
         })?;
         attrs.push(Attr {
             name: Spanned { value: key.clone(), span: span(key_at..key_at + key.len()) },

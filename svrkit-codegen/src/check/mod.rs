@@ -34,7 +34,7 @@ pub(crate) fn check(files: &[ast::File], sources: &SourceMap, diags: &mut Diagno
     let mut checker = Checker {
         sources,
         diags,
-        schema: Schema { packages: Vec::new(), structs: Vec::new(), enums: Vec::new(), services: Vec::new(), _checked: () },
+        schema: Schema { packages: Vec::new(), structs: Vec::new(), enums: Vec::new(), services: Vec::new() },
         packages: HashMap::new(),
         file_package: HashMap::new(),
         visible: HashMap::new(),
@@ -92,10 +92,10 @@ impl Checker<'_> {
         for file in files {
             let mut visible = vec![self.file_package[&file.id]];
             for include in &file.includes {
-                if let Some(pkg) = include.resolved.and_then(|f| self.file_package.get(&f)) {
-                    if !visible.contains(pkg) {
-                        visible.push(*pkg);
-                    }
+                if let Some(pkg) = include.resolved.and_then(|f| self.file_package.get(&f))
+                    && !visible.contains(pkg)
+                {
+                    visible.push(*pkg);
                 }
             }
             self.visible.insert(file.id, visible);

@@ -17,10 +17,10 @@ impl Checker<'_> {
             for item in &file.items {
                 let ast::Item::Service(s) = item else { continue };
                 let id = values::integer(&s.id, "service id", 1, 65_535, self.diags);
-                if let Some(id) = id {
-                    if let Some(first) = by_id.insert(id, s.id.span) {
-                        self.diags.push(error::duplicate_id(&s.id, "service id", first));
-                    }
+                if let Some(id) = id
+                    && let Some(first) = by_id.insert(id, s.id.span)
+                {
+                    self.diags.push(error::duplicate_id(&s.id, "service id", first));
                 }
                 let timeout = match &s.timeout_ms {
                     Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags).map(|t| t as u32),
@@ -64,10 +64,10 @@ impl Checker<'_> {
                 }
             }
             let id = values::integer(&m.id, "method id", 1, 65_535, self.diags);
-            if let Some(id) = id {
-                if let Some(first) = by_id.insert(id, m.id.span) {
-                    self.diags.push(error::duplicate_id(&m.id, "method id", first));
-                }
+            if let Some(id) = id
+                && let Some(first) = by_id.insert(id, m.id.span)
+            {
+                self.diags.push(error::duplicate_id(&m.id, "method id", first));
             }
             let oneway = match &m.oneway {
                 None => Some(false),

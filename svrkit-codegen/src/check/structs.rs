@@ -53,6 +53,9 @@ impl Checker<'_> {
                 });
             }
         }
+        // Id order is protobuf's canonical order: encoding in it makes svrkit's bytes equal to
+        // any conforming encoder's.
+        out.sort_by_key(|f| f.id);
         let ir = &mut self.schema.structs[id.0];
         ir.fields = out;
         ir.reserved = reserved;

@@ -15,7 +15,7 @@ pub(super) fn generate(schema: &Schema, id: EnumId) -> TokenStream {
     let e = schema.enum_(id);
     let name = ident::ident(&e.name);
     let doc = doc_attrs(&e.doc);
-    let short = &e.name;
+    let unknown_format = format!("{}({{}})", e.name);
     let consts = e.values.iter().map(|v| {
         let doc = doc_attrs(&v.doc);
         let value = ident::ident(&v.name);
@@ -40,6 +40,7 @@ pub(super) fn generate(schema: &Schema, id: EnumId) -> TokenStream {
         #[repr(transparent)]
         pub struct #name(pub i32);
 
+        #[allow(missing_docs)]
         impl #name {
             #(#consts)*
 
@@ -73,7 +74,7 @@ pub(super) fn generate(schema: &Schema, id: EnumId) -> TokenStream {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 match self.name() {
                     ::core::option::Option::Some(name) => f.write_str(name),
-                    ::core::option::Option::None => write!(f, "{}({})", #short, self.0),
+                    ::core::option::Option::None => write!(f, #unknown_format, self.0),
                 }
             }
         }

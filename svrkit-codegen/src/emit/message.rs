@@ -88,7 +88,13 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     let fields_gen = FieldGen { schema, package: s.package };
     let encodes = s.fields.iter().map(|f| fields_gen.encode(f));
     let lens = s.fields.iter().map(|f| fields_gen.encoded_len(f));
-    let arms = s.fields.iter().map(|f| fields_gen.merge_arms(f));
+    let arms: Vec<TokenStream> = s.fields.iter().map(|f| fields_gen.merge_arms(f)).collect();
+    let unknown = quote!(field::merge_unknown::<Self>(key, d, &mut self.unknown_fields));
+    let merge_body = if arms.is_empty() {
+        unknown
+    } else {
+        quote! { match key { #(#arms)* _ => #unknown, } }
+    };
     let names = s.fields.iter().map(|f| {
         let id = Literal::u32_unsuffixed(f.id);
         let name = &f.name;
@@ -103,6 +109,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     quote! {
         #doc
         #[derive(Clone, PartialEq, #default_derive)]
+        #[allow(missing_docs)]
         pub struct #name {
             #(#fields)*
             /// Fields this schema does not know, kept so that they are written back unchanged.
@@ -150,10 +157,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
             ) -> ::core::result::Result<(), #rt::DecodeError> {
                 #[allow(unused_imports)]
                 use #rt::{field, kind};
-                match key {
-                    #(#arms)*
-                    _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
-                }
+                #merge_body
             }
 
             fn field_name(id: u32) -> ::core::option::Option<&'static str> {
@@ -177,6 +181,8 @@ impl FieldGen<'_> {
     fn differs_from_default(&self, f: &Field, ty: ValueType) -> TokenStream {
         let name = ident::ident(&f.name);
         match &f.default {
+            // `!= true` would read oddly (and clippy says so).
+            Some(crate::ir::DefaultValue::Bool(true)) => quote!(!self.#name),
             Some(d) if !d.is_zero() => {
                 let lit = paths::default_literal(self.schema, self.package, ty, d);
                 quote!(self.#name != #lit)
@@ -247,7 +253,7 @@ impl FieldGen<'_> {
             }
             FieldType::Singular(ty) if Self::has_custom_default(f) => {
                 let cond = self.differs_from_default(f, ty);
-                quote! { if #cond { #rt::encoded_len::<#kind>(#key_len, &self.#name) } else { 0 } }
+                quote! { (if #cond { #rt::encoded_len::<#kind>(#key_len, &self.#name) } else { 0 }) }
             }
             FieldType::Singular(_) => quote! { #rt::encoded_len_singular::<#kind>(#key_len, &self.#name) },
             FieldType::Optional(_) => {

@@ -83,7 +83,7 @@ pub fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 pub const fn varint_len(value: u64) -> usize {
     // Each byte carries seven bits; `| 1` makes zero take one byte.
     let bits = 64 - (value | 1).leading_zeros() as usize;
-    (bits + 6) / 7
+    bits.div_ceil(7)
 }
 
 /// How many bytes a key takes.

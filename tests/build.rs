@@ -1,0 +1,60 @@
+//! Compiles the IDL fixtures twice, independently: with svrkit (into `OUT_DIR`), and with
+//! prost from the `.proto` files `svrkit proto` exports (into `OUT_DIR/prost*`). The tests
+//! check that the two agree on every byte.
+
+use std::path::{Path, PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let idl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idl");
+    let files: Vec<PathBuf> = [
+        "im/message.xml",
+        "test/all_types.xml",
+        "test/evolution_v1.xml",
+        "test/evolution_v2.xml",
+        "bench/chat.xml",
+    ]
+    .iter()
+    .map(|f| idl.join(f))
+    .collect();
+
+    // What a user's build script does.
+    svrkit_codegen::Builder::new().include_dir(&idl).compile(&files)?;
+
+    // The `.proto` export, compiled by protoc and prost-build.
+    let compiled = svrkit_codegen::Builder::new().emit_rerun_if_changed(false).check(&files)?;
+    let proto_dir = out.join("proto");
+    let mut protos = Vec::new();
+    for file in compiled.proto_files() {
+        let path = proto_dir.join(&file.name);
+        svrkit_codegen::write_if_changed(&path, &file.content)?;
+        protos.push(path);
+    }
+    if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
+        return Err("protoc not found: install it (apt-get install protobuf-compiler) or set PROTOC".into());
+    }
+    let prost_out = out.join("prost");
+    std::fs::create_dir_all(&prost_out)?;
+    // BTreeMap and Bytes make prost's types directly comparable with svrkit's.
+    prost_build::Config::new()
+        .btree_map(["."])
+        .bytes(["."])
+        .out_dir(&prost_out)
+        .compile_protos(&protos, &[&proto_dir])?;
+
+    // prost with its default settings, for the benchmark.
+    let prost_default = out.join("prost_default");
+    std::fs::create_dir_all(&prost_default)?;
+    prost_build::Config::new()
+        .out_dir(&prost_default)
+        .compile_protos(&[proto_dir.join("bench.chat.proto")], &[&proto_dir])?;
+    Ok(())
+}
+
+fn which_protoc() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join("protoc"))
+        .find(|p| p.is_file())
+}
