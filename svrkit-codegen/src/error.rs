@@ -225,7 +225,7 @@ pub(crate) fn default_not_allowed(text: &Text, why: &str) -> Diagnostic {
 
 pub(crate) fn bad_default(text: &Text, ty: &str) -> Diagnostic {
     Diagnostic::error("E0210", format!("`{}` is not a valid {ty}", text.value), text.span)
-        .label(format!("not a {ty} value"))
+        .label("invalid default")
 }
 
 pub(crate) fn bad_enum_default(text: &Text, enum_name: &str, names: &[String]) -> Diagnostic {

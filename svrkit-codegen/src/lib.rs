@@ -114,7 +114,12 @@ impl Builder {
         let schema = if diags.has_errors() { None } else { check::check(&loaded.files, &sources, &mut diags) };
         match schema {
             Some(schema) => Ok(Compiled { sources, schema, files_read }),
-            None => Err(Error::Idl(Report { sources, diagnostics: diags.into_vec(), files_read })),
+            None => {
+                let mut diagnostics = diags.into_vec();
+                // Passes find errors in their own order; readers want them in file order.
+                diagnostics.sort_by_key(|d| (d.primary.0.file, d.primary.0.start));
+                Err(Error::Idl(Report { sources, diagnostics, files_read }))
+            }
         }
     }
 

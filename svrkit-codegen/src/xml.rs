@@ -171,7 +171,14 @@ fn push_text(
     match stack.last_mut() {
         Some(el) => match &mut el.text {
             Some(text) => text.value.push_str(content),
-            None => el.text = Some(Spanned { value: content.to_owned(), span: at }),
+            None => {
+                // Point at the words, not the whitespace around them.
+                let lead = content.len() - content.trim_start().len();
+                let len = content.trim().len();
+                let start = (at.start + lead).min(at.end);
+                let span = Span { start, end: (start + len).min(at.end), ..at };
+                el.text = Some(Spanned { value: content.to_owned(), span });
+            }
         },
         None if content.trim().is_empty() => {}
         None => {

@@ -145,9 +145,9 @@ impl Checker<'_> {
 
     fn declare_type(&mut self, package: PackageId, name: &ast::Text, decl: Decl) -> bool {
         let what = if matches!(decl, Decl::Struct(_)) { "struct" } else { "enum" };
-        if !names::check_type_name(name, what, self.diags) {
-            return false;
-        }
+        // A badly cased name is reported but still declared, so that its body is checked too
+        // and references to it do not cascade into "unknown type" errors.
+        names::check_type_name(name, what, self.diags);
         if !self.claim_name(package, name.value.clone(), name) {
             return false;
         }

@@ -93,7 +93,7 @@ pub(crate) fn nested_modules(codes: &[PackageCode]) -> TokenStream {
             let body = render(child);
             quote! {
                 #[allow(missing_docs)]
-                pub(crate) mod #name { #body }
+                pub mod #name { #body }
             }
         });
         quote! { #items #(#children)* }
