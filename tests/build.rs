@@ -19,10 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .collect();
 
     // What a user's build script does.
-    svrkit_codegen::Builder::new().include_dir(&idl).compile(&files)?;
+    svrkit_codegen::Builder::new()
+        .include_dir(&idl)
+        .compile(&files)?;
 
     // The `.proto` export, compiled by protoc and prost-build.
-    let compiled = svrkit_codegen::Builder::new().emit_rerun_if_changed(false).check(&files)?;
+    let compiled = svrkit_codegen::Builder::new()
+        .emit_rerun_if_changed(false)
+        .check(&files)?;
     let proto_dir = out.join("proto");
     let mut protos = Vec::new();
     for file in compiled.proto_files() {
@@ -31,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         protos.push(path);
     }
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
-        return Err("protoc not found: install it (apt-get install protobuf-compiler) or set PROTOC".into());
+        return Err(
+            "protoc not found: install it (apt-get install protobuf-compiler) or set PROTOC".into(),
+        );
     }
     let prost_out = out.join("prost");
     std::fs::create_dir_all(&prost_out)?;

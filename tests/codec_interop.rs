@@ -21,7 +21,8 @@ where
     P: prost::Message + Default,
 {
     let ours = value.encode_to_vec();
-    let theirs = P::decode(ours.as_slice()).map_err(|e| TestCaseError::fail(format!("prost: {e}")))?;
+    let theirs =
+        P::decode(ours.as_slice()).map_err(|e| TestCaseError::fail(format!("prost: {e}")))?;
     let back = theirs.encode_to_vec();
     prop_assert_eq!(&back, &ours, "prost re-encodes svrkit's bytes identically");
     prop_assert_eq!(&S::decode(&back).unwrap(), value);
@@ -38,7 +39,11 @@ where
     let theirs = value.encode_to_vec();
     let ours = S::decode(&theirs).map_err(|e| TestCaseError::fail(format!("svrkit: {e}")))?;
     let back = ours.encode_to_vec();
-    prop_assert_eq!(&back, &theirs, "svrkit re-encodes prost's bytes identically");
+    prop_assert_eq!(
+        &back,
+        &theirs,
+        "svrkit re-encodes prost's bytes identically"
+    );
     prop_assert_eq!(&P::decode(back.as_slice()).unwrap(), value);
     Ok(ours)
 }
@@ -124,9 +129,30 @@ fn prost_user() -> impl Strategy<Value = pc::UserRef> {
 
 fn prost_scalars() -> impl Strategy<Value = p::Scalars> {
     (
-        (any::<bool>(), any::<i32>(), any::<i64>(), any::<u32>(), any::<u64>(), any::<i32>(), any::<i64>()),
-        (any::<u32>(), any::<u64>(), any::<i32>(), any::<i64>(), f32_(), f64_()),
-        (string(), bytes(), any::<i32>(), proptest::option::of(prost_user()), any::<u32>()),
+        (
+            any::<bool>(),
+            any::<i32>(),
+            any::<i64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<i64>(),
+        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<i64>(),
+            f32_(),
+            f64_(),
+        ),
+        (
+            string(),
+            bytes(),
+            any::<i32>(),
+            proptest::option::of(prost_user()),
+            any::<u32>(),
+        ),
     )
         .prop_map(|(a, b, c)| p::Scalars {
             f_bool: a.0,
@@ -153,9 +179,29 @@ fn prost_scalars() -> impl Strategy<Value = p::Scalars> {
 fn prost_optionals() -> impl Strategy<Value = p::Optionals> {
     use proptest::option::of;
     (
-        (of(any::<bool>()), of(any::<i32>()), of(any::<i64>()), of(any::<u32>()), of(any::<u64>()), of(any::<i32>())),
-        (of(any::<i64>()), of(any::<u32>()), of(any::<u64>()), of(any::<i32>()), of(any::<i64>()), of(f32_())),
-        (of(f64_()), of(string()), of(bytes()), of(any::<i32>()), of(prost_scalars())),
+        (
+            of(any::<bool>()),
+            of(any::<i32>()),
+            of(any::<i64>()),
+            of(any::<u32>()),
+            of(any::<u64>()),
+            of(any::<i32>()),
+        ),
+        (
+            of(any::<i64>()),
+            of(any::<u32>()),
+            of(any::<u64>()),
+            of(any::<i32>()),
+            of(any::<i64>()),
+            of(f32_()),
+        ),
+        (
+            of(f64_()),
+            of(string()),
+            of(bytes()),
+            of(any::<i32>()),
+            of(prost_scalars()),
+        ),
     )
         .prop_map(|(a, b, c)| p::Optionals {
             o_bool: a.0,
@@ -184,9 +230,29 @@ fn list<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value 
 
 fn prost_repeateds() -> impl Strategy<Value = p::Repeateds> {
     (
-        (list(any::<bool>()), list(any::<i32>()), list(any::<i64>()), list(any::<u32>()), list(any::<u64>()), list(any::<i32>())),
-        (list(any::<i64>()), list(any::<u32>()), list(any::<u64>()), list(any::<i32>()), list(any::<i64>()), list(f32_())),
-        (list(f64_()), list(string()), list(bytes()), list(any::<i32>()), list(prost_user())),
+        (
+            list(any::<bool>()),
+            list(any::<i32>()),
+            list(any::<i64>()),
+            list(any::<u32>()),
+            list(any::<u64>()),
+            list(any::<i32>()),
+        ),
+        (
+            list(any::<i64>()),
+            list(any::<u32>()),
+            list(any::<u64>()),
+            list(any::<i32>()),
+            list(any::<i64>()),
+            list(f32_()),
+        ),
+        (
+            list(f64_()),
+            list(string()),
+            list(bytes()),
+            list(any::<i32>()),
+            list(prost_user()),
+        ),
     )
         .prop_map(|(a, b, c)| p::Repeateds {
             r_bool: a.0,
@@ -218,9 +284,24 @@ fn map<K: Ord + std::fmt::Debug, V: std::fmt::Debug>(
 
 fn prost_maps() -> impl Strategy<Value = p::Maps> {
     (
-        (map(any::<i32>(), string()), map(any::<i64>(), bytes()), map(any::<u32>(), f64_()), map(any::<u64>(), any::<i32>())),
-        (map(any::<i32>(), any::<i64>()), map(any::<i64>(), prost_user()), map(any::<u32>(), f32_()), map(any::<u64>(), any::<bool>())),
-        (map(any::<i32>(), any::<u64>()), map(any::<i64>(), any::<u32>()), map(any::<bool>(), any::<i64>()), map(string(), prost_scalars())),
+        (
+            map(any::<i32>(), string()),
+            map(any::<i64>(), bytes()),
+            map(any::<u32>(), f64_()),
+            map(any::<u64>(), any::<i32>()),
+        ),
+        (
+            map(any::<i32>(), any::<i64>()),
+            map(any::<i64>(), prost_user()),
+            map(any::<u32>(), f32_()),
+            map(any::<u64>(), any::<bool>()),
+        ),
+        (
+            map(any::<i32>(), any::<u64>()),
+            map(any::<i64>(), any::<u32>()),
+            map(any::<bool>(), any::<i64>()),
+            map(string(), prost_scalars()),
+        ),
     )
         .prop_map(|(a, b, c)| p::Maps {
             m_int32_string: a.0,

@@ -49,8 +49,17 @@ fn a_length_beyond_the_input_is_rejected_before_allocating() {
     // Field 14 (string) announcing 4 GiB with three bytes behind it.
     let input = [0x72, 0x80, 0x80, 0x80, 0x80, 0x10, b'a', b'b', b'c'];
     let err = Scalars::decode(&input).unwrap_err();
-    assert_eq!(err.kind(), &DecodeErrorKind::LengthOutOfBounds { len: 1 << 32, remaining: 3 });
-    assert_eq!(err.to_string(), "failed to decode: test.all_types.Scalars.f_string: length 4294967296 exceeds the 3 bytes left");
+    assert_eq!(
+        err.kind(),
+        &DecodeErrorKind::LengthOutOfBounds {
+            len: 1 << 32,
+            remaining: 3
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "failed to decode: test.all_types.Scalars.f_string: length 4294967296 exceeds the 3 bytes left"
+    );
 }
 
 #[test]
@@ -98,12 +107,20 @@ fn nesting_is_limited() {
 
 #[test]
 fn bad_keys_and_wire_types() {
-    assert_eq!(Scalars::decode(&[0x00]).unwrap_err().kind(), &DecodeErrorKind::InvalidFieldId);
-    assert_eq!(Scalars::decode(&[0x0b]).unwrap_err().kind(), &DecodeErrorKind::InvalidWireType(3));
+    assert_eq!(
+        Scalars::decode(&[0x00]).unwrap_err().kind(),
+        &DecodeErrorKind::InvalidFieldId
+    );
+    assert_eq!(
+        Scalars::decode(&[0x0b]).unwrap_err().kind(),
+        &DecodeErrorKind::InvalidWireType(3)
+    );
     // Packed fixed32 list with a length that is not a multiple of four.
     use svrkit_tests::svrkit::test::all_types::Repeateds;
     assert_eq!(
-        Repeateds::decode(&[0x42, 0x03, 1, 2, 3]).unwrap_err().kind(),
+        Repeateds::decode(&[0x42, 0x03, 1, 2, 3])
+            .unwrap_err()
+            .kind(),
         &DecodeErrorKind::InvalidPackedLength
     );
 }

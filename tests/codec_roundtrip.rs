@@ -13,7 +13,11 @@ fn check<M: Message + PartialEq + std::fmt::Debug>(value: &M) -> Result<(), Test
     prop_assert_eq!(encoded.len(), value.encoded_len(), "encoded_len is exact");
     prop_assert_eq!(&M::decode(&encoded).unwrap(), value, "decode from a slice");
     let shared = Bytes::from(encoded.clone());
-    prop_assert_eq!(&M::decode_bytes(&shared).unwrap(), value, "decode from Bytes");
+    prop_assert_eq!(
+        &M::decode_bytes(&shared).unwrap(),
+        value,
+        "decode from Bytes"
+    );
     // Deterministic: equal values give equal bytes, also after a round trip.
     prop_assert_eq!(M::decode(&encoded).unwrap().encode_to_vec(), encoded);
     Ok(())
@@ -57,7 +61,11 @@ fn defaults_are_left_off_the_wire() {
     assert_eq!(d.encoded_len(), 0);
     assert!(d.encode_to_vec().is_empty());
     // A zero is not the default here, so it is written.
-    let zeroed = Defaults { d_int32: 0, d_bool: false, ..Defaults::default() };
+    let zeroed = Defaults {
+        d_int32: 0,
+        d_bool: false,
+        ..Defaults::default()
+    };
     assert_eq!(zeroed.encode_to_vec(), [0x08, 0x00, 0x10, 0x00]);
 }
 
@@ -73,7 +81,8 @@ fn known_bytes() {
         ..Default::default()
     };
     let expected: &[u8] = &[
-        0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // 2: int32 -1, ten bytes
+        0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0x01, // 2: int32 -1, ten bytes
         0x30, 0x01, // 6: sint32 -1, zigzag 1
         0x72, 0x02, b'h', b'i', // 14: "hi"
         0x80, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // 16: enum -1
@@ -84,7 +93,10 @@ fn known_bytes() {
 
 #[test]
 fn unknown_enum_values_are_kept() {
-    let v = Scalars { f_color: Color(77), ..Default::default() };
+    let v = Scalars {
+        f_color: Color(77),
+        ..Default::default()
+    };
     let back = Scalars::decode(&v.encode_to_vec()).unwrap();
     assert_eq!(back.f_color, Color(77));
     assert!(!back.f_color.is_known());
@@ -95,11 +107,17 @@ fn unknown_enum_values_are_kept() {
 
 #[test]
 fn bytes_fields_share_the_input() {
-    let v = Scalars { f_bytes: Bytes::from_static(b"payload"), ..Default::default() };
+    let v = Scalars {
+        f_bytes: Bytes::from_static(b"payload"),
+        ..Default::default()
+    };
     let input = v.encode_to_bytes();
     let back = Scalars::decode_bytes(&input).unwrap();
     let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
-    assert!(range.contains(&(back.f_bytes.as_ptr() as usize)), "no copy was made");
+    assert!(
+        range.contains(&(back.f_bytes.as_ptr() as usize)),
+        "no copy was made"
+    );
 }
 
 #[test]

@@ -13,9 +13,19 @@ use svrkit_tests::svrkit::test::evolution_v2 as v2;
 
 fn profile_v2() -> impl Strategy<Value = v2::Profile> {
     (
-        (any::<u64>(), support::string(), 0..4i32, vec(support::string(), 0..3)),
+        (
+            any::<u64>(),
+            support::string(),
+            0..4i32,
+            vec(support::string(), 0..3),
+        ),
         (any::<i32>(), support::f64_(), support::f32_()),
-        (support::string(), any::<u32>(), vec(any::<u64>(), 0..4), btree_map(support::string(), support::string(), 0..3)),
+        (
+            support::string(),
+            any::<u32>(),
+            vec(any::<u64>(), 0..4),
+            btree_map(support::string(), support::string(), 0..3),
+        ),
     )
         .prop_map(|(a, b, c)| v2::Profile {
             uin: a.0,
@@ -25,7 +35,11 @@ fn profile_v2() -> impl Strategy<Value = v2::Profile> {
             level: b.0,
             score: b.1,
             ratio: b.2,
-            avatar: v2::Avatar { url: c.0, size: c.1, ..Default::default() },
+            avatar: v2::Avatar {
+                url: c.0,
+                size: c.1,
+                ..Default::default()
+            },
             friends: c.2,
             attrs: c.3,
             ..Default::default()
@@ -70,12 +84,19 @@ fn unknown_fields_are_listed_in_arrival_order() {
         level: -2,
         score: 0.5,
         ratio: 0.25,
-        avatar: v2::Avatar { url: "a".into(), ..Default::default() },
+        avatar: v2::Avatar {
+            url: "a".into(),
+            ..Default::default()
+        },
         attrs: BTreeMap::from([("k".into(), "v".into())]),
         ..Default::default()
     };
     let old = v1::Profile::decode(&new.encode_to_vec()).unwrap();
-    let seen: Vec<(u32, WireType)> = old.unknown_fields.iter().map(|f| (f.id, f.wire_type)).collect();
+    let seen: Vec<(u32, WireType)> = old
+        .unknown_fields
+        .iter()
+        .map(|f| (f.id, f.wire_type))
+        .collect();
     assert_eq!(
         seen,
         [
@@ -86,7 +107,11 @@ fn unknown_fields_are_listed_in_arrival_order() {
             (10, WireType::LengthDelimited),
         ]
     );
-    assert_eq!(old.unknown_fields.iter().next().unwrap().value, [0x03], "zigzag(-2)");
+    assert_eq!(
+        old.unknown_fields.iter().next().unwrap().value,
+        [0x03],
+        "zigzag(-2)"
+    );
     assert!(format!("{old:?}").contains("unknown_fields"));
 }
 

@@ -40,36 +40,57 @@ impl Ctx<'_> {
             Some(s) => Ctx::at(self.new, s),
             None => Ctx::at(self.old, old_span),
         };
-        self.out.push(Change { breaking: true, message, location });
+        self.out.push(Change {
+            breaking: true,
+            message,
+            location,
+        });
     }
 
     fn compatible(&mut self, span: Span, message: String) {
         let location = Ctx::at(self.new, span);
-        self.out.push(Change { breaking: false, message, location });
+        self.out.push(Change {
+            breaking: false,
+            message,
+            location,
+        });
     }
 }
 
 /// Lists every change from `old` to `new`, breaking ones and compatible ones, in the order of
 /// the old schema's definitions followed by additions.
 pub fn compare(old: &Compiled, new: &Compiled) -> Vec<Change> {
-    let mut ctx = Ctx { old, new, out: Vec::new() };
+    let mut ctx = Ctx {
+        old,
+        new,
+        out: Vec::new(),
+    };
     let (o, n) = (old.schema(), new.schema());
 
-    let new_structs: HashMap<&str, &Struct> = n.structs.iter().map(|s| (s.full_name.as_str(), s)).collect();
+    let new_structs: HashMap<&str, &Struct> = n
+        .structs
+        .iter()
+        .map(|s| (s.full_name.as_str(), s))
+        .collect();
     for os in &o.structs {
         match new_structs.get(os.full_name.as_str()) {
             Some(ns) => structs(&mut ctx, o, n, os, ns),
             None => ctx.breaking(None, os.span, format!("struct `{}` removed", os.full_name)),
         }
     }
-    let new_enums: HashMap<&str, &Enum> = n.enums.iter().map(|e| (e.full_name.as_str(), e)).collect();
+    let new_enums: HashMap<&str, &Enum> =
+        n.enums.iter().map(|e| (e.full_name.as_str(), e)).collect();
     for oe in &o.enums {
         match new_enums.get(oe.full_name.as_str()) {
             Some(ne) => enums(&mut ctx, oe, ne),
             None => ctx.breaking(None, oe.span, format!("enum `{}` removed", oe.full_name)),
         }
     }
-    let new_services: HashMap<&str, &Service> = n.services.iter().map(|s| (s.full_name.as_str(), s)).collect();
+    let new_services: HashMap<&str, &Service> = n
+        .services
+        .iter()
+        .map(|s| (s.full_name.as_str(), s))
+        .collect();
     for os in &o.services {
         match new_services.get(os.full_name.as_str()) {
             Some(ns) => services(&mut ctx, o, n, os, ns),
@@ -112,12 +133,21 @@ fn structs(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, os: &Struct, ns: &Struct) 
     for of in &os.fields {
         let Some(nf) = ns.fields.iter().find(|f| f.id == of.id) else {
             if ns.reserved.has_id(i64::from(of.id)) {
-                ctx.compatible(ns.span, format!("`{name}`: field {} `{}` removed and its id reserved", of.id, of.name));
+                ctx.compatible(
+                    ns.span,
+                    format!(
+                        "`{name}`: field {} `{}` removed and its id reserved",
+                        of.id, of.name
+                    ),
+                );
             } else {
                 ctx.breaking(
                     Some(ns.span),
                     of.span,
-                    format!("`{name}`: field {} `{}` removed without reserving its id", of.id, of.name),
+                    format!(
+                        "`{name}`: field {} `{}` removed without reserving its id",
+                        of.id, of.name
+                    ),
                 );
             }
             continue;
@@ -134,7 +164,10 @@ fn structs(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, os: &Struct, ns: &Struct) 
             ctx.breaking(
                 Some(nf.span),
                 of.span,
-                format!("`{name}`: field {} renamed from `{}` to `{}` (breaks code using it)", of.id, of.name, nf.name),
+                format!(
+                    "`{name}`: field {} renamed from `{}` to `{}` (breaks code using it)",
+                    of.id, of.name, nf.name
+                ),
             );
         }
         if of.default != nf.default {
@@ -150,9 +183,19 @@ fn structs(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, os: &Struct, ns: &Struct) 
             continue;
         }
         if os.reserved.has_id(i64::from(nf.id)) {
-            ctx.breaking(Some(nf.span), nf.span, format!("`{name}`: field {} `{}` reuses an id the old schema reserved", nf.id, nf.name));
+            ctx.breaking(
+                Some(nf.span),
+                nf.span,
+                format!(
+                    "`{name}`: field {} `{}` reuses an id the old schema reserved",
+                    nf.id, nf.name
+                ),
+            );
         } else {
-            ctx.compatible(nf.span, format!("`{name}`: field {} `{}` added", nf.id, nf.name));
+            ctx.compatible(
+                nf.span,
+                format!("`{name}`: field {} `{}` added", nf.id, nf.name),
+            );
         }
     }
 }
@@ -162,24 +205,39 @@ fn enums(ctx: &mut Ctx<'_>, oe: &Enum, ne: &Enum) {
     for ov in &oe.values {
         match ne.values.iter().find(|v| v.number == ov.number) {
             None if ne.reserved.has_id(i64::from(ov.number)) => {
-                ctx.compatible(ne.span, format!("`{name}`: value {} `{}` removed and reserved", ov.number, ov.name));
+                ctx.compatible(
+                    ne.span,
+                    format!(
+                        "`{name}`: value {} `{}` removed and reserved",
+                        ov.number, ov.name
+                    ),
+                );
             }
             None => ctx.breaking(
                 Some(ne.span),
                 ov.span,
-                format!("`{name}`: value {} `{}` removed without reserving it", ov.number, ov.name),
+                format!(
+                    "`{name}`: value {} `{}` removed without reserving it",
+                    ov.number, ov.name
+                ),
             ),
             Some(nv) if nv.name != ov.name => ctx.breaking(
                 Some(nv.span),
                 ov.span,
-                format!("`{name}`: value {} renamed from `{}` to `{}` (breaks code using it)", ov.number, ov.name, nv.name),
+                format!(
+                    "`{name}`: value {} renamed from `{}` to `{}` (breaks code using it)",
+                    ov.number, ov.name, nv.name
+                ),
             ),
             Some(_) => {}
         }
     }
     for nv in &ne.values {
         if !oe.values.iter().any(|v| v.number == nv.number) {
-            ctx.compatible(nv.span, format!("`{name}`: value {} `{}` added", nv.number, nv.name));
+            ctx.compatible(
+                nv.span,
+                format!("`{name}`: value {} `{}` added", nv.number, nv.name),
+            );
         }
     }
 }
@@ -187,11 +245,19 @@ fn enums(ctx: &mut Ctx<'_>, oe: &Enum, ne: &Enum) {
 fn services(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, os: &Service, ns: &Service) {
     let name = &os.full_name;
     if os.id != ns.id {
-        ctx.breaking(Some(ns.span), os.span, format!("`{name}`: service id changed from {} to {}", os.id, ns.id));
+        ctx.breaking(
+            Some(ns.span),
+            os.span,
+            format!("`{name}`: service id changed from {} to {}", os.id, ns.id),
+        );
     }
     for om in &os.methods {
         let Some(nm) = ns.methods.iter().find(|m| m.name == om.name) else {
-            ctx.breaking(Some(ns.span), om.span, format!("`{name}`: method `{}` removed", om.name));
+            ctx.breaking(
+                Some(ns.span),
+                om.span,
+                format!("`{name}`: method `{}` removed", om.name),
+            );
             continue;
         };
         method(ctx, o, n, name, om, nm);
@@ -206,11 +272,25 @@ fn services(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, os: &Service, ns: &Servic
 fn method(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, service: &str, om: &Method, nm: &Method) {
     let m = &om.name;
     if om.id != nm.id {
-        ctx.breaking(Some(nm.span), om.span, format!("`{service}.{m}`: method id changed from {} to {}", om.id, nm.id));
+        ctx.breaking(
+            Some(nm.span),
+            om.span,
+            format!(
+                "`{service}.{m}`: method id changed from {} to {}",
+                om.id, nm.id
+            ),
+        );
     }
-    let (oreq, nreq) = (&o.struct_(om.request).full_name, &n.struct_(nm.request).full_name);
+    let (oreq, nreq) = (
+        &o.struct_(om.request).full_name,
+        &n.struct_(nm.request).full_name,
+    );
     if oreq != nreq {
-        ctx.breaking(Some(nm.span), om.span, format!("`{service}.{m}`: request changed from `{oreq}` to `{nreq}`"));
+        ctx.breaking(
+            Some(nm.span),
+            om.span,
+            format!("`{service}.{m}`: request changed from `{oreq}` to `{nreq}`"),
+        );
     }
     let describe = |s: &Schema, r: Option<crate::ir::StructId>| match r {
         Some(r) => format!("`{}`", s.struct_(r).full_name),
@@ -218,18 +298,29 @@ fn method(ctx: &mut Ctx<'_>, o: &Schema, n: &Schema, service: &str, om: &Method,
     };
     let (oresp, nresp) = (describe(o, om.response), describe(n, nm.response));
     if oresp != nresp {
-        ctx.breaking(Some(nm.span), om.span, format!("`{service}.{m}`: response changed from {oresp} to {nresp}"));
+        ctx.breaking(
+            Some(nm.span),
+            om.span,
+            format!("`{service}.{m}`: response changed from {oresp} to {nresp}"),
+        );
     }
 }
 
 /// Renders changes one per line with their location, breaking ones first, and a summary.
 pub fn render(changes: &[Change]) -> String {
     let mut out = String::new();
-    for c in changes.iter().filter(|c| c.breaking).chain(changes.iter().filter(|c| !c.breaking)) {
+    for c in changes
+        .iter()
+        .filter(|c| c.breaking)
+        .chain(changes.iter().filter(|c| !c.breaking))
+    {
         let tag = if c.breaking { "breaking" } else { "compatible" };
         out.push_str(&format!("{tag}: {}\n  --> {}\n", c.message, c.location));
     }
     let breaking = changes.iter().filter(|c| c.breaking).count();
-    out.push_str(&format!("{breaking} breaking, {} compatible change(s)\n", changes.len() - breaking));
+    out.push_str(&format!(
+        "{breaking} breaking, {} compatible change(s)\n",
+        changes.len() - breaking
+    ));
     out
 }

@@ -113,7 +113,10 @@ impl Diagnostics {
 
     /// The number of errors.
     pub fn error_count(&self) -> usize {
-        self.list.iter().filter(|d| d.severity == Level::Error).count()
+        self.list
+            .iter()
+            .filter(|d| d.severity == Level::Error)
+            .count()
     }
 
     /// All diagnostics.

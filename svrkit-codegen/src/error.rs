@@ -10,18 +10,30 @@ use crate::span::Span;
 use crate::xml::{Attr, Element};
 
 /// The closest of `candidates` to `wanted`, if it is close enough to be a likely typo.
-pub(crate) fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (wanted.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&wanted.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&wanted.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn malformed_xml(span: Span, what: &str) -> Diagnostic {
@@ -29,13 +41,24 @@ pub(crate) fn malformed_xml(span: Span, what: &str) -> Diagnostic {
 }
 
 pub(crate) fn wrong_root(name: &Text) -> Diagnostic {
-    Diagnostic::error("E0002", format!("the root element must be `<svrkit>`, found `<{}>`", name.value), name.span)
-        .label("expected `svrkit`")
+    Diagnostic::error(
+        "E0002",
+        format!(
+            "the root element must be `<svrkit>`, found `<{}>`",
+            name.value
+        ),
+        name.span,
+    )
+    .label("expected `svrkit`")
 }
 
 pub(crate) fn unknown_element(el: &Element, parent: &str, allowed: &[&str]) -> Diagnostic {
-    let d = Diagnostic::error("E0002", format!("unknown element `<{}>` in `<{parent}>`", el.name.value), el.name.span)
-        .label("not allowed here");
+    let d = Diagnostic::error(
+        "E0002",
+        format!("unknown element `<{}>` in `<{parent}>`", el.name.value),
+        el.name.span,
+    )
+    .label("not allowed here");
     let d = d.suggest(closest(&el.name.value, allowed.iter().copied()));
     if allowed.is_empty() {
         d.note(format!("`<{parent}>` takes no child elements"))
@@ -47,7 +70,10 @@ pub(crate) fn unknown_element(el: &Element, parent: &str, allowed: &[&str]) -> D
 pub(crate) fn unknown_attribute(el: &Element, attr: &Attr, allowed: &[&str]) -> Diagnostic {
     let d = Diagnostic::error(
         "E0003",
-        format!("unknown attribute `{}` on `<{}>`", attr.name.value, el.name.value),
+        format!(
+            "unknown attribute `{}` on `<{}>`",
+            attr.name.value, el.name.value
+        ),
         attr.name.span,
     )
     .label("unknown attribute")
@@ -60,68 +86,120 @@ pub(crate) fn unknown_attribute(el: &Element, attr: &Attr, allowed: &[&str]) -> 
 }
 
 pub(crate) fn duplicate_attribute(attr: &Attr, first: &Attr) -> Diagnostic {
-    Diagnostic::error("E0003", format!("attribute `{}` is given twice", attr.name.value), attr.name.span)
-        .label("again here")
-        .also(first.name.span, "first here")
+    Diagnostic::error(
+        "E0003",
+        format!("attribute `{}` is given twice", attr.name.value),
+        attr.name.span,
+    )
+    .label("again here")
+    .also(first.name.span, "first here")
 }
 
 pub(crate) fn missing_attribute(el: &Element, name: &str) -> Diagnostic {
-    Diagnostic::error("E0004", format!("`<{}>` needs the attribute `{name}`", el.name.value), el.span)
-        .label(format!("missing `{name}`"))
+    Diagnostic::error(
+        "E0004",
+        format!("`<{}>` needs the attribute `{name}`", el.name.value),
+        el.span,
+    )
+    .label(format!("missing `{name}`"))
 }
 
 pub(crate) fn unexpected_text(el: &Element, text: &Text) -> Diagnostic {
-    Diagnostic::error("E0005", format!("`<{}>` cannot contain text", el.name.value), text.span)
-        .label("unexpected text")
-        .note("documentation goes in a `<doc>` element")
+    Diagnostic::error(
+        "E0005",
+        format!("`<{}>` cannot contain text", el.name.value),
+        text.span,
+    )
+    .label("unexpected text")
+    .note("documentation goes in a `<doc>` element")
 }
 
 pub(crate) fn include_missing(file: &Text, looked: &[String]) -> Diagnostic {
-    Diagnostic::error("E0006", format!("included file `{}` not found", file.value), file.span)
-        .label("no such file")
-        .note(format!("looked for: {}", looked.join(", ")))
+    Diagnostic::error(
+        "E0006",
+        format!("included file `{}` not found", file.value),
+        file.span,
+    )
+    .label("no such file")
+    .note(format!("looked for: {}", looked.join(", ")))
 }
 
 pub(crate) fn include_unreadable(file: &Text, e: &std::io::Error) -> Diagnostic {
-    Diagnostic::error("E0006", format!("included file `{}` cannot be read: {e}", file.value), file.span)
-        .label("cannot be read")
+    Diagnostic::error(
+        "E0006",
+        format!("included file `{}` cannot be read: {e}", file.value),
+        file.span,
+    )
+    .label("cannot be read")
 }
 
 pub(crate) fn include_cycle(file: &Text, chain: &[String]) -> Diagnostic {
-    Diagnostic::error("E0007", format!("including `{}` forms a cycle", file.value), file.span)
-        .label("this include leads back to a file that is still being read")
-        .note(format!("cycle: {}", chain.join(" -> ")))
+    Diagnostic::error(
+        "E0007",
+        format!("including `{}` forms a cycle", file.value),
+        file.span,
+    )
+    .label("this include leads back to a file that is still being read")
+    .note(format!("cycle: {}", chain.join(" -> ")))
 }
 
 pub(crate) fn invalid_package(name: &Text) -> Diagnostic {
-    Diagnostic::error("E0100", format!("invalid package name `{}`", name.value), name.span)
-        .label("expected dotted snake_case segments")
-        .note("a package is like `im.message`; each segment becomes a Rust module")
+    Diagnostic::error(
+        "E0100",
+        format!("invalid package name `{}`", name.value),
+        name.span,
+    )
+    .label("expected dotted snake_case segments")
+    .note("a package is like `im.message`; each segment becomes a Rust module")
 }
 
 pub(crate) fn invalid_identifier(name: &Text, what: &str, case: &str, example: &str) -> Diagnostic {
-    Diagnostic::error("E0101", format!("invalid {what} name `{}`", name.value), name.span)
-        .label(format!("{what} names are {case}"))
-        .note(format!("for example `{example}`"))
+    Diagnostic::error(
+        "E0101",
+        format!("invalid {what} name `{}`", name.value),
+        name.span,
+    )
+    .label(format!("{what} names are {case}"))
+    .note(format!("for example `{example}`"))
 }
 
 pub(crate) fn unusable_identifier(name: &Text) -> Diagnostic {
-    Diagnostic::error("E0101", format!("`{}` cannot be a Rust identifier, not even a raw one", name.value), name.span)
-        .label("pick another name")
+    Diagnostic::error(
+        "E0101",
+        format!(
+            "`{}` cannot be a Rust identifier, not even a raw one",
+            name.value
+        ),
+        name.span,
+    )
+    .label("pick another name")
 }
 
 pub(crate) fn reserved_field_name(name: &Text) -> Diagnostic {
-    Diagnostic::error("E0101", "the field name `unknown_fields` is taken by the generated struct", name.span)
-        .label("reserved for the fields a schema does not know")
+    Diagnostic::error(
+        "E0101",
+        "the field name `unknown_fields` is taken by the generated struct",
+        name.span,
+    )
+    .label("reserved for the fields a schema does not know")
 }
 
 pub(crate) fn duplicate_type(name: &Text, first: Span) -> Diagnostic {
-    Diagnostic::error("E0102", format!("`{}` is defined more than once in this package", name.value), name.span)
-        .label("defined again here")
-        .also(first, "first defined here")
+    Diagnostic::error(
+        "E0102",
+        format!("`{}` is defined more than once in this package", name.value),
+        name.span,
+    )
+    .label("defined again here")
+    .also(first, "first defined here")
 }
 
-pub(crate) fn rust_name_collision(name: &Text, rust: &str, first_idl: &str, first: Span) -> Diagnostic {
+pub(crate) fn rust_name_collision(
+    name: &Text,
+    rust: &str,
+    first_idl: &str,
+    first: Span,
+) -> Diagnostic {
     Diagnostic::error(
         "E0103",
         format!("`{}` and `{first_idl}` both generate the Rust name `{rust}`", name.value),
@@ -135,7 +213,9 @@ pub(crate) fn rust_name_collision(name: &Text, rust: &str, first_idl: &str, firs
 pub(crate) fn package_not_included(name: &Text, package: &str) -> Diagnostic {
     Diagnostic::error("E0200", format!("unknown type `{}`", name.value), name.span)
         .label(format!("package `{package}` is not included by this file"))
-        .note("types of another package need an `<include file=\"...\"/>` of a file of that package")
+        .note(
+            "types of another package need an `<include file=\"...\"/>` of a file of that package",
+        )
 }
 
 pub(crate) fn unknown_type(name: &Text, candidates: &[String]) -> Diagnostic {
@@ -145,18 +225,33 @@ pub(crate) fn unknown_type(name: &Text, candidates: &[String]) -> Diagnostic {
 }
 
 pub(crate) fn not_a_number(text: &Text, what: &str) -> Diagnostic {
-    Diagnostic::error("E0201", format!("{what} `{}` is not a number", text.value), text.span)
-        .label("expected a decimal integer")
+    Diagnostic::error(
+        "E0201",
+        format!("{what} `{}` is not a number", text.value),
+        text.span,
+    )
+    .label("expected a decimal integer")
 }
 
 pub(crate) fn out_of_range(text: &Text, what: &str, min: i64, max: i64) -> Diagnostic {
-    Diagnostic::error("E0202", format!("{what} {} is out of range", text.value.trim()), text.span)
-        .label(format!("must be from {min} to {max}"))
+    Diagnostic::error(
+        "E0202",
+        format!("{what} {} is out of range", text.value.trim()),
+        text.span,
+    )
+    .label(format!("must be from {min} to {max}"))
 }
 
 pub(crate) fn id_in_implementation_range(text: &Text) -> Diagnostic {
-    Diagnostic::error("E0202", format!("field id {} is in the reserved range 19000 to 19999", text.value), text.span)
-        .label("reserved by the protobuf wire format")
+    Diagnostic::error(
+        "E0202",
+        format!(
+            "field id {} is in the reserved range 19000 to 19999",
+            text.value
+        ),
+        text.span,
+    )
+    .label("reserved by the protobuf wire format")
 }
 
 pub(crate) fn id_reserved(text: &Text) -> Diagnostic {
@@ -166,31 +261,51 @@ pub(crate) fn id_reserved(text: &Text) -> Diagnostic {
 }
 
 pub(crate) fn name_reserved(text: &Text) -> Diagnostic {
-    Diagnostic::error("E0203", format!("name `{}` is reserved", text.value), text.span)
-        .label("listed in a `<reserved names=...>`")
+    Diagnostic::error(
+        "E0203",
+        format!("name `{}` is reserved", text.value),
+        text.span,
+    )
+    .label("listed in a `<reserved names=...>`")
 }
 
 pub(crate) fn invalid_reserved(ids: &Text, part: &str) -> Diagnostic {
-    Diagnostic::error("E0204", format!("invalid reserved id or range `{part}`"), ids.span)
-        .label("expected a list like `2,6,11-15`")
+    Diagnostic::error(
+        "E0204",
+        format!("invalid reserved id or range `{part}`"),
+        ids.span,
+    )
+    .label("expected a list like `2,6,11-15`")
 }
 
 pub(crate) fn duplicate_id(text: &Text, what: &str, first: Span) -> Diagnostic {
-    Diagnostic::error("E0205", format!("duplicate {what} {}", text.value.trim()), text.span)
-        .label("used again here")
-        .also(first, "first used here")
+    Diagnostic::error(
+        "E0205",
+        format!("duplicate {what} {}", text.value.trim()),
+        text.span,
+    )
+    .label("used again here")
+    .also(first, "first used here")
 }
 
 pub(crate) fn duplicate_name(text: &Text, what: &str, first: Span) -> Diagnostic {
-    Diagnostic::error("E0206", format!("duplicate {what} name `{}`", text.value), text.span)
-        .label("used again here")
-        .also(first, "first used here")
+    Diagnostic::error(
+        "E0206",
+        format!("duplicate {what} name `{}`", text.value),
+        text.span,
+    )
+    .label("used again here")
+    .also(first, "first used here")
 }
 
 pub(crate) fn invalid_choice(text: &Text, attr: &str, choices: &[&str]) -> Diagnostic {
-    Diagnostic::error("E0207", format!("invalid {attr} `{}`", text.value), text.span)
-        .label(format!("expected one of {}", list(choices)))
-        .suggest(closest(&text.value, choices.iter().copied()))
+    Diagnostic::error(
+        "E0207",
+        format!("invalid {attr} `{}`", text.value),
+        text.span,
+    )
+    .label(format!("expected one of {}", list(choices)))
+    .suggest(closest(&text.value, choices.iter().copied()))
 }
 
 pub(crate) fn label_on_map(label: &Text) -> Diagnostic {
@@ -200,13 +315,21 @@ pub(crate) fn label_on_map(label: &Text) -> Diagnostic {
 }
 
 pub(crate) fn map_needs_key_value(f: &ast::Field) -> Diagnostic {
-    Diagnostic::error("E0208", format!("map field `{}` needs both `key` and `value`", f.name.value), f.span)
-        .label("add key=\"...\" and value=\"...\"")
+    Diagnostic::error(
+        "E0208",
+        format!("map field `{}` needs both `key` and `value`", f.name.value),
+        f.span,
+    )
+    .label("add key=\"...\" and value=\"...\"")
 }
 
 pub(crate) fn bad_map_key(key: &Text) -> Diagnostic {
-    Diagnostic::error("E0209", format!("`{}` cannot be a map key", key.value), key.span)
-        .label("map keys are integer types, bool or string")
+    Diagnostic::error(
+        "E0209",
+        format!("`{}` cannot be a map key", key.value),
+        key.span,
+    )
+    .label("map keys are integer types, bool or string")
 }
 
 pub(crate) fn map_of_map(value: &Text) -> Diagnostic {
@@ -215,8 +338,12 @@ pub(crate) fn map_of_map(value: &Text) -> Diagnostic {
 }
 
 pub(crate) fn key_value_without_map(attr: &Text) -> Diagnostic {
-    Diagnostic::error("E0208", "`key` and `value` are only for `type=\"map\"`", attr.span)
-        .label("this field is not a map")
+    Diagnostic::error(
+        "E0208",
+        "`key` and `value` are only for `type=\"map\"`",
+        attr.span,
+    )
+    .label("this field is not a map")
 }
 
 pub(crate) fn default_not_allowed(text: &Text, why: &str) -> Diagnostic {
@@ -224,43 +351,71 @@ pub(crate) fn default_not_allowed(text: &Text, why: &str) -> Diagnostic {
 }
 
 pub(crate) fn bad_default(text: &Text, ty: &str) -> Diagnostic {
-    Diagnostic::error("E0210", format!("`{}` is not a valid {ty}", text.value), text.span)
-        .label("invalid default")
+    Diagnostic::error(
+        "E0210",
+        format!("`{}` is not a valid {ty}", text.value),
+        text.span,
+    )
+    .label("invalid default")
 }
 
 pub(crate) fn bad_enum_default(text: &Text, enum_name: &str, names: &[String]) -> Diagnostic {
-    Diagnostic::error("E0210", format!("`{}` is not a value of `{enum_name}`", text.value), text.span)
-        .label("unknown enum value")
-        .suggest(closest(&text.value, names.iter().map(String::as_str)))
+    Diagnostic::error(
+        "E0210",
+        format!("`{}` is not a value of `{enum_name}`", text.value),
+        text.span,
+    )
+    .label("unknown enum value")
+    .suggest(closest(&text.value, names.iter().map(String::as_str)))
 }
 
 pub(crate) fn infinite_struct(span: Span, field: &str, cycle: &[&str]) -> Diagnostic {
     let mut path = cycle.join(" -> ");
     path.push_str(" -> ");
     path.push_str(cycle[0]);
-    Diagnostic::error("E0211", format!("struct `{}` contains itself through singular fields", cycle[0]), span)
-        .label(format!("field `{field}` is where the cycle starts"))
-        .note(format!("cycle: {path}"))
-        .note("make one field of the cycle optional or repeated")
+    Diagnostic::error(
+        "E0211",
+        format!(
+            "struct `{}` contains itself through singular fields",
+            cycle[0]
+        ),
+        span,
+    )
+    .label(format!("field `{field}` is where the cycle starts"))
+    .note(format!("cycle: {path}"))
+    .note("make one field of the cycle optional or repeated")
 }
 
 pub(crate) fn not_a_struct(name: &Text, role: &str, what: &str) -> Diagnostic {
-    Diagnostic::error("E0400", format!("the {role} `{}` is {what}, not a struct", name.value), name.span)
-        .label(format!("{role}s must be structs"))
-        .note("wrap the value in a struct so that fields can be added later")
+    Diagnostic::error(
+        "E0400",
+        format!("the {role} `{}` is {what}, not a struct", name.value),
+        name.span,
+    )
+    .label(format!("{role}s must be structs"))
+    .note("wrap the value in a struct so that fields can be added later")
 }
 
 pub(crate) fn oneway_with_response(r: &Text) -> Diagnostic {
-    Diagnostic::error("E0401", "a oneway method has no response", r.span).label("remove this response")
+    Diagnostic::error("E0401", "a oneway method has no response", r.span)
+        .label("remove this response")
 }
 
 pub(crate) fn missing_response(m: &ast::Method) -> Diagnostic {
-    Diagnostic::error("E0401", format!("method `{}` needs a `response`", m.name.value), m.span)
-        .label("missing `response`")
-        .note("a method without a response must say `oneway=\"true\"`")
+    Diagnostic::error(
+        "E0401",
+        format!("method `{}` needs a `response`", m.name.value),
+        m.span,
+    )
+    .label("missing `response`")
+    .note("a method without a response must say `oneway=\"true\"`")
 }
 
 pub(crate) fn max_attempts_without_retry(t: &Text) -> Diagnostic {
-    Diagnostic::error("E0402", "`max_attempts` needs `retry=\"idempotent\"`", t.span)
-        .label("a method that is not idempotent is never retried")
+    Diagnostic::error(
+        "E0402",
+        "`max_attempts` needs `retry=\"idempotent\"`",
+        t.span,
+    )
+    .label("a method that is not idempotent is never retried")
 }

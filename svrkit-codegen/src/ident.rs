@@ -28,13 +28,21 @@ pub(crate) fn is_upper_camel(s: &str) -> bool {
 /// `snake_case`: lowercase words of letters and digits joined by single underscores.
 pub(crate) fn is_snake_case(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.split('_').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && s.split('_').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
 }
 
 /// `SCREAMING_SNAKE`: uppercase words of letters and digits joined by single underscores.
 pub(crate) fn is_screaming_snake(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_uppercase())
-        && s.split('_').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+        && s.split('_').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
 }
 
 /// Whether the name can be used as a Rust identifier at all (possibly raw).

@@ -64,6 +64,7 @@ pub fn compile(files: &[impl AsRef<Path>]) -> Result<(), Error> {
 pub struct Builder {
     include_dirs: Vec<PathBuf>,
     out_dir: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
     emit_rerun_if_changed: bool,
 }
 
@@ -76,7 +77,12 @@ impl Default for Builder {
 impl Builder {
     /// A builder that writes to `OUT_DIR` and tells cargo about every file it reads.
     pub fn new() -> Builder {
-        Builder { include_dirs: Vec::new(), out_dir: None, emit_rerun_if_changed: true }
+        Builder {
+            include_dirs: Vec::new(),
+            out_dir: None,
+            base_dir: None,
+            emit_rerun_if_changed: true,
+        }
     }
 
     /// Adds a directory to search for `<include file=".."/>` after the including file's own
@@ -89,6 +95,14 @@ impl Builder {
     /// Writes generated files here instead of `OUT_DIR`.
     pub fn out_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Builder {
         self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Resolves relative IDL paths against `dir` instead of the current directory, while
+    /// diagnostics and headers still show them as given (the `idl!` macro uses this so that
+    /// its messages do not contain absolute paths).
+    pub fn base_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Builder {
+        self.base_dir = Some(dir.into());
         self
     }
 
@@ -107,18 +121,36 @@ impl Builder {
         let roots: Vec<PathBuf> = files.iter().map(|f| f.as_ref().to_path_buf()).collect();
         let mut sources = SourceMap::default();
         let mut diags = Diagnostics::default();
-        let loaded = load::load(&roots, &self.include_dirs, &mut sources, &mut diags)
-            .map_err(|(path, source)| Error::Io { path, source })?;
+        let loaded = load::load(
+            self.base_dir.as_deref(),
+            &roots,
+            &self.include_dirs,
+            &mut sources,
+            &mut diags,
+        )
+        .map_err(|(path, source)| Error::Io { path, source })?;
         let files_read = loaded.read.clone();
         // Gate: a file that failed to parse would only cause follow-on errors in the checker.
-        let schema = if diags.has_errors() { None } else { check::check(&loaded.files, &sources, &mut diags) };
+        let schema = if diags.has_errors() {
+            None
+        } else {
+            check::check(&loaded.files, &sources, &mut diags)
+        };
         match schema {
-            Some(schema) => Ok(Compiled { sources, schema, files_read }),
+            Some(schema) => Ok(Compiled {
+                sources,
+                schema,
+                files_read,
+            }),
             None => {
                 let mut diagnostics = diags.into_vec();
                 // Passes find errors in their own order; readers want them in file order.
                 diagnostics.sort_by_key(|d| (d.primary.0.file, d.primary.0.start));
-                Err(Error::Idl(Report { sources, diagnostics, files_read }))
+                Err(Error::Idl(Report {
+                    sources,
+                    diagnostics,
+                    files_read,
+                }))
             }
         }
     }
@@ -141,7 +173,9 @@ impl Builder {
     pub fn compile(&self, files: &[impl AsRef<Path>]) -> Result<(), Error> {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
-            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or(Error::NoOutDir)?,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or(Error::NoOutDir)?,
         };
         let result = self.check(files);
         if self.emit_rerun_if_changed {
@@ -150,7 +184,11 @@ impl Builder {
                 Err(Error::Idl(report)) => &report.files_read,
                 Err(_) => &[],
             };
-            for path in files.iter().map(|f| f.as_ref().to_path_buf()).chain(read.iter().cloned()) {
+            for path in files
+                .iter()
+                .map(|f| f.as_ref().to_path_buf())
+                .chain(read.iter().cloned())
+            {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
         }
@@ -171,9 +209,15 @@ pub fn write_if_changed(path: &Path, content: &str) -> Result<(), Error> {
         return Ok(());
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(path, content).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, content).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A checked compilation: the schema and the sources it came from.
@@ -248,7 +292,11 @@ pub struct Report {
 impl Report {
     /// A report of `diagnostics` over `sources`.
     pub fn new(sources: SourceMap, diagnostics: Vec<Diagnostic>) -> Report {
-        Report { sources, diagnostics, files_read: Vec::new() }
+        Report {
+            sources,
+            diagnostics,
+            files_read: Vec::new(),
+        }
     }
 
     /// The diagnostics, in the order found.

@@ -43,16 +43,28 @@ struct Loader<'a> {
 /// # Errors
 /// When a root file cannot be read.
 pub(crate) fn load(
+    base_dir: Option<&Path>,
     roots: &[PathBuf],
     include_dirs: &[PathBuf],
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Result<Loaded, (PathBuf, io::Error)> {
-    let mut loader =
-        Loader { include_dirs, sources, diags, seen: HashMap::new(), chain: Vec::new(), out: Loaded::default() };
+    let mut loader = Loader {
+        include_dirs,
+        sources,
+        diags,
+        seen: HashMap::new(),
+        chain: Vec::new(),
+        out: Loaded::default(),
+    };
     for root in roots {
-        let canonical = root.canonicalize().map_err(|e| (root.clone(), e))?;
-        let text = std::fs::read_to_string(root).map_err(|e| (root.clone(), e))?;
+        // Relative roots resolve against `base_dir` but keep their short name in messages.
+        let actual = match base_dir {
+            Some(base) if root.is_relative() => base.join(root),
+            _ => root.clone(),
+        };
+        let canonical = actual.canonicalize().map_err(|e| (root.clone(), e))?;
+        let text = std::fs::read_to_string(&actual).map_err(|e| (root.clone(), e))?;
         loader.load_file(root.display().to_string(), canonical, text);
     }
     Ok(loader.out)
@@ -69,8 +81,14 @@ impl Loader<'_> {
         self.chain.push(name.clone());
         let parsed = parse::parse_file(id, self.sources.text(id), self.diags);
         if let Some(mut file) = parsed {
-            let dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
-            let shown_dir = Path::new(&name).parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = canonical
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let shown_dir = Path::new(&name)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             for include in &mut file.includes {
                 include.resolved = self.load_include(include, &dir, &shown_dir);
             }
@@ -81,14 +99,27 @@ impl Loader<'_> {
         Some(id)
     }
 
-    fn load_include(&mut self, include: &ast::Include, dir: &Path, shown_dir: &Path) -> Option<FileId> {
+    fn load_include(
+        &mut self,
+        include: &ast::Include,
+        dir: &Path,
+        shown_dir: &Path,
+    ) -> Option<FileId> {
         let wanted = Path::new(&include.file.value);
         // Relative to the including file first, then each include dir in order.
         let mut candidates = vec![(dir.join(wanted), shown_dir.join(wanted))];
-        candidates.extend(self.include_dirs.iter().map(|d| (d.join(wanted), d.join(wanted))));
+        candidates.extend(
+            self.include_dirs
+                .iter()
+                .map(|d| (d.join(wanted), d.join(wanted))),
+        );
         let Some((path, shown)) = candidates.iter().find(|(p, _)| p.is_file()) else {
-            let looked: Vec<String> = candidates.iter().map(|(_, s)| s.display().to_string()).collect();
-            self.diags.push(error::include_missing(&include.file, &looked));
+            let looked: Vec<String> = candidates
+                .iter()
+                .map(|(_, s)| s.display().to_string())
+                .collect();
+            self.diags
+                .push(error::include_missing(&include.file, &looked));
             return None;
         };
         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
@@ -101,7 +132,8 @@ impl Loader<'_> {
         match std::fs::read_to_string(path) {
             Ok(text) => self.load_file(shown.display().to_string(), canonical, text),
             Err(e) => {
-                self.diags.push(error::include_unreadable(&include.file, &e));
+                self.diags
+                    .push(error::include_unreadable(&include.file, &e));
                 None
             }
         }

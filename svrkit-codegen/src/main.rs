@@ -84,7 +84,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Generate { idl, out, include_dirs } => {
+        Command::Generate {
+            idl,
+            out,
+            include_dirs,
+        } => {
             let compiled = builder(&include_dirs).check(&idl)?;
             write_all(&out, compiled.rust_files())?;
         }
@@ -99,11 +103,19 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 s.services.len()
             );
         }
-        Command::Proto { idl, out, include_dirs } => {
+        Command::Proto {
+            idl,
+            out,
+            include_dirs,
+        } => {
             let compiled = builder(&include_dirs).check(&idl)?;
             write_all(&out, compiled.proto_files())?;
         }
-        Command::Compat { old, new, include_dirs } => {
+        Command::Compat {
+            old,
+            new,
+            include_dirs,
+        } => {
             let b = builder(&include_dirs);
             let (old, new): (Compiled, Compiled) = (b.check(&[old])?, b.check(&[new])?);
             let changes = compat::compare(&old, &new);
@@ -116,7 +128,10 @@ fn run(command: Command) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_all(out: &std::path::Path, files: Vec<svrkit_codegen::GeneratedFile>) -> Result<(), Error> {
+fn write_all(
+    out: &std::path::Path,
+    files: Vec<svrkit_codegen::GeneratedFile>,
+) -> Result<(), Error> {
     for file in files {
         let path = out.join(&file.name);
         write_if_changed(&path, &file.content)?;

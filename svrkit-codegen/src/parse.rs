@@ -23,21 +23,41 @@ pub(crate) fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> O
     }
     let mut attrs = Attrs::new(&root, &["package"], diags);
     let package = attrs.required("package")?;
-    let mut out = ast::File { id: file, package, includes: Vec::new(), doc: None, items: Vec::new() };
+    let mut out = ast::File {
+        id: file,
+        package,
+        includes: Vec::new(),
+        doc: None,
+        items: Vec::new(),
+    };
     for child in &root.children {
         match child.name.value.as_str() {
             "include" => {
                 let file = Attrs::new(child, &["file"], diags).required("file");
                 no_children(child, diags);
                 if let Some(file) = file {
-                    out.includes.push(ast::Include { file, resolved: None });
+                    out.includes.push(ast::Include {
+                        file,
+                        resolved: None,
+                    });
                 }
             }
             "doc" => out.doc = doc_text(child, &mut out.doc, diags),
-            "enum" => out.items.extend(parse_enum(child, diags).map(ast::Item::Enum)),
-            "struct" => out.items.extend(parse_struct(child, diags).map(ast::Item::Struct)),
-            "service" => out.items.extend(parse_service(child, diags).map(ast::Item::Service)),
-            _ => unknown_child(child, "svrkit", &["include", "doc", "enum", "struct", "service"], diags),
+            "enum" => out
+                .items
+                .extend(parse_enum(child, diags).map(ast::Item::Enum)),
+            "struct" => out
+                .items
+                .extend(parse_struct(child, diags).map(ast::Item::Struct)),
+            "service" => out
+                .items
+                .extend(parse_service(child, diags).map(ast::Item::Service)),
+            _ => unknown_child(
+                child,
+                "svrkit",
+                &["include", "doc", "enum", "struct", "service"],
+                diags,
+            ),
         }
     }
     no_text(&root, diags);
@@ -46,7 +66,13 @@ pub(crate) fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> O
 
 fn parse_enum(el: &Element, diags: &mut Diagnostics) -> Option<ast::Enum> {
     let name = Attrs::new(el, &["name"], diags).required("name");
-    let mut out = ast::Enum { span: el.span, name: name?, doc: None, values: Vec::new(), reserved: Vec::new() };
+    let mut out = ast::Enum {
+        span: el.span,
+        name: name?,
+        doc: None,
+        values: Vec::new(),
+        reserved: Vec::new(),
+    };
     for child in &el.children {
         match child.name.value.as_str() {
             "doc" => out.doc = doc_text(child, &mut out.doc, diags),
@@ -55,7 +81,12 @@ fn parse_enum(el: &Element, diags: &mut Diagnostics) -> Option<ast::Enum> {
                 let (name, id) = (a.required("name"), a.required("id"));
                 let doc = doc_only(child, diags);
                 if let (Some(name), Some(id)) = (name, id) {
-                    out.values.push(ast::EnumValue { span: child.span, name, id, doc });
+                    out.values.push(ast::EnumValue {
+                        span: child.span,
+                        name,
+                        id,
+                        doc,
+                    });
                 }
             }
             "reserved" => out.reserved.extend(parse_reserved(child, diags)),
@@ -68,7 +99,13 @@ fn parse_enum(el: &Element, diags: &mut Diagnostics) -> Option<ast::Enum> {
 
 fn parse_struct(el: &Element, diags: &mut Diagnostics) -> Option<ast::Struct> {
     let name = Attrs::new(el, &["name"], diags).required("name");
-    let mut out = ast::Struct { span: el.span, name: name?, doc: None, fields: Vec::new(), reserved: Vec::new() };
+    let mut out = ast::Struct {
+        span: el.span,
+        name: name?,
+        doc: None,
+        fields: Vec::new(),
+        reserved: Vec::new(),
+    };
     for child in &el.children {
         match child.name.value.as_str() {
             "doc" => out.doc = doc_text(child, &mut out.doc, diags),
@@ -119,7 +156,11 @@ fn parse_reserved(el: &Element, diags: &mut Diagnostics) -> Option<ast::Reserved
 
 fn parse_service(el: &Element, diags: &mut Diagnostics) -> Option<ast::Service> {
     let mut a = Attrs::new(el, &["name", "id", "timeout_ms"], diags);
-    let (name, id, timeout_ms) = (a.required("name"), a.required("id"), a.optional("timeout_ms"));
+    let (name, id, timeout_ms) = (
+        a.required("name"),
+        a.required("id"),
+        a.optional("timeout_ms"),
+    );
     let mut methods = Vec::new();
     let mut doc = None;
     for child in &el.children {
@@ -130,7 +171,14 @@ fn parse_service(el: &Element, diags: &mut Diagnostics) -> Option<ast::Service> 
         }
     }
     no_text(el, diags);
-    Some(ast::Service { span: el.span, name: name?, id: id?, timeout_ms, doc, methods })
+    Some(ast::Service {
+        span: el.span,
+        name: name?,
+        id: id?,
+        timeout_ms,
+        doc,
+        methods,
+    })
 }
 
 fn parse_method(el: &Element, diags: &mut Diagnostics) -> Option<ast::Method> {
@@ -177,7 +225,10 @@ impl<'a, 'd> Attrs<'a, 'd> {
         for (i, attr) in el.attrs.iter().enumerate() {
             if !allowed.contains(&attr.name.value.as_str()) {
                 diags.push(error::unknown_attribute(el, attr, allowed));
-            } else if let Some(first) = el.attrs[..i].iter().find(|a| a.name.value == attr.name.value) {
+            } else if let Some(first) = el.attrs[..i]
+                .iter()
+                .find(|a| a.name.value == attr.name.value)
+            {
                 diags.push(error::duplicate_attribute(attr, first));
             }
         }

@@ -90,19 +90,31 @@ pub fn render(schema: &Schema) -> Vec<GeneratedFile> {
             let file = build(schema, PackageId(i));
             // Rendering only fails if a template expression fails, and ours cannot.
             let content = file.render().unwrap_or_default();
-            GeneratedFile { package: package.name.clone(), name: file_name(&package.name), content: content + "\n" }
+            GeneratedFile {
+                package: package.name.clone(),
+                name: file_name(&package.name),
+                content: content + "\n",
+            }
         })
         .collect()
 }
 
 fn lines(doc: &Option<String>) -> Vec<String> {
-    doc.as_deref().map(|d| d.lines().map(str::to_owned).collect()).unwrap_or_default()
+    doc.as_deref()
+        .map(|d| d.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn reserved_ids(r: &Reserved) -> String {
     r.ids
         .iter()
-        .map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo} to {hi}") })
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo} to {hi}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -113,7 +125,8 @@ fn build(schema: &Schema, id: PackageId) -> ProtoFile {
     let mut enums = Vec::new();
     let mut messages = Vec::new();
     let mut services = Vec::new();
-    let import_of = |other: PackageId| (other != id).then(|| file_name(&schema.package(other).name));
+    let import_of =
+        |other: PackageId| (other != id).then(|| file_name(&schema.package(other).name));
     let add_import = |imports: &mut Vec<String>, name: Option<String>| {
         if let Some(name) = name.filter(|n| !imports.contains(n)) {
             imports.push(name);
@@ -126,8 +139,12 @@ fn build(schema: &Schema, id: PackageId) -> ProtoFile {
                 let s = schema.struct_(s);
                 for f in &s.fields {
                     match f.ty.value() {
-                        ValueType::Enum(e) => add_import(&mut imports, import_of(schema.enum_(e).package)),
-                        ValueType::Struct(t) => add_import(&mut imports, import_of(schema.struct_(t).package)),
+                        ValueType::Enum(e) => {
+                            add_import(&mut imports, import_of(schema.enum_(e).package))
+                        }
+                        ValueType::Struct(t) => {
+                            add_import(&mut imports, import_of(schema.struct_(t).package))
+                        }
                         ValueType::Scalar(_) => {}
                     }
                 }
@@ -150,13 +167,18 @@ fn build(schema: &Schema, id: PackageId) -> ProtoFile {
                             format!(".{}", schema.struct_(r).full_name)
                         }
                         None => {
-                            add_import(&mut imports, Some("google/protobuf/empty.proto".to_owned()));
+                            add_import(
+                                &mut imports,
+                                Some("google/protobuf/empty.proto".to_owned()),
+                            );
                             ".google.protobuf.Empty".to_owned()
                         }
                     };
                     let retry = match m.retry {
                         Retry::None => "none".to_owned(),
-                        Retry::Idempotent { max_attempts } => format!("idempotent, max_attempts {max_attempts}"),
+                        Retry::Idempotent { max_attempts } => {
+                            format!("idempotent, max_attempts {max_attempts}")
+                        }
                     };
                     let oneway = if m.response.is_none() { ", oneway" } else { "" };
                     methods.push(ProtoMethod {
@@ -172,7 +194,12 @@ fn build(schema: &Schema, id: PackageId) -> ProtoFile {
                         ),
                     });
                 }
-                services.push(ProtoService { name: s.name.clone(), id: s.id, doc: lines(&s.doc), methods });
+                services.push(ProtoService {
+                    name: s.name.clone(),
+                    id: s.id,
+                    doc: lines(&s.doc),
+                    methods,
+                });
             }
         }
     }
@@ -188,7 +215,11 @@ fn build(schema: &Schema, id: PackageId) -> ProtoFile {
 }
 
 fn quoted_names(names: &[String]) -> String {
-    names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
@@ -214,7 +245,13 @@ fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
         }
         values.insert(
             0,
-            ProtoValue { name, number: 0, doc: Vec::new(), note: "added for proto3, which needs a zero value; not in the svrkit IDL".to_owned() },
+            ProtoValue {
+                name,
+                number: 0,
+                doc: Vec::new(),
+                note: "added for proto3, which needs a zero value; not in the svrkit IDL"
+                    .to_owned(),
+            },
         );
     }
     ProtoEnum {
@@ -223,7 +260,11 @@ fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
         values,
         reserved_ids: reserved_ids(&e.reserved),
         reserved_names: quoted_names(
-            &e.reserved.names.iter().map(|n| enum_value_name(&e.name, n)).collect::<Vec<_>>(),
+            &e.reserved
+                .names
+                .iter()
+                .map(|n| enum_value_name(&e.name, n))
+                .collect::<Vec<_>>(),
         ),
     }
 }
@@ -240,16 +281,33 @@ fn proto_field(schema: &Schema, f: &crate::ir::Field) -> ProtoField {
     let decl = match f.ty {
         FieldType::Singular(ty) => match &f.default {
             Some(d) if !d.is_zero() => {
-                note = format!("svrkit default: {}; absent means the default", describe_default(d));
+                note = format!(
+                    "svrkit default: {}; absent means the default",
+                    describe_default(d)
+                );
                 format!("optional {} {} = {}", type_ref(schema, ty), f.name, f.id)
             }
             _ => format!("{} {} = {}", type_ref(schema, ty), f.name, f.id),
         },
-        FieldType::Optional(ty) => format!("optional {} {} = {}", type_ref(schema, ty), f.name, f.id),
-        FieldType::Repeated(ty) => format!("repeated {} {} = {}", type_ref(schema, ty), f.name, f.id),
-        FieldType::Map(k, v) => format!("map<{}, {}> {} = {}", k.name(), type_ref(schema, v), f.name, f.id),
+        FieldType::Optional(ty) => {
+            format!("optional {} {} = {}", type_ref(schema, ty), f.name, f.id)
+        }
+        FieldType::Repeated(ty) => {
+            format!("repeated {} {} = {}", type_ref(schema, ty), f.name, f.id)
+        }
+        FieldType::Map(k, v) => format!(
+            "map<{}, {}> {} = {}",
+            k.name(),
+            type_ref(schema, v),
+            f.name,
+            f.id
+        ),
     };
-    ProtoField { decl, doc: lines(&f.doc), note }
+    ProtoField {
+        decl,
+        doc: lines(&f.doc),
+        note,
+    }
 }
 
 fn describe_default(d: &crate::ir::DefaultValue) -> String {

@@ -25,7 +25,11 @@ pub struct Span {
 impl Span {
     /// A span covering `range` of `file`.
     pub fn new(file: FileId, range: Range<usize>) -> Span {
-        Span { file, start: range.start, end: range.end }
+        Span {
+            file,
+            start: range.start,
+            end: range.end,
+        }
     }
 
     /// The byte range.
@@ -51,12 +55,18 @@ impl SourceMap {
     /// The text of a file.
     pub fn text(&self, file: FileId) -> &str {
         // Ids only come from `add`, so the lookup cannot fail.
-        self.files.get(file.0).map(|f| f.source().as_str()).unwrap_or_default()
+        self.files
+            .get(file.0)
+            .map(|f| f.source().as_str())
+            .unwrap_or_default()
     }
 
     /// The display name of a file.
     pub fn name(&self, file: FileId) -> &str {
-        self.files.get(file.0).map(|f| f.name().as_str()).unwrap_or_default()
+        self.files
+            .get(file.0)
+            .map(|f| f.name().as_str())
+            .unwrap_or_default()
     }
 
     /// The text a span covers.

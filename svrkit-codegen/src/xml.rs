@@ -176,8 +176,15 @@ fn push_text(
                 let lead = content.len() - content.trim_start().len();
                 let len = content.trim().len();
                 let start = (at.start + lead).min(at.end);
-                let span = Span { start, end: (start + len).min(at.end), ..at };
-                el.text = Some(Spanned { value: content.to_owned(), span });
+                let span = Span {
+                    start,
+                    end: (start + len).min(at.end),
+                    ..at
+                };
+                el.text = Some(Spanned {
+                    value: content.to_owned(),
+                    span,
+                });
             }
         },
         None if content.trim().is_empty() => {}
@@ -200,11 +207,17 @@ fn element(
     let name_str = tag.name().as_ref().to_owned();
     // `raw` is the tag's content after `<`, borrowed from `text`.
     let name_start = offset_in(text, raw).unwrap_or(range.start + 1);
-    let name = Spanned { value: name_str.clone(), span: span(name_start..name_start + name_str.len()) };
+    let name = Spanned {
+        value: name_str.clone(),
+        span: span(name_start..name_start + name_str.len()),
+    };
     let mut attrs = Vec::new();
     for attr in tag.attributes() {
         let attr = attr.map_err(|e| {
-            bad(span(range.clone()), &format!("in the attributes of `<{name_str}>`: {e}"))
+            bad(
+                span(range.clone()),
+                &format!("in the attributes of `<{name_str}>`: {e}"),
+            )
         })?;
         let key = attr.key.as_ref().to_owned();
         let key_at = offset_in(text, attr.key.as_ref()).unwrap_or(range.start);
@@ -213,13 +226,30 @@ fn element(
             Cow::Owned(_) => None,
         }
         .unwrap_or(key_at..key_at + key.len());
-        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| {
-            bad(span(value_range.clone()), &format!("in attribute `{key}`: {e}"))
-        })?;
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|e| {
+                bad(
+                    span(value_range.clone()),
+                    &format!("in attribute `{key}`: {e}"),
+                )
+            })?;
         attrs.push(Attr {
-            name: Spanned { value: key.clone(), span: span(key_at..key_at + key.len()) },
-            value: Spanned { value: value.into_owned(), span: span(value_range) },
+            name: Spanned {
+                value: key.clone(),
+                span: span(key_at..key_at + key.len()),
+            },
+            value: Spanned {
+                value: value.into_owned(),
+                span: span(value_range),
+            },
         });
     }
-    Ok(Element { name, span: span(range), attrs, children: Vec::new(), text: None })
+    Ok(Element {
+        name,
+        span: span(range),
+        attrs,
+        children: Vec::new(),
+        text: None,
+    })
 }

@@ -59,6 +59,9 @@ fn every_error_of_a_run_is_reported() {
 
 #[test]
 fn a_missing_root_file_is_an_io_error() {
-    let err = Builder::new().check(&["tests/diagnostics/nope.xml"]).err().unwrap();
+    let err = Builder::new()
+        .check(&["tests/diagnostics/nope.xml"])
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }

@@ -37,12 +37,26 @@ fn builder() -> Builder {
 #[test]
 fn every_idl_file_generates_and_matches_its_snapshot() {
     for file in idl_files() {
-        let compiled = builder().check(&[&file]).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let stem = file.strip_prefix(idl_dir()).unwrap().with_extension("").display().to_string().replace('/', "_");
-        for out in compiled.rust_files().into_iter().chain(compiled.proto_files()) {
+        let compiled = builder()
+            .check(&[&file])
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let stem = file
+            .strip_prefix(idl_dir())
+            .unwrap()
+            .with_extension("")
+            .display()
+            .to_string()
+            .replace('/', "_");
+        for out in compiled
+            .rust_files()
+            .into_iter()
+            .chain(compiled.proto_files())
+        {
             // The header names the file as given, which is an absolute path here; snapshots
             // must not depend on where the repository is checked out.
-            let content = out.content.replace(&format!("{}/", idl_dir().display()), "idl/");
+            let content = out
+                .content
+                .replace(&format!("{}/", idl_dir().display()), "idl/");
             insta::assert_snapshot!(format!("{stem}__{}", out.name), content);
         }
     }
@@ -73,23 +87,36 @@ fn unchanged_files_are_not_rewritten() {
 
 #[test]
 fn rust_modules_nest_packages() {
-    let compiled = builder().check(&[idl_dir().join("im/message.xml")]).unwrap();
+    let compiled = builder()
+        .check(&[idl_dir().join("im/message.xml")])
+        .unwrap();
     let tokens = compiled.rust_modules().to_string();
-    assert!(tokens.starts_with("# [allow (missing_docs)] pub mod im {"), "{tokens:.80}");
+    assert!(
+        tokens.starts_with("# [allow (missing_docs)] pub mod im {"),
+        "{tokens:.80}"
+    );
     assert!(tokens.contains("pub mod common") && tokens.contains("pub mod message"));
 }
 
 #[test]
 fn ir_records_service_policies() {
     use svrkit_codegen::ir::{Priority, Retry};
-    let compiled = builder().check(&[idl_dir().join("im/message.xml")]).unwrap();
+    let compiled = builder()
+        .check(&[idl_dir().join("im/message.xml")])
+        .unwrap();
     let schema = compiled.schema();
     let svc = &schema.services[0];
     assert_eq!((svc.name.as_str(), svc.id), ("MessageSvr", 2001));
     let send = &svc.methods[0];
-    assert_eq!((send.timeout_ms, send.retry, send.priority), (200, Retry::None, Priority::High));
+    assert_eq!(
+        (send.timeout_ms, send.retry, send.priority),
+        (200, Retry::None, Priority::High)
+    );
     let fetch = &svc.methods[1];
     assert_eq!(fetch.retry, Retry::Idempotent { max_attempts: 3 });
     let ack = &svc.methods[2];
-    assert_eq!((ack.fn_name.as_str(), ack.response, ack.timeout_ms), ("ack", None, 500));
+    assert_eq!(
+        (ack.fn_name.as_str(), ack.response, ack.timeout_ms),
+        ("ack", None, 500)
+    );
 }

@@ -10,6 +10,4 @@ pub use bytes::Bytes;
 pub use std::collections::BTreeMap;
 
 #[doc(hidden)]
-pub use crate::codec::{
-    DecodeError, Decoder, Enumeration, Message, UnknownFields, field, kind,
-};
+pub use crate::codec::{DecodeError, Decoder, Enumeration, Message, UnknownFields, field, kind};

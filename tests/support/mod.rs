@@ -36,13 +36,32 @@ pub fn color() -> impl Strategy<Value = Color> {
 }
 
 pub fn user() -> impl Strategy<Value = UserRef> {
-    (any::<u64>(), string()).prop_map(|(uin, nickname)| UserRef { uin, nickname, ..Default::default() })
+    (any::<u64>(), string()).prop_map(|(uin, nickname)| UserRef {
+        uin,
+        nickname,
+        ..Default::default()
+    })
 }
 
 pub fn scalars() -> impl Strategy<Value = Scalars> {
     (
-        (any::<bool>(), any::<i32>(), any::<i64>(), any::<u32>(), any::<u64>(), any::<i32>(), any::<i64>()),
-        (any::<u32>(), any::<u64>(), any::<i32>(), any::<i64>(), f32_(), f64_()),
+        (
+            any::<bool>(),
+            any::<i32>(),
+            any::<i64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<i64>(),
+        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<i64>(),
+            f32_(),
+            f64_(),
+        ),
         (string(), bytes(), color(), user(), any::<u32>()),
     )
         .prop_map(|(a, b, c)| Scalars {
@@ -71,9 +90,29 @@ pub fn scalars() -> impl Strategy<Value = Scalars> {
 pub fn optionals() -> impl Strategy<Value = Optionals> {
     use proptest::option::of;
     (
-        (of(any::<bool>()), of(any::<i32>()), of(any::<i64>()), of(any::<u32>()), of(any::<u64>()), of(any::<i32>())),
-        (of(any::<i64>()), of(any::<u32>()), of(any::<u64>()), of(any::<i32>()), of(any::<i64>()), of(f32_())),
-        (of(f64_()), of(string()), of(bytes()), of(color()), of(scalars())),
+        (
+            of(any::<bool>()),
+            of(any::<i32>()),
+            of(any::<i64>()),
+            of(any::<u32>()),
+            of(any::<u64>()),
+            of(any::<i32>()),
+        ),
+        (
+            of(any::<i64>()),
+            of(any::<u32>()),
+            of(any::<u64>()),
+            of(any::<i32>()),
+            of(any::<i64>()),
+            of(f32_()),
+        ),
+        (
+            of(f64_()),
+            of(string()),
+            of(bytes()),
+            of(color()),
+            of(scalars()),
+        ),
     )
         .prop_map(|(a, b, c)| Optionals {
             o_bool: a.0,
@@ -103,9 +142,29 @@ fn list<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value 
 
 pub fn repeateds() -> impl Strategy<Value = Repeateds> {
     (
-        (list(any::<bool>()), list(any::<i32>()), list(any::<i64>()), list(any::<u32>()), list(any::<u64>()), list(any::<i32>())),
-        (list(any::<i64>()), list(any::<u32>()), list(any::<u64>()), list(any::<i32>()), list(any::<i64>()), list(f32_())),
-        (list(f64_()), list(string()), list(bytes()), list(color()), list(user())),
+        (
+            list(any::<bool>()),
+            list(any::<i32>()),
+            list(any::<i64>()),
+            list(any::<u32>()),
+            list(any::<u64>()),
+            list(any::<i32>()),
+        ),
+        (
+            list(any::<i64>()),
+            list(any::<u32>()),
+            list(any::<u64>()),
+            list(any::<i32>()),
+            list(any::<i64>()),
+            list(f32_()),
+        ),
+        (
+            list(f64_()),
+            list(string()),
+            list(bytes()),
+            list(color()),
+            list(user()),
+        ),
     )
         .prop_map(|(a, b, c)| Repeateds {
             r_bool: a.0,
@@ -138,9 +197,24 @@ fn map<K: Ord + std::fmt::Debug, V: std::fmt::Debug>(
 
 pub fn maps() -> impl Strategy<Value = Maps> {
     (
-        (map(any::<i32>(), string()), map(any::<i64>(), bytes()), map(any::<u32>(), f64_()), map(any::<u64>(), color())),
-        (map(any::<i32>(), any::<i64>()), map(any::<i64>(), user()), map(any::<u32>(), f32_()), map(any::<u64>(), any::<bool>())),
-        (map(any::<i32>(), any::<u64>()), map(any::<i64>(), any::<u32>()), map(any::<bool>(), any::<i64>()), map(string(), scalars())),
+        (
+            map(any::<i32>(), string()),
+            map(any::<i64>(), bytes()),
+            map(any::<u32>(), f64_()),
+            map(any::<u64>(), color()),
+        ),
+        (
+            map(any::<i32>(), any::<i64>()),
+            map(any::<i64>(), user()),
+            map(any::<u32>(), f32_()),
+            map(any::<u64>(), any::<bool>()),
+        ),
+        (
+            map(any::<i32>(), any::<u64>()),
+            map(any::<i64>(), any::<u32>()),
+            map(any::<bool>(), any::<i64>()),
+            map(string(), scalars()),
+        ),
     )
         .prop_map(|(a, b, c)| Maps {
             m_int32_string: a.0,
@@ -217,7 +291,10 @@ pub fn defaults() -> impl Strategy<Value = Defaults> {
 }
 
 pub fn tree() -> impl Strategy<Value = Tree> {
-    let leaf = any::<i32>().prop_map(|value| Tree { value, ..Default::default() });
+    let leaf = any::<i32>().prop_map(|value| Tree {
+        value,
+        ..Default::default()
+    });
     leaf.prop_recursive(4, 24, 3, |inner| {
         (
             any::<i32>(),
@@ -238,13 +315,15 @@ pub fn tree() -> impl Strategy<Value = Tree> {
 }
 
 pub fn keywords() -> impl Strategy<Value = Keywords> {
-    (string(), any::<i32>(), any::<bool>(), list(color())).prop_map(|(r#type, r#match, r#async, r#fn)| Keywords {
-        r#type,
-        r#match,
-        r#async,
-        r#fn,
-        ..Default::default()
-    })
+    (string(), any::<i32>(), any::<bool>(), list(color())).prop_map(
+        |(r#type, r#match, r#async, r#fn)| Keywords {
+            r#type,
+            r#match,
+            r#async,
+            r#fn,
+            ..Default::default()
+        },
+    )
 }
 
 pub fn all_types() -> impl Strategy<Value = AllTypes> {
@@ -258,15 +337,17 @@ pub fn all_types() -> impl Strategy<Value = AllTypes> {
         keywords(),
         any::<bool>(),
     )
-        .prop_map(|(scalars, optionals, repeateds, maps, defaults, tree, keywords, empty)| AllTypes {
-            scalars,
-            optionals,
-            repeateds,
-            maps,
-            defaults,
-            tree,
-            keywords,
-            empty: empty.then(Empty::default),
-            ..Default::default()
-        })
+        .prop_map(
+            |(scalars, optionals, repeateds, maps, defaults, tree, keywords, empty)| AllTypes {
+                scalars,
+                optionals,
+                repeateds,
+                maps,
+                defaults,
+                tree,
+                keywords,
+                empty: empty.then(Empty::default),
+                ..Default::default()
+            },
+        )
 }

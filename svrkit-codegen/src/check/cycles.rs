@@ -22,7 +22,9 @@ impl Checker<'_> {
                         .enumerate()
                         .filter_map(|(i, f)| match f.ty {
                             FieldType::Singular(ValueType::Struct(t)) => Some((t, i)),
-                            FieldType::Optional(ValueType::Struct(t)) if optional_too => Some((t, i)),
+                            FieldType::Optional(ValueType::Struct(t)) if optional_too => {
+                                Some((t, i))
+                            }
                             _ => None,
                         })
                         .collect()
@@ -38,17 +40,22 @@ impl Checker<'_> {
                 if path.iter().all(|(s, _)| s.0 >= start) {
                     let (s, field) = path[0];
                     let f = &self.schema.structs[s.0].fields[field];
-                    let names: Vec<&str> =
-                        path.iter().map(|(s, _)| self.schema.structs[s.0].name.as_str()).collect();
-                    self.diags.push(error::infinite_struct(f.span, &f.name, &names));
+                    let names: Vec<&str> = path
+                        .iter()
+                        .map(|(s, _)| self.schema.structs[s.0].name.as_str())
+                        .collect();
+                    self.diags
+                        .push(error::infinite_struct(f.span, &f.name, &names));
                 }
             }
         }
 
         for s in 0..n {
             for (t, field) in inline[s].clone() {
-                if matches!(self.schema.structs[s].fields[field].ty, FieldType::Optional(_))
-                    && (t.0 == s || find_path(&inline, t, StructId(s)).is_some())
+                if matches!(
+                    self.schema.structs[s].fields[field].ty,
+                    FieldType::Optional(_)
+                ) && (t.0 == s || find_path(&inline, t, StructId(s)).is_some())
                 {
                     self.schema.structs[s].fields[field].boxed = true;
                 }
@@ -59,7 +66,11 @@ impl Checker<'_> {
 
 /// A path of `(struct, field index)` edges from `from` to `to` (non-empty), by depth-first
 /// search.
-fn find_path(edges: &[Vec<(StructId, usize)>], from: StructId, to: StructId) -> Option<Vec<(StructId, usize)>> {
+fn find_path(
+    edges: &[Vec<(StructId, usize)>],
+    from: StructId,
+    to: StructId,
+) -> Option<Vec<(StructId, usize)>> {
     let mut visited = vec![false; edges.len()];
     let mut path = Vec::new();
     fn dfs(

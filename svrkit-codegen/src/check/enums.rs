@@ -28,16 +28,24 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for v in &e.values {
             let name_ok = names::check_enum_value_name(&v.name, self.diags);
-            let number = values::integer(&v.id, "enum value", i64::from(i32::MIN), i64::from(i32::MAX), self.diags)
-                .map(|n| n as i32);
+            let number = values::integer(
+                &v.id,
+                "enum value",
+                i64::from(i32::MIN),
+                i64::from(i32::MAX),
+                self.diags,
+            )
+            .map(|n| n as i32);
             if let Some(first) = by_name.insert(&v.name.value, &v.name) {
-                self.diags.push(error::duplicate_name(&v.name, "enum value", first.span));
+                self.diags
+                    .push(error::duplicate_name(&v.name, "enum value", first.span));
             } else if reserved.has_name(&v.name.value) {
                 self.diags.push(error::name_reserved(&v.name));
             }
             let Some(number) = number else { continue };
             if let Some(first) = by_number.insert(number, &v.id) {
-                self.diags.push(error::duplicate_id(&v.id, "enum value number", first.span));
+                self.diags
+                    .push(error::duplicate_id(&v.id, "enum value number", first.span));
                 continue;
             }
             if reserved.has_id(i64::from(number)) {
@@ -45,7 +53,12 @@ impl Checker<'_> {
                 continue;
             }
             if name_ok {
-                out.push(EnumValue { name: v.name.value.clone(), number, doc: values::doc(&v.doc), span: v.span });
+                out.push(EnumValue {
+                    name: v.name.value.clone(),
+                    number,
+                    doc: values::doc(&v.doc),
+                    span: v.span,
+                });
             }
         }
         let ir = &mut self.schema.enums[id.0];

@@ -30,11 +30,20 @@ enum Decl {
 /// Checks `files` (each after those it includes) and builds the schema.
 ///
 /// Returns `None` when any error was reported to `diags`.
-pub(crate) fn check(files: &[ast::File], sources: &SourceMap, diags: &mut Diagnostics) -> Option<Schema> {
+pub(crate) fn check(
+    files: &[ast::File],
+    sources: &SourceMap,
+    diags: &mut Diagnostics,
+) -> Option<Schema> {
     let mut checker = Checker {
         sources,
         diags,
-        schema: Schema { packages: Vec::new(), structs: Vec::new(), enums: Vec::new(), services: Vec::new() },
+        schema: Schema {
+            packages: Vec::new(),
+            structs: Vec::new(),
+            enums: Vec::new(),
+            services: Vec::new(),
+        },
         packages: HashMap::new(),
         file_package: HashMap::new(),
         visible: HashMap::new(),
@@ -55,7 +64,11 @@ pub(crate) fn check(files: &[ast::File], sources: &SourceMap, diags: &mut Diagno
     }
     checker.services(files);
     checker.cycles();
-    if checker.diags.has_errors() { None } else { Some(checker.schema) }
+    if checker.diags.has_errors() {
+        None
+    } else {
+        Some(checker.schema)
+    }
 }
 
 struct Checker<'a> {
@@ -78,7 +91,10 @@ impl Checker<'_> {
         for file in files {
             names::check_package_name(&file.package, self.diags);
             let next = PackageId(self.schema.packages.len());
-            let id = *self.packages.entry(file.package.value.clone()).or_insert(next);
+            let id = *self
+                .packages
+                .entry(file.package.value.clone())
+                .or_insert(next);
             if id == next {
                 self.schema.packages.push(Package {
                     name: file.package.value.clone(),
@@ -86,7 +102,9 @@ impl Checker<'_> {
                     items: Vec::new(),
                 });
             }
-            self.schema.packages[id.0].files.push(self.sources.name(file.id).to_owned());
+            self.schema.packages[id.0]
+                .files
+                .push(self.sources.name(file.id).to_owned());
             self.file_package.insert(file.id, id);
         }
         for file in files {
@@ -112,7 +130,11 @@ impl Checker<'_> {
                     ast::Item::Struct(s) => {
                         let id = StructId(self.schema.structs.len());
                         if self.declare_type(package, &s.name, Decl::Struct(id)) {
-                            self.schema.structs.push(structs::declare(package, self.full_name(package, &s.name.value), s));
+                            self.schema.structs.push(structs::declare(
+                                package,
+                                self.full_name(package, &s.name.value),
+                                s,
+                            ));
                             self.schema.packages[package.0].items.push(Item::Struct(id));
                             decls.push((fi, ii, Decl::Struct(id)));
                         }
@@ -120,7 +142,11 @@ impl Checker<'_> {
                     ast::Item::Enum(e) => {
                         let id = EnumId(self.schema.enums.len());
                         if self.declare_type(package, &e.name, Decl::Enum(id)) {
-                            self.schema.enums.push(enums::declare(package, self.full_name(package, &e.name.value), e));
+                            self.schema.enums.push(enums::declare(
+                                package,
+                                self.full_name(package, &e.name.value),
+                                e,
+                            ));
                             self.schema.packages[package.0].items.push(Item::Enum(id));
                             decls.push((fi, ii, Decl::Enum(id)));
                         }
@@ -144,14 +170,19 @@ impl Checker<'_> {
     }
 
     fn declare_type(&mut self, package: PackageId, name: &ast::Text, decl: Decl) -> bool {
-        let what = if matches!(decl, Decl::Struct(_)) { "struct" } else { "enum" };
+        let what = if matches!(decl, Decl::Struct(_)) {
+            "struct"
+        } else {
+            "enum"
+        };
         // A badly cased name is reported but still declared, so that its body is checked too
         // and references to it do not cascade into "unknown type" errors.
         names::check_type_name(name, what, self.diags);
         if !self.claim_name(package, name.value.clone(), name) {
             return false;
         }
-        self.types.insert(self.full_name(package, &name.value), decl);
+        self.types
+            .insert(self.full_name(package, &name.value), decl);
         true
     }
 
@@ -163,11 +194,17 @@ impl Checker<'_> {
                 false
             }
             Some((first_idl, first_span)) => {
-                self.diags.push(error::rust_name_collision(idl, &rust, first_idl, *first_span));
+                self.diags.push(error::rust_name_collision(
+                    idl,
+                    &rust,
+                    first_idl,
+                    *first_span,
+                ));
                 false
             }
             None => {
-                self.generated_names.insert((package, rust), (idl.value.clone(), idl.span));
+                self.generated_names
+                    .insert((package, rust), (idl.value.clone(), idl.span));
                 true
             }
         }
@@ -205,8 +242,10 @@ impl Checker<'_> {
 
     /// Every type name a file could write, for "did you mean".
     fn type_candidates(&self, visible: &[PackageId], own: PackageId) -> Vec<String> {
-        let mut names: Vec<String> =
-            crate::ir::Scalar::ALL.iter().map(|s| s.name().to_owned()).collect();
+        let mut names: Vec<String> = crate::ir::Scalar::ALL
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
         names.push("map".to_owned());
         for full in self.types.keys() {
             let (pkg, bare) = full.rsplit_once('.').unwrap_or(("", full));

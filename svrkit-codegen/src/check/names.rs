@@ -7,7 +7,10 @@ use crate::ident;
 
 /// A package is dotted `snake_case` segments.
 pub(super) fn check_package_name(name: &Text, diags: &mut Diagnostics) {
-    let ok = name.value.split('.').all(|seg| ident::is_snake_case(seg) && ident::is_usable(seg));
+    let ok = name
+        .value
+        .split('.')
+        .all(|seg| ident::is_snake_case(seg) && ident::is_usable(seg));
     if !ok {
         diags.push(error::invalid_package(name));
     }
@@ -16,7 +19,12 @@ pub(super) fn check_package_name(name: &Text, diags: &mut Diagnostics) {
 /// Structs, enums, services and methods are `UpperCamel`.
 pub(super) fn check_type_name(name: &Text, what: &str, diags: &mut Diagnostics) -> bool {
     if !ident::is_upper_camel(&name.value) || !ident::is_usable(&name.value) {
-        diags.push(error::invalid_identifier(name, what, "UpperCamelCase", "MessageSvr"));
+        diags.push(error::invalid_identifier(
+            name,
+            what,
+            "UpperCamelCase",
+            "MessageSvr",
+        ));
         return false;
     }
     true
@@ -25,7 +33,12 @@ pub(super) fn check_type_name(name: &Text, what: &str, diags: &mut Diagnostics) 
 /// Fields are `snake_case`.
 pub(super) fn check_field_name(name: &Text, diags: &mut Diagnostics) -> bool {
     if !ident::is_snake_case(&name.value) {
-        diags.push(error::invalid_identifier(name, "field", "snake_case", "from_user"));
+        diags.push(error::invalid_identifier(
+            name,
+            "field",
+            "snake_case",
+            "from_user",
+        ));
         return false;
     }
     if !ident::is_usable(&name.value) {
@@ -42,7 +55,12 @@ pub(super) fn check_field_name(name: &Text, diags: &mut Diagnostics) -> bool {
 /// Enum values are `SCREAMING_SNAKE`.
 pub(super) fn check_enum_value_name(name: &Text, diags: &mut Diagnostics) -> bool {
     if !ident::is_screaming_snake(&name.value) {
-        diags.push(error::invalid_identifier(name, "enum value", "SCREAMING_SNAKE_CASE", "TEXT"));
+        diags.push(error::invalid_identifier(
+            name,
+            "enum value",
+            "SCREAMING_SNAKE_CASE",
+            "TEXT",
+        ));
         return false;
     }
     true

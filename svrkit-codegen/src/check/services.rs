@@ -15,15 +15,19 @@ impl Checker<'_> {
         for file in files {
             let package = self.file_package[&file.id];
             for item in &file.items {
-                let ast::Item::Service(s) = item else { continue };
+                let ast::Item::Service(s) = item else {
+                    continue;
+                };
                 let id = values::integer(&s.id, "service id", 1, 65_535, self.diags);
                 if let Some(id) = id
                     && let Some(first) = by_id.insert(id, s.id.span)
                 {
-                    self.diags.push(error::duplicate_id(&s.id, "service id", first));
+                    self.diags
+                        .push(error::duplicate_id(&s.id, "service id", first));
                 }
                 let timeout = match &s.timeout_ms {
-                    Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags).map(|t| t as u32),
+                    Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags)
+                        .map(|t| t as u32),
                     None => Some(ir::DEFAULT_TIMEOUT_MS),
                 };
                 let methods = self.methods(file, s, timeout.unwrap_or(ir::DEFAULT_TIMEOUT_MS));
@@ -38,7 +42,9 @@ impl Checker<'_> {
                     methods,
                     span: s.span,
                 });
-                self.schema.packages[package.0].items.push(ir::Item::Service(index));
+                self.schema.packages[package.0]
+                    .items
+                    .push(ir::Item::Service(index));
             }
         }
     }
@@ -53,10 +59,16 @@ impl Checker<'_> {
             if name_ok {
                 match by_fn.get(&fn_name) {
                     Some(first) if first.value == m.name.value => {
-                        self.diags.push(error::duplicate_name(&m.name, "method", first.span));
+                        self.diags
+                            .push(error::duplicate_name(&m.name, "method", first.span));
                     }
                     Some(first) => {
-                        self.diags.push(error::rust_name_collision(&m.name, &fn_name, &first.value, first.span));
+                        self.diags.push(error::rust_name_collision(
+                            &m.name,
+                            &fn_name,
+                            &first.value,
+                            first.span,
+                        ));
                     }
                     None => {
                         by_fn.insert(fn_name.clone(), &m.name);
@@ -67,14 +79,16 @@ impl Checker<'_> {
             if let Some(id) = id
                 && let Some(first) = by_id.insert(id, m.id.span)
             {
-                self.diags.push(error::duplicate_id(&m.id, "method id", first));
+                self.diags
+                    .push(error::duplicate_id(&m.id, "method id", first));
             }
             let oneway = match &m.oneway {
                 None => Some(false),
                 Some(t) if t.value == "true" => Some(true),
                 Some(t) if t.value == "false" => Some(false),
                 Some(t) => {
-                    self.diags.push(error::invalid_choice(t, "oneway", &["true", "false"]));
+                    self.diags
+                        .push(error::invalid_choice(t, "oneway", &["true", "false"]));
                     None
                 }
             };
@@ -93,7 +107,8 @@ impl Checker<'_> {
                 (None, None) => None,
             };
             let timeout_ms = match &m.timeout_ms {
-                Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags).map(|t| t as u32),
+                Some(t) => values::integer(t, "timeout_ms", 1, i64::from(u32::MAX), self.diags)
+                    .map(|t| t as u32),
                 None => Some(service_timeout),
             };
             let retry = self.retry(m);
@@ -104,12 +119,23 @@ impl Checker<'_> {
                 Some((_, "normal")) => Some(Priority::Normal),
                 Some((_, "low")) => Some(Priority::Low),
                 Some((p, _)) => {
-                    self.diags.push(error::invalid_choice(p, "priority", &["critical", "high", "normal", "low"]));
+                    self.diags.push(error::invalid_choice(
+                        p,
+                        "priority",
+                        &["critical", "high", "normal", "low"],
+                    ));
                     None
                 }
             };
-            if let (true, Some(id), Some(request), Some(response), Some(timeout_ms), Some(retry), Some(priority)) =
-                (name_ok, id, request, response, timeout_ms, retry, priority)
+            if let (
+                true,
+                Some(id),
+                Some(request),
+                Some(response),
+                Some(timeout_ms),
+                Some(retry),
+                Some(priority),
+            ) = (name_ok, id, request, response, timeout_ms, retry, priority)
             {
                 out.push(Method {
                     name: m.name.value.clone(),
@@ -133,18 +159,24 @@ impl Checker<'_> {
             None | Some((_, "none")) => false,
             Some((_, "idempotent")) => true,
             Some((r, _)) => {
-                self.diags.push(error::invalid_choice(r, "retry", &["none", "idempotent"]));
+                self.diags
+                    .push(error::invalid_choice(r, "retry", &["none", "idempotent"]));
                 return None;
             }
         };
         match (&m.max_attempts, idempotent) {
-            (Some(t), true) => values::integer(t, "max_attempts", 1, 5, self.diags)
-                .map(|n| Retry::Idempotent { max_attempts: n as u8 }),
+            (Some(t), true) => {
+                values::integer(t, "max_attempts", 1, 5, self.diags).map(|n| Retry::Idempotent {
+                    max_attempts: n as u8,
+                })
+            }
             (Some(t), false) => {
                 self.diags.push(error::max_attempts_without_retry(t));
                 None
             }
-            (None, true) => Some(Retry::Idempotent { max_attempts: ir::DEFAULT_MAX_ATTEMPTS }),
+            (None, true) => Some(Retry::Idempotent {
+                max_attempts: ir::DEFAULT_MAX_ATTEMPTS,
+            }),
             (None, false) => Some(Retry::None),
         }
     }

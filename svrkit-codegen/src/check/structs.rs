@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use super::{Checker, names, values};
 use crate::ast;
 use crate::error;
-use crate::ir::{DefaultValue, Field, FieldType, PackageId, Reserved, Scalar, Struct, StructId, ValueType};
+use crate::ir::{
+    DefaultValue, Field, FieldType, PackageId, Reserved, Scalar, Struct, StructId, ValueType,
+};
 
 /// Field ids protobuf keeps for its own implementation; svrkit keeps them too so that its
 /// `.proto` exports stay valid.
@@ -34,7 +36,8 @@ impl Checker<'_> {
         for f in &s.fields {
             let name_ok = names::check_field_name(&f.name, self.diags);
             if let Some(first) = by_name.insert(&f.name.value, &f.name) {
-                self.diags.push(error::duplicate_name(&f.name, "field", first.span));
+                self.diags
+                    .push(error::duplicate_name(&f.name, "field", first.span));
             } else if reserved.has_name(&f.name.value) {
                 self.diags.push(error::name_reserved(&f.name));
             }
@@ -73,7 +76,8 @@ impl Checker<'_> {
             return None;
         }
         if let Some(first) = seen.insert(id, &f.id) {
-            self.diags.push(error::duplicate_id(&f.id, "field id", first.span));
+            self.diags
+                .push(error::duplicate_id(&f.id, "field id", first.span));
             return None;
         }
         if reserved.has_id(id) {
@@ -118,7 +122,11 @@ impl Checker<'_> {
             Some("repeated") => Some(FieldType::Repeated(ty)),
             Some(_) => {
                 let label = f.label.as_ref()?;
-                self.diags.push(error::invalid_choice(label, "label", &["optional", "repeated"]));
+                self.diags.push(error::invalid_choice(
+                    label,
+                    "label",
+                    &["optional", "repeated"],
+                ));
                 None
             }
         }
@@ -126,24 +134,36 @@ impl Checker<'_> {
 
     /// `Some(None)`: no default; `None`: an error was reported.
     fn default_value(&mut self, f: &ast::Field, ty: FieldType) -> Option<Option<DefaultValue>> {
-        let Some(text) = &f.default else { return Some(None) };
+        let Some(text) = &f.default else {
+            return Some(None);
+        };
         let FieldType::Singular(value_ty) = ty else {
-            self.diags.push(error::default_not_allowed(text, "only singular fields (no label, not a map) have defaults"));
+            self.diags.push(error::default_not_allowed(
+                text,
+                "only singular fields (no label, not a map) have defaults",
+            ));
             return None;
         };
         let raw = text.value.as_str();
         let parsed = match value_ty {
             ValueType::Struct(_) => {
-                self.diags.push(error::default_not_allowed(text, "a struct's default is its fields' defaults"));
+                self.diags.push(error::default_not_allowed(
+                    text,
+                    "a struct's default is its fields' defaults",
+                ));
                 return None;
             }
             ValueType::Enum(e) => {
                 let en = self.schema.enum_(e);
                 match en.values.iter().find(|v| v.name == raw) {
-                    Some(v) => Some(DefaultValue::Enum { name: v.name.clone(), number: v.number }),
+                    Some(v) => Some(DefaultValue::Enum {
+                        name: v.name.clone(),
+                        number: v.number,
+                    }),
                     None => {
                         let names: Vec<String> = en.values.iter().map(|v| v.name.clone()).collect();
-                        self.diags.push(error::bad_enum_default(text, &en.full_name, &names));
+                        self.diags
+                            .push(error::bad_enum_default(text, &en.full_name, &names));
                         return None;
                     }
                 }
@@ -153,7 +173,9 @@ impl Checker<'_> {
         match parsed {
             Some(v) => Some(Some(v)),
             None => {
-                let ValueType::Scalar(s) = value_ty else { return None };
+                let ValueType::Scalar(s) = value_ty else {
+                    return None;
+                };
                 self.diags.push(error::bad_default(text, s.name()));
                 None
             }
@@ -179,8 +201,16 @@ fn scalar_default(s: Scalar, raw: &str) -> Option<DefaultValue> {
         Scalar::Uint32 | Scalar::Fixed32 => uint::<u32>(raw),
         Scalar::Uint64 | Scalar::Fixed64 => uint::<u64>(raw),
         // Finite only: a NaN default would make "at its default" never true.
-        Scalar::Float => raw.parse::<f32>().ok().filter(|v| v.is_finite()).map(|v| DefaultValue::Float(f64::from(v))),
-        Scalar::Double => raw.parse::<f64>().ok().filter(|v| v.is_finite()).map(DefaultValue::Float),
+        Scalar::Float => raw
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| DefaultValue::Float(f64::from(v))),
+        Scalar::Double => raw
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(DefaultValue::Float),
         Scalar::String => Some(DefaultValue::String(raw.to_owned())),
         Scalar::Bytes => Some(DefaultValue::Bytes(raw.as_bytes().to_vec())),
     }

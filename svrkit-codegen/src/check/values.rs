@@ -6,7 +6,13 @@ use crate::error;
 use crate::ir::Reserved;
 
 /// Parses a decimal integer in `min..=max`; reports and returns `None` otherwise.
-pub(super) fn integer(text: &Text, what: &str, min: i64, max: i64, diags: &mut Diagnostics) -> Option<i64> {
+pub(super) fn integer(
+    text: &Text,
+    what: &str,
+    min: i64,
+    max: i64,
+    diags: &mut Diagnostics,
+) -> Option<i64> {
     match text.value.trim().parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Some(n),
         Ok(_) => {
@@ -21,13 +27,21 @@ pub(super) fn integer(text: &Text, what: &str, min: i64, max: i64, diags: &mut D
 }
 
 /// Parses `"2,6,11-15"` and `names="a,b"` into ranges and names.
-pub(super) fn reserved(list: &[crate::ast::Reserved], max: i64, diags: &mut Diagnostics) -> Reserved {
+pub(super) fn reserved(
+    list: &[crate::ast::Reserved],
+    max: i64,
+    diags: &mut Diagnostics,
+) -> Reserved {
     let mut out = Reserved::default();
     for r in list {
         if let Some(ids) = &r.ids {
             for part in ids.value.split(',').map(str::trim) {
                 let range = match part.split_once('-').filter(|(lo, _)| !lo.is_empty()) {
-                    Some((lo, hi)) => lo.trim().parse::<i64>().ok().zip(hi.trim().parse::<i64>().ok()),
+                    Some((lo, hi)) => lo
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                        .zip(hi.trim().parse::<i64>().ok()),
                     None => part.parse::<i64>().ok().map(|n| (n, n)),
                 };
                 match range {
@@ -38,7 +52,12 @@ pub(super) fn reserved(list: &[crate::ast::Reserved], max: i64, diags: &mut Diag
         }
         if let Some(names) = &r.names {
             out.names.extend(
-                names.value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned),
+                names
+                    .value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
             );
         }
     }
@@ -61,7 +80,13 @@ pub(super) fn doc(text: &Option<Text>) -> Option<String> {
         .unwrap_or(0);
     let out: Vec<&str> = lines
         .iter()
-        .map(|l| if l.trim().is_empty() { "" } else { l[indent.min(l.len())..].trim_end() })
+        .map(|l| {
+            if l.trim().is_empty() {
+                ""
+            } else {
+                l[indent.min(l.len())..].trim_end()
+            }
+        })
         .collect();
     Some(out.join("\n"))
 }

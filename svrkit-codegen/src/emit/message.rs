@@ -56,8 +56,15 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
         quote! { #doc pub #name: #ty, }
     });
 
-    let custom_default = s.fields.iter().any(|f| f.default.as_ref().is_some_and(|d| !d.is_zero()));
-    let default_derive = if custom_default { quote!() } else { quote!(Default,) };
+    let custom_default = s
+        .fields
+        .iter()
+        .any(|f| f.default.as_ref().is_some_and(|d| !d.is_zero()));
+    let default_derive = if custom_default {
+        quote!()
+    } else {
+        quote!(Default,)
+    };
     let default_impl = if custom_default {
         let inits = s.fields.iter().map(|f| {
             let name = ident::ident(&f.name);
@@ -85,11 +92,18 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     let debug_names = s.fields.iter().map(|f| f.name.as_str());
     let debug_idents = s.fields.iter().map(|f| ident::ident(&f.name));
 
-    let fields_gen = FieldGen { schema, package: s.package };
+    let fields_gen = FieldGen {
+        schema,
+        package: s.package,
+    };
     let encodes = s.fields.iter().map(|f| fields_gen.encode(f));
     let lens = s.fields.iter().map(|f| fields_gen.encoded_len(f));
     let arms: Vec<TokenStream> = s.fields.iter().map(|f| fields_gen.merge_arms(f)).collect();
-    let unknown = quote!(field::merge_unknown::<Self>(key, d, &mut self.unknown_fields));
+    let unknown = quote!(field::merge_unknown::<Self>(
+        key,
+        d,
+        &mut self.unknown_fields
+    ));
     let merge_body = if arms.is_empty() {
         unknown
     } else {
@@ -255,14 +269,18 @@ impl FieldGen<'_> {
                 let cond = self.differs_from_default(f, ty);
                 quote! { (if #cond { #rt::encoded_len::<#kind>(#key_len, &self.#name) } else { 0 }) }
             }
-            FieldType::Singular(_) => quote! { #rt::encoded_len_singular::<#kind>(#key_len, &self.#name) },
+            FieldType::Singular(_) => {
+                quote! { #rt::encoded_len_singular::<#kind>(#key_len, &self.#name) }
+            }
             FieldType::Optional(_) => {
                 quote! { self.#name.as_ref().map_or(0, |value| #rt::encoded_len::<#kind>(#key_len, value)) }
             }
             FieldType::Repeated(ty) if is_packable(ty) => {
                 quote! { #rt::encoded_len_packed::<#kind>(#key_len, &self.#name) }
             }
-            FieldType::Repeated(_) => quote! { #rt::encoded_len_repeated::<#kind>(#key_len, &self.#name) },
+            FieldType::Repeated(_) => {
+                quote! { #rt::encoded_len_repeated::<#kind>(#key_len, &self.#name) }
+            }
             FieldType::Map(k, _) => {
                 let key_kind = self.kind(ValueType::Scalar(k));
                 quote! { #rt::encoded_len_map::<#key_kind, #kind>(#key_len, &self.#name) }

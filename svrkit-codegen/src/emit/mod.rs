@@ -29,7 +29,10 @@ pub(crate) fn packages(schema: &Schema) -> Vec<PackageCode> {
         .packages
         .iter()
         .enumerate()
-        .map(|(i, p)| PackageCode { package: p.name.clone(), tokens: package(schema, PackageId(i)) })
+        .map(|(i, p)| PackageCode {
+            package: p.name.clone(),
+            tokens: package(schema, PackageId(i)),
+        })
         .collect()
 }
 
@@ -108,7 +111,15 @@ pub(crate) fn nested_modules(codes: &[PackageCode]) -> TokenStream {
 
 /// `#[doc = ".."]` attributes for optional documentation, one per line.
 fn doc_attrs(doc: &Option<String>) -> TokenStream {
-    let Some(doc) = doc else { return TokenStream::new() };
-    let lines = doc.lines().map(|l| if l.is_empty() { String::new() } else { format!(" {l}") });
+    let Some(doc) = doc else {
+        return TokenStream::new();
+    };
+    let lines = doc.lines().map(|l| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!(" {l}")
+        }
+    });
     quote! { #(#[doc = #lines])* }
 }

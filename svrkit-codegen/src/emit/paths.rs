@@ -51,7 +51,12 @@ fn scalar_type(s: Scalar) -> TokenStream {
 }
 
 /// The Rust type of a field.
-pub(super) fn field_type(schema: &Schema, from: PackageId, ty: FieldType, boxed: bool) -> TokenStream {
+pub(super) fn field_type(
+    schema: &Schema,
+    from: PackageId,
+    ty: FieldType,
+    boxed: bool,
+) -> TokenStream {
     match ty {
         FieldType::Singular(v) => value_type(schema, from, v),
         FieldType::Optional(v) => {
@@ -111,7 +116,12 @@ pub(super) fn kind(schema: &Schema, from: PackageId, ty: ValueType) -> TokenStre
 }
 
 /// A default as a Rust expression of the field's type.
-pub(super) fn default_expr(schema: &Schema, from: PackageId, ty: ValueType, value: &DefaultValue) -> TokenStream {
+pub(super) fn default_expr(
+    schema: &Schema,
+    from: PackageId,
+    ty: ValueType,
+    value: &DefaultValue,
+) -> TokenStream {
     match (value, ty) {
         (DefaultValue::String(s), _) => quote!(::std::string::String::from(#s)),
         (DefaultValue::Bytes(b), _) => {
@@ -123,10 +133,18 @@ pub(super) fn default_expr(schema: &Schema, from: PackageId, ty: ValueType, valu
 }
 
 /// A default as something a field can be compared with (`!=`).
-pub(super) fn default_literal(schema: &Schema, from: PackageId, ty: ValueType, value: &DefaultValue) -> TokenStream {
+pub(super) fn default_literal(
+    schema: &Schema,
+    from: PackageId,
+    ty: ValueType,
+    value: &DefaultValue,
+) -> TokenStream {
     match (value, ty) {
         (DefaultValue::Bool(b), _) => quote!(#b),
-        (DefaultValue::Int(i), ValueType::Scalar(Scalar::Int64 | Scalar::Sint64 | Scalar::Sfixed64)) => {
+        (
+            DefaultValue::Int(i),
+            ValueType::Scalar(Scalar::Int64 | Scalar::Sint64 | Scalar::Sfixed64),
+        ) => {
             let lit = Literal::i64_suffixed(*i);
             quote!(#lit)
         }

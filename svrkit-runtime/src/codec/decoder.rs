@@ -35,12 +35,20 @@ fn err<T>(kind: DecodeErrorKind) -> Result<T> {
 impl<'a> Decoder<'a> {
     /// A decoder over a plain slice; `bytes` fields are copied out of it.
     pub fn new(buf: &'a [u8]) -> Decoder<'a> {
-        Decoder { buf, source: None, depth: MAX_DEPTH }
+        Decoder {
+            buf,
+            source: None,
+            depth: MAX_DEPTH,
+        }
     }
 
     /// A decoder over shared bytes; `bytes` fields borrow from `source` without copying.
     pub fn from_bytes(source: &'a Bytes) -> Decoder<'a> {
-        Decoder { buf: source, source: Some(source), depth: MAX_DEPTH }
+        Decoder {
+            buf: source,
+            source: Some(source),
+            depth: MAX_DEPTH,
+        }
     }
 
     /// Whether all input has been consumed.
@@ -134,7 +142,10 @@ impl<'a> Decoder<'a> {
     pub fn read_len(&mut self) -> Result<usize> {
         let len = self.read_varint()?;
         if len > self.buf.len() as u64 {
-            return err(DecodeErrorKind::LengthOutOfBounds { len, remaining: self.buf.len() });
+            return err(DecodeErrorKind::LengthOutOfBounds {
+                len,
+                remaining: self.buf.len(),
+            });
         }
         Ok(len as usize)
     }
@@ -176,7 +187,11 @@ impl<'a> Decoder<'a> {
             return err(DecodeErrorKind::RecursionLimit);
         }
         let slice = self.read_slice()?;
-        let mut inner = Decoder { buf: slice, source: self.source, depth: self.depth - 1 };
+        let mut inner = Decoder {
+            buf: slice,
+            source: self.source,
+            depth: self.depth - 1,
+        };
         f(&mut inner)
     }
 
@@ -185,7 +200,11 @@ impl<'a> Decoder<'a> {
     #[inline]
     pub fn packed(&mut self) -> Result<Decoder<'a>> {
         let slice = self.read_slice()?;
-        Ok(Decoder { buf: slice, source: self.source, depth: self.depth })
+        Ok(Decoder {
+            buf: slice,
+            source: self.source,
+            depth: self.depth,
+        })
     }
 
     /// Reads the value of a field nobody declared, keeping its key and value bytes in
@@ -240,7 +259,13 @@ mod tests {
         // Announces 2^32 bytes with four bytes of input left.
         let input = [0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3, 4];
         let e = Decoder::new(&input).read_slice().unwrap_err();
-        assert_eq!(e.kind(), &DecodeErrorKind::LengthOutOfBounds { len: 1 << 32, remaining: 4 });
+        assert_eq!(
+            e.kind(),
+            &DecodeErrorKind::LengthOutOfBounds {
+                len: 1 << 32,
+                remaining: 4
+            }
+        );
     }
 
     #[test]

@@ -55,7 +55,12 @@ impl DecodeError {
     /// An error of this kind, not yet located.
     #[cold]
     pub fn new(kind: DecodeErrorKind) -> DecodeError {
-        DecodeError { inner: Box::new(Inner { kind, path: Vec::new() }) }
+        DecodeError {
+            inner: Box::new(Inner {
+                kind,
+                path: Vec::new(),
+            }),
+        }
     }
 
     /// What went wrong.
@@ -84,7 +89,10 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::InvalidFieldId => f.write_str("invalid field id 0"),
             DecodeErrorKind::InvalidWireType(wt) => write!(f, "invalid wire type {wt}"),
             DecodeErrorKind::WrongWireType { found } => {
-                write!(f, "wire type {found} does not match the field's declared type")
+                write!(
+                    f,
+                    "wire type {found} does not match the field's declared type"
+                )
             }
             DecodeErrorKind::LengthOutOfBounds { len, remaining } => {
                 write!(f, "length {len} exceeds the {remaining} bytes left")

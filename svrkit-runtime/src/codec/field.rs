@@ -36,7 +36,11 @@ pub fn encode_singular<K: Kind>(key: u32, value: &K::Value, buf: &mut Vec<u8>) {
 /// Bytes a singular field takes (nothing at its type's default).
 #[inline]
 pub fn encoded_len_singular<K: Kind>(key_len: usize, value: &K::Value) -> usize {
-    if K::is_default(value) { 0 } else { encoded_len::<K>(key_len, value) }
+    if K::is_default(value) {
+        0
+    } else {
+        encoded_len::<K>(key_len, value)
+    }
 }
 
 /// Writes one field: key, then value.

@@ -89,6 +89,8 @@ impl UnknownFields {
 
 impl fmt::Debug for UnknownFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|field| (field.id, field.value))).finish()
+        f.debug_list()
+            .entries(self.iter().map(|field| (field.id, field.value)))
+            .finish()
     }
 }

@@ -1,0 +1,3 @@
+svrkit_macros::idl!("chat.xml", includes = "idl");
+
+fn main() {}

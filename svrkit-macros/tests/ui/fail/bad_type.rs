@@ -1,0 +1,3 @@
+svrkit_macros::idl!("bad_type.xml");
+
+fn main() {}

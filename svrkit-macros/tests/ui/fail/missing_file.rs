@@ -1,0 +1,3 @@
+svrkit_macros::idl!("no_such_file.xml");
+
+fn main() {}
