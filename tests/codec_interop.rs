@@ -115,7 +115,7 @@ fn f64_() -> impl Strategy<Value = f64> {
     support::f64_()
 }
 fn string() -> impl Strategy<Value = String> {
-    support::string()
+    support::string().prop_map(String::from)
 }
 fn bytes() -> impl Strategy<Value = Bytes> {
     support::bytes()
@@ -317,4 +317,27 @@ fn prost_maps() -> impl Strategy<Value = p::Maps> {
             m_bool_int64: c.2,
             m_string_scalars: c.3,
         })
+}
+
+#[test]
+fn lists_of_structs_of_changing_sizes_match_prost() {
+    use svrkit_tests::prost::bench::chat as pb;
+    use svrkit_tests::svrkit::bench::chat as sk;
+    // Sizes cross the one-, two- and three-byte length boundaries in both directions.
+    let sizes = [10, 300, 5, 20_000, 0, 127, 128, 16_400, 1];
+    let list = sk::MsgList {
+        msgs: sizes
+            .iter()
+            .map(|&n| sk::SendMsgReq {
+                content: Bytes::from(vec![1u8; n]),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let ours = list.encode_to_vec();
+    assert_eq!(ours.len(), list.encoded_len());
+    let theirs = <pb::MsgList as prost::Message>::decode(ours.as_slice()).unwrap();
+    assert_eq!(prost::Message::encode_to_vec(&theirs), ours);
+    assert_eq!(sk::MsgList::decode(&ours).unwrap(), list);
 }

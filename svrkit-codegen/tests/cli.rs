@@ -93,19 +93,19 @@ fn proto_files_are_accepted_by_protoc() {
     );
     // protoc itself is exercised by the tests crate's build script, which compiles these
     // files with prost-build; run it here too when it is installed.
-    if let Ok(protoc) = Command::new("protoc").arg("--version").output() {
-        if protoc.status.success() {
-            let check = Command::new("protoc")
-                .arg(format!("-I{}", out.display()))
-                .args([
-                    "--descriptor_set_out=/dev/null",
-                    "test.all_types.proto",
-                    "im.common.proto",
-                ])
-                .output()
-                .unwrap();
-            assert!(check.status.success(), "{}", stderr(&check));
-        }
+    if let Ok(protoc) = Command::new("protoc").arg("--version").output()
+        && protoc.status.success()
+    {
+        let check = Command::new("protoc")
+            .arg(format!("-I{}", out.display()))
+            .args([
+                "--descriptor_set_out=/dev/null",
+                "test.all_types.proto",
+                "im.common.proto",
+            ])
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", stderr(&check));
     }
     std::fs::remove_dir_all(out).unwrap();
 }

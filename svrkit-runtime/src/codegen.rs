@@ -7,6 +7,8 @@
 #[doc(hidden)]
 pub use bytes::Bytes;
 #[doc(hidden)]
+pub use faststr::FastStr;
+#[doc(hidden)]
 pub use std::collections::BTreeMap;
 
 #[doc(hidden)]

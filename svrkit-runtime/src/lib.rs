@@ -26,6 +26,15 @@
 pub mod codec;
 pub mod codegen;
 
+/// The type of `bytes` fields.
+pub use bytes::Bytes;
+/// The type of `string` fields: an immutable UTF-8 string that is cheap to clone, stored
+/// inline up to 30 bytes and otherwise shared with the buffer it was decoded from.
+///
+/// Build one with `"literal".into()`, `String::into()` or `FastStr::new(&str)`; read it as a
+/// `&str` through `Deref` or [`FastStr::as_str`].
+pub use faststr::FastStr;
+
 /// Includes the code a build script generated for one IDL package.
 ///
 /// `include_idl!("im.message")` expands to

@@ -6,13 +6,19 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
+use svrkit_runtime::FastStr;
 use svrkit_tests::svrkit::im::common::UserRef;
 use svrkit_tests::svrkit::test::all_types::{
     AllTypes, Color, Defaults, Empty, Keywords, Maps, Optionals, Repeateds, Scalars, Tree,
 };
 
-pub fn string() -> impl Strategy<Value = String> {
-    vec(any::<char>(), 0..6).prop_map(String::from_iter)
+/// Short strings (stored inline by `FastStr`) and long ones (shared with the input).
+pub fn string() -> impl Strategy<Value = FastStr> {
+    prop_oneof![
+        3 => vec(any::<char>(), 0..6).prop_map(String::from_iter),
+        1 => vec(any::<char>(), 20..40).prop_map(String::from_iter),
+    ]
+    .prop_map(FastStr::from)
 }
 
 pub fn bytes() -> impl Strategy<Value = Bytes> {

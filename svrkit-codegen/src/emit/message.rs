@@ -243,6 +243,10 @@ impl FieldGen<'_> {
                 let key = key(f.id, LENGTH_DELIMITED);
                 quote! { #rt::encode_packed::<#kind>(#key, &self.#name, buf); }
             }
+            FieldType::Repeated(ValueType::Struct(_)) => {
+                let key = key(f.id, LENGTH_DELIMITED);
+                quote! { #rt::encode_repeated_messages(#key, &self.#name, buf); }
+            }
             FieldType::Repeated(ty) => {
                 let key = key(f.id, wire_type(ty));
                 quote! { #rt::encode_repeated::<#kind>(#key, &self.#name, buf); }

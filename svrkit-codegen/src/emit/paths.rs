@@ -45,7 +45,7 @@ fn scalar_type(s: Scalar) -> TokenStream {
         Scalar::Uint64 | Scalar::Fixed64 => quote!(u64),
         Scalar::Float => quote!(f32),
         Scalar::Double => quote!(f64),
-        Scalar::String => quote!(::std::string::String),
+        Scalar::String => quote!(::svrkit_runtime::codegen::FastStr),
         Scalar::Bytes => quote!(::svrkit_runtime::codegen::Bytes),
     }
 }
@@ -123,7 +123,9 @@ pub(super) fn default_expr(
     value: &DefaultValue,
 ) -> TokenStream {
     match (value, ty) {
-        (DefaultValue::String(s), _) => quote!(::std::string::String::from(#s)),
+        (DefaultValue::String(s), _) => {
+            quote!(::svrkit_runtime::codegen::FastStr::from_static_str(#s))
+        }
         (DefaultValue::Bytes(b), _) => {
             let lit = Literal::byte_string(b);
             quote!(::svrkit_runtime::codegen::Bytes::from_static(#lit))

@@ -83,6 +83,20 @@ pub fn encode_repeated<K: Kind>(key: u32, values: &[K::Value], buf: &mut Vec<u8>
     }
 }
 
+/// Writes a list of structs, each as its own length-delimited field.
+///
+/// Each element's length prefix is reserved at the width the previous one needed, so a list
+/// of similar-sized structs is written without moving any payload.
+#[inline]
+pub fn encode_repeated_messages<M: Message>(key: u32, values: &[M], buf: &mut Vec<u8>) {
+    let mut width = 1;
+    for value in values {
+        wire::put_varint(buf, u64::from(key));
+        let len = kind::put_len_prefixed_reserving(buf, width, |buf| value.encode_raw(buf));
+        width = wire::varint_len(len as u64);
+    }
+}
+
 /// Bytes a list of unpacked elements takes.
 #[inline]
 pub fn encoded_len_repeated<K: Kind>(key_len: usize, values: &[K::Value]) -> usize {
@@ -140,9 +154,18 @@ pub fn merge_packed<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) ->
 
 /// Reads one element of a list and appends it.
 #[inline]
-pub fn merge_repeated<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) -> Result<()> {
-    values.push(K::decode(d)?);
-    Ok(())
+pub fn merge_repeated<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) -> Result<()>
+where
+    K::Value: Default,
+{
+    // Decode into the slot it will occupy, so the value is not moved again after decoding.
+    values.push(K::Value::default());
+    let last = values.len() - 1;
+    let result = K::merge(&mut values[last], d);
+    if result.is_err() {
+        values.pop();
+    }
+    result
 }
 
 /// Reads a value into an optional field, merging into a struct that is already there.

@@ -173,30 +173,34 @@ fn len_delimited_len(len: usize) -> usize {
     wire::varint_len(len as u64) + len
 }
 
-/// `string`: length-prefixed UTF-8, checked on decode.
+/// `string`: length-prefixed UTF-8, checked on decode, held as a [`FastStr`](faststr::FastStr).
 #[derive(Debug)]
 pub enum String {}
 
 impl Kind for String {
-    type Value = std::string::String;
+    type Value = faststr::FastStr;
     const WIRE_TYPE: WireType = WireType::LengthDelimited;
     const PACKABLE: bool = false;
 
-    #[inline]
-    fn encode(value: &std::string::String, buf: &mut Vec<u8>) {
+    #[inline(always)]
+    fn encode(value: &faststr::FastStr, buf: &mut Vec<u8>) {
         wire::put_varint(buf, value.len() as u64);
         buf.extend_from_slice(value.as_bytes());
     }
     #[inline]
-    fn encoded_len(value: &std::string::String) -> usize {
+    fn encoded_len(value: &faststr::FastStr) -> usize {
         len_delimited_len(value.len())
     }
-    #[inline]
-    fn decode(d: &mut Decoder<'_>) -> Result<std::string::String> {
+    #[inline(always)]
+    fn decode(d: &mut Decoder<'_>) -> Result<faststr::FastStr> {
         d.read_string()
     }
+    #[inline(always)]
+    fn merge(value: &mut faststr::FastStr, d: &mut Decoder<'_>) -> Result<()> {
+        d.read_string_into(value)
+    }
     #[inline]
-    fn is_default(value: &std::string::String) -> bool {
+    fn is_default(value: &faststr::FastStr) -> bool {
         value.is_empty()
     }
 }
@@ -304,16 +308,48 @@ pub fn put_len_prefixed(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> 
     if len < 0x80 {
         buf[at] = len as u8;
     } else {
-        patch_long_len(buf, at, len);
+        patch_len(buf, at, 1, len);
     }
     len
 }
 
+/// Like [`put_len_prefixed`], reserving `width` bytes for the length: lists of structs pass
+/// the width their previous element needed, so similar-sized elements need no shifting.
+#[inline]
+pub fn put_len_prefixed_reserving(
+    buf: &mut Vec<u8>,
+    width: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; 10][..width]);
+    write(buf);
+    let len = buf.len() - at - width;
+    match width {
+        // The guess was right: fill the reserved bytes in place.
+        1 if len < 0x80 => buf[at] = len as u8,
+        2 if (0x80..0x4000).contains(&len) => {
+            buf[at] = len as u8 | 0x80;
+            buf[at + 1] = (len >> 7) as u8;
+        }
+        _ => patch_len(buf, at, width, len),
+    }
+    len
+}
+
+/// Writes the varint `len` at `at`, where `reserved` bytes were left before a payload of
+/// `len` bytes, moving the payload if the varint needs a different width.
 #[inline(never)]
-fn patch_long_len(buf: &mut Vec<u8>, at: usize, len: usize) {
+fn patch_len(buf: &mut Vec<u8>, at: usize, reserved: usize, len: usize) {
     let width = wire::varint_len(len as u64);
-    buf.extend_from_slice(&[0u8; 9][..width - 1]);
-    buf.copy_within(at + 1..at + 1 + len, at + width);
+    let payload = at + reserved..at + reserved + len;
+    if width > reserved {
+        buf.extend_from_slice(&[0u8; 10][..width - reserved]);
+        buf.copy_within(payload, at + width);
+    } else if width < reserved {
+        buf.copy_within(payload, at + width);
+        buf.truncate(at + width + len);
+    }
     let mut rest = len as u64;
     for byte in &mut buf[at..at + width] {
         *byte = (rest as u8) | 0x80;
@@ -326,4 +362,36 @@ fn patch_long_len(buf: &mut Vec<u8>, at: usize, len: usize) {
 #[cold]
 pub(crate) fn invalid_packed_length() -> DecodeError {
     DecodeError::new(DecodeErrorKind::InvalidPackedLength)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected(len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::put_varint(&mut out, len as u64);
+        out.extend(std::iter::repeat_n(7u8, len));
+        out
+    }
+
+    #[test]
+    fn length_prefixes_are_minimal_whatever_was_reserved() {
+        for reserved in 1..=3 {
+            for len in [0, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+                let mut buf = vec![0xaa];
+                let got = put_len_prefixed_reserving(&mut buf, reserved, |b| {
+                    b.extend(std::iter::repeat_n(7u8, len))
+                });
+                assert_eq!(got, len);
+                assert_eq!(buf[0], 0xaa);
+                assert_eq!(&buf[1..], expected(len), "reserved {reserved}, len {len}");
+            }
+        }
+        for len in [0, 127, 128, 20_000] {
+            let mut buf = Vec::new();
+            put_len_prefixed(&mut buf, |b| b.extend(std::iter::repeat_n(7u8, len)));
+            assert_eq!(buf, expected(len));
+        }
+    }
 }

@@ -60,13 +60,21 @@ pub const fn key_field_id(key: u32) -> u32 {
 }
 
 /// Appends `value` as a varint.
-#[inline]
-pub fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
-    // One byte is by far the most common case (keys, small lengths, small numbers).
+#[inline(always)]
+pub fn put_varint(buf: &mut Vec<u8>, value: u64) {
+    // One and two bytes cover keys, lengths up to 16 KiB and small numbers: keep those
+    // inline at every call site, the rest out of line.
     if value < 0x80 {
         buf.push(value as u8);
-        return;
+    } else if value < 0x4000 {
+        buf.extend_from_slice(&[value as u8 | 0x80, (value >> 7) as u8]);
+    } else {
+        put_varint_long(buf, value);
     }
+}
+
+#[inline(never)]
+fn put_varint_long(buf: &mut Vec<u8>, mut value: u64) {
     let mut tmp = [0u8; 10];
     let mut n = 0;
     while value >= 0x80 {
