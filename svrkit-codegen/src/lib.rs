@@ -266,12 +266,14 @@ impl Compiled {
 
     /// One formatted Rust file per package.
     pub fn rust_files(&self) -> Vec<GeneratedFile> {
-        self.rust_packages()
-            .iter()
-            .map(|code| GeneratedFile {
-                package: code.package.clone(),
-                name: format!("{}.rs", code.package),
-                content: emit::format_file(&self.schema, code),
+        (0..self.schema.packages.len())
+            .map(|i| {
+                let package = &self.schema.packages[i].name;
+                GeneratedFile {
+                    package: package.clone(),
+                    name: format!("{package}.rs"),
+                    content: emit::format_package(&self.schema, ir::PackageId(i)),
+                }
             })
             .collect()
     }
