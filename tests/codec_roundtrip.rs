@@ -130,3 +130,37 @@ fn repeated_scalars_accept_unpacked_input() {
     // And written back packed.
     assert_eq!(v.encode_to_vec(), [0x12, 0x03, 0x01, 0x02, 0x03]);
 }
+
+#[test]
+fn the_example_in_the_wire_format_doc_is_what_we_encode() {
+    use svrkit_tests::svrkit::im::{common, message};
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/wire-format.md"
+    ))
+    .unwrap();
+    let block = doc
+        .split("```hex\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("hex block");
+    let documented: Vec<u8> = block
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect();
+    let msg = message::Message {
+        from_user: "alice".into(),
+        seq: 300,
+        msg_type: message::MsgType::IMAGE,
+        content: Bytes::from_static(b"hi"),
+        at_users: vec!["bob".into()],
+        ext: [("k".into(), -1)].into(),
+        sender: common::UserRef {
+            uin: 7,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(msg.encode_to_vec(), documented);
+    assert_eq!(message::Message::decode(&documented).unwrap(), msg);
+}

@@ -38,6 +38,7 @@ pub(super) fn generate(schema: &Schema, id: EnumId) -> TokenStream {
         #doc
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         #[repr(transparent)]
+        #[allow(missing_docs)]
         pub struct #name(pub i32);
 
         #[allow(missing_docs)]
