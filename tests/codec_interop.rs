@@ -3,11 +3,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
+use support::{list, map};
 use svrkit_runtime::codec::Message;
 use svrkit_tests::prost::im::common as pc;
 use svrkit_tests::prost::test::all_types as p;
@@ -224,10 +222,6 @@ fn prost_optionals() -> impl Strategy<Value = p::Optionals> {
         })
 }
 
-fn list<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Vec<T>> {
-    vec(s, 0..5)
-}
-
 fn prost_repeateds() -> impl Strategy<Value = p::Repeateds> {
     (
         (
@@ -273,13 +267,6 @@ fn prost_repeateds() -> impl Strategy<Value = p::Repeateds> {
             r_color: c.3,
             r_user: c.4,
         })
-}
-
-fn map<K: Ord + std::fmt::Debug, V: std::fmt::Debug>(
-    k: impl Strategy<Value = K>,
-    v: impl Strategy<Value = V>,
-) -> impl Strategy<Value = BTreeMap<K, V>> {
-    btree_map(k, v, 0..4)
 }
 
 fn prost_maps() -> impl Strategy<Value = p::Maps> {

@@ -18,6 +18,14 @@ struct Cli {
     command: Command,
 }
 
+/// Where `<include file=".."/>` looks after the including file's directory.
+#[derive(clap::Args)]
+struct Includes {
+    /// Extra directory to search for included files (repeatable).
+    #[arg(long = "include", short = 'I')]
+    dirs: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate Rust code, one `<package>.rs` per package.
@@ -28,18 +36,16 @@ enum Command {
         /// Directory to write the generated files to.
         #[arg(long, short)]
         out: PathBuf,
-        /// Extra directory to search for included files.
-        #[arg(long = "include", short = 'I')]
-        include_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        includes: Includes,
     },
     /// Check IDL files and report every error, without generating anything.
     Check {
         /// IDL files to check.
         #[arg(required = true)]
         idl: Vec<PathBuf>,
-        /// Extra directory to search for included files.
-        #[arg(long = "include", short = 'I')]
-        include_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        includes: Includes,
     },
     /// Export an equivalent `.proto` file per package.
     Proto {
@@ -49,9 +55,8 @@ enum Command {
         /// Directory to write the `.proto` files to.
         #[arg(long, short)]
         out: PathBuf,
-        /// Extra directory to search for included files.
-        #[arg(long = "include", short = 'I')]
-        include_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        includes: Includes,
     },
     /// List the changes from an old to a new version of an IDL; exit 1 if any is breaking.
     Compat {
@@ -59,16 +64,15 @@ enum Command {
         old: PathBuf,
         /// The new version.
         new: PathBuf,
-        /// Extra directory to search for included files.
-        #[arg(long = "include", short = 'I')]
-        include_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        includes: Includes,
     },
 }
 
-fn builder(include_dirs: &[PathBuf]) -> Builder {
+fn builder(includes: &Includes) -> Builder {
     let mut b = Builder::new();
     b.emit_rerun_if_changed(false);
-    for dir in include_dirs {
+    for dir in &includes.dirs {
         b.include_dir(dir);
     }
     b
@@ -84,16 +88,12 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Generate {
-            idl,
-            out,
-            include_dirs,
-        } => {
-            let compiled = builder(&include_dirs).check(&idl)?;
+        Command::Generate { idl, out, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
             write_all(&out, compiled.rust_files())?;
         }
-        Command::Check { idl, include_dirs } => {
-            let compiled = builder(&include_dirs).check(&idl)?;
+        Command::Check { idl, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
             let s = compiled.schema();
             eprintln!(
                 "ok: {} package(s), {} struct(s), {} enum(s), {} service(s)",
@@ -103,20 +103,12 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 s.services.len()
             );
         }
-        Command::Proto {
-            idl,
-            out,
-            include_dirs,
-        } => {
-            let compiled = builder(&include_dirs).check(&idl)?;
+        Command::Proto { idl, out, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
             write_all(&out, compiled.proto_files())?;
         }
-        Command::Compat {
-            old,
-            new,
-            include_dirs,
-        } => {
-            let b = builder(&include_dirs);
+        Command::Compat { old, new, includes } => {
+            let b = builder(&includes);
             let (old, new): (Compiled, Compiled) = (b.check(&[old])?, b.check(&[new])?);
             let changes = compat::compare(&old, &new);
             print!("{}", compat::render(&changes));

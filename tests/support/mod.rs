@@ -142,7 +142,7 @@ pub fn optionals() -> impl Strategy<Value = Optionals> {
         })
 }
 
-fn list<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Vec<T>> {
+pub fn list<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Vec<T>> {
     vec(s, 0..5)
 }
 
@@ -194,7 +194,7 @@ pub fn repeateds() -> impl Strategy<Value = Repeateds> {
         })
 }
 
-fn map<K: Ord + std::fmt::Debug, V: std::fmt::Debug>(
+pub fn map<K: Ord + std::fmt::Debug, V: std::fmt::Debug>(
     k: impl Strategy<Value = K>,
     v: impl Strategy<Value = V>,
 ) -> impl Strategy<Value = BTreeMap<K, V>> {
