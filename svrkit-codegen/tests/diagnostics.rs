@@ -29,6 +29,7 @@ diagnostics!(
     malformed_xml,
     wrong_root,
     text_in_struct,
+    text_outside_root,
     unknown_element,
     unknown_attribute,
     missing_attribute,
