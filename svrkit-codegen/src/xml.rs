@@ -193,7 +193,11 @@ fn push_text(
             let lead = content.len() - content.trim_start().len();
             let first_line = content.trim_start().lines().next().unwrap_or("").len();
             let start = (at.start + lead).min(at.end);
-            let span = Span { start, end: (start + first_line).min(at.end), ..at };
+            let span = Span {
+                start,
+                end: (start + first_line).min(at.end),
+                ..at
+            };
             let what = if after_root { "after" } else { "before" };
             return Err(bad(span, &format!("text {what} the root element")));
         }

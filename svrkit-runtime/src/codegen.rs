@@ -13,3 +13,22 @@ pub use std::collections::BTreeMap;
 
 #[doc(hidden)]
 pub use crate::codec::{DecodeError, Decoder, Enumeration, Message, UnknownFields, field, kind};
+#[doc(hidden)]
+pub use crate::{
+    client::{CallOptions, Channel},
+    context::Context,
+    service::{BoxFuture, MethodDescriptor, Priority, Retry, Service, ServiceDescriptor},
+    status::Status,
+};
+
+/// Decodes a request for a generated server stub.
+#[doc(hidden)]
+pub fn decode_request<M: Message>(body: &Bytes) -> Result<M, Status> {
+    M::decode_bytes(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Encodes a response for a generated server stub.
+#[doc(hidden)]
+pub fn encode_response<M: Message>(response: &M) -> Bytes {
+    response.encode_to_bytes()
+}

@@ -1,7 +1,11 @@
 //! The svrkit runtime: what code generated from an svrkit XML IDL runs on.
 //!
-//! Today this is the [`codec`]: the forward-compatible TLV encoding of generated structs and
-//! enums. The RPC server, client, monitoring and policies build on it.
+//! - [`codec`]: the forward-compatible TLV encoding of generated structs and enums;
+//! - [`frame`]: how requests and responses travel over a connection (`docs/protocol.md`);
+//! - [`server`]: hosts any number of generated services on one listener;
+//! - [`client`]: channels to replicated services, and the per-call path that monitoring and
+//!   overload policies hook into;
+//! - [`context`]: deadline, trace and cancellation, passed along a call chain.
 //!
 //! Generated code is brought into a crate with [`include_idl!`] (after a build script ran
 //! `svrkit_codegen::compile`) or expanded in place by `svrkit_macros::idl!`. Either way it talks
@@ -23,8 +27,23 @@
 //! # Ok::<(), svrkit_runtime::codec::DecodeError>(())
 //! ```
 
+// Generated code names `::svrkit_runtime`; this lets the runtime use its own generated code
+// (the frame header).
+extern crate self as svrkit_runtime;
+
+pub mod client;
 pub mod codec;
 pub mod codegen;
+pub mod context;
+pub mod frame;
+pub mod server;
+pub mod service;
+pub mod status;
+
+pub use client::{CallOptions, Channel, ChannelOptions};
+pub use context::Context;
+pub use server::{Limits, Server};
+pub use status::{Code, Status};
 
 /// The type of `bytes` fields.
 pub use bytes::Bytes;

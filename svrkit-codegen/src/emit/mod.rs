@@ -7,6 +7,7 @@
 mod enumeration;
 mod message;
 mod paths;
+mod service;
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -50,8 +51,7 @@ fn item_tokens(schema: &Schema, item: Item) -> TokenStream {
     match item {
         Item::Struct(s) => message::generate(schema, s),
         Item::Enum(e) => enumeration::generate(schema, e),
-        // Service stubs are generated with the RPC runtime; the IR already holds them.
-        Item::Service(_) => TokenStream::new(),
+        Item::Service(index) => service::generate(schema, index),
     }
 }
 
@@ -76,12 +76,7 @@ fn format_item(tokens: TokenStream) -> String {
 /// same whatever the number of threads.
 pub(crate) fn format_package(schema: &Schema, id: PackageId) -> String {
     let package = schema.package(id);
-    let items: Vec<Item> = package
-        .items
-        .iter()
-        .copied()
-        .filter(|i| !matches!(i, Item::Service(_)))
-        .collect();
+    let items: Vec<Item> = package.items.clone();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);

@@ -1,0 +1,105 @@
+//! What generated code tells the runtime about a service, and the type-erased interface the
+//! server dispatches through.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::context::Context;
+use crate::status::Status;
+
+/// A boxed future, as type-erased service methods return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Business priority of a method, from the IDL: what overload control sheds last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Never shed before anything else.
+    Critical = 0,
+    /// More important than most.
+    High = 1,
+    /// The default.
+    Normal = 2,
+    /// Shed first.
+    Low = 3,
+}
+
+impl Priority {
+    /// The priority with this wire number (unknown numbers read as `Normal`).
+    pub fn from_u32(n: u32) -> Priority {
+        match n {
+            0 => Priority::Critical,
+            1 => Priority::High,
+            3 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+/// Whether a failed call may be tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Never: the call may have had effects.
+    None,
+    /// The call is idempotent; at most this many attempts in all.
+    Idempotent {
+        /// Attempts including the first.
+        max_attempts: u8,
+    },
+}
+
+/// One method of a service, as the IDL declares it.
+#[derive(Debug)]
+pub struct MethodDescriptor {
+    /// The IDL name (`Send`).
+    pub name: &'static str,
+    /// The full name (`im.message.MessageSvr.Send`), for logs and metrics.
+    pub full_name: &'static str,
+    /// The method id.
+    pub id: u16,
+    /// The service id.
+    pub service_id: u16,
+    /// Default deadline of a call.
+    pub timeout_ms: u32,
+    /// Retry rule.
+    pub retry: Retry,
+    /// Business priority.
+    pub priority: Priority,
+    /// Whether the method has no response.
+    pub oneway: bool,
+}
+
+/// A service, as the IDL declares it.
+#[derive(Debug)]
+pub struct ServiceDescriptor {
+    /// The full name (`im.message.MessageSvr`).
+    pub name: &'static str,
+    /// The service id, unique in a deployment.
+    pub id: u16,
+    /// Methods, in declaration order.
+    pub methods: &'static [MethodDescriptor],
+}
+
+impl ServiceDescriptor {
+    /// The method with this id.
+    pub fn method(&self, id: u16) -> Option<&'static MethodDescriptor> {
+        self.methods.iter().find(|m| m.id == id)
+    }
+}
+
+/// A service the server can host: generated `XxxServer` types implement it by decoding the
+/// request, calling the author's handler and encoding the response.
+pub trait Service: Send + Sync + 'static {
+    /// What the service is.
+    fn descriptor(&self) -> &'static ServiceDescriptor;
+
+    /// Runs method `method_id` on an encoded request; returns the encoded response (empty for
+    /// oneway methods).
+    fn call(
+        &self,
+        method_id: u16,
+        ctx: Context,
+        request: Bytes,
+    ) -> BoxFuture<Result<Bytes, Status>>;
+}
