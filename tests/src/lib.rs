@@ -22,6 +22,9 @@ pub mod svrkit {
         pub mod evolution_v2 {
             svrkit_runtime::include_idl!("test.evolution_v2");
         }
+        pub mod rpc {
+            svrkit_runtime::include_idl!("test.rpc");
+        }
     }
     pub mod bench {
         pub mod chat {
@@ -62,3 +65,5 @@ pub mod prost_default {
         }
     }
 }
+
+pub mod echo;

@@ -298,7 +298,7 @@ async fn call_local<Req: Message>(
             ))
         })?
         .clone();
-    let Ok(_permit) = server.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = server.in_flight.clone().try_acquire_owned() else {
         return Err(Status::overloaded(
             "too many requests in flight on this server",
         ));
@@ -312,22 +312,26 @@ async fn call_local<Req: Message>(
     // Encoding keeps in-process calls honest: the handler gets exactly what a remote one
     // would, and cannot share mutable state with the caller.
     let body = request.encode_to_bytes();
+    // The handler runs in its own task, as it would on a remote server: if the caller drops
+    // this future, the handler keeps running long enough to see the cancellation.
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let guard = ctx.cancel_token().clone().drop_guard();
+    tokio::spawn(async move {
+        crate::server::run_call(&service, method.id, ctx, body, |result| {
+            let _ = tx.send(result);
+        })
+        .await;
+        drop(permit);
+    });
     if method.oneway {
-        tokio::spawn(
-            async move { crate::server::run_call(&service, method.id, ctx, body, drop).await },
-        );
+        guard.disarm();
         return Ok(Bytes::new());
     }
-    // If the caller drops this future, the handler's context sees the cancellation.
-    let guard = ctx.cancel_token().clone().drop_guard();
-    crate::server::run_call(&service, method.id, ctx, body, |result| {
-        let _ = tx.send(result);
-    })
-    .await;
+    let result = rx
+        .await
+        .unwrap_or_else(|_| Err(Status::internal("the call ended without a result")));
     guard.disarm();
-    rx.await
-        .unwrap_or_else(|_| Err(Status::internal("the call ended without a result")))
+    result
 }
 
 async fn connection(

@@ -1,0 +1,216 @@
+//! A broken or malicious client never affects other clients: garbage, truncated frames,
+//! absurd lengths and clients that stop reading each cost only their own connection.
+
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::codec::Message;
+use svrkit_runtime::frame::{self, FrameKind, Header};
+use svrkit_runtime::{Code, Limits};
+use svrkit_tests::echo;
+use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection; fails if it does not within five seconds.
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open");
+}
+
+async fn still_serving(client: &EchoSvrClient) {
+    let response = client
+        .echo(&EchoReq {
+            text: "fine".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.text, "fine");
+}
+
+fn request_frame(request_id: u64, body: &EchoReq) -> Vec<u8> {
+    let header = Header {
+        kind: FrameKind::REQUEST,
+        request_id,
+        service_id: 9100,
+        method_id: 1,
+        deadline_ms: 10_000,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    frame::encode_message(&header, body, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_that_connection() {
+    let running = echo::start().await;
+    let good = echo::client(&running.addr, 1);
+    still_serving(&good).await;
+    let mut bad = TcpStream::connect(&running.addr).await.unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    expect_closed(&mut bad).await;
+    still_serving(&good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_frame_then_hang_up_is_harmless() {
+    let running = echo::start().await;
+    let good = echo::client(&running.addr, 1);
+    let full = request_frame(
+        1,
+        &EchoReq {
+            text: "x".repeat(100).into(),
+            ..Default::default()
+        },
+    );
+    let mut bad = TcpStream::connect(&running.addr).await.unwrap();
+    bad.write_all(&full[..full.len() / 2]).await.unwrap();
+    drop(bad);
+    still_serving(&good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_announcing_4_gib_is_refused_before_allocating() {
+    let running = echo::start().await;
+    let good = echo::client(&running.addr, 1);
+    let mut bad = TcpStream::connect(&running.addr).await.unwrap();
+    let mut prefix = vec![b'S', b'K', 1, 0];
+    prefix.extend_from_slice(&u32::MAX.to_be_bytes());
+    prefix.extend_from_slice(&u32::MAX.to_be_bytes());
+    bad.write_all(&prefix).await.unwrap();
+    let started = Instant::now();
+    expect_closed(&mut bad).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "it waited for the 4 GiB"
+    );
+    still_serving(&good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_others_are_served() {
+    let limits = Limits {
+        write_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let good = echo::client(&running.addr, 1);
+    let mut bad = TcpStream::connect(&running.addr).await.unwrap();
+    // Ask for far more than the socket buffers hold, and never read it.
+    let big = EchoReq {
+        payload: vec![7u8; 256 * 1024].into(),
+        ..Default::default()
+    };
+    let mut frames = Vec::new();
+    for id in 1..=64 {
+        frames.extend_from_slice(&request_frame(id, &big));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = bad.write_all(&frames).await;
+        bad
+    });
+    // Meanwhile everyone else is served promptly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        still_serving(&good).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // The stuck connection is closed once writes stop making progress.
+    let mut bad = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("writer stuck")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    expect_closed(&mut bad).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_limits_answer_overloaded() {
+    let limits = Limits {
+        max_in_flight_per_connection: 2,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let client = echo::client(&running.addr, 1);
+    let slow = EchoReq {
+        delay_ms: 500,
+        ..Default::default()
+    };
+    let (a, b, c) = tokio::join!(client.echo(&slow), client.echo(&slow), client.echo(&slow));
+    let codes: Vec<Code> = [a, b, c]
+        .into_iter()
+        .map(|r| r.map_or_else(|e| e.code(), |_| Code::OK))
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Code::OK).count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == Code::OVERLOADED).count(),
+        1,
+        "{codes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let first = echo::client(&running.addr, 1);
+    still_serving(&first).await;
+    let mut second = TcpStream::connect(&running.addr).await.unwrap();
+    expect_closed(&mut second).await;
+    still_serving(&first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_decode_is_invalid_argument() {
+    let running = echo::start().await;
+    let mut raw = TcpStream::connect(&running.addr).await.unwrap();
+    let header = Header {
+        kind: FrameKind::REQUEST,
+        request_id: 5,
+        service_id: 9100,
+        method_id: 1,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    // Field 1 (`text`, a string) holding invalid UTF-8.
+    frame::encode(&header, &[0x0a, 0x02, 0xff, 0xfe], &mut out);
+    raw.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let decoder = frame::Decoder::new(1 << 20);
+    let response = loop {
+        raw.read_buf(&mut buf).await.unwrap();
+        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            break frame;
+        }
+    };
+    assert_eq!(response.header.request_id, 5);
+    assert_eq!(Code(response.header.status_code), Code::INVALID_ARGUMENT);
+    assert!(
+        response
+            .header
+            .status_message
+            .contains("test.rpc.EchoReq.text"),
+        "{}",
+        response.header.status_message
+    );
+    assert!(response.header.encoded_len() > 0);
+}

@@ -1,0 +1,152 @@
+//! The test service of `idl/test/rpc.xml`, and helpers to run it on loopback.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use svrkit_runtime::{Channel, ChannelOptions, Context, Server, Status};
+
+use crate::svrkit::test::all_types::AllTypes;
+use crate::svrkit::test::rpc::{EchoReq, EchoResp, EchoSvr, EchoSvrClient, EchoSvrServer, Note};
+
+/// What the handlers saw, for tests to inspect.
+#[derive(Default)]
+pub struct Observed {
+    /// Calls whose handler noticed cancellation (deadline or caller) through its context.
+    pub saw_cancel: AtomicUsize,
+    /// Handlers that started.
+    pub started: AtomicUsize,
+    /// Handlers that finished normally.
+    pub finished: AtomicUsize,
+    /// Sequence numbers in the order handlers finished.
+    pub finish_order: Mutex<Vec<u64>>,
+    /// Texts of oneway notes received.
+    pub notes: Mutex<Vec<String>>,
+}
+
+/// The echo service. `downstream` is where Relay calls go.
+pub struct Echo {
+    /// What the handlers saw.
+    pub observed: Arc<Observed>,
+    /// Where Relay forwards to.
+    pub downstream: Option<EchoSvrClient>,
+}
+
+impl Echo {
+    async fn answer(&self, ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
+        self.observed.started.fetch_add(1, Ordering::SeqCst);
+        if request.panic {
+            panic!("asked to panic");
+        }
+        if request.fail_code != 0 {
+            return Err(Status::application(request.fail_code, "asked to fail"));
+        }
+        let remaining_ms = ctx.remaining().map_or(0, |d| d.as_millis() as u32);
+        if request.delay_ms > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))) => {}
+                _ = ctx.cancelled() => {
+                    self.observed.saw_cancel.fetch_add(1, Ordering::SeqCst);
+                    return Err(Status::cancelled("noticed"));
+                }
+            }
+        }
+        self.observed.finished.fetch_add(1, Ordering::SeqCst);
+        self.observed.finish_order.lock().unwrap().push(request.seq);
+        Ok(EchoResp {
+            text: request.text,
+            seq: request.seq,
+            remaining_ms,
+            caller: ctx.caller.clone(),
+            payload: request.payload,
+            ..Default::default()
+        })
+    }
+}
+
+impl EchoSvr for Echo {
+    async fn echo(&self, ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
+        self.answer(ctx, request).await
+    }
+
+    async fn slow(&self, ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
+        self.answer(ctx, request).await
+    }
+
+    async fn notify(&self, _ctx: Context, request: Note) -> Result<(), Status> {
+        self.observed
+            .notes
+            .lock()
+            .unwrap()
+            .push(request.text.to_string());
+        Ok(())
+    }
+
+    async fn relay(&self, _ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
+        let downstream = self
+            .downstream
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("no downstream"))?;
+        downstream.echo(&request).await
+    }
+
+    async fn all_types(&self, _ctx: Context, request: AllTypes) -> Result<AllTypes, Status> {
+        Ok(request)
+    }
+}
+
+/// A server hosting [`Echo`] on a loopback port.
+pub struct Running {
+    /// The server.
+    pub server: Server,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// What its handlers saw.
+    pub observed: Arc<Observed>,
+    /// The accept loop.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts an echo server with default limits.
+pub async fn start() -> Running {
+    start_with(svrkit_runtime::Limits::default(), None).await
+}
+
+/// Starts an echo server with `limits`, relaying to `downstream`.
+pub async fn start_with(
+    limits: svrkit_runtime::Limits,
+    downstream: Option<EchoSvrClient>,
+) -> Running {
+    let observed = Arc::new(Observed::default());
+    let server = Server::builder()
+        .limits(limits)
+        .add_service(EchoSvrServer::new(Echo {
+            observed: observed.clone(),
+            downstream,
+        }))
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    Running {
+        server,
+        addr,
+        observed,
+        task,
+    }
+}
+
+/// A client of `addr` with `connections` connections.
+pub fn client(addr: &str, connections: usize) -> EchoSvrClient {
+    let options = ChannelOptions {
+        connections_per_endpoint: connections,
+        caller: "tests".into(),
+        ..Default::default()
+    };
+    EchoSvrClient::new(Channel::lazy([addr.to_owned()], options))
+}
