@@ -52,8 +52,33 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
         }
     });
 
-    let trait_methods = s.methods.iter().map(|m| {
+    // What the IDL says about a method, for its docs (and a doc for every method, so crates
+    // that deny `missing_docs` accept generated code).
+    let method_doc = |m: &crate::ir::Method| {
+        let retry = match m.retry {
+            Retry::None => "not retried".to_owned(),
+            Retry::Idempotent { max_attempts } => {
+                format!("idempotent, up to {max_attempts} attempts")
+            }
+        };
+        let summary = format!(
+            " `{}` (method {}): deadline {} ms, {retry}, priority {}{}.",
+            m.name,
+            m.id,
+            m.timeout_ms,
+            m.priority.name(),
+            if m.response.is_none() { ", oneway" } else { "" }
+        );
         let doc = doc_attrs(&m.doc);
+        if m.doc.is_some() {
+            quote! { #doc #[doc = ""] #[doc = #summary] }
+        } else {
+            quote! { #[doc = #summary] }
+        }
+    };
+
+    let trait_methods = s.methods.iter().map(|m| {
+        let doc = method_doc(m);
         let f = ident::ident(&m.fn_name);
         let req = ty(m.request);
         let resp = m.response.map_or(quote!(()), ty);
@@ -88,7 +113,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
     });
 
     let client_methods = s.methods.iter().enumerate().map(|(i, m)| {
-        let doc = doc_attrs(&m.doc);
+        let doc = method_doc(m);
         let f = ident::ident(&m.fn_name);
         let f_with = format_ident!("{}_with", m.fn_name);
         let req = ty(m.request);
