@@ -120,3 +120,18 @@ fn ir_records_service_policies() {
         ("ack", None, 500)
     );
 }
+
+#[test]
+fn the_runtime_frame_header_is_generated_from_its_idl() {
+    let mut b = builder();
+    b.base_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let files = b.generate(&["idl/svrkit/frame.xml"]).unwrap();
+    let checked_in = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../svrkit-runtime/src/frame/header.rs"),
+    )
+    .unwrap();
+    assert_eq!(
+        files[0].content, checked_in,
+        "regenerate with: cargo run --bin svrkit -- generate idl/svrkit/frame.xml --out /tmp/f && cp /tmp/f/svrkit.frame.rs svrkit-runtime/src/frame/header.rs"
+    );
+}
