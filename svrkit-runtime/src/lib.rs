@@ -34,6 +34,7 @@ extern crate self as svrkit_runtime;
 pub mod client;
 pub mod codec;
 pub mod codegen;
+pub mod config;
 pub mod context;
 pub mod frame;
 pub mod server;
@@ -41,6 +42,7 @@ pub mod service;
 pub mod status;
 
 pub use client::{CallOptions, Channel, ChannelOptions};
+pub use config::Config;
 pub use context::Context;
 pub use server::{Limits, Server};
 pub use status::{Code, Status};

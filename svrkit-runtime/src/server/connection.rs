@@ -340,3 +340,68 @@ impl Future for CatchUnwind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::service::{MethodDescriptor, Retry, ServiceDescriptor};
+
+    static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
+        name: "test.Counting",
+        id: 1,
+        methods: &[MethodDescriptor {
+            name: "Run",
+            full_name: "test.Counting.Run",
+            id: 1,
+            service_id: 1,
+            timeout_ms: 100,
+            retry: Retry::None,
+            priority: Priority::Normal,
+            oneway: false,
+        }],
+    };
+
+    /// Counts how often its handler runs.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Service for Counting {
+        fn descriptor(&self) -> &'static ServiceDescriptor {
+            &DESCRIPTOR
+        }
+        fn call(
+            &self,
+            _method: u16,
+            _ctx: Context,
+            _request: Bytes,
+        ) -> BoxFuture<Result<Bytes, Status>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(Bytes::new()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_when_picked_up_is_not_run() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let service: Arc<dyn Service> = Arc::new(Counting(runs.clone()));
+        let header = Header {
+            deadline_ms: 5,
+            ..Default::default()
+        };
+        // It arrived 50 ms ago with 5 ms to live.
+        let ctx = context_from(&header, Instant::now() - Duration::from_millis(50));
+        let mut answer = None;
+        run_call(&service, 1, ctx, Bytes::new(), |r| answer = Some(r)).await;
+        assert_eq!(
+            answer.take().unwrap().unwrap_err().code(),
+            Code::DEADLINE_EXCEEDED
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler must not run");
+        // In time, it runs.
+        let ctx = context_from(&header, Instant::now());
+        run_call(&service, 1, ctx, Bytes::new(), |r| answer = Some(r)).await;
+        assert!(answer.take().unwrap().is_ok());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+}

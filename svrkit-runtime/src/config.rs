@@ -1,0 +1,335 @@
+//! The configuration file of a service process.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:7000"        # where the services of this process are served
+//! admin = "127.0.0.1:7001"       # monitoring and the dashboard
+//!
+//! [limits]                       # see `Limits`; every key is optional
+//! max_connections = 10000
+//! max_in_flight_per_connection = 1024
+//! max_in_flight = 65536
+//! max_frame_bytes = 16777216
+//! write_timeout_ms = 30000
+//! shutdown_grace_ms = 10000
+//!
+//! [client]                       # how this process connects to the services it calls
+//! connections_per_endpoint = 2
+//! connect_timeout_ms = 1000
+//!
+//! [services."im.message.MessageSvr"]   # each service this process calls, by full name
+//! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
+//! ```
+//!
+//! Every key has a default that works on one machine, so an empty file is a valid
+//! configuration. An unknown key, a value of the wrong type or an unparsable address is an
+//! error that names the key (and, for syntax, the line).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::client::{Channel, ChannelOptions};
+use crate::server::Limits;
+
+/// A parsed configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[client]`.
+    pub client: ClientConfig,
+    /// `[services."<full name>"]`.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the services are served on (default `127.0.0.1:7000`).
+    pub listen: String,
+    /// Address of the admin endpoint (default `127.0.0.1:7001`).
+    pub admin: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:7000".to_owned(),
+            admin: "127.0.0.1:7001".to_owned(),
+        }
+    }
+}
+
+/// `[limits]`: see [`Limits`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub max_in_flight: usize,
+    pub max_frame_bytes: usize,
+    pub write_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        let l = Limits::default();
+        LimitsConfig {
+            max_connections: l.max_connections,
+            max_in_flight_per_connection: l.max_in_flight_per_connection,
+            max_in_flight: l.max_in_flight,
+            max_frame_bytes: l.max_frame,
+            write_timeout_ms: l.write_timeout.as_millis() as u64,
+            shutdown_grace_ms: l.shutdown_grace.as_millis() as u64,
+        }
+    }
+}
+
+/// `[client]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Connections kept to each endpoint.
+    pub connections_per_endpoint: usize,
+    /// Time allowed to connect.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        let o = ChannelOptions::default();
+        ClientConfig {
+            connections_per_endpoint: o.connections_per_endpoint,
+            connect_timeout_ms: o.connect_timeout.as_millis() as u64,
+        }
+    }
+}
+
+/// `[services."<name>"]`: where a called service runs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Replicas, as `host:port`.
+    pub endpoints: Vec<String>,
+}
+
+/// A configuration that cannot be used, and why.
+#[derive(Debug)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn key(key: &str, problem: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            message: format!("{key}: {problem}"),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML, has unknown keys or wrong values.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Config::parse(&text).map_err(|e| ConfigError {
+            message: format!("{}: {}", path.display(), e.message),
+        })
+    }
+
+    /// Parses and checks configuration text.
+    ///
+    /// # Errors
+    /// As [`from_file`](Config::from_file).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("server.listen", &self.server.listen),
+            ("server.admin", &self.server.admin),
+        ] {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigError::key(key, format!("`{value}` is not an address: {e}")))?;
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_in_flight_per_connection",
+                l.max_in_flight_per_connection,
+            ),
+            ("limits.max_in_flight", l.max_in_flight),
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            (
+                "client.connections_per_endpoint",
+                self.client.connections_per_endpoint,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
+        for (name, service) in &self.services {
+            let key = format!("services.\"{name}\".endpoints");
+            if service.endpoints.is_empty() {
+                return Err(ConfigError::key(&key, "lists no endpoint"));
+            }
+            for endpoint in &service.endpoints {
+                if endpoint
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(ConfigError::key(
+                        &key,
+                        format!("`{endpoint}` is not host:port"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server limits.
+    pub fn limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits {
+            max_connections: l.max_connections,
+            max_in_flight_per_connection: l.max_in_flight_per_connection,
+            max_in_flight: l.max_in_flight,
+            max_frame: l.max_frame_bytes,
+            write_timeout: Duration::from_millis(l.write_timeout_ms),
+            shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
+        }
+    }
+
+    /// A channel to the service with this full name (`XxxClient::DESCRIPTOR.name`).
+    ///
+    /// # Errors
+    /// When the configuration has no `[services."<name>"]` entry.
+    pub fn channel(&self, service: &str) -> Result<Channel, ConfigError> {
+        let entry = self.services.get(service).ok_or_else(|| {
+            ConfigError::key(
+                &format!("services.\"{service}\".endpoints"),
+                "missing: where does this service run?",
+            )
+        })?;
+        let options = ChannelOptions {
+            connections_per_endpoint: self.client.connections_per_endpoint,
+            connect_timeout: Duration::from_millis(self.client.connect_timeout_ms),
+            ..ChannelOptions::default()
+        };
+        Ok(Channel::lazy(entry.endpoints.iter().cloned(), options))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_works_on_localhost() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000");
+        assert_eq!(c.limits().max_frame, crate::frame::DEFAULT_MAX_FRAME);
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let c = Config::parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            [limits]
+            max_in_flight = 10
+            write_timeout_ms = 5
+            [client]
+            connections_per_endpoint = 4
+            [services."im.message.MessageSvr"]
+            endpoints = ["10.0.0.1:7000", "svc.local:7000"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.limits().max_in_flight, 10);
+        assert_eq!(c.limits().write_timeout, Duration::from_millis(5));
+        assert!(c.channel("im.message.MessageSvr").is_ok());
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = error("[limits]\nmax_conections = 5\n");
+        assert!(
+            e.contains("unknown field `max_conections`") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = error("[limits]\nmax_in_flight = \"lots\"\n");
+        assert!(e.contains("max_in_flight") || e.contains("line 2"), "{e}");
+        assert_eq!(
+            error("[server]\nlisten = \"localhost\"\n")
+                .split(':')
+                .next(),
+            Some("server.listen")
+        );
+        assert_eq!(
+            error("[limits]\nmax_in_flight = 0\n"),
+            "limits.max_in_flight: must be at least 1"
+        );
+        assert_eq!(
+            error("[services.\"a.B\"]\nendpoints = [\"nohost\"]\n"),
+            "services.\"a.B\".endpoints: `nohost` is not host:port"
+        );
+        let missing = Config::parse("")
+            .unwrap()
+            .channel("a.B")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            missing,
+            "services.\"a.B\".endpoints: missing: where does this service run?"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_says_which() {
+        let e = Config::from_file("/no/such/svrkit.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read /no/such/svrkit.toml: "), "{e}");
+    }
+}
