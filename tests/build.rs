@@ -51,6 +51,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&prost_out)
         .compile_protos(&protos, &[&proto_dir])?;
 
+    // tonic, for the RPC benchmark: the same chat service as gRPC.
+    let tonic_out = out.join("tonic");
+    std::fs::create_dir_all(&tonic_out)?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .out_dir(&tonic_out)
+        .compile_protos(
+            &[proto_dir.join("bench.chat.proto")],
+            std::slice::from_ref(&proto_dir),
+        )?;
+
     // prost with its default settings, for the benchmark.
     let prost_default = out.join("prost_default");
     std::fs::create_dir_all(&prost_default)?;

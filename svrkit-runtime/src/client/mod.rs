@@ -64,6 +64,56 @@ impl Balancer for RoundRobin {
     }
 }
 
+/// What a [`CallPolicy`] knows about an attempt of a call.
+#[derive(Clone, Copy, Debug)]
+pub struct CallInfo {
+    /// The method called.
+    pub method: &'static MethodDescriptor,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// When the call must be done by.
+    pub deadline: Instant,
+    /// The end user the call is for (0 if none).
+    pub user_key: u64,
+}
+
+/// Decides about and learns from every call through a channel: the seam where overload
+/// control, retry budgets and monitoring plug in, so that they apply to every generated
+/// client method without the author doing anything.
+pub trait CallPolicy: Send + Sync + 'static {
+    /// Before each attempt; an error rejects the attempt without sending it (shedding load
+    /// at the caller).
+    fn admit(&self, _call: &CallInfo) -> Result<(), Status> {
+        Ok(())
+    }
+    /// After each attempt, with how long it took and how it ended.
+    fn record(&self, _call: &CallInfo, _latency: Duration, _result: Result<(), &Status>) {}
+    /// Whether to try again after `status`. Asked only for methods the IDL marks idempotent,
+    /// with attempts and time left.
+    fn retry(&self, _call: &CallInfo, _status: &Status) -> bool {
+        false
+    }
+}
+
+/// A shared policy, so the caller can keep a handle to it (to read what it recorded).
+impl<P: CallPolicy + ?Sized> CallPolicy for Arc<P> {
+    fn admit(&self, call: &CallInfo) -> Result<(), Status> {
+        (**self).admit(call)
+    }
+    fn record(&self, call: &CallInfo, latency: Duration, result: Result<(), &Status>) {
+        (**self).record(call, latency, result);
+    }
+    fn retry(&self, call: &CallInfo, status: &Status) -> bool {
+        (**self).retry(call, status)
+    }
+}
+
+/// The default policy: admit everything, record nothing, never retry.
+#[derive(Debug, Default)]
+pub struct NoPolicy;
+
+impl CallPolicy for NoPolicy {}
+
 /// How a channel connects.
 #[derive(Clone, Debug)]
 pub struct ChannelOptions {
@@ -122,6 +172,7 @@ enum Target {
 #[derive(Clone)]
 pub struct Channel {
     target: Arc<Target>,
+    policy: Arc<dyn CallPolicy>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -171,12 +222,20 @@ impl Channel {
                 balancer: Box::new(balancer),
                 options,
             }),
+            policy: Arc::new(NoPolicy),
         }
+    }
+
+    /// This channel, with `policy` deciding about and learning from every call.
+    pub fn with_policy(mut self, policy: impl CallPolicy) -> Channel {
+        self.policy = Arc::new(policy);
+        self
     }
 
     pub(crate) fn local(server: Arc<Shared>) -> Channel {
         Channel {
             target: Arc::new(Target::Local(server)),
+            policy: Arc::new(NoPolicy),
         }
     }
 
@@ -255,6 +314,48 @@ impl Channel {
             header.trace_id = parent.trace_id.clone();
             header.dye = parent.dye.clone();
         }
+        // Each attempt goes through the policy; idempotent methods may be tried again.
+        let max_attempts = match method.retry {
+            crate::service::Retry::Idempotent { max_attempts } => u32::from(max_attempts.max(1)),
+            crate::service::Retry::None => 1,
+        };
+        let mut attempt = 0;
+        loop {
+            let info = CallInfo {
+                method,
+                attempt,
+                deadline,
+                user_key: header.user_key,
+            };
+            self.policy.admit(&info)?;
+            header.attempt = attempt;
+            let started = Instant::now();
+            let result = self
+                .attempt(method, header.clone(), request, deadline)
+                .await;
+            self.policy
+                .record(&info, started.elapsed(), result.as_ref().map(drop));
+            match result {
+                Err(status)
+                    if attempt + 1 < max_attempts
+                        && Instant::now() < deadline
+                        && self.policy.retry(&info, &status) =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of a call: in process, or to the endpoint the balancer picks.
+    async fn attempt<Req: Message>(
+        &self,
+        method: &'static MethodDescriptor,
+        mut header: Header,
+        request: &Req,
+        deadline: Instant,
+    ) -> Result<Bytes, Status> {
         match &*self.target {
             Target::Local(server) => call_local(server, method, header, request, deadline).await,
             Target::Remote {

@@ -1,5 +1,5 @@
-//! One server-side connection: a reader that dispatches frames, request tasks, and a writer
-//! that coalesces their responses.
+//! One server-side connection: a reader that dispatches frames, answering quick requests
+//! inline, tasks for the requests that wait, and a writer that coalesces responses.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 64 * 1024;
 
 struct Conn {
     shared: Arc<Shared>,
-    /// Cancellation of each request in flight, by request id.
+    /// Cancellation of each request waiting in a task, by request id.
     in_flight: Mutex<HashMap<u64, CancellationToken>>,
     permits: Arc<Semaphore>,
     /// Encoded frames for the writer.
@@ -41,8 +41,8 @@ struct Conn {
 pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream) {
     let (reader, writer) = stream.into_split();
     let per_conn = shared.limits.max_in_flight_per_connection;
-    // Bounded by the in-flight limit (plus room for control frames): a client that stops
-    // reading stalls only its own requests.
+    // Bounded by the in-flight limit (plus room for batches and control frames): a client
+    // that stops reading stalls only its own requests.
     let (tx, rx) = mpsc::channel(per_conn + 16);
     let write_task = tokio::spawn(write_loop(writer, rx, shared.limits.write_timeout));
     let conn = Arc::new(Conn {
@@ -59,7 +59,9 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream) {
         // Wait for bytes without holding a buffer: idle connections cost almost nothing.
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = conn.tx.send(control_frame(FrameKind::GOAWAY, 0)).await;
+                let mut goaway = Vec::new();
+                frame::encode(&Header { kind: FrameKind::GOAWAY, ..Default::default() }, &[], &mut goaway);
+                let _ = conn.tx.send(goaway).await;
                 break 'read;
             }
             _ = conn.tx.closed() => break 'read,
@@ -74,21 +76,33 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => break 'read,
         }
+        // Answers to requests handled inline go out together: one write per read.
+        let mut out = Vec::new();
+        let mut broken = false;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => handle(&conn, frame).await,
+                Ok(Some(frame)) => handle(&conn, frame, &mut out).await,
                 Ok(None) => break,
                 // Not svrkit, oversized or a broken header: nothing more on this stream can
-                // be trusted. Only this connection closes.
-                Err(_) => break 'read,
+                // be trusted. Only this connection closes, after answering what came before.
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
             }
+        }
+        if !out.is_empty() && conn.tx.send(out).await.is_err() {
+            break 'read;
+        }
+        if broken {
+            break 'read;
         }
         if buf.is_empty() {
             // Give the memory back between bursts.
             buf = BytesMut::new();
         }
     }
-    // Let requests in flight finish and their responses go out (shutdown or a client that
+    // Let requests in flight finish and their responses go out (shutdown, or a client that
     // half-closed after sending), then close.
     drain(&conn).await;
     drop(conn);
@@ -116,42 +130,36 @@ async fn write_loop(
 ) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&first);
-        // Everything already queued goes out in the same write.
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
+        // Everything already queued goes out in the same write; a lone buffer is written as
+        // it is, without copying.
+        let to_write = match rx.try_recv() {
+            Err(_) => first,
+            Ok(second) => {
+                batch.clear();
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                std::mem::take(&mut batch)
             }
+        };
+        let written = tokio::time::timeout(timeout, writer.write_all(&to_write)).await;
+        if to_write.capacity() <= 4 * MAX_BATCH {
+            batch = to_write;
         }
-        match tokio::time::timeout(timeout, writer.write_all(&batch)).await {
-            Ok(Ok(())) => {}
+        if !matches!(written, Ok(Ok(()))) {
             // The peer stopped reading or went away: close this connection only.
-            _ => return,
-        }
-        if batch.capacity() > 4 * MAX_BATCH {
-            batch = Vec::new();
+            return;
         }
     }
     let _ = writer.shutdown().await;
 }
 
-fn control_frame(kind: FrameKind, request_id: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frame::PREFIX_LEN + 8);
-    frame::encode(
-        &Header {
-            kind,
-            request_id,
-            ..Default::default()
-        },
-        &[],
-        &mut out,
-    );
-    out
-}
-
-fn response_frame(request_id: u64, result: &Result<Bytes, Status>) -> Vec<u8> {
+fn put_response(request_id: u64, result: &Result<Bytes, Status>, out: &mut Vec<u8>) {
     let mut header = Header {
         kind: FrameKind::RESPONSE,
         request_id,
@@ -165,12 +173,10 @@ fn response_frame(request_id: u64, result: &Result<Bytes, Status>) -> Vec<u8> {
             &[]
         }
     };
-    let mut out = Vec::with_capacity(frame::PREFIX_LEN + 16 + body.len());
-    frame::encode(&header, body, &mut out);
-    out
+    frame::encode(&header, body, out);
 }
 
-async fn handle(conn: &Arc<Conn>, frame: Frame) {
+async fn handle(conn: &Arc<Conn>, frame: Frame, out: &mut Vec<u8>) {
     let header = frame.header;
     match header.kind {
         FrameKind::REQUEST | FrameKind::ONEWAY => {}
@@ -186,10 +192,12 @@ async fn handle(conn: &Arc<Conn>, frame: Frame) {
             return;
         }
         FrameKind::PING => {
-            let _ = conn
-                .tx
-                .send(control_frame(FrameKind::PONG, header.request_id))
-                .await;
+            let pong = Header {
+                kind: FrameKind::PONG,
+                request_id: header.request_id,
+                ..Default::default()
+            };
+            frame::encode(&pong, &[], out);
             return;
         }
         // Responses, pongs, goaways and kinds from newer peers mean nothing to a server.
@@ -197,9 +205,9 @@ async fn handle(conn: &Arc<Conn>, frame: Frame) {
     }
     let wants_response = header.kind == FrameKind::REQUEST;
     let request_id = header.request_id;
-    let reply = |status: Status| async move {
+    let mut reply = |status: Status| {
         if wants_response {
-            let _ = conn.tx.send(response_frame(request_id, &Err(status))).await;
+            put_response(request_id, &Err(status), out);
         }
     };
     let Some(service) = u16::try_from(header.service_id)
@@ -209,8 +217,7 @@ async fn handle(conn: &Arc<Conn>, frame: Frame) {
         return reply(Status::unimplemented(format!(
             "no service with id {}",
             header.service_id
-        )))
-        .await;
+        )));
     };
     let method_id = u16::try_from(header.method_id).unwrap_or(0);
     if service.descriptor().method(method_id).is_none() {
@@ -218,46 +225,58 @@ async fn handle(conn: &Arc<Conn>, frame: Frame) {
         return reply(Status::unimplemented(format!(
             "{name} has no method with id {}",
             header.method_id
-        )))
-        .await;
+        )));
     }
-    let Ok(conn_permit) = conn.permits.clone().try_acquire_owned() else {
+    if conn.permits.available_permits() == 0 {
         return reply(Status::overloaded(
             "too many requests in flight on this connection",
-        ))
-        .await;
-    };
-    let Ok(server_permit) = conn.shared.in_flight.clone().try_acquire_owned() else {
+        ));
+    }
+    if conn.shared.in_flight.available_permits() == 0 {
         return reply(Status::overloaded(
             "too many requests in flight on this server",
-        ))
-        .await;
-    };
+        ));
+    }
     let ctx = context_from(&header, Instant::now());
+    let mut call = Box::pin(ctx.clone().scope(CatchUnwind(service.call(
+        method_id,
+        ctx.clone(),
+        frame.body,
+    ))));
+    // Most handlers finish on their first poll: answer those right here, in this read's
+    // batch, with no task, timer or cancel bookkeeping. Only handlers that wait get them.
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+    {
+        if wants_response {
+            put_response(request_id, &result, out);
+        }
+        return;
+    }
+    let (Ok(conn_permit), Ok(server_permit)) = (
+        conn.permits.clone().try_acquire_owned(),
+        conn.shared.in_flight.clone().try_acquire_owned(),
+    ) else {
+        return reply(Status::overloaded("too many requests in flight"));
+    };
     if let Ok(mut map) = conn.in_flight.lock() {
         map.insert(request_id, ctx.cancel_token().clone());
     }
     let conn = conn.clone();
-    let service = service.clone();
     tokio::spawn(async move {
         let cancelled_by_client = ctx.cancel_token().clone();
         let respond = |result: Result<Bytes, Status>| {
             // A caller that cancelled is gone; it gets no answer.
             if wants_response && !cancelled_by_client.is_cancelled() {
-                let _ = conn
-                    .tx
-                    .try_send(response_frame(request_id, &result))
-                    .or_else(|e| match e {
-                        mpsc::error::TrySendError::Full(frame) => {
-                            let tx = conn.tx.clone();
-                            tokio::spawn(async move { tx.send(frame).await });
-                            Ok(())
-                        }
-                        closed => Err(closed),
-                    });
+                let mut frame = Vec::new();
+                put_response(request_id, &result, &mut frame);
+                if let Err(mpsc::error::TrySendError::Full(frame)) = conn.tx.try_send(frame) {
+                    let tx = conn.tx.clone();
+                    tokio::spawn(async move { tx.send(frame).await });
+                }
             }
         };
-        run_call(&service, method_id, ctx, frame.body, respond).await;
+        finish_call(call, &ctx, respond).await;
         if let Ok(mut map) = conn.in_flight.lock() {
             map.remove(&request_id);
             if map.is_empty() {
@@ -286,10 +305,10 @@ fn context_from(header: &Header, arrived: Instant) -> Context {
 }
 
 /// Runs one call: not at all if its deadline already passed, contained if the handler
-/// panics, answered on time if it overruns its deadline (the handler then sees the
-/// cancellation through its context and gets a moment to stop).
+/// panics, answered on time if it overruns its deadline.
 ///
-/// Shared by requests from the network and in-process calls.
+/// In-process calls take this path; network requests take the same steps in `handle`, with
+/// the first poll inline.
 pub(crate) async fn run_call(
     service: &Arc<dyn Service>,
     method_id: u16,
@@ -297,15 +316,30 @@ pub(crate) async fn run_call(
     body: Bytes,
     respond: impl FnOnce(Result<Bytes, Status>),
 ) {
-    let deadline = ctx.deadline();
-    if deadline.is_some_and(|d| Instant::now() >= d) {
+    if ctx.deadline().is_some_and(|d| Instant::now() >= d) {
         return respond(Err(Status::deadline_exceeded(
             "the deadline passed before the request was picked up",
         )));
     }
+    let call = ctx
+        .clone()
+        .scope(CatchUnwind(service.call(method_id, ctx.clone(), body)));
+    finish_call(pin!(call), &ctx, respond).await;
+}
+
+/// Drives a started call to its end: the result, the deadline or the caller's cancel,
+/// whichever comes first. After a deadline or cancel the handler is polled on for a moment,
+/// so that it sees the cancellation through its context and can stop cleanly.
+async fn finish_call<P>(
+    mut call: Pin<P>,
+    ctx: &Context,
+    respond: impl FnOnce(Result<Bytes, Status>),
+) where
+    P: std::ops::DerefMut,
+    P::Target: Future<Output = Result<Bytes, Status>>,
+{
+    let deadline = ctx.deadline();
     let token = ctx.cancel_token().clone();
-    let call = CatchUnwind(service.call(method_id, ctx.clone(), body));
-    let mut call = pin!(ctx.scope(call));
     let expired = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -313,7 +347,7 @@ pub(crate) async fn run_call(
         }
     };
     tokio::select! {
-        result = &mut call => respond(result),
+        result = call.as_mut() => respond(result),
         _ = expired => {
             token.cancel();
             respond(Err(Status::deadline_exceeded("the handler did not finish before the deadline")));

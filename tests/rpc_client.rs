@@ -1,0 +1,176 @@
+//! The client's call path: the policy seam (admit, record, retry), reconnection after an
+//! endpoint comes back, and unknown methods.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::client::{CallInfo, CallPolicy};
+use svrkit_runtime::frame::{self, FrameKind, Header};
+use svrkit_runtime::{Channel, Code, Status};
+use svrkit_tests::echo;
+use svrkit_tests::svrkit::test::all_types::AllTypes;
+use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+struct Counting {
+    admitted: AtomicU32,
+    recorded: AtomicU32,
+    failures: AtomicU32,
+    reject: bool,
+}
+
+impl CallPolicy for Counting {
+    fn admit(&self, call: &CallInfo) -> Result<(), Status> {
+        self.admitted.fetch_add(1, Ordering::SeqCst);
+        if self.reject && call.method.name == "Echo" {
+            return Err(Status::overloaded("shed by the caller's policy"));
+        }
+        Ok(())
+    }
+    fn record(&self, _call: &CallInfo, _latency: Duration, result: Result<(), &Status>) {
+        self.recorded.fetch_add(1, Ordering::SeqCst);
+        if result.is_err() {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn retry(&self, _call: &CallInfo, status: &Status) -> bool {
+        status.code() == Code::UNAVAILABLE
+    }
+}
+
+async fn dead_address() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_can_reject_before_sending() {
+    let running = echo::start().await;
+    let policy = Arc::new(Counting {
+        reject: true,
+        ..Default::default()
+    });
+    let client = EchoSvrClient::new(
+        Channel::lazy([running.addr.clone()], Default::default()).with_policy(policy.clone()),
+    );
+    let err = client.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::OVERLOADED);
+    assert_eq!(
+        running.observed.started.load(Ordering::SeqCst),
+        0,
+        "nothing reached the server"
+    );
+    assert_eq!(policy.recorded.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_methods_are_retried_when_the_policy_says_so() {
+    let running = echo::start().await;
+    let policy = Arc::new(Counting::default());
+    // Round robin over a dead endpoint and a live one.
+    let channel = Channel::lazy(
+        [dead_address().await, running.addr.clone()],
+        Default::default(),
+    )
+    .with_policy(policy.clone());
+    let client = EchoSvrClient::new(channel);
+    // `AllTypes` is retry="idempotent" (3 attempts): the dead endpoint's failure is retried.
+    for _ in 0..4 {
+        client
+            .all_types(&AllTypes::default())
+            .await
+            .expect("retried onto the live endpoint");
+    }
+    // Round robin alternates, so each call's first attempt hits the dead endpoint and its
+    // retry the live one: eight attempts, four failed, every call answered.
+    assert_eq!(policy.recorded.load(Ordering::SeqCst), 8);
+    assert_eq!(policy.failures.load(Ordering::SeqCst), 4);
+    // `Echo` is not idempotent: never retried, the failure is the caller's to see.
+    let mut unavailable = 0;
+    for _ in 0..4 {
+        if client.echo(&EchoReq::default()).await.is_err() {
+            unavailable += 1;
+        }
+    }
+    assert_eq!(unavailable, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_reconnects_when_its_endpoint_comes_back() {
+    let first = echo::start().await;
+    let addr = first.addr.clone();
+    let client = echo::client(&addr, 1);
+    client.echo(&EchoReq::default()).await.unwrap();
+    first.server.shutdown().await;
+    first.task.await.unwrap().unwrap();
+    // Down: calls fail fast with UNAVAILABLE, not a hang.
+    let err = client.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
+    // Back on the same address: the channel reconnects on its own (after its backoff).
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let server = svrkit_runtime::Server::builder()
+        .add_service(svrkit_tests::svrkit::test::rpc::EchoSvrServer::new(
+            echo::Echo {
+                observed: Default::default(),
+                downstream: None,
+            },
+        ))
+        .build();
+    tokio::spawn(async move { server.serve(listener).await });
+    let started = Instant::now();
+    loop {
+        match client
+            .echo(&EchoReq {
+                text: "back".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => {
+                assert_eq!(r.text, "back");
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "did not reconnect"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_method_is_unimplemented() {
+    let running = echo::start().await;
+    let mut raw = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+    let header = Header {
+        kind: FrameKind::REQUEST,
+        request_id: 3,
+        service_id: 9100,
+        method_id: 99,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    frame::encode(&header, &[], &mut out);
+    raw.write_all(&out).await.unwrap();
+    let decoder = frame::Decoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    let response = loop {
+        raw.read_buf(&mut buf).await.unwrap();
+        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            break frame;
+        }
+    };
+    assert_eq!(Code(response.header.status_code), Code::UNIMPLEMENTED);
+    assert_eq!(
+        response.header.status_message,
+        "test.rpc.EchoSvr has no method with id 99"
+    );
+}
