@@ -68,38 +68,9 @@ async fn per_call_options_override_the_idl() {
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_call_cancels_it_on_the_server() {
-    let running = echo::start().await;
-    let client = echo::client(&running.addr, 1);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .echo(&EchoReq {
-                    delay_ms: 10_000,
-                    ..Default::default()
-                })
-                .await
-        }
-    });
-    eventually("the handler started", || {
-        running.observed.started.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    call.abort();
-    eventually("the handler saw the cancel", || {
-        running.observed.saw_cancel.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    // The connection is still good.
-    assert!(client.echo(&EchoReq::default()).await.is_ok());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_an_in_process_call_cancels_it_too() {
-    let running = echo::start().await;
-    let client = EchoSvrClient::new(running.server.local_channel());
+/// Starts a call that would take ten seconds, drops it once the handler runs, and waits for
+/// the handler to see the cancellation through its context.
+async fn drop_a_call_and_watch_the_handler(running: &echo::Running, client: EchoSvrClient) {
     let call = tokio::spawn(async move {
         client
             .echo(&EchoReq {
@@ -117,6 +88,22 @@ async fn dropping_an_in_process_call_cancels_it_too() {
         running.observed.saw_cancel.load(Ordering::SeqCst) == 1
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_call_cancels_it_on_the_server() {
+    let running = echo::start().await;
+    let client = echo::client(&running.addr, 1);
+    drop_a_call_and_watch_the_handler(&running, client.clone()).await;
+    // The connection is still good.
+    assert!(client.echo(&EchoReq::default()).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_in_process_call_cancels_it_too() {
+    let running = echo::start().await;
+    drop_a_call_and_watch_the_handler(&running, EchoSvrClient::new(running.server.local_channel()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
