@@ -6,6 +6,13 @@
 //! multiplexed, answered out of order, and its responses are coalesced into as few writes as
 //! the load allows.
 //!
+//! A handler that finishes on its first poll (most do) is run right on the connection's reader
+//! and answered in the same write as the other requests of that read: no task, timer or
+//! bookkeeping, which keeps server CPU per request close to a bare TCP echo. A handler that
+//! waits moves to a task of its own. So a handler that computes for long without awaiting
+//! holds up the other requests of its connection (not other connections): move such work
+//! to `tokio::task::spawn_blocking`.
+//!
 //! Every limit answers with a status or closes the offending connection, never more: a broken
 //! or malicious client cannot take the server or other clients down.
 
