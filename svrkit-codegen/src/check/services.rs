@@ -56,22 +56,27 @@ impl Checker<'_> {
         for m in &s.methods {
             let name_ok = names::check_type_name(&m.name, "method", self.diags);
             let fn_name = ident::method_fn_name(&m.name.value);
+            // A method generates two client functions, `m` and `m_with`; both must be free.
             if name_ok {
-                match by_fn.get(&fn_name) {
-                    Some(first) if first.value == m.name.value => {
-                        self.diags
-                            .push(error::duplicate_name(&m.name, "method", first.span));
-                    }
-                    Some(first) => {
-                        self.diags.push(error::rust_name_collision(
-                            &m.name,
-                            &fn_name,
-                            &first.value,
-                            first.span,
-                        ));
-                    }
-                    None => {
-                        by_fn.insert(fn_name.clone(), &m.name);
+                for rust in [fn_name.clone(), format!("{fn_name}_with")] {
+                    match by_fn.get(&rust) {
+                        Some(first) if first.value == m.name.value => {
+                            self.diags
+                                .push(error::duplicate_name(&m.name, "method", first.span));
+                            break;
+                        }
+                        Some(first) => {
+                            self.diags.push(error::rust_name_collision(
+                                &m.name,
+                                &rust,
+                                &first.value,
+                                first.span,
+                            ));
+                            break;
+                        }
+                        None => {
+                            by_fn.insert(rust, &m.name);
+                        }
                     }
                 }
             }
