@@ -12,7 +12,7 @@ fn documented_frame() -> Vec<u8> {
         service_id: 9100,
         method_id: 1,
         deadline_ms: 2000,
-        priority: 2,
+        priority: svrkit_runtime::service::Priority::Normal.to_wire(),
         caller: "tests".into(),
         ..Default::default()
     };

@@ -138,10 +138,12 @@ async fn unreachable_endpoints_are_unavailable_and_others_are_used() {
     let dead_addr = dead.local_addr().unwrap().to_string();
     drop(dead);
     let running = echo::start().await;
-    let client = EchoSvrClient::new(Channel::lazy(
-        [dead_addr, running.addr.clone()],
-        Default::default(),
-    ));
+    let options = svrkit_runtime::ChannelOptions {
+        min_backoff: std::time::Duration::from_secs(60),
+        ..Default::default()
+    };
+    let channel = Channel::lazy([dead_addr, running.addr.clone()], options);
+    let client = EchoSvrClient::new(channel.clone());
     let mut ok = 0;
     let mut unavailable = 0;
     for _ in 0..10 {
@@ -151,6 +153,9 @@ async fn unreachable_endpoints_are_unavailable_and_others_are_used() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    // Round robin alternates; the dead endpoint fails fast instead of hanging.
-    assert_eq!((ok, unavailable), (5, 5));
+    // Round robin tries the dead endpoint first: that call fails fast instead of hanging,
+    // and the endpoint is out of rotation (for its backoff) from then on.
+    assert_eq!((ok, unavailable), (9, 1));
+    let dead = &channel.endpoints().expect("a remote channel").snapshot()[0];
+    assert!(!dead.is_healthy(), "{dead:?}");
 }

@@ -10,7 +10,13 @@
 //! max_in_flight_per_connection = 1024
 //! max_in_flight = 65536
 //! max_frame_bytes = 16777216
+//! max_buffered_input_bytes = 268435456
+//! max_unsent_per_connection_bytes = 4194304
 //! write_timeout_ms = 30000
+//! read_timeout_ms = 10000
+//! idle_timeout_ms = 300000
+//! max_deadline_ms = 60000
+//! cancel_grace_ms = 200
 //! shutdown_grace_ms = 10000
 //!
 //! [client]                       # how this process connects to the services it calls
@@ -78,7 +84,13 @@ pub struct LimitsConfig {
     pub max_in_flight_per_connection: usize,
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
+    pub max_buffered_input_bytes: usize,
+    pub max_unsent_per_connection_bytes: usize,
     pub write_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_deadline_ms: u64,
+    pub cancel_grace_ms: u64,
     pub shutdown_grace_ms: u64,
 }
 
@@ -90,7 +102,13 @@ impl Default for LimitsConfig {
             max_in_flight_per_connection: l.max_in_flight_per_connection,
             max_in_flight: l.max_in_flight,
             max_frame_bytes: l.max_frame,
+            max_buffered_input_bytes: l.max_buffered_input,
+            max_unsent_per_connection_bytes: l.max_unsent_per_connection,
             write_timeout_ms: l.write_timeout.as_millis() as u64,
+            read_timeout_ms: l.read_timeout.as_millis() as u64,
+            idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+            max_deadline_ms: l.max_deadline.as_millis() as u64,
+            cancel_grace_ms: l.cancel_grace.as_millis() as u64,
             shutdown_grace_ms: l.shutdown_grace.as_millis() as u64,
         }
     }
@@ -192,6 +210,14 @@ impl Config {
             ("limits.max_in_flight", l.max_in_flight),
             ("limits.max_frame_bytes", l.max_frame_bytes),
             (
+                "limits.max_buffered_input_bytes",
+                l.max_buffered_input_bytes,
+            ),
+            (
+                "limits.max_unsent_per_connection_bytes",
+                l.max_unsent_per_connection_bytes,
+            ),
+            (
                 "client.connections_per_endpoint",
                 self.client.connections_per_endpoint,
             ),
@@ -229,7 +255,13 @@ impl Config {
             max_in_flight_per_connection: l.max_in_flight_per_connection,
             max_in_flight: l.max_in_flight,
             max_frame: l.max_frame_bytes,
+            max_buffered_input: l.max_buffered_input_bytes,
+            max_unsent_per_connection: l.max_unsent_per_connection_bytes,
             write_timeout: Duration::from_millis(l.write_timeout_ms),
+            read_timeout: Duration::from_millis(l.read_timeout_ms),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            max_deadline: Duration::from_millis(l.max_deadline_ms),
+            cancel_grace: Duration::from_millis(l.cancel_grace_ms),
             shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
         }
     }

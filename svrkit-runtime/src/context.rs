@@ -5,6 +5,8 @@
 //! passes it on automatically (it is task-local), so the remaining deadline shrinks hop by hop
 //! and the trace id and dye tag follow the request.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +32,13 @@ pub struct Context {
     pub priority: Priority,
     /// Retry attempt (0 for the first try).
     pub attempt: u32,
+    /// When the request's frame was read (or an in-process call was made): deadlines and
+    /// queue wait count from here.
+    pub arrived: Instant,
+    /// The address of the connection the request came on (`None` in process).
+    pub peer: Option<SocketAddr>,
+    /// What the caller's interceptors attached (credentials, say).
+    pub metadata: BTreeMap<FastStr, FastStr>,
 }
 
 impl Default for Context {
@@ -43,6 +52,9 @@ impl Default for Context {
             user_key: 0,
             priority: Priority::Normal,
             attempt: 0,
+            arrived: Instant::now(),
+            peer: None,
+            metadata: BTreeMap::new(),
         }
     }
 }
@@ -54,10 +66,9 @@ tokio::task_local! {
 impl Context {
     /// A context with a deadline `timeout` from now.
     pub fn with_timeout(timeout: Duration) -> Context {
-        Context {
-            deadline: Some(Instant::now() + timeout),
-            ..Context::default()
-        }
+        let mut ctx = Context::default();
+        ctx.deadline = ctx.arrived.checked_add(timeout);
+        ctx
     }
 
     /// When the call must be done by, if ever.
@@ -86,14 +97,22 @@ impl Context {
         self.cancel.cancelled().await;
     }
 
-    /// The token behind [`cancelled`](Context::cancelled), for the runtime.
-    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+    /// The token behind [`cancelled`](Context::cancelled): cancelling it cancels the call.
+    pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }
 
     /// The context of the request the current task is serving, if any.
     pub fn current() -> Option<Context> {
         CURRENT.try_with(Context::clone).ok()
+    }
+
+    /// `f`, running with `self` as the current context (a nameable future, for the server).
+    pub(crate) fn scoped<F: std::future::Future>(
+        self,
+        f: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Context, F> {
+        CURRENT.scope(self, f)
     }
 
     /// Runs `f` with `self` as the current context.

@@ -13,27 +13,37 @@ use crate::status::Status;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Business priority of a method, from the IDL: what overload control sheds last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// On the wire (the frame header's `priority`) 0 means unspecified and reads as
+/// [`Normal`](Priority::Normal), so a peer that leaves the field out is never treated as
+/// critical.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
     /// Never shed before anything else.
-    Critical = 0,
+    Critical = 1,
     /// More important than most.
-    High = 1,
+    High = 2,
     /// The default.
-    Normal = 2,
+    #[default]
+    Normal = 3,
     /// Shed first.
-    Low = 3,
+    Low = 4,
 }
 
 impl Priority {
-    /// The priority with this wire number (unknown numbers read as `Normal`).
-    pub fn from_u32(n: u32) -> Priority {
+    /// The priority with this wire number (0 and unknown numbers read as `Normal`).
+    pub fn from_wire(n: u32) -> Priority {
         match n {
-            0 => Priority::Critical,
-            1 => Priority::High,
-            3 => Priority::Low,
+            1 => Priority::Critical,
+            2 => Priority::High,
+            4 => Priority::Low,
             _ => Priority::Normal,
         }
+    }
+
+    /// The wire number of this priority.
+    pub fn to_wire(self) -> u32 {
+        self as u32
     }
 }
 

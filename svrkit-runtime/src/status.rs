@@ -25,6 +25,13 @@ impl Code {
     pub const UNIMPLEMENTED: Code = Code(7);
     /// A bug on the server (a handler panicked, say).
     pub const INTERNAL: Code = Code(8);
+    /// A request or response exceeds a size limit of the sender or the receiver; only that
+    /// call fails.
+    pub const TOO_LARGE: Code = Code(9);
+    /// The caller did not say who it is, or its credentials are wrong.
+    pub const UNAUTHENTICATED: Code = Code(10);
+    /// The caller is known but may not make this call.
+    pub const PERMISSION_DENIED: Code = Code(11);
     /// The first code available to applications.
     pub const FIRST_APPLICATION: Code = Code(1000);
 
@@ -40,6 +47,9 @@ impl Code {
             Code::OVERLOADED => "overloaded",
             Code::UNIMPLEMENTED => "unimplemented",
             Code::INTERNAL => "internal",
+            Code::TOO_LARGE => "too_large",
+            Code::UNAUTHENTICATED => "unauthenticated",
+            Code::PERMISSION_DENIED => "permission_denied",
             _ => return None,
         })
     }
@@ -116,6 +126,18 @@ impl Status {
     /// [`Code::INTERNAL`].
     pub fn internal(message: impl Into<String>) -> Status {
         Status::new(Code::INTERNAL, message)
+    }
+    /// [`Code::TOO_LARGE`].
+    pub fn too_large(message: impl Into<String>) -> Status {
+        Status::new(Code::TOO_LARGE, message)
+    }
+    /// [`Code::UNAUTHENTICATED`].
+    pub fn unauthenticated(message: impl Into<String>) -> Status {
+        Status::new(Code::UNAUTHENTICATED, message)
+    }
+    /// [`Code::PERMISSION_DENIED`].
+    pub fn permission_denied(message: impl Into<String>) -> Status {
+        Status::new(Code::PERMISSION_DENIED, message)
     }
 }
 

@@ -1,107 +1,66 @@
-//! One client-side connection: requests multiplexed by id, responses matched as they arrive.
+//! One client-side connection: requests multiplexed by id, responses matched as they arrive,
+//! and a keepalive that notices a peer that stopped answering without closing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::frame::{self, Frame, FrameKind};
-use crate::status::Status;
+use super::ChannelOptions;
+use super::balance::Health;
+use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
+use crate::status::{Code, Status};
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>;
 
+/// A frame for the writer: encoded there, straight into the batch it goes out in.
+struct Outgoing {
+    header: Header,
+    body: Bytes,
+}
+
 /// A connection to one endpoint. Cheap to share; closes when the last handle is dropped.
 pub(crate) struct ClientConn {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Outgoing>,
     pending: Arc<Pending>,
     next_id: AtomicU64,
-    /// Set when the server said GOAWAY or the connection broke: no new calls.
+    /// Set when the server said GOAWAY or the connection broke or went silent: no new calls.
     closed: Arc<AtomicBool>,
 }
 
 impl ClientConn {
     pub(crate) async fn connect(
         addr: &str,
-        timeout: Duration,
-        max_frame: usize,
+        options: &ChannelOptions,
+        health: Arc<Health>,
     ) -> std::io::Result<ClientConn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+        let (reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Outgoing>(4096);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
-                batch.clear();
-                batch.extend_from_slice(&first);
-                while batch.len() < 64 * 1024 {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                if writer.write_all(&batch).await.is_err() {
-                    return;
-                }
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(
+            Reader {
+                pending: pending.clone(),
+                closed: closed.clone(),
+                tx: tx.downgrade(),
+                health,
+                max_frame: options.max_frame,
+                keepalive: options.keepalive_interval,
             }
-            let _ = writer.shutdown().await;
-        });
-
-        let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
-        tokio::spawn(async move {
-            let decoder = frame::Decoder::new(max_frame);
-            let mut buf = BytesMut::new();
-            'read: loop {
-                buf.reserve(8192);
-                match tokio::io::AsyncReadExt::read_buf(&mut reader, &mut buf).await {
-                    Ok(0) | Err(_) => break 'read,
-                    Ok(_) => {}
-                }
-                loop {
-                    match decoder.decode(&mut buf) {
-                        Ok(Some(frame)) => match frame.header.kind {
-                            FrameKind::RESPONSE => {
-                                let waiter = reader_pending
-                                    .lock()
-                                    .ok()
-                                    .and_then(|mut m| m.remove(&frame.header.request_id));
-                                if let Some(waiter) = waiter {
-                                    let _ = waiter.send(Ok(frame));
-                                }
-                            }
-                            FrameKind::GOAWAY => reader_closed.store(true, Ordering::Release),
-                            _ => {}
-                        },
-                        Ok(None) => break,
-                        Err(_) => break 'read,
-                    }
-                }
-            }
-            reader_closed.store(true, Ordering::Release);
-            // Everyone still waiting learns the connection is gone.
-            let waiters: Vec<_> = reader_pending
-                .lock()
-                .map(|mut m| m.drain().collect())
-                .unwrap_or_default();
-            for (_, waiter) in waiters {
-                let _ = waiter.send(Err(Status::unavailable(
-                    "the connection closed before the response arrived",
-                )));
-            }
-        });
-
+            .run(reader),
+        );
         Ok(ClientConn {
             tx,
             pending,
@@ -115,36 +74,196 @@ impl ClientConn {
         !self.closed.load(Ordering::Acquire) && !self.tx.is_closed()
     }
 
-    pub(crate) fn next_request_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Registers interest in the response to `request_id`.
-    pub(crate) fn expect(&self, request_id: u64) -> oneshot::Receiver<Result<Frame, Status>> {
+    /// Sends a request and waits for its response (for oneway requests, until it is queued).
+    /// Dropping the future sends CANCEL.
+    pub(crate) async fn call(&self, mut header: Header, body: Bytes) -> Result<Frame, Status> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        header.request_id = request_id;
+        if header.kind == FrameKind::ONEWAY {
+            self.send(header, body).await?;
+            return Ok(Frame {
+                header: Header::default(),
+                body: Bytes::new(),
+            });
+        }
         let (tx, rx) = oneshot::channel();
         if let Ok(mut m) = self.pending.lock() {
             m.insert(request_id, tx);
         }
-        rx
+        let mut guard = CancelOnDrop {
+            conn: self,
+            request_id,
+            armed: true,
+        };
+        self.send(header, body).await?;
+        let frame = rx
+            .await
+            .unwrap_or_else(|_| Err(Status::unavailable("the connection closed")));
+        guard.armed = false;
+        frame
     }
 
-    /// Forgets a request (after a timeout or cancellation).
-    pub(crate) fn forget(&self, request_id: u64) {
-        if let Ok(mut m) = self.pending.lock() {
-            m.remove(&request_id);
-        }
-    }
-
-    /// Queues an encoded frame for writing.
-    pub(crate) async fn send(&self, frame: Vec<u8>) -> Result<(), Status> {
-        self.tx.send(frame).await.map_err(|_| {
+    async fn send(&self, header: Header, body: Bytes) -> Result<(), Status> {
+        self.tx.send(Outgoing { header, body }).await.map_err(|_| {
             self.closed.store(true, Ordering::Release);
             Status::unavailable("the connection is closed")
         })
     }
+}
 
-    /// Queues a frame without waiting (for cancel frames sent from `Drop`).
-    pub(crate) fn try_send(&self, frame: Vec<u8>) {
-        let _ = self.tx.try_send(frame);
+/// Sends CANCEL for a call whose future was dropped before its response arrived.
+struct CancelOnDrop<'a> {
+    conn: &'a ClientConn,
+    request_id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(mut m) = self.conn.pending.lock() {
+                m.remove(&self.request_id);
+            }
+            let header = Header {
+                kind: FrameKind::CANCEL,
+                request_id: self.request_id,
+                ..Header::default()
+            };
+            let _ = self.conn.tx.try_send(Outgoing {
+                header,
+                body: Bytes::new(),
+            });
+        }
+    }
+}
+
+async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        frame::encode(&first.header, &first.body, &mut batch);
+        while batch.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => frame::encode(&more.header, &more.body, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            return;
+        }
+        if batch.capacity() > 256 * 1024 {
+            batch = Vec::new();
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// The reading side: matches responses to waiters, and pings a silent peer while calls wait.
+struct Reader {
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+    /// Weak, so that dropping the last `ClientConn` still closes the writer.
+    tx: mpsc::WeakSender<Outgoing>,
+    health: Arc<Health>,
+    max_frame: usize,
+    keepalive: Duration,
+}
+
+impl Reader {
+    async fn run(self, mut reader: tokio::net::tcp::OwnedReadHalf) {
+        let mut frames = FrameReader::new(self.max_frame);
+        let mut buf = BytesMut::new();
+        let mut tick = tokio::time::interval(self.keepalive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        let mut heard = false;
+        let mut pinged = false;
+        let why = 'read: loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(8192);
+            }
+            tokio::select! {
+                read = tokio::io::AsyncReadExt::read_buf(&mut reader, &mut buf) => match read {
+                    Ok(0) | Err(_) => break 'read Status::unavailable(
+                        "the connection closed before the response arrived",
+                    ),
+                    Ok(_) => heard = true,
+                },
+                _ = tick.tick() => {
+                    // Anything heard since the last tick proves the peer alive. Silence while
+                    // calls wait gets a PING; silence after a PING means the peer is gone (a
+                    // half-open connection the kernel would take minutes to notice).
+                    if std::mem::take(&mut heard) {
+                        pinged = false;
+                    } else if self.pending.lock().is_ok_and(|m| !m.is_empty()) {
+                        if pinged {
+                            self.health.mark_down();
+                            break 'read Status::unavailable(format!(
+                                "the server did not answer a keepalive ping within {:?}",
+                                self.keepalive
+                            ));
+                        }
+                        pinged = true;
+                        let ping = Header { kind: FrameKind::PING, ..Header::default() };
+                        if let Some(tx) = self.tx.upgrade() {
+                            let _ = tx.try_send(Outgoing { header: ping, body: Bytes::new() });
+                        }
+                    }
+                    continue;
+                }
+            }
+            loop {
+                match frames.decode(&mut buf) {
+                    Ok(Some(Read::Frame(frame))) => match frame.header.kind {
+                        FrameKind::RESPONSE => self.answer(frame.header.request_id, Ok(frame)),
+                        FrameKind::GOAWAY if frame.header.status_code != 0 => {
+                            // Refused (at the server's connection cap, say): every call here
+                            // gets the server's reason.
+                            break 'read Status::new(
+                                Code(frame.header.status_code),
+                                frame.header.status_message.to_string(),
+                            );
+                        }
+                        FrameKind::GOAWAY => self.closed.store(true, Ordering::Release),
+                        _ => {}
+                    },
+                    Ok(Some(Read::Oversized { header, len })) => self.answer(
+                        header.request_id,
+                        Err(Status::too_large(format!(
+                            "response of {len} bytes exceeds this client's frame limit of {} bytes",
+                            self.max_frame
+                        ))),
+                    ),
+                    Ok(None) => break,
+                    Err(e) => {
+                        break 'read Status::unavailable(format!("broken response stream: {e}"));
+                    }
+                }
+            }
+            if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                buf = BytesMut::new();
+            }
+        };
+        self.closed.store(true, Ordering::Release);
+        // Everyone still waiting learns why the connection is gone.
+        let waiters: Vec<_> = self
+            .pending
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default();
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(why.clone()));
+        }
+    }
+
+    fn answer(&self, request_id: u64, result: Result<Frame, Status>) {
+        let waiter = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&request_id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
     }
 }

@@ -1,16 +1,32 @@
-//! The client: channels to services, and the per-call path every generated client method goes
-//! through.
+//! The client: channels to services, built as a stack of layers over a transport.
 //!
-//! A [`Channel`] holds a set of endpoints (replicas) and, per endpoint, a few multiplexed
-//! connections, connected when first needed and reconnected with backoff after a failure.
-//! Every call goes through [`Channel::call`], the one place where the deadline is settled,
-//! an endpoint chosen ([`Balancer`]), the request sent and the response awaited; monitoring
-//! and overload policies hook in there, so they apply to every call, in-process ones too.
+//! ```text
+//! generated client ── Channel::call ── layer ── layer ── ... ── transport
+//!                     (deadline,        (interceptors, policies,   (Pool: balancer over a
+//!                      encode, cancel)   retry; metrics later)      changeable EndpointSet,
+//!                                                                   or Local: the router)
+//! ```
+//!
+//! Every generated client method goes through [`Channel::call`], which settles the deadline,
+//! fills the request header (priority and user key inherited from the request being served),
+//! encodes the request and passes a [`Call`] down the stack. Each [`Layer`] wraps the one
+//! below it and sees the call, with its method's descriptor, on the way down and the response
+//! header (status, admission level) on the way up; layers compose, none replaces another.
+//! The bottom [`Transport`] is either a [`Pool`](pool) of endpoints picked by a [`Balancer`],
+//! or the server's router in the same process, so the two paths share everything above it.
+//! `docs/runtime.md` describes the layering.
 
+mod balance;
 mod connection;
+mod policy;
+mod pool;
 
+pub use balance::{Balancer, Endpoint, EndpointSet, RoundRobin};
+pub use policy::{CallInfo, CallPolicy, Interceptor, NoPolicy, Outcome, RetryPolicy};
+
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,18 +34,17 @@ use faststr::FastStr;
 
 use crate::codec::Message;
 use crate::context::Context;
-use crate::frame::{self, FrameKind, Header};
-use crate::server::Shared;
+use crate::frame::{self, Frame, FrameKind, Header};
+use crate::server::router::Router;
 use crate::service::MethodDescriptor;
 use crate::status::{Code, Status};
-use connection::ClientConn;
 
 /// Per-call settings that override the IDL's.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// Deadline for this call instead of the method's `timeout_ms`.
     pub timeout: Option<Duration>,
-    /// The end user the call is for, for overload control.
+    /// The end user the call is for, for overload control and key-based balancing.
     pub user_key: Option<u64>,
 }
 
@@ -43,76 +58,39 @@ impl CallOptions {
     }
 }
 
-/// Chooses an endpoint for each call. The default is round robin; load-aware policies
-/// implement this.
-pub trait Balancer: Send + Sync + 'static {
-    /// The index of the endpoint (of `n`) to use.
-    fn pick(&self, n: usize) -> usize;
-    /// Learns how a call to endpoint `index` went.
-    fn record(&self, _index: usize, _latency: Duration, _result: Result<(), Code>) {}
-}
-
-/// Cycles through the endpoints.
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    next: AtomicUsize,
-}
-
-impl Balancer for RoundRobin {
-    fn pick(&self, n: usize) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % n.max(1)
-    }
-}
-
-/// What a [`CallPolicy`] knows about an attempt of a call.
-#[derive(Clone, Copy, Debug)]
-pub struct CallInfo {
-    /// The method called.
+/// One call on its way down a channel's layers.
+#[derive(Debug)]
+pub struct Call {
+    /// What the IDL says about the method.
     pub method: &'static MethodDescriptor,
-    /// 0 for the first attempt.
-    pub attempt: u32,
+    /// The request header; the transport fills in the request id and the time left.
+    pub header: Header,
+    /// The encoded request.
+    pub body: Bytes,
     /// When the call must be done by.
     pub deadline: Instant,
-    /// The end user the call is for (0 if none).
-    pub user_key: u64,
+    /// What key-based balancers hash (the user key unless a layer sets another).
+    pub key: u64,
 }
 
-/// Decides about and learns from every call through a channel: the seam where overload
-/// control, retry budgets and monitoring plug in, so that they apply to every generated
-/// client method without the author doing anything.
-pub trait CallPolicy: Send + Sync + 'static {
-    /// Before each attempt; an error rejects the attempt without sending it (shedding load
-    /// at the caller).
-    fn admit(&self, _call: &CallInfo) -> Result<(), Status> {
-        Ok(())
-    }
-    /// After each attempt, with how long it took and how it ended.
-    fn record(&self, _call: &CallInfo, _latency: Duration, _result: Result<(), &Status>) {}
-    /// Whether to try again after `status`. Asked only for methods the IDL marks idempotent,
-    /// with attempts and time left.
-    fn retry(&self, _call: &CallInfo, _status: &Status) -> bool {
-        false
-    }
+/// The future a [`Transport`] returns: the response frame (whose header may carry an error
+/// status from the server), or a status for a call that got no response.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Frame, Status>> + Send + 'a>>;
+
+/// Carries a call: the bottom of a channel (a pool of endpoints, or the router in process)
+/// and every layer above it.
+pub trait Transport: Send + Sync + 'static {
+    /// Runs `call`; may be called again with the same call (a retry).
+    fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a>;
 }
 
-/// A shared policy, so the caller can keep a handle to it (to read what it recorded).
-impl<P: CallPolicy + ?Sized> CallPolicy for Arc<P> {
-    fn admit(&self, call: &CallInfo) -> Result<(), Status> {
-        (**self).admit(call)
-    }
-    fn record(&self, call: &CallInfo, latency: Duration, result: Result<(), &Status>) {
-        (**self).record(call, latency, result);
-    }
-    fn retry(&self, call: &CallInfo, status: &Status) -> bool {
-        (**self).retry(call, status)
-    }
+/// Wraps a transport in another, the way tower layers wrap services.
+pub trait Layer {
+    /// The wrapped transport.
+    type Transport: Transport;
+    /// Wraps `inner`.
+    fn layer(self, inner: Arc<dyn Transport>) -> Self::Transport;
 }
-
-/// The default policy: admit everything, record nothing, never retry.
-#[derive(Debug, Default)]
-pub struct NoPolicy;
-
-impl CallPolicy for NoPolicy {}
 
 /// How a channel connects.
 #[derive(Clone, Debug)]
@@ -121,12 +99,18 @@ pub struct ChannelOptions {
     pub connections_per_endpoint: usize,
     /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
-    /// First wait after a failed connect; doubles up to `max_backoff`.
+    /// First wait after a failed connect (or a dead connection); doubles up to
+    /// `max_backoff`.
     pub min_backoff: Duration,
     /// Longest wait between connect attempts to a failing endpoint.
     pub max_backoff: Duration,
-    /// Largest response frame accepted.
+    /// Largest frame sent or accepted. A larger request fails with `TOO_LARGE` before it is
+    /// sent; a larger response fails its call only.
     pub max_frame: usize,
+    /// While calls wait on a connection that has been silent this long, it is pinged; if it
+    /// stays silent as long again it is closed, its calls fail `UNAVAILABLE` and its
+    /// endpoint is taken out of rotation.
+    pub keepalive_interval: Duration,
     /// This service's name, sent as the caller.
     pub caller: FastStr,
 }
@@ -139,53 +123,26 @@ impl Default for ChannelOptions {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             max_frame: frame::DEFAULT_MAX_FRAME,
+            keepalive_interval: Duration::from_secs(5),
             caller: FastStr::empty(),
         }
     }
 }
 
-enum SlotState {
-    Empty,
-    Ready(Arc<ClientConn>),
-    Failed {
-        retry_at: Instant,
-        backoff: Duration,
-    },
-}
-
-struct Endpoint {
-    addr: String,
-    slots: Vec<tokio::sync::Mutex<SlotState>>,
-    next_slot: AtomicUsize,
-}
-
-enum Target {
-    Remote {
-        endpoints: Vec<Endpoint>,
-        balancer: Box<dyn Balancer>,
-        options: ChannelOptions,
-    },
-    Local(Arc<Shared>),
-}
-
 /// A handle for calling a service: cheap to clone, safe to share between tasks.
 #[derive(Clone)]
 pub struct Channel {
-    target: Arc<Target>,
-    policy: Arc<dyn CallPolicy>,
+    stack: Arc<dyn Transport>,
+    endpoints: Option<Arc<EndpointSet>>,
+    max_frame: usize,
+    caller: FastStr,
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &*self.target {
-            Target::Remote { endpoints, .. } => f
-                .debug_struct("Channel")
-                .field(
-                    "endpoints",
-                    &endpoints.iter().map(|e| &e.addr).collect::<Vec<_>>(),
-                )
-                .finish(),
-            Target::Local(_) => f.write_str("Channel(in-process)"),
+        match &self.endpoints {
+            Some(set) => f.debug_struct("Channel").field("endpoints", set).finish(),
+            None => f.write_str("Channel(in-process)"),
         }
     }
 }
@@ -205,50 +162,65 @@ impl Channel {
         options: ChannelOptions,
         balancer: impl Balancer,
     ) -> Channel {
-        let per = options.connections_per_endpoint.max(1);
-        let endpoints = endpoints
-            .into_iter()
-            .map(|addr| Endpoint {
-                addr: addr.into(),
-                slots: (0..per)
-                    .map(|_| tokio::sync::Mutex::new(SlotState::Empty))
-                    .collect(),
-                next_slot: AtomicUsize::new(0),
-            })
-            .collect();
+        let addrs = endpoints.into_iter().map(Into::into).collect();
+        let set = Arc::new(EndpointSet::new(addrs, options.clone()));
         Channel {
-            target: Arc::new(Target::Remote {
-                endpoints,
-                balancer: Box::new(balancer),
-                options,
-            }),
-            policy: Arc::new(NoPolicy),
+            max_frame: options.max_frame,
+            caller: options.caller.clone(),
+            stack: Arc::new(pool::Pool::new(set.clone(), Arc::new(balancer), options)),
+            endpoints: Some(set),
         }
     }
 
-    /// This channel, with `policy` deciding about and learning from every call.
-    pub fn with_policy(mut self, policy: impl CallPolicy) -> Channel {
-        self.policy = Arc::new(policy);
+    /// A channel to a server in this process.
+    pub(crate) fn local(router: Arc<Router>) -> Channel {
+        Channel {
+            max_frame: router.limits.max_frame,
+            caller: FastStr::empty(),
+            stack: Arc::new(Local(router)),
+            endpoints: None,
+        }
+    }
+
+    /// The endpoints of a remote channel, which can be changed while it is in use.
+    pub fn endpoints(&self) -> Option<&Arc<EndpointSet>> {
+        self.endpoints.as_ref()
+    }
+
+    /// This channel with `layer` wrapped around its stack (outermost: it sees calls first).
+    pub fn layer<L: Layer>(mut self, layer: L) -> Channel {
+        self.stack = Arc::new(layer.layer(self.stack));
         self
     }
 
-    pub(crate) fn local(server: Arc<Shared>) -> Channel {
-        Channel {
-            target: Arc::new(Target::Local(server)),
-            policy: Arc::new(NoPolicy),
-        }
+    /// This channel with `policy` deciding about and learning from every attempt, in
+    /// addition to the policies it already has.
+    pub fn with_policy(self, policy: impl CallPolicy) -> Channel {
+        self.layer(policy::PolicyLayer(Arc::new(policy)))
+    }
+
+    /// This channel retrying failed attempts of methods the IDL marks idempotent, when
+    /// `policy` says so, within `max_attempts` and the deadline.
+    pub fn with_retry(self, policy: impl RetryPolicy) -> Channel {
+        self.layer(policy::RetryLayer(Arc::new(policy)))
+    }
+
+    /// This channel with `interceptor` seeing (and able to change or refuse) every call.
+    pub fn with_interceptor(self, interceptor: impl Interceptor) -> Channel {
+        self.layer(policy::InterceptorLayer(Arc::new(interceptor)))
     }
 
     /// Calls `method` with `request`: the path every generated client method takes.
     ///
     /// The deadline is the per-call timeout, else the method's `timeout_ms`, and never later
     /// than what is left of the deadline of the request this task is serving, so budgets
-    /// shrink hop by hop. Dropping the returned future cancels the call: the server is told,
-    /// and the handler's context sees it.
+    /// shrink hop by hop; that request's priority and user key are inherited too. Dropping
+    /// the returned future cancels the call (the server is told, and the handler's context
+    /// sees it), and so does the cancellation of the request this task is serving.
     ///
     /// # Errors
-    /// The server's status, or `DEADLINE_EXCEEDED`, `UNAVAILABLE` (no endpoint reachable),
-    /// `INVALID_ARGUMENT` (a response that does not decode).
+    /// The server's status, or `DEADLINE_EXCEEDED`, `CANCELLED`, `UNAVAILABLE` (no endpoint
+    /// reachable), `TOO_LARGE`, `INVALID_ARGUMENT` (a response that does not decode).
     pub async fn call<Req: Message, Resp: Message>(
         &self,
         method: &'static MethodDescriptor,
@@ -282,6 +254,7 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
         let parent = Context::current();
+        let now = Instant::now();
         let mut timeout = options
             .timeout
             .unwrap_or(Duration::from_millis(u64::from(method.timeout_ms)));
@@ -294,7 +267,10 @@ impl Channel {
                 method.full_name
             )));
         }
-        let deadline = Instant::now() + timeout;
+        let len = request.encoded_len();
+        frame::check_len(len, self.max_frame, "request")?;
+        let mut body = Vec::with_capacity(len);
+        request.encode_raw(&mut body);
         let mut header = Header {
             kind: if method.oneway {
                 FrameKind::ONEWAY
@@ -303,241 +279,52 @@ impl Channel {
             },
             service_id: u32::from(method.service_id),
             method_id: u32::from(method.id),
-            priority: method.priority as u32,
-            user_key: options
-                .user_key
-                .or(parent.as_ref().map(|p| p.user_key))
-                .unwrap_or(0),
-            ..Default::default()
+            priority: method.priority.to_wire(),
+            user_key: options.user_key.unwrap_or(0),
+            caller: self.caller.clone(),
+            ..Header::default()
         };
         if let Some(parent) = &parent {
+            // A downstream call is part of the request being served: it is as important,
+            // for the same user, and in the same trace.
+            header.priority = parent.priority.to_wire();
+            if options.user_key.is_none() {
+                header.user_key = parent.user_key;
+            }
             header.trace_id = parent.trace_id.clone();
             header.dye = parent.dye.clone();
         }
-        // Each attempt goes through the policy; idempotent methods may be tried again.
-        let max_attempts = match method.retry {
-            crate::service::Retry::Idempotent { max_attempts } => u32::from(max_attempts.max(1)),
-            crate::service::Retry::None => 1,
+        let mut call = Call {
+            method,
+            key: header.user_key,
+            header,
+            body: Bytes::from(body),
+            // A timeout too large for the clock means no practical deadline.
+            deadline: now
+                .checked_add(timeout)
+                .unwrap_or(now + Duration::from_secs(1 << 30)),
         };
-        let mut attempt = 0;
-        loop {
-            let info = CallInfo {
-                method,
-                attempt,
-                deadline,
-                user_key: header.user_key,
-            };
-            self.policy.admit(&info)?;
-            header.attempt = attempt;
-            let started = Instant::now();
-            let result = self
-                .attempt(method, header.clone(), request, deadline)
-                .await;
-            self.policy
-                .record(&info, started.elapsed(), result.as_ref().map(drop));
-            match result {
-                Err(status)
-                    if attempt + 1 < max_attempts
-                        && Instant::now() < deadline
-                        && self.policy.retry(&info, &status) =>
-                {
-                    attempt += 1;
+        let deadline = call.deadline;
+        let stack = self.stack.call(&mut call);
+        let run = tokio::time::timeout_at(deadline.into(), stack);
+        let result = match &parent {
+            // The parent's cancel (its caller gave up, or its deadline passed) reaches this
+            // call at once, and dropping it tells its server.
+            Some(parent) => tokio::select! {
+                biased;
+                result = run => result,
+                _ = parent.cancelled() => {
+                    return Err(Status::cancelled(format!(
+                        "the request that made this call to {} was cancelled",
+                        method.full_name
+                    )));
                 }
-                result => return result,
-            }
-        }
-    }
-
-    /// One attempt of a call: in process, or to the endpoint the balancer picks.
-    async fn attempt<Req: Message>(
-        &self,
-        method: &'static MethodDescriptor,
-        mut header: Header,
-        request: &Req,
-        deadline: Instant,
-    ) -> Result<Bytes, Status> {
-        match &*self.target {
-            Target::Local(server) => call_local(server, method, header, request, deadline).await,
-            Target::Remote {
-                endpoints,
-                balancer,
-                options,
-            } => {
-                header.caller = options.caller.clone();
-                let started = Instant::now();
-                let index = balancer.pick(endpoints.len());
-                let endpoint = endpoints
-                    .get(index)
-                    .ok_or_else(|| Status::unavailable("the channel has no endpoints"))?;
-                let result =
-                    call_remote(endpoint, options, header, request, deadline, method).await;
-                balancer.record(
-                    index,
-                    started.elapsed(),
-                    result.as_ref().map(drop).map_err(Status::code),
-                );
-                result
-            }
-        }
-    }
-}
-
-async fn call_local<Req: Message>(
-    server: &Arc<Shared>,
-    method: &'static MethodDescriptor,
-    header: Header,
-    request: &Req,
-    deadline: Instant,
-) -> Result<Bytes, Status> {
-    let service = server
-        .services
-        .get(&method.service_id)
-        .ok_or_else(|| {
-            Status::unimplemented(format!(
-                "no service with id {} in this process",
-                method.service_id
-            ))
-        })?
-        .clone();
-    let Ok(permit) = server.in_flight.clone().try_acquire_owned() else {
-        return Err(Status::overloaded(
-            "too many requests in flight on this server",
-        ));
-    };
-    let mut ctx = Context::default();
-    ctx.set_deadline(Some(deadline));
-    ctx.trace_id = header.trace_id;
-    ctx.dye = header.dye;
-    ctx.user_key = header.user_key;
-    ctx.priority = crate::service::Priority::from_u32(header.priority);
-    // Encoding keeps in-process calls honest: the handler gets exactly what a remote one
-    // would, and cannot share mutable state with the caller.
-    let body = request.encode_to_bytes();
-    // The handler runs in its own task, as it would on a remote server: if the caller drops
-    // this future, the handler keeps running long enough to see the cancellation.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let guard = ctx.cancel_token().clone().drop_guard();
-    tokio::spawn(async move {
-        crate::server::run_call(&service, method.id, ctx, body, |result| {
-            let _ = tx.send(result);
-        })
-        .await;
-        drop(permit);
-    });
-    if method.oneway {
-        guard.disarm();
-        return Ok(Bytes::new());
-    }
-    let result = rx
-        .await
-        .unwrap_or_else(|_| Err(Status::internal("the call ended without a result")));
-    guard.disarm();
-    result
-}
-
-async fn connection(
-    endpoint: &Endpoint,
-    options: &ChannelOptions,
-) -> Result<Arc<ClientConn>, Status> {
-    let n = endpoint.slots.len();
-    let first = endpoint.next_slot.fetch_add(1, Ordering::Relaxed);
-    let mut last_error = None;
-    for i in 0..n {
-        let mut slot = endpoint.slots[(first + i) % n].lock().await;
-        match &*slot {
-            SlotState::Ready(conn) if conn.is_usable() => return Ok(conn.clone()),
-            SlotState::Failed { retry_at, .. } if Instant::now() < *retry_at => {
-                last_error = Some(Status::unavailable(format!(
-                    "{} is unreachable; waiting before reconnecting",
-                    endpoint.addr
-                )));
-                continue;
-            }
-            _ => {}
-        }
-        let previous_backoff = match &*slot {
-            SlotState::Failed { backoff, .. } => Some(*backoff),
-            _ => None,
+            },
+            None => run.await,
         };
-        match ClientConn::connect(&endpoint.addr, options.connect_timeout, options.max_frame).await
-        {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                *slot = SlotState::Ready(conn.clone());
-                return Ok(conn);
-            }
-            Err(e) => {
-                let backoff = previous_backoff
-                    .map_or(options.min_backoff, |b| (b * 2).min(options.max_backoff));
-                *slot = SlotState::Failed {
-                    retry_at: Instant::now() + backoff,
-                    backoff,
-                };
-                last_error = Some(Status::unavailable(format!(
-                    "cannot connect to {}: {e}",
-                    endpoint.addr
-                )));
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| Status::unavailable("no connection")))
-}
-
-/// Sends CANCEL for a call whose future was dropped before its response arrived.
-struct CancelOnDrop<'a> {
-    conn: &'a ClientConn,
-    request_id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.conn.forget(self.request_id);
-            let mut frame = Vec::new();
-            let header = Header {
-                kind: FrameKind::CANCEL,
-                request_id: self.request_id,
-                ..Default::default()
-            };
-            frame::encode(&header, &[], &mut frame);
-            self.conn.try_send(frame);
-        }
-    }
-}
-
-async fn call_remote<Req: Message>(
-    endpoint: &Endpoint,
-    options: &ChannelOptions,
-    mut header: Header,
-    request: &Req,
-    deadline: Instant,
-    method: &'static MethodDescriptor,
-) -> Result<Bytes, Status> {
-    let work = async {
-        let conn = connection(endpoint, options).await?;
-        let request_id = conn.next_request_id();
-        header.request_id = request_id;
-        // What is left now, after connecting, is what the server gets.
-        let left = deadline.saturating_duration_since(Instant::now());
-        header.deadline_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
-        let mut buf = Vec::with_capacity(64 + request.encoded_len());
-        frame::encode_message(&header, request, &mut buf);
-        if method.oneway {
-            conn.send(buf).await?;
-            return Ok(Bytes::new());
-        }
-        let response = conn.expect(request_id);
-        let mut guard = CancelOnDrop {
-            conn: &conn,
-            request_id,
-            armed: true,
-        };
-        conn.send(buf).await?;
-        let frame = response
-            .await
-            .unwrap_or_else(|_| Err(Status::unavailable("the connection closed")))?;
-        guard.armed = false;
+        let frame = result.map_err(|_| {
+            Status::deadline_exceeded(format!("{} did not answer in time", method.full_name))
+        })??;
         if frame.header.status_code != 0 {
             return Err(Status::new(
                 Code(frame.header.status_code),
@@ -545,14 +332,25 @@ async fn call_remote<Req: Message>(
             ));
         }
         Ok(frame.body)
-    };
-    match tokio::time::timeout_at(deadline.into(), work).await {
-        Ok(result) => result,
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "{} did not answer in time",
-            method.full_name
-        ))),
     }
+}
+
+/// The bottom of an in-process channel: the server's router.
+struct Local(Arc<Router>);
+
+impl Transport for Local {
+    fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
+        let mut header = call.header.clone();
+        header.deadline_ms = remaining_ms(call.deadline);
+        let body = call.body.clone();
+        Box::pin(async move { Ok(self.0.call_local(header, body).await) })
+    }
+}
+
+/// What is left of `deadline`, as a header's `deadline_ms` (at least 1: 0 would mean "none").
+pub(crate) fn remaining_ms(deadline: Instant) -> u32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
 const _: () = {

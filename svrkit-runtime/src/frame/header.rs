@@ -106,9 +106,9 @@ pub struct Header {
     pub request_id: u64,
     pub service_id: u32,
     pub method_id: u32,
-    /// Milliseconds left for the call when the frame was sent; 0 means none.
+    /// Milliseconds left for the call when the frame was sent; 0 means the method's IDL timeout.
     pub deadline_ms: u32,
-    /// Business priority from the IDL: 0 critical, 1 high, 2 normal, 3 low.
+    /// Business priority: 0 unspecified (read as normal), 1 critical, 2 high, 3 normal, 4 low.
     pub priority: u32,
     /// Identifies the end user, so overload control can admit or shed a user's calls together.
     pub user_key: u64,
@@ -123,6 +123,11 @@ pub struct Header {
     pub status_message: ::svrkit_runtime::codegen::FastStr,
     /// In responses: the server's current admission level, for callers to shed load early.
     pub admission_level: u32,
+    /// In requests: what client interceptors add (credentials, say), for server interceptors to check.
+    pub metadata: ::svrkit_runtime::codegen::BTreeMap<
+        ::svrkit_runtime::codegen::FastStr,
+        ::svrkit_runtime::codegen::FastStr,
+    >,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -144,6 +149,7 @@ impl ::core::fmt::Debug for Header {
         s.field("status_code", &self.status_code);
         s.field("status_message", &self.status_message);
         s.field("admission_level", &self.admission_level);
+        s.field("metadata", &self.metadata);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -171,6 +177,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
         field::encode_singular::<kind::Uint32>(96, &self.status_code, buf);
         field::encode_singular::<kind::String>(106, &self.status_message, buf);
         field::encode_singular::<kind::Uint32>(112, &self.admission_level, buf);
+        field::encode_map::<kind::String, kind::String>(122, &self.metadata, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -191,6 +198,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             + field::encoded_len_singular::<kind::Uint32>(1, &self.status_code)
             + field::encoded_len_singular::<kind::String>(1, &self.status_message)
             + field::encoded_len_singular::<kind::Uint32>(1, &self.admission_level)
+            + field::encoded_len_map::<kind::String, kind::String>(1, &self.metadata)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -216,6 +224,12 @@ impl ::svrkit_runtime::codegen::Message for Header {
             96 => field::merge::<kind::Uint32>(&mut self.status_code, d),
             106 => field::merge::<kind::String>(&mut self.status_message, d),
             112 => field::merge::<kind::Uint32>(&mut self.admission_level, d),
+            122 => {
+                field::merge_map_entry::<
+                    kind::String,
+                    kind::String,
+                >(&mut self.metadata, d)
+            }
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -235,6 +249,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             12 => ::core::option::Option::Some("status_code"),
             13 => ::core::option::Option::Some("status_message"),
             14 => ::core::option::Option::Some("admission_level"),
+            15 => ::core::option::Option::Some("metadata"),
             _ => ::core::option::Option::None,
         }
     }

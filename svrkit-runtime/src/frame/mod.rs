@@ -13,6 +13,8 @@
 //! ignore the ones they do not know; the body is the request or response struct, encoded.
 //! The byte-by-byte description, with an example that a test checks, is `docs/protocol.md`.
 
+// Generated and checked in; a test keeps it equal to the generator's output.
+#[rustfmt::skip]
 mod header;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -72,11 +74,19 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// The largest header a reader accepts, whatever its frame limit: a header is ids, a deadline
+/// and a little metadata, never bulk data.
+pub const MAX_HEADER: usize = 64 << 10;
+
 /// Appends one frame to `buf`.
+///
+/// The caller checks the size against the peer's limit first ([`check_len`]); a body over
+/// `u32::MAX` bytes cannot be framed at all and panics here rather than being truncated.
 pub fn encode(header: &Header, body: &[u8], buf: &mut Vec<u8>) {
+    let body_len = u32::try_from(body.len()).expect("frame body over 4 GiB");
     let start = buf.len();
     buf.extend_from_slice(&[MAGIC[0], MAGIC[1], VERSION, 0, 0, 0, 0, 0]);
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body_len.to_be_bytes());
     header.encode_raw(buf);
     let header_len = (buf.len() - start - PREFIX_LEN) as u32;
     buf[start + 4..start + 8].copy_from_slice(&header_len.to_be_bytes());
@@ -84,19 +94,58 @@ pub fn encode(header: &Header, body: &[u8], buf: &mut Vec<u8>) {
 }
 
 /// Appends one frame whose body is `body` encoded, without an intermediate buffer.
+///
+/// # Panics
+/// If the body encodes to more than `u32::MAX` bytes; check [`check_len`] first.
 pub fn encode_message<M: Message>(header: &Header, body: &M, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[MAGIC[0], MAGIC[1], VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     header.encode_raw(buf);
     let header_len = buf.len() - start - PREFIX_LEN;
     body.encode_raw(buf);
-    let body_len = buf.len() - start - PREFIX_LEN - header_len;
+    let body_len =
+        u32::try_from(buf.len() - start - PREFIX_LEN - header_len).expect("frame body over 4 GiB");
     buf[start + 4..start + 8].copy_from_slice(&(header_len as u32).to_be_bytes());
-    buf[start + 8..start + 12].copy_from_slice(&(body_len as u32).to_be_bytes());
+    buf[start + 8..start + 12].copy_from_slice(&body_len.to_be_bytes());
 }
 
-/// Splits frames off a read buffer, checking each prefix before waiting for (or allocating
-/// room for) the rest, in the manner of tokio-util's length-delimited codec.
+/// Whether a frame with a `body_len`-byte body (and a header of ordinary size) fits a peer's
+/// `max_frame`.
+///
+/// # Errors
+/// [`Code::TOO_LARGE`](crate::Code::TOO_LARGE), naming both sizes: the call fails on its own,
+/// before anything is sent, instead of the peer closing a connection that other calls share.
+pub fn check_len(body_len: usize, max_frame: usize, what: &str) -> Result<(), crate::Status> {
+    // Headers are small; leave them room rather than encoding one to measure it.
+    if body_len.saturating_add(HEADER_ALLOWANCE) > max_frame {
+        return Err(crate::Status::too_large(format!(
+            "{what} of {body_len} bytes exceeds the frame limit of {max_frame} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Room [`check_len`] leaves for the header.
+const HEADER_ALLOWANCE: usize = 1024;
+
+/// Reads the prefix: header and body lengths, after checking the magic.
+fn prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+    if buf.len() >= 2 && buf[..2] != MAGIC {
+        return Err(FrameError::BadMagic([buf[0], buf[1]]));
+    }
+    if buf.len() < PREFIX_LEN {
+        return Ok(None);
+    }
+    let header_len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+    let body_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    Ok(Some((header_len, body_len)))
+}
+
+/// Splits frames off a read buffer, checking each prefix before waiting for the rest, in the
+/// manner of tokio-util's length-delimited codec.
+///
+/// It never reserves room for a frame from its announced length: the caller's buffer grows
+/// with the bytes that actually arrive, so a prefix alone costs nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct Decoder {
     max_frame: usize,
@@ -113,29 +162,17 @@ impl Decoder {
     /// # Errors
     /// When the stream is not svrkit frames; the connection cannot be used any more.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if buf.len() < PREFIX_LEN {
-            // Even a partial prefix can be rejected early.
-            if buf.len() >= 2 && buf[..2] != MAGIC {
-                return Err(FrameError::BadMagic([buf[0], buf[1]]));
-            }
+        let Some((header_len, body_len)) = prefix(buf)? else {
             return Ok(None);
-        }
-        if buf[..2] != MAGIC {
-            return Err(FrameError::BadMagic([buf[0], buf[1]]));
-        }
-        let header_len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        let body_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+        };
         let len = header_len as u64 + body_len as u64;
-        if len > self.max_frame as u64 {
+        if len > self.max_frame as u64 || header_len > MAX_HEADER {
             return Err(FrameError::TooLarge {
                 len,
                 max: self.max_frame,
             });
         }
-        let total = PREFIX_LEN + header_len + body_len;
-        if buf.len() < total {
-            // Safe to reserve now: bounded by the limit just checked.
-            buf.reserve(total - buf.len());
+        if buf.len() < PREFIX_LEN + header_len + body_len {
             return Ok(None);
         }
         buf.advance(PREFIX_LEN);
@@ -143,5 +180,111 @@ impl Decoder {
         let body = buf.split_to(body_len).freeze();
         let header = Header::decode_bytes(&header_bytes).map_err(FrameError::Header)?;
         Ok(Some(Frame { header, body }))
+    }
+}
+
+/// What a [`FrameReader`] found next in the stream.
+#[derive(Debug)]
+pub enum Read {
+    /// A whole frame.
+    Frame(Frame),
+    /// A frame over the limit: its header, so that its sender can be told; its body is being
+    /// skipped as it arrives, never held.
+    Oversized {
+        /// The frame's header.
+        header: Header,
+        /// Header plus body, as announced.
+        len: u64,
+    },
+}
+
+/// Frames larger than this are split off the read buffer without copying; smaller ones are
+/// copied out of it.
+pub const COPY_ABOVE: usize = 16 << 10;
+
+/// A [`Decoder`] for a connection, which survives a frame over the limit.
+///
+/// A frame whose header is readable but whose body is too large is not an attack on the
+/// stream's framing, only a call too big for this peer: the reader reports its header, then
+/// drops its body bytes as they arrive, and the connection (with every other call on it)
+/// carries on. Broken framing (bad magic, an oversized header, an undecodable header) still
+/// ends the connection.
+#[derive(Debug)]
+pub struct FrameReader {
+    max_frame: usize,
+    /// Body bytes of an oversized frame still to drop.
+    skipping: u64,
+}
+
+impl FrameReader {
+    /// A reader that reports frames larger than `max_frame` bytes as [`Read::Oversized`].
+    pub fn new(max_frame: usize) -> FrameReader {
+        FrameReader {
+            max_frame,
+            skipping: 0,
+        }
+    }
+
+    /// Bytes of the frame at the head of `buf` that have not arrived yet (0 if a frame is
+    /// complete or nothing is known yet), for a reader that sizes its reads.
+    pub fn missing(&self, buf: &[u8]) -> usize {
+        match prefix(buf) {
+            Ok(Some((h, b))) if (h + b) as u64 <= self.max_frame as u64 => {
+                (PREFIX_LEN + h + b).saturating_sub(buf.len())
+            }
+            _ => 0,
+        }
+    }
+
+    /// The next frame in `buf`, `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    /// When the stream is not svrkit frames; the connection cannot be used any more.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Read>, FrameError> {
+        if self.skipping > 0 {
+            let n = (self.skipping as usize).min(buf.len());
+            buf.advance(n);
+            self.skipping -= n as u64;
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
+        let Some((header_len, body_len)) = prefix(buf)? else {
+            return Ok(None);
+        };
+        let len = header_len as u64 + body_len as u64;
+        if header_len > MAX_HEADER.min(self.max_frame) {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        if len <= self.max_frame as u64 {
+            let total = PREFIX_LEN + header_len + body_len;
+            if buf.len() < total {
+                return Ok(None);
+            }
+            if total > COPY_ABOVE {
+                return Ok(Decoder::new(self.max_frame).decode(buf)?.map(Read::Frame));
+            }
+            // A small frame is copied out, so the read buffer is reused at once and a request
+            // in flight never pins a buffer larger than itself.
+            let header = Header::decode(&buf[PREFIX_LEN..PREFIX_LEN + header_len])
+                .map_err(FrameError::Header)?;
+            let body = Bytes::copy_from_slice(&buf[PREFIX_LEN + header_len..total]);
+            buf.advance(total);
+            return Ok(Some(Read::Frame(Frame { header, body })));
+        }
+        if buf.len() < PREFIX_LEN + header_len {
+            return Ok(None);
+        }
+        buf.advance(PREFIX_LEN);
+        let header_bytes = buf.split_to(header_len);
+        let header = Header::decode(&header_bytes).map_err(FrameError::Header)?;
+        self.skipping = body_len as u64;
+        let n = body_len.min(buf.len());
+        buf.advance(n);
+        self.skipping -= n as u64;
+        Ok(Some(Read::Oversized { header, len }))
     }
 }

@@ -1,75 +1,57 @@
 //! The server: one listener hosting any number of generated services.
 //!
 //! Independent services can be deployed together in one process or apart by registering
-//! them on one server or on several; nothing else changes (the "logic container"). Requests
-//! are dispatched by service id, then method id, and run concurrently: each connection is
-//! multiplexed, answered out of order, and its responses are coalesced into as few writes as
-//! the load allows.
+//! them on one server or on several; nothing else changes (the "logic container").
 //!
-//! A handler that finishes on its first poll (most do) is run right on the connection's reader
-//! and answered in the same write as the other requests of that read: no task, timer or
-//! bookkeeping, which keeps server CPU per request close to a bare TCP echo. A handler that
-//! waits moves to a task of its own. So a handler that computes for long without awaiting
-//! holds up the other requests of its connection (not other connections): move such work
-//! to `tokio::task::spawn_blocking`.
+//! The server is two layers (`docs/runtime.md` draws them):
+//! - the **router** ([`router`]) decides: it dispatches a request to its service and method,
+//!   runs the [`Hook`]s (authentication, admission), applies the limits and drives the
+//!   handler to its result, deadline or cancellation. In-process calls go through it too.
+//! - a **connection** only moves bytes: it reads frames into a byte-bounded buffer, hands
+//!   them to the router, and writes the replies through a byte-bounded outbox.
+//!
+//! A handler that finishes on its first poll (most do) is answered right on the connection's
+//! reader, in the same write as the other requests of that read: no task, timer or
+//! bookkeeping, which keeps server CPU per request close to a bare TCP echo. Its permits are
+//! taken before that first poll. A handler that waits moves to a task of its own. A handler
+//! that computes for long without awaiting holds up the other requests of its connection (the
+//! reader yields between such handlers, so other connections are still served): move such
+//! work to `tokio::task::spawn_blocking`.
 //!
 //! Every limit answers with a status or closes the offending connection, never more: a broken
-//! or malicious client cannot take the server or other clients down.
+//! or malicious client cannot take the server or other clients down, and the server's memory
+//! is bounded by bytes ([`Limits`]), whatever its clients and handlers do.
 
 mod connection;
+mod hook;
+mod limits;
+mod outbox;
+pub(crate) mod router;
 
-pub(crate) use connection::run_call;
+pub use hook::Hook;
+pub use limits::Limits;
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Channel;
-use crate::frame::DEFAULT_MAX_FRAME;
+use crate::frame::{self, FrameKind, Header};
 use crate::service::Service;
-
-/// Limits that keep one client, or too many, from hurting the server.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Connections open at once; more are closed as soon as they are accepted.
-    pub max_connections: usize,
-    /// Requests in flight on one connection; more are answered `OVERLOADED`.
-    pub max_in_flight_per_connection: usize,
-    /// Requests in flight on the whole server; more are answered `OVERLOADED`.
-    pub max_in_flight: usize,
-    /// Largest frame (header plus body) accepted; a larger one closes the connection before
-    /// anything is allocated for it.
-    pub max_frame: usize,
-    /// How long a connection may make no progress writing responses (a client that stopped
-    /// reading) before it is closed.
-    pub write_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: 10_000,
-            max_in_flight_per_connection: 1_024,
-            max_in_flight: 65_536,
-            max_frame: DEFAULT_MAX_FRAME,
-            write_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
+use crate::status::Code;
+use router::Router;
 
 /// Builds a [`Server`].
 #[derive(Default)]
 pub struct ServerBuilder {
     services: HashMap<u16, Arc<dyn Service>>,
+    hooks: Vec<Arc<dyn Hook>>,
     limits: Limits,
 }
 
@@ -89,6 +71,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a hook that sees every request (see [`Hook`]); hooks run in the order added.
+    pub fn hook(mut self, hook: impl Hook) -> ServerBuilder {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Sets the limits.
     pub fn limits(mut self, limits: Limits) -> ServerBuilder {
         self.limits = limits;
@@ -97,25 +85,30 @@ impl ServerBuilder {
 
     /// Builds the server; call [`Server::serve`] to accept connections.
     pub fn build(self) -> Server {
+        let limits = self.limits;
         Server {
             shared: Arc::new(Shared {
-                in_flight: Arc::new(Semaphore::new(self.limits.max_in_flight)),
-                connections: Arc::new(Semaphore::new(self.limits.max_connections)),
-                services: self.services,
-                limits: self.limits,
+                connections: Arc::new(Semaphore::new(limits.max_connections)),
+                input: Arc::new(Semaphore::new(limits.max_buffered_input)),
+                refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                router: Arc::new(Router::new(self.services, self.hooks, limits)),
             }),
         }
     }
 }
 
+/// Connections refused at the cap that are still being told why.
+const REFUSALS_AT_ONCE: usize = 64;
+
 pub(crate) struct Shared {
-    pub(crate) services: HashMap<u16, Arc<dyn Service>>,
-    pub(crate) limits: Limits,
-    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) router: Arc<Router>,
     connections: Arc<Semaphore>,
-    shutdown: CancellationToken,
+    /// Bytes of input buffered across all connections.
+    pub(crate) input: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    pub(crate) shutdown: CancellationToken,
     /// Connection tasks, for shutdown to wait on.
     tasks: TaskTracker,
 }
@@ -132,6 +125,11 @@ impl Server {
         ServerBuilder::default()
     }
 
+    /// The limits the server was built with.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.router.limits
+    }
+
     /// Accepts connections on `listener` until [`shutdown`](Server::shutdown).
     ///
     /// # Errors
@@ -144,7 +142,7 @@ impl Server {
                 _ = shared.shutdown.cancelled() => return Ok(()),
                 accepted = listener.accept() => accepted,
             };
-            let (stream, _peer) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(conn) => conn,
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) if is_transient(&e) => {
@@ -154,16 +152,47 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-                drop(stream);
+                self.refuse(stream);
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
-                connection::run(shared, stream).await;
+                connection::run(shared, stream, Some(peer)).await;
                 drop(permit);
             });
         }
+    }
+
+    /// Tells a connection over the cap why it is closed: a GOAWAY frame with `OVERLOADED`,
+    /// then a short wait for the client to read it (closing at once with its request unread
+    /// would reset the connection and lose the frame).
+    fn refuse(&self, stream: TcpStream) {
+        let Ok(permit) = self.shared.refusals.clone().try_acquire_owned() else {
+            return;
+        };
+        let max = self.shared.router.limits.max_connections;
+        tokio::spawn(async move {
+            let header = Header {
+                kind: FrameKind::GOAWAY,
+                status_code: Code::OVERLOADED.0,
+                status_message: format!("the server is at its limit of {max} connections").into(),
+                ..Header::default()
+            };
+            let mut out = Vec::new();
+            frame::encode(&header, &[], &mut out);
+            let _ = tokio::time::timeout(Duration::from_secs(1), async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = stream;
+                stream.write_all(&out).await?;
+                stream.shutdown().await?;
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await? > 0 {}
+                io::Result::Ok(())
+            })
+            .await;
+            drop(permit);
+        });
     }
 
     /// Stops accepting connections, tells every client to go away, and waits (up to the
@@ -171,18 +200,14 @@ impl Server {
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
-        let _ =
-            tokio::time::timeout(self.shared.limits.shutdown_grace, self.shared.tasks.wait()).await;
+        let grace = self.shared.router.limits.shutdown_grace;
+        let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
     }
 
-    /// A channel to this server's services that does not go through the network: calls are
-    /// dispatched in process, through the same client stubs and call path as remote ones.
+    /// A channel to this server's services that does not go through the network: calls take
+    /// the same client layers and the same router (hooks, limits, deadlines) as remote ones.
     pub fn local_channel(&self) -> Channel {
-        Channel::local(self.shared.clone())
-    }
-
-    pub(crate) fn shutdown_token(shared: &Shared) -> &CancellationToken {
-        &shared.shutdown
+        Channel::local(self.shared.router.clone())
     }
 }
 

@@ -1,0 +1,383 @@
+//! The router: the one dispatch path every request takes, from a network connection or from
+//! an in-process channel.
+//!
+//! It finds the service and method, builds the handler's [`Context`] (deadline counted from
+//! the request's arrival, priority, peer, metadata), runs the [`Hook`]s, applies the
+//! server-wide limits, and hands back either an answer (the request was refused or expired)
+//! or a [`Running`] call. A `Running` call holds its permits from before its first poll until
+//! its handler stops, and drives the handler to its result, its deadline or its cancellation,
+//! whichever comes first. Connections only move bytes; this module decides.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::futures::TaskLocalFuture;
+
+use super::Limits;
+use super::hook::Hook;
+use crate::context::Context;
+use crate::frame::{self, FrameKind, Header};
+use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
+use crate::status::{Code, Status};
+
+/// Services, hooks and server-wide limits: what a request is dispatched through.
+pub(crate) struct Router {
+    services: HashMap<u16, Arc<dyn Service>>,
+    hooks: Box<[Arc<dyn Hook>]>,
+    pub(crate) limits: Limits,
+    /// Server-wide calls in flight.
+    in_flight: Arc<Semaphore>,
+}
+
+/// A request as it reaches the router.
+pub(crate) struct Incoming {
+    pub(crate) header: Header,
+    pub(crate) body: Bytes,
+    /// When its frame was read: the deadline counts from here.
+    pub(crate) arrived: Instant,
+    pub(crate) peer: Option<SocketAddr>,
+    /// Bytes of the connection's input budget the request holds until it ends.
+    pub(crate) bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// A response, ready to be framed.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) header: Header,
+    pub(crate) body: Bytes,
+    /// Whether the caller wants it: not for oneway requests, nor cancelled ones.
+    pub(crate) send: bool,
+}
+
+impl Reply {
+    /// A response to `request_id` with `result`.
+    fn new(request_id: u64, send: bool, result: Result<Bytes, Status>) -> Reply {
+        let mut header = Header {
+            kind: FrameKind::RESPONSE,
+            request_id,
+            ..Header::default()
+        };
+        let body = match result {
+            Ok(body) => body,
+            Err(status) => {
+                header.status_code = status.code().0;
+                header.status_message = status.message().to_owned().into();
+                Bytes::new()
+            }
+        };
+        Reply { header, body, send }
+    }
+
+    /// Appends the framed reply to `out`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        frame::encode(&self.header, &self.body, out);
+    }
+
+    /// The reply as a status, for in-process callers.
+    pub(crate) fn into_frame(self) -> frame::Frame {
+        frame::Frame {
+            header: self.header,
+            body: self.body,
+        }
+    }
+}
+
+/// What dispatching a request gave.
+// An answer is framed at once where it is made; boxing it would cost an allocation per
+// refused request for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Dispatch {
+    /// Answered without running: unknown method, refused, expired, over a limit.
+    Answered(Reply),
+    /// Admitted: poll it.
+    Run(Box<Running>),
+}
+
+impl Router {
+    pub(crate) fn new(
+        services: HashMap<u16, Arc<dyn Service>>,
+        hooks: Vec<Arc<dyn Hook>>,
+        limits: Limits,
+    ) -> Router {
+        Router {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            services,
+            hooks: hooks.into_boxed_slice(),
+            limits,
+        }
+    }
+
+    /// Dispatches one request. `now` is the time of pickup; `connection` is the in-flight
+    /// budget of the connection it came on, if any.
+    pub(crate) fn dispatch(
+        self: &Arc<Router>,
+        request: Incoming,
+        now: Instant,
+        connection: Option<&Arc<Semaphore>>,
+    ) -> Dispatch {
+        let header = &request.header;
+        let send = header.kind == FrameKind::REQUEST;
+        let id = header.request_id;
+        let answer = |status: Status| Dispatch::Answered(Reply::new(id, send, Err(status)));
+        let Some(service) = u16::try_from(header.service_id)
+            .ok()
+            .and_then(|id| self.services.get(&id))
+        else {
+            return answer(Status::unimplemented(format!(
+                "no service with id {}",
+                header.service_id
+            )));
+        };
+        let Some(method) = u16::try_from(header.method_id)
+            .ok()
+            .and_then(|m| service.descriptor().method(m))
+        else {
+            return answer(Status::unimplemented(format!(
+                "{} has no method with id {}",
+                service.descriptor().name,
+                header.method_id
+            )));
+        };
+        let ctx = self.context(&request, method);
+        let refused = self.admit(method, &ctx, now, connection);
+        let permits = match refused {
+            Ok(permits) => permits,
+            Err(status) => {
+                let mut reply = Reply::new(id, send, Err(status));
+                self.on_response(method, &ctx, &mut reply.header);
+                return Dispatch::Answered(reply);
+            }
+        };
+        let call = service.call(method.id, ctx.clone(), request.body);
+        Dispatch::Run(Box::new(Running {
+            call: Box::pin(ctx.clone().scoped(CatchUnwind(call))),
+            ctx,
+            method,
+            router: self.clone(),
+            request_id: id,
+            send,
+            started: false,
+            _permits: (permits, request.bytes),
+        }))
+    }
+
+    /// The handler's context: the deadline is what the caller asked for (or the method's IDL
+    /// timeout when it did not say), never more than the server's cap, counted from arrival.
+    fn context(&self, request: &Incoming, method: &'static MethodDescriptor) -> Context {
+        let header = &request.header;
+        let asked = match header.deadline_ms {
+            0 => method.timeout_ms,
+            ms => ms,
+        };
+        let budget = Duration::from_millis(u64::from(asked)).min(self.limits.max_deadline);
+        let mut ctx = Context::default();
+        ctx.arrived = request.arrived;
+        // An arrival time near the end of `Instant`'s range cannot overflow into a panic.
+        ctx.set_deadline(Some(
+            request
+                .arrived
+                .checked_add(budget)
+                .unwrap_or(request.arrived),
+        ));
+        ctx.peer = request.peer;
+        ctx.caller = header.caller.clone();
+        ctx.trace_id = header.trace_id.clone();
+        ctx.dye = header.dye.clone();
+        ctx.user_key = header.user_key;
+        ctx.priority = Priority::from_wire(header.priority);
+        ctx.attempt = header.attempt;
+        if !header.metadata.is_empty() {
+            ctx.metadata = header.metadata.clone();
+        }
+        ctx
+    }
+
+    /// Hooks, expiry and limits, in that order; the permits a call holds while it runs.
+    fn admit(
+        &self,
+        method: &'static MethodDescriptor,
+        ctx: &Context,
+        now: Instant,
+        connection: Option<&Arc<Semaphore>>,
+    ) -> Result<Permits, Status> {
+        for hook in &self.hooks {
+            hook.on_request(method, ctx)?;
+        }
+        if ctx.deadline().is_some_and(|d| now >= d) {
+            return Err(Status::deadline_exceeded(
+                "the deadline passed while the request waited to be picked up",
+            ));
+        }
+        let connection = match connection {
+            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+                Status::overloaded("too many requests in flight on this connection")
+            })?),
+            None => None,
+        };
+        let server = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::overloaded("too many requests in flight on this server"))?;
+        Ok((server, connection))
+    }
+
+    fn on_response(&self, method: &'static MethodDescriptor, ctx: &Context, header: &mut Header) {
+        for hook in &self.hooks {
+            hook.on_response(method, ctx, header);
+        }
+    }
+
+    /// Runs a request in process: the same dispatch as a network request, with the handler in
+    /// its own task so that a caller who gives up leaves it to see the cancellation.
+    pub(crate) async fn call_local(
+        self: &Arc<Router>,
+        header: Header,
+        body: Bytes,
+    ) -> frame::Frame {
+        let now = Instant::now();
+        let incoming = Incoming {
+            header,
+            body,
+            arrived: now,
+            peer: None,
+            bytes: None,
+        };
+        let running = match self.dispatch(incoming, now, None) {
+            Dispatch::Answered(reply) => return reply.into_frame(),
+            Dispatch::Run(running) => running,
+        };
+        let oneway = !running.send;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Dropping the caller's future cancels the call, as a CANCEL frame would.
+        let cancel = running.ctx.cancel_token().clone().drop_guard();
+        tokio::spawn(running.finish(move |reply| {
+            let _ = tx.send(reply);
+        }));
+        if oneway {
+            cancel.disarm();
+            return Reply::new(0, false, Ok(Bytes::new())).into_frame();
+        }
+        let reply = rx.await;
+        cancel.disarm();
+        match reply {
+            Ok(reply) => reply.into_frame(),
+            Err(_) => Reply::new(
+                0,
+                true,
+                Err(Status::internal("the call ended without a result")),
+            )
+            .into_frame(),
+        }
+    }
+}
+
+/// Server-wide and per-connection in-flight slots.
+type Permits = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+/// An admitted call: its handler, its context and the permits it holds until it stops.
+pub(crate) struct Running {
+    call: Pin<Box<TaskLocalFuture<Context, CatchUnwind>>>,
+    ctx: Context,
+    method: &'static MethodDescriptor,
+    router: Arc<Router>,
+    request_id: u64,
+    send: bool,
+    started: bool,
+    /// Released when the call is dropped, that is when its handler has stopped.
+    _permits: (Permits, Option<OwnedSemaphorePermit>),
+}
+
+impl Running {
+    /// The call's cancellation: cancelling it ends the call with `CANCELLED` (nothing sent).
+    pub(crate) fn cancel_token(&self) -> &tokio_util::sync::CancellationToken {
+        self.ctx.cancel_token()
+    }
+
+    /// Polls the handler once; the reply if it finished.
+    pub(crate) fn poll_once(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Reply> {
+        if !self.started {
+            self.started = true;
+            if !self.router.hooks.is_empty() {
+                let now = Instant::now();
+                for hook in &self.router.hooks {
+                    hook.on_start(self.method, &self.ctx, now);
+                }
+            }
+        }
+        self.call.as_mut().poll(cx).map(|result| self.reply(result))
+    }
+
+    fn reply(&self, result: Result<Bytes, Status>) -> Reply {
+        let result = match result {
+            // Checked here so that a response too big for the frame limit fails this call
+            // only, instead of being cut off by the peer together with the connection.
+            Ok(body) => frame::check_len(body.len(), self.router.limits.max_frame, "response")
+                .map(|()| body),
+            err => err,
+        };
+        let send = self.send && !(self.ctx.is_cancelled() && result.is_err());
+        let mut reply = Reply::new(self.request_id, send, result);
+        self.router
+            .on_response(self.method, &self.ctx, &mut reply.header);
+        reply
+    }
+
+    /// Drives the call to its end: the handler's result, the deadline (answered
+    /// `DEADLINE_EXCEEDED`) or the caller's cancel (answered to nobody), whichever comes first;
+    /// `respond` gets the reply at once. After a deadline or cancel the handler is polled on
+    /// for a short grace so it can see the cancellation through its context and stop; its
+    /// permits are released when it stops or when the grace ends.
+    pub(crate) async fn finish(mut self: Box<Self>, respond: impl FnOnce(Reply)) {
+        let deadline = self.ctx.deadline();
+        let token = self.ctx.cancel_token().clone();
+        let name = self.method.full_name;
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cut_short = tokio::select! {
+            biased;
+            reply = std::future::poll_fn(|cx| self.poll_once(cx)) => {
+                respond(reply);
+                return;
+            }
+            _ = token.cancelled() => Status::cancelled("the caller cancelled the call"),
+            _ = expired => Status::deadline_exceeded(format!(
+                "{name} did not finish before its deadline"
+            )),
+        };
+        // Downstream calls the handler made see this at once and cancel their own servers.
+        token.cancel();
+        let mut reply = self.reply(Err(cut_short));
+        reply.send = self.send && reply.header.status_code == Code::DEADLINE_EXCEEDED.0;
+        respond(reply);
+        let grace = self.router.limits.cancel_grace;
+        let _ = tokio::time::timeout(grace, self.call.as_mut()).await;
+    }
+}
+
+/// Turns a panic while polling the handler into an `INTERNAL` status for that call only.
+pub(crate) struct CatchUnwind(BoxFuture<Result<Bytes, Status>>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Bytes, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(Err(Status::internal("the handler panicked"))),
+        }
+    }
+}
