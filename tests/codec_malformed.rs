@@ -124,3 +124,21 @@ fn bad_keys_and_wire_types() {
         &DecodeErrorKind::InvalidPackedLength
     );
 }
+
+/// Empty structs are 2 bytes on the wire and far more in memory: a body made of them stops
+/// decoding once its elements would take more than `DECODE_FACTOR` times its size.
+#[test]
+fn a_list_of_empty_structs_cannot_blow_up_in_memory() {
+    use svrkit_runtime::codec::{DECODE_SLACK, DecodeErrorKind};
+    use svrkit_tests::svrkit::test::all_types::Repeateds;
+    // Field 17 (`r_user`, a struct), length 0, over and over: 1 MiB of input.
+    let body: Vec<u8> = [0x8a, 0x01, 0x00].repeat((1 << 20) / 3);
+    let err = Repeateds::decode(&body).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::AllocationLimit, "{err}");
+    assert!(err.to_string().contains("Repeateds.r_user"), "{err}");
+    // Within the bound (here: the slack alone) it decodes.
+    let element = std::mem::size_of::<svrkit_tests::svrkit::im::common::UserRef>();
+    let fits = (DECODE_SLACK / element).min(1000);
+    let small: Vec<u8> = [0x8a, 0x01, 0x00].repeat(fits);
+    assert_eq!(Repeateds::decode(&small).unwrap().r_user.len(), fits);
+}

@@ -13,6 +13,18 @@ use super::wire::WireType;
 /// overflow the stack.
 pub const MAX_DEPTH: u32 = 100;
 
+/// The elements of lists and maps a decoder creates may take at most this many times the
+/// input's length in memory (plus [`DECODE_SLACK`]), counted as `size_of` of each element.
+///
+/// Protobuf lets a 2-byte element (an empty struct) stand for a struct of hundreds of bytes;
+/// without a bound, a 4 MiB request of empty elements would decode into gigabytes. Sixteen
+/// leaves room for sparse real-world structs (a `UserRef { uin: 7 }` is 4 bytes on the wire
+/// and 72 in memory) while keeping a decode within a constant factor of what was received.
+/// Scalars in packed lists are not counted: they expand at most 8 times by nature.
+pub const DECODE_FACTOR: usize = 16;
+/// Memory every decode may use for elements regardless of its input's size.
+pub const DECODE_SLACK: usize = 64 << 10;
+
 /// Strings up to this length are copied into `FastStr`'s inline buffer (30 bytes); longer
 /// ones are shared with the input.
 const SHARE_STRINGS_ABOVE: usize = 30;
@@ -28,9 +40,17 @@ pub struct Decoder<'a> {
     source: Option<&'a Bytes>,
     /// Nesting levels still allowed below this one.
     depth: u32,
+    /// Bytes of list and map elements still allowed (see [`DECODE_FACTOR`]).
+    budget: usize,
 }
 
 type Result<T> = std::result::Result<T, DecodeError>;
+
+fn budget_for(input: usize) -> usize {
+    input
+        .saturating_mul(DECODE_FACTOR)
+        .saturating_add(DECODE_SLACK)
+}
 
 #[cold]
 fn err<T>(kind: DecodeErrorKind) -> Result<T> {
@@ -44,6 +64,7 @@ impl<'a> Decoder<'a> {
             buf,
             source: None,
             depth: MAX_DEPTH,
+            budget: budget_for(buf.len()),
         }
     }
 
@@ -53,6 +74,7 @@ impl<'a> Decoder<'a> {
             buf: source,
             source: Some(source),
             depth: MAX_DEPTH,
+            budget: budget_for(source.len()),
         }
     }
 
@@ -220,8 +242,26 @@ impl<'a> Decoder<'a> {
             buf: slice,
             source: self.source,
             depth: self.depth - 1,
+            budget: self.budget,
         };
-        f(&mut inner)
+        let result = f(&mut inner);
+        self.budget = inner.budget;
+        result
+    }
+
+    /// Counts `bytes` of memory for a decoded element against this decode's budget.
+    ///
+    /// # Errors
+    /// [`DecodeErrorKind::AllocationLimit`] once the elements would exceed it.
+    #[inline]
+    pub fn charge(&mut self, bytes: usize) -> Result<()> {
+        match self.budget.checked_sub(bytes) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => err(DecodeErrorKind::AllocationLimit),
+        }
     }
 
     /// Splits off a length-delimited region as its own decoder at the same depth (for packed
@@ -233,6 +273,8 @@ impl<'a> Decoder<'a> {
             buf: slice,
             source: self.source,
             depth: self.depth,
+            // Packed lists hold scalars, which are not charged.
+            budget: 0,
         })
     }
 

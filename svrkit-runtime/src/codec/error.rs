@@ -49,6 +49,9 @@ pub enum DecodeErrorKind {
     InvalidPackedLength,
     /// Structs were nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH).
     RecursionLimit,
+    /// The lists and maps decoded so far would take more memory than
+    /// [`DECODE_FACTOR`](super::DECODE_FACTOR) times the input allows.
+    AllocationLimit,
 }
 
 impl DecodeError {
@@ -101,6 +104,11 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::InvalidPackedLength => {
                 f.write_str("packed list length is not a multiple of its element size")
             }
+            DecodeErrorKind::AllocationLimit => write!(
+                f,
+                "the elements would take more than {} times the input's size in memory",
+                super::DECODE_FACTOR
+            ),
             DecodeErrorKind::RecursionLimit => write!(
                 f,
                 "structs nested deeper than the limit of {}",

@@ -158,6 +158,7 @@ pub fn merge_repeated<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) 
 where
     K::Value: Default,
 {
+    d.charge(std::mem::size_of::<K::Value>())?;
     // Decode into the slot it will occupy, so the value is not moved again after decoding.
     values.push(K::Value::default());
     let last = values.len() - 1;
@@ -239,6 +240,7 @@ where
     K::Value: Default + Ord,
     V::Value: Default,
 {
+    d.charge(std::mem::size_of::<(K::Value, V::Value)>())?;
     // An entry is a nested message, so it counts against the depth limit like one.
     d.nested(|entry| {
         let mut k = K::Value::default();

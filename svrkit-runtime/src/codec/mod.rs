@@ -18,7 +18,7 @@ mod message;
 mod unknown;
 pub mod wire;
 
-pub use decoder::{Decoder, MAX_DEPTH};
+pub use decoder::{DECODE_FACTOR, DECODE_SLACK, Decoder, MAX_DEPTH};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use message::{Enumeration, Message};
 pub use unknown::{UnknownField, UnknownFields};
