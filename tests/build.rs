@@ -62,6 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::slice::from_ref(&proto_dir),
         )?;
 
+    // prost-build writing to OUT_DIR itself, as a crate that uses both would: its
+    // `bench.chat.rs` sits beside svrkit's (which is in OUT_DIR/svrkit).
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_protos(&[proto_dir.join("bench.chat.proto")], &[&proto_dir])?;
+
     // prost with its default settings, for the benchmark.
     let prost_default = out.join("prost_default");
     std::fs::create_dir_all(&prost_default)?;

@@ -328,3 +328,23 @@ fn lists_of_structs_of_changing_sizes_match_prost() {
     assert_eq!(prost::Message::encode_to_vec(&theirs), ours);
     assert_eq!(sk::MsgList::decode(&ours).unwrap(), list);
 }
+
+/// A crate that runs both prost-build and svrkit's build API for one package name: each
+/// writes its own `bench.chat.rs` (prost to `OUT_DIR`, svrkit to `OUT_DIR/svrkit`), both
+/// compile into the crate, and they agree on the bytes.
+#[test]
+fn prost_build_output_of_the_same_package_sits_beside_svrkits() {
+    use svrkit_tests::prost_beside as pb;
+    use svrkit_tests::svrkit::bench::chat as sk;
+    let ours = sk::SendMsgReq {
+        from_user: "alice".into(),
+        client_msg_id: 9,
+        ..Default::default()
+    };
+    let theirs = pb::SendMsgReq {
+        from_user: "alice".into(),
+        client_msg_id: 9,
+        ..Default::default()
+    };
+    assert_eq!(ours.encode_to_vec(), prost::Message::encode_to_vec(&theirs));
+}

@@ -50,7 +50,11 @@ use diag::{Diagnostic, Diagnostics};
 use ir::Schema;
 use span::SourceMap;
 
-/// Compiles IDL files into `OUT_DIR` with default settings (includes resolve relative to
+/// The subdirectory of `OUT_DIR` the build API writes to: its own, so that generated
+/// `<package>.rs` files sit beside prost-build's or tonic-build's of the same name.
+pub const OUT_SUBDIR: &str = "svrkit";
+
+/// Compiles IDL files into `OUT_DIR/svrkit` with default settings (includes resolve relative to
 /// each including file only).
 ///
 /// # Errors
@@ -75,7 +79,9 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// A builder that writes to `OUT_DIR` and tells cargo about every file it reads.
+    /// A builder that writes to `OUT_DIR/svrkit/` (where `include_idl!` looks, and where
+    /// prost-build, tonic-build or anything else writing `<package>.rs` to `OUT_DIR` cannot
+    /// collide with it) and tells cargo about every file it reads.
     pub fn new() -> Builder {
         Builder {
             include_dirs: Vec::new(),
@@ -92,7 +98,7 @@ impl Builder {
         self
     }
 
-    /// Writes generated files here instead of `OUT_DIR`.
+    /// Writes generated files here instead of `OUT_DIR/svrkit`.
     pub fn out_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Builder {
         self.out_dir = Some(dir.into());
         self
@@ -174,7 +180,7 @@ impl Builder {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
             None => std::env::var_os("OUT_DIR")
-                .map(PathBuf::from)
+                .map(|out| PathBuf::from(out).join(OUT_SUBDIR))
                 .ok_or(Error::NoOutDir)?,
         };
         let result = self.check(files);

@@ -59,7 +59,9 @@ pub use faststr::FastStr;
 /// Includes the code a build script generated for one IDL package.
 ///
 /// `include_idl!("im.message")` expands to
-/// `include!(concat!(env!("OUT_DIR"), "/im.message.rs"))`. Mount each package at the module
+/// `include!(concat!(env!("OUT_DIR"), "/svrkit/im.message.rs"))` (the build API writes to
+/// its own subdirectory, so prost-build or tonic-build output of the same package name can
+/// sit beside it). Mount each package at the module
 /// path its name spells (`im::message`), because generated code reaches types of other
 /// packages through relative `super::` paths, as prost does.
 ///
@@ -72,6 +74,9 @@ pub use faststr::FastStr;
 #[macro_export]
 macro_rules! include_idl {
     ($package:literal) => {
-        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+        include!(concat!(
+            env!("OUT_DIR"),
+            concat!("/svrkit/", $package, ".rs")
+        ));
     };
 }

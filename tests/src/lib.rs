@@ -66,4 +66,12 @@ pub mod prost_default {
     }
 }
 
+/// prost-build's output for the package `bench.chat`, written to `OUT_DIR` itself beside
+/// svrkit's output for the same package.
+pub mod prost_beside {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/bench.chat.rs"));
+}
+
 pub mod echo;
+pub mod raw;
