@@ -187,3 +187,80 @@ async fn an_unknown_method_is_unimplemented() {
         "test.rpc.EchoSvr has no method with id 99"
     );
 }
+
+/// A peer that accepts connections and then never answers (a half-open connection, a hung
+/// machine): the keepalive notices within two intervals, the call fails UNAVAILABLE instead
+/// of waiting for its deadline, and the balancer sends later calls elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_is_detected_and_avoided() {
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = black_hole.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = black_hole.accept().await {
+            conns.push(conn);
+        }
+    });
+    let running = echo::start().await;
+    let options = ChannelOptions {
+        keepalive_interval: Duration::from_millis(100),
+        min_backoff: Duration::from_secs(60),
+        connections_per_endpoint: 1,
+        ..Default::default()
+    };
+    let channel = Channel::lazy([silent, running.addr.clone()], options);
+    let client = EchoSvrClient::new(channel.clone());
+    let long = svrkit_runtime::CallOptions::timeout(Duration::from_secs(30));
+    let started = Instant::now();
+    let err = client
+        .echo_with(&EchoReq::default(), &long)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
+    assert!(err.message().contains("keepalive"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let endpoints = channel.endpoints().unwrap().snapshot();
+    assert!(!endpoints[0].is_healthy());
+    for _ in 0..10 {
+        client.echo_with(&EchoReq::default(), &long).await.unwrap();
+    }
+    held.abort();
+}
+
+/// The endpoint set can change while calls run: an added endpoint takes calls, a removed
+/// one gets no new ones, and calls already running on it finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_can_change_under_running_calls() {
+    let a = echo::start().await;
+    let b = echo::start().await;
+    let channel = Channel::lazy([a.addr.clone()], Default::default());
+    let client = EchoSvrClient::new(channel.clone());
+    let running_call = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .echo(&EchoReq {
+                    text: "slow".into(),
+                    delay_ms: 300,
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    a.observed
+        .until("the slow call started", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    channel.endpoints().unwrap().update([b.addr.clone()]);
+    for _ in 0..4 {
+        client.echo(&EchoReq::default()).await.unwrap();
+    }
+    assert_eq!(b.observed.started.load(Ordering::SeqCst), 4);
+    assert_eq!(running_call.await.unwrap().unwrap().text, "slow");
+    assert_eq!(a.observed.started.load(Ordering::SeqCst), 1);
+}

@@ -4,20 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use svrkit_runtime::frame::FrameKind;
 use svrkit_runtime::{CallOptions, Code};
 use svrkit_tests::echo;
+use svrkit_tests::raw::RawConn;
 use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idl_deadline_applies_and_reaches_the_handler() {
@@ -38,10 +29,14 @@ async fn the_idl_deadline_applies_and_reaches_the_handler() {
         "took {:?}",
         started.elapsed()
     );
-    eventually("the handler saw the deadline", || {
-        running.observed.saw_cancel.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    running
+        .observed
+        .until(
+            "the handler saw the deadline",
+            Duration::from_secs(5),
+            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,26 +63,35 @@ async fn per_call_options_override_the_idl() {
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
 }
 
-/// Starts a call that would take ten seconds, drops it once the handler runs, and waits for
-/// the handler to see the cancellation through its context.
+/// Starts a call with a minute's deadline to a handler that would take ten seconds, drops
+/// it once the handler runs, and checks the handler sees the cancellation within 100 ms: only
+/// the cancel itself (not a deadline) can cause that.
 async fn drop_a_call_and_watch_the_handler(running: &echo::Running, client: EchoSvrClient) {
     let call = tokio::spawn(async move {
         client
-            .echo(&EchoReq {
-                delay_ms: 10_000,
-                ..Default::default()
-            })
+            .echo_with(
+                &EchoReq {
+                    delay_ms: 10_000,
+                    ..Default::default()
+                },
+                &CallOptions::timeout(Duration::from_secs(60)),
+            )
             .await
     });
-    eventually("the handler started", || {
-        running.observed.started.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let observed = &running.observed;
+    observed
+        .until("the handler started", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
     call.abort();
-    eventually("the handler saw the cancel", || {
-        running.observed.saw_cancel.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    observed
+        .until(
+            "the handler saw the cancel",
+            Duration::from_millis(100),
+            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,8 +147,65 @@ async fn a_handler_passes_its_remaining_budget_on() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
     assert!(started.elapsed() < Duration::from_secs(2));
-    eventually("the downstream handler saw its deadline", || {
-        back.observed.saw_cancel.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    back.observed
+        .until(
+            "the downstream handler saw its deadline",
+            Duration::from_secs(5),
+            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
+        )
+        .await;
+}
+
+/// A peer that never sends CANCEL still gets its answer when the handler overruns: the
+/// server answers DEADLINE_EXCEEDED on the wire at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overrunning_handler_is_answered_deadline_exceeded_on_the_wire() {
+    let running = echo::start().await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let slow = EchoReq {
+        delay_ms: 10_000,
+        ..Default::default()
+    };
+    raw.request(41, 1, 100, &slow).await;
+    let response = raw.read(Duration::from_secs(2)).await;
+    assert_eq!(response.header.kind, FrameKind::RESPONSE);
+    assert_eq!(response.header.request_id, 41);
+    assert_eq!(Code(response.header.status_code), Code::DEADLINE_EXCEEDED);
+    // No deadline on the wire: the method's IDL timeout (Slow: 100 ms) applies.
+    raw.request(42, 2, 0, &slow).await;
+    let response = raw.read(Duration::from_secs(2)).await;
+    assert_eq!(Code(response.header.status_code), Code::DEADLINE_EXCEEDED);
+}
+
+/// Dropping a call to a relay cancels the relay's handler, which cancels its own call to
+/// the next hop at once: the handler two hops down sees it within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_handler_two_hops_down_at_once() {
+    let back = echo::start().await;
+    let front = echo::start_with(Default::default(), Some(echo::client(&back.addr, 1))).await;
+    let client = echo::client(&front.addr, 1);
+    let call = tokio::spawn(async move {
+        client
+            .relay_with(
+                &EchoReq {
+                    delay_ms: 10_000,
+                    ..Default::default()
+                },
+                &CallOptions::timeout(Duration::from_secs(60)),
+            )
+            .await
+    });
+    back.observed
+        .until("the second hop started", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    call.abort();
+    back.observed
+        .until(
+            "the second hop saw the cancel",
+            Duration::from_millis(100),
+            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
+        )
+        .await;
 }

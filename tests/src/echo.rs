@@ -22,6 +22,41 @@ pub struct Observed {
     pub finish_order: Mutex<Vec<u64>>,
     /// Texts of oneway notes received.
     pub notes: Mutex<Vec<String>>,
+    /// Signalled whenever a counter above changes, for tests to wait on.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Observed {
+    /// Waits (up to `limit`) until `check` holds, woken by the handlers rather than polling.
+    /// Returns how long it took.
+    pub async fn until(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Observed) -> bool,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                let changed = self.changed.notified();
+                if check(self) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        started.elapsed()
+    }
+
+    fn bump(&self, counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
 }
 
 /// The echo service. `downstream` is where Relay calls go.
@@ -34,9 +69,18 @@ pub struct Echo {
 
 impl Echo {
     async fn answer(&self, ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
-        self.observed.started.fetch_add(1, Ordering::SeqCst);
+        self.observed.bump(&self.observed.started);
         if request.panic {
             panic!("asked to panic");
+        }
+        if request.hang {
+            return std::future::pending().await;
+        }
+        if request.spin_ms > 0 {
+            let until = std::time::Instant::now() + Duration::from_millis(request.spin_ms.into());
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
         }
         if request.fail_code != 0 {
             return Err(Status::application(request.fail_code, "asked to fail"));
@@ -46,12 +90,12 @@ impl Echo {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))) => {}
                 _ = ctx.cancelled() => {
-                    self.observed.saw_cancel.fetch_add(1, Ordering::SeqCst);
+                    self.observed.bump(&self.observed.saw_cancel);
                     return Err(Status::cancelled("noticed"));
                 }
             }
         }
-        self.observed.finished.fetch_add(1, Ordering::SeqCst);
+        self.observed.bump(&self.observed.finished);
         self.observed.finish_order.lock().unwrap().push(request.seq);
         Ok(EchoResp {
             text: request.text,
@@ -80,6 +124,10 @@ impl EchoSvr for Echo {
             .unwrap()
             .push(request.text.to_string());
         Ok(())
+    }
+
+    async fn hang(&self, ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {
+        self.answer(ctx, request).await
     }
 
     async fn relay(&self, _ctx: Context, request: EchoReq) -> Result<EchoResp, Status> {

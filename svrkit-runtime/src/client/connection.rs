@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +31,8 @@ pub(crate) struct ClientConn {
     next_id: AtomicU64,
     /// Set when the server said GOAWAY or the connection broke or went silent: no new calls.
     closed: Arc<AtomicBool>,
+    /// Why the connection ended, once it has: what later calls on it fail with.
+    ended: Arc<OnceLock<Status>>,
 }
 
 impl ClientConn {
@@ -49,11 +51,13 @@ impl ClientConn {
         let (tx, rx) = mpsc::channel::<Outgoing>(4096);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(OnceLock::new());
         tokio::spawn(write_loop(writer, rx));
         tokio::spawn(
             Reader {
                 pending: pending.clone(),
                 closed: closed.clone(),
+                ended: ended.clone(),
                 tx: tx.downgrade(),
                 health,
                 max_frame: options.max_frame,
@@ -66,6 +70,7 @@ impl ClientConn {
             pending,
             next_id: AtomicU64::new(1),
             closed,
+            ended,
         })
     }
 
@@ -88,6 +93,11 @@ impl ClientConn {
         }
         let (tx, rx) = oneshot::channel();
         if let Ok(mut m) = self.pending.lock() {
+            // The reader records why it stopped before it fails the waiters (under this
+            // lock): a call that comes later must not wait for an answer nobody will read.
+            if let Some(why) = self.ended.get() {
+                return Err(why.clone());
+            }
             m.insert(request_id, tx);
         }
         let mut guard = CancelOnDrop {
@@ -162,6 +172,7 @@ async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::R
 struct Reader {
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
+    ended: Arc<OnceLock<Status>>,
     /// Weak, so that dropping the last `ClientConn` still closes the writer.
     tx: mpsc::WeakSender<Outgoing>,
     health: Arc<Health>,
@@ -245,6 +256,7 @@ impl Reader {
             }
         };
         self.closed.store(true, Ordering::Release);
+        let _ = self.ended.set(why.clone());
         // Everyone still waiting learns why the connection is gone.
         let waiters: Vec<_> = self
             .pending

@@ -29,8 +29,10 @@ pub const MAGIC: [u8; 2] = *b"SK";
 pub const VERSION: u8 = 1;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 12;
-/// Default largest frame (header plus body) a peer accepts.
-pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Default largest frame (header plus body) a peer accepts: 4 MiB, as gRPC's default. With
+/// the codec's [`DECODE_FACTOR`](crate::codec::DECODE_FACTOR) it bounds what one request can
+/// make a server allocate.
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// A decoded frame.
 #[derive(Clone, Debug, PartialEq)]

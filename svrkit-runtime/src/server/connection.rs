@@ -27,6 +27,10 @@ use crate::status::Status;
 
 /// Smallest step a read buffer grows by.
 const READ_STEP: usize = 8 * 1024;
+/// What a connection's read buffer may hold without drawing on the server's input budget:
+/// enough for small frames, so that ordinary requests never wait for a budget that large
+/// frames (or stalled ones) hold.
+const FREE_BUFFER: usize = 2 * READ_STEP;
 /// How long the reader runs handlers inline before it lets other connections' readers run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
@@ -167,8 +171,25 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
             let now = Instant::now();
             match read {
                 Read::Frame(frame) => {
-                    let bytes = input.take(frame.body.len() + frame::PREFIX_LEN);
-                    handle(&conn, frame, bytes, arrived, now, peer, &mut out).await;
+                    // Requests hold input budget while they run; control frames never wait.
+                    let kind = frame.header.kind;
+                    let charge = if kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY {
+                        input.take(frame.body.len() + frame::PREFIX_LEN)
+                    } else {
+                        Ok(None)
+                    };
+                    match charge {
+                        Ok(bytes) => {
+                            handle(&conn, frame, bytes, arrived, now, peer, &mut out).await;
+                        }
+                        Err(()) if frame.header.kind == FrameKind::REQUEST => {
+                            let status = Status::overloaded(
+                                "the server's memory budget for requests is spent",
+                            );
+                            reply_now(frame.header.request_id, status, &mut out);
+                        }
+                        Err(()) => {}
+                    }
                 }
                 Read::Oversized { header, len } => {
                     if header.kind == FrameKind::REQUEST {
@@ -366,7 +387,9 @@ impl Input {
         }
         // Doubling as bytes arrive: a frame's buffer is at most about twice what came.
         let step = missing.min(self.buf.len().max(READ_STEP)).max(READ_STEP);
-        let want = (self.buf.capacity() * 2).max(self.buf.len() + step);
+        let want = (self.buf.capacity() * 2)
+            .max(self.buf.len() + step)
+            .saturating_sub(FREE_BUFFER);
         if want > self.charged() {
             let more = want - self.charged();
             let Ok(more) = u32::try_from(more) else {
@@ -393,15 +416,19 @@ impl Input {
         true
     }
 
-    /// Moves `len` bytes of the charge to a request taken out of the buffer: it holds them
-    /// until it ends.
-    fn take(&mut self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let charge = self.charge.as_mut()?;
-        let n = len.min(charge.num_permits());
-        if n == charge.num_permits() {
-            return self.charge.take();
+    /// The budget a request taken out of the buffer holds until it ends. A large frame was
+    /// split off without copying, so it takes the buffer's whole charge with its memory; a
+    /// small one was copied and is charged for its length. `Err` when the budget is spent:
+    /// the request is refused rather than held.
+    fn take(&mut self, len: usize) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        if len > frame::COPY_ABOVE {
+            return Ok(self.charge.take());
         }
-        charge.split(n)
+        let len = u32::try_from(len).map_err(drop)?;
+        match self.budget.clone().try_acquire_many_owned(len) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(()),
+        }
     }
 
     /// Gives the buffer's memory (and its budget) back between bursts: idle connections cost

@@ -45,3 +45,16 @@ pub trait Hook: Send + Sync + 'static {
     ) {
     }
 }
+
+/// A shared hook, so the caller can keep a handle to it (to read what it saw).
+impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
+    fn on_request(&self, method: &'static MethodDescriptor, ctx: &Context) -> Result<(), Status> {
+        (**self).on_request(method, ctx)
+    }
+    fn on_start(&self, method: &'static MethodDescriptor, ctx: &Context, started: Instant) {
+        (**self).on_start(method, ctx, started);
+    }
+    fn on_response(&self, method: &'static MethodDescriptor, ctx: &Context, response: &mut Header) {
+        (**self).on_response(method, ctx, response);
+    }
+}

@@ -208,8 +208,13 @@ impl Router {
         now: Instant,
         connection: Option<&Arc<Semaphore>>,
     ) -> Result<Permits, Status> {
-        for hook in &self.hooks {
-            hook.on_request(method, ctx)?;
+        let mut now = now;
+        if !self.hooks.is_empty() {
+            for hook in &self.hooks {
+                hook.on_request(method, ctx)?;
+            }
+            // Time spent in hooks counts as waiting, like time in the queue.
+            now = Instant::now();
         }
         if ctx.deadline().is_some_and(|d| now >= d) {
             return Err(Status::deadline_exceeded(

@@ -1,0 +1,359 @@
+//! The server under attack, or under clients that break the protocol: its memory stays
+//! bounded by bytes, held resources come back when clients leave, and each misuse gets its
+//! stated status on the wire while everyone else is served.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::frame::{FrameKind, Header};
+use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Code, Limits};
+use svrkit_tests::echo;
+use svrkit_tests::raw::{self, RawConn};
+use svrkit_tests::svrkit::test::all_types::Empty;
+use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
+use tokio::io::AsyncWriteExt;
+
+const MIB: usize = 1 << 20;
+
+/// The tests here measure the process's memory, which the others would disturb: they run
+/// one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn still_serving(client: &EchoSvrClient) {
+    let started = Instant::now();
+    let response = client
+        .echo(&EchoReq {
+            text: "fine".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.text, "fine");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// A client that sends requests whose handlers wait (so they run in tasks) and never reads
+/// a reply: the server stops reading it once its unsent replies pass the bound, so its
+/// memory stays flat however much the client sends, and other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_costs_bounded_memory() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let limits = Limits {
+        max_unsent_per_connection: MIB,
+        write_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let good = echo::client(&running.addr, 1);
+    let before = raw::rss();
+    let mut bad = RawConn::connect(&running.addr).await;
+    // 1,000 requests with 64 KiB replies each: 64 MiB of replies it will never read.
+    let request = EchoReq {
+        delay_ms: 1,
+        payload: vec![7u8; 64 << 10].into(),
+        ..Default::default()
+    };
+    let writer = tokio::spawn(async move {
+        for id in 1..=1_000 {
+            bad.request(id, 1, 60_000, &request).await;
+        }
+        bad
+    });
+    // The writer blocks once the server stops reading; give it a few seconds to try.
+    match tokio::time::timeout(Duration::from_secs(3), writer).await {
+        Err(_) => {}
+        Ok(Ok(_)) => panic!("the server read everything: nothing held it back"),
+        Ok(Err(e)) => panic!("the server closed the connection: {e}"),
+    }
+    let grown = raw::rss().saturating_sub(before);
+    assert!(grown < 64 * MIB, "the server grew by {} MiB", grown / MIB);
+    assert!(
+        running.observed.started.load(Ordering::SeqCst) < 1_000,
+        "every request was read"
+    );
+    still_serving(&good).await;
+}
+
+/// 1,000 connections that each send a frame prefix announcing 1 MiB and stall: buffers grow
+/// only with bytes that arrive, so they cost kilobytes each; the read timeout closes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frame_prefixes_cost_almost_nothing_and_time_out() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let limits = Limits {
+        read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let good = echo::client(&running.addr, 1);
+    still_serving(&good).await;
+    let before = raw::rss();
+    let mut prefix = vec![b'S', b'K', 1, 0];
+    prefix.extend_from_slice(&0u32.to_be_bytes());
+    prefix.extend_from_slice(&(MIB as u32).to_be_bytes());
+    let mut stalled = Vec::new();
+    for _ in 0..1_000 {
+        let mut conn = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+        conn.write_all(&prefix).await.unwrap();
+        stalled.push(conn);
+    }
+    still_serving(&good).await;
+    let grown = raw::rss().saturating_sub(before);
+    assert!(grown < 64 * MIB, "grew by {} MiB", grown / MIB);
+    for conn in stalled.iter_mut().take(10) {
+        assert!(
+            raw::closed_within(conn, Duration::from_secs(5)).await,
+            "a stalled connection stayed open"
+        );
+    }
+    still_serving(&good).await;
+}
+
+/// A body of nothing but empty structs (two bytes each, far more in memory): one over the
+/// frame limit is refused unread; one at the limit decodes within the codec's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_empty_structs_cannot_blow_up_the_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start().await;
+    let good = echo::client(&running.addr, 1);
+    let before = raw::rss();
+    let mut raw = RawConn::connect(&running.addr).await;
+    // 16 MiB: over the default 4 MiB frame limit. Answered TOO_LARGE, body skipped.
+    let big = EchoReq {
+        items: vec![Empty::default(); 8 * MIB],
+        ..Default::default()
+    };
+    raw.request(1, 1, 10_000, &big).await;
+    drop(big);
+    let response = raw.read(Duration::from_secs(10)).await;
+    assert_eq!(Code(response.header.status_code), Code::TOO_LARGE);
+    // Just under the limit: at most `DECODE_FACTOR` times its size in elements.
+    let at_limit = EchoReq {
+        items: vec![Empty::default(); 2 * MIB - 1024],
+        ..Default::default()
+    };
+    let before_second = raw::rss();
+    raw.request(2, 1, 10_000, &at_limit).await;
+    drop(at_limit);
+    let response = raw.read(Duration::from_secs(10)).await;
+    assert_eq!(response.header.request_id, 2);
+    let grown = raw::rss().saturating_sub(before);
+    assert!(
+        grown < 64 * MIB + 16 * MIB,
+        "grew by {} MiB ({} MiB for the second)",
+        grown / MIB,
+        raw::rss().saturating_sub(before_second) / MIB
+    );
+    still_serving(&good).await;
+}
+
+/// 64 connections fill every server-wide slot with handlers that never finish and ignore
+/// cancellation, sending no deadline. When they hang up, their handlers are cancelled and
+/// dropped, and a new client is served within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_held_by_clients_that_left_come_back_at_once() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start().await;
+    let hang = EchoReq {
+        hang: true,
+        ..Default::default()
+    };
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        let mut conn = RawConn::connect(&running.addr).await;
+        let mut frames = Vec::new();
+        for id in 1..=1_024 {
+            let header = Header {
+                kind: FrameKind::REQUEST,
+                request_id: id,
+                service_id: 9100,
+                // `Hang`: a minute's IDL timeout, applied since no deadline is sent.
+                method_id: 6,
+                ..Default::default()
+            };
+            frames.extend_from_slice(&raw::request_frame(&header, &hang));
+        }
+        conn.stream.write_all(&frames).await.unwrap();
+        conns.push(conn);
+    }
+    running
+        .observed
+        .until("all 65,536 handlers run", Duration::from_secs(30), |o| {
+            o.started.load(Ordering::SeqCst) == 64 * 1_024
+        })
+        .await;
+    // Full: a newcomer is turned away.
+    let newcomer = echo::client(&running.addr, 1);
+    let err = newcomer.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::OVERLOADED, "{err}");
+    drop(conns);
+    let hung_up = Instant::now();
+    loop {
+        match newcomer.echo(&EchoReq::default()).await {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), Code::OVERLOADED, "{e}"),
+        }
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(1),
+            "slots still held"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A request over the server's frame limit fails alone with TOO_LARGE; the calls sharing
+/// its connection go on. One over the client's own limit is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_fails_alone() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let limits = Limits {
+        max_frame: MIB,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let options = ChannelOptions {
+        connections_per_endpoint: 1,
+        max_frame: 8 * MIB,
+        ..Default::default()
+    };
+    let client = EchoSvrClient::new(Channel::lazy([running.addr.clone()], options));
+    let big = EchoReq {
+        payload: vec![1u8; 2 * MIB].into(),
+        ..Default::default()
+    };
+    let slow = EchoReq {
+        delay_ms: 200,
+        ..Default::default()
+    };
+    let (big, a, b) = tokio::join!(client.echo(&big), client.echo(&slow), client.echo(&slow));
+    let err = big.unwrap_err();
+    assert_eq!(err.code(), Code::TOO_LARGE, "{err}");
+    assert!(err.message().contains("frame limit"), "{err}");
+    a.unwrap();
+    b.unwrap();
+    still_serving(&client).await;
+    // The client's own limit: refused before sending.
+    let small = ChannelOptions {
+        max_frame: MIB,
+        ..Default::default()
+    };
+    let client = EchoSvrClient::new(Channel::lazy([running.addr.clone()], small));
+    let started = running.observed.started.load(Ordering::SeqCst);
+    let err = client
+        .echo(&EchoReq {
+            payload: vec![1u8; 2 * MIB].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::TOO_LARGE, "{err}");
+    assert_eq!(running.observed.started.load(Ordering::SeqCst), started);
+}
+
+/// A request id reused while the first is in flight is refused; the first is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_request_id_is_refused() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start().await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let slow = EchoReq {
+        text: "first".into(),
+        delay_ms: 300,
+        ..Default::default()
+    };
+    raw.request(5, 1, 10_000, &slow).await;
+    running
+        .observed
+        .until("the first started", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    raw.request(5, 1, 10_000, &EchoReq::default()).await;
+    let refused = raw.read(Duration::from_secs(2)).await;
+    assert_eq!(refused.header.request_id, 5);
+    assert_eq!(Code(refused.header.status_code), Code::INVALID_ARGUMENT);
+    assert!(
+        refused.header.status_message.contains("already in flight"),
+        "{}",
+        refused.header.status_message
+    );
+    let first = raw.read(Duration::from_secs(2)).await;
+    assert_eq!(first.header.status_code, 0);
+    assert_eq!(running.observed.started.load(Ordering::SeqCst), 1);
+}
+
+/// At the connection cap a newcomer is told why, with a status, not just hung up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_the_cap_gets_a_status() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let first = echo::client(&running.addr, 1);
+    still_serving(&first).await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let goaway = raw.read(Duration::from_secs(2)).await;
+    assert_eq!(goaway.header.kind, FrameKind::GOAWAY);
+    assert_eq!(Code(goaway.header.status_code), Code::OVERLOADED);
+    assert!(
+        goaway
+            .header
+            .status_message
+            .contains("limit of 1 connections")
+    );
+    // Through a client, the call fails with the server's reason.
+    let second = echo::client(&running.addr, 1);
+    let err = second.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::OVERLOADED, "{err}");
+    assert!(err.message().contains("limit of 1 connections"), "{err}");
+    still_serving(&first).await;
+}
+
+/// A CPU-bound handler (5 ms each, never awaiting) offered far more than it can do within
+/// the deadline: requests whose deadline passed while they waited are answered without
+/// running, so the server catches up at once when the load stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_expire_in_the_queue_are_not_run() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start().await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let spin = EchoReq {
+        spin_ms: 5,
+        ..Default::default()
+    };
+    // 400 requests (2 s of work) with 100 ms to live, all at once.
+    let mut frames = Vec::new();
+    for id in 1..=400 {
+        let header = Header {
+            kind: FrameKind::REQUEST,
+            request_id: id,
+            service_id: 9100,
+            method_id: 1,
+            deadline_ms: 100,
+            ..Default::default()
+        };
+        frames.extend_from_slice(&raw::request_frame(&header, &spin));
+    }
+    raw.stream.write_all(&frames).await.unwrap();
+    let mut expired = 0;
+    for _ in 0..400 {
+        let frame = raw.read(Duration::from_secs(5)).await;
+        if Code(frame.header.status_code) == Code::DEADLINE_EXCEEDED {
+            expired += 1;
+        }
+    }
+    let ran = running.observed.started.load(Ordering::SeqCst);
+    assert!(ran < 100, "{ran} of 400 ran; most had expired in the queue");
+    assert!(expired >= 300, "{expired} expired");
+    // The load is gone: full speed again at once.
+    let client = echo::client(&running.addr, 1);
+    let started = Instant::now();
+    for _ in 0..10 {
+        client
+            .echo_with(&spin, &CallOptions::timeout(Duration::from_secs(1)))
+            .await
+            .unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
