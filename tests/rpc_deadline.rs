@@ -209,3 +209,51 @@ async fn a_cancel_reaches_a_handler_two_hops_down_at_once() {
         )
         .await;
 }
+
+/// Durations too large for the clock mean "no practical limit", never a panic: on the
+/// client (a per-call timeout) and on the server (a requested deadline over its cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_durations_do_not_panic() {
+    let limits = svrkit_runtime::Limits {
+        read_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        max_deadline: Duration::MAX,
+        ..Default::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let client = echo::client(&running.addr, 1);
+    let response = client
+        .echo_with(&EchoReq::default(), &CallOptions::timeout(Duration::MAX))
+        .await
+        .unwrap();
+    assert!(response.remaining_ms > 0);
+    let mut raw = RawConn::connect(&running.addr).await;
+    raw.request(1, 1, u32::MAX, &EchoReq::default()).await;
+    assert_eq!(raw.read(Duration::from_secs(2)).await.header.status_code, 0);
+}
+
+/// A call made while serving a request carries that request's priority (Relay is "high" in
+/// the IDL, Echo "normal"); a request that says none runs at normal, never critical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_is_inherited_and_absent_means_normal() {
+    use svrkit_runtime::service::Priority;
+    let back = echo::start().await;
+    let front = echo::start_with(Default::default(), Some(echo::client(&back.addr, 1))).await;
+    let relayed = echo::client(&front.addr, 1)
+        .relay(&EchoReq::default())
+        .await
+        .unwrap();
+    assert_eq!(relayed.priority, Priority::High.to_wire());
+    let direct = echo::client(&back.addr, 1)
+        .echo(&EchoReq::default())
+        .await
+        .unwrap();
+    assert_eq!(direct.priority, Priority::Normal.to_wire());
+    // No priority field on the wire at all.
+    let mut raw = RawConn::connect(&back.addr).await;
+    raw.request(1, 1, 1_000, &EchoReq::default()).await;
+    let frame = raw.read(Duration::from_secs(2)).await;
+    use svrkit_runtime::codec::Message;
+    let response = svrkit_tests::svrkit::test::rpc::EchoResp::decode_bytes(&frame.body).unwrap();
+    assert_eq!(response.priority, Priority::Normal.to_wire());
+}

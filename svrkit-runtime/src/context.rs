@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::sync::Cancel;
 use bytes::Bytes;
 use faststr::FastStr;
-use tokio_util::sync::CancellationToken;
 
 use crate::service::Priority;
 
@@ -19,7 +19,7 @@ use crate::service::Priority;
 #[derive(Clone, Debug)]
 pub struct Context {
     deadline: Option<Instant>,
-    cancel: CancellationToken,
+    cancel: Cancel,
     /// The calling service's name, if it said.
     pub caller: FastStr,
     /// Trace id, passed along the call chain.
@@ -43,16 +43,24 @@ pub struct Context {
 
 impl Default for Context {
     fn default() -> Context {
+        Context::arrived_at(Instant::now())
+    }
+}
+
+impl Context {
+    /// A context for a request that arrived at `arrived` (no clock read: the server has the
+    /// time already).
+    pub(crate) fn arrived_at(arrived: Instant) -> Context {
         Context {
             deadline: None,
-            cancel: CancellationToken::new(),
+            cancel: Cancel::new(),
             caller: FastStr::empty(),
             trace_id: Bytes::new(),
             dye: FastStr::empty(),
             user_key: 0,
             priority: Priority::Normal,
             attempt: 0,
-            arrived: Instant::now(),
+            arrived,
             peer: None,
             metadata: BTreeMap::new(),
         }
@@ -97,8 +105,8 @@ impl Context {
         self.cancel.cancelled().await;
     }
 
-    /// The token behind [`cancelled`](Context::cancelled): cancelling it cancels the call.
-    pub fn cancel_token(&self) -> &CancellationToken {
+    /// The signal behind [`cancelled`](Context::cancelled): cancelling it cancels the call.
+    pub fn cancel_token(&self) -> &Cancel {
         &self.cancel
     }
 

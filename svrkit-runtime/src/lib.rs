@@ -40,6 +40,7 @@ pub mod frame;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod sync;
 
 pub use client::{CallOptions, Channel, ChannelOptions};
 pub use config::Config;

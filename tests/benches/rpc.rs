@@ -287,6 +287,15 @@ impl FloorClient {
     }
 }
 
+/// Connections per client for svrkit and the floor: 1 (what tonic and tarpc use) unless
+/// `SVRKIT_BENCH_CONNECTIONS` says otherwise.
+fn connections() -> usize {
+    std::env::var("SVRKIT_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 // ---------------------------------------------------------------- processes and measurement
 
 fn pin_to_core(core: usize) {
@@ -450,7 +459,12 @@ impl Client {
     async fn connect(system: &str, addr: &str) -> Client {
         match system {
             "svrkit" => {
-                let channel = svrkit_runtime::Channel::lazy([addr.to_owned()], Default::default());
+                // One connection, as tonic and tarpc use.
+                let options = svrkit_runtime::ChannelOptions {
+                    connections_per_endpoint: connections(),
+                    ..Default::default()
+                };
+                let channel = svrkit_runtime::Channel::lazy([addr.to_owned()], options);
                 Client::Svrkit(sk::ChatSvrClient::new(channel), Arc::new(svrkit_request()))
             }
             "tonic" => {
@@ -481,7 +495,10 @@ impl Client {
             }
             "floor" => {
                 let payload = svrkit_runtime::codec::Message::encode_to_vec(&svrkit_request());
-                Client::Floor(FloorClient::connect(addr, 2).await, Arc::new(payload))
+                Client::Floor(
+                    FloorClient::connect(addr, connections()).await,
+                    Arc::new(payload),
+                )
             }
             other => panic!("unknown system {other}"),
         }
@@ -490,7 +507,9 @@ impl Client {
     async fn call(&mut self) {
         match self {
             Client::Svrkit(c, r) => {
-                c.send_msg(r).await.unwrap();
+                // Cloned per call like the others' requests (which they take by value).
+                let request = (**r).clone();
+                c.send_msg(&request).await.unwrap();
             }
             Client::Tonic(c, r) => {
                 c.send_msg(tonic::Request::new((**r).clone()))

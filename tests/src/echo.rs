@@ -103,6 +103,7 @@ impl Echo {
             remaining_ms,
             caller: ctx.caller.clone(),
             payload: request.payload,
+            priority: ctx.priority.to_wire(),
             ..Default::default()
         })
     }

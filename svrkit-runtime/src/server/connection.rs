@@ -10,20 +10,21 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use super::Shared;
 use super::outbox::Outbox;
 use super::router::{Dispatch, Incoming, Reply, Router};
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::Status;
+use crate::sync::{self, Budget, Cancel, Slots};
 
 /// Smallest step a read buffer grows by.
 const READ_STEP: usize = 8 * 1024;
@@ -37,9 +38,11 @@ const TIME_SLICE: Duration = Duration::from_millis(2);
 struct Conn {
     router: Arc<Router>,
     /// Cancellation of each request running in a task, by request id.
-    in_flight: Mutex<HashMap<u64, CancellationToken>>,
+    in_flight: Mutex<HashMap<u64, Cancel>>,
+    /// How many entries `in_flight` has, read without its lock on every request.
+    tasks: AtomicUsize,
     /// Requests in flight on this connection.
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     outbox: Arc<Outbox>,
     /// Signalled when the last task-run request ends.
     idle: Notify,
@@ -81,7 +84,8 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
     );
     let conn = Arc::new(Conn {
         in_flight: Mutex::new(HashMap::new()),
-        slots: Arc::new(Semaphore::new(limits.max_in_flight_per_connection)),
+        tasks: AtomicUsize::new(0),
+        slots: Slots::new(limits.max_in_flight_per_connection),
         outbox,
         idle: Notify::new(),
         router: router.clone(),
@@ -96,7 +100,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
     // One timer for the connection's whole life, reset only when it fires: read and idle
     // timeouts cost nothing per read.
     let mut timer = pin!(tokio::time::sleep_until(
-        (last_read + limits.read_timeout.min(limits.idle_timeout)).into()
+        later(last_read, limits.read_timeout.min(limits.idle_timeout)).into()
     ));
     let end = 'read: loop {
         // A client that does not read its replies gets no more requests read.
@@ -120,7 +124,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
                 } else {
                     limits.idle_timeout
                 };
-                let expires = last_read + timeout;
+                let expires = later(last_read, timeout);
                 if Instant::now() >= expires {
                     break 'read End::Gone;
                 }
@@ -128,15 +132,22 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
                 continue;
             }
         }
-        // Read everything that has arrived, so that it is stamped with its arrival time
-        // instead of waiting unstamped in the kernel while handlers run.
+        // Read everything that has arrived (up to 64 KiB), so that it is stamped with its
+        // arrival time instead of waiting unstamped in the kernel while handlers run.
         let mut got = false;
         loop {
             if !input.make_room(frames.missing(&input.buf), limits).await {
                 break 'read End::Gone;
             }
+            let spare = input.buf.capacity() - input.buf.len();
             match reader.try_read_buf(&mut input.buf) {
                 Ok(0) => break 'read End::Gone,
+                // A read that did not fill the buffer took all there was: one read per
+                // wakeup, so requests gather into batches instead of costing a syscall each.
+                Ok(n) if n < spare => {
+                    got = true;
+                    break;
+                }
                 Ok(_) => got = true,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break 'read End::Gone,
@@ -152,7 +163,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
         last_read = arrived;
         if !input.buf.is_empty() && frames.missing(&input.buf) > 0 {
             // A partial frame: the read timeout applies from now.
-            let expires = arrived + limits.read_timeout;
+            let expires = later(arrived, limits.read_timeout);
             if timer.deadline() > expires.into() {
                 timer.as_mut().reset(expires.into());
             }
@@ -237,6 +248,13 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
     let _ = write_task.await;
 }
 
+/// `t + d`, where a `d` too large for the clock (`Duration::MAX` for "never") means a
+/// century rather than a panic.
+fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d.min(CENTURY)).unwrap_or(t)
+}
+
 /// Waits (up to `grace`) for the requests in flight to be answered.
 async fn drain(conn: &Conn, grace: Duration) {
     let _ = tokio::time::timeout(grace, async {
@@ -265,7 +283,7 @@ fn reply_now(request_id: u64, status: Status, out: &mut Vec<u8>) {
 async fn handle(
     conn: &Arc<Conn>,
     frame: Frame,
-    bytes: Option<OwnedSemaphorePermit>,
+    bytes: Option<sync::Bytes>,
     arrived: Instant,
     now: Instant,
     peer: Option<SocketAddr>,
@@ -299,7 +317,9 @@ async fn handle(
     }
     let request_id = header.request_id;
     let wants_reply = header.kind == FrameKind::REQUEST;
+    // Only requests running in tasks can still be in flight; most connections have none.
     if wants_reply
+        && conn.tasks.load(Ordering::Acquire) > 0
         && conn
             .in_flight
             .lock()
@@ -330,6 +350,7 @@ async fn handle(
     let token = running.cancel_token().clone();
     if let Ok(mut map) = conn.in_flight.lock() {
         map.insert(request_id, token);
+        conn.tasks.store(map.len(), Ordering::Release);
     }
     let conn = conn.clone();
     tokio::spawn(async move {
@@ -344,6 +365,7 @@ async fn handle(
             .await;
         if let Ok(mut map) = conn.in_flight.lock() {
             map.remove(&request_id);
+            conn.tasks.store(map.len(), Ordering::Release);
             if map.is_empty() {
                 conn.idle.notify_waiters();
             }
@@ -361,15 +383,13 @@ fn send_reply(reply: Reply, out: &mut Vec<u8>) {
 struct Input {
     buf: BytesMut,
     /// Budget held for the buffer's memory.
-    charge: Option<OwnedSemaphorePermit>,
-    budget: Arc<Semaphore>,
+    charge: Option<sync::Bytes>,
+    budget: Arc<Budget>,
 }
 
 impl Input {
     fn charged(&self) -> usize {
-        self.charge
-            .as_ref()
-            .map_or(0, OwnedSemaphorePermit::num_permits)
+        self.charge.as_ref().map_or(0, sync::Bytes::len)
     }
 
     /// Makes room for the next read, growing the buffer by what has arrived (never by what a
@@ -392,20 +412,14 @@ impl Input {
             .saturating_sub(FREE_BUFFER);
         if want > self.charged() {
             let more = want - self.charged();
-            let Ok(more) = u32::try_from(more) else {
-                return false;
-            };
-            let permit = match self.budget.clone().try_acquire_many_owned(more) {
-                Ok(permit) => permit,
-                Err(_) => match tokio::time::timeout(
-                    limits.read_timeout,
-                    self.budget.clone().acquire_many_owned(more),
-                )
-                .await
-                {
-                    Ok(Ok(permit)) => permit,
-                    _ => return false,
-                },
+            let permit = match self.budget.try_take(more) {
+                Some(permit) => permit,
+                None => {
+                    match tokio::time::timeout(limits.read_timeout, self.budget.take(more)).await {
+                        Ok(permit) => permit,
+                        Err(_) => return false,
+                    }
+                }
             };
             match &mut self.charge {
                 Some(charge) => charge.merge(permit),
@@ -420,15 +434,11 @@ impl Input {
     /// split off without copying, so it takes the buffer's whole charge with its memory; a
     /// small one was copied and is charged for its length. `Err` when the budget is spent:
     /// the request is refused rather than held.
-    fn take(&mut self, len: usize) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    fn take(&mut self, len: usize) -> Result<Option<sync::Bytes>, ()> {
         if len > frame::COPY_ABOVE {
             return Ok(self.charge.take());
         }
-        let len = u32::try_from(len).map_err(drop)?;
-        match self.budget.clone().try_acquire_many_owned(len) {
-            Ok(permit) => Ok(Some(permit)),
-            Err(_) => Err(()),
-        }
+        self.budget.try_take(len).map(Some).ok_or(())
     }
 
     /// Gives the buffer's memory (and its budget) back between bursts: idle connections cost

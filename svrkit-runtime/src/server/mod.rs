@@ -45,6 +45,7 @@ use crate::client::Channel;
 use crate::frame::{self, FrameKind, Header};
 use crate::service::Service;
 use crate::status::Code;
+use crate::sync::Budget;
 use router::Router;
 
 /// Builds a [`Server`].
@@ -89,7 +90,7 @@ impl ServerBuilder {
         Server {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
-                input: Arc::new(Semaphore::new(limits.max_buffered_input)),
+                input: Budget::new(limits.max_buffered_input),
                 refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -106,7 +107,7 @@ pub(crate) struct Shared {
     pub(crate) router: Arc<Router>,
     connections: Arc<Semaphore>,
     /// Bytes of input buffered across all connections.
-    pub(crate) input: Arc<Semaphore>,
+    pub(crate) input: Arc<Budget>,
     refusals: Arc<Semaphore>,
     pub(crate) shutdown: CancellationToken,
     /// Connection tasks, for shutdown to wait on.

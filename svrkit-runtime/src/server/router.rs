@@ -18,7 +18,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::futures::TaskLocalFuture;
 
 use super::Limits;
@@ -27,6 +26,7 @@ use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
+use crate::sync::{self, Slot, Slots};
 
 /// Services, hooks and server-wide limits: what a request is dispatched through.
 pub(crate) struct Router {
@@ -34,7 +34,7 @@ pub(crate) struct Router {
     hooks: Box<[Arc<dyn Hook>]>,
     pub(crate) limits: Limits,
     /// Server-wide calls in flight.
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<Slots>,
 }
 
 /// A request as it reaches the router.
@@ -45,7 +45,7 @@ pub(crate) struct Incoming {
     pub(crate) arrived: Instant,
     pub(crate) peer: Option<SocketAddr>,
     /// Bytes of the connection's input budget the request holds until it ends.
-    pub(crate) bytes: Option<OwnedSemaphorePermit>,
+    pub(crate) bytes: Option<sync::Bytes>,
 }
 
 /// A response, ready to be framed.
@@ -98,7 +98,7 @@ pub(crate) enum Dispatch {
     /// Answered without running: unknown method, refused, expired, over a limit.
     Answered(Reply),
     /// Admitted: poll it.
-    Run(Box<Running>),
+    Run(Running),
 }
 
 impl Router {
@@ -108,7 +108,7 @@ impl Router {
         limits: Limits,
     ) -> Router {
         Router {
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            in_flight: Slots::new(limits.max_in_flight),
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
@@ -121,7 +121,7 @@ impl Router {
         self: &Arc<Router>,
         request: Incoming,
         now: Instant,
-        connection: Option<&Arc<Semaphore>>,
+        connection: Option<&Arc<Slots>>,
     ) -> Dispatch {
         let header = &request.header;
         let send = header.kind == FrameKind::REQUEST;
@@ -157,7 +157,7 @@ impl Router {
             }
         };
         let call = service.call(method.id, ctx.clone(), request.body);
-        Dispatch::Run(Box::new(Running {
+        Dispatch::Run(Running {
             call: Box::pin(ctx.clone().scoped(CatchUnwind(call))),
             ctx,
             method,
@@ -166,7 +166,7 @@ impl Router {
             send,
             started: false,
             _permits: (permits, request.bytes),
-        }))
+        })
     }
 
     /// The handler's context: the deadline is what the caller asked for (or the method's IDL
@@ -178,8 +178,7 @@ impl Router {
             ms => ms,
         };
         let budget = Duration::from_millis(u64::from(asked)).min(self.limits.max_deadline);
-        let mut ctx = Context::default();
-        ctx.arrived = request.arrived;
+        let mut ctx = Context::arrived_at(request.arrived);
         // An arrival time near the end of `Instant`'s range cannot overflow into a panic.
         ctx.set_deadline(Some(
             request
@@ -206,7 +205,7 @@ impl Router {
         method: &'static MethodDescriptor,
         ctx: &Context,
         now: Instant,
-        connection: Option<&Arc<Semaphore>>,
+        connection: Option<&Arc<Slots>>,
     ) -> Result<Permits, Status> {
         let mut now = now;
         if !self.hooks.is_empty() {
@@ -222,16 +221,15 @@ impl Router {
             ));
         }
         let connection = match connection {
-            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+            Some(slots) => Some(slots.try_take().ok_or_else(|| {
                 Status::overloaded("too many requests in flight on this connection")
             })?),
             None => None,
         };
         let server = self
             .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::overloaded("too many requests in flight on this server"))?;
+            .try_take()
+            .ok_or_else(|| Status::overloaded("too many requests in flight on this server"))?;
         Ok((server, connection))
     }
 
@@ -286,7 +284,7 @@ impl Router {
 }
 
 /// Server-wide and per-connection in-flight slots.
-type Permits = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+type Permits = (Slot, Option<Slot>);
 
 /// An admitted call: its handler, its context and the permits it holds until it stops.
 pub(crate) struct Running {
@@ -298,12 +296,12 @@ pub(crate) struct Running {
     send: bool,
     started: bool,
     /// Released when the call is dropped, that is when its handler has stopped.
-    _permits: (Permits, Option<OwnedSemaphorePermit>),
+    _permits: (Permits, Option<sync::Bytes>),
 }
 
 impl Running {
     /// The call's cancellation: cancelling it ends the call with `CANCELLED` (nothing sent).
-    pub(crate) fn cancel_token(&self) -> &tokio_util::sync::CancellationToken {
+    pub(crate) fn cancel_token(&self) -> &sync::Cancel {
         self.ctx.cancel_token()
     }
 
@@ -341,7 +339,7 @@ impl Running {
     /// `respond` gets the reply at once. After a deadline or cancel the handler is polled on
     /// for a short grace so it can see the cancellation through its context and stop; its
     /// permits are released when it stops or when the grace ends.
-    pub(crate) async fn finish(mut self: Box<Self>, respond: impl FnOnce(Reply)) {
+    pub(crate) async fn finish(mut self, respond: impl FnOnce(Reply)) {
         let deadline = self.ctx.deadline();
         let token = self.ctx.cancel_token().clone();
         let name = self.method.full_name;
