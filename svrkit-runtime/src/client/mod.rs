@@ -4,7 +4,7 @@
 //! generated client ── Channel::call ── layer ── layer ── ... ── transport
 //!                     (deadline,        (interceptors, policies,   (Pool: balancer over a
 //!                      encode, cancel)   retry; metrics later)      changeable EndpointSet,
-//!                                                                   or Local: the router)
+//!                                                                   or the server's router)
 //! ```
 //!
 //! Every generated client method goes through [`Channel::call`], which settles the deadline,
@@ -12,8 +12,10 @@
 //! encodes the request and passes a [`Call`] down the stack. Each [`Layer`] wraps the one
 //! below it and sees the call, with its method's descriptor, on the way down and the response
 //! header (status, admission level) on the way up; layers compose, none replaces another.
-//! The bottom [`Transport`] is either a [`Pool`](pool) of endpoints picked by a [`Balancer`],
-//! or the server's router in the same process, so the two paths share everything above it.
+//! The bottom [`Transport`] is either a pool of endpoints picked by a [`Balancer`], or the
+//! server's router in the same process (`Server::local_channel`, which the server module
+//! builds with [`Channel::from_transport`]: the client does not depend on the server), so the
+//! two paths share everything above it.
 //! `docs/runtime.md` describes the layering.
 
 mod balance;
@@ -35,7 +37,6 @@ use faststr::FastStr;
 use crate::codec::Message;
 use crate::context::Context;
 use crate::frame::{self, Frame, FrameKind, Header};
-use crate::server::router::Router;
 use crate::service::MethodDescriptor;
 use crate::status::{Code, Status};
 
@@ -172,12 +173,13 @@ impl Channel {
         }
     }
 
-    /// A channel to a server in this process.
-    pub(crate) fn local(router: Arc<Router>) -> Channel {
+    /// A channel whose bottom is `transport` (the server's router for an in-process
+    /// channel, or a transport of your own), sending frames of at most `max_frame` bytes.
+    pub fn from_transport(transport: Arc<dyn Transport>, max_frame: usize) -> Channel {
         Channel {
-            max_frame: router.limits.max_frame,
+            max_frame,
             caller: FastStr::empty(),
-            stack: Arc::new(Local(router)),
+            stack: transport,
             endpoints: None,
         }
     }
@@ -335,20 +337,8 @@ impl Channel {
     }
 }
 
-/// The bottom of an in-process channel: the server's router.
-struct Local(Arc<Router>);
-
-impl Transport for Local {
-    fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
-        let mut header = call.header.clone();
-        header.deadline_ms = remaining_ms(call.deadline);
-        let body = call.body.clone();
-        Box::pin(async move { Ok(self.0.call_local(header, body).await) })
-    }
-}
-
 /// What is left of `deadline`, as a header's `deadline_ms` (at least 1: 0 would mean "none").
-pub(crate) fn remaining_ms(deadline: Instant) -> u32 {
+pub fn remaining_ms(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now());
     u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1)
 }

@@ -208,7 +208,9 @@ impl Server {
     /// A channel to this server's services that does not go through the network: calls take
     /// the same client layers and the same router (hooks, limits, deadlines) as remote ones.
     pub fn local_channel(&self) -> Channel {
-        Channel::local(self.shared.router.clone())
+        let router = self.shared.router.clone();
+        let max_frame = router.limits.max_frame;
+        Channel::from_transport(Arc::new(router::Local(router)), max_frame)
     }
 }
 

@@ -283,6 +283,18 @@ impl Router {
     }
 }
 
+/// The bottom of an in-process channel: calls go straight to the router.
+pub(crate) struct Local(pub(crate) Arc<Router>);
+
+impl crate::client::Transport for Local {
+    fn call<'a>(&'a self, call: &'a mut crate::client::Call) -> crate::client::CallFuture<'a> {
+        let mut header = call.header.clone();
+        header.deadline_ms = crate::client::remaining_ms(call.deadline);
+        let body = call.body.clone();
+        Box::pin(async move { Ok(self.0.call_local(header, body).await) })
+    }
+}
+
 /// Server-wide and per-connection in-flight slots.
 type Permits = (Slot, Option<Slot>);
 
