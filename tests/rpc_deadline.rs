@@ -63,42 +63,11 @@ async fn per_call_options_override_the_idl() {
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
 }
 
-/// Starts a call with a minute's deadline to a handler that would take ten seconds, drops
-/// it once the handler runs, and checks the handler sees the cancellation within 100 ms: only
-/// the cancel itself (not a deadline) can cause that.
-async fn drop_a_call_and_watch_the_handler(running: &echo::Running, client: EchoSvrClient) {
-    let call = tokio::spawn(async move {
-        client
-            .echo_with(
-                &EchoReq {
-                    delay_ms: 10_000,
-                    ..Default::default()
-                },
-                &CallOptions::timeout(Duration::from_secs(60)),
-            )
-            .await
-    });
-    let observed = &running.observed;
-    observed
-        .until("the handler started", Duration::from_secs(5), |o| {
-            o.started.load(Ordering::SeqCst) == 1
-        })
-        .await;
-    call.abort();
-    observed
-        .until(
-            "the handler saw the cancel",
-            Duration::from_millis(100),
-            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
-        )
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_call_cancels_it_on_the_server() {
     let running = echo::start().await;
     let client = echo::client(&running.addr, 1);
-    drop_a_call_and_watch_the_handler(&running, client.clone()).await;
+    echo::drop_a_call_and_watch_the_handler(&running.observed, client.clone()).await;
     // The connection is still good.
     assert!(client.echo(&EchoReq::default()).await.is_ok());
 }
@@ -106,8 +75,8 @@ async fn dropping_a_call_cancels_it_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_in_process_call_cancels_it_too() {
     let running = echo::start().await;
-    drop_a_call_and_watch_the_handler(&running, EchoSvrClient::new(running.server.local_channel()))
-        .await;
+    let local = EchoSvrClient::new(running.server.local_channel());
+    echo::drop_a_call_and_watch_the_handler(&running.observed, local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use svrkit_runtime::frame::{FrameKind, Header};
 use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Code, Limits};
-use svrkit_tests::echo;
+use svrkit_tests::echo::{self, still_serving};
 use svrkit_tests::raw::{self, RawConn};
 use svrkit_tests::svrkit::test::all_types::Empty;
 use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
@@ -18,19 +18,6 @@ const MIB: usize = 1 << 20;
 /// The tests here measure the process's memory, which the others would disturb: they run
 /// one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn still_serving(client: &EchoSvrClient) {
-    let started = Instant::now();
-    let response = client
-        .echo(&EchoReq {
-            text: "fine".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(response.text, "fine");
-    assert!(started.elapsed() < Duration::from_secs(1));
-}
 
 /// A client that sends requests whose handlers wait (so they run in tasks) and never reads
 /// a reply: the server stops reading it once its unsent replies pass the bound, so its

@@ -11,7 +11,7 @@ use svrkit_runtime::client::{Call, Interceptor};
 use svrkit_runtime::server::Hook;
 use svrkit_runtime::service::{MethodDescriptor, Priority, Retry};
 use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Code, Context, Limits, Server, Status};
-use svrkit_tests::echo::{Echo, Observed};
+use svrkit_tests::echo::{Echo, Observed, drop_a_call_and_watch_the_handler};
 use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoResp, EchoSvrClient, EchoSvrServer};
 
 /// Holds a request up (in its hook, before the expiry check) for as many milliseconds as
@@ -129,29 +129,7 @@ async fn run_case(case: &str, path: Path) -> Code {
                 .await,
         ),
         "cancel" => {
-            let client = s.client.clone();
-            let call = tokio::spawn(async move {
-                client
-                    .echo_with(
-                        &EchoReq {
-                            delay_ms: 10_000,
-                            ..Default::default()
-                        },
-                        &CallOptions::timeout(Duration::from_secs(60)),
-                    )
-                    .await
-            });
-            s.observed
-                .until("started", Duration::from_secs(5), |o| {
-                    o.started.load(Ordering::SeqCst) == 1
-                })
-                .await;
-            call.abort();
-            s.observed
-                .until("saw the cancel", Duration::from_millis(100), |o| {
-                    o.saw_cancel.load(Ordering::SeqCst) == 1
-                })
-                .await;
+            drop_a_call_and_watch_the_handler(&s.observed, s.client.clone()).await;
             Code::CANCELLED
         }
         "overload" => {

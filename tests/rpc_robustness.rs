@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use svrkit_runtime::codec::Message;
 use svrkit_runtime::frame::{self, FrameKind, Header};
 use svrkit_runtime::{Code, Limits};
-use svrkit_tests::echo;
-use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
+use svrkit_tests::echo::{self, still_serving};
+use svrkit_tests::svrkit::test::rpc::EchoReq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,17 +24,6 @@ async fn expect_closed(stream: &mut TcpStream) {
     })
     .await;
     assert!(closed.is_ok(), "the server kept the connection open");
-}
-
-async fn still_serving(client: &EchoSvrClient) {
-    let response = client
-        .echo(&EchoReq {
-            text: "fine".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(response.text, "fine");
 }
 
 fn request_frame(request_id: u64, body: &EchoReq) -> Vec<u8> {

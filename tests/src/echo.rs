@@ -199,3 +199,51 @@ pub fn client(addr: &str, connections: usize) -> EchoSvrClient {
     };
     EchoSvrClient::new(Channel::lazy([addr.to_owned()], options))
 }
+
+/// Calls `Echo` and checks it is answered within a second: the server is still serving.
+pub async fn still_serving(client: &EchoSvrClient) {
+    let started = std::time::Instant::now();
+    let response = client
+        .echo(&EchoReq {
+            text: "fine".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.text, "fine");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Starts a call with a minute's deadline to a handler that would take ten seconds, drops
+/// it once the handler runs, and checks the handler sees the cancellation within 100 ms: only
+/// the cancel itself (not a deadline) can cause that.
+pub async fn drop_a_call_and_watch_the_handler(observed: &Observed, client: EchoSvrClient) {
+    let call = tokio::spawn(async move {
+        client
+            .echo_with(
+                &EchoReq {
+                    delay_ms: 10_000,
+                    ..Default::default()
+                },
+                &svrkit_runtime::CallOptions::timeout(Duration::from_secs(60)),
+            )
+            .await
+    });
+    observed
+        .until("the handler started", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    call.abort();
+    observed
+        .until(
+            "the handler saw the cancel",
+            Duration::from_millis(100),
+            |o| o.saw_cancel.load(Ordering::SeqCst) == 1,
+        )
+        .await;
+}
