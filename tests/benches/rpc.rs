@@ -234,6 +234,12 @@ impl FloorClient {
                 while let Some(first) = rx.recv().await {
                     batch.clear();
                     batch.extend_from_slice(&first);
+                    // Gathers like svrkit's client writer: drain, yield once so that the
+                    // other ready callers can queue, drain again.
+                    while let Ok(more) = rx.try_recv() {
+                        batch.extend_from_slice(&more);
+                    }
+                    tokio::task::yield_now().await;
                     while let Ok(more) = rx.try_recv() {
                         batch.extend_from_slice(&more);
                     }
