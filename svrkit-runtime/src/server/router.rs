@@ -156,10 +156,17 @@ impl Router {
                 return Dispatch::Answered(reply);
             }
         };
+        let cancel = ctx.cancel_token().clone();
+        let deadline = ctx.deadline();
+        // Hooks see the context again at start and response; without hooks the call keeps
+        // only its cancel signal and deadline, saving a copy of the context per request.
+        let hooked = (!self.hooks.is_empty()).then(|| ctx.clone());
         let call = service.call(method.id, ctx.clone(), request.body);
         Dispatch::Run(Running {
-            call: Box::pin(ctx.clone().scoped(CatchUnwind(call))),
-            ctx,
+            call: Box::pin(ctx.scoped(CatchUnwind(call))),
+            hooked,
+            cancel,
+            deadline,
             method,
             router: self.clone(),
             request_id: id,
@@ -261,7 +268,7 @@ impl Router {
         let oneway = !running.send;
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Dropping the caller's future cancels the call, as a CANCEL frame would.
-        let cancel = running.ctx.cancel_token().clone().drop_guard();
+        let cancel = running.cancel.clone().drop_guard();
         tokio::spawn(running.finish(move |reply| {
             let _ = tx.send(reply);
         }));
@@ -301,7 +308,10 @@ type Permits = (Slot, Option<Slot>);
 /// An admitted call: its handler, its context and the permits it holds until it stops.
 pub(crate) struct Running {
     call: Pin<Box<TaskLocalFuture<Context, CatchUnwind>>>,
-    ctx: Context,
+    /// The context, for the hooks (kept only when there are hooks).
+    hooked: Option<Context>,
+    cancel: sync::Cancel,
+    deadline: Option<Instant>,
     method: &'static MethodDescriptor,
     router: Arc<Router>,
     request_id: u64,
@@ -314,17 +324,17 @@ pub(crate) struct Running {
 impl Running {
     /// The call's cancellation: cancelling it ends the call with `CANCELLED` (nothing sent).
     pub(crate) fn cancel_token(&self) -> &sync::Cancel {
-        self.ctx.cancel_token()
+        &self.cancel
     }
 
     /// Polls the handler once; the reply if it finished.
     pub(crate) fn poll_once(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Reply> {
         if !self.started {
             self.started = true;
-            if !self.router.hooks.is_empty() {
+            if let Some(ctx) = &self.hooked {
                 let now = Instant::now();
                 for hook in &self.router.hooks {
-                    hook.on_start(self.method, &self.ctx, now);
+                    hook.on_start(self.method, ctx, now);
                 }
             }
         }
@@ -339,10 +349,11 @@ impl Running {
                 .map(|()| body),
             err => err,
         };
-        let send = self.send && !(self.ctx.is_cancelled() && result.is_err());
+        let send = self.send && !(self.cancel.is_cancelled() && result.is_err());
         let mut reply = Reply::new(self.request_id, send, result);
-        self.router
-            .on_response(self.method, &self.ctx, &mut reply.header);
+        if let Some(ctx) = &self.hooked {
+            self.router.on_response(self.method, ctx, &mut reply.header);
+        }
         reply
     }
 
@@ -352,8 +363,8 @@ impl Running {
     /// for a short grace so it can see the cancellation through its context and stop; its
     /// permits are released when it stops or when the grace ends.
     pub(crate) async fn finish(mut self, respond: impl FnOnce(Reply)) {
-        let deadline = self.ctx.deadline();
-        let token = self.ctx.cancel_token().clone();
+        let deadline = self.deadline;
+        let token = self.cancel.clone();
         let name = self.method.full_name;
         let expired = async {
             match deadline {
