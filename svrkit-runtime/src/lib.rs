@@ -41,6 +41,8 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod sync;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{CallOptions, Channel, ChannelOptions};
 pub use config::Config;

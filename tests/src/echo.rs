@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use svrkit_runtime::server::ServerBuilder;
 use svrkit_runtime::{Channel, ChannelOptions, Context, Server, Status};
 
 use crate::svrkit::test::all_types::AllTypes;
@@ -166,14 +167,24 @@ pub async fn start_with(
     limits: svrkit_runtime::Limits,
     downstream: Option<EchoSvrClient>,
 ) -> Running {
+    start_built(limits, downstream, |builder| builder).await
+}
+
+/// Starts an echo server with `limits`, relaying to `downstream`, after `configure` had its
+/// say on the builder (hooks, TLS).
+pub async fn start_built(
+    limits: svrkit_runtime::Limits,
+    downstream: Option<EchoSvrClient>,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> Running {
     let observed = Arc::new(Observed::default());
-    let server = Server::builder()
+    let builder = Server::builder()
         .limits(limits)
         .add_service(EchoSvrServer::new(Echo {
             observed: observed.clone(),
             downstream,
-        }))
-        .build();
+        }));
+    let server = configure(builder).build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,7 +47,31 @@ impl ClientConn {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &options.tls {
+            let tls = tokio::time::timeout(options.connect_timeout, tls.connect(addr, stream))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            let (reader, writer) = tokio::io::split(tls);
+            return Ok(ClientConn::start(reader, writer, options, health));
+        }
         let (reader, writer) = stream.into_split();
+        Ok(ClientConn::start(reader, writer, options, health))
+    }
+
+    /// Starts the writer and reader tasks of a connected stream.
+    fn start<R, W>(
+        reader: R,
+        writer: W,
+        options: &ChannelOptions,
+        health: Arc<Health>,
+    ) -> ClientConn
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let (tx, rx) = mpsc::channel::<Outgoing>(4096);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -65,13 +89,13 @@ impl ClientConn {
             }
             .run(reader),
         );
-        Ok(ClientConn {
+        ClientConn {
             tx,
             pending,
             next_id: AtomicU64::new(1),
             closed,
             ended,
-        })
+        }
     }
 
     /// Whether new calls may use this connection.
@@ -147,7 +171,7 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
@@ -166,7 +190,8 @@ async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::R
                 Err(_) => break,
             }
         }
-        if writer.write_all(&batch).await.is_err() {
+        // TLS may hold back ciphertext until flushed (TCP's flush does nothing).
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             return;
         }
         if batch.capacity() > 256 * 1024 {
@@ -189,7 +214,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, mut reader: tokio::net::tcp::OwnedReadHalf) {
+    async fn run<R: AsyncRead + Unpin>(self, mut reader: R) {
         let mut frames = FrameReader::new(self.max_frame);
         let mut buf = BytesMut::new();
         let mut tick = tokio::time::interval(self.keepalive);

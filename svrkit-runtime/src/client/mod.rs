@@ -114,6 +114,9 @@ pub struct ChannelOptions {
     pub keepalive_interval: Duration,
     /// This service's name, sent as the caller.
     pub caller: FastStr,
+    /// Speak TLS to every endpoint (see [`crate::tls`]); plain TCP when `None`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelOptions {
@@ -126,6 +129,8 @@ impl Default for ChannelOptions {
             max_frame: frame::DEFAULT_MAX_FRAME,
             keepalive_interval: Duration::from_secs(5),
             caller: FastStr::empty(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

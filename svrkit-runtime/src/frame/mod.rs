@@ -62,6 +62,11 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // A TLS record (handshake or alert, version 3.x): the likely mistake is TLS on
+            // one side only.
+            FrameError::BadMagic([0x15 | 0x16, 0x03]) => f.write_str(
+                "not an svrkit frame but TLS: the peer speaks TLS and this side does not",
+            ),
             FrameError::BadMagic(m) => write!(
                 f,
                 "not an svrkit frame (starts with {m:02x?}, expected \"SK\")"

@@ -16,12 +16,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::Shared;
 use super::outbox::Outbox;
 use super::router::{Dispatch, Incoming, Reply, Router};
+use super::stream::Stream;
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::Status;
 use crate::sync::{self, Budget, Cancel, Slots};
@@ -73,10 +73,10 @@ enum End {
     Gone,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<SocketAddr>) {
+pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<SocketAddr>) {
     let router = shared.router.clone();
     let limits = &router.limits;
-    let (reader, writer) = stream.into_split();
+    let (mut reader, writer) = stream.split();
     let (outbox, write_task) = Outbox::start(
         writer,
         limits.max_unsent_per_connection,
@@ -110,11 +110,16 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
                 _ = conn.outbox.room() => {}
             }
         }
+        let mut got = false;
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break 'read End::Shutdown,
             _ = conn.outbox.closed() => break 'read End::Gone,
-            ready = reader.readable() => if ready.is_err() { break 'read End::Gone },
+            ready = reader.ready(&mut input.buf) => match ready {
+                Ok(None) => {}
+                Ok(Some(0)) | Err(_) => break 'read End::Gone,
+                Ok(Some(_)) => got = true,
+            },
             _ = &mut timer => {
                 let timeout = if !input.buf.is_empty() {
                     limits.read_timeout
@@ -134,7 +139,6 @@ pub(super) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: Option<Soc
         }
         // Read everything that has arrived (up to 64 KiB), so that it is stamped with its
         // arrival time instead of waiting unstamped in the kernel while handlers run.
-        let mut got = false;
         loop {
             if !input.make_room(frames.missing(&input.buf), limits).await {
                 break 'read End::Gone;

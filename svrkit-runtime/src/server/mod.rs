@@ -27,6 +27,7 @@ mod hook;
 mod limits;
 mod outbox;
 pub(crate) mod router;
+mod stream;
 
 pub use hook::Hook;
 pub use limits::Limits;
@@ -47,6 +48,7 @@ use crate::service::Service;
 use crate::status::Code;
 use crate::sync::Budget;
 use router::Router;
+use stream::Stream;
 
 /// Builds a [`Server`].
 #[derive(Default)]
@@ -54,6 +56,8 @@ pub struct ServerBuilder {
     services: HashMap<u16, Arc<dyn Service>>,
     hooks: Vec<Arc<dyn Hook>>,
     limits: Limits,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl ServerBuilder {
@@ -84,6 +88,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Speaks TLS on every accepted connection (see [`crate::tls`]). The handshake must
+    /// finish within [`Limits::read_timeout`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<crate::tls::rustls::ServerConfig>) -> ServerBuilder {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
     /// Builds the server; call [`Server::serve`] to accept connections.
     pub fn build(self) -> Server {
         let limits = self.limits;
@@ -95,6 +107,8 @@ impl ServerBuilder {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 router: Arc::new(Router::new(self.services, self.hooks, limits)),
+                #[cfg(feature = "tls")]
+                tls: self.tls,
             }),
         }
     }
@@ -112,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Connection tasks, for shutdown to wait on.
     tasks: TaskTracker,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running set of services. Cheap to clone; clones share everything.
@@ -159,7 +175,9 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
-                connection::run(shared, stream, Some(peer)).await;
+                if let Some(stream) = shared.handshake(stream).await {
+                    connection::run(shared, stream, Some(peer)).await;
+                }
                 drop(permit);
             });
         }
@@ -169,6 +187,11 @@ impl Server {
     /// then a short wait for the client to read it (closing at once with its request unread
     /// would reset the connection and lose the frame).
     fn refuse(&self, stream: TcpStream) {
+        // A TLS client could not read a plain-text refusal: it sees the connection close.
+        #[cfg(feature = "tls")]
+        if self.shared.tls.is_some() {
+            return;
+        }
         let Ok(permit) = self.shared.refusals.clone().try_acquire_owned() else {
             return;
         };
@@ -211,6 +234,23 @@ impl Server {
         let router = self.shared.router.clone();
         let max_frame = router.limits.max_frame;
         Channel::from_transport(Arc::new(router::Local(router)), max_frame)
+    }
+}
+
+impl Shared {
+    /// The connection's stream: as accepted, or after its TLS handshake (`None` if that
+    /// failed or took longer than the read timeout).
+    async fn handshake(&self, stream: TcpStream) -> Option<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &self.tls {
+            let timeout = self.router.limits.read_timeout;
+            let tls = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+            return match tls {
+                Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+                _ => None,
+            };
+        }
+        Some(Stream::Tcp(stream))
     }
 }
 

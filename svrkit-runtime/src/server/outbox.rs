@@ -119,7 +119,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 std::mem::take(&mut batch)
             }
         };
-        let written = tokio::time::timeout(timeout, writer.write_all(&to_write)).await;
+        // TLS may hold back ciphertext until flushed (TCP's flush does nothing).
+        let written = tokio::time::timeout(timeout, async {
+            writer.write_all(&to_write).await?;
+            writer.flush().await
+        })
+        .await;
         outbox.queued.fetch_sub(to_write.len(), Ordering::AcqRel);
         outbox.drained.notify_waiters();
         if to_write.capacity() <= 4 * MAX_BATCH {

@@ -1,0 +1,191 @@
+//! TLS for both sides of a connection (feature `tls`, off by default), with rustls and its
+//! `ring` crypto provider.
+//!
+//! A server given a [`rustls::ServerConfig`] ([`ServerBuilder::tls`](crate::server::ServerBuilder::tls))
+//! speaks TLS on every connection it accepts; a channel given [`ClientTls`]
+//! ([`ChannelOptions::tls`](crate::ChannelOptions::tls)) speaks TLS to every endpoint. The
+//! frames inside are the same as over plain TCP, and so are the limits: the handshake must
+//! finish within the server's read timeout, and the connection cap closes a connection over
+//! it before its handshake (a plain-text refusal would mean nothing to a TLS client).
+//!
+//! ```no_run
+//! # fn f(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> Result<(), svrkit_runtime::tls::Error> {
+//! use svrkit_runtime::tls;
+//!
+//! let server_config = tls::server_config_from_pem(cert_pem, key_pem)?;
+//! let client_tls = tls::ClientTls::new(tls::client_config_from_pem(ca_pem)?);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+pub use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug)]
+pub struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // Named explicitly rather than taken from the process default, which is ambiguous (and
+    // panics) when another crate in the build enables a second provider.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration presenting `cert_chain` (leaf first) with `key`; no client
+/// certificates asked for.
+///
+/// # Errors
+/// If the key does not suit the certificate or is of a kind rustls does not support.
+pub fn server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| Error(format!("TLS certificate or key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// [`server_config`] from PEM text: the certificate chain, and a PKCS#8, PKCS#1 or SEC1 key.
+///
+/// # Errors
+/// If either holds no usable PEM block, or as [`server_config`].
+pub fn server_config_from_pem(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error(format!("certificate PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(Error("certificate PEM holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error(format!("key PEM: {e}")))?;
+    server_config(chain, key)
+}
+
+/// A client configuration that trusts the certificate authorities `roots` (or a server's
+/// self-signed certificate) and nothing else.
+///
+/// # Errors
+/// If a root cannot be parsed as a trust anchor.
+pub fn client_config(
+    roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root)
+            .map_err(|e| Error(format!("trusted certificate: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// [`client_config`] from PEM text holding the trusted certificates.
+///
+/// # Errors
+/// If it holds no usable PEM certificate, or as [`client_config`].
+pub fn client_config_from_pem(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let roots = CertificateDer::pem_slice_iter(roots_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error(format!("trusted certificate PEM: {e}")))?;
+    if roots.is_empty() {
+        return Err(Error("trusted certificate PEM holds no certificate".into()));
+    }
+    client_config(roots)
+}
+
+/// How a channel speaks TLS to its endpoints.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// TLS with `config`, checking each endpoint's certificate against the host part of its
+    /// address (`localhost` for `localhost:7000`, an IP address for `10.0.0.1:7000`).
+    pub fn new(config: Arc<rustls::ClientConfig>) -> ClientTls {
+        ClientTls {
+            config,
+            server_name: None,
+        }
+    }
+
+    /// Checks every endpoint's certificate against `name` instead (for endpoints given by
+    /// address whose certificate names a host).
+    ///
+    /// # Errors
+    /// If `name` is neither a DNS name nor an IP address.
+    pub fn with_server_name(mut self, name: &str) -> Result<ClientTls, Error> {
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| Error(format!("server name {name:?}: {e}")))?;
+        self.server_name = Some(name);
+        Ok(self)
+    }
+
+    /// Runs the handshake over `stream` to the endpoint at `addr`.
+    pub(crate) async fn connect(
+        &self,
+        addr: &str,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host_of(addr).to_owned()).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("no TLS server name in {addr:?}: {e}"),
+                )
+            })?,
+        };
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, stream)
+            .await
+    }
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_addresses() {
+        assert_eq!(host_of("localhost:7000"), "localhost");
+        assert_eq!(host_of("10.0.0.1:7000"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:7000"), "::1");
+        assert_eq!(host_of("example.com"), "example.com");
+    }
+}
