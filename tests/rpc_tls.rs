@@ -102,7 +102,10 @@ async fn plain_text_peer_gets_no_service() {
         .expect("the plain-text call ended")
         .unwrap_err();
     assert_eq!(failed.code(), Code::UNAVAILABLE, "{failed}");
-    assert!(failed.message().contains("TLS"), "the error says why: {failed}");
+    assert!(
+        failed.message().contains("TLS"),
+        "the error says why: {failed}"
+    );
 
     // A plain-text request frame is not answered: the server closes the connection.
     let mut conn = RawConn::connect(&running.addr).await;

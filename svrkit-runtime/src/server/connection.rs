@@ -7,7 +7,7 @@
 //! the client is not reading its replies, and the connection ends (cancelling everything it
 //! had in flight) when the client hangs up, breaks the framing, stalls mid-frame or idles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use super::Shared;
 use super::outbox::Outbox;
 use super::router::{Dispatch, Incoming, Reply, Router};
-use super::stream::Stream;
+use super::stream::{ReadHalf, Stream};
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::Status;
 use crate::sync::{self, Budget, Cancel, Slots};
@@ -96,6 +96,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         budget: shared.input.clone(),
     };
     let mut frames = FrameReader::new(limits.max_frame);
+    let mut stamps = Stamps::default();
     let mut last_read = Instant::now();
     // One timer for the connection's whole life, reset only when it fires: read and idle
     // timeouts cost nothing per read.
@@ -110,7 +111,8 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 _ = conn.outbox.room() => {}
             }
         }
-        let mut got = false;
+        // Bytes the wait itself read (TLS reads to find out whether anything came).
+        let mut got = 0;
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break 'read End::Shutdown,
@@ -118,7 +120,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
             ready = reader.ready(&mut input.buf) => match ready {
                 Ok(None) => {}
                 Ok(Some(0)) | Err(_) => break 'read End::Gone,
-                Ok(Some(_)) => got = true,
+                Ok(Some(n)) => got = n,
             },
             _ = &mut timer => {
                 let timeout = if !input.buf.is_empty() {
@@ -139,32 +141,17 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         }
         // Read everything that has arrived (up to 64 KiB), so that it is stamped with its
         // arrival time instead of waiting unstamped in the kernel while handlers run.
-        loop {
-            if !input.make_room(frames.missing(&input.buf), limits).await {
-                break 'read End::Gone;
-            }
-            let spare = input.buf.capacity() - input.buf.len();
-            match reader.try_read_buf(&mut input.buf) {
-                Ok(0) => break 'read End::Gone,
-                // A read that did not fill the buffer took all there was: one read per
-                // wakeup, so requests gather into batches instead of costing a syscall each.
-                Ok(n) if n < spare => {
-                    got = true;
-                    break;
-                }
-                Ok(_) => got = true,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break 'read End::Gone,
-            }
-            if input.buf.len() >= READ_STEP * 8 {
-                break;
-            }
-        }
-        if !got {
+        let read = match read_arrived(&mut input, &mut reader, &frames, limits, true).await {
+            Ok(read) => read,
+            Err(Gone) => break 'read End::Gone,
+        };
+        let read = got + read;
+        if read == 0 {
             continue;
         }
         let arrived = Instant::now();
         last_read = arrived;
+        stamps.read(read, arrived);
         if !input.buf.is_empty() && frames.missing(&input.buf) > 0 {
             // A partial frame: the read timeout applies from now.
             let expires = later(arrived, limits.read_timeout);
@@ -175,8 +162,13 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         // Answers to requests handled inline go out together: one write per read.
         let mut out = Vec::new();
         let mut slice = arrived;
+        let mut hung_up = false;
         let broken = loop {
-            let read = match frames.decode(&mut input.buf) {
+            let before = input.buf.len();
+            let decoded = frames.decode(&mut input.buf);
+            // The read that completed the frame is when it arrived.
+            let arrived = stamps.consume(before - input.buf.len(), arrived);
+            let read = match decoded {
                 Ok(Some(read)) => read,
                 Ok(None) => break false,
                 // Not svrkit or a broken header: nothing more on this stream can be trusted.
@@ -223,12 +215,22 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 }
                 tokio::task::yield_now().await;
                 slice = Instant::now();
+                // Take in what arrived meanwhile (if the budget allows without waiting): left
+                // in the kernel, requests would wait with their queue time uncounted and run
+                // after their callers gave up.
+                // (Not for a client that is not reading its replies.)
+                if !hung_up && conn.outbox.unsent() <= limits.max_unsent_per_connection {
+                    match read_arrived(&mut input, &mut reader, &frames, limits, false).await {
+                        Ok(read) => stamps.read(read, slice),
+                        Err(Gone) => hung_up = true,
+                    }
+                }
             }
         };
         if !out.is_empty() && !conn.outbox.push(out) {
             break 'read End::Gone;
         }
-        if broken {
+        if broken || hung_up {
             break 'read End::Gone;
         }
         input.release_if_empty();
@@ -250,6 +252,85 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     drop(input);
     drop(conn);
     let _ = write_task.await;
+}
+
+/// The peer hung up, the stream broke, or the input budget stayed spent past the read timeout.
+struct Gone;
+
+/// Reads what has arrived, up to 64 KiB, without waiting for more; how many bytes. With
+/// `wait` it may wait (up to the read timeout) for input budget to grow the buffer; without,
+/// it stops where the budget does.
+async fn read_arrived(
+    input: &mut Input,
+    reader: &mut ReadHalf,
+    frames: &FrameReader,
+    limits: &super::Limits,
+    wait: bool,
+) -> Result<usize, Gone> {
+    let mut read = 0;
+    loop {
+        match input
+            .make_room(frames.missing(&input.buf), limits, wait)
+            .await
+        {
+            Room::Made => {}
+            Room::NoBudget => return Ok(read),
+            Room::TimedOut => return Err(Gone),
+        }
+        let spare = input.buf.capacity() - input.buf.len();
+        match reader.try_read_buf(&mut input.buf) {
+            Ok(0) => return Err(Gone),
+            // A read that did not fill the buffer took all there was: one read per wakeup,
+            // so requests gather into batches instead of costing a syscall each.
+            Ok(n) if n < spare => return Ok(read + n),
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(read),
+            Err(_) => return Err(Gone),
+        }
+        if read >= READ_STEP * 8 {
+            return Ok(read);
+        }
+    }
+}
+
+/// When the bytes in the read buffer arrived: one time per read, so that each frame is
+/// stamped with the read that completed it.
+#[derive(Default)]
+struct Stamps {
+    /// Bytes read in all up to the end of each read not yet consumed, and when.
+    reads: VecDeque<(u64, Instant)>,
+    read: u64,
+    consumed: u64,
+}
+
+impl Stamps {
+    fn read(&mut self, n: usize, at: Instant) {
+        if n > 0 {
+            self.read += n as u64;
+            self.reads.push_back((self.read, at));
+        }
+    }
+
+    /// When the frame that ended `n` bytes further on arrived (`or` if no read is recorded).
+    fn consume(&mut self, n: usize, or: Instant) -> Instant {
+        self.consumed += n as u64;
+        while self
+            .reads
+            .front()
+            .is_some_and(|&(end, _)| end < self.consumed)
+        {
+            self.reads.pop_front();
+        }
+        let at = self.reads.front().map_or(or, |&(_, at)| at);
+        if self
+            .reads
+            .front()
+            .is_some_and(|&(end, _)| end == self.consumed)
+        {
+            self.reads.pop_front();
+        }
+        at
+    }
 }
 
 /// `t + d`, where a `d` too large for the clock (`Duration::MAX` for "never") means a
@@ -383,6 +464,15 @@ fn send_reply(reply: Reply, out: &mut Vec<u8>) {
     }
 }
 
+/// What [`Input::make_room`] managed.
+enum Room {
+    Made,
+    /// The budget is spent and waiting was not allowed.
+    NoBudget,
+    /// The budget stayed spent for the read timeout.
+    TimedOut,
+}
+
 /// The read buffer, charged against the server-wide input budget.
 struct Input {
     buf: BytesMut,
@@ -397,9 +487,9 @@ impl Input {
     }
 
     /// Makes room for the next read, growing the buffer by what has arrived (never by what a
-    /// prefix announces) and taking the budget for it first. False if the budget did not free
-    /// up within the read timeout.
-    async fn make_room(&mut self, missing: usize, limits: &super::Limits) -> bool {
+    /// prefix announces) and taking the budget for it first, waiting for it (up to the read
+    /// timeout) only if `wait`.
+    async fn make_room(&mut self, missing: usize, limits: &super::Limits, wait: bool) -> Room {
         let spare = self.buf.capacity() - self.buf.len();
         let need = if missing == 0 {
             READ_STEP / 2
@@ -407,7 +497,7 @@ impl Input {
             missing.min(READ_STEP)
         };
         if spare >= need {
-            return true;
+            return Room::Made;
         }
         // Doubling as bytes arrive: a frame's buffer is at most about twice what came.
         let step = missing.min(self.buf.len().max(READ_STEP)).max(READ_STEP);
@@ -418,10 +508,11 @@ impl Input {
             let more = want - self.charged();
             let permit = match self.budget.try_take(more) {
                 Some(permit) => permit,
+                None if !wait => return Room::NoBudget,
                 None => {
                     match tokio::time::timeout(limits.read_timeout, self.budget.take(more)).await {
                         Ok(permit) => permit,
-                        Err(_) => return false,
+                        Err(_) => return Room::TimedOut,
                     }
                 }
             };
@@ -431,7 +522,7 @@ impl Input {
             }
         }
         self.buf.reserve(step);
-        true
+        Room::Made
     }
 
     /// The budget a request taken out of the buffer holds until it ends. A large frame was
