@@ -173,3 +173,38 @@ fn configs_from_pem_explain_bad_input() {
         "{no_roots}"
     );
 }
+
+#[tokio::test]
+async fn tls_from_the_configuration_file() {
+    let made = rcgen::generate_simple_self_signed(vec!["svc.internal".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("svrkit-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+
+    let server_side = svrkit_runtime::Config::parse(&format!(
+        "[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"
+    ))
+    .unwrap();
+    let config = server_side.server_tls().unwrap().expect("TLS configured");
+    let running = echo::start_built(server_side.limits(), None, |b| b.tls(config)).await;
+
+    // The endpoint is an address; its certificate names svc.internal.
+    let client_side = svrkit_runtime::Config::parse(&format!(
+        "[client]\ntls_ca = {cert:?}\ntls_server_name = \"svc.internal\"\n\
+         [services.\"test.rpc.EchoSvr\"]\nendpoints = [\"{}\"]\n",
+        running.addr
+    ))
+    .unwrap();
+    let client = EchoSvrClient::new(client_side.channel("test.rpc.EchoSvr").unwrap());
+    let response = client
+        .echo(&EchoReq {
+            text: "configured".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.text, "configured");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,8 @@
 //! [server]
 //! listen = "0.0.0.0:7000"        # where the services of this process are served
 //! admin = "127.0.0.1:7001"       # monitoring and the dashboard
+//! # tls_cert = "server.pem"      # TLS (feature `tls`): certificate chain and key, PEM
+//! # tls_key = "server.key"
 //!
 //! [limits]                       # see `Limits`; every key is optional
 //! max_connections = 10000
@@ -22,6 +24,8 @@
 //! [client]                       # how this process connects to the services it calls
 //! connections_per_endpoint = 2
 //! connect_timeout_ms = 1000
+//! # tls_ca = "ca.pem"            # TLS to every endpoint, trusting these certificates
+//! # tls_server_name = "svc.internal"   # name to check instead of each endpoint's host
 //!
 //! [services."im.message.MessageSvr"]   # each service this process calls, by full name
 //! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
@@ -64,6 +68,10 @@ pub struct ServerConfig {
     pub listen: String,
     /// Address of the admin endpoint (default `127.0.0.1:7001`).
     pub admin: String,
+    /// PEM file of the certificate chain to serve TLS with (with `tls_key`).
+    pub tls_cert: Option<String>,
+    /// PEM file of the private key of `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +79,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7000".to_owned(),
             admin: "127.0.0.1:7001".to_owned(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -122,6 +132,10 @@ pub struct ClientConfig {
     pub connections_per_endpoint: usize,
     /// Time allowed to connect.
     pub connect_timeout_ms: u64,
+    /// PEM file of the certificates to trust: set, every endpoint is spoken to over TLS.
+    pub tls_ca: Option<String>,
+    /// The name endpoint certificates are checked against (default: each endpoint's host).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -130,6 +144,8 @@ impl Default for ClientConfig {
         ClientConfig {
             connections_per_endpoint: o.connections_per_endpoint,
             connect_timeout_ms: o.connect_timeout.as_millis() as u64,
+            tls_ca: None,
+            tls_server_name: None,
         }
     }
 }
@@ -226,6 +242,35 @@ impl Config {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            let key = if self.server.tls_cert.is_some() {
+                "server.tls_key"
+            } else {
+                "server.tls_cert"
+            };
+            return Err(ConfigError::key(
+                key,
+                "missing: tls_cert and tls_key go together",
+            ));
+        }
+        if self.client.tls_server_name.is_some() && self.client.tls_ca.is_none() {
+            return Err(ConfigError::key(
+                "client.tls_ca",
+                "missing: tls_server_name is for TLS, which needs the certificates to trust",
+            ));
+        }
+        #[cfg(not(feature = "tls"))]
+        for (key, set) in [
+            ("server.tls_cert", self.server.tls_cert.is_some()),
+            ("client.tls_ca", self.client.tls_ca.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::key(
+                    key,
+                    "this build has no TLS (enable the `tls` feature of svrkit-runtime)",
+                ));
+            }
+        }
         for (name, service) in &self.services {
             let key = format!("services.\"{name}\".endpoints");
             if service.endpoints.is_empty() {
@@ -280,10 +325,56 @@ impl Config {
         let options = ChannelOptions {
             connections_per_endpoint: self.client.connections_per_endpoint,
             connect_timeout: Duration::from_millis(self.client.connect_timeout_ms),
+            #[cfg(feature = "tls")]
+            tls: self.client_tls()?,
             ..ChannelOptions::default()
         };
         Ok(Channel::lazy(entry.endpoints.iter().cloned(), options))
     }
+
+    /// The server's TLS configuration, read from `server.tls_cert` and `server.tls_key`
+    /// (`None` when they are not set): give it to
+    /// [`ServerBuilder::tls`](crate::server::ServerBuilder::tls).
+    ///
+    /// # Errors
+    /// When a file cannot be read or holds no usable certificate or key.
+    #[cfg(feature = "tls")]
+    pub fn server_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::tls::rustls::ServerConfig>>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.server.tls_cert, &self.server.tls_key) else {
+            return Ok(None);
+        };
+        let cert_pem = read("server.tls_cert", cert)?;
+        let key_pem = read("server.tls_key", key)?;
+        crate::tls::server_config_from_pem(&cert_pem, &key_pem)
+            .map(Some)
+            .map_err(|e| ConfigError::key("server.tls_cert", e))
+    }
+
+    /// How channels speak TLS, from `client.tls_ca` and `client.tls_server_name`.
+    #[cfg(feature = "tls")]
+    fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, ConfigError> {
+        let Some(ca) = &self.client.tls_ca else {
+            return Ok(None);
+        };
+        let config = crate::tls::client_config_from_pem(&read("client.tls_ca", ca)?)
+            .map_err(|e| ConfigError::key("client.tls_ca", e))?;
+        let tls = crate::tls::ClientTls::new(config);
+        match &self.client.tls_server_name {
+            Some(name) => tls
+                .with_server_name(name)
+                .map(Some)
+                .map_err(|e| ConfigError::key("client.tls_server_name", e)),
+            None => Ok(Some(tls)),
+        }
+    }
+}
+
+/// The contents of the file `key` names.
+#[cfg(feature = "tls")]
+fn read(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::key(key, format!("cannot read {path}: {e}")))
 }
 
 #[cfg(test)]
@@ -321,6 +412,33 @@ mod tests {
 
     fn error(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let e = error("[server]\ntls_cert = \"a.pem\"\n");
+        assert!(e.contains("server.tls_key: missing"), "{e}");
+        let e = error("[client]\ntls_server_name = \"x\"\n");
+        assert!(e.contains("client.tls_ca: missing"), "{e}");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_keys_need_the_feature() {
+        let e = error("[client]\ntls_ca = \"ca.pem\"\n");
+        assert!(e.contains("enable the `tls` feature"), "{e}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn unreadable_tls_files_name_the_key() {
+        let c = Config::parse("[server]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"k\"\n")
+            .unwrap();
+        let e = c.server_tls().unwrap_err().to_string();
+        assert!(
+            e.starts_with("server.tls_cert: cannot read /nonexistent/c.pem"),
+            "{e}"
+        );
     }
 
     #[test]
