@@ -32,6 +32,8 @@ const READ_STEP: usize = 8 * 1024;
 /// enough for small frames, so that ordinary requests never wait for a budget that large
 /// frames (or stalled ones) hold.
 const FREE_BUFFER: usize = 2 * READ_STEP;
+/// The most a batch of replies is sized for up front.
+const MAX_BATCH_HINT: usize = 64 * 1024;
 /// How long the reader runs handlers inline before it lets other connections' readers run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
@@ -97,6 +99,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     };
     let mut frames = FrameReader::new(limits.max_frame);
     let mut stamps = Stamps::default();
+    let mut last_batch = 0;
     let mut last_read = Instant::now();
     // One timer for the connection's whole life, reset only when it fires: read and idle
     // timeouts cost nothing per read.
@@ -160,7 +163,8 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
             }
         }
         // Answers to requests handled inline go out together: one write per read.
-        let mut out = Vec::new();
+        // Sized like the last batch, so that a steady load does not grow it by doubling.
+        let mut out = Vec::with_capacity(last_batch);
         let mut slice = arrived;
         let mut hung_up = false;
         let broken = loop {
@@ -227,6 +231,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 }
             }
         };
+        last_batch = out.len().min(MAX_BATCH_HINT);
         if !out.is_empty() && !conn.outbox.push(out) {
             break 'read End::Gone;
         }
