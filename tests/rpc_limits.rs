@@ -173,16 +173,82 @@ async fn slots_held_by_clients_that_left_come_back_at_once() {
     let err = newcomer.echo(&EchoReq::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::OVERLOADED, "{err}");
     drop(conns);
-    let hung_up = Instant::now();
+    still_serving_soon(&running.addr).await;
+}
+
+/// Handlers that wait hold their state (a few KiB each here) for as long as they run: with
+/// the in-flight counts out of the way, the byte budget alone bounds them. Requests past it
+/// are answered OVERLOADED, the server's memory stays within the budget, and it all comes
+/// back when the client hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_handlers_are_bounded_by_bytes_not_counts() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let budget = 32 * MIB;
+    let limits = Limits {
+        max_in_flight: 1 << 20,
+        max_in_flight_per_connection: 1 << 20,
+        max_buffered_input: budget,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let hang = EchoReq {
+        hang: true,
+        ..Default::default()
+    };
+    let before = raw::rss();
+    let mut conn = RawConn::connect(&running.addr).await;
+    let sent = 50_000;
+    let mut frames = Vec::new();
+    for id in 1..=sent {
+        let header = Header {
+            kind: FrameKind::REQUEST,
+            request_id: id,
+            service_id: 9100,
+            method_id: 6,
+            ..Default::default()
+        };
+        frames.extend_from_slice(&raw::request_frame(&header, &hang));
+    }
+    conn.stream.write_all(&frames).await.unwrap();
+    drop(frames);
+    // Every request is either running (and never answers) or refused.
+    let mut refused = 0;
     loop {
-        match newcomer.echo(&EchoReq::default()).await {
-            Ok(_) => break,
-            Err(e) => assert_eq!(e.code(), Code::OVERLOADED, "{e}"),
+        let unrefused = sent as usize - refused;
+        tokio::select! {
+            frame = conn.read(Duration::from_secs(30)) => {
+                assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
+                assert!(frame.header.status_message.contains("memory budget"));
+                refused += 1;
+            }
+            _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
+                o.started.load(Ordering::SeqCst) >= unrefused
+            }) => break,
         }
-        assert!(
-            hung_up.elapsed() < Duration::from_secs(1),
-            "slots still held"
-        );
+    }
+    let started = running.observed.started.load(Ordering::SeqCst);
+    let grown = raw::rss().saturating_sub(before);
+    assert!(
+        grown < budget + 16 * MIB,
+        "{} MiB for {started} running handlers under a {} MiB budget",
+        grown / MIB,
+        budget / MIB
+    );
+    assert!(
+        refused > 0 && started > 1000,
+        "{started} running, {refused} refused"
+    );
+    drop(conn);
+    still_serving_soon(&running.addr).await;
+}
+
+/// Waits (up to a second) until a fresh client is served: what hung-up clients held is back.
+async fn still_serving_soon(addr: &str) {
+    let client = echo::client(addr, 1);
+    let hung_up = Instant::now();
+    while let Err(e) = client.echo(&EchoReq::default()).await {
+        assert_eq!(e.code(), Code::OVERLOADED, "{e}");
+        assert!(hung_up.elapsed() < Duration::from_secs(1), "still held");
         tokio::task::yield_now().await;
     }
 }

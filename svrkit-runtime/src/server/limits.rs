@@ -21,8 +21,10 @@ pub struct Limits {
     /// `TOO_LARGE` (its body is skipped as it arrives, never held); a larger response fails
     /// its call with `TOO_LARGE`. Either way the connection carries on.
     pub max_frame: usize,
-    /// Bytes of input held across all connections: partial frames and the bodies of
-    /// requests in flight. A connection that would go over waits before reading more.
+    /// Bytes held for requests across all connections: partial frames, the bodies of
+    /// requests in flight, and each running call's state (its handler's future plus about
+    /// 1 KiB of bookkeeping). A connection that would go over waits before reading more; a
+    /// request that finds it spent is answered `OVERLOADED`.
     pub max_buffered_input: usize,
     /// Bytes of responses a connection may have queued but unsent; past it the server stops
     /// reading that connection's requests until the client reads.

@@ -99,14 +99,15 @@ impl ServerBuilder {
     /// Builds the server; call [`Server::serve`] to accept connections.
     pub fn build(self) -> Server {
         let limits = self.limits;
+        let input = Budget::new(limits.max_buffered_input);
         Server {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
-                input: Budget::new(limits.max_buffered_input),
+                input: input.clone(),
                 refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                router: Arc::new(Router::new(self.services, self.hooks, limits)),
+                router: Arc::new(Router::new(self.services, self.hooks, limits, input)),
                 #[cfg(feature = "tls")]
                 tls: self.tls,
             }),
