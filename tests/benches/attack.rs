@@ -1,0 +1,436 @@
+//! Attacks a running svrkit server from another process, as a broken or malicious client
+//! would, and reports the server's memory and whether a well-behaved client is still served.
+//!
+//! `cargo bench -p svrkit-tests --bench attack` (all probes) or `-- stalled-prefixes ...`.
+//!
+//! Each probe gets a fresh server process (the echo service of `idl/test/rpc.xml`, default
+//! limits), so that its memory figure is its own. The well-behaved client calls Echo every
+//! 10 ms throughout; the report gives its slowest call and its failures.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::frame::{self, FrameKind, Header};
+use svrkit_tests::echo;
+use svrkit_tests::raw::request_frame;
+use svrkit_tests::svrkit::test::all_types::Empty;
+use svrkit_tests::svrkit::test::rpc::EchoReq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1 << 20;
+
+/// A server process.
+struct Target {
+    child: Child,
+    addr: String,
+}
+
+impl Target {
+    fn start() -> Target {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("READY ")
+            .expect("READY")
+            .to_owned();
+        Target { child, addr }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        Target::rss_of(self.child.id())
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A well-behaved client calling Echo every 10 ms until stopped.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Duration, usize, usize)>,
+}
+
+impl Bystander {
+    fn start(addr: &str) -> Bystander {
+        let client = echo::client(addr, 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut slowest, mut ok, mut failed) = (Duration::ZERO, 0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match client.echo(&EchoReq::default()).await {
+                        Ok(_) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                    slowest = slowest.max(started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (slowest, ok, failed)
+            }
+        });
+        Bystander { stop, task }
+    }
+
+    async fn finish(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let (slowest, ok, failed) = self.task.await.unwrap();
+        format!("{ok} ok, {failed} failed, slowest {slowest:.1?}")
+    }
+}
+
+fn header(kind: FrameKind, id: u64, method: u32, deadline_ms: u32) -> Header {
+    Header {
+        kind,
+        request_id: id,
+        service_id: 9100,
+        method_id: method,
+        deadline_ms,
+        ..Header::default()
+    }
+}
+
+/// Writes `bytes` in the background (the server may stop reading).
+fn write_in_background(
+    mut stream: TcpStream,
+    bytes: Vec<u8>,
+) -> tokio::task::JoinHandle<TcpStream> {
+    tokio::spawn(async move {
+        let _ = stream.write_all(&bytes).await;
+        stream
+    })
+}
+
+async fn connect(addr: &str) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+/// Runs one probe against a fresh server and prints its row.
+async fn probe<F, Fut>(name: &str, attack: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let mut target = Target::start();
+    let before = target.rss_mib();
+    let bystander = Bystander::start(&target.addr);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let peak = Arc::new(std::sync::Mutex::new(before));
+    let watching = Arc::new(AtomicBool::new(true));
+    let pid = target.child.id();
+    let watcher = std::thread::spawn({
+        let (peak, watching) = (peak.clone(), watching.clone());
+        move || {
+            while watching.load(Ordering::Relaxed) {
+                let rss = Target::rss_of(pid);
+                let mut p = peak.lock().unwrap();
+                *p = p.max(rss);
+                drop(p);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let outcome = attack(target.addr.clone()).await;
+    let served = bystander.finish().await;
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let after = target.rss_mib();
+    let alive = if target.alive() { "alive" } else { "DEAD" };
+    println!(
+        "| {name} | {before:.1} | {:.1} | {after:.1} | {alive} | {served} | {outcome} |",
+        *peak.lock().unwrap()
+    );
+}
+
+impl Target {
+    fn rss_of(pid: u32) -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// Sends requests with waiting handlers and 1 KiB payloads for 3 s and never reads a reply.
+async fn stopped_reader(addr: String) -> String {
+    let request = EchoReq {
+        delay_ms: 50,
+        payload: vec![7u8; 1024].into(),
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    for id in 1..=200_000 {
+        bytes.extend(request_frame(
+            &header(FrameKind::REQUEST, id, 1, 10_000),
+            &request,
+        ));
+    }
+    let sent = bytes.len();
+    let writer = write_in_background(connect(&addr).await, bytes);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let done = writer.is_finished();
+    writer.abort();
+    format!(
+        "offered {} MiB of requests; {}",
+        sent / MIB,
+        if done {
+            "all were read"
+        } else {
+            "the server stopped reading"
+        }
+    )
+}
+
+/// 1,000 connections each send a prefix announcing a 4 MiB frame, then stall.
+async fn stalled_prefixes(addr: String) -> String {
+    let mut prefix = Vec::new();
+    prefix.extend_from_slice(b"SK\x01\x00");
+    prefix.extend_from_slice(&8u32.to_be_bytes());
+    prefix.extend_from_slice(&(4 * MIB as u32 - 64).to_be_bytes());
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let mut c = connect(&addr).await;
+        c.write_all(&prefix).await.unwrap();
+        conns.push(c);
+    }
+    // The read timeout (10 s) closes them.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut closed = 0;
+    for mut c in conns {
+        let mut b = [0u8; 64];
+        if matches!(
+            tokio::time::timeout(Duration::from_millis(50), c.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            closed += 1;
+        }
+    }
+    format!("{closed} of 1000 closed by the server after 12 s")
+}
+
+/// A 16 MiB body of empty structs (over the frame limit) and one just under 4 MiB.
+async fn empty_structs(addr: String) -> String {
+    let mut c = connect(&addr).await;
+    let mut out = Vec::new();
+    for (id, n) in [(1u64, 8 * MIB), (2, 2 * MIB - 1024)] {
+        let body = EchoReq {
+            items: vec![Empty::default(); n],
+            ..Default::default()
+        };
+        out.extend(request_frame(
+            &header(FrameKind::REQUEST, id, 1, 10_000),
+            &body,
+        ));
+    }
+    c.write_all(&out).await.unwrap();
+    let statuses = read_statuses(&mut c, 2).await;
+    format!("statuses {statuses:?}")
+}
+
+/// 64 connections x 1,024 Hang requests with no deadline, then all hang up.
+async fn hung_handlers(addr: String) -> String {
+    let hang = EchoReq {
+        hang: true,
+        ..Default::default()
+    };
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        let mut c = connect(&addr).await;
+        let mut out = Vec::new();
+        for id in 1..=1024 {
+            out.extend(request_frame(&header(FrameKind::REQUEST, id, 6, 0), &hang));
+        }
+        c.write_all(&out).await.unwrap();
+        conns.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fresh = echo::client(&addr, 1);
+    let while_held = fresh.echo(&EchoReq::default()).await.map(|_| ()).err();
+    drop(conns);
+    let started = Instant::now();
+    let mut served = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if fresh.echo(&EchoReq::default()).await.is_ok() {
+            served = Some(started.elapsed());
+            break;
+        }
+    }
+    format!(
+        "while held: {}; after hang-up served in {served:.1?}",
+        while_held.map_or("served".to_owned(), |s| s.to_string())
+    )
+}
+
+/// One connection floods PING frames and reads no PONG; another floods CANCELs for ids
+/// that were never sent and zero-length requests.
+async fn tiny_frames(addr: String) -> String {
+    let mut pings = Vec::new();
+    let mut cancels = Vec::new();
+    for id in 0..1_000_000u64 {
+        frame::encode(&header(FrameKind::PING, id, 0, 0), &[], &mut pings);
+        frame::encode(&header(FrameKind::CANCEL, id, 0, 0), &[], &mut cancels);
+        frame::encode(
+            &header(FrameKind::REQUEST, id + 1, 1, 1000),
+            &[],
+            &mut cancels,
+        );
+    }
+    let sent = (pings.len() + cancels.len()) / MIB;
+    let a = write_in_background(connect(&addr).await, pings);
+    let mut reader = connect(&addr).await;
+    reader.write_all(&cancels).await.unwrap();
+    // Drain the answers to the zero-length requests of the second connection.
+    let mut sink = vec![0u8; 1 << 16];
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while reader.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    a.abort();
+    format!("{sent} MiB of PING, CANCEL and empty REQUEST frames")
+}
+
+/// 1,000 slow calls in flight, then the client hangs up; then a valid frame and garbage.
+async fn hangup_and_garbage(addr: String) -> String {
+    let slow = EchoReq {
+        delay_ms: 5000,
+        ..Default::default()
+    };
+    let mut c = connect(&addr).await;
+    let mut out = Vec::new();
+    for id in 1..=1000 {
+        out.extend(request_frame(
+            &header(FrameKind::REQUEST, id, 1, 10_000),
+            &slow,
+        ));
+    }
+    c.write_all(&out).await.unwrap();
+    drop(c);
+    let mut c = connect(&addr).await;
+    let mut out = request_frame(
+        &header(FrameKind::REQUEST, 1, 1, 1000),
+        &EchoReq {
+            text: "before the garbage".into(),
+            ..Default::default()
+        },
+    );
+    out.extend_from_slice(b"GARBAGE GARBAGE GARBAGE");
+    c.write_all(&out).await.unwrap();
+    let statuses = read_statuses(&mut c, 1).await;
+    let mut b = [0u8; 16];
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    );
+    format!("the frame before the garbage: {statuses:?}; then closed: {closed}")
+}
+
+/// The status codes of the next `n` responses.
+async fn read_statuses(c: &mut TcpStream, n: usize) -> Vec<u32> {
+    let decoder = frame::Decoder::new(64 << 20);
+    let mut buf = bytes::BytesMut::new();
+    let mut codes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while codes.len() < n {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => codes.push(frame.header.status_code),
+                Ok(None) => {
+                    if c.read_buf(&mut buf).await.map_or(true, |n| n == 0) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    codes
+}
+
+fn serve() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let running = echo::start().await;
+        println!("READY {}", running.addr);
+        std::io::stdout().flush().unwrap();
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+        })
+        .await
+        .unwrap();
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--serve") {
+        return serve();
+    }
+    let chosen: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| chosen.is_empty() || chosen.contains(&name);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "| probe | server RSS before (MiB) | peak | after | server | bystander (Echo every 10 ms) | outcome |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    rt.block_on(async {
+        if wanted("stopped-reader") {
+            probe("stopped-reader", stopped_reader).await;
+        }
+        if wanted("stalled-prefixes") {
+            probe("stalled-prefixes", stalled_prefixes).await;
+        }
+        if wanted("empty-structs") {
+            probe("empty-structs", empty_structs).await;
+        }
+        if wanted("hung-handlers") {
+            probe("hung-handlers", hung_handlers).await;
+        }
+        if wanted("hung-handlers-3x") {
+            probe("hung-handlers-3x", |addr: String| async move {
+                hung_handlers(addr.clone()).await;
+                hung_handlers(addr.clone()).await;
+                hung_handlers(addr).await
+            })
+            .await;
+        }
+        if wanted("tiny-frames") {
+            probe("tiny-frames", tiny_frames).await;
+        }
+        if wanted("hangup-and-garbage") {
+            probe("hangup-and-garbage", hangup_and_garbage).await;
+        }
+    });
+}
