@@ -4,7 +4,7 @@
 //! them on one server or on several; nothing else changes (the "logic container").
 //!
 //! The server is two layers (`docs/runtime.md` draws them):
-//! - the **router** ([`router`]) decides: it dispatches a request to its service and method,
+//! - the **router** (`server/router.rs`) decides: it dispatches a request to its service and method,
 //!   runs the [`Hook`]s (authentication, admission), applies the limits and drives the
 //!   handler to its result, deadline or cancellation. In-process calls go through it too.
 //! - a **connection** only moves bytes: it reads frames into a byte-bounded buffer, hands
