@@ -7,7 +7,9 @@
 //! ```
 //!
 //! With no arguments it makes a self-signed certificate for `localhost` (with rcgen), as a
-//! test would; give it a PEM certificate chain and key to use your own.
+//! test would; give it a PEM certificate chain and key to use your own, for `localhost`.
+//! (`openssl req -x509` makes a CA certificate unless told `-addext
+//! basicConstraints=critical,CA:FALSE`, and rustls refuses a CA certificate as a server's.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,7 +55,7 @@ impl MessageSvr for Messages {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cert_pem, key_pem) = match args.as_slice() {
-        [cert, key] => (std::fs::read(cert)?, std::fs::read(key)?),
+        [cert, key] => (read(cert)?, read(key)?),
         [] => {
             let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
             (
@@ -108,4 +110,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
 }
