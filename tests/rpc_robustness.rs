@@ -203,3 +203,112 @@ async fn a_body_that_does_not_decode_is_invalid_argument() {
     );
     assert!(response.header.encoded_len() > 0);
 }
+
+/// A note whose frame is exactly `len` bytes long.
+fn note_frame_of(len: usize, text: &str) -> Vec<u8> {
+    use svrkit_tests::svrkit::test::rpc::Note;
+    let header = Header {
+        kind: FrameKind::ONEWAY,
+        request_id: 1,
+        service_id: 9100,
+        method_id: 3,
+        ..Header::default()
+    };
+    let encode = |pad: usize| {
+        let note = Note {
+            text: format!("{text}{}", "x".repeat(pad)).into(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        frame::encode_message(&header, &note, &mut out);
+        out
+    };
+    // Lengths of lengths grow by a byte now and then: step down until it fits exactly.
+    let mut pad = len - encode(0).len();
+    loop {
+        let out = encode(pad);
+        if out.len() == len {
+            return out;
+        }
+        pad -= 1;
+    }
+}
+
+/// A frame that exactly fills the server's read buffer, followed at once by the end of the
+/// stream: the read that finds the end must not throw away the frame before it.
+#[tokio::test]
+async fn a_frame_that_fills_the_buffer_before_the_end_is_served() {
+    let running = echo::start().await;
+    for (round, len) in [8 * 1024, 16 * 1024, 24 * 1024, 32 * 1024]
+        .into_iter()
+        .enumerate()
+    {
+        let text = format!("exact-{round}-");
+        let mut stream = TcpStream::connect(&running.addr).await.unwrap();
+        stream.write_all(&note_frame_of(len, &text)).await.unwrap();
+        stream.shutdown().await.unwrap();
+        running
+            .observed
+            .until(
+                &format!("the {len}-byte note delivered"),
+                Duration::from_secs(2),
+                |o| o.notes.lock().unwrap().iter().any(|n| n.starts_with(&text)),
+            )
+            .await;
+    }
+}
+
+/// A client that sends a burst and then ends its stream (a half-close, as `nc` does) loses
+/// nothing it sent: every oneway note is delivered and every quick request answered, even
+/// when the end of stream arrives with the last bytes.
+#[tokio::test]
+async fn what_came_before_the_end_of_stream_is_served() {
+    use svrkit_tests::svrkit::test::rpc::Note;
+    let running = echo::start().await;
+    for round in 0..20u64 {
+        let mut stream = TcpStream::connect(&running.addr).await.unwrap();
+        let mut burst = Vec::new();
+        let notes = 500;
+        for i in 0..notes {
+            let header = Header {
+                kind: FrameKind::ONEWAY,
+                request_id: i + 1,
+                service_id: 9100,
+                method_id: 3,
+                ..Header::default()
+            };
+            let note = Note {
+                text: format!("{round}-{i}-{}", "x".repeat((i % 7) as usize * 40)).into(),
+                ..Default::default()
+            };
+            frame::encode_message(&header, &note, &mut burst);
+        }
+        burst.extend(request_frame(notes + 1, &EchoReq::default()));
+        stream.write_all(&burst).await.unwrap();
+        stream.shutdown().await.unwrap();
+        // The answer to the last request comes back before the server closes.
+        let mut answers = bytes::BytesMut::new();
+        let decoder = frame::Decoder::new(1 << 20);
+        let mut answered = false;
+        while let Ok(n) = stream.read_buf(&mut answers).await {
+            while let Ok(Some(frame)) = decoder.decode(&mut answers) {
+                answered |= frame.header.request_id == notes + 1;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(
+            answered,
+            "round {round}: the request before the end went unanswered"
+        );
+        let prefix = format!("{round}-");
+        running
+            .observed
+            .until("every note delivered", Duration::from_secs(5), |o| {
+                let delivered = o.notes.lock().unwrap();
+                delivered.iter().filter(|n| n.starts_with(&prefix)).count() == notes as usize
+            })
+            .await;
+    }
+}

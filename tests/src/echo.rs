@@ -125,6 +125,7 @@ impl EchoSvr for Echo {
             .lock()
             .unwrap()
             .push(request.text.to_string());
+        self.observed.changed.notify_waiters();
         Ok(())
     }
 

@@ -144,12 +144,16 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         }
         // Read everything that has arrived (up to 64 KiB), so that it is stamped with its
         // arrival time instead of waiting unstamped in the kernel while handlers run.
-        let read = match read_arrived(&mut input, &mut reader, &frames, limits, true).await {
-            Ok(read) => read,
-            Err(Gone) => break 'read End::Gone,
+        let Ok(fresh) = read_arrived(&mut input, &mut reader, &frames, limits, true).await else {
+            break 'read End::Gone;
         };
-        let read = got + read;
+        // What came before the client's end of stream is still served.
+        let mut hung_up = fresh.ended;
+        let read = got + fresh.bytes;
         if read == 0 {
+            if hung_up {
+                break 'read End::Gone;
+            }
             continue;
         }
         let arrived = Instant::now();
@@ -166,7 +170,6 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         // Sized like the last batch, so that a steady load does not grow it by doubling.
         let mut out = Vec::with_capacity(last_batch);
         let mut slice = arrived;
-        let mut hung_up = false;
         let broken = loop {
             let before = input.buf.len();
             let decoded = frames.decode(&mut input.buf);
@@ -225,7 +228,10 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 // (Not for a client that is not reading its replies.)
                 if !hung_up && conn.outbox.unsent() <= limits.max_unsent_per_connection {
                     match read_arrived(&mut input, &mut reader, &frames, limits, false).await {
-                        Ok(read) => stamps.read(read, slice),
+                        Ok(fresh) => {
+                            stamps.read(fresh.bytes, slice);
+                            hung_up = fresh.ended;
+                        }
                         Err(Gone) => hung_up = true,
                     }
                 }
@@ -259,41 +265,49 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     let _ = write_task.await;
 }
 
-/// The peer hung up, the stream broke, or the input budget stayed spent past the read timeout.
+/// The stream broke, or the input budget stayed spent past the read timeout.
 struct Gone;
 
-/// Reads what has arrived, up to 64 KiB, without waiting for more; how many bytes. With
-/// `wait` it may wait (up to the read timeout) for input budget to grow the buffer; without,
-/// it stops where the budget does.
+/// What [`read_arrived`] read.
+struct Fresh {
+    bytes: usize,
+    /// The client ended its stream after these bytes.
+    ended: bool,
+}
+
+/// Reads what has arrived, up to 64 KiB, without waiting for more. With `wait` it may wait
+/// (up to the read timeout) for input budget to grow the buffer; without, it stops where the
+/// budget does.
 async fn read_arrived(
     input: &mut Input,
     reader: &mut ReadHalf,
     frames: &FrameReader,
     limits: &super::Limits,
     wait: bool,
-) -> Result<usize, Gone> {
+) -> Result<Fresh, Gone> {
     let mut read = 0;
+    let fresh = |bytes, ended| Ok(Fresh { bytes, ended });
     loop {
         match input
             .make_room(frames.missing(&input.buf), limits, wait)
             .await
         {
             Room::Made => {}
-            Room::NoBudget => return Ok(read),
+            Room::NoBudget => return fresh(read, false),
             Room::TimedOut => return Err(Gone),
         }
         let spare = input.buf.capacity() - input.buf.len();
         match reader.try_read_buf(&mut input.buf) {
-            Ok(0) => return Err(Gone),
+            Ok(0) => return fresh(read, true),
             // A read that did not fill the buffer took all there was: one read per wakeup,
             // so requests gather into batches instead of costing a syscall each.
-            Ok(n) if n < spare => return Ok(read + n),
+            Ok(n) if n < spare => return fresh(read + n, false),
             Ok(n) => read += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(read),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return fresh(read, false),
             Err(_) => return Err(Gone),
         }
         if read >= READ_STEP * 8 {
-            return Ok(read);
+            return fresh(read, false);
         }
     }
 }
