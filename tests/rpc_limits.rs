@@ -140,26 +140,10 @@ async fn bodies_of_empty_structs_cannot_blow_up_the_server() {
 async fn slots_held_by_clients_that_left_come_back_at_once() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let running = echo::start().await;
-    let hang = EchoReq {
-        hang: true,
-        ..Default::default()
-    };
     let mut conns = Vec::new();
     for _ in 0..64 {
         let mut conn = RawConn::connect(&running.addr).await;
-        let mut frames = Vec::new();
-        for id in 1..=1_024 {
-            let header = Header {
-                kind: FrameKind::REQUEST,
-                request_id: id,
-                service_id: 9100,
-                // `Hang`: a minute's IDL timeout, applied since no deadline is sent.
-                method_id: 6,
-                ..Default::default()
-            };
-            frames.extend_from_slice(&raw::request_frame(&header, &hang));
-        }
-        conn.stream.write_all(&frames).await.unwrap();
+        conn.stream.write_all(&hang_frames(1_024)).await.unwrap();
         conns.push(conn);
     }
     running
@@ -191,26 +175,10 @@ async fn running_handlers_are_bounded_by_bytes_not_counts() {
         ..Limits::default()
     };
     let running = echo::start_with(limits, None).await;
-    let hang = EchoReq {
-        hang: true,
-        ..Default::default()
-    };
     let before = raw::rss();
     let mut conn = RawConn::connect(&running.addr).await;
     let sent = 50_000;
-    let mut frames = Vec::new();
-    for id in 1..=sent {
-        let header = Header {
-            kind: FrameKind::REQUEST,
-            request_id: id,
-            service_id: 9100,
-            method_id: 6,
-            ..Default::default()
-        };
-        frames.extend_from_slice(&raw::request_frame(&header, &hang));
-    }
-    conn.stream.write_all(&frames).await.unwrap();
-    drop(frames);
+    conn.stream.write_all(&hang_frames(sent)).await.unwrap();
     // Every request is either running (and never answers) or refused.
     let mut refused = 0;
     loop {
@@ -240,6 +208,27 @@ async fn running_handlers_are_bounded_by_bytes_not_counts() {
     );
     drop(conn);
     still_serving_soon(&running.addr).await;
+}
+
+/// Requests 1..=`n` to `Hang` (handlers that never finish), with no deadline: the method's
+/// IDL timeout (a minute) applies.
+fn hang_frames(n: u64) -> Vec<u8> {
+    let hang = EchoReq {
+        hang: true,
+        ..Default::default()
+    };
+    let mut frames = Vec::new();
+    for id in 1..=n {
+        let header = Header {
+            kind: FrameKind::REQUEST,
+            request_id: id,
+            service_id: 9100,
+            method_id: 6,
+            ..Default::default()
+        };
+        frames.extend_from_slice(&raw::request_frame(&header, &hang));
+    }
+    frames
 }
 
 /// Waits (up to a second) until a fresh client is served: what hung-up clients held is back.

@@ -7,13 +7,13 @@
 //! limits), so that its memory figure is its own. The well-behaved client calls Echo every
 //! 10 ms throughout; the report gives its slowest call and its failures.
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use svrkit_runtime::frame::{self, FrameKind, Header};
+use svrkit_tests::child::{ServerProcess, rss_of};
 use svrkit_tests::echo;
 use svrkit_tests::raw::request_frame;
 use svrkit_tests::svrkit::test::all_types::Empty;
@@ -23,47 +23,9 @@ use tokio::net::TcpStream;
 
 const MIB: usize = 1 << 20;
 
-/// A server process.
-struct Target {
-    child: Child,
-    addr: String,
-}
-
-impl Target {
-    fn start() -> Target {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the server process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("READY ")
-            .expect("READY")
-            .to_owned();
-        Target { child, addr }
-    }
-
-    fn rss_mib(&self) -> f64 {
-        Target::rss_of(self.child.id())
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// RSS of process `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    rss_of(pid) as f64 / MIB as f64
 }
 
 /// A well-behaved client calling Echo every 10 ms until stopped.
@@ -134,18 +96,18 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = String>,
 {
-    let mut target = Target::start();
-    let before = target.rss_mib();
+    let mut target = ServerProcess::start(&["--serve"]);
+    let pid = target.child.id();
+    let before = rss_mib(pid);
     let bystander = Bystander::start(&target.addr);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let peak = Arc::new(std::sync::Mutex::new(before));
     let watching = Arc::new(AtomicBool::new(true));
-    let pid = target.child.id();
     let watcher = std::thread::spawn({
         let (peak, watching) = (peak.clone(), watching.clone());
         move || {
             while watching.load(Ordering::Relaxed) {
-                let rss = Target::rss_of(pid);
+                let rss = rss_mib(pid);
                 let mut p = peak.lock().unwrap();
                 *p = p.max(rss);
                 drop(p);
@@ -157,26 +119,16 @@ where
     let served = bystander.finish().await;
     watching.store(false, Ordering::Relaxed);
     watcher.join().unwrap();
-    let after = target.rss_mib();
-    let alive = if target.alive() { "alive" } else { "DEAD" };
+    let after = rss_mib(pid);
+    let alive = if matches!(target.child.try_wait(), Ok(None)) {
+        "alive"
+    } else {
+        "DEAD"
+    };
     println!(
         "| {name} | {before:.1} | {:.1} | {after:.1} | {alive} | {served} | {outcome} |",
         *peak.lock().unwrap()
     );
-}
-
-impl Target {
-    fn rss_of(pid: u32) -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
 }
 
 /// Sends requests with waiting handlers and 1 KiB payloads for 3 s and never reads a reply.

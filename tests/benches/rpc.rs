@@ -14,8 +14,8 @@
 //! system time over the requests it answered.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::io::Write as _;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use svrkit_tests::child::ServerProcess;
 use svrkit_tests::svrkit::bench::chat as sk;
 
 mod tonic_chat {
@@ -387,66 +388,17 @@ fn serve(system: &str) {
     });
 }
 
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    fn start(system: &str) -> ServerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve", system])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start server process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("READY ")
-            .expect("server said READY")
-            .to_owned();
-        ServerProcess { child, addr }
-    }
-
-    /// User plus system CPU time of the server process so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        #[allow(unsafe_code)]
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_micros(ticks * 1_000_000 / hz)
-    }
-
-    /// Resident memory of the server process.
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        kb * 1024
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// User plus system CPU time of the server process so far.
+fn server_cpu(server: &ServerProcess) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// One client of any system, callable from many tasks.
@@ -566,13 +518,13 @@ async fn measure(server: &ServerProcess, client: &Client, concurrency: usize, se
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu_before = server.cpu();
+    let cpu_before = server_cpu(server);
     recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let cpu = server.cpu() - cpu_before;
+    let cpu = server_cpu(server) - cpu_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -605,7 +557,7 @@ fn throughput(args: &[String]) {
     println!("| system | concurrency | QPS | p50 | p99 | server CPU / request |");
     println!("|---|---|---|---|---|---|");
     for system in &systems {
-        let server = ServerProcess::start(system);
+        let server = ServerProcess::start(&["--serve", system]);
         rt.block_on(async {
             let client = Client::connect(system, &server.addr).await;
             for &c in &concurrency {
@@ -638,7 +590,7 @@ fn raise_fd_limit() {
 fn idle(n: usize) {
     raise_fd_limit();
     pin_to_core(1);
-    let server = ServerProcess::start("svrkit");
+    let server = ServerProcess::start(&["--serve", "svrkit"]);
     let rt = one_worker_runtime();
     rt.block_on(async {
         let client = Client::connect("svrkit", &server.addr).await;

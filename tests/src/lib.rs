@@ -73,5 +73,6 @@ pub mod prost_beside {
     include!(concat!(env!("OUT_DIR"), "/bench.chat.rs"));
 }
 
+pub mod child;
 pub mod echo;
 pub mod raw;
