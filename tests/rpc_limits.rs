@@ -323,6 +323,56 @@ async fn a_duplicate_request_id_is_refused() {
     assert_eq!(running.observed.started.load(Ordering::SeqCst), 1);
 }
 
+/// A oneway frame reusing the id of a request in flight takes nothing from it: a CANCEL
+/// naming that id, sent after the oneway call ended, still reaches the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_oneway_reusing_a_request_id_leaves_the_request_cancellable() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start().await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let slow = EchoReq {
+        delay_ms: 30_000,
+        ..Default::default()
+    };
+    raw.request(7, 1, 60_000, &slow).await;
+    // The same id, oneway, with a handler that waits a little (so it runs in a task).
+    let oneway = Header {
+        kind: FrameKind::ONEWAY,
+        request_id: 7,
+        service_id: 9100,
+        method_id: 1,
+        ..Default::default()
+    };
+    let short = EchoReq {
+        delay_ms: 10,
+        ..Default::default()
+    };
+    raw.stream
+        .write_all(&raw::request_frame(&oneway, &short))
+        .await
+        .unwrap();
+    running
+        .observed
+        .until("the oneway call ended", Duration::from_secs(5), |o| {
+            o.started.load(Ordering::SeqCst) == 2 && o.finished.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    let cancel = Header {
+        kind: FrameKind::CANCEL,
+        request_id: 7,
+        ..Default::default()
+    };
+    let mut frame = Vec::new();
+    svrkit_runtime::frame::encode(&cancel, &[], &mut frame);
+    raw.stream.write_all(&frame).await.unwrap();
+    running
+        .observed
+        .until("the request saw its cancel", Duration::from_secs(5), |o| {
+            o.saw_cancel.load(Ordering::SeqCst) == 1
+        })
+        .await;
+}
+
 /// At the connection cap a newcomer is told why, with a status, not just hung up on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_cap_gets_a_status() {
@@ -467,5 +517,226 @@ async fn twice_its_capacity_keeps_goodput_and_recovers_at_once() {
         ended.elapsed() < Duration::from_secs(2),
         "took {:?} to serve 20 calls after the overload",
         ended.elapsed()
+    );
+}
+
+/// Clients that stop reading while their handlers take a while: each one's replies land in
+/// its outbox after the requests' budget was given back. Counted against the same budget,
+/// they keep the next clients' requests waiting instead of each client adding a budget's
+/// worth of unsent replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsent_replies_count_against_the_memory_budget() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let budget = 32 * MIB;
+    let limits = Limits {
+        max_buffered_input: budget,
+        max_unsent_per_connection: MIB,
+        write_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let before = raw::rss();
+    // Each client: 200 requests of 128 KiB answered after 100 ms, 25 MiB of replies.
+    let per_client = 200;
+    let request = EchoReq {
+        delay_ms: 100,
+        payload: vec![7u8; 128 << 10].into(),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for round in 1..=4 {
+        let mut conn = RawConn::connect(&running.addr).await;
+        let request = request.clone();
+        clients.push(tokio::spawn(async move {
+            for id in 1..=per_client {
+                conn.request(id as u64, 1, 60_000, &request).await;
+            }
+            conn
+        }));
+        // Until this client's replies are all made, or three seconds have shown they will
+        // not be (the budget is spent on the replies before them).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            running.observed.until("replies made", Duration::MAX, |o| {
+                o.finished.load(Ordering::SeqCst) >= round * per_client
+            }),
+        )
+        .await;
+    }
+    let finished = running.observed.finished.load(Ordering::SeqCst);
+    let grown = raw::rss().saturating_sub(before);
+    assert!(
+        grown < budget + 24 * MIB,
+        "{} MiB for {finished} replies nobody reads under a {} MiB budget",
+        grown / MIB,
+        budget / MIB
+    );
+    assert!(finished < 2 * per_client, "{finished} replies made");
+    drop(clients);
+}
+
+/// Requests whose bodies decode into far more memory than they take on the wire (empty
+/// structs: two bytes each, 24 in memory) and whose handlers wait: what decoding allocated
+/// is charged, so the budget bounds it, not just the bytes received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_request_decodes_into_counts_against_the_budget() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let budget = 32 * MIB;
+    let limits = Limits {
+        max_buffered_input: budget,
+        read_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let conn = RawConn::connect(&running.addr).await;
+    // 800 KB on the wire each, about 10 MB decoded: 30 of them fit the budget as bytes
+    // received, and would hold 300 MB decoded.
+    let request = EchoReq {
+        hang: true,
+        items: vec![Empty::default(); 400_000],
+        ..Default::default()
+    };
+    let frames = (1..=30).fold(Vec::new(), |mut frames, id| {
+        let header = Header {
+            kind: FrameKind::REQUEST,
+            request_id: id,
+            service_id: 9100,
+            method_id: 6,
+            ..Default::default()
+        };
+        frames.extend_from_slice(&raw::request_frame(&header, &request));
+        frames
+    });
+    drop(request);
+    // (After the client's own 24 MB of frames.)
+    let before = raw::rss();
+    let (mut read, mut write) = conn.stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&frames).await;
+        write
+    });
+    // The server stops reading once the decoded requests fill the budget, and closes the
+    // connection when the budget stays spent for the read timeout.
+    let closed = {
+        let mut sink = vec![0u8; 64 << 10];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            use tokio::io::AsyncReadExt;
+            while let Ok(n) = read.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    let started = running.observed.started.load(Ordering::SeqCst);
+    let grown = raw::rss().saturating_sub(before);
+    assert!(
+        grown < budget + 24 * MIB,
+        "{} MiB for {started} decoded requests under a {} MiB budget",
+        grown / MIB,
+        budget / MIB
+    );
+    assert!(closed && started < 30, "{started} requests run");
+    writer.abort();
+    still_serving_soon(&running.addr).await;
+}
+
+/// Requests with headers full of metadata (1,200 entries, 14 KB): the header's decoded map is
+/// charged, and handed to the handler without copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_metadata_counts_against_the_budget() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let budget = 32 * MIB;
+    let limits = Limits {
+        max_in_flight: 1 << 20,
+        max_in_flight_per_connection: 1 << 20,
+        max_buffered_input: budget,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let before = raw::rss();
+    let mut conn = RawConn::connect(&running.addr).await;
+    let hang = EchoReq {
+        hang: true,
+        ..Default::default()
+    };
+    let sent = 2_000;
+    let mut header = Header {
+        kind: FrameKind::REQUEST,
+        service_id: 9100,
+        method_id: 6,
+        ..Default::default()
+    };
+    for i in 0..1_200 {
+        header
+            .metadata
+            .insert(format!("m{i:04}").into(), "v".into());
+    }
+    let mut frames = Vec::new();
+    for id in 1..=sent {
+        header.request_id = id;
+        frames.extend_from_slice(&raw::request_frame(&header, &hang));
+    }
+    conn.stream.write_all(&frames).await.unwrap();
+    drop(frames);
+    let mut refused = 0;
+    loop {
+        let unrefused = sent as usize - refused;
+        tokio::select! {
+            frame = conn.read(Duration::from_secs(30)) => {
+                assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
+                refused += 1;
+            }
+            _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
+                o.started.load(Ordering::SeqCst) >= unrefused
+            }) => break,
+        }
+    }
+    let started = running.observed.started.load(Ordering::SeqCst);
+    let grown = raw::rss().saturating_sub(before);
+    assert!(
+        grown < budget + 24 * MIB,
+        "{} MiB for {started} running handlers under a {} MiB budget",
+        grown / MIB,
+        budget / MIB
+    );
+    assert!(refused > 0, "{started} running, none refused");
+    drop(conn);
+    still_serving_soon(&running.addr).await;
+}
+
+/// A client that stalls while the server skips the body of its oversized frame is stalling
+/// mid-frame: closed after the read timeout, not the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_inside_a_skipped_frame_times_out_as_a_read() {
+    let limits = Limits {
+        max_frame: 64 << 10,
+        read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(300),
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let mut conn = RawConn::connect(&running.addr).await;
+    let big = EchoReq {
+        payload: vec![1u8; MIB].into(),
+        ..Default::default()
+    };
+    let header = Header {
+        kind: FrameKind::REQUEST,
+        request_id: 1,
+        service_id: 9100,
+        method_id: 1,
+        ..Default::default()
+    };
+    let frame = raw::request_frame(&header, &big);
+    // The header and 128 KiB of the body, then nothing.
+    conn.stream.write_all(&frame[..128 << 10]).await.unwrap();
+    let reply = conn.read(Duration::from_secs(5)).await;
+    assert_eq!(Code(reply.header.status_code), Code::TOO_LARGE);
+    assert!(
+        raw::closed_within(&mut conn.stream, Duration::from_secs(5)).await,
+        "a client stalled inside a skipped frame stayed connected"
     );
 }

@@ -24,7 +24,14 @@ pub use crate::{
 /// Decodes a request for a generated server stub.
 #[doc(hidden)]
 pub fn decode_request<M: Message>(body: &Bytes) -> Result<M, Status> {
-    M::decode_bytes(body).map_err(|e| Status::invalid_argument(e.to_string()))
+    let mut request = M::default();
+    let mut decoder = Decoder::from_bytes(body);
+    request
+        .merge(&mut decoder)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // The server charges what the request's lists and maps took to its memory budget.
+    crate::server::note_decoded(decoder.heap());
+    Ok(request)
 }
 
 /// Encodes a response for a generated server stub.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::Cancel;
@@ -38,7 +39,10 @@ pub struct Context {
     /// The address of the connection the request came on (`None` in process).
     pub peer: Option<SocketAddr>,
     /// What the caller's interceptors attached (credentials, say).
-    pub metadata: BTreeMap<FastStr, FastStr>,
+    ///
+    /// Shared: the context is copied for the handler, its task and every call it makes
+    /// onwards, and the map is not. Change it with [`Arc::make_mut`].
+    pub metadata: Arc<BTreeMap<FastStr, FastStr>>,
 }
 
 impl Default for Context {
@@ -62,7 +66,7 @@ impl Context {
             attempt: 0,
             arrived,
             peer: None,
-            metadata: BTreeMap::new(),
+            metadata: Arc::default(),
         }
     }
 }

@@ -147,6 +147,16 @@ impl Budget {
         }
     }
 
+    /// `n` bytes whether or not the budget has them: for memory that exists already (a decoded
+    /// request, a finished reply) and must be counted, so that what is taken next waits.
+    pub(crate) fn charge(self: &Arc<Budget>, n: usize) -> Bytes {
+        self.used.fetch_add(n, Ordering::AcqRel);
+        Bytes {
+            budget: self.clone(),
+            n,
+        }
+    }
+
     /// `n` bytes, waiting for holders to give them back.
     pub(crate) async fn take(self: &Arc<Budget>, n: usize) -> Bytes {
         if let Some(bytes) = self.try_take(n) {

@@ -42,6 +42,8 @@ pub struct Decoder<'a> {
     depth: u32,
     /// Bytes of list and map elements still allowed (see [`DECODE_FACTOR`]).
     budget: usize,
+    /// Bytes the lists and maps decoded so far allocated (see [`heap`](Decoder::heap)).
+    heap: usize,
 }
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -65,6 +67,7 @@ impl<'a> Decoder<'a> {
             source: None,
             depth: MAX_DEPTH,
             budget: budget_for(buf.len()),
+            heap: 0,
         }
     }
 
@@ -75,6 +78,7 @@ impl<'a> Decoder<'a> {
             source: Some(source),
             depth: MAX_DEPTH,
             budget: budget_for(source.len()),
+            heap: 0,
         }
     }
 
@@ -243,9 +247,11 @@ impl<'a> Decoder<'a> {
             source: self.source,
             depth: self.depth - 1,
             budget: self.budget,
+            heap: self.heap,
         };
         let result = f(&mut inner);
         self.budget = inner.budget;
+        self.heap = inner.heap;
         result
     }
 
@@ -275,7 +281,23 @@ impl<'a> Decoder<'a> {
             depth: self.depth,
             // Packed lists hold scalars, which are not charged.
             budget: 0,
+            heap: 0,
         })
+    }
+
+    /// Counts `bytes` that a list or map allocated, for [`heap`](Decoder::heap). (The budget
+    /// is [`charge`](Decoder::charge)d per element; this is what the memory came to.)
+    #[inline]
+    pub fn note_heap(&mut self, bytes: usize) {
+        self.heap += bytes;
+    }
+
+    /// Bytes of memory the lists and maps decoded so far allocated (their capacity, and two
+    /// entries' worth per map entry for the map's nodes): what a decode holds beyond the
+    /// message struct itself and the input it shares. A server charges it to its memory
+    /// budget.
+    pub fn heap(&self) -> usize {
+        self.heap
     }
 
     /// Reads the value of a field nobody declared, keeping its key and value bytes in

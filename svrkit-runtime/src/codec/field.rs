@@ -146,10 +146,15 @@ pub fn merge_packed<K: Kind>(values: &mut Vec<K::Value>, d: &mut Decoder<'_>) ->
         // Exact, and bounded by the input already checked.
         values.reserve(packed.remaining() / width);
     }
-    while !packed.is_empty() {
-        values.push(K::decode(&mut packed)?);
-    }
-    Ok(())
+    let capacity = values.capacity();
+    let result = (|| {
+        while !packed.is_empty() {
+            values.push(K::decode(&mut packed)?);
+        }
+        Ok(())
+    })();
+    d.note_heap((values.capacity() - capacity) * std::mem::size_of::<K::Value>());
+    result
 }
 
 /// Reads one element of a list and appends it.
@@ -160,7 +165,11 @@ where
 {
     d.charge(std::mem::size_of::<K::Value>())?;
     // Decode into the slot it will occupy, so the value is not moved again after decoding.
+    let capacity = values.capacity();
     values.push(K::Value::default());
+    if values.capacity() != capacity {
+        d.note_heap((values.capacity() - capacity) * std::mem::size_of::<K::Value>());
+    }
     let last = values.len() - 1;
     let result = K::merge(&mut values[last], d);
     if result.is_err() {
@@ -241,6 +250,7 @@ where
     V::Value: Default,
 {
     d.charge(std::mem::size_of::<(K::Value, V::Value)>())?;
+    d.note_heap(2 * std::mem::size_of::<(K::Value, V::Value)>());
     // An entry is a nested message, so it counts against the depth limit like one.
     d.nested(|entry| {
         let mut k = K::Value::default();

@@ -243,6 +243,13 @@ impl FrameReader {
         }
     }
 
+    /// Whether the stream is in the middle of a frame: part of one is in `buf`, or the body of
+    /// an oversized one is still being skipped. A peer that stalls here is stalling mid-frame,
+    /// however empty the buffer is.
+    pub fn in_frame(&self, buf: &[u8]) -> bool {
+        self.skipping > 0 || !buf.is_empty()
+    }
+
     /// The next frame in `buf`, `Ok(None)` if more bytes are needed.
     ///
     /// # Errors

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -39,8 +39,10 @@ const TIME_SLICE: Duration = Duration::from_millis(2);
 
 struct Conn {
     router: Arc<Router>,
-    /// Cancellation of each request running in a task, by request id.
-    in_flight: Mutex<HashMap<u64, Cancel>>,
+    /// Cancellation of each call running in a task.
+    in_flight: Mutex<HashMap<Key, Cancel>>,
+    /// The key of the last oneway call run in a task.
+    oneways: AtomicU64,
     /// How many entries `in_flight` has, read without its lock on every request.
     tasks: AtomicUsize,
     /// Requests in flight on this connection.
@@ -67,6 +69,17 @@ impl Conn {
     }
 }
 
+/// What a call running in a task is known by on its connection.
+///
+/// Requests go by their id, which the client chose and a CANCEL names. Oneway calls cannot be
+/// cancelled and need no id of the client's: they are numbered by the connection, so that a
+/// oneway frame reusing a running request's id (or another oneway's) cannot take its place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Request(u64),
+    Oneway(u64),
+}
+
 /// Why the reader stopped.
 enum End {
     /// The server is shutting down: say GOAWAY, let calls in flight finish.
@@ -83,9 +96,11 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         writer,
         limits.max_unsent_per_connection,
         limits.write_timeout,
+        shared.input.clone(),
     );
     let conn = Arc::new(Conn {
         in_flight: Mutex::new(HashMap::new()),
+        oneways: AtomicU64::new(0),
         tasks: AtomicUsize::new(0),
         slots: Slots::new(limits.max_in_flight_per_connection),
         outbox,
@@ -126,7 +141,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 Ok(Some(n)) => got = n,
             },
             _ = &mut timer => {
-                let timeout = if !input.buf.is_empty() {
+                let timeout = if frames.in_frame(&input.buf) {
                     limits.read_timeout
                 } else if conn.busy() {
                     // Waiting on handlers, whose deadlines bound them.
@@ -159,8 +174,9 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         let arrived = Instant::now();
         last_read = arrived;
         stamps.read(read, arrived);
-        if !input.buf.is_empty() && frames.missing(&input.buf) > 0 {
-            // A partial frame: the read timeout applies from now.
+        if frames.in_frame(&input.buf) {
+            // A partial frame (or an oversized one being skipped): the read timeout applies
+            // from now.
             let expires = later(arrived, limits.read_timeout);
             if timer.deadline() > expires.into() {
                 timer.as_mut().reset(expires.into());
@@ -312,8 +328,16 @@ async fn read_arrived(
     }
 }
 
+/// Reads a connection remembers the times of; later ones merge into the last.
+const MAX_STAMPS: usize = 64;
+
 /// When the bytes in the read buffer arrived: one time per read, so that each frame is
 /// stamped with the read that completed it.
+///
+/// At most [`MAX_STAMPS`] reads are remembered: a frame trickling in a byte per read would
+/// otherwise cost an entry per byte. Past that, a read's time replaces the last one's, which
+/// stamps the frames that ended in both with the later time (a queue wait counted short, never
+/// long).
 #[derive(Default)]
 struct Stamps {
     /// Bytes read in all up to the end of each read not yet consumed, and when.
@@ -326,7 +350,11 @@ impl Stamps {
     fn read(&mut self, n: usize, at: Instant) {
         if n > 0 {
             self.read += n as u64;
-            self.reads.push_back((self.read, at));
+            let full = self.reads.len() >= MAX_STAMPS;
+            match self.reads.back_mut() {
+                Some(last) if full => *last = (self.read, at),
+                _ => self.reads.push_back((self.read, at)),
+            }
         }
     }
 
@@ -401,7 +429,7 @@ async fn handle(
                 .in_flight
                 .lock()
                 .ok()
-                .and_then(|m| m.get(&header.request_id).cloned())
+                .and_then(|m| m.get(&Key::Request(header.request_id)).cloned())
             {
                 token.cancel();
             }
@@ -427,7 +455,7 @@ async fn handle(
         && conn
             .in_flight
             .lock()
-            .is_ok_and(|m| m.contains_key(&request_id))
+            .is_ok_and(|m| m.contains_key(&Key::Request(request_id)))
     {
         let status = Status::invalid_argument(format!(
             "request id {request_id} is already in flight on this connection"
@@ -452,8 +480,13 @@ async fn handle(
         return send_reply(reply, out);
     }
     let token = running.cancel_token().clone();
+    let key = if wants_reply {
+        Key::Request(request_id)
+    } else {
+        Key::Oneway(conn.oneways.fetch_add(1, Ordering::Relaxed))
+    };
     if let Ok(mut map) = conn.in_flight.lock() {
-        map.insert(request_id, token);
+        map.insert(key, token);
         conn.tasks.store(map.len(), Ordering::Release);
     }
     let conn = conn.clone();
@@ -468,7 +501,7 @@ async fn handle(
             })
             .await;
         if let Ok(mut map) = conn.in_flight.lock() {
-            map.remove(&request_id);
+            map.remove(&key);
             conn.tasks.store(map.len(), Ordering::Release);
             if map.is_empty() {
                 conn.idle.notify_waiters();
@@ -562,5 +595,43 @@ impl Input {
             self.buf = BytesMut::new();
             self.charge = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_trickling_in_a_byte_per_read_costs_a_bounded_number_of_stamps() {
+        let start = Instant::now();
+        let mut stamps = Stamps::default();
+        for i in 0..100_000u64 {
+            stamps.read(1, start + Duration::from_micros(i));
+        }
+        assert!(
+            stamps.reads.len() <= MAX_STAMPS,
+            "{} stamps",
+            stamps.reads.len()
+        );
+        // The frame is stamped with the last read, the one that completed it.
+        let last = start + Duration::from_micros(99_999);
+        assert_eq!(stamps.consume(100_000, start), last);
+        assert!(stamps.reads.is_empty());
+    }
+
+    #[test]
+    fn each_frame_is_stamped_with_the_read_that_completed_it() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut stamps = Stamps::default();
+        // Frames of 10 bytes; reads of 15, 5 and 10 bytes.
+        stamps.read(15, at(1));
+        stamps.read(5, at(2));
+        stamps.read(10, at(3));
+        assert_eq!(stamps.consume(10, start), at(1));
+        assert_eq!(stamps.consume(10, start), at(2));
+        assert_eq!(stamps.consume(10, start), at(3));
+        assert_eq!(stamps.consume(0, start), start);
     }
 }

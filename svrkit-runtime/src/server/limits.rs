@@ -21,10 +21,12 @@ pub struct Limits {
     /// `TOO_LARGE` (its body is skipped as it arrives, never held); a larger response fails
     /// its call with `TOO_LARGE`. Either way the connection carries on.
     pub max_frame: usize,
-    /// Bytes held for requests across all connections: partial frames, the bodies of
-    /// requests in flight, and each running call's state (its handler's future plus about
-    /// 1 KiB of bookkeeping). A connection that would go over waits before reading more; a
-    /// request that finds it spent is answered `OVERLOADED`.
+    /// Bytes held for calls across all connections: partial frames, the bodies of requests in
+    /// flight with what decoding them allocated (their headers' metadata, their lists and
+    /// maps), each running call's state (its handler's future plus about 1 KiB of
+    /// bookkeeping), and replies not yet written. A connection that would go over waits
+    /// before reading more; a request that finds it spent is answered `OVERLOADED`. Replies
+    /// are never refused: they are counted, and what comes in next waits for them.
     pub max_buffered_input: usize,
     /// Bytes of responses a connection may have queued but unsent; past it the server stops
     /// reading that connection's requests until the client reads.

@@ -31,6 +31,7 @@ mod stream;
 
 pub use hook::Hook;
 pub use limits::Limits;
+pub(crate) use router::note_decoded;
 
 use std::collections::HashMap;
 use std::io;

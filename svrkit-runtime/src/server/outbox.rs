@@ -2,10 +2,14 @@
 //! task that coalesces them into as few writes as the load allows.
 //!
 //! The queue itself never refuses a frame (a finished call must be able to hand over its
-//! reply); what bounds it is the reader, which stops reading new requests while more than
-//! `max_unsent_per_connection` bytes wait here. So a client that stops reading holds at most
-//! that many bytes plus the replies of the calls it already had in flight, and is closed once
-//! writes make no progress for `write_timeout`.
+//! reply), but every byte in it is charged to the server's memory budget until it is written:
+//! the same budget that request bodies and running handlers draw on, so that replies waiting
+//! for a client that stopped reading make the server stop taking in requests instead of
+//! growing without bound. The reader also stops reading a connection's requests while more
+//! than `max_unsent_per_connection` bytes wait here, so a client that stops reading holds at
+//! most that many bytes plus the replies of the calls it already had in flight (themselves
+//! bounded by the budget that admitted them), and is closed once writes make no progress for
+//! `write_timeout`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +19,8 @@ use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
+use crate::sync::{self, Budget};
+
 /// Replies gathered into one write at most.
 const MAX_BATCH: usize = 64 * 1024;
 
@@ -23,8 +29,9 @@ const MAX_BATCH: usize = 64 * 1024;
 /// The writer stops (shutting the socket down) once every handle to the outbox is dropped and
 /// the queue is written, or when a write fails or times out.
 pub(super) struct Outbox {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<(Vec<u8>, sync::Bytes)>,
     state: Arc<State>,
+    budget: Arc<Budget>,
 }
 
 /// What the writer shares with the outbox's holders.
@@ -41,6 +48,7 @@ impl Outbox {
         writer: W,
         max: usize,
         timeout: Duration,
+        budget: Arc<Budget>,
     ) -> (Arc<Outbox>, tokio::task::JoinHandle<()>)
     where
         W: AsyncWrite + Send + Unpin + 'static,
@@ -52,15 +60,16 @@ impl Outbox {
             max,
         });
         let task = tokio::spawn(write_loop(writer, rx, state.clone(), timeout));
-        let outbox = Arc::new(Outbox { tx, state });
+        let outbox = Arc::new(Outbox { tx, state, budget });
         (outbox, task)
     }
 
     /// Queues frames for writing; false if the connection is closed.
     pub(super) fn push(&self, frames: Vec<u8>) -> bool {
         let len = frames.len();
+        let charge = self.budget.charge(frames.capacity());
         self.state.queued.fetch_add(len, Ordering::AcqRel);
-        if self.tx.send(frames).is_err() {
+        if self.tx.send((frames, charge)).is_err() {
             self.state.queued.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
@@ -96,23 +105,27 @@ impl Outbox {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, sync::Bytes)>,
     outbox: Arc<State>,
     timeout: Duration,
 ) {
     let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Some((first, mut charge)) = rx.recv().await {
         // Everything already queued goes out in the same write; a lone buffer is written as
-        // it is, without copying.
+        // it is, without copying. The budget is given back once the bytes are written.
         let to_write = match rx.try_recv() {
             Err(_) => first,
-            Ok(second) => {
+            Ok((second, more)) => {
+                charge.merge(more);
                 batch.clear();
                 batch.extend_from_slice(&first);
                 batch.extend_from_slice(&second);
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
+                        Ok((frames, more)) => {
+                            batch.extend_from_slice(&frames);
+                            charge.merge(more);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -126,6 +139,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         })
         .await;
         outbox.queued.fetch_sub(to_write.len(), Ordering::AcqRel);
+        drop(charge);
         outbox.drained.notify_waiters();
         if to_write.capacity() <= 4 * MAX_BATCH {
             batch = to_write;
@@ -137,7 +151,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     rx.close();
     // What is still queued will never be written.
-    while let Ok(frames) = rx.try_recv() {
+    while let Ok((frames, _charge)) = rx.try_recv() {
         outbox.queued.fetch_sub(frames.len(), Ordering::AcqRel);
     }
     outbox.drained.notify_waiters();

@@ -18,6 +18,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use faststr::FastStr;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::Limits;
@@ -42,6 +43,23 @@ pub(crate) struct Router {
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
 /// copies of its context and the connection's bookkeeping (measured: about 1 KiB).
 const CALL_OVERHEAD: usize = 1024;
+
+/// Heap a decoded header holds beyond its struct: its strings, and its metadata map's entries
+/// (two for each, counting the map's nodes and their slack).
+fn header_heap(header: &Header) -> usize {
+    let strings = |s: &str| if s.len() > INLINE_STRING { s.len() } else { 0 };
+    let entries = header.metadata.iter().fold(0, |sum, (k, v)| {
+        sum + 2 * std::mem::size_of::<(FastStr, FastStr)>() + strings(k) + strings(v)
+    });
+    entries
+        + strings(&header.caller)
+        + strings(&header.dye)
+        + strings(&header.status_message)
+        + header.trace_id.len()
+}
+
+/// Strings up to this length live inside a `FastStr`.
+const INLINE_STRING: usize = 24;
 
 /// A request as it reaches the router.
 pub(crate) struct Incoming {
@@ -127,11 +145,14 @@ impl Router {
     /// budget of the connection it came on, if any.
     pub(crate) fn dispatch(
         self: &Arc<Router>,
-        request: Incoming,
+        mut request: Incoming,
         now: Instant,
         connection: Option<&Arc<Slots>>,
     ) -> Dispatch {
         let header = &request.header;
+        // What the header's decoding allocated (metadata above all), before it moves into the
+        // context.
+        let header_heap = header_heap(header);
         let send = header.kind == FrameKind::REQUEST;
         let id = header.request_id;
         let answer = |status: Status| Dispatch::Answered(Reply::new(id, send, Err(status)));
@@ -154,7 +175,7 @@ impl Router {
                 header.method_id
             )));
         };
-        let ctx = self.context(&request, method);
+        let ctx = self.context(&mut request, method);
         let refused = self.admit(method, &ctx, now, connection);
         let permits = match refused {
             Ok(permits) => permits,
@@ -175,7 +196,7 @@ impl Router {
         // handlers are bounded by bytes as well as by the in-flight counts.
         let Some(memory) = self
             .memory
-            .try_take(std::mem::size_of_val(&*call) + CALL_OVERHEAD)
+            .try_take(std::mem::size_of_val(&*call) + CALL_OVERHEAD + header_heap)
         else {
             let status = Status::overloaded("the server's memory budget for requests is spent");
             let mut reply = Reply::new(id, send, Err(status));
@@ -196,13 +217,13 @@ impl Router {
             request_id: id,
             send,
             started: false,
-            _permits: (permits, held),
+            permits: (permits, held),
         })
     }
 
     /// The handler's context: the deadline is what the caller asked for (or the method's IDL
     /// timeout when it did not say), never more than the server's cap, counted from arrival.
-    fn context(&self, request: &Incoming, method: &'static MethodDescriptor) -> Context {
+    fn context(&self, request: &mut Incoming, method: &'static MethodDescriptor) -> Context {
         let header = &request.header;
         let asked = match header.deadline_ms {
             0 => method.timeout_ms,
@@ -225,7 +246,7 @@ impl Router {
         ctx.priority = Priority::from_wire(header.priority);
         ctx.attempt = header.attempt;
         if !header.metadata.is_empty() {
-            ctx.metadata = header.metadata.clone();
+            ctx.metadata = Arc::new(std::mem::take(&mut request.header.metadata));
         }
         ctx
     }
@@ -326,6 +347,18 @@ impl crate::client::Transport for Local {
     }
 }
 
+thread_local! {
+    /// Bytes the request decoded on this thread since the router last looked (see
+    /// [`note_decoded`]).
+    static DECODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `bytes` of memory a generated stub's request decode allocated. The stub decodes on
+/// its handler's first poll, which the router makes on this thread and then charges for.
+pub(crate) fn note_decoded(bytes: usize) {
+    DECODED.with(|d| d.set(d.get() + bytes));
+}
+
 /// Server-wide and per-connection in-flight slots.
 type Permits = (Slot, Option<Slot>);
 
@@ -342,7 +375,7 @@ pub(crate) struct Running {
     send: bool,
     started: bool,
     /// Released when the call is dropped, that is when its handler has stopped.
-    _permits: (Permits, sync::Bytes),
+    permits: (Permits, sync::Bytes),
 }
 
 impl Running {
@@ -353,16 +386,26 @@ impl Running {
 
     /// Polls the handler once; the reply if it finished.
     pub(crate) fn poll_once(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Reply> {
-        if !self.started {
-            self.started = true;
-            if let Some(ctx) = &self.hooked {
-                let now = Instant::now();
-                for hook in &self.router.hooks {
-                    hook.on_start(self.method, ctx, now);
-                }
+        if self.started {
+            return self.call.as_mut().poll(cx).map(|result| self.reply(result));
+        }
+        self.started = true;
+        if let Some(ctx) = &self.hooked {
+            let now = Instant::now();
+            for hook in &self.router.hooks {
+                hook.on_start(self.method, ctx, now);
             }
         }
-        self.call.as_mut().poll(cx).map(|result| self.reply(result))
+        DECODED.with(|d| d.set(0));
+        let poll = self.call.as_mut().poll(cx);
+        // The first poll decoded the request. A handler that waits holds what its lists and
+        // maps took (up to the codec's DECODE_FACTOR times the body) for as long as it runs:
+        // charged, so that the budget sees it and what is read next waits.
+        let decoded = DECODED.with(|d| d.replace(0));
+        if poll.is_pending() && decoded > 0 {
+            self.permits.1.merge(self.router.memory.charge(decoded));
+        }
+        poll.map(|result| self.reply(result))
     }
 
     fn reply(&self, result: Result<Bytes, Status>) -> Reply {
