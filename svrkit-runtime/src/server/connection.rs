@@ -551,11 +551,13 @@ impl Input {
         if spare >= need {
             return Room::Made;
         }
-        // Doubling as bytes arrive: a frame's buffer is at most about twice what came.
+        // A large frame's buffer doubles as its bytes arrive, up to what the frame needs:
+        // at most about twice what came. Otherwise (whole frames, or no prefix yet) it grows
+        // by one step: reads fill the room there is, and room doubled on every read would
+        // take in megabytes of frames at once.
         let step = missing.min(self.buf.len().max(READ_STEP)).max(READ_STEP);
-        let want = (self.buf.capacity() * 2)
-            .max(self.buf.len() + step)
-            .saturating_sub(FREE_BUFFER);
+        let size = self.buf.len() + step;
+        let want = size.saturating_sub(FREE_BUFFER);
         if want > self.charged() {
             let more = want - self.charged();
             let permit = match self.budget.try_take(more) {
@@ -573,7 +575,15 @@ impl Input {
                 None => self.charge = Some(permit),
             }
         }
-        self.buf.reserve(step);
+        // Room in the allocation the buffer has (before frames split off it) is reused; past
+        // that the buffer moves to an allocation of exactly the size charged. (`reserve`
+        // would double the whole allocation, frames already consumed included, which the
+        // charge cannot see: a stream of frames refused as they come grew it to megabytes.)
+        if !self.buf.try_reclaim(step) {
+            let mut fresh = BytesMut::with_capacity(size);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+        }
         Room::Made
     }
 
