@@ -213,12 +213,17 @@ async fn running_handlers_are_bounded_by_bytes_not_counts() {
 /// Requests 1..=`n` to `Hang` (handlers that never finish), with no deadline: the method's
 /// IDL timeout (a minute) applies.
 fn hang_frames(n: u64) -> Vec<u8> {
+    hang_frames_with(1..=n)
+}
+
+/// Hang requests with the given ids.
+fn hang_frames_with(ids: std::ops::RangeInclusive<u64>) -> Vec<u8> {
     let hang = EchoReq {
         hang: true,
         ..Default::default()
     };
     let mut frames = Vec::new();
-    for id in 1..=n {
+    for id in ids {
         let header = Header {
             kind: FrameKind::REQUEST,
             request_id: id,
@@ -240,6 +245,61 @@ async fn still_serving_soon(addr: &str) {
         assert!(hung_up.elapsed() < Duration::from_secs(1), "still held");
         tokio::task::yield_now().await;
     }
+}
+
+/// Clients that spend the memory budget on requests that never end leave its last part to
+/// connections that hold little: a client whose request costs more than any one of theirs
+/// (so no gap they leave could fit it) is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let limits = Limits {
+        max_in_flight: 1 << 20,
+        max_in_flight_per_connection: 1 << 20,
+        max_buffered_input: 4 * MIB,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    // Each flood sends a few requests at a time and waits for them to run or be refused, so
+    // that its read buffer never holds more than a few: when the budget is spent, it is
+    // spent on running requests, not on buffers given back once read.
+    let mut floods = Vec::new();
+    let mut started = 0;
+    for _ in 0..2 {
+        let mut conn = RawConn::connect(&running.addr).await;
+        let (mut id, mut refused) = (0, 0);
+        while refused == 0 {
+            conn.stream
+                .write_all(&hang_frames_with(id + 1..=id + 16))
+                .await
+                .unwrap();
+            id += 16;
+            started += 16;
+            loop {
+                let expected = started - refused;
+                tokio::select! {
+                    frame = conn.read(Duration::from_secs(30)) => {
+                        assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
+                        refused += 1;
+                    }
+                    _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
+                        o.started.load(Ordering::SeqCst) >= expected
+                    }) => break,
+                }
+            }
+        }
+        started -= refused;
+        floods.push(conn);
+    }
+    let client = echo::client(&running.addr, 1);
+    let bigger = EchoReq {
+        payload: vec![7u8; 14 << 10].into(),
+        ..Default::default()
+    };
+    let served = client.echo(&bigger).await.expect("served beside the flood");
+    assert_eq!(served.payload.len(), 14 << 10);
+    drop(floods);
+    still_serving_soon(&running.addr).await;
 }
 
 /// A request over the server's frame limit fails alone with TOO_LARGE; the calls sharing

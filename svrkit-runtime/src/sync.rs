@@ -108,37 +108,85 @@ impl Drop for Slot {
 
 /// A budget of bytes shared by many holders, taken without waiting or, for who can wait,
 /// waited for.
+///
+/// Each holder (a connection) takes through its own [`Share`], and the last part of the
+/// budget (one byte in [`RESERVE`](Budget::RESERVE)) is kept for shares that hold little:
+/// within it a share may hold at most one [`RESERVE`](Budget::RESERVE)th of what is left.
+/// Each connection of a flood takes less of the reserve than the one before, and a client
+/// holding a few KiB is served until the budget is all but spent: clients that flood the
+/// server cannot spend what a well-behaved client needs for its next request.
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,
     max: usize,
-    /// Holders waiting in [`take`](Budget::take): only then does a release notify.
+    /// The part kept for shares that hold little: `max / RESERVE`.
+    reserve: usize,
+    /// Holders waiting in [`Share::take`]: only then does a release notify.
     waiting: AtomicUsize,
     freed: Notify,
 }
 
 impl Budget {
+    /// The part of the budget (one in this many bytes) kept for shares that hold little, and
+    /// the part of what is left of it that one share may hold.
+    const RESERVE: usize = 8;
+
     pub(crate) fn new(max: usize) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
             max,
+            reserve: max / Self::RESERVE,
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         })
     }
 
-    /// `n` bytes, if the budget has them.
-    pub(crate) fn try_take(self: &Arc<Budget>, n: usize) -> Option<Bytes> {
-        let mut used = self.used.load(Ordering::Acquire);
+    /// A new holder's account.
+    pub(crate) fn share(self: &Arc<Budget>) -> Arc<Share> {
+        Arc::new(Share {
+            budget: self.clone(),
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// One holder's account in a [`Budget`]: what it holds counts in the budget and here.
+#[derive(Debug)]
+pub(crate) struct Share {
+    budget: Arc<Budget>,
+    held: AtomicUsize,
+}
+
+impl Share {
+    /// `n` bytes, if the budget has them for this share.
+    pub(crate) fn try_take(self: &Arc<Share>, n: usize) -> Option<Bytes> {
+        let budget = &*self.budget;
+        // Read without synchronising with the budget: racing takes of one share can overstep
+        // its part of the reserve by one take each, never the budget.
+        let held = self.held.load(Ordering::Relaxed).saturating_add(n);
+        let mut used = budget.used.load(Ordering::Acquire);
         loop {
-            let next = used.checked_add(n).filter(|&next| next <= self.max)?;
-            match self
+            let next = used.checked_add(n).filter(|&next| next <= budget.max)?;
+            if next > budget.max - budget.reserve
+                && held.saturating_mul(Budget::RESERVE) > budget.max - used
+            {
+                return None;
+            }
+            match budget
                 .used
                 .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
+                    self.held.fetch_add(n, Ordering::Relaxed);
                     return Some(Bytes {
-                        budget: self.clone(),
+                        share: self.clone(),
                         n,
                     });
                 }
@@ -149,16 +197,17 @@ impl Budget {
 
     /// `n` bytes whether or not the budget has them: for memory that exists already (a decoded
     /// request, a finished reply) and must be counted, so that what is taken next waits.
-    pub(crate) fn charge(self: &Arc<Budget>, n: usize) -> Bytes {
-        self.used.fetch_add(n, Ordering::AcqRel);
+    pub(crate) fn charge(self: &Arc<Share>, n: usize) -> Bytes {
+        self.budget.used.fetch_add(n, Ordering::AcqRel);
+        self.held.fetch_add(n, Ordering::Relaxed);
         Bytes {
-            budget: self.clone(),
+            share: self.clone(),
             n,
         }
     }
 
     /// `n` bytes, waiting for holders to give them back.
-    pub(crate) async fn take(self: &Arc<Budget>, n: usize) -> Bytes {
+    pub(crate) async fn take(self: &Arc<Share>, n: usize) -> Bytes {
         if let Some(bytes) = self.try_take(n) {
             return bytes;
         }
@@ -168,10 +217,11 @@ impl Budget {
                 self.0.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.waiting);
+        let budget = &*self.budget;
+        budget.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&budget.waiting);
         loop {
-            let freed = self.freed.notified();
+            let freed = budget.freed.notified();
             if let Some(bytes) = self.try_take(n) {
                 return bytes;
             }
@@ -180,10 +230,10 @@ impl Budget {
     }
 }
 
-/// Bytes taken from a [`Budget`], given back when dropped.
+/// Bytes taken from a [`Budget`] through a [`Share`], given back to both when dropped.
 #[derive(Debug)]
 pub(crate) struct Bytes {
-    budget: Arc<Budget>,
+    share: Arc<Share>,
     n: usize,
 }
 
@@ -193,19 +243,27 @@ impl Bytes {
         self.n
     }
 
-    /// Adds `other`'s bytes to these.
+    /// The share these bytes were taken through.
+    pub(crate) fn share(&self) -> &Arc<Share> {
+        &self.share
+    }
+
+    /// Adds `other`'s bytes to these (and to their share, if `other` came through another).
     pub(crate) fn merge(&mut self, mut other: Bytes) {
-        self.n += std::mem::take(&mut other.n);
+        let n = std::mem::take(&mut other.n);
+        if !Arc::ptr_eq(&self.share, &other.share) {
+            other.share.held.fetch_sub(n, Ordering::Relaxed);
+            self.share.held.fetch_add(n, Ordering::Relaxed);
+        }
+        self.n += n;
     }
 }
 
 impl Drop for Bytes {
     fn drop(&mut self) {
         if self.n > 0 {
-            self.budget.used.fetch_sub(self.n, Ordering::AcqRel);
-            if self.budget.waiting.load(Ordering::Acquire) > 0 {
-                self.budget.freed.notify_waiters();
-            }
+            self.share.held.fetch_sub(self.n, Ordering::Relaxed);
+            self.share.budget.release(self.n);
         }
     }
 }
@@ -223,15 +281,39 @@ mod tests {
         drop(a);
         assert!(slots.try_take().is_some());
 
-        let budget = Budget::new(100);
-        let mut x = budget.try_take(60).unwrap();
-        assert!(budget.try_take(50).is_none());
-        let y = budget.try_take(40).unwrap();
+        let budget = Budget::new(1024);
+        let share = budget.share();
+        let mut x = share.try_take(600).unwrap();
+        let y = share.try_take(296).unwrap();
         x.merge(y);
-        assert_eq!(x.len(), 100);
-        assert!(budget.try_take(1).is_none());
+        assert_eq!(x.len(), 896);
+        assert!(
+            share.try_take(1).is_none(),
+            "the reserve is for small shares"
+        );
         drop(x);
-        assert!(budget.try_take(100).is_some());
+        assert!(share.try_take(896).is_some());
+    }
+
+    #[test]
+    fn the_reserve_is_kept_for_shares_that_hold_little() {
+        let budget = Budget::new(1024);
+        let (flood, more, small) = (budget.share(), budget.share(), budget.share());
+        let held = flood.try_take(1024 - 128).unwrap();
+        assert!(flood.try_take(1).is_none());
+        // Within the last eighth (128 bytes), a share may hold an eighth of what is left.
+        let a = more.try_take(16).unwrap();
+        assert!(more.try_take(1).is_none(), "past its part of the reserve");
+        let b = small.try_take(14).unwrap();
+        assert!(
+            small.try_take(1).is_none(),
+            "an eighth of the 112 bytes left"
+        );
+        drop((a, b));
+        let forced = flood.charge(64);
+        assert!(small.try_take(9).is_none() && small.try_take(8).is_some());
+        drop((held, forced));
+        assert!(small.try_take(1024 - 128).is_some());
     }
 
     #[tokio::test]

@@ -9,9 +9,10 @@
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use svrkit_runtime::Code;
 use svrkit_runtime::frame::{self, FrameKind, Header};
 use svrkit_tests::child::{ServerProcess, rss_of};
 use svrkit_tests::echo;
@@ -31,7 +32,7 @@ fn rss_mib(pid: u32) -> f64 {
 /// A well-behaved client calling Echo every 10 ms until stopped.
 struct Bystander {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(Duration, usize, usize)>,
+    task: tokio::task::JoinHandle<(Duration, usize, std::collections::BTreeMap<String, usize>)>,
 }
 
 impl Bystander {
@@ -41,12 +42,13 @@ impl Bystander {
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let (mut slowest, mut ok, mut failed) = (Duration::ZERO, 0, 0);
+                let (mut slowest, mut ok) = (Duration::ZERO, 0);
+                let mut failed = std::collections::BTreeMap::new();
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     match client.echo(&EchoReq::default()).await {
                         Ok(_) => ok += 1,
-                        Err(_) => failed += 1,
+                        Err(e) => *failed.entry(format!("{:?}", e.code())).or_insert(0) += 1,
                     }
                     slowest = slowest.max(started.elapsed());
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -60,7 +62,19 @@ impl Bystander {
     async fn finish(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
         let (slowest, ok, failed) = self.task.await.unwrap();
-        format!("{ok} ok, {failed} failed, slowest {slowest:.1?}")
+        let why = failed
+            .iter()
+            .map(|(code, n)| format!("{n} {code}"))
+            .collect::<Vec<_>>();
+        let failed: usize = failed.values().sum();
+        if failed == 0 {
+            format!("{ok} ok, 0 failed, slowest {slowest:.1?}")
+        } else {
+            format!(
+                "{ok} ok, {failed} failed ({}), slowest {slowest:.1?}",
+                why.join(", ")
+            )
+        }
     }
 }
 
@@ -304,6 +318,165 @@ async fn hangup_and_garbage(addr: String) -> String {
     format!("the frame before the garbage: {statuses:?}; then closed: {closed}")
 }
 
+/// 8 connections each send 1,024 requests whose handlers wait 2 s and echo 245 KB back, with
+/// a 4 KiB receive buffer and no reads: 2 GB of replies that cannot be sent.
+async fn stopped_readers(addr: String) -> String {
+    let request = EchoReq {
+        delay_ms: 2000,
+        payload: vec![7u8; 245 << 10].into(),
+        ..Default::default()
+    };
+    let request = Arc::new(request);
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket
+            .connect(addr.parse().unwrap())
+            .await
+            .expect("connect");
+        let request = request.clone();
+        writers.push(tokio::spawn(async move {
+            for id in 1..=1024 {
+                let frame = request_frame(&header(FrameKind::REQUEST, id, 1, 10_000), &request);
+                if stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            stream
+        }));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let done = writers.iter().filter(|w| w.is_finished()).count();
+    for w in &writers {
+        w.abort();
+    }
+    format!("{done} of 8 writers finished (the server stops reading each connection)")
+}
+
+/// 8 connections x 1,024 requests whose headers carry 2,666 metadata entries (16 KB), with
+/// handlers that wait 30 s.
+async fn metadata_flood(addr: String) -> String {
+    let body = EchoReq {
+        delay_ms: 30_000,
+        ..Default::default()
+    };
+    let mut h = header(FrameKind::REQUEST, 0, 1, 60_000);
+    for i in 0..2_666u32 {
+        let key = [b'!' + (i / 94) as u8, b'!' + (i % 94) as u8];
+        h.metadata
+            .insert(String::from_utf8(key.to_vec()).unwrap().into(), "".into());
+    }
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let (mut read, mut write) = connect(&addr).await.into_split();
+        let (mut h, body) = (h.clone(), body.clone());
+        let writer = tokio::spawn(async move {
+            for id in 1..=1024 {
+                h.request_id = id;
+                if write.write_all(&request_frame(&h, &body)).await.is_err() {
+                    break;
+                }
+            }
+            write
+        });
+        let overloaded = overloaded.clone();
+        let reader = tokio::spawn(async move {
+            let decoder = frame::Decoder::new(64 << 20);
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(f)) => {
+                        if Code(f.header.status_code) == Code::OVERLOADED {
+                            overloaded.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(None) => {
+                        if read.read_buf(&mut buf).await.map_or(true, |n| n == 0) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        conns.push((writer, reader));
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (writer, reader) in conns {
+        writer.abort();
+        reader.abort();
+    }
+    let overloaded = overloaded.load(Ordering::Relaxed);
+    format!("8,192 requests offered; {overloaded} answered OVERLOADED within 6 s")
+}
+
+/// 50 connections announce a 4 MiB frame and send it one byte at a time for 10 s.
+async fn trickle(addr: String) -> String {
+    let mut prefix = Vec::new();
+    prefix.extend_from_slice(b"SK\x01\x00");
+    prefix.extend_from_slice(&8u32.to_be_bytes());
+    prefix.extend_from_slice(&(4 * MIB as u32 - 64).to_be_bytes());
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut c = connect(&addr).await;
+        c.set_nodelay(true).unwrap();
+        c.write_all(&prefix).await.unwrap();
+        conns.push(c);
+    }
+    let started = Instant::now();
+    let mut sends = 0u64;
+    while started.elapsed() < Duration::from_secs(10) {
+        for c in &mut conns {
+            c.write_all(&[0]).await.unwrap();
+        }
+        sends += 50;
+    }
+    format!("{sends} one-byte sends in 10 s")
+}
+
+/// 100 connections send a header announcing a 1 GiB frame (over the limit), then stall.
+async fn oversized_stall(addr: String) -> String {
+    let mut h = Vec::new();
+    let head = header(FrameKind::REQUEST, 1, 1, 1000);
+    frame::encode(&head, &[], &mut h);
+    // The frame's own header, behind a prefix that announces 1 GiB of body.
+    let header_len = u32::from_be_bytes(h[4..8].try_into().unwrap());
+    let mut out = Vec::new();
+    out.extend_from_slice(b"SK\x01\x00");
+    out.extend_from_slice(&header_len.to_be_bytes());
+    out.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    out.extend_from_slice(&h[12..12 + header_len as usize]);
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        let mut c = connect(&addr).await;
+        c.write_all(&out).await.unwrap();
+        conns.push(c);
+    }
+    let mut last = Duration::ZERO;
+    let mut closed = 0;
+    for c in &mut conns {
+        let mut sink = [0u8; 256];
+        let end = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match c.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if end.is_ok() {
+            closed += 1;
+            last = last.max(started.elapsed());
+        }
+    }
+    format!("{closed} of 100 closed by the server, the last after {last:.1?}")
+}
+
 /// The status codes of the next `n` responses.
 async fn read_statuses(c: &mut TcpStream, n: usize) -> Vec<u32> {
     let decoder = frame::Decoder::new(64 << 20);
@@ -383,6 +556,18 @@ fn main() {
         }
         if wanted("hangup-and-garbage") {
             probe("hangup-and-garbage", hangup_and_garbage).await;
+        }
+        if wanted("stopped-readers") {
+            probe("stopped-readers", stopped_readers).await;
+        }
+        if wanted("metadata") {
+            probe("metadata", metadata_flood).await;
+        }
+        if wanted("trickle") {
+            probe("trickle", trickle).await;
+        }
+        if wanted("oversized-stall") {
+            probe("oversized-stall", oversized_stall).await;
         }
     });
 }

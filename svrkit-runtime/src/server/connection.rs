@@ -20,11 +20,11 @@ use tokio::sync::Notify;
 
 use super::Shared;
 use super::outbox::Outbox;
-use super::router::{Dispatch, Incoming, Reply, Router};
+use super::router::{Dispatch, Incoming, Origin, Reply, Router};
 use super::stream::{ReadHalf, Stream};
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::Status;
-use crate::sync::{self, Budget, Cancel, Slots};
+use crate::sync::{self, Cancel, Share, Slots};
 
 /// Smallest step a read buffer grows by.
 const READ_STEP: usize = 8 * 1024;
@@ -47,6 +47,8 @@ struct Conn {
     tasks: AtomicUsize,
     /// Requests in flight on this connection.
     slots: Arc<Slots>,
+    /// The connection's share of the server's memory budget.
+    memory: Arc<Share>,
     outbox: Arc<Outbox>,
     /// Signalled when the last task-run request ends.
     idle: Notify,
@@ -92,17 +94,19 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     let router = shared.router.clone();
     let limits = &router.limits;
     let (mut reader, writer) = stream.split();
+    let memory = shared.input.share();
     let (outbox, write_task) = Outbox::start(
         writer,
         limits.max_unsent_per_connection,
         limits.write_timeout,
-        shared.input.clone(),
+        memory.clone(),
     );
     let conn = Arc::new(Conn {
         in_flight: Mutex::new(HashMap::new()),
         oneways: AtomicU64::new(0),
         tasks: AtomicUsize::new(0),
         slots: Slots::new(limits.max_in_flight_per_connection),
+        memory: memory.clone(),
         outbox,
         idle: Notify::new(),
         router: router.clone(),
@@ -110,7 +114,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     let mut input = Input {
         buf: BytesMut::new(),
         charge: None,
-        budget: shared.input.clone(),
+        budget: memory.clone(),
     };
     let mut frames = FrameReader::new(limits.max_frame);
     let mut stamps = Stamps::default();
@@ -469,7 +473,14 @@ async fn handle(
         peer,
         bytes,
     };
-    let mut running = match conn.router.dispatch(incoming, now, Some(&conn.slots)) {
+    let mut running = match conn.router.dispatch(
+        incoming,
+        now,
+        Some(Origin {
+            slots: &conn.slots,
+            memory: &conn.memory,
+        }),
+    ) {
         Dispatch::Answered(reply) => return send_reply(reply, out),
         Dispatch::Run(running) => running,
     };
@@ -530,7 +541,7 @@ struct Input {
     buf: BytesMut,
     /// Budget held for the buffer's memory.
     charge: Option<sync::Bytes>,
-    budget: Arc<Budget>,
+    budget: Arc<Share>,
 }
 
 impl Input {
@@ -557,7 +568,13 @@ impl Input {
         // take in megabytes of frames at once.
         let step = missing.min(self.buf.len().max(READ_STEP)).max(READ_STEP);
         let size = self.buf.len() + step;
-        let want = size.saturating_sub(FREE_BUFFER);
+        // A large frame leaves with the buffer's allocation and charge when it is split off:
+        // its allocation is charged in full, so that its charge is what it holds.
+        let want = if self.buf.len() + missing > frame::COPY_ABOVE {
+            size
+        } else {
+            size.saturating_sub(FREE_BUFFER)
+        };
         if want > self.charged() {
             let more = want - self.charged();
             let permit = match self.budget.try_take(more) {
@@ -588,12 +605,21 @@ impl Input {
     }
 
     /// The budget a request taken out of the buffer holds until it ends. A large frame was
-    /// split off without copying, so it takes the buffer's whole charge with its memory; a
-    /// small one was copied and is charged for its length. `Err` when the budget is spent:
-    /// the request is refused rather than held.
+    /// split off without copying, so it takes the buffer's whole charge with its memory, and
+    /// at least its length: the buffer's first [`FREE_BUFFER`] bytes were not charged, and a
+    /// request charged less than it holds would be replaced, when it ends, by a reply charged
+    /// in full. A small one was copied and is charged for its length. `Err` when the budget
+    /// is spent: the request is refused rather than held.
     fn take(&mut self, len: usize) -> Result<Option<sync::Bytes>, ()> {
         if len > frame::COPY_ABOVE {
-            return Ok(self.charge.take());
+            let mut held = match self.charge.take() {
+                Some(held) => held,
+                None => self.budget.charge(0),
+            };
+            if held.len() < len {
+                held.merge(self.budget.charge(len - held.len()));
+            }
+            return Ok(Some(held));
         }
         self.budget.try_take(len).map(Some).ok_or(())
     }
@@ -611,6 +637,33 @@ impl Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A large frame split off the buffer holds a charge of at least its length (the
+    /// buffer's uncharged first bytes leave with it), so that the reply replacing it when it
+    /// ends does not add to the budget.
+    #[tokio::test]
+    async fn a_large_frame_is_charged_at_least_its_length() {
+        let budget = sync::Budget::new(64 << 20);
+        let mut input = Input {
+            buf: BytesMut::new(),
+            charge: None,
+            budget: budget.share(),
+        };
+        let limits = super::super::Limits::default();
+        let len = 100 << 10;
+        while input.buf.len() < len {
+            let missing = len - input.buf.len();
+            assert!(matches!(
+                input.make_room(missing, &limits, false).await,
+                Room::Made
+            ));
+            let room = (input.buf.capacity() - input.buf.len()).min(missing);
+            input.buf.extend_from_slice(&vec![0; room]);
+        }
+        let frame = input.buf.split_to(len);
+        let held = input.take(frame.len()).unwrap().unwrap();
+        assert!(held.len() >= len, "{} charged for {len}", held.len());
+    }
 
     #[test]
     fn a_frame_trickling_in_a_byte_per_read_costs_a_bounded_number_of_stamps() {

@@ -19,7 +19,7 @@ use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
-use crate::sync::{self, Budget};
+use crate::sync::{self, Share};
 
 /// Replies gathered into one write at most.
 const MAX_BATCH: usize = 64 * 1024;
@@ -31,7 +31,7 @@ const MAX_BATCH: usize = 64 * 1024;
 pub(super) struct Outbox {
     tx: mpsc::UnboundedSender<(Vec<u8>, sync::Bytes)>,
     state: Arc<State>,
-    budget: Arc<Budget>,
+    budget: Arc<Share>,
 }
 
 /// What the writer shares with the outbox's holders.
@@ -48,7 +48,7 @@ impl Outbox {
         writer: W,
         max: usize,
         timeout: Duration,
-        budget: Arc<Budget>,
+        budget: Arc<Share>,
     ) -> (Arc<Outbox>, tokio::task::JoinHandle<()>)
     where
         W: AsyncWrite + Send + Unpin + 'static,

@@ -37,7 +37,8 @@ pub(crate) struct Router {
     /// Server-wide calls in flight.
     in_flight: Arc<Slots>,
     /// Bytes of request bodies and handler state held across the server.
-    memory: Arc<sync::Budget>,
+    /// The share of the memory budget that in-process calls draw on.
+    local: Arc<sync::Share>,
 }
 
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
@@ -60,6 +61,14 @@ fn header_heap(header: &Header) -> usize {
 
 /// Strings up to this length live inside a `FastStr`.
 const INLINE_STRING: usize = 24;
+
+/// The connection a request came on, for what is counted per connection.
+pub(crate) struct Origin<'a> {
+    /// Requests in flight on it.
+    pub(crate) slots: &'a Arc<Slots>,
+    /// Its share of the server's memory budget.
+    pub(crate) memory: &'a Arc<sync::Share>,
+}
 
 /// A request as it reaches the router.
 pub(crate) struct Incoming {
@@ -134,20 +143,20 @@ impl Router {
     ) -> Router {
         Router {
             in_flight: Slots::new(limits.max_in_flight),
-            memory,
+            local: memory.share(),
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
         }
     }
 
-    /// Dispatches one request. `now` is the time of pickup; `connection` is the in-flight
-    /// budget of the connection it came on, if any.
+    /// Dispatches one request. `now` is the time of pickup; `connection` is the connection
+    /// it came on, if any.
     pub(crate) fn dispatch(
         self: &Arc<Router>,
         mut request: Incoming,
         now: Instant,
-        connection: Option<&Arc<Slots>>,
+        connection: Option<Origin<'_>>,
     ) -> Dispatch {
         let header = &request.header;
         // What the header's decoding allocated (metadata above all), before it moves into the
@@ -176,7 +185,8 @@ impl Router {
             )));
         };
         let ctx = self.context(&mut request, method);
-        let refused = self.admit(method, &ctx, now, connection);
+        let refused = self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots));
+        let memory = connection.map_or(&self.local, |c| c.memory);
         let permits = match refused {
             Ok(permits) => permits,
             Err(status) => {
@@ -194,9 +204,8 @@ impl Router {
         // The handler's state lives as long as the call: charged to the byte budget that
         // request bodies draw on, so that many small requests with large or long-lived
         // handlers are bounded by bytes as well as by the in-flight counts.
-        let Some(memory) = self
-            .memory
-            .try_take(std::mem::size_of_val(&*call) + CALL_OVERHEAD + header_heap)
+        let Some(memory) =
+            memory.try_take(std::mem::size_of_val(&*call) + CALL_OVERHEAD + header_heap)
         else {
             let status = Status::overloaded("the server's memory budget for requests is spent");
             let mut reply = Reply::new(id, send, Err(status));
@@ -403,7 +412,8 @@ impl Running {
         // charged, so that the budget sees it and what is read next waits.
         let decoded = DECODED.with(|d| d.replace(0));
         if poll.is_pending() && decoded > 0 {
-            self.permits.1.merge(self.router.memory.charge(decoded));
+            let charge = self.permits.1.share().charge(decoded);
+            self.permits.1.merge(charge);
         }
         poll.map(|result| self.reply(result))
     }
