@@ -133,31 +133,71 @@ async fn bodies_of_empty_structs_cannot_blow_up_the_server() {
     still_serving(&good).await;
 }
 
-/// 64 connections fill every server-wide slot with handlers that never finish and ignore
-/// cancellation, sending no deadline. When they hang up, their handlers are cancelled and
-/// dropped, and a new client is served within a second.
+/// 64 connections try to fill every server-wide slot (65,536) with handlers that never
+/// finish and ignore cancellation, sending no deadline. The last slots are kept for
+/// connections with few calls in flight: the floods are refused before the server is full,
+/// and a newcomer is served. When they hang up, their handlers are cancelled and dropped:
+/// within a second the slots are back, and a connection gets all of its 1,024 calls run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_held_by_clients_that_left_come_back_at_once() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let running = echo::start().await;
     let mut conns = Vec::new();
+    let sent = running.observed.started.load(Ordering::SeqCst) + 64 * 1_024;
     for _ in 0..64 {
         let mut conn = RawConn::connect(&running.addr).await;
         conn.stream.write_all(&hang_frames(1_024)).await.unwrap();
         conns.push(conn);
     }
-    running
-        .observed
-        .until("all 65,536 handlers run", Duration::from_secs(30), |o| {
-            o.started.load(Ordering::SeqCst) == 64 * 1_024
-        })
-        .await;
-    // Full: a newcomer is turned away.
+    let refused = until_run_or_refused(&running, &mut conns, sent).await;
+    assert!(refused > 0, "the floods took every slot");
     let newcomer = echo::client(&running.addr, 1);
-    let err = newcomer.echo(&EchoReq::default()).await.unwrap_err();
-    assert_eq!(err.code(), Code::OVERLOADED, "{err}");
+    newcomer
+        .echo(&EchoReq::default())
+        .await
+        .expect("served beside the floods");
     drop(conns);
-    still_serving_soon(&running.addr).await;
+    let hung_up = Instant::now();
+    loop {
+        let mut conn = vec![RawConn::connect(&running.addr).await];
+        let sent = running.observed.started.load(Ordering::SeqCst) + 1_024;
+        conn[0].stream.write_all(&hang_frames(1_024)).await.unwrap();
+        if until_run_or_refused(&running, &mut conn, sent).await == 0 {
+            break;
+        }
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(1),
+            "slots still held"
+        );
+    }
+}
+
+/// Waits until the requests written on `conns` are each running or refused (OVERLOADED),
+/// `sent` being the count of handlers started had they all run, and returns how many were
+/// refused.
+async fn until_run_or_refused(
+    running: &echo::Running,
+    conns: &mut [RawConn],
+    sent: usize,
+) -> usize {
+    let mut refused = 0;
+    loop {
+        let expected = sent - refused;
+        let reads = futures::future::select_all(
+            conns
+                .iter_mut()
+                .map(|c| Box::pin(c.read(Duration::from_secs(30)))),
+        );
+        tokio::select! {
+            (frame, _, _) = reads => {
+                assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
+                refused += 1;
+            }
+            _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
+                o.started.load(Ordering::SeqCst) >= expected
+            }) => return refused,
+        }
+    }
 }
 
 /// Handlers that wait hold their state (a few KiB each here) for as long as they run: with

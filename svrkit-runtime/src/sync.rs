@@ -88,11 +88,29 @@ impl Slots {
 
     /// A slot, if one is free; it is given back when the guard drops.
     pub(crate) fn try_take(self: &Arc<Slots>) -> Option<Slot> {
-        if self.used.fetch_add(1, Ordering::AcqRel) >= self.max {
+        self.try_take_beside(0)
+    }
+
+    /// A slot for a holder that has `held` of them (with this one), kept as [`Budget`] keeps
+    /// its bytes: within the last eighth of the slots, a holder may have at most an eighth of
+    /// those left, so that connections that fill the server with calls leave room for one
+    /// that has few.
+    pub(crate) fn try_take_beside(self: &Arc<Slots>, held: usize) -> Option<Slot> {
+        let used = self.used.fetch_add(1, Ordering::AcqRel);
+        let left = self.max.saturating_sub(used);
+        if left == 0
+            || (used >= self.max - self.max / Budget::RESERVE
+                && held.saturating_mul(Budget::RESERVE) > left)
+        {
             self.used.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Slot(self.clone()))
+    }
+
+    /// How many are taken.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
     }
 }
 
@@ -293,6 +311,20 @@ mod tests {
         );
         drop(x);
         assert!(share.try_take(896).is_some());
+    }
+
+    #[test]
+    fn the_last_slots_are_kept_for_holders_of_few() {
+        let slots = Slots::new(64);
+        let mut flood: Vec<Slot> = (1..=56)
+            .map(|n| slots.try_take_beside(n).unwrap())
+            .collect();
+        // 8 left: a holder of 2 would hold more than an eighth of them.
+        assert!(slots.try_take_beside(2).is_none());
+        flood.push(slots.try_take_beside(1).unwrap());
+        assert_eq!(slots.used(), 57);
+        drop(flood);
+        assert_eq!(slots.used(), 0);
     }
 
     #[test]

@@ -271,16 +271,22 @@ async fn tiny_frames(addr: String) -> String {
     }
     let sent = (pings.len() + cancels.len()) / MIB;
     let a = write_in_background(connect(&addr).await, pings);
-    let mut reader = connect(&addr).await;
-    reader.write_all(&cancels).await.unwrap();
-    // Drain the answers to the zero-length requests of the second connection.
+    let (mut reader, mut writer) = connect(&addr).await.into_split();
+    let b = tokio::spawn(async move {
+        let _ = writer.write_all(&cancels).await;
+        writer
+    });
+    // Drain the answers to the zero-length requests of the second connection (a client
+    // that does not read them is a stopped reader: the server stops reading it).
     let mut sink = vec![0u8; 1 << 16];
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while reader.read(&mut sink).await.is_ok_and(|n| n > 0) {}
     })
     .await;
+    let all_written = b.is_finished();
     a.abort();
-    format!("{sent} MiB of PING, CANCEL and empty REQUEST frames")
+    b.abort();
+    format!("{sent} MiB of PING, CANCEL and empty REQUEST frames; all read: {all_written}")
 }
 
 /// 1,000 slow calls in flight, then the client hangs up; then a valid frame and garbage.

@@ -281,15 +281,19 @@ impl Router {
                 "the deadline passed while the request waited to be picked up",
             ));
         }
-        let connection = match connection {
-            Some(slots) => Some(slots.try_take().ok_or_else(|| {
-                Status::overloaded("too many requests in flight on this connection")
-            })?),
-            None => None,
+        let (connection, held) = match connection {
+            Some(slots) => {
+                let slot = slots.try_take().ok_or_else(|| {
+                    Status::overloaded("too many requests in flight on this connection")
+                })?;
+                (Some(slot), slots.used())
+            }
+            None => (None, 1),
         };
+        // The last slots are kept for connections with few calls in flight.
         let server = self
             .in_flight
-            .try_take()
+            .try_take_beside(held)
             .ok_or_else(|| Status::overloaded("too many requests in flight on this server"))?;
         Ok((server, connection))
     }
