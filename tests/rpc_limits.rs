@@ -149,7 +149,7 @@ async fn slots_held_by_clients_that_left_come_back_at_once() {
         conn.stream.write_all(&hang_frames(1_024)).await.unwrap();
         conns.push(conn);
     }
-    let refused = until_run_or_refused(&running, &mut conns, sent).await;
+    let refused = until_run_or_refused(&running, &mut conns, sent, "in flight").await;
     assert!(refused > 0, "the floods took every slot");
     let newcomer = echo::client(&running.addr, 1);
     newcomer
@@ -162,7 +162,7 @@ async fn slots_held_by_clients_that_left_come_back_at_once() {
         let mut conn = vec![RawConn::connect(&running.addr).await];
         let sent = running.observed.started.load(Ordering::SeqCst) + 1_024;
         conn[0].stream.write_all(&hang_frames(1_024)).await.unwrap();
-        if until_run_or_refused(&running, &mut conn, sent).await == 0 {
+        if until_run_or_refused(&running, &mut conn, sent, "in flight").await == 0 {
             break;
         }
         assert!(
@@ -172,13 +172,14 @@ async fn slots_held_by_clients_that_left_come_back_at_once() {
     }
 }
 
-/// Waits until the requests written on `conns` are each running or refused (OVERLOADED),
-/// `sent` being the count of handlers started had they all run, and returns how many were
-/// refused.
+/// Waits until the requests written on `conns` are each running or refused (OVERLOADED,
+/// with a message that says `why`), `sent` being the count of handlers started had they all
+/// run, and returns how many were refused.
 async fn until_run_or_refused(
     running: &echo::Running,
     conns: &mut [RawConn],
     sent: usize,
+    why: &str,
 ) -> usize {
     let mut refused = 0;
     loop {
@@ -191,6 +192,8 @@ async fn until_run_or_refused(
         tokio::select! {
             (frame, _, _) = reads => {
                 assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
+                let message = &frame.header.status_message;
+                assert!(message.contains(why), "{message}");
                 refused += 1;
             }
             _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
@@ -216,24 +219,11 @@ async fn running_handlers_are_bounded_by_bytes_not_counts() {
     };
     let running = echo::start_with(limits, None).await;
     let before = raw::rss();
-    let mut conn = RawConn::connect(&running.addr).await;
+    let mut conn = [RawConn::connect(&running.addr).await];
     let sent = 50_000;
-    conn.stream.write_all(&hang_frames(sent)).await.unwrap();
+    conn[0].stream.write_all(&hang_frames(sent)).await.unwrap();
     // Every request is either running (and never answers) or refused.
-    let mut refused = 0;
-    loop {
-        let unrefused = sent as usize - refused;
-        tokio::select! {
-            frame = conn.read(Duration::from_secs(30)) => {
-                assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
-                assert!(frame.header.status_message.contains("memory budget"));
-                refused += 1;
-            }
-            _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
-                o.started.load(Ordering::SeqCst) >= unrefused
-            }) => break,
-        }
-    }
+    let refused = until_run_or_refused(&running, &mut conn, sent as usize, "memory budget").await;
     let started = running.observed.started.load(Ordering::SeqCst);
     let grown = raw::rss().saturating_sub(before);
     assert!(
@@ -304,31 +294,21 @@ async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
     // that its read buffer never holds more than a few: when the budget is spent, it is
     // spent on running requests, not on buffers given back once read.
     let mut floods = Vec::new();
-    let mut started = 0;
     for _ in 0..2 {
-        let mut conn = RawConn::connect(&running.addr).await;
-        let (mut id, mut refused) = (0, 0);
-        while refused == 0 {
-            conn.stream
+        let mut conn = [RawConn::connect(&running.addr).await];
+        let mut id = 0;
+        loop {
+            let sent = running.observed.started.load(Ordering::SeqCst) + 16;
+            conn[0]
+                .stream
                 .write_all(&hang_frames_with(id + 1..=id + 16))
                 .await
                 .unwrap();
             id += 16;
-            started += 16;
-            loop {
-                let expected = started - refused;
-                tokio::select! {
-                    frame = conn.read(Duration::from_secs(30)) => {
-                        assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
-                        refused += 1;
-                    }
-                    _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
-                        o.started.load(Ordering::SeqCst) >= expected
-                    }) => break,
-                }
+            if until_run_or_refused(&running, &mut conn, sent, "memory budget").await > 0 {
+                break;
             }
         }
-        started -= refused;
         floods.push(conn);
     }
     let client = echo::client(&running.addr, 1);
@@ -782,19 +762,8 @@ async fn header_metadata_counts_against_the_budget() {
     let before = raw::rss();
     conn.stream.write_all(&frames).await.unwrap();
     drop(frames);
-    let mut refused = 0;
-    loop {
-        let unrefused = sent as usize - refused;
-        tokio::select! {
-            frame = conn.read(Duration::from_secs(30)) => {
-                assert_eq!(Code(frame.header.status_code), Code::OVERLOADED);
-                refused += 1;
-            }
-            _ = running.observed.until("the rest run", Duration::from_secs(30), |o| {
-                o.started.load(Ordering::SeqCst) >= unrefused
-            }) => break,
-        }
-    }
+    let mut conn = [conn];
+    let refused = until_run_or_refused(&running, &mut conn, sent as usize, "memory budget").await;
     let started = running.observed.started.load(Ordering::SeqCst);
     let grown = raw::rss().saturating_sub(before);
     assert!(
