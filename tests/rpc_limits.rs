@@ -277,40 +277,48 @@ async fn still_serving_soon(addr: &str) {
     }
 }
 
+/// A connection that sends requests that never end until the memory budget refuses it. It
+/// sends a few at a time and waits for them to run or be refused, so that its read buffer
+/// never holds more than a few: when the budget is spent, it is spent on running requests,
+/// not on buffers given back once read.
+async fn flood_the_budget(running: &echo::Running) -> [RawConn; 1] {
+    let mut conn = [RawConn::connect(&running.addr).await];
+    let mut id = 0;
+    loop {
+        let sent = running.observed.started.load(Ordering::SeqCst) + 16;
+        conn[0]
+            .stream
+            .write_all(&hang_frames_with(id + 1..=id + 16))
+            .await
+            .unwrap();
+        id += 16;
+        if until_run_or_refused(running, &mut conn, sent, "memory budget").await > 0 {
+            return conn;
+        }
+    }
+}
+
+/// Limits under which only the memory budget (16 MiB) refuses requests.
+fn a_budget_of_16_mib() -> Limits {
+    Limits {
+        max_in_flight: 1 << 20,
+        max_in_flight_per_connection: 1 << 20,
+        max_buffered_input: 16 * MIB,
+        ..Limits::default()
+    }
+}
+
 /// Clients that spend the memory budget on requests that never end leave its last part to
 /// connections that hold little: a client whose request costs more than any one of theirs
 /// (so no gap they leave could fit it) is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let limits = Limits {
-        max_in_flight: 1 << 20,
-        max_in_flight_per_connection: 1 << 20,
-        max_buffered_input: 4 * MIB,
-        ..Limits::default()
-    };
-    let running = echo::start_with(limits, None).await;
-    // Each flood sends a few requests at a time and waits for them to run or be refused, so
-    // that its read buffer never holds more than a few: when the budget is spent, it is
-    // spent on running requests, not on buffers given back once read.
-    let mut floods = Vec::new();
-    for _ in 0..2 {
-        let mut conn = [RawConn::connect(&running.addr).await];
-        let mut id = 0;
-        loop {
-            let sent = running.observed.started.load(Ordering::SeqCst) + 16;
-            conn[0]
-                .stream
-                .write_all(&hang_frames_with(id + 1..=id + 16))
-                .await
-                .unwrap();
-            id += 16;
-            if until_run_or_refused(&running, &mut conn, sent, "memory budget").await > 0 {
-                break;
-            }
-        }
-        floods.push(conn);
-    }
+    let running = echo::start_with(a_budget_of_16_mib(), None).await;
+    let floods = [
+        flood_the_budget(&running).await,
+        flood_the_budget(&running).await,
+    ];
     let client = echo::client(&running.addr, 1);
     let bigger = EchoReq {
         payload: vec![7u8; 14 << 10].into(),
@@ -320,6 +328,30 @@ async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
     assert_eq!(served.payload.len(), 14 << 10);
     drop(floods);
     still_serving_soon(&running.addr).await;
+}
+
+/// In-process calls draw on the reserve as network calls do, each as a connection with one
+/// call: 64 of them at once beside a flood are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_calls_share_the_reserve_as_connections_do() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let running = echo::start_with(a_budget_of_16_mib(), None).await;
+    let flood = flood_the_budget(&running).await;
+    let local = EchoSvrClient::new(running.server.local_channel());
+    let waiting = EchoReq {
+        delay_ms: 200,
+        ..Default::default()
+    };
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let (local, waiting) = (local.clone(), waiting.clone());
+            tokio::spawn(async move { local.echo(&waiting).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().expect("served beside the flood");
+    }
+    drop(flood);
 }
 
 /// A request over the server's frame limit fails alone with TOO_LARGE; the calls sharing
@@ -656,19 +688,20 @@ async fn unsent_replies_count_against_the_memory_budget() {
 }
 
 /// Requests whose bodies decode into far more memory than they take on the wire (empty
-/// structs: two bytes each, 24 in memory) and whose handlers wait: what decoding allocated
-/// is charged, so the budget bounds it, not just the bytes received.
+/// structs: two bytes each, 24 in memory) and whose handlers wait: what decoding allocates is
+/// taken from the budget before the handler runs, so the budget bounds it, not just the
+/// bytes received. Requests it cannot take are refused unrun, and a client beside them is
+/// served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_request_decodes_into_counts_against_the_budget() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let budget = 32 * MIB;
     let limits = Limits {
         max_buffered_input: budget,
-        read_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
     let running = echo::start_with(limits, None).await;
-    let conn = RawConn::connect(&running.addr).await;
+    let mut conn = [RawConn::connect(&running.addr).await];
     // 800 KB on the wire each, about 10 MB decoded: 30 of them fit the budget as bytes
     // received, and would hold 300 MB decoded.
     let request = EchoReq {
@@ -676,7 +709,8 @@ async fn what_a_request_decodes_into_counts_against_the_budget() {
         items: vec![Empty::default(); 400_000],
         ..Default::default()
     };
-    let frames = (1..=30).fold(Vec::new(), |mut frames, id| {
+    let sent = 30;
+    let frames = (1..=sent).fold(Vec::new(), |mut frames, id| {
         let header = Header {
             kind: FrameKind::REQUEST,
             request_id: id,
@@ -690,26 +724,9 @@ async fn what_a_request_decodes_into_counts_against_the_budget() {
     drop(request);
     // (After the client's own 24 MB of frames.)
     let before = raw::rss();
-    let (mut read, mut write) = conn.stream.into_split();
-    let writer = tokio::spawn(async move {
-        let _ = write.write_all(&frames).await;
-        write
-    });
-    // The server stops reading once the decoded requests fill the budget, and closes the
-    // connection when the budget stays spent for the read timeout.
-    let closed = {
-        let mut sink = vec![0u8; 64 << 10];
-        tokio::time::timeout(Duration::from_secs(10), async {
-            use tokio::io::AsyncReadExt;
-            while let Ok(n) = read.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await
-        .is_ok()
-    };
+    conn[0].stream.write_all(&frames).await.unwrap();
+    drop(frames);
+    let refused = until_run_or_refused(&running, &mut conn, sent as usize, "memory budget").await;
     let started = running.observed.started.load(Ordering::SeqCst);
     let grown = raw::rss().saturating_sub(before);
     assert!(
@@ -718,8 +735,14 @@ async fn what_a_request_decodes_into_counts_against_the_budget() {
         grown / MIB,
         budget / MIB
     );
-    assert!(closed && started < 30, "{started} requests run");
-    writer.abort();
+    assert!(refused > 0 && started < 4, "{started} requests run");
+    let beside = echo::client(&running.addr, 1);
+    let small = EchoReq {
+        items: vec![Empty::default(); 1_000],
+        ..Default::default()
+    };
+    beside.echo(&small).await.expect("served beside them");
+    drop(conn);
     still_serving_soon(&running.addr).await;
 }
 

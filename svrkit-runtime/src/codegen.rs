@@ -29,8 +29,9 @@ pub fn decode_request<M: Message>(body: &Bytes) -> Result<M, Status> {
     request
         .merge(&mut decoder)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    // The server charges what the request's lists and maps took to its memory budget.
-    crate::server::note_decoded(decoder.heap());
+    // What the request's lists and maps took is charged to the server's memory budget
+    // before the handler runs: a request it cannot take is refused.
+    crate::server::note_decoded(decoder.heap())?;
     Ok(request)
 }
 

@@ -92,15 +92,15 @@ impl Slots {
     }
 
     /// A slot for a holder that has `held` of them (with this one), kept as [`Budget`] keeps
-    /// its bytes: within the last eighth of the slots, a holder may have at most an eighth of
-    /// those left, so that connections that fill the server with calls leave room for one
-    /// that has few.
+    /// its bytes: within the last eighth of the slots, a holder may have at most a
+    /// sixty-fourth of those left, so that connections that fill the server with calls leave
+    /// room for one that has few.
     pub(crate) fn try_take_beside(self: &Arc<Slots>, held: usize) -> Option<Slot> {
         let used = self.used.fetch_add(1, Ordering::AcqRel);
         let left = self.max.saturating_sub(used);
         if left == 0
             || (used >= self.max - self.max / Budget::RESERVE
-                && held.saturating_mul(Budget::RESERVE) > left)
+                && held.saturating_mul(Budget::SHARE_OF_REST) > left)
         {
             self.used.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -129,10 +129,11 @@ impl Drop for Slot {
 ///
 /// Each holder (a connection) takes through its own [`Share`], and the last part of the
 /// budget (one byte in [`RESERVE`](Budget::RESERVE)) is kept for shares that hold little:
-/// within it a share may hold at most one [`RESERVE`](Budget::RESERVE)th of what is left.
-/// Each connection of a flood takes less of the reserve than the one before, and a client
-/// holding a few KiB is served until the budget is all but spent: clients that flood the
-/// server cannot spend what a well-behaved client needs for its next request.
+/// within it a share may hold at most one [`SHARE_OF_REST`](Budget::SHARE_OF_REST)th of what
+/// is left. Each connection of a flood takes less of the reserve than the one before, and a
+/// client holding a few KiB is served until the budget is all but spent: a few connections
+/// that flood the server cannot spend what a well-behaved client needs for its next request.
+/// (Hundreds can: the reserve is kept per connection, not per peer.)
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,
@@ -145,9 +146,13 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    /// The part of the budget (one in this many bytes) kept for shares that hold little, and
-    /// the part of what is left of it that one share may hold.
+    /// The part of the budget (one in this many bytes) kept for shares that hold little.
     const RESERVE: usize = 8;
+    /// Within the reserve, the part of what is left that one share may hold. Each share a
+    /// flood brings takes about this fraction of what is left, so a client holding `h` is
+    /// served until about `64 * ln(reserve / (64 * h))` such shares arrived (a few hundred
+    /// for a client with a few KiB in flight).
+    const SHARE_OF_REST: usize = 64;
 
     pub(crate) fn new(max: usize) -> Arc<Budget> {
         Arc::new(Budget {
@@ -193,7 +198,7 @@ impl Share {
         loop {
             let next = used.checked_add(n).filter(|&next| next <= budget.max)?;
             if next > budget.max - budget.reserve
-                && held.saturating_mul(Budget::RESERVE) > budget.max - used
+                && held.saturating_mul(Budget::SHARE_OF_REST) > budget.max - used
             {
                 return None;
             }
@@ -315,37 +320,40 @@ mod tests {
 
     #[test]
     fn the_last_slots_are_kept_for_holders_of_few() {
-        let slots = Slots::new(64);
-        let mut flood: Vec<Slot> = (1..=56)
+        let slots = Slots::new(1024);
+        let mut flood: Vec<Slot> = (1..=896)
             .map(|n| slots.try_take_beside(n).unwrap())
             .collect();
-        // 8 left: a holder of 2 would hold more than an eighth of them.
-        assert!(slots.try_take_beside(2).is_none());
+        // 128 left: a holder may have a sixty-fourth of them.
+        assert!(slots.try_take_beside(3).is_none());
+        flood.push(slots.try_take_beside(2).unwrap());
+        assert!(slots.try_take_beside(2).is_none(), "127 left");
         flood.push(slots.try_take_beside(1).unwrap());
-        assert_eq!(slots.used(), 57);
+        assert_eq!(slots.used(), 898);
         drop(flood);
         assert_eq!(slots.used(), 0);
     }
 
     #[test]
     fn the_reserve_is_kept_for_shares_that_hold_little() {
-        let budget = Budget::new(1024);
+        let budget = Budget::new(8192);
         let (flood, more, small) = (budget.share(), budget.share(), budget.share());
-        let held = flood.try_take(1024 - 128).unwrap();
+        let held = flood.try_take(8192 - 1024).unwrap();
         assert!(flood.try_take(1).is_none());
-        // Within the last eighth (128 bytes), a share may hold an eighth of what is left.
+        // Within the last eighth (1,024 bytes), a share may hold a sixty-fourth of what is
+        // left.
         let a = more.try_take(16).unwrap();
         assert!(more.try_take(1).is_none(), "past its part of the reserve");
-        let b = small.try_take(14).unwrap();
+        let b = small.try_take(15).unwrap();
         assert!(
             small.try_take(1).is_none(),
-            "an eighth of the 112 bytes left"
+            "a 64th of the 1,008 bytes left"
         );
         drop((a, b));
-        let forced = flood.charge(64);
+        let forced = flood.charge(512);
         assert!(small.try_take(9).is_none() && small.try_take(8).is_some());
         drop((held, forced));
-        assert!(small.try_take(1024 - 128).is_some());
+        assert!(small.try_take(8192 - 1024).is_some());
     }
 
     #[tokio::test]

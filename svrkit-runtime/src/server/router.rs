@@ -36,9 +36,9 @@ pub(crate) struct Router {
     pub(crate) limits: Limits,
     /// Server-wide calls in flight.
     in_flight: Arc<Slots>,
-    /// Bytes of request bodies and handler state held across the server.
-    /// The share of the memory budget that in-process calls draw on.
-    local: Arc<sync::Share>,
+    /// The server's memory budget. Connections draw on it through their own shares; each
+    /// in-process call through one of its own, as a connection with one call would.
+    memory: Arc<sync::Budget>,
 }
 
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
@@ -143,7 +143,7 @@ impl Router {
     ) -> Router {
         Router {
             in_flight: Slots::new(limits.max_in_flight),
-            local: memory.share(),
+            memory,
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
@@ -186,7 +186,14 @@ impl Router {
         };
         let ctx = self.context(&mut request, method);
         let refused = self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots));
-        let memory = connection.map_or(&self.local, |c| c.memory);
+        let local;
+        let memory = match &connection {
+            Some(c) => c.memory,
+            None => {
+                local = self.memory.share();
+                &local
+            }
+        };
         let permits = match refused {
             Ok(permits) => permits,
             Err(status) => {
@@ -361,15 +368,37 @@ impl crate::client::Transport for Local {
 }
 
 thread_local! {
-    /// Bytes the request decoded on this thread since the router last looked (see
+    /// While the router makes a call's first poll on this thread: the share of the memory
+    /// budget the call draws on, and what its request's decode took from it (see
     /// [`note_decoded`]).
-    static DECODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static DECODING: std::cell::RefCell<(Option<Arc<sync::Share>>, Option<sync::Bytes>)> =
+        const { std::cell::RefCell::new((None, None)) };
 }
 
-/// Counts `bytes` of memory a generated stub's request decode allocated. The stub decodes on
-/// its handler's first poll, which the router makes on this thread and then charges for.
-pub(crate) fn note_decoded(bytes: usize) {
-    DECODED.with(|d| d.set(d.get() + bytes));
+/// Takes `bytes` of memory that a generated stub's request decode allocated from the call's
+/// share of the memory budget. The stub decodes on its handler's first poll, which the router
+/// makes on this thread, before the handler runs: when the budget cannot take them the
+/// request is refused (`OVERLOADED`) without running, as one whose body did not fit would
+/// be. (Up to the codec's `DECODE_FACTOR` times the body, they are too much to add to the
+/// budget unchecked.)
+pub(crate) fn note_decoded(bytes: usize) -> Result<(), Status> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    DECODING.with(|decoding| {
+        let mut decoding = decoding.borrow_mut();
+        let (share, taken) = &mut *decoding;
+        // Decoded outside the router (a stub called directly): nothing to charge.
+        let Some(share) = share else { return Ok(()) };
+        let more = share.try_take(bytes).ok_or_else(|| {
+            Status::overloaded("the server's memory budget for requests is spent")
+        })?;
+        match taken {
+            Some(taken) => taken.merge(more),
+            None => *taken = Some(more),
+        }
+        Ok(())
+    })
 }
 
 /// Server-wide and per-connection in-flight slots.
@@ -409,15 +438,14 @@ impl Running {
                 hook.on_start(self.method, ctx, now);
             }
         }
-        DECODED.with(|d| d.set(0));
+        // The first poll decodes the request: what its lists and maps take is drawn from the
+        // call's share, and held for as long as the handler runs.
+        let share = self.permits.1.share().clone();
+        DECODING.with(|d| *d.borrow_mut() = (Some(share), None));
         let poll = self.call.as_mut().poll(cx);
-        // The first poll decoded the request. A handler that waits holds what its lists and
-        // maps took (up to the codec's DECODE_FACTOR times the body) for as long as it runs:
-        // charged, so that the budget sees it and what is read next waits.
-        let decoded = DECODED.with(|d| d.replace(0));
-        if poll.is_pending() && decoded > 0 {
-            let charge = self.permits.1.share().charge(decoded);
-            self.permits.1.merge(charge);
+        let (_, decoded) = DECODING.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if let Some(decoded) = decoded {
+            self.permits.1.merge(decoded);
         }
         poll.map(|result| self.reply(result))
     }
