@@ -217,8 +217,30 @@ async fn empty_structs(addr: String) -> String {
         ));
     }
     c.write_all(&out).await.unwrap();
-    let statuses = read_statuses(&mut c, 2).await;
+    let statuses = read_statuses(&mut c, 2, Duration::from_secs(20)).await;
     format!("statuses {statuses:?}")
+}
+
+/// One connection sends 5 bodies of 2,000,000 empty structs (4 MB each, up to 64 MB decoded)
+/// whose handlers wait 30 s.
+async fn decoded_lists(addr: String) -> String {
+    let body = EchoReq {
+        delay_ms: 30_000,
+        items: vec![Empty::default(); 2_000_000],
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for id in 1..=5 {
+        out.extend(request_frame(
+            &header(FrameKind::REQUEST, id, 1, 60_000),
+            &body,
+        ));
+    }
+    let mut c = connect(&addr).await;
+    c.write_all(&out).await.unwrap();
+    // Refusals come at once; the admitted calls answer after 30 s.
+    let early = read_statuses(&mut c, 5, Duration::from_secs(5)).await;
+    format!("statuses within 5 s {early:?}")
 }
 
 /// 64 connections x 1,024 Hang requests with no deadline, then all hang up.
@@ -315,7 +337,7 @@ async fn hangup_and_garbage(addr: String) -> String {
     );
     out.extend_from_slice(b"GARBAGE GARBAGE GARBAGE");
     c.write_all(&out).await.unwrap();
-    let statuses = read_statuses(&mut c, 1).await;
+    let statuses = read_statuses(&mut c, 1, Duration::from_secs(20)).await;
     let mut b = [0u8; 16];
     let closed = matches!(
         tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await,
@@ -483,12 +505,12 @@ async fn oversized_stall(addr: String) -> String {
     format!("{closed} of 100 closed by the server, the last after {last:.1?}")
 }
 
-/// The status codes of the next `n` responses.
-async fn read_statuses(c: &mut TcpStream, n: usize) -> Vec<u32> {
+/// The status codes of the next `n` responses, or of those that came within `limit`.
+async fn read_statuses(c: &mut TcpStream, n: usize, limit: Duration) -> Vec<u32> {
     let decoder = frame::Decoder::new(64 << 20);
     let mut buf = bytes::BytesMut::new();
     let mut codes = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+    let _ = tokio::time::timeout(limit, async {
         while codes.len() < n {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => codes.push(frame.header.status_code),
@@ -545,6 +567,9 @@ fn main() {
         }
         if wanted("empty-structs") {
             probe("empty-structs", empty_structs).await;
+        }
+        if wanted("decoded-lists") {
+            probe("decoded-lists", decoded_lists).await;
         }
         if wanted("hung-handlers") {
             probe("hung-handlers", hung_handlers).await;

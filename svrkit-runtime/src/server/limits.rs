@@ -17,7 +17,7 @@ pub struct Limits {
     pub max_in_flight_per_connection: usize,
     /// Requests in flight on the whole server; more are answered `OVERLOADED`. The last eighth
     /// is kept for connections with few calls in flight: within it, a connection may have at
-    /// most an eighth of the slots left.
+    /// most a sixty-fourth of the slots left.
     pub max_in_flight: usize,
     /// Largest frame (header plus body) accepted or sent. A larger request is answered
     /// `TOO_LARGE` (its body is skipped as it arrives, never held); a larger response fails
@@ -30,7 +30,7 @@ pub struct Limits {
     /// before reading more; a request that finds it spent is answered `OVERLOADED`. Replies
     /// are never refused: they are counted, and what comes in next waits for them. The last
     /// eighth is kept for connections that hold little: within it, a connection may hold at
-    /// most an eighth of what is left, so that clients that spend the budget leave others
+    /// most a sixty-fourth of what is left, so that clients that spend the budget leave others
     /// served.
     pub max_buffered_input: usize,
     /// Bytes of responses a connection may have queued but unsent; past it the server stops
