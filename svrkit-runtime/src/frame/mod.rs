@@ -126,7 +126,8 @@ pub fn check_len(body_len: usize, max_frame: usize, what: &str) -> Result<(), cr
     // Headers are small; leave them room rather than encoding one to measure it.
     if body_len.saturating_add(HEADER_ALLOWANCE) > max_frame {
         return Err(crate::Status::too_large(format!(
-            "{what} of {body_len} bytes exceeds the frame limit of {max_frame} bytes"
+            "{what} of {body_len} bytes, with {HEADER_ALLOWANCE} bytes kept for its header, \
+             exceeds the frame limit of {max_frame} bytes"
         )));
     }
     Ok(())
