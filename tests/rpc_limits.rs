@@ -211,13 +211,7 @@ async fn until_run_or_refused(
 async fn running_handlers_are_bounded_by_bytes_not_counts() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let budget = 32 * MIB;
-    let limits = Limits {
-        max_in_flight: 1 << 20,
-        max_in_flight_per_connection: 1 << 20,
-        max_buffered_input: budget,
-        ..Limits::default()
-    };
-    let running = echo::start_with(limits, None).await;
+    let running = echo::start_with(only_the_budget(budget), None).await;
     let before = raw::rss();
     let mut conn = [RawConn::connect(&running.addr).await];
     let sent = 50_000;
@@ -254,13 +248,7 @@ fn hang_frames_with(ids: std::ops::RangeInclusive<u64>) -> Vec<u8> {
     };
     let mut frames = Vec::new();
     for id in ids {
-        let header = Header {
-            kind: FrameKind::REQUEST,
-            request_id: id,
-            service_id: 9100,
-            method_id: 6,
-            ..Default::default()
-        };
+        let header = raw::header(FrameKind::REQUEST, id, 6, 0);
         frames.extend_from_slice(&raw::request_frame(&header, &hang));
     }
     frames
@@ -298,12 +286,12 @@ async fn flood_the_budget(running: &echo::Running) -> [RawConn; 1] {
     }
 }
 
-/// Limits under which only the memory budget (16 MiB) refuses requests.
-fn a_budget_of_16_mib() -> Limits {
+/// Limits under which only a memory budget of `bytes` refuses requests.
+fn only_the_budget(bytes: usize) -> Limits {
     Limits {
         max_in_flight: 1 << 20,
         max_in_flight_per_connection: 1 << 20,
-        max_buffered_input: 16 * MIB,
+        max_buffered_input: bytes,
         ..Limits::default()
     }
 }
@@ -314,7 +302,7 @@ fn a_budget_of_16_mib() -> Limits {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let running = echo::start_with(a_budget_of_16_mib(), None).await;
+    let running = echo::start_with(only_the_budget(16 * MIB), None).await;
     let floods = [
         flood_the_budget(&running).await,
         flood_the_budget(&running).await,
@@ -335,7 +323,7 @@ async fn a_flood_that_spends_the_budget_leaves_room_for_other_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_calls_share_the_reserve_as_connections_do() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let running = echo::start_with(a_budget_of_16_mib(), None).await;
+    let running = echo::start_with(only_the_budget(16 * MIB), None).await;
     let flood = flood_the_budget(&running).await;
     let local = EchoSvrClient::new(running.server.local_channel());
     let waiting = EchoReq {
@@ -448,13 +436,7 @@ async fn a_oneway_reusing_a_request_id_leaves_the_request_cancellable() {
     };
     raw.request(7, 1, 60_000, &slow).await;
     // The same id, oneway, with a handler that waits a little (so it runs in a task).
-    let oneway = Header {
-        kind: FrameKind::ONEWAY,
-        request_id: 7,
-        service_id: 9100,
-        method_id: 1,
-        ..Default::default()
-    };
+    let oneway = raw::header(FrameKind::ONEWAY, 7, 1, 0);
     let short = EchoReq {
         delay_ms: 10,
         ..Default::default()
@@ -529,14 +511,7 @@ async fn requests_that_expire_in_the_queue_are_not_run() {
     // 400 requests (2 s of work) with 100 ms to live, all at once.
     let mut frames = Vec::new();
     for id in 1..=400 {
-        let header = Header {
-            kind: FrameKind::REQUEST,
-            request_id: id,
-            service_id: 9100,
-            method_id: 1,
-            deadline_ms: 100,
-            ..Default::default()
-        };
+        let header = raw::header(FrameKind::REQUEST, id, 1, 100);
         frames.extend_from_slice(&raw::request_frame(&header, &spin));
     }
     raw.stream.write_all(&frames).await.unwrap();
@@ -711,13 +686,7 @@ async fn what_a_request_decodes_into_counts_against_the_budget() {
     };
     let sent = 30;
     let frames = (1..=sent).fold(Vec::new(), |mut frames, id| {
-        let header = Header {
-            kind: FrameKind::REQUEST,
-            request_id: id,
-            service_id: 9100,
-            method_id: 6,
-            ..Default::default()
-        };
+        let header = raw::header(FrameKind::REQUEST, id, 6, 0);
         frames.extend_from_slice(&raw::request_frame(&header, &request));
         frames
     });
@@ -752,25 +721,14 @@ async fn what_a_request_decodes_into_counts_against_the_budget() {
 async fn header_metadata_counts_against_the_budget() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let budget = 32 * MIB;
-    let limits = Limits {
-        max_in_flight: 1 << 20,
-        max_in_flight_per_connection: 1 << 20,
-        max_buffered_input: budget,
-        ..Limits::default()
-    };
-    let running = echo::start_with(limits, None).await;
+    let running = echo::start_with(only_the_budget(budget), None).await;
     let mut conn = RawConn::connect(&running.addr).await;
     let hang = EchoReq {
         hang: true,
         ..Default::default()
     };
     let sent = 2_000;
-    let mut header = Header {
-        kind: FrameKind::REQUEST,
-        service_id: 9100,
-        method_id: 6,
-        ..Default::default()
-    };
+    let mut header = raw::header(FrameKind::REQUEST, 0, 6, 0);
     for i in 0..1_200 {
         header
             .metadata
@@ -816,13 +774,7 @@ async fn a_stall_inside_a_skipped_frame_times_out_as_a_read() {
         payload: vec![1u8; MIB].into(),
         ..Default::default()
     };
-    let header = Header {
-        kind: FrameKind::REQUEST,
-        request_id: 1,
-        service_id: 9100,
-        method_id: 1,
-        ..Default::default()
-    };
+    let header = raw::header(FrameKind::REQUEST, 1, 1, 0);
     let frame = raw::request_frame(&header, &big);
     // The header and 128 KiB of the body, then nothing.
     conn.stream.write_all(&frame[..128 << 10]).await.unwrap();

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use svrkit_runtime::Code;
-use svrkit_runtime::frame::{self, FrameKind, Header};
+use svrkit_runtime::frame::{self, FrameKind};
 use svrkit_tests::child::{ServerProcess, rss_of};
 use svrkit_tests::echo;
-use svrkit_tests::raw::request_frame;
+use svrkit_tests::raw::{header, request_frame};
 use svrkit_tests::svrkit::test::all_types::Empty;
 use svrkit_tests::svrkit::test::rpc::EchoReq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,17 +75,6 @@ impl Bystander {
                 why.join(", ")
             )
         }
-    }
-}
-
-fn header(kind: FrameKind, id: u64, method: u32, deadline_ms: u32) -> Header {
-    Header {
-        kind,
-        request_id: id,
-        service_id: 9100,
-        method_id: method,
-        deadline_ms,
-        ..Header::default()
     }
 }
 

@@ -28,14 +28,7 @@ impl RawConn {
 
     /// Sends a REQUEST for `EchoSvr` method `method` with `deadline_ms` (0: none).
     pub async fn request(&mut self, id: u64, method: u32, deadline_ms: u32, body: &EchoReq) {
-        let header = Header {
-            kind: FrameKind::REQUEST,
-            request_id: id,
-            service_id: 9100,
-            method_id: method,
-            deadline_ms,
-            ..Default::default()
-        };
+        let header = header(FrameKind::REQUEST, id, method, deadline_ms);
         self.stream
             .write_all(&request_frame(&header, body))
             .await
@@ -56,6 +49,19 @@ impl RawConn {
         })
         .await
         .expect("no frame in time")
+    }
+}
+
+/// The header of a frame of `kind` for `EchoSvr` method `method`, with `deadline_ms` (0:
+/// none).
+pub fn header(kind: FrameKind, id: u64, method: u32, deadline_ms: u32) -> Header {
+    Header {
+        kind,
+        request_id: id,
+        service_id: 9100,
+        method_id: method,
+        deadline_ms,
+        ..Header::default()
     }
 }
 

@@ -233,7 +233,7 @@ impl Router {
             request_id: id,
             send,
             started: false,
-            permits: (permits, held),
+            permits: (permits, Some(held)),
         })
     }
 
@@ -368,11 +368,12 @@ impl crate::client::Transport for Local {
 }
 
 thread_local! {
-    /// While the router makes a call's first poll on this thread: the share of the memory
-    /// budget the call draws on, and what its request's decode took from it (see
-    /// [`note_decoded`]).
-    static DECODING: std::cell::RefCell<(Option<Arc<sync::Share>>, Option<sync::Bytes>)> =
-        const { std::cell::RefCell::new((None, None)) };
+    /// While the router makes a call's first poll on this thread: the bytes of the memory
+    /// budget the call holds, to which its request's decode adds (see [`note_decoded`]).
+    /// Lent for the poll, so that the hot path moves a pointer rather than counting a
+    /// reference.
+    static DECODING: std::cell::RefCell<Option<sync::Bytes>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Takes `bytes` of memory that a generated stub's request decode allocated from the call's
@@ -386,17 +387,14 @@ pub(crate) fn note_decoded(bytes: usize) -> Result<(), Status> {
         return Ok(());
     }
     DECODING.with(|decoding| {
-        let mut decoding = decoding.borrow_mut();
-        let (share, taken) = &mut *decoding;
         // Decoded outside the router (a stub called directly): nothing to charge.
-        let Some(share) = share else { return Ok(()) };
-        let more = share.try_take(bytes).ok_or_else(|| {
+        let Some(held) = &mut *decoding.borrow_mut() else {
+            return Ok(());
+        };
+        let more = held.share().try_take(bytes).ok_or_else(|| {
             Status::overloaded("the server's memory budget for requests is spent")
         })?;
-        match taken {
-            Some(taken) => taken.merge(more),
-            None => *taken = Some(more),
-        }
+        held.merge(more);
         Ok(())
     })
 }
@@ -416,8 +414,9 @@ pub(crate) struct Running {
     request_id: u64,
     send: bool,
     started: bool,
-    /// Released when the call is dropped, that is when its handler has stopped.
-    permits: (Permits, sync::Bytes),
+    /// Released when the call is dropped, that is when its handler has stopped. (The bytes
+    /// are `None` only while lent to the first poll's decode.)
+    permits: (Permits, Option<sync::Bytes>),
 }
 
 impl Running {
@@ -440,13 +439,11 @@ impl Running {
         }
         // The first poll decodes the request: what its lists and maps take is drawn from the
         // call's share, and held for as long as the handler runs.
-        let share = self.permits.1.share().clone();
-        DECODING.with(|d| *d.borrow_mut() = (Some(share), None));
+        // (The handler's panics are caught inside the call, so the bytes always come back;
+        // whatever was lent before, by a poll this one runs within, is lent again after.)
+        let outer = DECODING.replace(self.permits.1.take());
         let poll = self.call.as_mut().poll(cx);
-        let (_, decoded) = DECODING.with(|d| std::mem::take(&mut *d.borrow_mut()));
-        if let Some(decoded) = decoded {
-            self.permits.1.merge(decoded);
-        }
+        self.permits.1 = DECODING.replace(outer);
         poll.map(|result| self.reply(result))
     }
 
