@@ -17,6 +17,7 @@ pub use crate::codec::{DecodeError, Decoder, Enumeration, Message, UnknownFields
 pub use crate::{
     client::{CallOptions, Channel},
     context::Context,
+    monitor::{ServiceMetrics, register_client},
     service::{BoxFuture, MethodDescriptor, Priority, Retry, Service, ServiceDescriptor},
     status::Status,
 };

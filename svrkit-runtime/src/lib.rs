@@ -37,6 +37,7 @@ pub mod codegen;
 pub mod config;
 pub mod context;
 pub mod frame;
+pub mod monitor;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -131,7 +131,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                     pub async fn #f_with(&self, request: &#req, options: &#rt::CallOptions)
                         -> ::core::result::Result<#resp, #rt::Status>
                     {
-                        self.channel.call(&Self::DESCRIPTOR.methods[#i], request, options).await
+                        self.channel.call_counted(&self.metrics.methods[#i], request, options).await
                     }
                 }
             }
@@ -146,7 +146,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                 pub async fn #f_with(&self, request: &#req, options: &#rt::CallOptions)
                     -> ::core::result::Result<(), #rt::Status>
                 {
-                    self.channel.call_oneway(&Self::DESCRIPTOR.methods[#i], request, options).await
+                    self.channel.call_oneway_counted(&self.metrics.methods[#i], request, options).await
                 }
             },
         }
@@ -208,6 +208,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
         #[derive(Clone, Debug)]
         pub struct #client {
             channel: #rt::Channel,
+            metrics: &'static #rt::ServiceMetrics,
         }
 
         impl #client {
@@ -218,9 +219,10 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                 methods: &[#(#descriptors),*],
             };
 
-            /// A client calling through `channel`.
+            /// A client calling through `channel`. Registers the service's client metrics, so
+            /// every method's series exist from now on.
             pub fn new(channel: #rt::Channel) -> Self {
-                Self { channel }
+                Self { channel, metrics: #rt::register_client(&Self::DESCRIPTOR) }
             }
 
             #(#client_methods)*

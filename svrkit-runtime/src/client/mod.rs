@@ -37,6 +37,7 @@ use faststr::FastStr;
 use crate::codec::Message;
 use crate::context::Context;
 use crate::frame::{self, Frame, FrameKind, Header};
+use crate::monitor::{self, MethodMetrics};
 use crate::service::MethodDescriptor;
 use crate::status::{Code, Status};
 
@@ -72,6 +73,9 @@ pub struct Call {
     pub deadline: Instant,
     /// What key-based balancers hash (the user key unless a layer sets another).
     pub key: u64,
+    /// The method's counters, for layers that count (retries, local rejections); `None`
+    /// when the channel is not monitored.
+    pub metrics: Option<&'static MethodMetrics>,
 }
 
 /// The future a [`Transport`] returns: the response frame (whose header may carry an error
@@ -114,6 +118,8 @@ pub struct ChannelOptions {
     pub keepalive_interval: Duration,
     /// This service's name, sent as the caller.
     pub caller: FastStr,
+    /// Whether calls are counted in the process's client metrics (default: yes).
+    pub monitoring: bool,
     /// Speak TLS to every endpoint (see [`crate::tls`]); plain TCP when `None`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
@@ -129,6 +135,7 @@ impl Default for ChannelOptions {
             max_frame: frame::DEFAULT_MAX_FRAME,
             keepalive_interval: Duration::from_secs(5),
             caller: FastStr::empty(),
+            monitoring: true,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -142,6 +149,7 @@ pub struct Channel {
     endpoints: Option<Arc<EndpointSet>>,
     max_frame: usize,
     caller: FastStr,
+    monitored: bool,
 }
 
 impl std::fmt::Debug for Channel {
@@ -173,6 +181,7 @@ impl Channel {
         Channel {
             max_frame: options.max_frame,
             caller: options.caller.clone(),
+            monitored: options.monitoring,
             stack: Arc::new(pool::Pool::new(set.clone(), Arc::new(balancer), options)),
             endpoints: Some(set),
         }
@@ -184,6 +193,7 @@ impl Channel {
         Channel {
             max_frame,
             caller: FastStr::empty(),
+            monitored: true,
             stack: transport,
             endpoints: None,
         }
@@ -192,6 +202,12 @@ impl Channel {
     /// The endpoints of a remote channel, which can be changed while it is in use.
     pub fn endpoints(&self) -> Option<&Arc<EndpointSet>> {
         self.endpoints.as_ref()
+    }
+
+    /// This channel without client metrics (for measuring what they cost).
+    pub fn unmonitored(mut self) -> Channel {
+        self.monitored = false;
+        self
     }
 
     /// This channel with `layer` wrapped around its stack (outermost: it sees calls first).
@@ -234,7 +250,8 @@ impl Channel {
         request: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
-        let body = self.call_raw(method, request, options).await?;
+        let metrics = self.metrics_of(method);
+        let body = self.call_raw(method, metrics, request, options).await?;
         Resp::decode_bytes(&body).map_err(|e| {
             Status::invalid_argument(format!("bad response from {}: {e}", method.full_name))
         })
@@ -251,17 +268,93 @@ impl Channel {
         request: &Req,
         options: &CallOptions,
     ) -> Result<(), Status> {
-        self.call_raw(method, request, options).await.map(drop)
+        let metrics = self.metrics_of(method);
+        self.call_raw(method, metrics, request, options)
+            .await
+            .map(drop)
+    }
+
+    /// Like [`call`](Channel::call), counting the call on `method`'s counters: the path of
+    /// generated clients, which resolve their methods' counters once, when they are made.
+    ///
+    /// # Errors
+    /// As [`call`](Channel::call).
+    pub async fn call_counted<Req: Message, Resp: Message>(
+        &self,
+        method: &'static MethodMetrics,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, Status> {
+        let metrics = self.monitored.then_some(method);
+        let descriptor = method.descriptor;
+        let body = self.call_raw(descriptor, metrics, request, options).await?;
+        Resp::decode_bytes(&body).map_err(|e| {
+            Status::invalid_argument(format!("bad response from {}: {e}", descriptor.full_name))
+        })
+    }
+
+    /// Like [`call_oneway`](Channel::call_oneway), counting the call on `method`'s counters.
+    ///
+    /// # Errors
+    /// As [`call_oneway`](Channel::call_oneway).
+    pub async fn call_oneway_counted<Req: Message>(
+        &self,
+        method: &'static MethodMetrics,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        let metrics = self.monitored.then_some(method);
+        self.call_raw(method.descriptor, metrics, request, options)
+            .await
+            .map(drop)
+    }
+
+    /// The counters of a method called without a generated client: found by name, if a
+    /// generated client or server of its service was made in this process.
+    fn metrics_of(&self, method: &'static MethodDescriptor) -> Option<&'static MethodMetrics> {
+        if self.monitored {
+            monitor::find_method(method)
+        } else {
+            None
+        }
     }
 
     async fn call_raw<Req: Message>(
         &self,
         method: &'static MethodDescriptor,
+        metrics: Option<&'static MethodMetrics>,
         request: &Req,
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
-        let parent = Context::current();
         let now = Instant::now();
+        // Counted from here: every return below, and the caller dropping the call, ends it.
+        let mut counted = Counted {
+            metrics,
+            started: now,
+            code: Code::CANCELLED,
+        };
+        if let Some(m) = metrics {
+            m.client_request();
+        }
+        let result = self
+            .call_inner(method, metrics, request, options, now)
+            .await;
+        counted.code = match &result {
+            Ok(_) => Code::OK,
+            Err(status) => status.code(),
+        };
+        result
+    }
+
+    async fn call_inner<Req: Message>(
+        &self,
+        method: &'static MethodDescriptor,
+        metrics: Option<&'static MethodMetrics>,
+        request: &Req,
+        options: &CallOptions,
+        now: Instant,
+    ) -> Result<Bytes, Status> {
+        let parent = Context::current();
         let mut timeout = options
             .timeout
             .unwrap_or(Duration::from_millis(u64::from(method.timeout_ms)));
@@ -300,9 +393,13 @@ impl Channel {
             }
             header.trace_id = parent.trace_id.clone();
             header.dye = parent.dye.clone();
+        } else {
+            // The start of a trace.
+            header.trace_id = monitor::trace::new_id();
         }
         let mut call = Call {
             method,
+            metrics,
             key: header.user_key,
             header,
             body: Bytes::from(body),
@@ -339,6 +436,22 @@ impl Channel {
             ));
         }
         Ok(frame.body)
+    }
+}
+
+/// Counts a client call's end when dropped: with the code set on the way out, or as
+/// `CANCELLED` when the caller dropped the call first.
+struct Counted {
+    metrics: Option<&'static MethodMetrics>,
+    started: Instant,
+    code: Code,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(m) = self.metrics {
+            m.client_finished(self.code, self.started.elapsed());
+        }
     }
 }
 

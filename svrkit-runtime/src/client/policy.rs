@@ -199,6 +199,9 @@ impl Transport for Retrying {
                     return result;
                 }
                 call.header.attempt += 1;
+                if let Some(m) = call.metrics {
+                    m.client_retry();
+                }
             }
         })
     }

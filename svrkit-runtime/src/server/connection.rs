@@ -23,6 +23,7 @@ use super::outbox::Outbox;
 use super::router::{Dispatch, Incoming, Origin, Reply, Router};
 use super::stream::{ReadHalf, Stream};
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
+use crate::monitor;
 use crate::status::Status;
 use crate::sync::{self, Cancel, Share, Slots};
 
@@ -200,7 +201,10 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 Ok(None) => break false,
                 // Not svrkit or a broken header: nothing more on this stream can be trusted.
                 // Only this connection closes, after answering what came before.
-                Err(_) => break true,
+                Err(_) => {
+                    monitor::count(&monitor::process().frame_errors);
+                    break true;
+                }
             };
             let now = Instant::now();
             match read {
@@ -226,6 +230,7 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                     }
                 }
                 Read::Oversized { header, len } => {
+                    monitor::count(&monitor::process().oversized);
                     if header.kind == FrameKind::REQUEST {
                         let status = Status::too_large(format!(
                             "request of {len} bytes exceeds the server's frame limit of {} bytes",

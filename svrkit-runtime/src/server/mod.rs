@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Channel;
 use crate::frame::{self, FrameKind, Header};
+use crate::monitor;
 use crate::service::Service;
 use crate::status::Code;
 use crate::sync::Budget;
@@ -57,9 +58,14 @@ pub struct ServerBuilder {
     services: HashMap<u16, Arc<dyn Service>>,
     hooks: Vec<Arc<dyn Hook>>,
     limits: Limits,
+    unmonitored: bool,
+    slow_call: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+/// Calls slower than this are logged at warn unless the server is told otherwise.
+pub const DEFAULT_SLOW_CALL: Duration = Duration::from_secs(1);
 
 impl ServerBuilder {
     /// Hosts a service (a generated `XxxServer`).
@@ -80,6 +86,21 @@ impl ServerBuilder {
     /// Adds a hook that sees every request (see [`Hook`]); hooks run in the order added.
     pub fn hook(mut self, hook: impl Hook) -> ServerBuilder {
         self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Turns the built-in monitoring on (the default) or off. Off, the server counts nothing
+    /// and logs no slow calls: for measuring what monitoring costs, not for production.
+    pub fn monitoring(mut self, on: bool) -> ServerBuilder {
+        self.unmonitored = !on;
+        self
+    }
+
+    /// Logs calls that take longer than `threshold` (from their frame's arrival to their
+    /// response) at warn, with their trace id; default [`DEFAULT_SLOW_CALL`]. Calls that fail
+    /// `INTERNAL` are always logged.
+    pub fn slow_call_threshold(mut self, threshold: Duration) -> ServerBuilder {
+        self.slow_call = Some(threshold);
         self
     }
 
@@ -108,7 +129,13 @@ impl ServerBuilder {
                 refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                router: Arc::new(Router::new(self.services, self.hooks, limits, input)),
+                router: Arc::new(Router::new(
+                    self.services,
+                    self.hooks,
+                    limits,
+                    input,
+                    (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
+                )),
                 #[cfg(feature = "tls")]
                 tls: self.tls,
             }),
@@ -171,15 +198,18 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                monitor::count(&monitor::process().refused);
                 self.refuse(stream);
                 continue;
             };
+            monitor::count(&monitor::process().accepted);
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
                 if let Some(stream) = shared.handshake(stream).await {
                     connection::run(shared, stream, Some(peer)).await;
                 }
+                monitor::count(&monitor::process().closed);
                 drop(permit);
             });
         }

@@ -25,13 +25,15 @@ use super::Limits;
 use super::hook::Hook;
 use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
+use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, trace};
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
 use crate::sync::{self, Slot, Slots};
 
 /// Services, hooks and server-wide limits: what a request is dispatched through.
 pub(crate) struct Router {
-    services: HashMap<u16, Arc<dyn Service>>,
+    /// Each service with its counters (`None` with monitoring off).
+    services: HashMap<u16, (Arc<dyn Service>, Option<&'static ServiceMetrics>)>,
     hooks: Box<[Arc<dyn Hook>]>,
     pub(crate) limits: Limits,
     /// Server-wide calls in flight.
@@ -39,6 +41,8 @@ pub(crate) struct Router {
     /// The server's memory budget. Connections draw on it through their own shares; each
     /// in-process call through one of its own, as a connection with one call would.
     memory: Arc<sync::Budget>,
+    /// Calls slower than this are logged at warn.
+    slow_call: Duration,
 }
 
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
@@ -140,10 +144,20 @@ impl Router {
         hooks: Vec<Arc<dyn Hook>>,
         limits: Limits,
         memory: Arc<sync::Budget>,
+        monitor: Option<Duration>,
     ) -> Router {
+        // Every method's series exist from here on, at zero.
+        let services = services
+            .into_iter()
+            .map(|(id, service)| {
+                let metrics = monitor.map(|_| monitor::register_server(service.descriptor()));
+                (id, (service, metrics))
+            })
+            .collect();
         Router {
             in_flight: Slots::new(limits.max_in_flight),
             memory,
+            slow_call: monitor.unwrap_or(Duration::MAX),
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
@@ -165,7 +179,7 @@ impl Router {
         let send = header.kind == FrameKind::REQUEST;
         let id = header.request_id;
         let answer = |status: Status| Dispatch::Answered(Reply::new(id, send, Err(status)));
-        let Some(service) = u16::try_from(header.service_id)
+        let Some((service, metrics)) = u16::try_from(header.service_id)
             .ok()
             .and_then(|id| self.services.get(&id))
         else {
@@ -174,9 +188,10 @@ impl Router {
                 header.service_id
             )));
         };
-        let Some(method) = u16::try_from(header.method_id)
+        let methods = service.descriptor().methods;
+        let Some(index) = u16::try_from(header.method_id)
             .ok()
-            .and_then(|m| service.descriptor().method(m))
+            .and_then(|m| methods.iter().position(|d| d.id == m))
         else {
             return answer(Status::unimplemented(format!(
                 "{} has no method with id {}",
@@ -184,8 +199,13 @@ impl Router {
                 header.method_id
             )));
         };
+        let method = &methods[index];
+        let metrics = metrics.map(|m| &m.methods[index]);
+        if let Some(m) = metrics {
+            m.server_request(request.body.len());
+        }
         let ctx = self.context(&mut request, method);
-        let refused = self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots));
+        let admitted = self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots));
         let local;
         let memory = match &connection {
             Some(c) => c.memory,
@@ -194,9 +214,12 @@ impl Router {
                 &local
             }
         };
-        let permits = match refused {
-            Ok(permits) => permits,
-            Err(status) => {
+        let (permits, started) = match admitted {
+            Ok(admitted) => admitted,
+            Err((status, rejection)) => {
+                if let Some(m) = metrics {
+                    m.server_refused(status.code(), rejection);
+                }
                 let mut reply = Reply::new(id, send, Err(status));
                 self.on_response(method, &ctx, &mut reply.header);
                 return Dispatch::Answered(reply);
@@ -207,7 +230,19 @@ impl Router {
         // Hooks see the context again at start and response; without hooks the call keeps
         // only its cancel signal and deadline, saving a copy of the context per request.
         let hooked = (!self.hooks.is_empty()).then(|| ctx.clone());
-        let call = service.call(method.id, ctx.clone(), request.body);
+        let trace_id = ctx.trace_id.clone();
+        let mut call = service.call(method.id, ctx.clone(), request.body);
+        // A span per call for whoever subscribes at debug level; nothing when nobody does.
+        let span = tracing::debug_span!(
+            "rpc",
+            service = service.descriptor().name,
+            method = method.name,
+            request_id = id,
+            trace_id = %trace::Hex(&trace_id),
+        );
+        if !span.is_disabled() {
+            call = Box::pin(tracing::Instrument::instrument(call, span));
+        }
         // The handler's state lives as long as the call: charged to the byte budget that
         // request bodies draw on, so that many small requests with large or long-lived
         // handlers are bounded by bytes as well as by the in-flight counts.
@@ -215,6 +250,9 @@ impl Router {
             memory.try_take(std::mem::size_of_val(&*call) + CALL_OVERHEAD + header_heap)
         else {
             let status = Status::overloaded("the server's memory budget for requests is spent");
+            if let Some(m) = metrics {
+                m.server_refused(status.code(), Some(Rejection::Overload));
+            }
             let mut reply = Reply::new(id, send, Err(status));
             self.on_response(method, &ctx, &mut reply.header);
             return Dispatch::Answered(reply);
@@ -223,7 +261,13 @@ impl Router {
         if let Some(body) = request.bytes {
             held.merge(body);
         }
+        if let Some(m) = metrics {
+            m.server_started(started.saturating_duration_since(request.arrived));
+        }
         Dispatch::Run(Running {
+            metrics,
+            arrived: request.arrived,
+            trace_id,
             call: Box::pin(ctx.scoped(CatchUnwind(call))),
             hooked,
             cancel,
@@ -256,7 +300,13 @@ impl Router {
         ));
         ctx.peer = request.peer;
         ctx.caller = header.caller.clone();
-        ctx.trace_id = header.trace_id.clone();
+        // A request that starts a trace gets an id here, so that its logs and the calls it
+        // makes can be followed.
+        ctx.trace_id = if header.trace_id.is_empty() {
+            trace::new_id()
+        } else {
+            header.trace_id.clone()
+        };
         ctx.dye = header.dye.clone();
         ctx.user_key = header.user_key;
         ctx.priority = Priority::from_wire(header.priority);
@@ -267,32 +317,40 @@ impl Router {
         ctx
     }
 
-    /// Hooks, expiry and limits, in that order; the permits a call holds while it runs.
+    /// Hooks, expiry and limits, in that order; the permits a call holds while it runs and
+    /// when it was admitted. A refusal says why, for the rejection counters.
     fn admit(
         &self,
         method: &'static MethodDescriptor,
         ctx: &Context,
         now: Instant,
         connection: Option<&Arc<Slots>>,
-    ) -> Result<Permits, Status> {
+    ) -> Result<(Permits, Instant), (Status, Option<Rejection>)> {
         let mut now = now;
         if !self.hooks.is_empty() {
             for hook in &self.hooks {
-                hook.on_request(method, ctx)?;
+                hook.on_request(method, ctx).map_err(|status| {
+                    let shed = status.code() == Code::OVERLOADED;
+                    (status, shed.then_some(Rejection::Overload))
+                })?;
             }
             // Time spent in hooks counts as waiting, like time in the queue.
             now = Instant::now();
         }
         if ctx.deadline().is_some_and(|d| now >= d) {
-            return Err(Status::deadline_exceeded(
-                "the deadline passed while the request waited to be picked up",
+            return Err((
+                Status::deadline_exceeded(
+                    "the deadline passed while the request waited to be picked up",
+                ),
+                Some(Rejection::Expired),
             ));
         }
+        let limit = |message| (Status::overloaded(message), Some(Rejection::InFlightLimit));
         let (connection, held) = match connection {
             Some(slots) => {
-                let slot = slots.try_take().ok_or_else(|| {
-                    Status::overloaded("too many requests in flight on this connection")
-                })?;
+                let slot = slots
+                    .try_take()
+                    .ok_or_else(|| limit("too many requests in flight on this connection"))?;
                 (Some(slot), slots.used())
             }
             None => (None, 1),
@@ -301,8 +359,8 @@ impl Router {
         let server = self
             .in_flight
             .try_take_beside(held)
-            .ok_or_else(|| Status::overloaded("too many requests in flight on this server"))?;
-        Ok((server, connection))
+            .ok_or_else(|| limit("too many requests in flight on this server"))?;
+        Ok(((server, connection), now))
     }
 
     fn on_response(&self, method: &'static MethodDescriptor, ctx: &Context, header: &mut Header) {
@@ -405,6 +463,12 @@ type Permits = (Slot, Option<Slot>);
 /// An admitted call: its handler, its context and the permits it holds until it stops.
 pub(crate) struct Running {
     call: Pin<Box<TaskLocalFuture<Context, CatchUnwind>>>,
+    /// The method's counters (`None` with monitoring off).
+    metrics: Option<&'static MethodMetrics>,
+    /// When the request's frame was read: latency counts from here.
+    arrived: Instant,
+    /// For the warnings about slow and failed calls.
+    trace_id: Bytes,
     /// The context, for the hooks (kept only when there are hooks).
     hooked: Option<Context>,
     cancel: sync::Cancel,
@@ -457,10 +521,33 @@ impl Running {
         };
         let send = self.send && !(self.cancel.is_cancelled() && result.is_err());
         let mut reply = Reply::new(self.request_id, send, result);
+        if let Some(m) = self.metrics {
+            let latency = self.arrived.elapsed();
+            let code = Code(reply.header.status_code);
+            m.server_finished(code, latency, reply.body.len());
+            if code == Code::INTERNAL || latency >= self.router.slow_call {
+                self.warn(code, latency, &reply.header.status_message);
+            }
+        }
         if let Some(ctx) = &self.hooked {
             self.router.on_response(self.method, ctx, &mut reply.header);
         }
         reply
+    }
+
+    /// Logs a call that failed `INTERNAL` or took longer than the slow-call threshold, with
+    /// its trace id (cold: most calls never come here).
+    #[cold]
+    fn warn(&self, code: Code, latency: Duration, message: &str) {
+        tracing::warn!(
+            method = self.method.full_name,
+            request_id = self.request_id,
+            trace_id = %trace::Hex(&self.trace_id),
+            status = code.name().unwrap_or("application"),
+            latency_ms = latency.as_secs_f64() * 1e3,
+            "{}",
+            if code == Code::INTERNAL { message } else { "slow call" },
+        );
     }
 
     /// Drives the call to its end: the handler's result, the deadline (answered

@@ -1,0 +1,348 @@
+//! The process's counters in the Prometheus (OpenMetrics) text format, written by
+//! prometheus-client from the lock-free cells on each scrape.
+//!
+//! prometheus-client's own metric types would put a lock or a hash lookup on the per-call
+//! path (its `Family` is a map behind a lock); the cells here are plain atomics, so they
+//! are exposed through its [`Collector`] interface instead, which reads them only when
+//! scraped.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::histogram::{BOUNDS_NS, Histogram};
+use super::metrics::{REJECTION_NAMES, STATUS_NAMES};
+use super::{ClientTotals, ServerTotals, ServiceMetrics};
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every series of the process, as OpenMetrics text (ending in `# EOF`).
+pub fn encode() -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Everything));
+    let mut out = String::with_capacity(64 * 1024);
+    // Writing to a `String` cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Everything;
+
+/// The totals of one method, read once per scrape.
+struct Read {
+    service: &'static str,
+    method: &'static str,
+    server: Option<ServerTotals>,
+    client: Option<ClientTotals>,
+}
+
+impl Collector for Everything {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let read: Vec<Read> = super::services()
+            .into_iter()
+            .flat_map(|s: &'static ServiceMetrics| {
+                let (served, called) = (s.is_served(), s.is_called());
+                s.methods.iter().map(move |m| Read {
+                    service: s.descriptor.name,
+                    method: m.descriptor.name,
+                    server: served.then(|| m.server_totals()),
+                    client: called.then(|| m.client_totals()),
+                })
+            })
+            .collect();
+        let servers = || read.iter().filter_map(|r| Some((r, r.server.as_ref()?)));
+        let clients = || read.iter().filter_map(|r| Some((r, r.client.as_ref()?)));
+        let labels = |r: &Read| [("service", r.service), ("method", r.method)];
+
+        let family = |e: &mut DescriptorEncoder<'_>,
+                      name: &str,
+                      help: &str,
+                      kind: MetricType,
+                      each: &mut dyn FnMut(&mut MetricEncoder<'_>) -> std::fmt::Result|
+         -> std::fmt::Result {
+            let mut m = e.encode_descriptor(name, help, None, kind)?;
+            each(&mut m)
+        };
+
+        family(
+            &mut e,
+            "svrkit_server_requests",
+            "Requests received, per method.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in servers() {
+                    counter(m, &labels(r), t.requests)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_responses",
+            "Requests answered (refusals included), per method and status.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in servers() {
+                    by_status(m, r, &t.responses)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_latency_seconds",
+            "From a request's frame being read to its response, for requests that ran.",
+            MetricType::Histogram,
+            &mut |m| {
+                for (r, t) in servers() {
+                    histogram(m, &labels(r), &t.latency)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_queue_wait_seconds",
+            "From a request's frame being read to its handler starting.",
+            MetricType::Histogram,
+            &mut |m| {
+                for (r, t) in servers() {
+                    histogram(m, &labels(r), &t.queue_wait)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_in_flight",
+            "Handlers running, per method.",
+            MetricType::Gauge,
+            &mut |m| {
+                for (r, t) in servers() {
+                    m.encode_family(&labels(r))?.encode_gauge(&t.in_flight)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_rejected",
+            "Requests refused without running, per method and reason.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in servers() {
+                    for (reason, n) in REJECTION_NAMES.iter().zip(t.rejected) {
+                        let l = [
+                            ("service", r.service),
+                            ("method", r.method),
+                            ("reason", reason),
+                        ];
+                        counter(m, &l, n)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_request_bytes",
+            "Bytes of request bodies received, per method.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in servers() {
+                    counter(m, &labels(r), t.request_bytes)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_server_response_bytes",
+            "Bytes of response bodies sent, per method.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in servers() {
+                    counter(m, &labels(r), t.response_bytes)?;
+                }
+                Ok(())
+            },
+        )?;
+
+        family(
+            &mut e,
+            "svrkit_client_requests",
+            "Calls made, per method.",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in clients() {
+                    counter(m, &labels(r), t.requests)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_client_responses",
+            "Calls ended, per method and the status the caller saw (cancelled: dropped).",
+            MetricType::Counter,
+            &mut |m| {
+                for (r, t) in clients() {
+                    by_status(m, r, &t.responses)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut e,
+            "svrkit_client_latency_seconds",
+            "Whole calls, retries included.",
+            MetricType::Histogram,
+            &mut |m| {
+                for (r, t) in clients() {
+                    histogram(m, &labels(r), &t.latency)?;
+                }
+                Ok(())
+            },
+        )?;
+        for (name, help, get) in [
+            (
+                "svrkit_client_retries",
+                "Attempts retried, per method.",
+                (|t: &ClientTotals| t.retries) as fn(&ClientTotals) -> u64,
+            ),
+            (
+                "svrkit_client_local_rejects",
+                "Calls refused by client-side overload control before being sent.",
+                |t| t.local_rejects,
+            ),
+            (
+                "svrkit_client_weak_skips",
+                "Calls to weak dependencies skipped.",
+                |t| t.weak_skips,
+            ),
+        ] {
+            family(&mut e, name, help, MetricType::Counter, &mut |m| {
+                for (r, t) in clients() {
+                    counter(m, &labels(r), get(t))?;
+                }
+                Ok(())
+            })?;
+        }
+
+        let p = super::process();
+        for (name, help, value) in [
+            (
+                "svrkit_connections_accepted",
+                "Connections accepted.",
+                p.accepted(),
+            ),
+            (
+                "svrkit_connections_closed",
+                "Connections closed.",
+                p.closed(),
+            ),
+            (
+                "svrkit_connections_refused",
+                "Connections refused at the connection limit.",
+                p.refused(),
+            ),
+            (
+                "svrkit_frame_errors",
+                "Connections closed because a frame did not decode.",
+                p.frame_errors(),
+            ),
+            (
+                "svrkit_frames_oversized",
+                "Frames over the size limit, skipped.",
+                p.oversized(),
+            ),
+            (
+                "svrkit_monitor_reports",
+                "Per-minute reports sent to the ossagent.",
+                p.reports_sent(),
+            ),
+            (
+                "svrkit_monitor_reports_failed",
+                "Per-minute reports the ossagent did not take (down or slow).",
+                p.reports_failed(),
+            ),
+        ] {
+            family(&mut e, name, help, MetricType::Counter, &mut |m| {
+                m.encode_counter::<NoLabelSet, _, u64>(&value, None)
+            })?;
+        }
+        let open = p.accepted().saturating_sub(p.closed());
+        family(
+            &mut e,
+            "svrkit_connections_open",
+            "Connections open.",
+            MetricType::Gauge,
+            &mut |m| m.encode_gauge(&open),
+        )?;
+        let uptime = p.started.0.elapsed().as_secs_f64();
+        family(
+            &mut e,
+            "svrkit_uptime_seconds",
+            "Seconds since the process started monitoring.",
+            MetricType::Gauge,
+            &mut |m| m.encode_gauge(&uptime),
+        )?;
+        family(
+            &mut e,
+            "svrkit_build",
+            "The svrkit runtime this process runs.",
+            MetricType::Info,
+            &mut |m| m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))]),
+        )?;
+        Ok(())
+    }
+}
+
+fn counter(m: &mut MetricEncoder<'_>, labels: &[(&str, &str)], value: u64) -> std::fmt::Result {
+    m.encode_family(&labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn by_status(
+    m: &mut MetricEncoder<'_>,
+    r: &Read,
+    responses: &[u64; STATUS_NAMES.len()],
+) -> std::fmt::Result {
+    for (status, &n) in STATUS_NAMES.iter().zip(responses) {
+        let l = [
+            ("service", r.service),
+            ("method", r.method),
+            ("status", status),
+        ];
+        counter(m, &l, n)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    m: &mut MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    h: &Histogram,
+) -> std::fmt::Result {
+    let buckets: Vec<(f64, u64)> = BOUNDS_NS
+        .iter()
+        .zip(h.counts)
+        .map(|(&b, c)| {
+            let bound = if b == u64::MAX {
+                f64::MAX
+            } else {
+                b as f64 / 1e9
+            };
+            (bound, c)
+        })
+        .collect();
+    m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+        h.sum_ns as f64 / 1e9,
+        h.count(),
+        &buckets,
+        None,
+    )
+}

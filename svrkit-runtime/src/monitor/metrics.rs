@@ -1,0 +1,410 @@
+//! The counters of one method, on the server side and the client side, and what reading them
+//! gives.
+//!
+//! Every counter is split into one cell per shard (a shard per worker thread, rounded up to a
+//! power of two): a call adds to its thread's cells, so two cores serving the same method do
+//! not pass a cache line back and forth on every request. Reading sums the shards; it is
+//! done per scrape or per minute, never per call.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::histogram::{Cells, Histogram};
+use crate::service::{MethodDescriptor, ServiceDescriptor};
+use crate::status::Code;
+
+/// Status codes counted apart; application codes (1000 and up) share one slot, codes this
+/// runtime does not know another.
+pub const STATUS_SLOTS: usize = 14;
+
+/// The `status` label of each slot.
+pub const STATUS_NAMES: [&str; STATUS_SLOTS] = [
+    "ok",
+    "cancelled",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "unavailable",
+    "overloaded",
+    "unimplemented",
+    "internal",
+    "too_large",
+    "unauthenticated",
+    "permission_denied",
+    "application",
+    "unknown",
+];
+
+/// The slot of `code`.
+#[inline]
+pub(crate) fn status_slot(code: Code) -> usize {
+    match code.0 {
+        n @ 0..=11 => n as usize,
+        n if n >= Code::FIRST_APPLICATION.0 => 12,
+        _ => 13,
+    }
+}
+
+/// Why the server refused a request without running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Admission control or the memory budget shed it.
+    Overload = 0,
+    /// The server's or the connection's in-flight limit was reached.
+    InFlightLimit = 1,
+    /// Its deadline passed before it was picked up.
+    Expired = 2,
+}
+
+/// The `reason` label of each [`Rejection`].
+pub const REJECTION_NAMES: [&str; 3] = ["overload", "in_flight_limit", "expired"];
+
+/// One shard of a method's server-side counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ServerShard {
+    requests: AtomicU64,
+    in_flight: AtomicI64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    responses: [AtomicU64; STATUS_SLOTS],
+    rejected: [AtomicU64; 3],
+    latency: Cells,
+    queue_wait: Cells,
+}
+
+/// One shard of a method's client-side counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ClientShard {
+    requests: AtomicU64,
+    responses: [AtomicU64; STATUS_SLOTS],
+    latency: Cells,
+    retries: AtomicU64,
+    local_rejects: AtomicU64,
+    weak_skips: AtomicU64,
+}
+
+/// Shards per counter: the worker threads a process is likely to run, as a power of two.
+fn shards() -> usize {
+    static SHARDS: OnceLock<usize> = OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(4, usize::from)
+            .next_power_of_two()
+            .min(64)
+    })
+}
+
+/// This thread's shard (threads are numbered as they first count something).
+#[inline]
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed);
+    }
+    SHARD.with(|s| *s) & (shards() - 1)
+}
+
+/// The counters of one method, both sides. Handles are `&'static`: they are made once per
+/// method per process and resolved when a server or client is built, so counting is a few
+/// relaxed atomic additions with no lookup.
+pub struct MethodMetrics {
+    /// The method.
+    pub descriptor: &'static MethodDescriptor,
+    /// Its service's full name.
+    pub service: &'static str,
+    server: Box<[ServerShard]>,
+    client: Box<[ClientShard]>,
+}
+
+impl std::fmt::Debug for MethodMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MethodMetrics")
+            .field(&self.descriptor.full_name)
+            .finish()
+    }
+}
+
+impl MethodMetrics {
+    fn new(service: &'static str, descriptor: &'static MethodDescriptor) -> MethodMetrics {
+        let n = shards();
+        MethodMetrics {
+            descriptor,
+            service,
+            server: (0..n).map(|_| ServerShard::default()).collect(),
+            client: (0..n).map(|_| ClientShard::default()).collect(),
+        }
+    }
+
+    #[inline]
+    fn server_shard(&self) -> &ServerShard {
+        &self.server[shard()]
+    }
+
+    #[inline]
+    fn client_shard(&self) -> &ClientShard {
+        &self.client[shard()]
+    }
+
+    /// A request for this method arrived with a body of `bytes`.
+    #[inline]
+    pub(crate) fn server_request(&self, bytes: usize) {
+        let s = self.server_shard();
+        s.requests.fetch_add(1, Relaxed);
+        s.request_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// The request was answered with `code` without running.
+    #[inline]
+    pub(crate) fn server_refused(&self, code: Code, rejection: Option<Rejection>) {
+        let s = self.server_shard();
+        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        if let Some(r) = rejection {
+            s.rejected[r as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The handler is about to run, `queue_wait` after the request's frame was read.
+    #[inline]
+    pub(crate) fn server_started(&self, queue_wait: Duration) {
+        let s = self.server_shard();
+        s.in_flight.fetch_add(1, Relaxed);
+        s.queue_wait.observe(queue_wait);
+    }
+
+    /// A handler that ran is done: `code`, `latency` since the frame was read, and the
+    /// response's body size.
+    #[inline]
+    pub(crate) fn server_finished(&self, code: Code, latency: Duration, bytes: usize) {
+        let s = self.server_shard();
+        s.in_flight.fetch_sub(1, Relaxed);
+        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        s.response_bytes.fetch_add(bytes as u64, Relaxed);
+        s.latency.observe(latency);
+    }
+
+    /// A client call of this method started.
+    #[inline]
+    pub(crate) fn client_request(&self) {
+        self.client_shard().requests.fetch_add(1, Relaxed);
+    }
+
+    /// A client call ended with `code` after `latency` (retries included).
+    #[inline]
+    pub(crate) fn client_finished(&self, code: Code, latency: Duration) {
+        let s = self.client_shard();
+        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        s.latency.observe(latency);
+    }
+
+    /// A client attempt is being retried.
+    #[inline]
+    pub fn client_retry(&self) {
+        self.client_shard().retries.fetch_add(1, Relaxed);
+    }
+
+    /// A client policy refused a call without sending it (client-side overload control).
+    #[inline]
+    pub fn client_local_reject(&self) {
+        self.client_shard().local_rejects.fetch_add(1, Relaxed);
+    }
+
+    /// A call to a weak dependency was skipped.
+    #[inline]
+    pub fn client_weak_skip(&self) {
+        self.client_shard().weak_skips.fetch_add(1, Relaxed);
+    }
+
+    /// The server side's counters, summed over shards.
+    pub fn server_totals(&self) -> ServerTotals {
+        let mut t = ServerTotals::default();
+        for s in &self.server {
+            t.requests += s.requests.load(Relaxed);
+            t.in_flight += s.in_flight.load(Relaxed);
+            t.request_bytes += s.request_bytes.load(Relaxed);
+            t.response_bytes += s.response_bytes.load(Relaxed);
+            add(&mut t.responses, &s.responses);
+            add(&mut t.rejected, &s.rejected);
+            s.latency.add_to(&mut t.latency);
+            s.queue_wait.add_to(&mut t.queue_wait);
+        }
+        t
+    }
+
+    /// The client side's counters, summed over shards.
+    pub fn client_totals(&self) -> ClientTotals {
+        let mut t = ClientTotals::default();
+        for s in &self.client {
+            t.requests += s.requests.load(Relaxed);
+            add(&mut t.responses, &s.responses);
+            s.latency.add_to(&mut t.latency);
+            t.retries += s.retries.load(Relaxed);
+            t.local_rejects += s.local_rejects.load(Relaxed);
+            t.weak_skips += s.weak_skips.load(Relaxed);
+        }
+        t
+    }
+}
+
+fn add<const N: usize>(totals: &mut [u64; N], cells: &[AtomicU64; N]) {
+    for (t, c) in totals.iter_mut().zip(cells) {
+        *t += c.load(Relaxed);
+    }
+}
+
+/// A method's server-side counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerTotals {
+    /// Requests received.
+    pub requests: u64,
+    /// Responses by status slot ([`STATUS_NAMES`]), refusals included.
+    pub responses: [u64; STATUS_SLOTS],
+    /// Requests refused without running, by [`Rejection`].
+    pub rejected: [u64; 3],
+    /// Handlers running.
+    pub in_flight: i64,
+    /// Bytes of request bodies received.
+    pub request_bytes: u64,
+    /// Bytes of response bodies produced.
+    pub response_bytes: u64,
+    /// From the frame read to the response, of requests that ran.
+    pub latency: Histogram,
+    /// From the frame read to the handler's start.
+    pub queue_wait: Histogram,
+}
+
+/// A method's client-side counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTotals {
+    /// Calls made.
+    pub requests: u64,
+    /// Calls ended, by status slot ([`STATUS_NAMES`]).
+    pub responses: [u64; STATUS_SLOTS],
+    /// Whole calls, retries included.
+    pub latency: Histogram,
+    /// Attempts retried.
+    pub retries: u64,
+    /// Calls refused by a client policy before they were sent.
+    pub local_rejects: u64,
+    /// Calls to weak dependencies skipped.
+    pub weak_skips: u64,
+}
+
+/// The counters of every method of one service.
+pub struct ServiceMetrics {
+    /// The service.
+    pub descriptor: &'static ServiceDescriptor,
+    /// Its methods, in the descriptor's order.
+    pub methods: Box<[MethodMetrics]>,
+    /// Whether a server in this process hosts it / a client calls it: only those sides'
+    /// series are exported.
+    pub(crate) served: std::sync::atomic::AtomicBool,
+    pub(crate) called: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for ServiceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ServiceMetrics")
+            .field(&self.descriptor.name)
+            .finish()
+    }
+}
+
+impl ServiceMetrics {
+    pub(crate) fn new(descriptor: &'static ServiceDescriptor) -> ServiceMetrics {
+        ServiceMetrics {
+            descriptor,
+            methods: descriptor
+                .methods
+                .iter()
+                .map(|m| MethodMetrics::new(descriptor.name, m))
+                .collect(),
+            served: Default::default(),
+            called: Default::default(),
+        }
+    }
+
+    /// The counters of the method with id `id`.
+    pub fn method(&self, id: u16) -> Option<&MethodMetrics> {
+        self.methods.iter().find(|m| m.descriptor.id == id)
+    }
+
+    /// Whether a server in this process hosts the service.
+    pub fn is_served(&self) -> bool {
+        self.served.load(Relaxed)
+    }
+
+    /// Whether a client in this process calls the service.
+    pub fn is_called(&self) -> bool {
+        self.called.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Priority, Retry};
+
+    static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
+        name: "Get",
+        full_name: "t.S.Get",
+        id: 1,
+        service_id: 9,
+        timeout_ms: 100,
+        retry: Retry::None,
+        priority: Priority::Normal,
+        oneway: false,
+    }];
+    static SERVICE: ServiceDescriptor = ServiceDescriptor {
+        name: "t.S",
+        id: 9,
+        methods: &METHODS,
+    };
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let m = ServiceMetrics::new(&SERVICE);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let get = &m.methods[0];
+                    for i in 0..1000u64 {
+                        get.server_request(10);
+                        get.server_started(Duration::from_micros(3));
+                        let code = if i % 10 == 0 {
+                            Code::INTERNAL
+                        } else {
+                            Code::OK
+                        };
+                        get.server_finished(code, Duration::from_micros(40), 5);
+                    }
+                    get.server_request(10);
+                    get.server_refused(Code::OVERLOADED, Some(Rejection::Overload));
+                });
+            }
+        });
+        let t = m.methods[0].server_totals();
+        assert_eq!(t.requests, 4004);
+        assert_eq!(t.responses[0], 3600);
+        assert_eq!(t.responses[8], 400);
+        assert_eq!(t.responses[6], 4);
+        assert_eq!(t.rejected, [4, 0, 0]);
+        assert_eq!(t.in_flight, 0);
+        assert_eq!(t.request_bytes, 40040);
+        assert_eq!(t.response_bytes, 20000);
+        assert_eq!(t.latency.count(), 4000);
+        assert_eq!(t.queue_wait.count(), 4000);
+    }
+
+    #[test]
+    fn status_slots_cover_every_code() {
+        for (i, name) in STATUS_NAMES.iter().enumerate().take(12) {
+            assert_eq!(Code(i as u32).name(), Some(*name));
+            assert_eq!(status_slot(Code(i as u32)), i);
+        }
+        assert_eq!(status_slot(Code(1000)), 12);
+        assert_eq!(status_slot(Code(77)), 13);
+    }
+}

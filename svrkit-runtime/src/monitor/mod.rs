@@ -1,0 +1,163 @@
+//! Monitoring built into every server and client: per-method counters, per-minute rollups
+//! with alarms against their own history, the admin HTTP endpoint with its dashboard, and
+//! reports to an ossagent.
+//!
+//! A service author writes none of it. Building a server registers every method of every
+//! service it hosts, and building a generated client registers every method of its
+//! service, so every series exists (at zero) from startup. Counting then goes through
+//! `&'static` handles resolved at registration: a few relaxed atomic additions per call on
+//! cells sharded by thread, with no lock, lookup, allocation or formatting
+//! ([`metrics`]). Everything else (exposition, rollups, alarms, reports) reads the cells in
+//! the background.
+//!
+//! The counters are the process's, like Prometheus' default registry: two servers in one
+//! process hosting the same service add to the same series. `docs/monitoring.md` lists every
+//! series and describes the dashboard, the alarms and the agent.
+
+pub mod alarm;
+pub mod exposition;
+pub mod histogram;
+pub mod metrics;
+pub mod rollup;
+pub mod trace;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
+
+pub use metrics::{ClientTotals, MethodMetrics, Rejection, ServerTotals, ServiceMetrics};
+
+use crate::service::{MethodDescriptor, ServiceDescriptor};
+
+/// Every service registered in this process, by full name, in registration order.
+struct Registry {
+    services: Mutex<Vec<&'static ServiceMetrics>>,
+    /// Methods by full name, for calls made without a generated client.
+    methods: RwLock<HashMap<&'static str, &'static MethodMetrics>>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        process();
+        Registry {
+            services: Mutex::new(Vec::new()),
+            methods: RwLock::new(HashMap::new()),
+        }
+    })
+}
+
+/// The counters of `service`, made on first use. They live as long as the process, as a
+/// Prometheus series does: the set of services compiled into a program is fixed, so this
+/// holds a bounded amount of memory.
+fn register(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
+    let registry = registry();
+    let mut services = registry.services.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = services.iter().find(|s| s.descriptor.name == service.name) {
+        return found;
+    }
+    let metrics: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(service)));
+    services.push(metrics);
+    let mut methods = registry.methods.write().unwrap_or_else(|e| e.into_inner());
+    for m in metrics.methods.iter() {
+        methods.insert(m.descriptor.full_name, m);
+    }
+    metrics
+}
+
+/// Registers a service a server in this process hosts.
+pub fn register_server(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
+    let metrics = register(service);
+    metrics.served.store(true, Relaxed);
+    metrics
+}
+
+/// Registers a service a client in this process calls (generated clients do, when made).
+pub fn register_client(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
+    let metrics = register(service);
+    metrics.called.store(true, Relaxed);
+    metrics
+}
+
+/// The counters of a method whose service was registered (by full name); for calls that do
+/// not come through a generated client.
+pub fn find_method(method: &MethodDescriptor) -> Option<&'static MethodMetrics> {
+    let methods = registry().methods.read().unwrap_or_else(|e| e.into_inner());
+    methods.get(method.full_name).copied()
+}
+
+/// Every registered service, in registration order.
+pub fn services() -> Vec<&'static ServiceMetrics> {
+    registry()
+        .services
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Counters of the process rather than of a method.
+#[derive(Debug)]
+pub struct Process {
+    /// When monitoring started (first use), on the monotonic and the wall clock.
+    pub started: (Instant, SystemTime),
+    pub(crate) accepted: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) frame_errors: AtomicU64,
+    pub(crate) oversized: AtomicU64,
+    pub(crate) reports_sent: AtomicU64,
+    pub(crate) reports_failed: AtomicU64,
+}
+
+/// The process's counters.
+pub fn process() -> &'static Process {
+    static PROCESS: OnceLock<Process> = OnceLock::new();
+    PROCESS.get_or_init(|| Process {
+        started: (Instant::now(), SystemTime::now()),
+        accepted: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        frame_errors: AtomicU64::new(0),
+        oversized: AtomicU64::new(0),
+        reports_sent: AtomicU64::new(0),
+        reports_failed: AtomicU64::new(0),
+    })
+}
+
+impl Process {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Relaxed)
+    }
+    /// Connections closed so far.
+    pub fn closed(&self) -> u64 {
+        self.closed.load(Relaxed)
+    }
+    /// Connections refused at the connection cap.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+    /// Connections closed because a frame did not decode.
+    pub fn frame_errors(&self) -> u64 {
+        self.frame_errors.load(Relaxed)
+    }
+    /// Frames over the size limit, skipped.
+    pub fn oversized(&self) -> u64 {
+        self.oversized.load(Relaxed)
+    }
+    /// Reports sent to the ossagent.
+    pub fn reports_sent(&self) -> u64 {
+        self.reports_sent.load(Relaxed)
+    }
+    /// Reports the ossagent did not take.
+    pub fn reports_failed(&self) -> u64 {
+        self.reports_failed.load(Relaxed)
+    }
+}
+
+/// Adds one to a process counter.
+#[inline]
+pub(crate) fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}

@@ -1,0 +1,278 @@
+//! Per-minute rollups: what each method did in each minute of the last 24 hours, in fixed
+//! memory, plus the minute under way.
+//!
+//! Once a minute the counters are read and the difference from the previous reading becomes
+//! that minute's [`Figures`]. A ring of 1440 minutes per method and side is allocated when
+//! the method is first seen and never grows.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::histogram::Histogram;
+use super::metrics::{ClientTotals, MethodMetrics, ServerTotals};
+
+/// Minutes of history kept: 24 hours.
+pub const HISTORY: usize = 24 * 60;
+
+/// What one side of a method did in one minute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Figures {
+    /// The minute, in minutes since the Unix epoch.
+    pub minute: u64,
+    /// Calls answered (server: refusals included; client: every call that ended).
+    pub calls: u64,
+    /// Calls that failed, refusals not counted.
+    pub errors: u64,
+    /// Server: requests refused without running. Client: calls refused locally.
+    pub rejected: u64,
+    /// Median latency, milliseconds (0 with no calls).
+    pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// Server: 99th percentile of queue wait, milliseconds.
+    pub queue_p99_ms: f64,
+}
+
+impl Figures {
+    /// Errors per call (0 with no calls).
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.calls)
+    }
+
+    /// Refusals per call (0 with no calls).
+    pub fn rejection_rate(&self) -> f64 {
+        ratio(self.rejected, self.calls)
+    }
+
+    /// The figures of a server's minute from two readings of its counters.
+    pub fn server(minute: u64, now: &ServerTotals, before: &ServerTotals) -> Figures {
+        let calls = sum_since(&now.responses, &before.responses);
+        let ok = now.responses[0].saturating_sub(before.responses[0]);
+        let rejected = sum_since(&now.rejected, &before.rejected);
+        let latency = now.latency.since(&before.latency);
+        Figures {
+            minute,
+            calls,
+            errors: calls.saturating_sub(ok).saturating_sub(rejected),
+            rejected,
+            p50_ms: ms(&latency, 0.5),
+            p99_ms: ms(&latency, 0.99),
+            queue_p99_ms: ms(&now.queue_wait.since(&before.queue_wait), 0.99),
+        }
+    }
+
+    /// The figures of a client's minute from two readings of its counters.
+    pub fn client(minute: u64, now: &ClientTotals, before: &ClientTotals) -> Figures {
+        let calls = sum_since(&now.responses, &before.responses);
+        let ok = now.responses[0].saturating_sub(before.responses[0]);
+        let latency = now.latency.since(&before.latency);
+        Figures {
+            minute,
+            calls,
+            errors: calls.saturating_sub(ok),
+            rejected: now.local_rejects.saturating_sub(before.local_rejects),
+            p50_ms: ms(&latency, 0.5),
+            p99_ms: ms(&latency, 0.99),
+            queue_p99_ms: 0.0,
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn sum_since<const N: usize>(now: &[u64; N], before: &[u64; N]) -> u64 {
+    now.iter()
+        .zip(before)
+        .map(|(n, b)| n.saturating_sub(*b))
+        .sum()
+}
+
+fn ms(h: &Histogram, q: f64) -> f64 {
+    h.quantile(q).map_or(0.0, |s| s * 1e3)
+}
+
+/// The last [`HISTORY`] minutes of one series, oldest first.
+#[derive(Debug)]
+pub struct Ring(VecDeque<Figures>);
+
+impl Default for Ring {
+    fn default() -> Ring {
+        Ring(VecDeque::with_capacity(HISTORY))
+    }
+}
+
+impl Ring {
+    /// Appends a minute, dropping the oldest beyond [`HISTORY`].
+    pub fn push(&mut self, figures: Figures) {
+        if self.0.len() == HISTORY {
+            self.0.pop_front();
+        }
+        self.0.push_back(figures);
+    }
+
+    /// The minutes kept, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Figures> + ExactSizeIterator {
+        self.0.iter()
+    }
+
+    /// The newest minute.
+    pub fn last(&self) -> Option<&Figures> {
+        self.0.back()
+    }
+
+    /// Minutes kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no minute is kept yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One method's rollups: its history on both sides and the readings they are made from.
+#[derive(Debug)]
+pub struct MethodRollup {
+    /// The method's counters.
+    pub metrics: &'static MethodMetrics,
+    /// Whether its server side is exported (a server here hosts it).
+    pub served: bool,
+    /// Whether its client side is exported (a client here calls it).
+    pub called: bool,
+    /// Server-side minutes.
+    pub server: Ring,
+    /// Client-side minutes.
+    pub client: Ring,
+    last_server: ServerTotals,
+    last_client: ClientTotals,
+}
+
+impl MethodRollup {
+    /// Starts the rollups of a method from its counters as they are now, so that what came
+    /// before is not put into the first minute.
+    pub fn new(metrics: &'static MethodMetrics, served: bool, called: bool) -> MethodRollup {
+        MethodRollup {
+            metrics,
+            served,
+            called,
+            server: Ring::default(),
+            client: Ring::default(),
+            last_server: metrics.server_totals(),
+            last_client: metrics.client_totals(),
+        }
+    }
+
+    /// Ends `minute`: what the counters gained since the last tick becomes its figures.
+    pub fn tick(&mut self, minute: u64) {
+        let server = self.metrics.server_totals();
+        let client = self.metrics.client_totals();
+        self.server
+            .push(Figures::server(minute, &server, &self.last_server));
+        self.client
+            .push(Figures::client(minute, &client, &self.last_client));
+        self.last_server = server;
+        self.last_client = client;
+    }
+
+    /// The minute under way so far (server side, client side), and the histograms of its
+    /// latency for merging elsewhere.
+    pub fn current(&self, minute: u64) -> (Figures, Figures) {
+        let server = self.metrics.server_totals();
+        let client = self.metrics.client_totals();
+        (
+            Figures::server(minute, &server, &self.last_server),
+            Figures::client(minute, &client, &self.last_client),
+        )
+    }
+
+    /// What the server side gained since the last tick, as totals (for reports, which
+    /// carry histograms so that an agent can merge them exactly).
+    pub fn server_since_tick(&self) -> (ServerTotals, &ServerTotals) {
+        (self.metrics.server_totals(), &self.last_server)
+    }
+
+    /// What the client side gained since the last tick.
+    pub fn client_since_tick(&self) -> (ClientTotals, &ClientTotals) {
+        (self.metrics.client_totals(), &self.last_client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::metrics::ServiceMetrics;
+    use crate::service::{MethodDescriptor, Priority, Retry, ServiceDescriptor};
+    use crate::status::Code;
+    use std::time::Duration;
+
+    static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
+        name: "Put",
+        full_name: "r.S.Put",
+        id: 1,
+        service_id: 3,
+        timeout_ms: 100,
+        retry: Retry::None,
+        priority: Priority::Normal,
+        oneway: false,
+    }];
+    static SERVICE: ServiceDescriptor = ServiceDescriptor {
+        name: "r.S",
+        id: 3,
+        methods: &METHODS,
+    };
+
+    fn serve(m: &MethodMetrics, ok: u64, failed: u64, refused: u64, latency: Duration) {
+        for i in 0..ok + failed {
+            m.server_request(1);
+            m.server_started(Duration::ZERO);
+            let code = if i < ok { Code::OK } else { Code::INTERNAL };
+            m.server_finished(code, latency, 1);
+        }
+        for _ in 0..refused {
+            m.server_request(1);
+            m.server_refused(Code::OVERLOADED, Some(super::super::Rejection::Overload));
+        }
+    }
+
+    #[test]
+    fn each_minute_holds_what_happened_in_it() {
+        let metrics: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(&SERVICE)));
+        let m = &metrics.methods[0];
+        serve(m, 5, 0, 0, Duration::from_micros(100)); // before the rollup started
+        let mut r = MethodRollup::new(m, true, false);
+        serve(m, 90, 10, 5, Duration::from_millis(3));
+        let (now, _) = r.current(100);
+        assert_eq!((now.calls, now.errors, now.rejected), (105, 10, 5));
+        r.tick(100);
+        serve(m, 7, 0, 0, Duration::from_micros(30));
+        r.tick(101);
+        r.tick(102);
+        let minutes: Vec<_> = r
+            .server
+            .iter()
+            .map(|f| (f.minute, f.calls, f.errors))
+            .collect();
+        assert_eq!(minutes, [(100, 105, 10), (101, 7, 0), (102, 0, 0)]);
+        let first = r.server.iter().next().unwrap();
+        assert!((2.0..=5.0).contains(&first.p99_ms), "{first:?}");
+        assert!((first.error_rate() - 10.0 / 105.0).abs() < 1e-12);
+        assert_eq!(r.server.last().unwrap().p99_ms, 0.0);
+    }
+
+    #[test]
+    fn the_ring_keeps_a_day() {
+        let mut ring = Ring::default();
+        for minute in 0..(HISTORY as u64 + 10) {
+            ring.push(Figures {
+                minute,
+                ..Figures::default()
+            });
+        }
+        assert_eq!(ring.len(), HISTORY);
+        assert_eq!(ring.iter().next().unwrap().minute, 10);
+    }
+}

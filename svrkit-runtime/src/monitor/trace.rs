@@ -1,0 +1,81 @@
+//! Trace ids: made where a trace starts (a call with no request above it, or a request that
+//! came without one), then carried in every frame header down the call chain.
+
+use std::cell::Cell;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+
+use bytes::Bytes;
+
+/// A new 16-byte trace id. Ids need to be unique, not secret: they come from a per-thread
+/// generator (SplitMix64) seeded from the process's random hasher keys, so making one costs
+/// a few multiplications and the allocation of its bytes.
+pub fn new_id() -> Bytes {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
+    let (a, b) = STATE.with(|s| {
+        let a = splitmix(s);
+        (a, splitmix(s))
+    });
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&a.to_be_bytes());
+    id[8..].copy_from_slice(&b.to_be_bytes());
+    Bytes::copy_from_slice(&id)
+}
+
+fn seed() -> u64 {
+    // `RandomState` is keyed from the OS's randomness once per process and varies per thread
+    // after; hashing the thread's id and the time mixes in more.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write(format!("{:?}", std::thread::current().id()).as_bytes());
+    h.finish()
+}
+
+fn splitmix(state: &Cell<u64>) -> u64 {
+    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    state.set(s);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Shows a trace id as lowercase hex (`-` when empty).
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_across_threads() {
+        let mut ids: Vec<Bytes> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| new_id()).collect::<Vec<_>>()))
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id.len() == 16));
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4000);
+        assert_eq!(Hex(&[0x0a, 0xff]).to_string(), "0aff");
+        assert_eq!(Hex(&[]).to_string(), "-");
+    }
+}
