@@ -135,3 +135,18 @@ fn the_runtime_frame_header_is_generated_from_its_idl() {
         "regenerate with: cargo run --bin svrkit -- generate idl/svrkit/frame.xml --out /tmp/f && cp /tmp/f/svrkit.frame.rs svrkit-runtime/src/frame/header.rs"
     );
 }
+
+#[test]
+fn the_runtime_ossagent_stubs_are_generated_from_their_idl() {
+    let mut b = builder();
+    b.base_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let files = b.generate(&["idl/svrkit/ossagent.xml"]).unwrap();
+    let checked_in = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../svrkit-runtime/src/monitor/ossagent.rs"),
+    )
+    .unwrap();
+    assert_eq!(
+        files[0].content, checked_in,
+        "regenerate with: cargo run --bin svrkit -- generate idl/svrkit/ossagent.xml --out /tmp/o && cp /tmp/o/svrkit.ossagent.rs svrkit-runtime/src/monitor/ossagent.rs"
+    );
+}

@@ -3,7 +3,7 @@
 //! ```toml
 //! [server]
 //! listen = "0.0.0.0:7000"        # where the services of this process are served
-//! admin = "127.0.0.1:7001"       # monitoring and the dashboard
+//! admin = "127.0.0.1:7001"       # /metrics, /stats.json, /alerts.json, /healthz, dashboard
 //! # tls_cert = "server.pem"      # TLS (feature `tls`): certificate chain and key, PEM
 //! # tls_key = "server.key"
 //!
@@ -29,6 +29,16 @@
 //!
 //! [services."im.message.MessageSvr"]   # each service this process calls, by full name
 //! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
+//!
+//! [monitor]                      # see `MonitorConfig`
+//! slow_call_ms = 1000            # calls slower than this are logged at warn
+//! # agent = "10.0.0.9:7400"      # report per-minute figures to this ossagent
+//! report_interval_ms = 10000
+//!
+//! [monitor.alarms]               # see `AlarmConfig`; defaults do not fire on noise
+//! window_minutes = 30
+//! error_rate_rise = 0.05
+//! # webhook = "http://alerts.internal:9000/svrkit"
 //! ```
 //!
 //! Every key has a default that works on one machine, so an empty file is a valid
@@ -44,7 +54,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::client::{Channel, ChannelOptions};
-use crate::server::Limits;
+use crate::monitor::MonitorConfig;
+use crate::server::{Limits, ServerBuilder};
 
 /// A parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -58,6 +69,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// `[services."<full name>"]`.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[monitor]`.
+    pub monitor: MonitorConfig,
 }
 
 /// `[server]`.
@@ -66,8 +79,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the services are served on (default `127.0.0.1:7000`).
     pub listen: String,
-    /// Address of the admin endpoint (default `127.0.0.1:7001`).
-    pub admin: String,
+    /// Address of the admin endpoint (metrics, stats, alerts, health and the dashboard);
+    /// none when unset.
+    pub admin: Option<String>,
     /// PEM file of the certificate chain to serve TLS with (with `tls_key`).
     pub tls_cert: Option<String>,
     /// PEM file of the private key of `tls_cert`.
@@ -78,7 +92,7 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7000".to_owned(),
-            admin: "127.0.0.1:7001".to_owned(),
+            admin: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -209,9 +223,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
-            ("server.listen", &self.server.listen),
-            ("server.admin", &self.server.admin),
+            ("server.listen", Some(&self.server.listen)),
+            ("server.admin", self.server.admin.as_ref()),
+            ("monitor.agent", self.monitor.agent.as_ref()),
         ] {
+            let Some(value) = value else { continue };
             value
                 .parse::<SocketAddr>()
                 .map_err(|e| ConfigError::key(key, format!("`{value}` is not an address: {e}")))?;
@@ -241,6 +257,16 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
+        }
+        if let Some(url) = &self.monitor.alarms.webhook {
+            #[cfg(feature = "admin")]
+            crate::monitor::webhook::Url::parse(url)
+                .map_err(|e| ConfigError::key("monitor.alarms.webhook", e))?;
+            #[cfg(not(feature = "admin"))]
+            return Err(ConfigError::key(
+                "monitor.alarms.webhook",
+                format!("`{url}` needs the `admin` feature of svrkit-runtime"),
+            ));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             let key = if self.server.tls_cert.is_some() {
@@ -309,6 +335,35 @@ impl Config {
             cancel_grace: Duration::from_millis(l.cancel_grace_ms),
             shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
         }
+    }
+
+    /// A server builder with the configured limits and slow-call threshold.
+    pub fn server_builder(&self) -> ServerBuilder {
+        crate::Server::builder()
+            .limits(self.limits())
+            .slow_call_threshold(Duration::from_millis(self.monitor.slow_call_ms))
+    }
+
+    /// Starts monitoring as configured: the per-minute rollups and alarms, reports to
+    /// `monitor.agent`, and the admin endpoint on `server.admin` (with the feature `admin`)
+    /// whose dashboard is titled `title`. Returns the admin address bound, if any.
+    ///
+    /// # Errors
+    /// When the admin address cannot be bound.
+    pub async fn start_monitoring(&self, title: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        crate::monitor::start(&self.monitor, &self.server.listen)
+            .map_err(|e| ConfigError::key("monitor.alarms.webhook", e))?;
+        #[cfg(feature = "admin")]
+        if let Some(admin) = &self.server.admin {
+            return crate::monitor::admin::bind(admin, title.to_owned(), None)
+                .await
+                .map(Some)
+                .map_err(|e| {
+                    ConfigError::key("server.admin", format!("cannot listen on {admin}: {e}"))
+                });
+        }
+        let _ = title;
+        Ok(None)
     }
 
     /// A channel to the service with this full name (`XxxClient::DESCRIPTOR.name`).

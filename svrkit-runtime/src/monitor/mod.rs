@@ -14,18 +14,31 @@
 //! process hosting the same service add to the same series. `docs/monitoring.md` lists every
 //! series and describes the dashboard, the alarms and the agent.
 
+#[cfg(feature = "admin")]
+pub mod admin;
+#[cfg(feature = "admin")]
+pub mod agent;
 pub mod alarm;
+pub mod board;
+#[cfg(feature = "admin")]
+pub mod dashboard;
 pub mod exposition;
 pub mod histogram;
 pub mod metrics;
+#[allow(missing_docs, unreachable_pub)]
+pub mod ossagent;
+pub mod report;
 pub mod rollup;
 pub mod trace;
+#[cfg(feature = "admin")]
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
+pub use board::MonitorConfig;
 pub use metrics::{ClientTotals, MethodMetrics, Rejection, ServerTotals, ServiceMetrics};
 
 use crate::service::{MethodDescriptor, ServiceDescriptor};
@@ -160,4 +173,60 @@ impl Process {
 #[inline]
 pub(crate) fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
+}
+
+/// Starts the process's background monitoring, once (later calls change nothing): the
+/// per-minute rollups and alarms, the alarm webhook, and reports to the ossagent if
+/// `config.agent` is set, naming this process `instance` (its listen address, say). Needs a
+/// Tokio runtime.
+///
+/// The admin endpoint is started apart, with [`admin::bind`] (or by
+/// [`Config::start_monitoring`](crate::Config::start_monitoring), which does both).
+///
+/// # Errors
+/// A webhook URL that is not `http://host:port/path`.
+pub fn start(config: &MonitorConfig, instance: &str) -> Result<(), String> {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    #[cfg(feature = "admin")]
+    let webhook = match &config.alarms.webhook {
+        Some(url) => Some(webhook::Url::parse(url)?),
+        None => None,
+    };
+    #[cfg(not(feature = "admin"))]
+    if config.alarms.webhook.is_some() {
+        return Err("the alarm webhook needs the `admin` feature of svrkit-runtime".into());
+    }
+    if STARTED.set(()).is_err() {
+        return Ok(());
+    }
+    board::board().config = config.alarms.clone();
+    #[cfg(feature = "admin")]
+    let changed: Box<dyn Fn(Vec<board::Event>) + Send + Sync> = match webhook {
+        Some(url) => Box::new(webhook::start(url)),
+        None => Box::new(log_changes),
+    };
+    #[cfg(not(feature = "admin"))]
+    let changed = log_changes;
+    tokio::spawn(board::tick_every_minute(changed));
+    if let Some(agent) = &config.agent {
+        let interval = std::time::Duration::from_millis(config.report_interval_ms.max(100));
+        let instance = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| instance.to_owned());
+        tokio::spawn(report::run(agent.clone(), instance, interval));
+    }
+    Ok(())
+}
+
+fn log_changes(events: Vec<board::Event>) {
+    for e in events {
+        tracing::warn!(
+            alarm = %format_args!("{}.{} {}", e.alarm.service, e.alarm.method, e.alarm.figure.name()),
+            state = e.state,
+            value = e.alarm.value,
+            baseline = e.alarm.baseline,
+            "alarm"
+        );
+    }
 }

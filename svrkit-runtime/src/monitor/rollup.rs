@@ -94,23 +94,43 @@ fn ms(h: &Histogram, q: f64) -> f64 {
     h.quantile(q).map_or(0.0, |s| s * 1e3)
 }
 
-/// The last [`HISTORY`] minutes of one series, oldest first.
-#[derive(Debug)]
-pub struct Ring(VecDeque<Figures>);
+/// The last minutes of one series ([`HISTORY`] unless said otherwise), oldest first.
+#[derive(Clone, Debug)]
+pub struct Ring(VecDeque<Figures>, usize);
 
 impl Default for Ring {
     fn default() -> Ring {
-        Ring(VecDeque::with_capacity(HISTORY))
+        Ring::with_capacity(HISTORY)
     }
 }
 
 impl Ring {
-    /// Appends a minute, dropping the oldest beyond [`HISTORY`].
+    /// A ring of `minutes`, allocated now.
+    pub fn with_capacity(minutes: usize) -> Ring {
+        Ring(VecDeque::with_capacity(minutes), minutes.max(1))
+    }
+
+    /// Appends a minute, dropping the oldest beyond the capacity.
     pub fn push(&mut self, figures: Figures) {
-        if self.0.len() == HISTORY {
+        if self.0.len() == self.1 {
             self.0.pop_front();
         }
         self.0.push_back(figures);
+    }
+
+    /// Sets the figures of `figures.minute`: replaces the newest minute if it is that one,
+    /// appends otherwise (a minute older than the newest is dropped: late).
+    pub fn upsert(&mut self, figures: Figures) {
+        match self.0.back_mut() {
+            Some(last) if last.minute == figures.minute => *last = figures,
+            Some(last) if last.minute > figures.minute => {
+                // A late report of an earlier minute still kept: replace it in place.
+                if let Some(f) = self.0.iter_mut().rev().find(|f| f.minute == figures.minute) {
+                    *f = figures;
+                }
+            }
+            _ => self.push(figures),
+        }
     }
 
     /// The minutes kept, oldest first.
@@ -139,30 +159,28 @@ impl Ring {
 pub struct MethodRollup {
     /// The method's counters.
     pub metrics: &'static MethodMetrics,
-    /// Whether its server side is exported (a server here hosts it).
-    pub served: bool,
-    /// Whether its client side is exported (a client here calls it).
-    pub called: bool,
     /// Server-side minutes.
     pub server: Ring,
     /// Client-side minutes.
     pub client: Ring,
     last_server: ServerTotals,
     last_client: ClientTotals,
+    /// The histograms of the last minute ended (server latency, server queue wait, client
+    /// latency), for reports.
+    pub ended: [Histogram; 3],
 }
 
 impl MethodRollup {
-    /// Starts the rollups of a method from its counters as they are now, so that what came
-    /// before is not put into the first minute.
-    pub fn new(metrics: &'static MethodMetrics, served: bool, called: bool) -> MethodRollup {
+    /// Starts the rollups of a method. Its first minute holds everything counted since the
+    /// method was registered (the board may first look at it later).
+    pub fn new(metrics: &'static MethodMetrics) -> MethodRollup {
         MethodRollup {
             metrics,
-            served,
-            called,
+            ended: Default::default(),
             server: Ring::default(),
             client: Ring::default(),
-            last_server: metrics.server_totals(),
-            last_client: metrics.client_totals(),
+            last_server: ServerTotals::default(),
+            last_client: ClientTotals::default(),
         }
     }
 
@@ -174,12 +192,16 @@ impl MethodRollup {
             .push(Figures::server(minute, &server, &self.last_server));
         self.client
             .push(Figures::client(minute, &client, &self.last_client));
+        self.ended = [
+            server.latency.since(&self.last_server.latency),
+            server.queue_wait.since(&self.last_server.queue_wait),
+            client.latency.since(&self.last_client.latency),
+        ];
         self.last_server = server;
         self.last_client = client;
     }
 
-    /// The minute under way so far (server side, client side), and the histograms of its
-    /// latency for merging elsewhere.
+    /// The minute under way so far (server side, client side).
     pub fn current(&self, minute: u64) -> (Figures, Figures) {
         let server = self.metrics.server_totals();
         let client = self.metrics.client_totals();
@@ -189,15 +211,15 @@ impl MethodRollup {
         )
     }
 
-    /// What the server side gained since the last tick, as totals (for reports, which
-    /// carry histograms so that an agent can merge them exactly).
-    pub fn server_since_tick(&self) -> (ServerTotals, &ServerTotals) {
-        (self.metrics.server_totals(), &self.last_server)
-    }
-
-    /// What the client side gained since the last tick.
-    pub fn client_since_tick(&self) -> (ClientTotals, &ClientTotals) {
-        (self.metrics.client_totals(), &self.last_client)
+    /// The histograms of the minute under way so far, as in [`ended`](MethodRollup::ended).
+    pub fn current_histograms(&self) -> [Histogram; 3] {
+        let server = self.metrics.server_totals();
+        let client = self.metrics.client_totals();
+        [
+            server.latency.since(&self.last_server.latency),
+            server.queue_wait.since(&self.last_server.queue_wait),
+            client.latency.since(&self.last_client.latency),
+        ]
     }
 }
 
@@ -242,9 +264,9 @@ mod tests {
     fn each_minute_holds_what_happened_in_it() {
         let metrics: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(&SERVICE)));
         let m = &metrics.methods[0];
-        serve(m, 5, 0, 0, Duration::from_micros(100)); // before the rollup started
-        let mut r = MethodRollup::new(m, true, false);
-        serve(m, 90, 10, 5, Duration::from_millis(3));
+        serve(m, 5, 0, 0, Duration::from_millis(3)); // before the board looked
+        let mut r = MethodRollup::new(m);
+        serve(m, 85, 10, 5, Duration::from_millis(3));
         let (now, _) = r.current(100);
         assert_eq!((now.calls, now.errors, now.rejected), (105, 10, 5));
         r.tick(100);

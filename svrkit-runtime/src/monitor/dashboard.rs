@@ -1,0 +1,450 @@
+//! The dashboard page: per-minute charts drawn on the server as inline SVG (askama
+//! template `templates/dashboard.html`), so the page needs no script and no network beyond
+//! itself. A process's admin endpoint and the ossagent render the same [`Page`].
+
+use askama::Template;
+
+use super::alarm::Alarm;
+use super::rollup::Figures;
+
+/// A dashboard page.
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct Page {
+    /// What the page shows (`hello.Greeter on 127.0.0.1:7000`).
+    pub title: String,
+    /// A line under the title (uptime, version, instances).
+    pub subtitle: String,
+    /// Seconds between reloads.
+    pub refresh_secs: u32,
+    /// Minutes the charts span.
+    pub window: usize,
+    /// Alarms firing.
+    pub alerts: Vec<AlertRow>,
+    /// The summary table.
+    pub rows: Vec<Row>,
+    /// Charts, a panel per method and side (the agent's first panel is the overview).
+    pub panels: Vec<Panel>,
+    /// The agent's table of reporting processes (empty on a process's own page).
+    pub instances: Vec<InstanceRow>,
+    /// Links to other window sizes.
+    pub windows: Vec<(usize, bool)>,
+}
+
+/// A firing alarm on the page.
+pub struct AlertRow {
+    /// `service.method`.
+    pub what: String,
+    /// The figure's name.
+    pub figure: &'static str,
+    /// The figure's value and baseline, formatted.
+    pub value: String,
+    #[allow(missing_docs)]
+    pub baseline: String,
+    /// How long ago it fired.
+    pub since: String,
+}
+
+impl AlertRow {
+    /// The row of `alarm`, at minute `now`.
+    pub fn of(alarm: &Alarm, now: u64) -> AlertRow {
+        let fmt = |v: f64| match alarm.figure {
+            super::alarm::Figure::ErrorRate | super::alarm::Figure::RejectionRate => {
+                format!("{:.1}%", v * 100.0)
+            }
+            super::alarm::Figure::P99Latency => format!("{v:.1} ms"),
+            super::alarm::Figure::Volume => format!("{v:.0}/min"),
+        };
+        AlertRow {
+            what: format!("{}.{}", alarm.service, alarm.method),
+            figure: alarm.figure.name(),
+            value: fmt(alarm.value),
+            baseline: fmt(alarm.baseline),
+            since: format!("{} min ago", now.saturating_sub(alarm.since_minute)),
+        }
+    }
+}
+
+/// A row of the summary table: one side of one method over the window.
+pub struct Row {
+    /// The panel it links to.
+    pub id: String,
+    /// `service.method`.
+    pub name: String,
+    /// `server` or `client`.
+    pub side: &'static str,
+    /// Calls in the window.
+    pub calls: u64,
+    /// Calls in the minute under way.
+    pub calls_now: u64,
+    /// Errors per call over the window.
+    pub error_rate: String,
+    /// Refusals in the window.
+    pub rejected: u64,
+    /// p50 and p99 of the last minute with calls.
+    pub p50: String,
+    #[allow(missing_docs)]
+    pub p99: String,
+}
+
+/// The charts of one side of one method.
+pub struct Panel {
+    /// Anchor id.
+    pub id: String,
+    /// `service.method`.
+    pub heading: String,
+    /// `server`, `client` or `all`.
+    pub side: &'static str,
+    /// Its charts.
+    pub charts: Vec<Chart>,
+}
+
+/// One chart: bars (counts) or lines (rates, latencies) over the window.
+pub struct Chart {
+    /// `calls`, `error_rate`, `latency`, `queue_wait`, `rejected`.
+    pub series: &'static str,
+    /// Heading.
+    pub title: &'static str,
+    /// Sum of a count series over the window (`data-total`); empty for other series.
+    pub total: String,
+    /// The newest value, formatted.
+    pub latest: String,
+    /// The top of the scale, formatted.
+    pub max_label: String,
+    /// Bars as (x, y, height).
+    pub bars: Vec<(f64, f64, f64)>,
+    /// Lines as (css class, points).
+    pub lines: Vec<(&'static str, String)>,
+    /// Dots at each line's newest point: (css class, x, y).
+    pub dots: Vec<(&'static str, f64, f64)>,
+}
+
+/// A reporting process, on the agent's page.
+pub struct InstanceRow {
+    /// Its name.
+    pub instance: String,
+    /// Its services.
+    pub services: String,
+    /// Seconds since its last report.
+    pub age: String,
+    /// Whether it reported recently.
+    pub live: bool,
+    /// Server calls and errors in its last reported minute.
+    pub calls: u64,
+    #[allow(missing_docs)]
+    pub errors: u64,
+    /// Its firing alarms.
+    pub firing: String,
+}
+
+/// A line of a chart: its css class and the figure it draws.
+pub type Line = (&'static str, fn(&Figures) -> f64);
+
+/// Chart size, in SVG units.
+pub const WIDTH: f64 = 300.0;
+/// Chart height.
+pub const HEIGHT: f64 = 80.0;
+
+/// The window's minutes, oldest first: `minutes[i]` is minute `first + i` (`None`: nothing
+/// recorded).
+pub struct Window {
+    /// The first minute.
+    pub first: u64,
+    /// Figures per minute.
+    pub minutes: Vec<Option<Figures>>,
+}
+
+impl Window {
+    /// The `len` minutes ending at `now` (inclusive) out of `figures` (any order).
+    pub fn new<'a>(now: u64, len: usize, figures: impl IntoIterator<Item = &'a Figures>) -> Window {
+        let len = len.max(1);
+        let first = now.saturating_sub(len as u64 - 1);
+        let mut minutes = vec![None; len];
+        for f in figures {
+            if f.minute >= first && f.minute <= now {
+                minutes[(f.minute - first) as usize] = Some(*f);
+            }
+        }
+        Window { first, minutes }
+    }
+
+    fn x(&self, i: usize) -> f64 {
+        let step = WIDTH / self.minutes.len() as f64;
+        i as f64 * step
+    }
+
+    fn bar_width(&self) -> f64 {
+        (WIDTH / self.minutes.len() as f64).max(1.0)
+    }
+
+    /// The sum of a count over the window.
+    pub fn sum(&self, f: impl Fn(&Figures) -> u64) -> u64 {
+        self.minutes.iter().flatten().map(f).sum()
+    }
+
+    /// The newest minute with calls.
+    pub fn last_busy(&self) -> Option<&Figures> {
+        self.minutes.iter().rev().flatten().find(|f| f.calls > 0)
+    }
+
+    /// A bar chart of a count.
+    pub fn bars(
+        &self,
+        series: &'static str,
+        title: &'static str,
+        f: impl Fn(&Figures) -> u64,
+    ) -> Chart {
+        let values: Vec<u64> = self
+            .minutes
+            .iter()
+            .map(|m| m.as_ref().map_or(0, &f))
+            .collect();
+        let max = values.iter().copied().max().unwrap_or(0).max(1);
+        let w = self.bar_width();
+        let bars = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v > 0)
+            .map(|(i, &v)| {
+                let h = (v as f64 / max as f64 * (HEIGHT - 4.0)).max(1.5);
+                (self.x(i), HEIGHT - h, w.max(1.0))
+            })
+            .collect();
+        Chart {
+            series,
+            title,
+            total: self.sum(&f).to_string(),
+            latest: format!("{} this min", values.last().copied().unwrap_or(0)),
+            max_label: max.to_string(),
+            bars,
+            lines: Vec::new(),
+            dots: Vec::new(),
+        }
+    }
+
+    /// A line chart of one or more figures (skipping minutes without calls), with `unit`.
+    pub fn lines(
+        &self,
+        series: &'static str,
+        title: &'static str,
+        unit: &'static str,
+        scale: f64,
+        each: &[Line],
+    ) -> Chart {
+        let max = self
+            .minutes
+            .iter()
+            .flatten()
+            .filter(|f| f.calls > 0)
+            .flat_map(|f| each.iter().map(move |(_, g)| g(f) * scale))
+            .fold(0.0f64, f64::max);
+        let top = nice(max);
+        let mut lines = Vec::new();
+        let mut dots = Vec::new();
+        let mut latest = String::from("-");
+        for (class, g) in each {
+            let points: Vec<(f64, f64)> = self
+                .minutes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.filter(|f| f.calls > 0).map(|f| (i, g(&f) * scale)))
+                .map(|(i, v)| {
+                    let x = self.x(i) + self.bar_width() / 2.0;
+                    (x, HEIGHT - 2.0 - v / top * (HEIGHT - 4.0))
+                })
+                .collect();
+            if let Some(&(x, y)) = points.last() {
+                dots.push((*class, x, y));
+            }
+            let text: Vec<String> = points
+                .iter()
+                .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                .collect();
+            lines.push((*class, text.join(" ")));
+        }
+        if let Some(f) = self.last_busy() {
+            latest = each
+                .iter()
+                .map(|(_, g)| format!("{:.2}", g(f) * scale))
+                .collect::<Vec<_>>()
+                .join(" / ")
+                + " "
+                + unit;
+        }
+        Chart {
+            series,
+            title,
+            total: String::new(),
+            latest,
+            max_label: format!("{} {unit}", trim(top)),
+            bars: Vec::new(),
+            lines,
+            dots,
+        }
+    }
+
+    /// The standard panel of one side of a method.
+    pub fn panel(&self, id: String, heading: String, side: &'static str) -> Panel {
+        let mut charts = vec![
+            self.bars("calls", "calls / min", |f| f.calls),
+            self.lines(
+                "error_rate",
+                "error rate",
+                "%",
+                100.0,
+                &[("err", |f| f.error_rate())],
+            ),
+            self.lines(
+                "latency",
+                "latency p50 / p99",
+                "ms",
+                1.0,
+                &[("p50", |f| f.p50_ms), ("p99", |f| f.p99_ms)],
+            ),
+        ];
+        if side != "client" {
+            charts.push(self.lines(
+                "queue_wait",
+                "queue wait p99",
+                "ms",
+                1.0,
+                &[("queue", |f| f.queue_p99_ms)],
+            ));
+        }
+        charts.push(self.bars("rejected", "rejected / min", |f| f.rejected));
+        // The error count rides along on the error-rate chart, for readers and tests.
+        charts[1].total = self.sum(|f| f.errors).to_string();
+        Panel {
+            id,
+            heading,
+            side,
+            charts,
+        }
+    }
+
+    /// The summary row of one side of a method.
+    pub fn row(&self, id: String, name: String, side: &'static str) -> Row {
+        let calls = self.sum(|f| f.calls);
+        let errors = self.sum(|f| f.errors);
+        let busy = self.last_busy();
+        Row {
+            id,
+            name,
+            side,
+            calls,
+            calls_now: self
+                .minutes
+                .last()
+                .and_then(|m| m.as_ref())
+                .map_or(0, |f| f.calls),
+            error_rate: if calls == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2}%", errors as f64 / calls as f64 * 100.0)
+            },
+            rejected: self.sum(|f| f.rejected),
+            p50: busy.map_or("-".to_owned(), |f| format!("{:.2} ms", f.p50_ms)),
+            p99: busy.map_or("-".to_owned(), |f| format!("{:.2} ms", f.p99_ms)),
+        }
+    }
+}
+
+/// A round number at or above `v` for the top of a scale.
+fn nice(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    for step in [1.0, 2.0, 5.0, 10.0] {
+        if v <= step * magnitude {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+fn trim(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `1h 5m` for a number of seconds.
+pub fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minute(minute: u64, calls: u64, errors: u64) -> Figures {
+        Figures {
+            minute,
+            calls,
+            errors,
+            p50_ms: 1.0,
+            p99_ms: 4.0,
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn charts_cover_the_window_and_count_what_is_in_it() {
+        let figures = [minute(90, 500, 0), minute(98, 10, 1), minute(100, 7, 0)];
+        let w = Window::new(100, 10, &figures);
+        assert_eq!(w.first, 91);
+        let panel = w.panel("p".into(), "s.M".into(), "server");
+        let calls = &panel.charts[0];
+        assert_eq!(calls.total, "17"); // minute 90 is outside the window
+        assert_eq!(calls.bars.len(), 2);
+        assert_eq!(panel.charts[1].total, "1");
+        let latency = &panel.charts[2];
+        assert_eq!(latency.lines.len(), 2);
+        assert_eq!(latency.lines[1].1.split(' ').count(), 2);
+        assert_eq!(latency.max_label, "5 ms");
+        assert_eq!(w.row("p".into(), "s.M".into(), "server").calls_now, 7);
+    }
+
+    #[test]
+    fn the_page_renders() {
+        let w = Window::new(100, 5, &[minute(100, 3, 1)]);
+        let page = Page {
+            title: "t <b>".into(),
+            subtitle: String::new(),
+            refresh_secs: 10,
+            window: 5,
+            alerts: Vec::new(),
+            rows: vec![w.row("a".into(), "s.M".into(), "server")],
+            panels: vec![w.panel("a".into(), "s.M".into(), "server")],
+            instances: Vec::new(),
+            windows: vec![(60, false), (5, true)],
+        };
+        let html = page.render().unwrap();
+        assert!(
+            html.contains("t &#60;b&#62;") || html.contains("t &lt;b&gt;"),
+            "escaped"
+        );
+        assert!(
+            html.contains(r#"data-series="calls" data-total="3""#),
+            "{html}"
+        );
+        assert!(html.contains("<svg"));
+    }
+
+    #[test]
+    fn scales_are_round() {
+        assert_eq!(nice(0.0), 1.0);
+        assert_eq!(nice(3.2), 5.0);
+        assert_eq!(nice(0.013), 0.02);
+        assert_eq!(nice(100.0), 100.0);
+        assert_eq!(age(65), "65s");
+        assert_eq!(age(7300), "2h 1m");
+    }
+}
