@@ -4,6 +4,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     svrkit_codegen::Builder::new()
         .include_dir("../idl")
-        .compile(&["../idl/im/message.xml"])?;
+        .compile(&["../idl/im/message.xml", "../idl/hello/hello.xml"])?;
     Ok(())
 }

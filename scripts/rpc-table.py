@@ -16,7 +16,10 @@ from pathlib import Path
 from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
-ROW = re.compile(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) µs \| (\d+) µs \| ([\d.]+) µs \|$")
+ROW = re.compile(r"^\| ([\w-]+) \| (\d+) \| (\d+) \| (\d+) µs \| (\d+) µs \| ([\d.]+) µs \|$")
+
+
+ORDER = ["svrkit", "svrkit-nomon", "tonic", "tarpc", "floor"]
 
 
 def runs(n, files):
@@ -42,16 +45,18 @@ def main():
     med = {k: tuple(median(v[i] for v in vals) for i in range(4)) for k, vals in rows.items()}
     print("| system | concurrency | QPS | p50 | p99 | server CPU / request |")
     print("|---|---|---|---|---|---|")
-    for (system, c), (qps, p50, p99, cpu) in sorted(med.items(), key=lambda kv: (["svrkit", "tonic", "tarpc", "floor"].index(kv[0][0]), kv[0][1])):
+    for (system, c), (qps, p50, p99, cpu) in sorted(med.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
         print(f"| {system} | {c} | {qps:,.0f} | {p50:.0f} µs | {p99:.0f} µs | {cpu:.1f} µs |")
     print()
-    print("| concurrency | QPS vs tonic | QPS vs tarpc | server CPU vs floor |")
-    print("|---|---|---|---|")
+    print("| concurrency | QPS vs tonic | QPS vs tarpc | server CPU vs floor | monitoring off: CPU vs floor | monitoring's CPU cost |")
+    print("|---|---|---|---|---|---|")
     for c in sorted({c for (_, c) in med}):
-        s = med.get(("svrkit", c))
+        s, n = med.get(("svrkit", c)), med.get(("svrkit-nomon", c))
         t, r, f = med.get(("tonic", c)), med.get(("tarpc", c)), med.get(("floor", c))
         if s and t and r and f:
-            print(f"| {c} | {s[0] / t[0]:.2f}x | {s[0] / r[0]:.2f}x | {s[3] / f[3]:.2f}x |")
+            off = f"{n[3] / f[3]:.2f}x" if n else "-"
+            cost = f"{(s[3] / n[3] - 1) * 100:+.0f}%" if n else "-"
+            print(f"| {c} | {s[0] / t[0]:.2f}x | {s[0] / r[0]:.2f}x | {s[3] / f[3]:.2f}x | {off} | {cost} |")
     print(f"\nmedian of {len(texts)} runs")
 
 

@@ -34,7 +34,9 @@ mod tonic_chat {
     include!(concat!(env!("OUT_DIR"), "/tonic/bench.chat.rs"));
 }
 
-const SYSTEMS: [&str; 4] = ["svrkit", "tonic", "tarpc", "floor"];
+/// `svrkit-nomon` is svrkit with its built-in monitoring turned off on both sides, to show
+/// what monitoring costs.
+const SYSTEMS: [&str; 5] = ["svrkit", "svrkit-nomon", "tonic", "tarpc", "floor"];
 
 // ---------------------------------------------------------------- shared request/response
 
@@ -331,9 +333,10 @@ fn serve(system: &str) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         match system {
-            "svrkit" => {
+            "svrkit" | "svrkit-nomon" => {
                 let server = svrkit_runtime::Server::builder()
                     .add_service(sk::ChatSvrServer::new(SvrkitChat))
+                    .monitoring(system == "svrkit")
                     .build();
                 tokio::spawn(async move { server.serve(listener).await });
             }
@@ -416,10 +419,11 @@ enum Client {
 impl Client {
     async fn connect(system: &str, addr: &str) -> Client {
         match system {
-            "svrkit" => {
+            "svrkit" | "svrkit-nomon" => {
                 // One connection, as tonic and tarpc use.
                 let options = svrkit_runtime::ChannelOptions {
                     connections_per_endpoint: connections(),
+                    monitoring: system == "svrkit",
                     ..Default::default()
                 };
                 let channel = svrkit_runtime::Channel::lazy([addr.to_owned()], options);

@@ -190,8 +190,12 @@ fn process_page(title: &str, minutes: usize) -> String {
             }
             let w = Window::new(now, minutes, ring.iter().chain([&current]));
             let id = format!("m{i}-{side}");
-            rows.push(w.row(id.clone(), name.clone(), side));
-            panels.push(w.panel(id, name.clone(), side));
+            let row = w.row(id.clone(), name.clone(), side);
+            // Idle sides are listed, not charted: a page of empty charts hides the busy ones.
+            if row.calls > 0 {
+                panels.push(w.panel(id, name.clone(), side));
+            }
+            rows.push(row);
         }
     }
     let p = super::process();

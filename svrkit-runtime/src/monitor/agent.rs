@@ -169,8 +169,11 @@ impl Agent {
             let w = Window::new(now, minutes, s.minutes.iter());
             let id = format!("s{i}");
             let name = format!("{service}.{method}");
-            rows.push(w.row(id.clone(), name.clone(), side));
-            panels.push(w.panel(id, name, side));
+            let row = w.row(id.clone(), name.clone(), side);
+            if row.calls > 0 {
+                panels.push(w.panel(id, name, side));
+            }
+            rows.push(row);
         }
         let instances = state
             .instances

@@ -1,0 +1,86 @@
+//! Serves the `hello.Greeter` demo service with monitoring on: metrics, the dashboard and
+//! alarms on the admin address, reports to an ossagent with `--agent`.
+//!
+//! ```text
+//! cargo run -p svrkit-examples --bin hello-server -- --listen 127.0.0.1:7000 --admin 127.0.0.1:7001
+//! ```
+//!
+//! Prints one line once serving: `hello-server listening on <addr>, admin http://<addr>/`.
+
+use clap::Parser;
+use svrkit_examples::hello::GreeterServer;
+use svrkit_examples::hello_service::Hello;
+use svrkit_runtime::{Channel, ChannelOptions, Config};
+
+#[derive(Parser, Debug)]
+#[command(about = "Serves the hello.Greeter demo service, with monitoring")]
+struct Args {
+    /// Where to serve the service (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: String,
+    /// Where to serve /metrics, /stats.json, /alerts.json, /healthz and the dashboard.
+    #[arg(long)]
+    admin: Option<String>,
+    /// An ossagent to report per-minute figures to.
+    #[arg(long)]
+    agent: Option<String>,
+    /// How often to report to the agent, in milliseconds.
+    #[arg(long)]
+    report_interval_ms: Option<u64>,
+    /// Where `Relay` sends its onward call (default: this server itself).
+    #[arg(long)]
+    downstream: Option<String>,
+    /// A configuration file (see `svrkit_runtime::config`); flags override it.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.server.listen = args.listen.clone();
+    if args.admin.is_some() {
+        config.server.admin = args.admin.clone();
+    }
+    if args.agent.is_some() {
+        config.monitor.agent = args.agent.clone();
+    }
+    if let Some(ms) = args.report_interval_ms {
+        config.monitor.report_interval_ms = ms;
+    }
+
+    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    // Reports name this process by the address it really serves on.
+    config.server.listen = addr.to_string();
+    let hello = std::sync::Arc::new(Hello::default());
+    let server = config
+        .server_builder()
+        .add_service(GreeterServer::from_arc(hello.clone()))
+        .build();
+    let title = format!("hello.Greeter on {addr}");
+    let admin = config.start_monitoring(&title).await?;
+    let downstream = args.downstream.unwrap_or_else(|| addr.to_string());
+    let options = ChannelOptions {
+        caller: "hello-server".into(),
+        ..ChannelOptions::default()
+    };
+    hello.set_downstream(Channel::lazy([downstream], options));
+
+    match admin {
+        Some(admin) => println!("hello-server listening on {addr}, admin http://{admin}/"),
+        None => println!("hello-server listening on {addr}"),
+    }
+    server.serve(listener).await?;
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! Monitoring seen from outside, as a person or a scraper sees it: the demo server and the
+//! ossagent run as processes of their own, the demo client makes real calls, and what comes
+//! back is read over HTTP (and, for the dashboards, by a real browser).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    /// The service's address and the admin address, from its first line.
+    addr: String,
+    admin: Option<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin` with `args` and waits for its `... listening on A, admin http://B/` line.
+fn start(bin: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{bin} said {line:?}"));
+    let (addr, admin) = match rest.split_once(", admin http://") {
+        Some((addr, admin)) => (
+            addr.to_owned(),
+            Some(admin.trim().trim_end_matches('/').to_owned()),
+        ),
+        None => (rest.trim().to_owned(), None),
+    };
+    Proc { child, addr, admin }
+}
+
+fn hello_server(extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    args.extend(extra);
+    start(env!("CARGO_BIN_EXE_hello-server"), &args)
+}
+
+fn hello_client(addr: &str, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_hello-client"))
+        .args(["--addr", addr])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+fn get(admin: &str, path: &str) -> String {
+    ureq::get(&format!("http://{admin}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// A free loopback port (bound, then released).
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Every sample of a scrape, parsed by a Prometheus text parser, by name and labels.
+fn scrape(admin: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+    let text = get(admin, "/metrics");
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    parsed
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            Some(((s.metric, labels), value))
+        })
+        .collect()
+}
+
+fn sample(
+    samples: &HashMap<(String, Vec<(String, String)>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    labels.sort();
+    *samples
+        .get(&(name.to_owned(), labels.clone()))
+        .unwrap_or_else(|| panic!("no series {name}{labels:?}"))
+}
+
+#[test]
+fn metrics_and_stats_count_exactly_what_was_called() {
+    let server = hello_server(&[]);
+    let admin = server.admin.clone().unwrap();
+
+    // Every series exists at zero before the first call.
+    let before = scrape(&admin);
+    for method in ["SayHello", "Relay", "Visited"] {
+        let l = [("service", "hello.Greeter"), ("method", method)];
+        assert_eq!(sample(&before, "svrkit_server_requests_total", &l), 0.0);
+        for status in ["ok", "internal", "not_found", "application"] {
+            let l = [
+                ("service", "hello.Greeter"),
+                ("method", method),
+                ("status", status),
+            ];
+            assert_eq!(sample(&before, "svrkit_server_responses_total", &l), 0.0);
+        }
+        for reason in ["overload", "in_flight_limit", "expired"] {
+            let l = [
+                ("service", "hello.Greeter"),
+                ("method", method),
+                ("reason", reason),
+            ];
+            assert_eq!(sample(&before, "svrkit_server_rejected_total", &l), 0.0);
+        }
+        // The server's own client (Relay's downstream) is registered too.
+        assert_eq!(sample(&before, "svrkit_client_requests_total", &l[..]), 0.0);
+    }
+
+    // 200 calls, every 10th failing INTERNAL; 40 more, every 4th failing with an
+    // application code; 30 relayed (two hops each); 5 oneway visits.
+    hello_client(&server.addr, &["--calls", "200", "--fail-every", "10"]);
+    hello_client(
+        &server.addr,
+        &["--calls", "40", "--fail-every", "4", "--fail-code", "1001"],
+    );
+    hello_client(&server.addr, &["--calls", "30", "--relay", "--visits", "5"]);
+
+    let after = scrape(&admin);
+    let say = [("service", "hello.Greeter"), ("method", "SayHello")];
+    let status = |method: &str, status: &str| {
+        sample(
+            &after,
+            "svrkit_server_responses_total",
+            &[
+                ("service", "hello.Greeter"),
+                ("method", method),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(sample(&after, "svrkit_server_requests_total", &say), 270.0);
+    assert_eq!(status("SayHello", "ok"), 180.0 + 30.0 + 30.0);
+    assert_eq!(status("SayHello", "internal"), 20.0);
+    assert_eq!(status("SayHello", "application"), 10.0);
+    assert_eq!(status("Relay", "ok"), 30.0);
+    assert_eq!(status("Visited", "ok"), 5.0);
+    assert_eq!(
+        sample(&after, "svrkit_server_latency_seconds_count", &say),
+        270.0
+    );
+    assert_eq!(
+        sample(&after, "svrkit_server_queue_wait_seconds_count", &say),
+        270.0
+    );
+    assert_eq!(sample(&after, "svrkit_server_in_flight", &say), 0.0);
+    // Relay's downstream calls, counted on the client side of the server's process.
+    assert_eq!(sample(&after, "svrkit_client_requests_total", &say), 30.0);
+    assert_eq!(
+        sample(
+            &after,
+            "svrkit_client_responses_total",
+            &[
+                ("service", "hello.Greeter"),
+                ("method", "SayHello"),
+                ("status", "ok")
+            ]
+        ),
+        30.0
+    );
+    assert!(sample(&after, "svrkit_connections_accepted_total", &[]) >= 4.0);
+    assert!(sample(&after, "svrkit_uptime_seconds", &[]) > 0.0);
+
+    let stats: serde_json::Value = serde_json::from_str(&get(&admin, "/stats.json")).unwrap();
+    let methods = stats["methods"].as_array().unwrap();
+    let server_say = methods
+        .iter()
+        .find(|m| m["method"] == "SayHello" && m["side"] == "server")
+        .unwrap();
+    assert_eq!(server_say["requests"], 270);
+    assert_eq!(server_say["responses"]["internal"], 20);
+    assert_eq!(server_say["responses"]["application"], 10);
+    // The minute under way holds the calls (unless the minute turned during the test).
+    let current = &server_say["current"];
+    let in_history: u64 = server_say["minutes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(current["calls"].as_u64().unwrap() + in_history, 270);
+    assert_eq!(
+        current["errors"].as_u64().unwrap()
+            + server_say["minutes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["errors"].as_u64().unwrap())
+                .sum::<u64>(),
+        30
+    );
+    assert_eq!(get(&admin, "/healthz"), "ok\n");
+    let alerts: serde_json::Value = serde_json::from_str(&get(&admin, "/alerts.json")).unwrap();
+    assert_eq!(alerts["firing"], serde_json::json!([]));
+}
+
+/// Polls `f` until it gives a value (every 50 ms, up to `within`).
+fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_service_serves_without_its_agent_and_reports_once_it_is_back() {
+    let agent_addr = free_port();
+    let server = hello_server(&["--agent", &agent_addr, "--report-interval-ms", "100"]);
+    let admin = server.admin.clone().unwrap();
+
+    // No agent: every call still succeeds, and the reporter keeps trying.
+    let out = hello_client(&server.addr, &["--calls", "500", "--concurrency", "8"]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("500 calls") && summary.contains("ok 500"),
+        "{summary}"
+    );
+    eventually(Duration::from_secs(10), || {
+        let s = scrape(&admin);
+        (sample(&s, "svrkit_monitor_reports_failed_total", &[]) >= 2.0).then_some(())
+    });
+
+    // The agent comes up on the address the server reports to: reports arrive by themselves.
+    let agent = start(
+        env!("CARGO_BIN_EXE_ossagent"),
+        &["--listen", &agent_addr, "--admin", "127.0.0.1:0"],
+    );
+    let agent_admin = agent.admin.clone().unwrap();
+    let calls = eventually(Duration::from_secs(20), || {
+        let system: serde_json::Value =
+            serde_json::from_str(&get(&agent_admin, "/system.json")).ok()?;
+        let instance = system["instances"].as_array()?.first()?.clone();
+        let say = system["series"]
+            .as_array()?
+            .iter()
+            .find(|s| s["method"] == "SayHello" && s["side"] == "server")?
+            .clone();
+        let calls: u64 = say["minutes"]
+            .as_array()?
+            .iter()
+            .map(|m| m["calls"].as_u64().unwrap_or(0))
+            .sum();
+        (calls == 500).then_some((instance, calls))
+    });
+    assert_eq!(calls.0["instance"], server.addr.as_str());
+    assert_eq!(calls.0["services"], serde_json::json!(["hello.Greeter"]));
+}
+
+/// The Chromium the CI job installs (or one on the PATH).
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+fn headless(browser: &str, args: &[&str], url: &str) -> Output {
+    let profile = std::env::temp_dir().join(format!("svrkit-chromium-{}", std::process::id()));
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            // Lets the page settle (and its charts lay out) before the DOM is read.
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{browser}: {out:?}");
+    out
+}
+
+#[test]
+fn the_dashboards_show_the_calls_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs chromium: .ci/run must have failed to"
+        );
+        eprintln!("skipped: no chromium on this machine (.ci/run installs it)");
+        return;
+    };
+    let agent = start(
+        env!("CARGO_BIN_EXE_ossagent"),
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let server = hello_server(&["--agent", &agent.addr, "--report-interval-ms", "100"]);
+    hello_client(&server.addr, &["--calls", "300", "--fail-every", "20"]);
+    hello_client(&server.addr, &["--calls", "20", "--relay"]);
+    let admin = server.admin.clone().unwrap();
+    let agent_admin = agent.admin.clone().unwrap();
+    // The agent has the report of these calls.
+    eventually(Duration::from_secs(20), || {
+        let dom = get(&agent_admin, "/");
+        dom.contains(r#"data-method="hello.Greeter.SayHello" data-side="server" data-calls="320""#)
+            .then_some(())
+    });
+
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for (name, url, calls_attr) in [
+        (
+            "dashboard-service",
+            format!("http://{admin}/"),
+            r#"data-method="hello.Greeter.SayHello" data-side="server" data-calls="320""#,
+        ),
+        (
+            "dashboard-agent",
+            format!("http://{agent_admin}/"),
+            r#"data-method="all services" data-side="all" data-calls="340""#,
+        ),
+    ] {
+        let dom = String::from_utf8(headless(&browser, &["--dump-dom"], &url).stdout).unwrap();
+        assert!(
+            dom.contains(calls_attr),
+            "{name}: no {calls_attr} in\n{dom}"
+        );
+        let charts = dom.matches(r#"<svg class="chart""#).count();
+        assert!(charts >= 5, "{name}: {charts} charts");
+        // The calls chart of SayHello counts the 320 calls and draws them as bars.
+        let say = dom
+            .split(r#"<section class="panel""#)
+            .skip(1)
+            .find(|p| p.contains(r#"data-method="hello.Greeter.SayHello" data-side="server""#))
+            .unwrap_or_else(|| panic!("{name}: no SayHello panel"));
+        assert!(
+            say.contains(r#"data-series="calls" data-total="320""#),
+            "{say}"
+        );
+        assert!(
+            say.contains(r#"data-series="error_rate" data-total="15""#),
+            "{say}"
+        );
+        assert!(say.contains("<rect"), "{name}: no bars");
+        assert!(say.contains("<polyline"), "{name}: no lines");
+
+        let shot = out_dir.join(format!("{name}.png"));
+        headless(
+            &browser,
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1400,1100",
+            ],
+            &url,
+        );
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{name}: screenshot"
+        );
+        eprintln!("screenshot: {}", shot.display());
+    }
+}
