@@ -408,3 +408,46 @@ fn the_dashboards_show_the_calls_in_a_real_browser() {
         eprintln!("screenshot: {}", shot.display());
     }
 }
+
+/// In this test process: a call its caller drops is counted `cancelled` on both sides.
+#[test]
+fn a_dropped_call_counts_as_cancelled_on_both_sides() {
+    use svrkit_examples::hello::{GreeterClient, GreeterServer, HelloReq};
+    use svrkit_examples::hello_service::Hello;
+    use svrkit_runtime::monitor;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = svrkit_runtime::Server::builder()
+            .add_service(GreeterServer::new(Hello::default()))
+            .build();
+        let client = GreeterClient::new(server.local_channel());
+        let slow = HelloReq {
+            name: "slow".into(),
+            delay_ms: 5_000,
+            ..HelloReq::default()
+        };
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), client.say_hello(&slow));
+        assert!(gave_up.await.is_err());
+        let say = monitor::services()
+            .into_iter()
+            .find(|s| s.descriptor.name == "hello.Greeter")
+            .unwrap()
+            .method(1)
+            .unwrap();
+        let cancelled = 1; // the slot of `cancelled`
+        let client_side = say.client_totals();
+        assert_eq!(client_side.requests, 1);
+        assert_eq!(client_side.responses[cancelled], 1);
+        assert_eq!(client_side.latency.count(), 1);
+        // The server sees the cancel and ends the handler, counting it too.
+        let mut waited = 0;
+        while say.server_totals().responses[cancelled] == 0 {
+            assert!(waited < 200, "{:?}", say.server_totals());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let server_side = say.server_totals();
+        assert_eq!((server_side.requests, server_side.in_flight), (1, 0));
+    });
+}

@@ -108,4 +108,43 @@ mod tests {
         assert!(Url::parse("https://a/").is_err());
         assert!(Url::parse("http://:80/").is_err());
     }
+
+    #[tokio::test]
+    async fn changes_are_posted_as_json() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/hook", listener.local_addr().unwrap())).unwrap();
+        let send = start(url);
+        let alarm = super::super::alarm::Alarm {
+            service: "s.S",
+            method: "M",
+            figure: super::super::alarm::Figure::ErrorRate,
+            value: 0.3,
+            baseline: 0.01,
+            since_minute: 7,
+            cleared_minute: None,
+        };
+        send(vec![Event {
+            state: "firing",
+            alarm,
+        }]);
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the JSON body is complete.
+        while !request.ends_with(b"}}") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&request));
+            request.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        let text = String::from_utf8(request).unwrap();
+        assert!(text.starts_with("POST /hook HTTP/1.1\r\n"), "{text}");
+        assert!(text.to_lowercase().contains("content-type: application/json"), "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["state"], "firing");
+        assert_eq!(body["alarm"]["figure"], "error_rate");
+        assert_eq!(body["alarm"]["method"], "M");
+    }
 }
