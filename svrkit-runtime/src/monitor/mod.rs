@@ -25,6 +25,8 @@ pub mod dashboard;
 pub mod exposition;
 pub mod histogram;
 pub mod metrics;
+/// The ossagent's generated stubs (from `idl/svrkit/ossagent.xml`; regenerated, not edited).
+#[rustfmt::skip]
 #[allow(missing_docs, unreachable_pub)]
 pub mod ossagent;
 pub mod report;

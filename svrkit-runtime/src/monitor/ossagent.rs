@@ -141,8 +141,9 @@ impl ::svrkit_runtime::codegen::Message for Minute {
         #[allow(unused_imports)]
         use ::svrkit_runtime::codegen::{field, kind};
         field::encoded_len_singular::<kind::Uint64>(1, &self.minute)
-            + field::encoded_len_repeated::<kind::Message<MethodMinute>>(1, &self.methods)
-            + self.unknown_fields.encoded_len()
+            + field::encoded_len_repeated::<
+                kind::Message<MethodMinute>,
+            >(1, &self.methods) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -154,7 +155,11 @@ impl ::svrkit_runtime::codegen::Message for Minute {
         use ::svrkit_runtime::codegen::{field, kind};
         match key {
             8 => field::merge::<kind::Uint64>(&mut self.minute, d),
-            18 => field::merge_repeated::<kind::Message<MethodMinute>>(&mut self.methods, d),
+            18 => {
+                field::merge_repeated::<
+                    kind::Message<MethodMinute>,
+                >(&mut self.methods, d)
+            }
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -300,24 +305,34 @@ impl<T: OssAgent> ::svrkit_runtime::codegen::Service for OssAgentServer<T> {
         ctx: ::svrkit_runtime::codegen::Context,
         request: ::svrkit_runtime::codegen::Bytes,
     ) -> ::svrkit_runtime::codegen::BoxFuture<
-        ::core::result::Result<::svrkit_runtime::codegen::Bytes, ::svrkit_runtime::codegen::Status>,
+        ::core::result::Result<
+            ::svrkit_runtime::codegen::Bytes,
+            ::svrkit_runtime::codegen::Status,
+        >,
     > {
         let inner = ::std::sync::Arc::clone(&self.inner);
         match method_id {
-            1 => ::std::boxed::Box::pin(async move {
-                let request = ::svrkit_runtime::codegen::decode_request::<Report>(&request)?;
-                inner.report(ctx, request).await?;
-                ::core::result::Result::Ok(::svrkit_runtime::codegen::Bytes::new())
-            }),
-            other => ::std::boxed::Box::pin(async move {
-                ::core::result::Result::Err(::svrkit_runtime::codegen::Status::unimplemented(
-                    ::std::format!(
-                        "{} has no method with id {}",
-                        "svrkit.ossagent.OssAgent",
-                        other
-                    ),
-                ))
-            }),
+            1 => {
+                ::std::boxed::Box::pin(async move {
+                    let request = ::svrkit_runtime::codegen::decode_request::<
+                        Report,
+                    >(&request)?;
+                    inner.report(ctx, request).await?;
+                    ::core::result::Result::Ok(::svrkit_runtime::codegen::Bytes::new())
+                })
+            }
+            other => {
+                ::std::boxed::Box::pin(async move {
+                    ::core::result::Result::Err(
+                        ::svrkit_runtime::codegen::Status::unimplemented(
+                            ::std::format!(
+                                "{} has no method with id {}", "svrkit.ossagent.OssAgent",
+                                other
+                            ),
+                        ),
+                    )
+                })
+            }
         }
     }
 }
@@ -329,11 +344,11 @@ pub struct OssAgentClient {
 }
 impl OssAgentClient {
     /// What the IDL says about the service: ids, deadlines, retry rules, priorities.
-    pub const DESCRIPTOR: ::svrkit_runtime::codegen::ServiceDescriptor =
-        ::svrkit_runtime::codegen::ServiceDescriptor {
-            name: "svrkit.ossagent.OssAgent",
-            id: 60000,
-            methods: &[::svrkit_runtime::codegen::MethodDescriptor {
+    pub const DESCRIPTOR: ::svrkit_runtime::codegen::ServiceDescriptor = ::svrkit_runtime::codegen::ServiceDescriptor {
+        name: "svrkit.ossagent.OssAgent",
+        id: 60000,
+        methods: &[
+            ::svrkit_runtime::codegen::MethodDescriptor {
                 name: "Report",
                 full_name: "svrkit.ossagent.OssAgent.Report",
                 id: 1,
@@ -342,8 +357,9 @@ impl OssAgentClient {
                 retry: ::svrkit_runtime::codegen::Retry::None,
                 priority: ::svrkit_runtime::codegen::Priority::Low,
                 oneway: true,
-            }],
-        };
+            },
+        ],
+    };
     /// A client calling through `channel`. Registers the service's client metrics, so
     /// every method's series exist from now on.
     pub fn new(channel: ::svrkit_runtime::codegen::Channel) -> Self {

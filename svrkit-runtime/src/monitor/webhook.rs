@@ -137,10 +137,16 @@ mod tests {
             assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&request));
             request.extend_from_slice(&buf[..n]);
         }
-        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
         let text = String::from_utf8(request).unwrap();
         assert!(text.starts_with("POST /hook HTTP/1.1\r\n"), "{text}");
-        assert!(text.to_lowercase().contains("content-type: application/json"), "{text}");
+        assert!(
+            text.to_lowercase()
+                .contains("content-type: application/json"),
+            "{text}"
+        );
         let body: serde_json::Value =
             serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["state"], "firing");
