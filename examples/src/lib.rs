@@ -13,6 +13,16 @@ pub mod im {
     }
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), as the example binaries do.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// `idl/hello/hello.xml`: the demo service of `hello-server` and `hello-client`.
 pub mod hello {
     svrkit_runtime::include_idl!("hello");

@@ -67,18 +67,32 @@ impl Collector for Everything {
             each(&mut m)
         };
 
-        family(
-            &mut e,
-            "svrkit_server_requests",
-            "Requests received, per method.",
-            MetricType::Counter,
-            &mut |m| {
+        type ServerCount = fn(&ServerTotals) -> u64;
+        let server_counters: [(&str, &str, ServerCount); 3] = [
+            (
+                "svrkit_server_requests",
+                "Requests received, per method.",
+                |t| t.requests,
+            ),
+            (
+                "svrkit_server_request_bytes",
+                "Bytes of request bodies received, per method.",
+                |t| t.request_bytes,
+            ),
+            (
+                "svrkit_server_response_bytes",
+                "Bytes of response bodies sent, per method.",
+                |t| t.response_bytes,
+            ),
+        ];
+        for (name, help, get) in server_counters {
+            family(&mut e, name, help, MetricType::Counter, &mut |m| {
                 for (r, t) in servers() {
-                    counter(m, &labels(r), t.requests)?;
+                    counter(m, &labels(r), get(t))?;
                 }
                 Ok(())
-            },
-        )?;
+            })?;
+        }
         family(
             &mut e,
             "svrkit_server_responses",
@@ -91,30 +105,27 @@ impl Collector for Everything {
                 Ok(())
             },
         )?;
-        family(
-            &mut e,
-            "svrkit_server_latency_seconds",
-            "From a request's frame being read to its response, for requests that ran.",
-            MetricType::Histogram,
-            &mut |m| {
+        type ServerHistogram = fn(&ServerTotals) -> &Histogram;
+        let server_histograms: [(&str, &str, ServerHistogram); 2] = [
+            (
+                "svrkit_server_latency_seconds",
+                "From a request's frame being read to its response, for requests that ran.",
+                |t| &t.latency,
+            ),
+            (
+                "svrkit_server_queue_wait_seconds",
+                "From a request's frame being read to its handler starting.",
+                |t| &t.queue_wait,
+            ),
+        ];
+        for (name, help, get) in server_histograms {
+            family(&mut e, name, help, MetricType::Histogram, &mut |m| {
                 for (r, t) in servers() {
-                    histogram(m, &labels(r), &t.latency)?;
+                    histogram(m, &labels(r), get(t))?;
                 }
                 Ok(())
-            },
-        )?;
-        family(
-            &mut e,
-            "svrkit_server_queue_wait_seconds",
-            "From a request's frame being read to its handler starting.",
-            MetricType::Histogram,
-            &mut |m| {
-                for (r, t) in servers() {
-                    histogram(m, &labels(r), &t.queue_wait)?;
-                }
-                Ok(())
-            },
-        )?;
+            })?;
+        }
         family(
             &mut e,
             "svrkit_server_in_flight",
@@ -142,30 +153,6 @@ impl Collector for Everything {
                         ];
                         counter(m, &l, n)?;
                     }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            &mut e,
-            "svrkit_server_request_bytes",
-            "Bytes of request bodies received, per method.",
-            MetricType::Counter,
-            &mut |m| {
-                for (r, t) in servers() {
-                    counter(m, &labels(r), t.request_bytes)?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            &mut e,
-            "svrkit_server_response_bytes",
-            "Bytes of response bodies sent, per method.",
-            MetricType::Counter,
-            &mut |m| {
-                for (r, t) in servers() {
-                    counter(m, &labels(r), t.response_bytes)?;
                 }
                 Ok(())
             },
