@@ -79,8 +79,11 @@ fn free_port() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// Samples by name and sorted labels.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
 /// Every sample of a scrape, parsed by a Prometheus text parser, by name and labels.
-fn scrape(admin: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn scrape(admin: &str) -> Samples {
     let text = get(admin, "/metrics");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -107,7 +110,7 @@ fn scrape(admin: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
 }
 
 fn sample(
-    samples: &HashMap<(String, Vec<(String, String)>), f64>,
+    samples: &Samples,
     name: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
