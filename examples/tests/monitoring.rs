@@ -109,11 +109,7 @@ fn scrape(admin: &str) -> Samples {
         .collect()
 }
 
-fn sample(
-    samples: &Samples,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut labels: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
