@@ -200,12 +200,19 @@ impl Agent {
             .instances
             .iter()
             .flat_map(|(name, i)| {
-                i.firing.iter().map(move |f| super::dashboard::AlertRow {
-                    what: format!("{f} on {name} (pid {})", i.pid),
-                    figure: "",
-                    value: String::new(),
-                    baseline: String::new(),
-                    since: String::new(),
+                i.firing.iter().map(move |f| {
+                    // Reported as `service.method figure`.
+                    let (what, figure) = f.rsplit_once(' ').unwrap_or((f, ""));
+                    super::dashboard::AlertRow {
+                        what: format!("{what} on {name} (pid {})", i.pid),
+                        figure: super::alarm::Figure::ALL
+                            .into_iter()
+                            .find(|x| x.name() == figure)
+                            .map_or("", super::alarm::Figure::name),
+                        value: "-".into(),
+                        baseline: "-".into(),
+                        since: "-".into(),
+                    }
                 })
             })
             .collect();
