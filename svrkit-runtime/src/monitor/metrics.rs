@@ -7,7 +7,7 @@
 //! done per scrape or per minute, never per call.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::histogram::{Cells, Histogram};
@@ -65,7 +65,6 @@ pub const REJECTION_NAMES: [&str; 3] = ["overload", "in_flight_limit", "expired"
 #[repr(align(128))]
 struct ServerShard {
     requests: AtomicU64,
-    in_flight: AtomicI64,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     responses: [AtomicU64; STATUS_SLOTS],
@@ -169,9 +168,9 @@ impl MethodMetrics {
     /// The handler is about to run, `queue_wait` after the request's frame was read.
     #[inline]
     pub(crate) fn server_started(&self, queue_wait: Duration) {
-        let s = self.server_shard();
-        s.in_flight.fetch_add(1, Relaxed);
-        s.queue_wait.observe(queue_wait);
+        // Handlers started are the queue-wait observations, those done the latency ones: in
+        // flight is their difference, with no counter of its own to add to and take from.
+        self.server_shard().queue_wait.observe(queue_wait);
     }
 
     /// A handler that ran is done: `code`, `latency` since the frame was read, and the
@@ -179,7 +178,6 @@ impl MethodMetrics {
     #[inline]
     pub(crate) fn server_finished(&self, code: Code, latency: Duration, bytes: usize) {
         let s = self.server_shard();
-        s.in_flight.fetch_sub(1, Relaxed);
         s.responses[status_slot(code)].fetch_add(1, Relaxed);
         s.response_bytes.fetch_add(bytes as u64, Relaxed);
         s.latency.observe(latency);
@@ -222,7 +220,6 @@ impl MethodMetrics {
         let mut t = ServerTotals::default();
         for s in &self.server {
             t.requests += s.requests.load(Relaxed);
-            t.in_flight += s.in_flight.load(Relaxed);
             t.request_bytes += s.request_bytes.load(Relaxed);
             t.response_bytes += s.response_bytes.load(Relaxed);
             add(&mut t.responses, &s.responses);
@@ -230,6 +227,8 @@ impl MethodMetrics {
             s.latency.add_to(&mut t.latency);
             s.queue_wait.add_to(&mut t.queue_wait);
         }
+        // Read shard by shard while calls run, the two counts may be a few calls apart.
+        t.in_flight = (t.queue_wait.count() as i64 - t.latency.count() as i64).max(0);
         t
     }
 
