@@ -264,3 +264,46 @@ async fn endpoints_can_change_under_running_calls() {
     assert_eq!(running_call.await.unwrap().unwrap().text, "slow");
     assert_eq!(a.observed.started.load(Ordering::SeqCst), 1);
 }
+
+/// A server that stops reading: once the socket's buffers are full the client's writer
+/// waits, and after `write_timeout` the connection is closed (with the requests queued on
+/// it) and new calls go to a new connection, instead of queueing behind it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout() {
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = black_hole.local_addr().unwrap().to_string();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = black_hole.accept().await {
+            // Accepted, never read.
+            conns.push(conn);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let options = ChannelOptions {
+        connections_per_endpoint: 1,
+        write_timeout: Duration::from_millis(200),
+        min_backoff: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let client = EchoSvrClient::new(Channel::lazy([addr], options));
+    let note = svrkit_tests::svrkit::test::rpc::Note {
+        text: "x".repeat(256 * 1024).into(),
+        ..Default::default()
+    };
+    // Oneway calls return once queued; they fill the socket, then the queue.
+    let sender = tokio::spawn(async move {
+        loop {
+            let _ = client.notify(&note).await;
+        }
+    });
+    accepted.recv().await.unwrap();
+    // The stalled connection is given up and a second one opened.
+    tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+        .await
+        .expect("the stalled connection was not replaced")
+        .unwrap();
+    sender.abort();
+    held.abort();
+}

@@ -76,7 +76,7 @@ impl ClientConn {
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(OnceLock::new());
-        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(write_loop(writer, rx, options.write_timeout));
         tokio::spawn(
             Reader {
                 pending: pending.clone(),
@@ -171,7 +171,11 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
+) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
@@ -190,8 +194,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
                 Err(_) => break,
             }
         }
-        // TLS may hold back ciphertext until flushed (TCP's flush does nothing).
-        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
+        // TLS may hold back ciphertext until flushed (TCP's flush does nothing). A peer that
+        // stops reading gets its connection closed (the queue is dropped with it).
+        let write = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        };
+        if !matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(()))) {
             return;
         }
         if batch.capacity() > 256 * 1024 {

@@ -116,6 +116,10 @@ pub struct ChannelOptions {
     /// stays silent as long again it is closed, its calls fail `UNAVAILABLE` and its
     /// endpoint is taken out of rotation.
     pub keepalive_interval: Duration,
+    /// Time allowed to write a batch of requests: a peer that stops reading for this long
+    /// has its connection closed, so that requests (oneway ones above all, which nobody
+    /// waits on) do not queue behind it, and new calls go to a fresh connection.
+    pub write_timeout: Duration,
     /// This service's name, sent as the caller.
     pub caller: FastStr,
     /// Whether calls are counted in the process's client metrics (default: yes).
@@ -134,6 +138,7 @@ impl Default for ChannelOptions {
             max_backoff: Duration::from_secs(5),
             max_frame: frame::DEFAULT_MAX_FRAME,
             keepalive_interval: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             caller: FastStr::empty(),
             monitoring: true,
             #[cfg(feature = "tls")]

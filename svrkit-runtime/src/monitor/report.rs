@@ -22,6 +22,8 @@ pub(crate) async fn run(agent: String, instance: String, interval: Duration) {
         [agent],
         ChannelOptions {
             connect_timeout: interval.min(Duration::from_secs(2)),
+            // An agent that stops reading is dropped soon: reports must not queue behind it.
+            write_timeout: (interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(30)),
             caller: "ossagent-reporter".into(),
             monitoring: false,
             ..ChannelOptions::default()
