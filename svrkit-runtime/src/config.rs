@@ -24,6 +24,7 @@
 //! [client]                       # how this process connects to the services it calls
 //! connections_per_endpoint = 2
 //! connect_timeout_ms = 1000
+//! write_timeout_ms = 30000
 //! # tls_ca = "ca.pem"            # TLS to every endpoint, trusting these certificates
 //! # tls_server_name = "svc.internal"   # name to check instead of each endpoint's host
 //!
@@ -146,6 +147,8 @@ pub struct ClientConfig {
     pub connections_per_endpoint: usize,
     /// Time allowed to connect.
     pub connect_timeout_ms: u64,
+    /// Time a peer may stop reading before its connection is closed.
+    pub write_timeout_ms: u64,
     /// PEM file of the certificates to trust: set, every endpoint is spoken to over TLS.
     pub tls_ca: Option<String>,
     /// The name endpoint certificates are checked against (default: each endpoint's host).
@@ -158,6 +161,7 @@ impl Default for ClientConfig {
         ClientConfig {
             connections_per_endpoint: o.connections_per_endpoint,
             connect_timeout_ms: o.connect_timeout.as_millis() as u64,
+            write_timeout_ms: o.write_timeout.as_millis() as u64,
             tls_ca: None,
             tls_server_name: None,
         }
@@ -380,6 +384,7 @@ impl Config {
         let options = ChannelOptions {
             connections_per_endpoint: self.client.connections_per_endpoint,
             connect_timeout: Duration::from_millis(self.client.connect_timeout_ms),
+            write_timeout: Duration::from_millis(self.client.write_timeout_ms),
             #[cfg(feature = "tls")]
             tls: self.client_tls()?,
             ..ChannelOptions::default()
