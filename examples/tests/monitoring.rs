@@ -450,3 +450,26 @@ fn a_dropped_call_counts_as_cancelled_on_both_sides() {
         assert_eq!((server_side.requests, server_side.in_flight), (1, 0));
     });
 }
+
+/// Idle connections cannot keep the admin endpoint (and its health probe) away for long:
+/// over the limit they are closed at once, and under it each is closed when its headers do
+/// not come within the header timeout.
+#[test]
+fn idle_connections_do_not_shut_out_the_health_probe() {
+    let server = hello_server(&[]);
+    let admin = server.admin.clone().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&admin).ok())
+        .collect();
+    assert!(idle.len() >= 256);
+    let healthy = eventually(Duration::from_secs(8), || {
+        ureq::get(&format!("http://{admin}/healthz"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+    });
+    assert_eq!(healthy, "ok\n");
+    // Meanwhile the service itself was never affected.
+    hello_client(&server.addr, &["--calls", "10"]);
+    drop(idle);
+}

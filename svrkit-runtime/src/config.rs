@@ -229,7 +229,6 @@ impl Config {
         for (key, value) in [
             ("server.listen", Some(&self.server.listen)),
             ("server.admin", self.server.admin.as_ref()),
-            ("monitor.agent", self.monitor.agent.as_ref()),
         ] {
             let Some(value) = value else { continue };
             value
@@ -261,6 +260,14 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
+        }
+        if let Some(agent) = &self.monitor.agent
+            && !crate::monitor::is_host_port(agent)
+        {
+            return Err(ConfigError::key(
+                "monitor.agent",
+                format!("`{agent}` is not host:port"),
+            ));
         }
         if let Some(url) = &self.monitor.alarms.webhook {
             #[cfg(feature = "admin")]
@@ -356,7 +363,7 @@ impl Config {
     /// When the admin address cannot be bound.
     pub async fn start_monitoring(&self, title: &str) -> Result<Option<SocketAddr>, ConfigError> {
         crate::monitor::start(&self.monitor, &self.server.listen)
-            .map_err(|e| ConfigError::key("monitor.alarms.webhook", e))?;
+            .map_err(|message| ConfigError { message })?;
         #[cfg(feature = "admin")]
         if let Some(admin) = &self.server.admin {
             return crate::monitor::admin::bind(admin, title.to_owned(), None)

@@ -20,10 +20,13 @@ use tokio::sync::Semaphore;
 use super::board::{self, this_minute};
 use super::dashboard::{AlertRow, Page, Window};
 
-/// Admin connections served at once; more wait in the listen queue.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Admin connections served at once; more are closed as soon as they are accepted, so that
+/// a probe is refused at once rather than left waiting behind them.
+pub const MAX_CONNECTIONS: usize = 256;
 /// The longest an admin connection stays open.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a request's headers (and for an idle connection's next request).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A response: status, content type, body.
 pub type Reply = (StatusCode, &'static str, String);
@@ -61,15 +64,16 @@ pub async fn serve(listener: TcpListener, title: String, pages: Option<Arc<dyn P
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let title: Arc<str> = title.into();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let (title, pages) = (title.clone(), pages.clone());
         tokio::spawn(async move {
@@ -78,6 +82,8 @@ pub async fn serve(listener: TcpListener, title: String, pages: Option<Arc<dyn P
                 async move { Ok::<_, Infallible>(reply) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             drop(permit);
@@ -149,7 +155,12 @@ fn window(query: Option<&str>) -> usize {
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|kv| kv.strip_prefix("minutes="))
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| {
+            // A number too big for the type is still a big number.
+            v.parse().ok().or_else(|| {
+                (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).then_some(usize::MAX)
+            })
+        })
         .unwrap_or(DEFAULT_WINDOW)
         .clamp(5, super::rollup::HISTORY)
 }
@@ -248,5 +259,7 @@ mod tests {
         assert_eq!(window(Some("x=1&minutes=1")), 5);
         assert_eq!(window(Some("minutes=99999")), 1440);
         assert_eq!(window(Some("minutes=abc")), DEFAULT_WINDOW);
+        assert_eq!(window(Some("minutes=99999999999999999999999")), 1440);
+        assert_eq!(window(Some("minutes=-1")), DEFAULT_WINDOW);
     }
 }

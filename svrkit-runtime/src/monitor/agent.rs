@@ -3,10 +3,15 @@
 //! dashboard.
 //!
 //! It is an ordinary generated service ([`OssAgent`](super::ossagent::OssAgent)); the
-//! `ossagent` binary in `examples/` hosts it. Its memory is fixed by its caps: at most
-//! [`MAX_INSTANCES`] instances and [`MAX_SERIES`] method series, 24 hours of minutes for each
-//! series, and the histograms of only the last few minutes (to merge instances exactly while
-//! their reports of a minute still arrive). Reports beyond the caps are dropped, not stored.
+//! `ossagent` binary in `examples/` hosts it. Reports are checked before anything is kept:
+//! minutes must be within a few minutes of the agent's clock (so one instance with a clock
+//! ahead cannot hide everyone else's minutes), names at most [`MAX_NAME`] bytes, lists at
+//! most [`MAX_LIST`] entries, histograms at most the runtime's buckets. Its memory is then
+//! bounded by bytes through its caps: at most [`MAX_INSTANCES`] instances and
+//! [`MAX_SERIES`] method series, 24 hours of minutes per series (about 80 KB each once
+//! full, so 160 MB at the caps after a day), and the histograms of only the last few
+//! minutes. Reports beyond the caps are dropped, not stored. Pages are rendered from a
+//! copy, outside the lock that reports take.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,15 +22,21 @@ use hyper::StatusCode;
 use super::admin::{self, Pages, Reply};
 use super::board::this_minute;
 use super::dashboard::{InstanceRow, Page, Window};
-use super::histogram::{BUCKETS, Histogram};
-use super::ossagent::{MethodMinute, OssAgent, Report};
+use super::histogram::Histogram;
+use super::ossagent::{OssAgent, Report};
 use super::rollup::{Figures, Ring};
 use crate::{Context, Status};
 
 /// Instances tracked at most.
 pub const MAX_INSTANCES: usize = 1024;
 /// Method series (service, method, side) tracked at most.
-pub const MAX_SERIES: usize = 4096;
+pub const MAX_SERIES: usize = 2048;
+/// Longest instance, service, method or alarm name kept (longer ones are dropped).
+pub const MAX_NAME: usize = 256;
+/// Most methods per minute, services or alarms per report kept.
+pub const MAX_LIST: usize = 1024;
+/// An instance silent this long is forgotten.
+const FORGET: Duration = Duration::from_secs(24 * 3600);
 /// Minutes whose per-instance histograms are kept for merging.
 const OPEN_MINUTES: u64 = 3;
 /// An instance silent for longer is shown as not reporting.
@@ -33,17 +44,40 @@ const LIVE: Duration = Duration::from_secs(90);
 
 type SeriesKey = (String, String, bool);
 
+/// An instance: its name and process id (a restarted process is a new instance, and two
+/// processes that give the same name stay apart).
+type InstanceKey = (String, u32);
+
+/// One instance's report of one method side in one minute.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    calls: u64,
+    errors: u64,
+    rejected: u64,
+    latency: Histogram,
+    queue: Histogram,
+}
+
 /// One method side across every instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Series {
     minutes: Ring,
     /// Per minute still open, each instance's latest report of it.
-    open: BTreeMap<u64, HashMap<String, MethodMinute>>,
+    open: BTreeMap<u64, HashMap<InstanceKey, Counts>>,
+}
+
+impl Default for Series {
+    fn default() -> Series {
+        Series {
+            // Grown as minutes come, up to a day.
+            minutes: Ring::with_capacity(0).bounded(super::rollup::HISTORY),
+            open: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Instance {
-    pid: u32,
     services: Vec<String>,
     firing: Vec<String>,
     last_seen: Instant,
@@ -54,8 +88,22 @@ struct Instance {
 
 #[derive(Debug, Default)]
 struct State {
-    instances: BTreeMap<String, Instance>,
+    instances: BTreeMap<InstanceKey, Instance>,
     series: BTreeMap<SeriesKey, Series>,
+}
+
+/// A name from a report, if it is short enough to keep.
+fn name(s: &str) -> Option<String> {
+    (s.len() <= MAX_NAME).then(|| s.to_owned())
+}
+
+/// A histogram from a report: the runtime's buckets at most.
+fn histogram(counts: &[u64]) -> Histogram {
+    let mut h = Histogram::default();
+    for (slot, c) in h.counts.iter_mut().zip(counts) {
+        *slot = *c;
+    }
+    h
 }
 
 /// The ossagent service: host a shared one with `OssAgentServer::from_arc(agent.clone())`,
@@ -73,44 +121,72 @@ impl OssAgent for Agent {
 }
 
 impl Agent {
-    /// Takes in a report.
+    /// Takes in a report (what it holds that cannot be kept is dropped).
     pub fn take(&self, report: Report) {
+        let Some(instance) = name(&report.instance) else {
+            return;
+        };
+        let key = (instance, report.pid);
+        let now = this_minute();
+        // Minutes the agent's clock says are still arriving; a minute ahead for clocks
+        // a little ahead.
+        let accepted = now.saturating_sub(OPEN_MINUTES)..=now + 1;
+        let newest = report
+            .minutes
+            .iter()
+            .map(|m| m.minute)
+            .filter(|m| accepted.contains(m))
+            .max();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let instance = report.instance.to_string();
-        if !state.instances.contains_key(&instance) && state.instances.len() >= MAX_INSTANCES {
+        state
+            .instances
+            .retain(|_, i| i.last_seen.elapsed() < FORGET);
+        if !state.instances.contains_key(&key) && state.instances.len() >= MAX_INSTANCES {
             return;
         }
-        let newest = report.minutes.iter().map(|m| m.minute).max().unwrap_or(0);
-        let (mut calls, mut errors) = (0, 0);
-        for minute in &report.minutes {
-            for m in &minute.methods {
-                if minute.minute == newest && !m.client {
-                    calls += m.calls;
-                    errors += m.errors;
+        let (mut calls, mut errors) = (0u64, 0u64);
+        for minute in report
+            .minutes
+            .iter()
+            .filter(|m| accepted.contains(&m.minute))
+        {
+            for m in minute.methods.iter().take(MAX_LIST) {
+                let (Some(service), Some(method)) = (name(&m.service), name(&m.method)) else {
+                    continue;
+                };
+                if Some(minute.minute) == newest && !m.client {
+                    calls = calls.saturating_add(m.calls);
+                    errors = errors.saturating_add(m.errors);
                 }
-                let key = (m.service.to_string(), m.method.to_string(), m.client);
-                if !state.series.contains_key(&key) && state.series.len() >= MAX_SERIES {
+                let series_key = (service, method, m.client);
+                if !state.series.contains_key(&series_key) && state.series.len() >= MAX_SERIES {
                     continue;
                 }
-                let series = state.series.entry(key).or_default();
-                series
-                    .open
-                    .entry(minute.minute)
-                    .or_default()
-                    .insert(instance.clone(), m.clone());
-                let merged = merge(minute.minute, &series.open[&minute.minute]);
+                let series = state.series.entry(series_key).or_default();
+                let counts = Counts {
+                    calls: m.calls,
+                    errors: m.errors,
+                    rejected: m.rejected,
+                    latency: histogram(&m.latency),
+                    queue: histogram(&m.queue_wait),
+                };
+                let open = series.open.entry(minute.minute).or_default();
+                open.insert(key.clone(), counts);
+                let merged = merge(minute.minute, open);
                 series.minutes.upsert(merged);
-                while series.open.len() as u64 > OPEN_MINUTES {
+                while series.open.len() as u64 > OPEN_MINUTES + 2 {
                     series.open.pop_first();
                 }
             }
         }
+        let list = |l: &[crate::FastStr]| -> Vec<String> {
+            l.iter().take(MAX_LIST).filter_map(|s| name(s)).collect()
+        };
         state.instances.insert(
-            instance,
+            key,
             Instance {
-                pid: report.pid,
-                services: report.services.iter().map(ToString::to_string).collect(),
-                firing: report.firing.iter().map(ToString::to_string).collect(),
+                services: list(&report.services),
+                firing: list(&report.firing),
                 last_seen: Instant::now(),
                 calls,
                 errors,
@@ -121,7 +197,11 @@ impl Agent {
     /// Instances that reported, by name.
     pub fn instances(&self) -> Vec<String> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.instances.keys().cloned().collect()
+        state
+            .instances
+            .keys()
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The figures of one method side across instances, oldest minute first.
@@ -135,23 +215,54 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    fn page(&self, minutes: usize) -> String {
+    /// What the pages show, copied out under the lock (rendering happens after, so a big
+    /// page never holds up reports).
+    fn snapshot(&self, minutes: usize) -> Snapshot {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let first = this_minute().saturating_sub(minutes as u64);
+        Snapshot {
+            series: state
+                .series
+                .iter()
+                .map(|(key, s)| {
+                    let recent = s.minutes.iter().filter(|f| f.minute >= first).copied();
+                    (key.clone(), recent.collect())
+                })
+                .collect(),
+            instances: state
+                .instances
+                .iter()
+                .map(|((name, pid), i)| {
+                    (
+                        name.clone(),
+                        *pid,
+                        i.services.clone(),
+                        i.firing.clone(),
+                        i.last_seen.elapsed(),
+                        (i.calls, i.errors),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn page(&self, minutes: usize) -> String {
+        let snapshot = self.snapshot(minutes);
         let now = this_minute();
         // The overview: every server-side series added up (latency: the worst method's).
         let mut overview: BTreeMap<u64, Figures> = BTreeMap::new();
-        for ((_, _, client), s) in &state.series {
+        for ((_, _, client), figures) in &snapshot.series {
             if *client {
                 continue;
             }
-            for f in s.minutes.iter() {
+            for f in figures {
                 let o = overview.entry(f.minute).or_insert(Figures {
                     minute: f.minute,
                     ..Figures::default()
                 });
-                o.calls += f.calls;
-                o.errors += f.errors;
-                o.rejected += f.rejected;
+                o.calls = o.calls.saturating_add(f.calls);
+                o.errors = o.errors.saturating_add(f.errors);
+                o.rejected = o.rejected.saturating_add(f.rejected);
                 o.p50_ms = o.p50_ms.max(f.p50_ms);
                 o.p99_ms = o.p99_ms.max(f.p99_ms);
                 o.queue_p99_ms = o.queue_p99_ms.max(f.queue_p99_ms);
@@ -164,9 +275,9 @@ impl Agent {
             "all services (latency: worst method)".into(),
             "all",
         )];
-        for (i, ((service, method, client), s)) in state.series.iter().enumerate() {
+        for (i, ((service, method, client), figures)) in snapshot.series.iter().enumerate() {
             let side = if *client { "client" } else { "server" };
-            let w = Window::new(now, minutes, s.minutes.iter());
+            let w = Window::new(now, minutes, figures);
             let id = format!("s{i}");
             let name = format!("{service}.{method}");
             let row = w.row(id.clone(), name.clone(), side);
@@ -175,36 +286,16 @@ impl Agent {
             }
             rows.push(row);
         }
-        let instances = state
+        let mut alerts = Vec::new();
+        let instances: Vec<InstanceRow> = snapshot
             .instances
             .iter()
-            .map(|(name, i)| {
-                let age = i.last_seen.elapsed();
-                InstanceRow {
-                    instance: name.clone(),
-                    services: i.services.join(", "),
-                    age: super::dashboard::age(age.as_secs()),
-                    live: age < LIVE,
-                    calls: i.calls,
-                    errors: i.errors,
-                    firing: if i.firing.is_empty() {
-                        "-".into()
-                    } else {
-                        i.firing.join(", ")
-                    },
-                }
-            })
-            .collect::<Vec<_>>();
-        let live = instances.iter().filter(|i| i.live).count();
-        let alerts = state
-            .instances
-            .iter()
-            .flat_map(|(name, i)| {
-                i.firing.iter().map(move |f| {
+            .map(|(name, pid, services, firing, age, (calls, errors))| {
+                for f in firing {
                     // Reported as `service.method figure`.
                     let (what, figure) = f.rsplit_once(' ').unwrap_or((f, ""));
-                    super::dashboard::AlertRow {
-                        what: format!("{what} on {name} (pid {})", i.pid),
+                    alerts.push(super::dashboard::AlertRow {
+                        what: format!("{what} on {name} (pid {pid})"),
                         figure: super::alarm::Figure::ALL
                             .into_iter()
                             .find(|x| x.name() == figure)
@@ -212,16 +303,30 @@ impl Agent {
                         value: "-".into(),
                         baseline: "-".into(),
                         since: "-".into(),
-                    }
-                })
+                    });
+                }
+                InstanceRow {
+                    instance: format!("{name} (pid {pid})"),
+                    services: services.join(", "),
+                    age: super::dashboard::age(age.as_secs()),
+                    live: *age < LIVE,
+                    calls: *calls,
+                    errors: *errors,
+                    firing: if firing.is_empty() {
+                        "-".into()
+                    } else {
+                        firing.join(", ")
+                    },
+                }
             })
             .collect();
+        let live = instances.iter().filter(|i| i.live).count();
         let page = Page {
             title: "ossagent: the whole system".into(),
             subtitle: format!(
                 "{} instances, {live} reporting · {} series",
                 instances.len(),
-                state.series.len()
+                snapshot.series.len()
             ),
             refresh_secs: 10,
             window: minutes,
@@ -235,9 +340,17 @@ impl Agent {
     }
 }
 
+/// A copy of what the agent's pages show.
+struct Snapshot {
+    series: Vec<(SeriesKey, Vec<Figures>)>,
+    /// Name, pid, services, alarms firing, time since the last report, (calls, errors).
+    #[allow(clippy::type_complexity)]
+    instances: Vec<(String, u32, Vec<String>, Vec<String>, Duration, (u64, u64))>,
+}
+
 /// Every instance's report of a minute, merged: counts added, histograms added, percentiles
 /// from the merged histograms.
-fn merge(minute: u64, reports: &HashMap<String, MethodMinute>) -> Figures {
+fn merge(minute: u64, reports: &HashMap<InstanceKey, Counts>) -> Figures {
     let mut latency = Histogram::default();
     let mut queue = Histogram::default();
     let mut f = Figures {
@@ -245,15 +358,11 @@ fn merge(minute: u64, reports: &HashMap<String, MethodMinute>) -> Figures {
         ..Figures::default()
     };
     for m in reports.values() {
-        f.calls += m.calls;
-        f.errors += m.errors;
-        f.rejected += m.rejected;
-        for (i, c) in m.latency.iter().take(BUCKETS).enumerate() {
-            latency.counts[i] += c;
-        }
-        for (i, c) in m.queue_wait.iter().take(BUCKETS).enumerate() {
-            queue.counts[i] += c;
-        }
+        f.calls = f.calls.saturating_add(m.calls);
+        f.errors = f.errors.saturating_add(m.errors);
+        f.rejected = f.rejected.saturating_add(m.rejected);
+        latency.merge(&m.latency);
+        queue.merge(&m.queue);
     }
     let ms = |h: &Histogram, q| h.quantile(q).map_or(0.0, |s| s * 1e3);
     f.p50_ms = ms(&latency, 0.5);
@@ -273,30 +382,29 @@ impl Pages for Agent {
                 Agent::page(self, minutes),
             )),
             "/system.json" => {
-                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let series: Vec<_> = state
+                let snapshot = self.snapshot(minutes);
+                let series: Vec<_> = snapshot
                     .series
                     .iter()
-                    .map(|((service, method, client), s)| {
-                        let skip = s.minutes.len().saturating_sub(minutes);
+                    .map(|((service, method, client), minutes)| {
                         serde_json::json!({
                             "service": service,
                             "method": method,
                             "side": if *client { "client" } else { "server" },
-                            "minutes": s.minutes.iter().skip(skip).collect::<Vec<_>>(),
+                            "minutes": minutes,
                         })
                     })
                     .collect();
-                let instances: Vec<_> = state
+                let instances: Vec<_> = snapshot
                     .instances
                     .iter()
-                    .map(|(name, i)| {
+                    .map(|(name, pid, services, firing, age, _)| {
                         serde_json::json!({
                             "instance": name,
-                            "pid": i.pid,
-                            "services": i.services,
-                            "seconds_since_report": i.last_seen.elapsed().as_secs_f64(),
-                            "firing": i.firing,
+                            "pid": pid,
+                            "services": services,
+                            "seconds_since_report": age.as_secs_f64(),
+                            "firing": firing,
                         })
                     })
                     .collect();
@@ -312,7 +420,8 @@ impl Pages for Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ossagent::Minute;
+    use super::super::histogram::BUCKETS;
+    use super::super::ossagent::{MethodMinute, Minute};
     use super::*;
 
     fn report(instance: &str, minute: u64, calls: u64, latency_bucket: usize) -> Report {
@@ -338,31 +447,73 @@ mod tests {
 
     #[test]
     fn instances_merge_and_later_reports_replace_earlier() {
+        let now = this_minute();
         let agent = Agent::default();
-        agent.take(report("a", 10, 5, 2));
-        agent.take(report("a", 10, 50, 2)); // the same minute, later: replaces
-        agent.take(report("b", 10, 50, 8)); // another instance, slower
-        agent.take(report("b", 11, 4, 8));
+        agent.take(report("a", now - 1, 5, 2));
+        agent.take(report("a", now - 1, 50, 2)); // the same minute, later: replaces
+        agent.take(report("b", now - 1, 50, 8)); // another instance, slower
+        agent.take(report("b", now, 4, 8));
         let s = agent.series("s.S", "M", false);
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].minute, s[0].calls, s[0].errors), (10, 100, 2));
+        assert_eq!((s[0].minute, s[0].calls, s[0].errors), (now - 1, 100, 2));
         // Half the calls in (10, 20] µs, half in (1, 2] ms: p99 in the slow instance's bucket.
         assert!(s[0].p50_ms <= 0.02 && s[0].p99_ms > 1.0, "{:?}", s[0]);
         assert_eq!(agent.instances(), ["a", "b"]);
         let html = agent.page(30);
-        assert!(html.contains(r#"data-instance="b""#));
+        assert!(html.contains(r#"data-instance="b (pid 0)""#), "{html}");
     }
 
     #[test]
-    fn caps_hold() {
+    fn processes_that_give_one_name_stay_apart() {
+        let now = this_minute();
+        let agent = Agent::default();
+        for (pid, calls) in [(1, 100), (2, 300), (3, 500)] {
+            let mut r = report("0.0.0.0:7000", now, calls, 2);
+            r.pid = pid;
+            agent.take(r);
+        }
+        assert_eq!(agent.instances().len(), 3);
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, 900);
+    }
+
+    #[test]
+    fn minutes_far_from_the_agents_clock_are_not_kept() {
+        let now = this_minute();
+        let agent = Agent::default();
+        // A clock ten minutes ahead, or a forged minute, must not hide the others'.
+        agent.take(report("ahead", now + 10, 10, 0));
+        agent.take(report("ahead", u64::MAX, 10, 0));
+        agent.take(report("ok", now, 7, 0));
+        let s = agent.series("s.S", "M", false);
+        assert_eq!(
+            s.iter().map(|f| (f.minute, f.calls)).collect::<Vec<_>>(),
+            [(now, 7)]
+        );
+        agent.take(report("late", now - 60, 7, 0));
+        assert_eq!(agent.series("s.S", "M", false).len(), 1);
+    }
+
+    #[test]
+    fn what_cannot_be_kept_is_dropped_and_nothing_overflows() {
+        let now = this_minute();
         let agent = Agent::default();
         for i in 0..MAX_INSTANCES + 10 {
-            agent.take(report(&format!("i{i}"), 1, 1, 0));
+            agent.take(report(&format!("i{i}"), now, 1, 0));
         }
         assert_eq!(agent.instances().len(), MAX_INSTANCES);
-        // A histogram longer than the runtime's is read up to its buckets.
-        let mut r = report("x", 1, 1, 0);
-        r.minutes[0].methods[0].latency = vec![1; 1000];
+        let agent = Agent::default();
+        agent.take(report(&"x".repeat(MAX_NAME + 1), now, 1, 0));
+        assert!(agent.instances().is_empty());
+        let mut r = report("big", now, u64::MAX, 0);
+        r.minutes[0].methods[0].latency = vec![u64::MAX; 100_000];
+        r.minutes[0].methods[0].method = "y".repeat(MAX_NAME + 1).into();
+        agent.take(r.clone());
+        assert!(agent.series("s.S", "M", false).is_empty());
+        r.minutes[0].methods[0].method = "M".into();
+        agent.take(r.clone());
+        r.instance = "big2".into();
         agent.take(r);
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, u64::MAX);
+        assert!(agent.page(30).contains("data-calls"));
     }
 }

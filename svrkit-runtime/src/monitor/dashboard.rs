@@ -179,7 +179,11 @@ impl Window {
 
     /// The sum of a count over the window.
     pub fn sum(&self, f: impl Fn(&Figures) -> u64) -> u64 {
-        self.minutes.iter().flatten().map(f).sum()
+        self.minutes
+            .iter()
+            .flatten()
+            .map(f)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// The newest minute with calls.

@@ -248,12 +248,12 @@ impl Collector for Everything {
             ),
             (
                 "svrkit_monitor_reports",
-                "Per-minute reports sent to the ossagent.",
+                "Reports handed to the connection to the ossagent.",
                 p.reports_sent(),
             ),
             (
                 "svrkit_monitor_reports_failed",
-                "Per-minute reports the ossagent did not take (down or slow).",
+                "Reports not handed over: the ossagent was unreachable, or its connection had stalled (closed after twice the report interval).",
                 p.reports_failed(),
             ),
         ] {

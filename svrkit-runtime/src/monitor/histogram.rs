@@ -83,7 +83,8 @@ pub struct Histogram {
 impl Histogram {
     /// Observations in all.
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        // Saturating: histograms from reports are not to be trusted to add up.
+        self.counts.iter().fold(0u64, |n, c| n.saturating_add(*c))
     }
 
     /// What was observed since `earlier` (a snapshot of the same cells).
@@ -99,7 +100,7 @@ impl Histogram {
     /// Adds `other`'s observations.
     pub fn merge(&mut self, other: &Histogram) {
         for (c, o) in self.counts.iter_mut().zip(&other.counts) {
-            *c += o;
+            *c = c.saturating_add(*o);
         }
         self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
     }
@@ -118,7 +119,7 @@ impl Histogram {
             if c == 0 {
                 continue;
             }
-            if (seen + c) as f64 >= rank {
+            if seen.saturating_add(c) as f64 >= rank {
                 let lower = if i == 0 { 0 } else { BOUNDS_NS[i - 1] };
                 if i == BUCKETS - 1 {
                     return Some(lower as f64 / 1e9);
@@ -127,7 +128,7 @@ impl Histogram {
                 let within = (rank - seen as f64) / c as f64;
                 return Some((lower as f64 + within * (upper - lower) as f64) / 1e9);
             }
-            seen += c;
+            seen = seen.saturating_add(c);
         }
         None
     }

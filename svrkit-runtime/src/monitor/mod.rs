@@ -179,24 +179,35 @@ pub(crate) fn count(counter: &AtomicU64) {
 
 /// Starts the process's background monitoring, once (later calls change nothing): the
 /// per-minute rollups and alarms, the alarm webhook, and reports to the ossagent if
-/// `config.agent` is set, naming this process `instance` (its listen address, say). Needs a
-/// Tokio runtime.
+/// `config.agent` is set, naming this process `config.instance` or else `listen` (its
+/// listen address; an unspecified host such as `0.0.0.0` is replaced by the machine's
+/// hostname, so that the hosts of one service stay apart). Needs a Tokio runtime.
 ///
 /// The admin endpoint is started apart, with [`admin::bind`] (or by
 /// [`Config::start_monitoring`](crate::Config::start_monitoring), which does both).
 ///
 /// # Errors
-/// A webhook URL that is not `http://host:port/path`.
-pub fn start(config: &MonitorConfig, instance: &str) -> Result<(), String> {
+/// A webhook URL that is not `http://host:port/path`, an agent that is not `host:port`.
+pub fn start(config: &MonitorConfig, listen: &str) -> Result<(), String> {
     static STARTED: OnceLock<()> = OnceLock::new();
     #[cfg(feature = "admin")]
     let webhook = match &config.alarms.webhook {
-        Some(url) => Some(webhook::Url::parse(url)?),
+        Some(url) => {
+            Some(webhook::Url::parse(url).map_err(|e| format!("monitor.alarms.webhook: {e}"))?)
+        }
         None => None,
     };
     #[cfg(not(feature = "admin"))]
     if config.alarms.webhook.is_some() {
-        return Err("the alarm webhook needs the `admin` feature of svrkit-runtime".into());
+        return Err(
+            "monitor.alarms.webhook: the alarm webhook needs the `admin` feature of svrkit-runtime"
+                .into(),
+        );
+    }
+    if let Some(agent) = &config.agent
+        && !is_host_port(agent)
+    {
+        return Err(format!("monitor.agent: `{agent}` is not host:port"));
     }
     if STARTED.set(()).is_err() {
         return Ok(());
@@ -215,7 +226,7 @@ pub fn start(config: &MonitorConfig, instance: &str) -> Result<(), String> {
         let instance = config
             .instance
             .clone()
-            .unwrap_or_else(|| instance.to_owned());
+            .unwrap_or_else(|| instance_name(listen));
         tokio::spawn(report::run(agent.clone(), instance, interval));
     }
     Ok(())
@@ -230,5 +241,48 @@ fn log_changes(events: Vec<board::Event>) {
             baseline = e.alarm.baseline,
             "alarm"
         );
+    }
+}
+
+/// Whether `addr` reads as `host:port`.
+pub(crate) fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// How a process listening on `listen` names itself in reports: the address, with an
+/// unspecified host (`0.0.0.0`, `[::]`) replaced by the machine's hostname.
+pub fn instance_name(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => format!("{}:{}", hostname(), addr.port()),
+        _ => listen.to_owned(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_named_by_host_and_port() {
+        assert_eq!(instance_name("10.0.0.5:7000"), "10.0.0.5:7000");
+        let named = instance_name("0.0.0.0:7000");
+        assert!(
+            named.ends_with(":7000") && !named.starts_with("0.0.0.0"),
+            "{named}"
+        );
+        assert!(!instance_name("[::]:7000").starts_with("[::]"));
+        assert!(is_host_port("agent.internal:7400"));
+        assert!(!is_host_port("not an addr"));
+        assert!(!is_host_port(":7400"));
     }
 }

@@ -110,6 +110,12 @@ impl Ring {
         Ring(VecDeque::with_capacity(minutes), minutes.max(1))
     }
 
+    /// This ring holding at most `minutes` (allocated as they come).
+    pub fn bounded(mut self, minutes: usize) -> Ring {
+        self.1 = minutes.max(1);
+        self
+    }
+
     /// Appends a minute, dropping the oldest beyond the capacity.
     pub fn push(&mut self, figures: Figures) {
         if self.0.len() == self.1 {
@@ -118,15 +124,22 @@ impl Ring {
         self.0.push_back(figures);
     }
 
-    /// Sets the figures of `figures.minute`: replaces the newest minute if it is that one,
-    /// appends otherwise (a minute older than the newest is dropped: late).
+    /// Sets the figures of `figures.minute`, keeping the minutes in order: replaces that
+    /// minute if it is kept, inserts it where it belongs otherwise (a minute older than
+    /// everything kept in a full ring is dropped).
     pub fn upsert(&mut self, figures: Figures) {
         match self.0.back_mut() {
             Some(last) if last.minute == figures.minute => *last = figures,
             Some(last) if last.minute > figures.minute => {
-                // A late report of an earlier minute still kept: replace it in place.
-                if let Some(f) = self.0.iter_mut().rev().find(|f| f.minute == figures.minute) {
-                    *f = figures;
+                match self.0.binary_search_by_key(&figures.minute, |f| f.minute) {
+                    Ok(i) => self.0[i] = figures,
+                    Err(0) if self.0.len() == self.1 => {}
+                    Err(i) => {
+                        self.0.insert(i, figures);
+                        if self.0.len() > self.1 {
+                            self.0.pop_front();
+                        }
+                    }
                 }
             }
             _ => self.push(figures),
@@ -296,5 +309,25 @@ mod tests {
         }
         assert_eq!(ring.len(), HISTORY);
         assert_eq!(ring.iter().next().unwrap().minute, 10);
+    }
+
+    #[test]
+    fn upserts_keep_minutes_in_order() {
+        let at = |minute, calls| Figures {
+            minute,
+            calls,
+            ..Figures::default()
+        };
+        let mut ring = Ring::with_capacity(0).bounded(3);
+        ring.upsert(at(10, 1));
+        ring.upsert(at(12, 1));
+        ring.upsert(at(11, 1)); // late: goes between
+        ring.upsert(at(12, 5)); // again: replaces
+        let kept: Vec<_> = ring.iter().map(|f| (f.minute, f.calls)).collect();
+        assert_eq!(kept, [(10, 1), (11, 1), (12, 5)]);
+        ring.upsert(at(9, 1)); // older than all of a full ring
+        ring.upsert(at(13, 1));
+        let kept: Vec<_> = ring.iter().map(|f| f.minute).collect();
+        assert_eq!(kept, [11, 12, 13]);
     }
 }
