@@ -76,7 +76,16 @@ impl ClientConn {
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(OnceLock::new());
-        tokio::spawn(write_loop(writer, rx, options.write_timeout));
+        // The writer tells the reader when it gives up on a peer that stopped reading, so
+        // that the whole connection closes (nothing else would end the reader when no call
+        // waits for an answer: oneway traffic).
+        let stalled = crate::sync::Cancel::new();
+        tokio::spawn(write_loop(
+            writer,
+            rx,
+            options.write_timeout,
+            stalled.clone(),
+        ));
         tokio::spawn(
             Reader {
                 pending: pending.clone(),
@@ -84,6 +93,7 @@ impl ClientConn {
                 ended: ended.clone(),
                 tx: tx.downgrade(),
                 health,
+                stalled,
                 max_frame: options.max_frame,
                 keepalive: options.keepalive_interval,
             }
@@ -175,6 +185,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
+    stalled: crate::sync::Cancel,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -201,6 +212,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             writer.flush().await
         };
         if !matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(()))) {
+            stalled.cancel();
             return;
         }
         if batch.capacity() > 256 * 1024 {
@@ -218,6 +230,8 @@ struct Reader {
     /// Weak, so that dropping the last `ClientConn` still closes the writer.
     tx: mpsc::WeakSender<Outgoing>,
     health: Arc<Health>,
+    /// Cancelled when the writer gave up on the peer.
+    stalled: crate::sync::Cancel,
     max_frame: usize,
     keepalive: Duration,
 }
@@ -242,6 +256,12 @@ impl Reader {
                     ),
                     Ok(_) => heard = true,
                 },
+                _ = self.stalled.cancelled() => {
+                    self.health.mark_down();
+                    break 'read Status::unavailable(
+                        "the server stopped reading: the connection was closed at the write timeout",
+                    );
+                }
                 _ = tick.tick() => {
                     // Anything heard since the last tick proves the peer alive. Silence while
                     // calls wait gets a PING; silence after a PING means the peer is gone (a

@@ -77,9 +77,36 @@ pub async fn serve(listener: TcpListener, title: String, pages: Option<Arc<dyn P
         };
         let (title, pages) = (title.clone(), pages.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let reply = route(&req, &title, pages.as_deref());
-                async move { Ok::<_, Infallible>(reply) }
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (title, pages) = (title.clone(), pages.clone());
+                let get = req.method() == Method::GET || req.method() == Method::HEAD;
+                let path = req.uri().path().to_owned();
+                let minutes = window(req.uri().query());
+                async move {
+                    if !get {
+                        return Ok::<_, Infallible>(respond((
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "text/plain",
+                            "only GET\n".into(),
+                        )));
+                    }
+                    // Pages are rendered off the runtime's threads: a big page must not hold
+                    // up the process's other tasks (its RPC service, report intake).
+                    let reply = tokio::task::spawn_blocking(move || {
+                        pages
+                            .and_then(|p| p.page(&path, minutes))
+                            .unwrap_or_else(|| builtin(&path, minutes, &title))
+                    })
+                    .await
+                    .unwrap_or_else(|_| {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "text/plain",
+                            "the page failed\n".into(),
+                        )
+                    });
+                    Ok(respond(reply))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -89,22 +116,6 @@ pub async fn serve(listener: TcpListener, title: String, pages: Option<Arc<dyn P
             drop(permit);
         });
     }
-}
-
-fn route(req: &Request<Incoming>, title: &str, pages: Option<&dyn Pages>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond((
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET\n".into(),
-        ));
-    }
-    let path = req.uri().path();
-    let minutes = window(req.uri().query());
-    if let Some(reply) = pages.and_then(|p| p.page(path, minutes)) {
-        return respond(reply);
-    }
-    respond(builtin(path, minutes, title))
 }
 
 /// The built-in pages of a process.

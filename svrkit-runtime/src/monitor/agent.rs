@@ -5,13 +5,14 @@
 //! It is an ordinary generated service ([`OssAgent`](super::ossagent::OssAgent)); the
 //! `ossagent` binary in `examples/` hosts it. Reports are checked before anything is kept:
 //! minutes must be within a few minutes of the agent's clock (so one instance with a clock
-//! ahead cannot hide everyone else's minutes), names at most [`MAX_NAME`] bytes, lists at
-//! most [`MAX_LIST`] entries, histograms at most the runtime's buckets. Its memory is then
-//! bounded by bytes through its caps: at most [`MAX_INSTANCES`] instances and
-//! [`MAX_SERIES`] method series, 24 hours of minutes per series (about 80 KB each once
-//! full, so 160 MB at the caps after a day), and the histograms of only the last few
-//! minutes. Reports beyond the caps are dropped, not stored. Pages are rendered from a
-//! copy, outside the lock that reports take.
+//! ahead cannot hide everyone else's minutes), names at most [`MAX_NAME`] bytes, at most
+//! [`MAX_LIST`] methods per minute and [`MAX_INSTANCE_LIST`] services or alarms per
+//! instance, histograms at most the runtime's buckets. Its memory is then bounded by bytes
+//! through its caps: [`MAX_INSTANCES`] instances, [`MAX_SERIES`] method series of 24 hours
+//! (about 80 KB each once full), [`MAX_OPEN`] instance reports held while their minutes are
+//! still arriving. Reports beyond the caps are dropped, not stored. Each open minute keeps
+//! the running sum of its reports, so intake costs the same however many instances report;
+//! pages are rendered from a copy, outside the lock that intake takes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -33,8 +34,12 @@ pub const MAX_INSTANCES: usize = 1024;
 pub const MAX_SERIES: usize = 2048;
 /// Longest instance, service, method or alarm name kept (longer ones are dropped).
 pub const MAX_NAME: usize = 256;
-/// Most methods per minute, services or alarms per report kept.
+/// Most methods per minute in a report kept.
 pub const MAX_LIST: usize = 1024;
+/// Most services or alarms kept per instance.
+pub const MAX_INSTANCE_LIST: usize = 64;
+/// Most (series, minute, instance) reports held for merging at once (about 400 bytes each).
+pub const MAX_OPEN: usize = 131_072;
 /// An instance silent this long is forgotten.
 const FORGET: Duration = Duration::from_secs(24 * 3600);
 /// Minutes whose per-instance histograms are kept for merging.
@@ -58,12 +63,44 @@ struct Counts {
     queue: Histogram,
 }
 
+impl Counts {
+    /// Adds (`sign` true) or takes away `other`, wrapping: a total that had a report added
+    /// can have it taken away again exactly, whatever the numbers.
+    fn apply(&mut self, other: &Counts, add: bool) {
+        let op = |a: u64, b: u64| {
+            if add {
+                a.wrapping_add(b)
+            } else {
+                a.wrapping_sub(b)
+            }
+        };
+        self.calls = op(self.calls, other.calls);
+        self.errors = op(self.errors, other.errors);
+        self.rejected = op(self.rejected, other.rejected);
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.queue, &other.queue),
+        ] {
+            for (a, b) in mine.counts.iter_mut().zip(&theirs.counts) {
+                *a = op(*a, *b);
+            }
+        }
+    }
+}
+
+/// One minute still open: each instance's latest report of it, and their sum (kept as
+/// reports come, so taking one in costs the same however many instances report).
+#[derive(Debug, Default)]
+struct Open {
+    by: HashMap<InstanceKey, Counts>,
+    total: Counts,
+}
+
 /// One method side across every instance.
 #[derive(Debug)]
 struct Series {
     minutes: Ring,
-    /// Per minute still open, each instance's latest report of it.
-    open: BTreeMap<u64, HashMap<InstanceKey, Counts>>,
+    open: BTreeMap<u64, Open>,
 }
 
 impl Default for Series {
@@ -90,6 +127,8 @@ struct Instance {
 struct State {
     instances: BTreeMap<InstanceKey, Instance>,
     series: BTreeMap<SeriesKey, Series>,
+    /// Reports held in every series' open minutes.
+    open: usize,
 }
 
 /// A name from a report, if it is short enough to keep.
@@ -162,6 +201,7 @@ impl Agent {
                 if !state.series.contains_key(&series_key) && state.series.len() >= MAX_SERIES {
                     continue;
                 }
+                let held = state.open;
                 let series = state.series.entry(series_key).or_default();
                 let counts = Counts {
                     calls: m.calls,
@@ -171,16 +211,35 @@ impl Agent {
                     queue: histogram(&m.queue_wait),
                 };
                 let open = series.open.entry(minute.minute).or_default();
-                open.insert(key.clone(), counts);
-                let merged = merge(minute.minute, open);
-                series.minutes.upsert(merged);
-                while series.open.len() as u64 > OPEN_MINUTES + 2 {
-                    series.open.pop_first();
+                let mut added = 0;
+                match open.by.get_mut(&key) {
+                    Some(old) => {
+                        open.total.apply(old, false);
+                        *old = counts;
+                    }
+                    None if held < MAX_OPEN => {
+                        open.by.insert(key.clone(), counts);
+                        added = 1;
+                    }
+                    None => continue,
                 }
+                let latest = &open.by[&key];
+                open.total.apply(latest, true);
+                series.minutes.upsert(figures(minute.minute, &open.total));
+                let mut removed = 0;
+                while series.open.len() as u64 > OPEN_MINUTES + 2 {
+                    if let Some((_, gone)) = series.open.pop_first() {
+                        removed += gone.by.len();
+                    }
+                }
+                state.open = state.open + added - removed;
             }
         }
         let list = |l: &[crate::FastStr]| -> Vec<String> {
-            l.iter().take(MAX_LIST).filter_map(|s| name(s)).collect()
+            l.iter()
+                .take(MAX_INSTANCE_LIST)
+                .filter_map(|s| name(s))
+                .collect()
         };
         state.instances.insert(
             key,
@@ -348,27 +407,19 @@ struct Snapshot {
     instances: Vec<(String, u32, Vec<String>, Vec<String>, Duration, (u64, u64))>,
 }
 
-/// Every instance's report of a minute, merged: counts added, histograms added, percentiles
-/// from the merged histograms.
-fn merge(minute: u64, reports: &HashMap<InstanceKey, Counts>) -> Figures {
-    let mut latency = Histogram::default();
-    let mut queue = Histogram::default();
-    let mut f = Figures {
-        minute,
-        ..Figures::default()
-    };
-    for m in reports.values() {
-        f.calls = f.calls.saturating_add(m.calls);
-        f.errors = f.errors.saturating_add(m.errors);
-        f.rejected = f.rejected.saturating_add(m.rejected);
-        latency.merge(&m.latency);
-        queue.merge(&m.queue);
-    }
+/// The figures of a minute from the sum of every instance's report of it: percentiles from
+/// the merged histograms.
+fn figures(minute: u64, total: &Counts) -> Figures {
     let ms = |h: &Histogram, q| h.quantile(q).map_or(0.0, |s| s * 1e3);
-    f.p50_ms = ms(&latency, 0.5);
-    f.p99_ms = ms(&latency, 0.99);
-    f.queue_p99_ms = ms(&queue, 0.99);
-    f
+    Figures {
+        minute,
+        calls: total.calls,
+        errors: total.errors,
+        rejected: total.rejected,
+        p50_ms: ms(&total.latency, 0.5),
+        p99_ms: ms(&total.latency, 0.99),
+        queue_p99_ms: ms(&total.queue, 0.99),
+    }
 }
 
 /// The agent's pages: its system dashboard at `/` and `/system.json`; the agent process's
@@ -513,7 +564,8 @@ mod tests {
         agent.take(r.clone());
         r.instance = "big2".into();
         agent.take(r);
-        assert_eq!(agent.series("s.S", "M", false)[0].calls, u64::MAX);
+        // Sums wrap rather than panic (forged counts give forged sums, nothing worse).
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, u64::MAX - 1);
         assert!(agent.page(30).contains("data-calls"));
     }
 }

@@ -246,8 +246,11 @@ fn log_changes(events: Vec<board::Event>) {
 
 /// Whether `addr` reads as `host:port`.
 pub(crate) fn is_host_port(addr: &str) -> bool {
-    addr.rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(|c: char| c.is_whitespace() || c == '/')
+            && port.parse::<u16>().is_ok()
+    })
 }
 
 /// How a process listening on `listen` names itself in reports: the address, with an
@@ -284,5 +287,6 @@ mod tests {
         assert!(is_host_port("agent.internal:7400"));
         assert!(!is_host_port("not an addr"));
         assert!(!is_host_port(":7400"));
+        assert!(!is_host_port("not an addr:80"));
     }
 }
