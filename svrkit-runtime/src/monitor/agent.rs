@@ -2,7 +2,7 @@
 //! overview, every service and method across instances, and every instance) on its
 //! dashboard.
 //!
-//! It is an ordinary generated service ([`OssAgent`](super::ossagent::OssAgent)); the
+//! It is an ordinary generated service ([`OssAgent`]); the
 //! `ossagent` binary in `examples/` hosts it. Reports are checked before anything is kept:
 //! minutes must be within a few minutes of the agent's clock (so one instance with a clock
 //! ahead cannot hide everyone else's minutes), names at most [`MAX_NAME`] bytes, at most
