@@ -13,6 +13,21 @@ pub mod im {
     }
 }
 
+/// What an example binary's `main` returns: success, or failure with the error printed as a
+/// sentence after the program's name (not as a debug structure).
+pub fn exit_code(
+    program: &str,
+    result: Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr at `RUST_LOG`'s levels (default `info`), as the example binaries do.
 pub fn init_logging() {
     tracing_subscriber::fmt()

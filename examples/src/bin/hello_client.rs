@@ -46,13 +46,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hello-client: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    svrkit_examples::exit_code("hello-client", run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -26,14 +26,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Errors are for people: printed as sentences, not as debug structures.
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ossagent: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    svrkit_examples::exit_code("ossagent", run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

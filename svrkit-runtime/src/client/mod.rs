@@ -257,9 +257,7 @@ impl Channel {
     ) -> Result<Resp, Status> {
         let metrics = self.metrics_of(method);
         let body = self.call_raw(method, metrics, request, options).await?;
-        Resp::decode_bytes(&body).map_err(|e| {
-            Status::invalid_argument(format!("bad response from {}: {e}", method.full_name))
-        })
+        decode_response(method, &body)
     }
 
     /// Calls a oneway `method`: returns once the request is queued on a connection (or, in
@@ -291,11 +289,10 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Resp, Status> {
         let metrics = self.monitored.then_some(method);
-        let descriptor = method.descriptor;
-        let body = self.call_raw(descriptor, metrics, request, options).await?;
-        Resp::decode_bytes(&body).map_err(|e| {
-            Status::invalid_argument(format!("bad response from {}: {e}", descriptor.full_name))
-        })
+        let body = self
+            .call_raw(method.descriptor, metrics, request, options)
+            .await?;
+        decode_response(method.descriptor, &body)
     }
 
     /// Like [`call_oneway`](Channel::call_oneway), counting the call on `method`'s counters.
@@ -442,6 +439,14 @@ impl Channel {
         }
         Ok(frame.body)
     }
+}
+
+/// A response body as `Resp`, or the `INVALID_ARGUMENT` a caller gets for one that does not
+/// decode.
+fn decode_response<Resp: Message>(method: &MethodDescriptor, body: &Bytes) -> Result<Resp, Status> {
+    Resp::decode_bytes(body).map_err(|e| {
+        Status::invalid_argument(format!("bad response from {}: {e}", method.full_name))
+    })
 }
 
 /// Counts a client call's end when dropped: with the code set on the way out, or as

@@ -190,20 +190,20 @@ fn process_page(title: &str, minutes: usize) -> String {
     let mut rows = Vec::new();
     let mut panels = Vec::new();
     for (i, t) in board.methods.iter().enumerate() {
-        let (server_now, client_now) = t.rollup.current(now);
+        let current = t.rollup.current(now);
         let name = t.rollup.metrics.descriptor.full_name.to_owned();
         let sides = [
             (
                 t.service.is_served(),
                 "server",
                 &t.rollup.server,
-                server_now,
+                current.server,
             ),
             (
                 t.service.is_called(),
                 "client",
                 &t.rollup.client,
-                client_now,
+                current.client,
             ),
         ];
         for (used, side, ring, current) in sides {

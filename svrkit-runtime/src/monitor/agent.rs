@@ -410,15 +410,14 @@ struct Snapshot {
 /// The figures of a minute from the sum of every instance's report of it: percentiles from
 /// the merged histograms.
 fn figures(minute: u64, total: &Counts) -> Figures {
-    let ms = |h: &Histogram, q| h.quantile(q).map_or(0.0, |s| s * 1e3);
     Figures {
         minute,
         calls: total.calls,
         errors: total.errors,
         rejected: total.rejected,
-        p50_ms: ms(&total.latency, 0.5),
-        p99_ms: ms(&total.latency, 0.99),
-        queue_p99_ms: ms(&total.queue, 0.99),
+        p50_ms: total.latency.quantile_ms(0.5),
+        p99_ms: total.latency.quantile_ms(0.99),
+        queue_p99_ms: total.queue.quantile_ms(0.99),
     }
 }
 

@@ -260,7 +260,7 @@ impl Board {
         let minute = this_minute();
         let mut methods = Vec::new();
         for t in &self.methods {
-            let (server_now, client_now) = t.rollup.current(minute);
+            let now = t.rollup.current(minute);
             let service = t.service.descriptor.name;
             let method = t.rollup.metrics.descriptor.name;
             let last = |ring: &super::rollup::Ring| -> Vec<Figures> {
@@ -278,9 +278,9 @@ impl Board {
                     rejected: Some(names(&s.rejected, &REJECTION_NAMES)),
                     in_flight: Some(s.in_flight),
                     retries: None,
-                    p50_ms: s.latency.quantile(0.5).unwrap_or(0.0) * 1e3,
-                    p99_ms: s.latency.quantile(0.99).unwrap_or(0.0) * 1e3,
-                    current: server_now,
+                    p50_ms: s.latency.quantile_ms(0.5),
+                    p99_ms: s.latency.quantile_ms(0.99),
+                    current: now.server,
                     minutes: last(&t.rollup.server),
                 });
             }
@@ -295,9 +295,9 @@ impl Board {
                     rejected: None,
                     in_flight: None,
                     retries: Some(c.retries),
-                    p50_ms: c.latency.quantile(0.5).unwrap_or(0.0) * 1e3,
-                    p99_ms: c.latency.quantile(0.99).unwrap_or(0.0) * 1e3,
-                    current: client_now,
+                    p50_ms: c.latency.quantile_ms(0.5),
+                    p99_ms: c.latency.quantile_ms(0.99),
+                    current: now.client,
                     minutes: last(&t.rollup.client),
                 });
             }

@@ -160,18 +160,6 @@ impl Collector for Everything {
 
         family(
             &mut e,
-            "svrkit_client_requests",
-            "Calls made, per method.",
-            MetricType::Counter,
-            &mut |m| {
-                for (r, t) in clients() {
-                    counter(m, &labels(r), t.requests)?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            &mut e,
             "svrkit_client_responses",
             "Calls ended, per method and the status the caller saw (cancelled: dropped).",
             MetricType::Counter,
@@ -194,11 +182,15 @@ impl Collector for Everything {
                 Ok(())
             },
         )?;
-        for (name, help, get) in [
+        type ClientCount = fn(&ClientTotals) -> u64;
+        let client_counters: [(&str, &str, ClientCount); 4] = [
+            ("svrkit_client_requests", "Calls made, per method.", |t| {
+                t.requests
+            }),
             (
                 "svrkit_client_retries",
                 "Attempts retried, per method.",
-                (|t: &ClientTotals| t.retries) as fn(&ClientTotals) -> u64,
+                |t| t.retries,
             ),
             (
                 "svrkit_client_local_rejects",
@@ -210,7 +202,8 @@ impl Collector for Everything {
                 "Calls to weak dependencies skipped.",
                 |t| t.weak_skips,
             ),
-        ] {
+        ];
+        for (name, help, get) in client_counters {
             family(&mut e, name, help, MetricType::Counter, &mut |m| {
                 for (r, t) in clients() {
                     counter(m, &labels(r), get(t))?;

@@ -105,6 +105,11 @@ impl Histogram {
         self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
     }
 
+    /// The `q` quantile in milliseconds, 0 when empty (what rollups and pages show).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.quantile(q).map_or(0.0, |s| s * 1e3)
+    }
+
     /// The `q` quantile (0..=1) in seconds, interpolated linearly inside its bucket; `None`
     /// when empty. Values above the last bound read as that bound.
     pub fn quantile(&self, q: f64) -> Option<f64> {

@@ -101,9 +101,9 @@ fn shards() -> usize {
 fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed);
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) & (shards() - 1);
     }
-    SHARD.with(|s| *s) & (shards() - 1)
+    SHARD.with(|s| *s)
 }
 
 /// The counters of one method, both sides. Handles are `&'static`: they are made once per

@@ -216,10 +216,10 @@ pub fn start(config: &MonitorConfig, listen: &str) -> Result<(), String> {
     #[cfg(feature = "admin")]
     let changed: Box<dyn Fn(Vec<board::Event>) + Send + Sync> = match webhook {
         Some(url) => Box::new(webhook::start(url)),
-        None => Box::new(log_changes),
+        None => Box::new(|events| log_changes(&events)),
     };
     #[cfg(not(feature = "admin"))]
-    let changed = log_changes;
+    let changed = |events: Vec<board::Event>| log_changes(&events);
     tokio::spawn(board::tick_every_minute(changed));
     if let Some(agent) = &config.agent {
         let interval = std::time::Duration::from_millis(config.report_interval_ms.max(100));
@@ -232,7 +232,7 @@ pub fn start(config: &MonitorConfig, listen: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn log_changes(events: Vec<board::Event>) {
+fn log_changes(events: &[board::Event]) {
     for e in events {
         tracing::warn!(
             alarm = %format_args!("{}.{} {}", e.alarm.service, e.alarm.method, e.alarm.figure.name()),

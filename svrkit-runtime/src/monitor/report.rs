@@ -63,14 +63,20 @@ pub fn report(board: &Board, instance: &str) -> Report {
         if t.service.is_served() && services.last() != Some(&service) {
             services.push(service);
         }
-        let (server_now, client_now) = t.rollup.current(now);
-        let [latency, queue, client_latency] = t.rollup.current_histograms();
+        let under_way = t.rollup.current(now);
+        let [latency, queue, client_latency] = under_way.histograms;
         let sides = [
-            (t.service.is_served(), false, server_now, latency, queue),
+            (
+                t.service.is_served(),
+                false,
+                under_way.server,
+                latency,
+                queue,
+            ),
             (
                 t.service.is_called(),
                 true,
-                client_now,
+                under_way.client,
                 client_latency,
                 Histogram::default(),
             ),

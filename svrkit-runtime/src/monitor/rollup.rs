@@ -56,9 +56,9 @@ impl Figures {
             calls,
             errors: calls.saturating_sub(ok).saturating_sub(rejected),
             rejected,
-            p50_ms: ms(&latency, 0.5),
-            p99_ms: ms(&latency, 0.99),
-            queue_p99_ms: ms(&now.queue_wait.since(&before.queue_wait), 0.99),
+            p50_ms: latency.quantile_ms(0.5),
+            p99_ms: latency.quantile_ms(0.99),
+            queue_p99_ms: now.queue_wait.since(&before.queue_wait).quantile_ms(0.99),
         }
     }
 
@@ -72,8 +72,8 @@ impl Figures {
             calls,
             errors: calls.saturating_sub(ok),
             rejected: now.local_rejects.saturating_sub(before.local_rejects),
-            p50_ms: ms(&latency, 0.5),
-            p99_ms: ms(&latency, 0.99),
+            p50_ms: latency.quantile_ms(0.5),
+            p99_ms: latency.quantile_ms(0.99),
             queue_p99_ms: 0.0,
         }
     }
@@ -88,10 +88,6 @@ fn sum_since<const N: usize>(now: &[u64; N], before: &[u64; N]) -> u64 {
         .zip(before)
         .map(|(n, b)| n.saturating_sub(*b))
         .sum()
-}
-
-fn ms(h: &Histogram, q: f64) -> f64 {
-    h.quantile(q).map_or(0.0, |s| s * 1e3)
 }
 
 /// The last minutes of one series ([`HISTORY`] unless said otherwise), oldest first.
@@ -201,39 +197,44 @@ impl MethodRollup {
     pub fn tick(&mut self, minute: u64) {
         let server = self.metrics.server_totals();
         let client = self.metrics.client_totals();
-        self.server
-            .push(Figures::server(minute, &server, &self.last_server));
-        self.client
-            .push(Figures::client(minute, &client, &self.last_client));
-        self.ended = [
-            server.latency.since(&self.last_server.latency),
-            server.queue_wait.since(&self.last_server.queue_wait),
-            client.latency.since(&self.last_client.latency),
-        ];
+        let ended = self.since_tick(minute, &server, &client);
+        self.server.push(ended.server);
+        self.client.push(ended.client);
+        self.ended = ended.histograms;
         self.last_server = server;
         self.last_client = client;
     }
 
-    /// The minute under way so far (server side, client side).
-    pub fn current(&self, minute: u64) -> (Figures, Figures) {
+    /// The minute under way so far.
+    pub fn current(&self, minute: u64) -> Measured {
         let server = self.metrics.server_totals();
         let client = self.metrics.client_totals();
-        (
-            Figures::server(minute, &server, &self.last_server),
-            Figures::client(minute, &client, &self.last_client),
-        )
+        self.since_tick(minute, &server, &client)
     }
 
-    /// The histograms of the minute under way so far, as in [`ended`](MethodRollup::ended).
-    pub fn current_histograms(&self) -> [Histogram; 3] {
-        let server = self.metrics.server_totals();
-        let client = self.metrics.client_totals();
-        [
-            server.latency.since(&self.last_server.latency),
-            server.queue_wait.since(&self.last_server.queue_wait),
-            client.latency.since(&self.last_client.latency),
-        ]
+    fn since_tick(&self, minute: u64, server: &ServerTotals, client: &ClientTotals) -> Measured {
+        Measured {
+            server: Figures::server(minute, server, &self.last_server),
+            client: Figures::client(minute, client, &self.last_client),
+            histograms: [
+                server.latency.since(&self.last_server.latency),
+                server.queue_wait.since(&self.last_server.queue_wait),
+                client.latency.since(&self.last_client.latency),
+            ],
+        }
     }
+}
+
+/// One method's figures over part of a minute, both sides, with the histograms they came
+/// from (server latency, server queue wait, client latency), for reports.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// The server side.
+    pub server: Figures,
+    /// The client side.
+    pub client: Figures,
+    /// As in [`MethodRollup::ended`].
+    pub histograms: [Histogram; 3],
 }
 
 #[cfg(test)]
@@ -280,7 +281,7 @@ mod tests {
         serve(m, 5, 0, 0, Duration::from_millis(3)); // before the board looked
         let mut r = MethodRollup::new(m);
         serve(m, 85, 10, 5, Duration::from_millis(3));
-        let (now, _) = r.current(100);
+        let now = r.current(100).server;
         assert_eq!((now.calls, now.errors, now.rejected), (105, 10, 5));
         r.tick(100);
         serve(m, 7, 0, 0, Duration::from_micros(30));

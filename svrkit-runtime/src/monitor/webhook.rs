@@ -69,7 +69,7 @@ pub(crate) fn start(url: Url) -> impl Fn(Vec<Event>) + Send + Sync + 'static {
         }
     });
     move |events: Vec<Event>| {
-        super::log_changes(events.clone());
+        super::log_changes(&events);
         for e in events {
             let _ = tx.try_send(e);
         }

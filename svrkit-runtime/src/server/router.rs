@@ -230,7 +230,8 @@ impl Router {
         // Hooks see the context again at start and response; without hooks the call keeps
         // only its cancel signal and deadline, saving a copy of the context per request.
         let hooked = (!self.hooks.is_empty()).then(|| ctx.clone());
-        let trace_id = ctx.trace_id.clone();
+        // Kept for the slow-call and INTERNAL warnings, which only a monitored call logs.
+        let trace_id = metrics.map_or_else(Bytes::new, |_| ctx.trace_id.clone());
         let mut call = service.call(method.id, ctx.clone(), request.body);
         // A span per call for whoever subscribes at debug level; nothing when nobody does.
         let span = tracing::debug_span!(
@@ -238,7 +239,7 @@ impl Router {
             service = service.descriptor().name,
             method = method.name,
             request_id = id,
-            trace_id = %trace::Hex(&trace_id),
+            trace_id = %trace::Hex(&ctx.trace_id),
         );
         if !span.is_disabled() {
             call = Box::pin(tracing::Instrument::instrument(call, span));
