@@ -38,6 +38,7 @@ pub mod config;
 pub mod context;
 pub mod frame;
 pub mod monitor;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod status;

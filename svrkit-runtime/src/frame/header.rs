@@ -121,13 +121,15 @@ pub struct Header {
     pub attempt: u32,
     pub status_code: u32,
     pub status_message: ::svrkit_runtime::codegen::FastStr,
-    /// In responses: the server's current admission level, for callers to shed load early.
+    /// In responses: how many of the server's priority levels it admits (1 to 512; 0 unknown), so callers drop what it would shed.
     pub admission_level: u32,
     /// In requests: what client interceptors add (credentials, say), for server interceptors to check.
     pub metadata: ::svrkit_runtime::codegen::BTreeMap<
         ::svrkit_runtime::codegen::FastStr,
         ::svrkit_runtime::codegen::FastStr,
     >,
+    /// In requests: sent while serving a retry (or a request that carried this), so the callee must not retry its own calls: retries stay bounded down a call chain.
+    pub no_retry: bool,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -150,6 +152,7 @@ impl ::core::fmt::Debug for Header {
         s.field("status_message", &self.status_message);
         s.field("admission_level", &self.admission_level);
         s.field("metadata", &self.metadata);
+        s.field("no_retry", &self.no_retry);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -178,6 +181,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
         field::encode_singular::<kind::String>(106, &self.status_message, buf);
         field::encode_singular::<kind::Uint32>(112, &self.admission_level, buf);
         field::encode_map::<kind::String, kind::String>(122, &self.metadata, buf);
+        field::encode_singular::<kind::Bool>(128, &self.no_retry, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -199,6 +203,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             + field::encoded_len_singular::<kind::String>(1, &self.status_message)
             + field::encoded_len_singular::<kind::Uint32>(1, &self.admission_level)
             + field::encoded_len_map::<kind::String, kind::String>(1, &self.metadata)
+            + field::encoded_len_singular::<kind::Bool>(2, &self.no_retry)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -230,6 +235,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
                     kind::String,
                 >(&mut self.metadata, d)
             }
+            128 => field::merge::<kind::Bool>(&mut self.no_retry, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -250,6 +256,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             13 => ::core::option::Option::Some("status_message"),
             14 => ::core::option::Option::Some("admission_level"),
             15 => ::core::option::Option::Some("metadata"),
+            16 => ::core::option::Option::Some("no_retry"),
             _ => ::core::option::Option::None,
         }
     }

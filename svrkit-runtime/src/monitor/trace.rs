@@ -36,7 +36,7 @@ const ID_LEN: usize = 16;
 /// Ids made at once.
 const IDS_PER_BATCH: usize = 256;
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     // `RandomState` is keyed from the OS's randomness once per process and varies per thread
     // after; hashing the thread's id and the time mixes in more.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
