@@ -207,7 +207,7 @@ pub(crate) fn rust_name_collision(
     )
     .label(format!("generates `{rust}`"))
     .also(first, format!("`{first_idl}` generates it too"))
-    .note("a service `S` generates `S`, `SClient` and `SServer`; a method `GetUrl` generates `get_url` and `get_url_with`")
+    .note("a service `S` generates `S`, `SClient` and `SServer`; a method `GetUrl` generates `get_url`, `get_url_with` and `get_url_weak`")
 }
 
 pub(crate) fn package_not_included(name: &Text, package: &str) -> Diagnostic {

@@ -21,15 +21,33 @@
 //! cancel_grace_ms = 200
 //! shutdown_grace_ms = 10000
 //!
+//! [overload]                     # the server's load shedding (DAGOR), see `AdmissionConfig`
+//! enabled = true
+//! queue_wait_ms = 20             # average queue wait that counts as overload
+//! window_ms = 1000               # a window ends after this long ...
+//! window_requests = 2000         # ... or this many requests
+//!
 //! [client]                       # how this process connects to the services it calls
 //! connections_per_endpoint = 2
 //! connect_timeout_ms = 1000
 //! write_timeout_ms = 30000
+//! balancer = "p2c"               # or "round_robin", "ring" (consistent hash of the user key)
+//! retry = true                   # retry idempotent methods after safe failures ...
+//! retry_budget_ratio = 0.2       # ... at most 20% of requests over 10 s ...
+//! retry_min_per_second = 10      # ... plus this many a second
+//! retry_backoff_ms = 10          # first backoff bound, doubling per retry
+//! retry_max_backoff_ms = 500
+//! throttle = 2.0                 # adaptive throttling's K; 0 turns it off
+//! eject_after = 5                # UNAVAILABLE failures in a row that eject an endpoint
 //! # tls_ca = "ca.pem"            # TLS to every endpoint, trusting these certificates
 //! # tls_server_name = "svc.internal"   # name to check instead of each endpoint's host
 //!
 //! [services."im.message.MessageSvr"]   # each service this process calls, by full name
 //! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
+//! # balancer = "ring"           # instead of [client]'s
+//! # weak_timeout_ms = 50        # a weak dependency: failures give skipped results
+//! # groups.canary = ["10.0.0.3:7000"]      # gray release: a named endpoint group ...
+//! # routes = [{ group = "canary", fraction = 0.05, dye = "gray" }]   # ... and who goes there
 //!
 //! [monitor]                      # see `MonitorConfig`
 //! slow_call_ms = 1000            # calls slower than this are logged at warn
@@ -55,7 +73,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::client::{Channel, ChannelOptions};
+use crate::client::{BalancerKind, RetryConfig, Route};
 use crate::monitor::MonitorConfig;
+use crate::policy::AdmissionConfig;
 use crate::server::{Limits, ServerBuilder};
 
 /// A parsed configuration file.
@@ -72,6 +92,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// `[monitor]`.
     pub monitor: MonitorConfig,
+    /// `[overload]`.
+    pub overload: AdmissionConfig,
 }
 
 /// `[server]`.
@@ -153,6 +175,22 @@ pub struct ClientConfig {
     pub tls_ca: Option<String>,
     /// The name endpoint certificates are checked against (default: each endpoint's host).
     pub tls_server_name: Option<String>,
+    /// The balancer of every channel (unless its service says otherwise).
+    pub balancer: BalancerKind,
+    /// Whether idempotent methods are retried after safe failures.
+    pub retry: bool,
+    /// Retries allowed as a share of requests over ten seconds.
+    pub retry_budget_ratio: f64,
+    /// Retries allowed per second besides.
+    pub retry_min_per_second: f64,
+    /// The first backoff's bound, doubling with each retry.
+    pub retry_backoff_ms: u64,
+    /// The largest backoff bound.
+    pub retry_max_backoff_ms: u64,
+    /// Adaptive throttling's K (0: off).
+    pub throttle: f64,
+    /// `UNAVAILABLE` failures in a row that eject an endpoint for a while.
+    pub eject_after: u32,
 }
 
 impl Default for ClientConfig {
@@ -164,16 +202,37 @@ impl Default for ClientConfig {
             write_timeout_ms: o.write_timeout.as_millis() as u64,
             tls_ca: None,
             tls_server_name: None,
+            balancer: o.balancer,
+            retry: o.retry.enabled,
+            retry_budget_ratio: o.retry.budget_ratio,
+            retry_min_per_second: o.retry.min_per_second,
+            retry_backoff_ms: o.retry.backoff.as_millis() as u64,
+            retry_max_backoff_ms: o.retry.max_backoff.as_millis() as u64,
+            throttle: o.throttle.unwrap_or(0.0),
+            eject_after: o.eject_after,
         }
     }
 }
 
-/// `[services."<name>"]`: where a called service runs.
+/// `[services."<name>"]`: where a called service runs, and how it is called.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Replicas, as `host:port`.
     pub endpoints: Vec<String>,
+    /// The balancer, instead of `[client]`'s.
+    #[serde(default)]
+    pub balancer: Option<BalancerKind>,
+    /// Set: the service is a weak dependency, and calls to it that fail or take longer than
+    /// this give skipped results (see [`CallOptions::weak`](crate::CallOptions::weak)).
+    #[serde(default)]
+    pub weak_timeout_ms: Option<u64>,
+    /// Named endpoint groups for gray release (`canary = ["host:port"]`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Rules sending calls to the groups (see [`Route`]); the first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
 }
 
 /// A configuration that cannot be used, and why.
@@ -308,22 +367,62 @@ impl Config {
                 ));
             }
         }
+        let o = &self.overload;
+        if o.queue_wait.is_zero() || o.window.is_zero() || o.window_requests == 0 {
+            return Err(ConfigError::key(
+                "overload",
+                "queue_wait_ms, window_ms and window_requests must be at least 1",
+            ));
+        }
+        for (key, step) in [
+            ("overload.shed_step", o.shed_step),
+            ("overload.admit_step", o.admit_step),
+        ] {
+            if !(step > 0.0 && step <= 1.0) {
+                return Err(ConfigError::key(key, "must be above 0 and at most 1"));
+            }
+        }
+        let c = &self.client;
+        if !(c.retry_budget_ratio >= 0.0 && c.retry_min_per_second >= 0.0) {
+            return Err(ConfigError::key(
+                "client.retry_budget_ratio",
+                "the retry budget cannot be negative",
+            ));
+        }
+        if c.throttle != 0.0 && !(c.throttle >= 1.0) {
+            return Err(ConfigError::key(
+                "client.throttle",
+                "must be 0 (off) or at least 1",
+            ));
+        }
         for (name, service) in &self.services {
             let key = format!("services.\"{name}\".endpoints");
             if service.endpoints.is_empty() {
                 return Err(ConfigError::key(&key, "lists no endpoint"));
             }
-            for endpoint in &service.endpoints {
-                if endpoint
-                    .rsplit_once(':')
-                    .and_then(|(_, port)| port.parse::<u16>().ok())
-                    .is_none()
-                {
+            check_endpoints(&key, &service.endpoints)?;
+            for (group, endpoints) in &service.groups {
+                check_endpoints(&format!("services.\"{name}\".groups.{group}"), endpoints)?;
+            }
+            for route in &service.routes {
+                if !service.groups.contains_key(&route.group) {
                     return Err(ConfigError::key(
-                        &key,
-                        format!("`{endpoint}` is not host:port"),
+                        &format!("services.\"{name}\".routes"),
+                        format!("group `{}` is not in groups", route.group),
                     ));
                 }
+                if !(0.0..=1.0).contains(&route.fraction) {
+                    return Err(ConfigError::key(
+                        &format!("services.\"{name}\".routes"),
+                        format!("fraction {} is not between 0 and 1", route.fraction),
+                    ));
+                }
+            }
+            if service.weak_timeout_ms == Some(0) {
+                return Err(ConfigError::key(
+                    &format!("services.\"{name}\".weak_timeout_ms"),
+                    "must be at least 1",
+                ));
             }
         }
         Ok(())
@@ -348,10 +447,12 @@ impl Config {
         }
     }
 
-    /// A server builder with the configured limits and slow-call threshold.
+    /// A server builder with the configured limits, overload control and slow-call
+    /// threshold.
     pub fn server_builder(&self) -> ServerBuilder {
         crate::Server::builder()
             .limits(self.limits())
+            .admission(self.overload.clone())
             .slow_call_threshold(Duration::from_millis(self.monitor.slow_call_ms))
     }
 
@@ -388,15 +489,37 @@ impl Config {
                 "missing: where does this service run?",
             )
         })?;
+        let c = &self.client;
         let options = ChannelOptions {
-            connections_per_endpoint: self.client.connections_per_endpoint,
-            connect_timeout: Duration::from_millis(self.client.connect_timeout_ms),
-            write_timeout: Duration::from_millis(self.client.write_timeout_ms),
+            connections_per_endpoint: c.connections_per_endpoint,
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
+            balancer: entry.balancer.unwrap_or(c.balancer),
+            retry: RetryConfig {
+                enabled: c.retry,
+                budget_ratio: c.retry_budget_ratio,
+                min_per_second: c.retry_min_per_second,
+                backoff: Duration::from_millis(c.retry_backoff_ms),
+                max_backoff: Duration::from_millis(c.retry_max_backoff_ms),
+            },
+            throttle: (c.throttle != 0.0).then_some(c.throttle),
+            eject_after: c.eject_after,
+            weak: entry.weak_timeout_ms.map(Duration::from_millis),
             #[cfg(feature = "tls")]
             tls: self.client_tls()?,
             ..ChannelOptions::default()
         };
-        Ok(Channel::lazy(entry.endpoints.iter().cloned(), options))
+        let channel = Channel::lazy(entry.endpoints.iter().cloned(), options);
+        let key = |what: &str| format!("services.\"{service}\".{what}");
+        for (group, endpoints) in &entry.groups {
+            channel
+                .set_group(group, endpoints.iter().cloned())
+                .map_err(|e| ConfigError::key(&key("groups"), e))?;
+        }
+        channel
+            .set_routes(entry.routes.clone())
+            .map_err(|e| ConfigError::key(&key("routes"), e))?;
+        Ok(channel)
     }
 
     /// The server's TLS configuration, read from `server.tls_cert` and `server.tls_key`
@@ -436,6 +559,20 @@ impl Config {
             None => Ok(Some(tls)),
         }
     }
+}
+
+/// Checks that every entry of `endpoints` is `host:port`.
+fn check_endpoints(key: &str, endpoints: &[String]) -> Result<(), ConfigError> {
+    for endpoint in endpoints {
+        if endpoint
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(ConfigError::key(key, format!("`{endpoint}` is not host:port")));
+        }
+    }
+    Ok(())
 }
 
 /// The contents of the file `key` names.

@@ -33,6 +33,9 @@ pub struct Context {
     pub priority: Priority,
     /// Retry attempt (0 for the first try).
     pub attempt: u32,
+    /// Whether the caller forbade retries of the calls made while serving this request (it
+    /// is serving a retry itself, somewhere up the chain).
+    pub no_retry: bool,
     /// When the request's frame was read (or an in-process call was made): deadlines and
     /// queue wait count from here.
     pub arrived: Instant,
@@ -64,6 +67,7 @@ impl Context {
             user_key: 0,
             priority: Priority::Normal,
             attempt: 0,
+            no_retry: false,
             arrived,
             peer: None,
             metadata: Arc::default(),

@@ -56,9 +56,14 @@ impl Checker<'_> {
         for m in &s.methods {
             let name_ok = names::check_type_name(&m.name, "method", self.diags);
             let fn_name = ident::method_fn_name(&m.name.value);
-            // A method generates two client functions, `m` and `m_with`; both must be free.
+            // A method generates the client functions `m`, `m_with` and `m_weak`; all must
+            // be free.
             if name_ok {
-                for rust in [fn_name.clone(), format!("{fn_name}_with")] {
+                for rust in [
+                    fn_name.clone(),
+                    format!("{fn_name}_with"),
+                    format!("{fn_name}_weak"),
+                ] {
                     match by_fn.get(&rust) {
                         Some(first) if first.value == m.name.value => {
                             self.diags

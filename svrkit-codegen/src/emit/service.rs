@@ -116,6 +116,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
         let doc = method_doc(m);
         let f = ident::ident(&m.fn_name);
         let f_with = format_ident!("{}_with", m.fn_name);
+        let f_weak = format_ident!("{}_weak", m.fn_name);
         let req = ty(m.request);
         let i = Literal::usize_unsuffixed(i);
         let timeout_doc = format!(" Deadline {} ms unless `options` say otherwise.", m.timeout_ms);
@@ -132,6 +133,13 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                         -> ::core::result::Result<#resp, #rt::Status>
                     {
                         self.channel.call_counted(&self.metrics.methods[#i], request, options).await
+                    }
+                    #[doc = " As a weak dependency: the response, or `None` when the call failed, was"]
+                    #[doc = " refused or had no answer within `timeout` (counted as a skip)."]
+                    pub async fn #f_weak(&self, request: &#req, timeout: ::core::time::Duration)
+                        -> ::core::option::Option<#resp>
+                    {
+                        self.channel.call_weak(&self.metrics.methods[#i], request, timeout).await
                     }
                 }
             }

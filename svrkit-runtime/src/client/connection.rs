@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ChannelOptions;
-use super::balance::Health;
+use super::endpoint::Health;
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::{Code, Status};
 

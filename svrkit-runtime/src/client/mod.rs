@@ -20,11 +20,19 @@
 
 mod balance;
 mod connection;
+mod endpoint;
 mod policy;
 mod pool;
+mod retry;
+mod ring;
+mod route;
 
-pub use balance::{Balancer, Endpoint, EndpointSet, RoundRobin};
-pub use policy::{CallInfo, CallPolicy, Interceptor, NoPolicy, Outcome, RetryPolicy};
+pub use balance::{Balancer, BalancerKind, PowerOfTwo, RoundRobin};
+pub use endpoint::{Endpoint, EndpointSet};
+pub use policy::{CallInfo, CallPolicy, Interceptor, NoPolicy, Outcome};
+pub use retry::RetryConfig;
+pub use ring::Ring;
+pub use route::{Route, RouteError};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +56,12 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// The end user the call is for, for overload control and key-based balancing.
     pub user_key: Option<u64>,
+    /// Call as a weak dependency with this timeout: a failure, a refusal or no answer in
+    /// time gives a *skipped* result instead of an error (see [`Channel::call`]).
+    pub weak: Option<Duration>,
+    /// Dye tag for gray release (see [`Route`]), instead of the one inherited from the
+    /// request being served.
+    pub dye: Option<FastStr>,
 }
 
 impl CallOptions {
@@ -55,6 +69,14 @@ impl CallOptions {
     pub fn timeout(timeout: Duration) -> CallOptions {
         CallOptions {
             timeout: Some(timeout),
+            ..CallOptions::default()
+        }
+    }
+
+    /// Options for a weak call that gives up after `timeout`.
+    pub fn weak(timeout: Duration) -> CallOptions {
+        CallOptions {
+            weak: Some(timeout),
             ..CallOptions::default()
         }
     }
@@ -76,6 +98,9 @@ pub struct Call {
     /// The method's counters, for layers that count (retries, local rejections); `None`
     /// when the channel is not monitored.
     pub metrics: Option<&'static MethodMetrics>,
+    /// The endpoint the last attempt went to (its address in memory; 0: none yet), so that
+    /// a retry goes elsewhere.
+    pub(crate) last_endpoint: usize,
 }
 
 /// The future a [`Transport`] returns: the response frame (whose header may carry an error
@@ -124,6 +149,19 @@ pub struct ChannelOptions {
     pub caller: FastStr,
     /// Whether calls are counted in the process's client metrics (default: yes).
     pub monitoring: bool,
+    /// How failed attempts of idempotent methods are retried.
+    pub retry: RetryConfig,
+    /// Adaptive throttling: while the backend refuses, send about this many times the
+    /// requests it accepts and drop the rest here (the SRE book's `K`; default 2). `None`
+    /// turns it off.
+    pub throttle: Option<f64>,
+    /// Failures in a row (`UNAVAILABLE`: unreachable, broken connections, or said by the
+    /// server) that eject an endpoint for a backoff period.
+    pub eject_after: u32,
+    /// Every call of the channel is weak, with this timeout (see [`CallOptions::weak`]).
+    pub weak: Option<Duration>,
+    /// The balancer of [`Channel::lazy`].
+    pub balancer: BalancerKind,
     /// Speak TLS to every endpoint (see [`crate::tls`]); plain TCP when `None`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
@@ -141,6 +179,11 @@ impl Default for ChannelOptions {
             write_timeout: Duration::from_secs(30),
             caller: FastStr::empty(),
             monitoring: true,
+            retry: RetryConfig::default(),
+            throttle: Some(2.0),
+            eject_after: 5,
+            weak: None,
+            balancer: BalancerKind::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -151,28 +194,35 @@ impl Default for ChannelOptions {
 #[derive(Clone)]
 pub struct Channel {
     stack: Arc<dyn Transport>,
-    endpoints: Option<Arc<EndpointSet>>,
+    pool: Option<Arc<pool::Pool>>,
     max_frame: usize,
     caller: FastStr,
     monitored: bool,
+    weak: Option<Duration>,
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.endpoints {
-            Some(set) => f.debug_struct("Channel").field("endpoints", set).finish(),
+        match &self.pool {
+            Some(pool) => f
+                .debug_struct("Channel")
+                .field("endpoints", &pool.endpoints)
+                .finish(),
             None => f.write_str("Channel(in-process)"),
         }
     }
 }
 
 impl Channel {
-    /// A channel to the given replicas (`"host:port"`), connecting when first used.
+    /// A channel to the given replicas (`"host:port"`), connecting when first used, with
+    /// the balancer `options.balancer` names (power of two choices by default), retries,
+    /// adaptive throttling, collaborative rejection and ejection of failing replicas.
     pub fn lazy(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         options: ChannelOptions,
     ) -> Channel {
-        Channel::with_balancer(endpoints, options, RoundRobin::default())
+        let balancer = options.balancer.build();
+        Channel::balanced(endpoints, options, balancer)
     }
 
     /// Like [`lazy`](Channel::lazy), choosing endpoints with `balancer`.
@@ -181,14 +231,29 @@ impl Channel {
         options: ChannelOptions,
         balancer: impl Balancer,
     ) -> Channel {
+        Channel::balanced(endpoints, options, Arc::new(balancer))
+    }
+
+    fn balanced(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        options: ChannelOptions,
+        balancer: Arc<dyn Balancer>,
+    ) -> Channel {
         let addrs = endpoints.into_iter().map(Into::into).collect();
         let set = Arc::new(EndpointSet::new(addrs, options.clone()));
+        let pool = Arc::new(pool::Pool::new(set, balancer, options.clone()));
+        let stack: Arc<dyn Transport> = if options.retry.enabled {
+            Arc::new(retry::Retrying::new(pool.clone(), options.retry.clone()))
+        } else {
+            pool.clone()
+        };
         Channel {
             max_frame: options.max_frame,
             caller: options.caller.clone(),
             monitored: options.monitoring,
-            stack: Arc::new(pool::Pool::new(set.clone(), Arc::new(balancer), options)),
-            endpoints: Some(set),
+            weak: options.weak,
+            stack,
+            pool: Some(pool),
         }
     }
 
@@ -199,14 +264,60 @@ impl Channel {
             max_frame,
             caller: FastStr::empty(),
             monitored: true,
+            weak: None,
             stack: transport,
-            endpoints: None,
+            pool: None,
         }
     }
 
     /// The endpoints of a remote channel, which can be changed while it is in use.
     pub fn endpoints(&self) -> Option<&Arc<EndpointSet>> {
-        self.endpoints.as_ref()
+        self.pool.as_ref().map(|p| &p.endpoints)
+    }
+
+    /// Sets the endpoints of the gray-release group `name` (made if new; an empty list
+    /// removes it), while the channel is in use. Calls reach a group only through the
+    /// rules set with [`set_routes`](Channel::set_routes).
+    ///
+    /// # Errors
+    /// On an in-process channel, which has no endpoints.
+    pub fn set_group(
+        &self,
+        name: &str,
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<(), RouteError> {
+        let pool = self.remote()?;
+        pool.routing
+            .set_group(name, endpoints.into_iter().map(Into::into).collect());
+        Ok(())
+    }
+
+    /// The endpoints of group `name`, if it has any.
+    pub fn group(&self, name: &str) -> Option<Arc<EndpointSet>> {
+        self.pool.as_ref()?.routing.group(name)
+    }
+
+    /// Replaces the gray-release rules, while the channel is in use: the first rule a call
+    /// matches sends it to its group, and calls no rule matches go to the main endpoints.
+    ///
+    /// # Errors
+    /// When a rule names a group with no endpoints or a fraction outside 0 to 1, or on an
+    /// in-process channel; the rules in force stay.
+    pub fn set_routes(&self, routes: Vec<Route>) -> Result<(), RouteError> {
+        self.remote()?.routing.set_routes(routes)
+    }
+
+    fn remote(&self) -> Result<&Arc<pool::Pool>, RouteError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| RouteError("an in-process channel has no endpoint groups".into()))
+    }
+
+    /// This channel with every call weak, giving up after `timeout` (see
+    /// [`CallOptions::weak`]).
+    pub fn weak(mut self, timeout: Duration) -> Channel {
+        self.weak = Some(timeout);
+        self
     }
 
     /// This channel without client metrics (for measuring what they cost).
@@ -227,12 +338,6 @@ impl Channel {
         self.layer(policy::PolicyLayer(Arc::new(policy)))
     }
 
-    /// This channel retrying failed attempts of methods the IDL marks idempotent, when
-    /// `policy` says so, within `max_attempts` and the deadline.
-    pub fn with_retry(self, policy: impl RetryPolicy) -> Channel {
-        self.layer(policy::RetryLayer(Arc::new(policy)))
-    }
-
     /// This channel with `interceptor` seeing (and able to change or refuse) every call.
     pub fn with_interceptor(self, interceptor: impl Interceptor) -> Channel {
         self.layer(policy::InterceptorLayer(Arc::new(interceptor)))
@@ -246,6 +351,12 @@ impl Channel {
     /// the returned future cancels the call (the server is told, and the handler's context
     /// sees it), and so does the cancellation of the request this task is serving.
     ///
+    /// A **weak** call ([`CallOptions::weak`], or a channel made [`weak`](Channel::weak))
+    /// never fails: when it fails, is refused or has no answer within its own timeout it is
+    /// *skipped*, counted as such, and gives the response with every field at its default
+    /// (what an empty response decodes to). Use [`call_weak`](Channel::call_weak) to tell a
+    /// skip from an answer.
+    ///
     /// # Errors
     /// The server's status, or `DEADLINE_EXCEEDED`, `CANCELLED`, `UNAVAILABLE` (no endpoint
     /// reachable), `TOO_LARGE`, `INVALID_ARGUMENT` (a response that does not decode).
@@ -257,7 +368,32 @@ impl Channel {
     ) -> Result<Resp, Status> {
         let metrics = self.metrics_of(method);
         let body = self.call_raw(method, metrics, request, options).await?;
-        decode_response(method, &body)
+        decode_response(method, &body.unwrap_or_default())
+    }
+
+    /// Calls `method` as a weak dependency with `timeout`: its response, or `None` when the
+    /// call was skipped (it failed, was refused, or had no answer in time). Skips are counted
+    /// in the method's client metrics. Generated clients call this from their `xxx_weak`
+    /// methods, with their counters.
+    pub async fn call_weak<Req: Message, Resp: Message>(
+        &self,
+        method: &'static MethodMetrics,
+        request: &Req,
+        timeout: Duration,
+    ) -> Option<Resp> {
+        let metrics = self.monitored.then_some(method);
+        let options = CallOptions::weak(timeout);
+        let body = self
+            .call_raw(method.descriptor, metrics, request, &options)
+            .await
+            .ok()??;
+        let decoded = decode_response(method.descriptor, &body);
+        if decoded.is_err()
+            && let Some(m) = metrics
+        {
+            m.client_weak_skip();
+        }
+        decoded.ok()
     }
 
     /// Calls a oneway `method`: returns once the request is queued on a connection (or, in
@@ -292,7 +428,7 @@ impl Channel {
         let body = self
             .call_raw(method.descriptor, metrics, request, options)
             .await?;
-        decode_response(method.descriptor, &body)
+        decode_response(method.descriptor, &body.unwrap_or_default())
     }
 
     /// Like [`call_oneway`](Channel::call_oneway), counting the call on `method`'s counters.
@@ -321,13 +457,14 @@ impl Channel {
         }
     }
 
+    /// The response body, or `None` for a skipped weak call.
     async fn call_raw<Req: Message>(
         &self,
         method: &'static MethodDescriptor,
         metrics: Option<&'static MethodMetrics>,
         request: &Req,
         options: &CallOptions,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<Option<Bytes>, Status> {
         let now = Instant::now();
         // Counted from here: every return below, and the caller dropping the call, ends it.
         let mut counted = Counted {
@@ -338,14 +475,30 @@ impl Channel {
         if let Some(m) = metrics {
             m.client_request();
         }
+        let weak = options.weak.or(self.weak);
         let result = self
-            .call_inner(method, metrics, request, options, now)
+            .call_inner(method, metrics, request, options, now, weak)
             .await;
         counted.code = match &result {
             Ok(_) => Code::OK,
             Err(status) => status.code(),
         };
-        result
+        match result {
+            Ok(body) => Ok(Some(body)),
+            Err(status) if weak.is_some() => {
+                if let Some(m) = metrics {
+                    m.client_weak_skip();
+                }
+                tracing::debug!(
+                    method = method.full_name,
+                    status = ?status.code(),
+                    "weak call skipped: {}",
+                    status.message()
+                );
+                Ok(None)
+            }
+            Err(status) => Err(status),
+        }
     }
 
     async fn call_inner<Req: Message>(
@@ -355,11 +508,15 @@ impl Channel {
         request: &Req,
         options: &CallOptions,
         now: Instant,
+        weak: Option<Duration>,
     ) -> Result<Bytes, Status> {
         let parent = Context::current();
         let mut timeout = options
             .timeout
             .unwrap_or(Duration::from_millis(u64::from(method.timeout_ms)));
+        if let Some(weak) = weak {
+            timeout = timeout.min(weak);
+        }
         if let Some(left) = parent.as_ref().and_then(Context::remaining) {
             timeout = timeout.min(left);
         }
@@ -395,13 +552,19 @@ impl Channel {
             }
             header.trace_id = parent.trace_id.clone();
             header.dye = parent.dye.clone();
+            // A retry's calls are not retried: only the level above a failure retries.
+            header.no_retry = parent.attempt > 0 || parent.no_retry;
         } else {
             // The start of a trace.
             header.trace_id = monitor::trace::new_id();
         }
+        if let Some(dye) = &options.dye {
+            header.dye = dye.clone();
+        }
         let mut call = Call {
             method,
             metrics,
+            last_endpoint: 0,
             key: header.user_key,
             header,
             body: Bytes::from(body),

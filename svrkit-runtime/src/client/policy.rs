@@ -1,12 +1,12 @@
 //! Layers every channel can take without writing a [`Layer`](super::Layer): policies that
-//! admit and record attempts, retries, and interceptors.
+//! admit and record calls, and interceptors.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Call, CallFuture, Transport};
 use crate::frame::Header;
-use crate::service::{MethodDescriptor, Retry};
+use crate::service::MethodDescriptor;
 use crate::status::{Code, Status};
 
 /// What a [`CallPolicy`] knows about an attempt of a call.
@@ -141,68 +141,6 @@ impl Transport for Policed {
             self.policy
                 .record(&info, admitted.started.elapsed(), outcome);
             result
-        })
-    }
-}
-
-/// Whether to try a failed attempt again. Asked only for methods the IDL marks idempotent,
-/// with attempts and time left.
-pub trait RetryPolicy: Send + Sync + 'static {
-    /// Whether to try again after `status`.
-    fn retry(&self, call: &CallInfo, status: &Status) -> bool;
-}
-
-impl<P: RetryPolicy + ?Sized> RetryPolicy for Arc<P> {
-    fn retry(&self, call: &CallInfo, status: &Status) -> bool {
-        (**self).retry(call, status)
-    }
-}
-
-pub(super) struct RetryLayer(pub(super) Arc<dyn RetryPolicy>);
-
-impl super::Layer for RetryLayer {
-    type Transport = Retrying;
-    fn layer(self, inner: Arc<dyn Transport>) -> Retrying {
-        Retrying {
-            policy: self.0,
-            inner,
-        }
-    }
-}
-
-pub(super) struct Retrying {
-    policy: Arc<dyn RetryPolicy>,
-    inner: Arc<dyn Transport>,
-}
-
-impl Transport for Retrying {
-    fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
-        Box::pin(async move {
-            let max_attempts = match call.method.retry {
-                Retry::Idempotent { max_attempts } => u32::from(max_attempts.max(1)),
-                Retry::None => 1,
-            };
-            loop {
-                let result = self.inner.call(call).await;
-                let status = match &result {
-                    Ok(frame) if frame.header.status_code != 0 => Status::new(
-                        Code(frame.header.status_code),
-                        frame.header.status_message.to_string(),
-                    ),
-                    Err(status) => status.clone(),
-                    Ok(_) => return result,
-                };
-                if call.header.attempt + 1 >= max_attempts
-                    || Instant::now() >= call.deadline
-                    || !self.policy.retry(&CallInfo::of(call), &status)
-                {
-                    return result;
-                }
-                call.header.attempt += 1;
-                if let Some(m) = call.metrics {
-                    m.client_retry();
-                }
-            }
         })
     }
 }

@@ -1,16 +1,25 @@
-//! The bottom of a remote channel: a balancer over a changeable set of endpoints, each with
-//! a few multiplexed connections.
+//! The bottom of a remote channel: per attempt, adaptive throttling, the route rules (gray
+//! release), the balancer over the chosen endpoint set, the chosen server's admission level
+//! (a call it would shed is dropped here, unsent), and what the answer teaches: the level,
+//! the endpoint's health, the backend's refusals.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::balance::{Balancer, EndpointSet};
+use super::balance::Balancer;
+use super::endpoint::{Endpoint, EndpointSet};
+use super::route::Routing;
 use super::{Call, CallFuture, ChannelOptions, Transport, remaining_ms};
-use crate::status::Status;
+use crate::frame::Frame;
+use crate::policy::{self, priority, throttle::Throttle};
+use crate::status::{Code, Status};
 
 /// Sends each attempt to the endpoint the balancer picks.
 pub(super) struct Pool {
-    endpoints: Arc<EndpointSet>,
+    pub(super) endpoints: Arc<EndpointSet>,
+    pub(super) routing: Routing,
     balancer: Arc<dyn Balancer>,
+    throttle: Option<Throttle>,
     options: ChannelOptions,
 }
 
@@ -22,31 +31,129 @@ impl Pool {
     ) -> Pool {
         Pool {
             endpoints,
+            routing: Routing::new(options.clone()),
             balancer,
+            throttle: options.throttle.map(Throttle::new),
             options,
         }
     }
+
+    /// The endpoint for this attempt, or why there is none: the balancer's pick, another one
+    /// for a retry where there is one, and one whose server admits the call's level.
+    fn choose(
+        &self,
+        call: &Call,
+        endpoints: &[Arc<Endpoint>],
+        now: Instant,
+    ) -> Result<Arc<Endpoint>, Status> {
+        if endpoints.is_empty() {
+            return Err(Status::unavailable("the channel has no endpoints"));
+        }
+        let mut pick = self
+            .balancer
+            .pick(call, endpoints)
+            .filter(|&i| i < endpoints.len())
+            .ok_or_else(|| Status::unavailable("the balancer found no endpoint to call"))?;
+        // A retry goes to another replica than the attempt before, if one is up.
+        if call.header.attempt > 0
+            && endpoints.len() > 1
+            && Arc::as_ptr(&endpoints[pick]) as usize == call.last_endpoint
+        {
+            if let Some(other) = least_loaded(endpoints, |e| {
+                Arc::as_ptr(e) as usize != call.last_endpoint && e.is_healthy()
+            }) {
+                pick = other;
+            }
+        }
+        // Collaborative rejection: the server said what it admits; do not send what it would
+        // shed (unless another replica admits it).
+        let now_ms = policy::millis(now);
+        let level = priority::of_header(&call.header, now);
+        if !endpoints[pick].admits(level, now_ms) {
+            pick = least_loaded(endpoints, |e| e.admits(level, now_ms) && e.is_healthy())
+                .ok_or_else(|| {
+                    if let Some(m) = call.metrics {
+                        m.client_local_reject();
+                    }
+                    Status::overloaded(
+                        "dropped before sending: the server sheds requests of this priority",
+                    )
+                })?;
+        }
+        Ok(endpoints[pick].clone())
+    }
+}
+
+/// The least loaded endpoint that passes `ok`.
+fn least_loaded(endpoints: &[Arc<Endpoint>], ok: impl Fn(&Arc<Endpoint>) -> bool) -> Option<usize> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| ok(e))
+        .min_by_key(|(_, e)| e.load())
+        .map(|(i, _)| i)
+}
+
+/// Whether an answer or failure is the backend refusing work (for adaptive throttling) and
+/// whether it is the endpoint failing (for ejection).
+fn judge(result: &Result<Frame, Status>) -> (bool, bool) {
+    let code = match result {
+        Ok(frame) => Code(frame.header.status_code),
+        Err(status) => status.code(),
+    };
+    let refused = matches!(
+        code,
+        Code::OVERLOADED | Code::UNAVAILABLE | Code::DEADLINE_EXCEEDED
+    );
+    let endpoint_failed = code == Code::UNAVAILABLE;
+    (refused, endpoint_failed)
 }
 
 impl Transport for Pool {
     fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
         Box::pin(async move {
-            let endpoints = self.endpoints.snapshot();
-            if endpoints.is_empty() {
-                return Err(Status::unavailable("the channel has no endpoints"));
+            let now = Instant::now();
+            let now_ms = policy::millis(now);
+            if let Some(throttle) = &self.throttle
+                && !throttle.admit(now_ms, policy::random_unit)
+            {
+                if let Some(m) = call.metrics {
+                    m.client_local_reject();
+                }
+                return Err(Status::overloaded(
+                    "dropped before sending: the backend has been refusing most calls",
+                ));
             }
-            let endpoint = self
-                .balancer
-                .pick(call, &endpoints)
-                .and_then(|i| endpoints.get(i))
-                .ok_or_else(|| Status::unavailable("the balancer found no endpoint to call"))?
-                .clone();
+            let set = self
+                .routing
+                .group_for(call)
+                .unwrap_or_else(|| self.endpoints.clone());
+            let endpoints = set.snapshot();
+            let endpoint = self.choose(call, &endpoints, now)?;
+            call.last_endpoint = Arc::as_ptr(&endpoint) as usize;
             let _load = endpoint.start();
-            let conn = endpoint.connection(&self.options).await?;
-            // What is left now, after connecting, is what the server gets.
-            let mut header = call.header.clone();
-            header.deadline_ms = remaining_ms(call.deadline);
-            conn.call(header, call.body.clone()).await
+            let result = match endpoint.connection(&self.options).await {
+                Ok(conn) => {
+                    // What is left now, after connecting, is what the server gets.
+                    let mut header = call.header.clone();
+                    header.deadline_ms = remaining_ms(call.deadline);
+                    conn.call(header, call.body.clone()).await
+                }
+                Err(status) => Err(status),
+            };
+            if let Ok(frame) = &result {
+                endpoint.note_level(frame.header.admission_level, now_ms);
+            }
+            let (refused, failed) = judge(&result);
+            if failed {
+                endpoint.failed();
+            } else if result.is_ok() {
+                endpoint.succeeded();
+            }
+            if let Some(throttle) = &self.throttle {
+                throttle.record(now_ms, !refused);
+            }
+            result
         })
     }
 }

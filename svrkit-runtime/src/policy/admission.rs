@@ -167,6 +167,14 @@ impl Admission {
         self.lags.fetch_add(1, Relaxed);
     }
 
+    /// Closes the window if its time is up.
+    pub(crate) fn tick(&self, now: Instant) {
+        let now_ms = super::millis(now);
+        if now_ms >= self.window_end.load(Relaxed) {
+            self.close_window(now_ms);
+        }
+    }
+
     /// Closes the window if it is still due and no other thread is closing it.
     #[cold]
     fn close_window(&self, now_ms: u64) -> Option<WindowReport> {
@@ -244,6 +252,8 @@ async fn probe(admission: Weak<Admission>) {
         // The timer fires on a millisecond grid: lateness below that is not lag.
         let lag = now.saturating_duration_since(due);
         admission.lagged(lag.saturating_sub(Duration::from_millis(1)));
+        // Windows end on time without traffic too, so that an idle server recovers.
+        admission.tick(now.into_std());
         due = now + PROBE_EVERY;
     }
 }

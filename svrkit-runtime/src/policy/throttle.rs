@@ -58,12 +58,13 @@ impl Throttle {
     }
 
     fn count(&self, now_ms: u64, accepted: bool) {
-        let mut opened = self.window.add(now_ms, REQUESTS, 1);
+        let opened = self.window.add(now_ms, REQUESTS, 1);
         if !accepted {
-            opened |= self.window.add(now_ms, REFUSED, 1);
-            // Refusals raise the probability at once; it falls back once a second.
-            self.update(now_ms);
-        } else if opened {
+            self.window.add(now_ms, REFUSED, 1);
+        }
+        // Refusals start throttling at once; after that the probability moves once a second
+        // (summing the window is not for every call).
+        if opened || (!accepted && self.probability() == 0.0) {
             self.update(now_ms);
         }
     }

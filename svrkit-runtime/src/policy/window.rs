@@ -79,11 +79,6 @@ impl<const K: usize> Window<K> {
     pub(crate) fn sums(&self, now_ms: u64) -> [u64; K] {
         self.sums_over(now_ms, self.buckets.len())
     }
-
-    /// How long one slice is.
-    pub(crate) fn slice(&self) -> Duration {
-        Duration::from_millis(self.width_ms)
-    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ use tokio_util::task::TaskTracker;
 use crate::client::Channel;
 use crate::frame::{self, FrameKind, Header};
 use crate::monitor;
+use crate::policy::AdmissionConfig;
+use crate::policy::admission::Admission;
 use crate::service::Service;
 use crate::status::Code;
 use crate::sync::Budget;
@@ -60,6 +62,7 @@ pub struct ServerBuilder {
     limits: Limits,
     unmonitored: bool,
     slow_call: Option<Duration>,
+    admission: AdmissionConfig,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -104,6 +107,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets how the server detects overload and sheds load by priority (DAGOR; on by
+    /// default, see [`crate::policy::admission`]). `enabled: false` turns it off: for
+    /// measuring what it does, not for production.
+    pub fn admission(mut self, config: AdmissionConfig) -> ServerBuilder {
+        self.admission = config;
+        self
+    }
+
     /// Sets the limits.
     pub fn limits(mut self, limits: Limits) -> ServerBuilder {
         self.limits = limits;
@@ -135,6 +146,9 @@ impl ServerBuilder {
                     limits,
                     input,
                     (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
+                    self.admission
+                        .enabled
+                        .then(|| Arc::new(Admission::new(self.admission))),
                 )),
                 #[cfg(feature = "tls")]
                 tls: self.tls,
@@ -183,6 +197,9 @@ impl Server {
     /// that connection only.
     pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
         let shared = &self.shared;
+        if let Some(admission) = &shared.router.admission {
+            admission.start_probe();
+        }
         loop {
             let accepted = tokio::select! {
                 _ = shared.shutdown.cancelled() => return Ok(()),
@@ -249,6 +266,11 @@ impl Server {
             .await;
             drop(permit);
         });
+    }
+
+    /// The server's overload control, unless it was turned off.
+    pub fn admission(&self) -> Option<&Admission> {
+        self.shared.router.admission.as_deref()
     }
 
     /// Stops accepting connections, tells every client to go away, and waits (up to the

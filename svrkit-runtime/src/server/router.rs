@@ -26,6 +26,8 @@ use super::hook::Hook;
 use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
 use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, trace};
+use crate::policy::admission::Admission;
+use crate::policy::priority;
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
 use crate::sync::{self, Slot, Slots};
@@ -43,6 +45,8 @@ pub(crate) struct Router {
     memory: Arc<sync::Budget>,
     /// Calls slower than this are logged at warn.
     slow_call: Duration,
+    /// Overload control (DAGOR), unless turned off.
+    pub(crate) admission: Option<Arc<Admission>>,
 }
 
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
@@ -145,6 +149,7 @@ impl Router {
         limits: Limits,
         memory: Arc<sync::Budget>,
         monitor: Option<Duration>,
+        admission: Option<Arc<Admission>>,
     ) -> Router {
         // Every method's series exist from here on, at zero.
         let services = services
@@ -158,6 +163,7 @@ impl Router {
             in_flight: Slots::new(limits.max_in_flight),
             memory,
             slow_call: monitor.unwrap_or(Duration::MAX),
+            admission,
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
@@ -178,7 +184,7 @@ impl Router {
         let header_heap = header_heap(header);
         let send = header.kind == FrameKind::REQUEST;
         let id = header.request_id;
-        let answer = |status: Status| Dispatch::Answered(Reply::new(id, send, Err(status)));
+        let answer = |status: Status| Dispatch::Answered(self.reply(id, send, Err(status)));
         let Some((service, metrics)) = u16::try_from(header.service_id)
             .ok()
             .and_then(|id| self.services.get(&id))
@@ -205,7 +211,9 @@ impl Router {
             m.server_request(request.body.len());
         }
         let ctx = self.context(&mut request, method);
-        let admitted = self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots));
+        let admitted = self
+            .shed(&ctx, now)
+            .and_then(|()| self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots)));
         let local;
         let memory = match &connection {
             Some(c) => c.memory,
@@ -220,7 +228,7 @@ impl Router {
                 if let Some(m) = metrics {
                     m.server_refused(status.code(), rejection);
                 }
-                let mut reply = Reply::new(id, send, Err(status));
+                let mut reply = self.reply(id, send, Err(status));
                 self.on_response(method, &ctx, &mut reply.header);
                 return Dispatch::Answered(reply);
             }
@@ -254,7 +262,7 @@ impl Router {
             if let Some(m) = metrics {
                 m.server_refused(status.code(), Some(Rejection::Overload));
             }
-            let mut reply = Reply::new(id, send, Err(status));
+            let mut reply = self.reply(id, send, Err(status));
             self.on_response(method, &ctx, &mut reply.header);
             return Dispatch::Answered(reply);
         };
@@ -262,8 +270,12 @@ impl Router {
         if let Some(body) = request.bytes {
             held.merge(body);
         }
+        let waited = started.saturating_duration_since(request.arrived);
         if let Some(m) = metrics {
-            m.server_started(started.saturating_duration_since(request.arrived));
+            m.server_started(waited);
+        }
+        if let Some(a) = &self.admission {
+            a.waited(waited);
         }
         Dispatch::Run(Running {
             metrics,
@@ -312,10 +324,37 @@ impl Router {
         ctx.user_key = header.user_key;
         ctx.priority = Priority::from_wire(header.priority);
         ctx.attempt = header.attempt;
+        ctx.no_retry = header.no_retry;
         if !header.metadata.is_empty() {
             ctx.metadata = Arc::new(std::mem::take(&mut request.header.metadata));
         }
         ctx
+    }
+
+    /// A reply from this server: with its admission level, so that callers drop what it
+    /// would shed.
+    fn reply(&self, request_id: u64, send: bool, result: Result<Bytes, Status>) -> Reply {
+        let mut reply = Reply::new(request_id, send, result);
+        if let Some(a) = &self.admission {
+            reply.header.admission_level = a.level();
+        }
+        reply
+    }
+
+    /// Overload control: refuses a request below the admission level (before its body is
+    /// decoded), counting it in the window's histogram either way.
+    fn shed(&self, ctx: &Context, now: Instant) -> Result<(), (Status, Option<Rejection>)> {
+        let Some(admission) = &self.admission else {
+            return Ok(());
+        };
+        let user = priority::user_level(ctx.user_key, &ctx.trace_id, now);
+        if admission.admit(priority::level(ctx.priority, user), now) {
+            return Ok(());
+        }
+        Err((
+            Status::overloaded("the server is overloaded and sheds requests of this priority"),
+            Some(Rejection::Overload),
+        ))
     }
 
     /// Hooks, expiry and limits, in that order; the permits a call holds while it runs and
@@ -521,7 +560,7 @@ impl Running {
             err => err,
         };
         let send = self.send && !(self.cancel.is_cancelled() && result.is_err());
-        let mut reply = Reply::new(self.request_id, send, result);
+        let mut reply = self.router.reply(self.request_id, send, result);
         if let Some(m) = self.metrics {
             let latency = self.arrived.elapsed();
             let code = Code(reply.header.status_code);

@@ -1,0 +1,344 @@
+//! Endpoints and the changeable set of them a channel calls: each endpoint's connections, its
+//! load, its health (down after failed connects, ejected after repeated failures, probed back
+//! in) and the admission level its server last reported.
+//!
+//! Everything a call reads here is an atomic load: no lock on the path of a call that finds
+//! its connection made.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::ChannelOptions;
+use super::connection::ClientConn;
+use crate::policy;
+use crate::status::Status;
+
+/// Whether an endpoint should get calls: down for a while after a failed connect, a connection
+/// that went silent, or [`EJECT_AFTER`](ChannelOptions::eject_after) failures in a row, with
+/// the wait doubling while failures go on. When the wait is over the endpoint is tried again
+/// (probed): one success puts it back for good, one more failure takes it out for twice as
+/// long.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// Until when the endpoint is out (milliseconds on the policy clock; 0: in rotation).
+    down_until: AtomicU64,
+    /// The current wait in milliseconds (0: no failure since the last success).
+    backoff: AtomicU64,
+    min_backoff: u64,
+    max_backoff: u64,
+}
+
+impl Health {
+    fn new(options: &ChannelOptions) -> Health {
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        Health {
+            down_until: AtomicU64::new(0),
+            backoff: AtomicU64::new(0),
+            min_backoff: ms(options.min_backoff),
+            max_backoff: ms(options.max_backoff).max(ms(options.min_backoff)),
+        }
+    }
+
+    /// Takes the endpoint out of rotation for the next backoff period.
+    pub(crate) fn mark_down(&self) {
+        let backoff = match self.backoff.load(Relaxed) {
+            0 => self.min_backoff,
+            b => (b * 2).min(self.max_backoff),
+        };
+        self.backoff.store(backoff, Relaxed);
+        self.down_until
+            .store(policy::millis(Instant::now()) + backoff, Relaxed);
+    }
+
+    fn mark_up(&self) {
+        if self.backoff.load(Relaxed) != 0 {
+            self.backoff.store(0, Relaxed);
+            self.down_until.store(0, Relaxed);
+        }
+    }
+
+    /// When the endpoint may be tried again (milliseconds on the policy clock), if it is
+    /// down.
+    fn down_until(&self) -> Option<u64> {
+        let until = self.down_until.load(Relaxed);
+        (until != 0 && policy::millis(Instant::now()) < until).then_some(until)
+    }
+}
+
+/// One replica of a service: its address, a few multiplexed connections to it (made when
+/// first needed), how many calls it has in flight, whether it is healthy, and how much its
+/// server admits.
+pub struct Endpoint {
+    addr: String,
+    slots: Box<[Slot]>,
+    next_slot: AtomicUsize,
+    in_flight: AtomicUsize,
+    health: Arc<Health>,
+    /// Failures in a row (reset by a success).
+    failures: AtomicU32,
+    eject_after: u32,
+    /// The admission level the server last reported (0: none yet), and when.
+    level: AtomicU32,
+    level_at: AtomicU64,
+}
+
+struct Slot {
+    conn: ArcSwapOption<ClientConn>,
+    /// Held while connecting, so that one caller connects and the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("load", &self.load())
+            .field("healthy", &self.is_healthy())
+            .field("admission_level", &self.admission_level())
+            .finish()
+    }
+}
+
+/// How long a reported admission level is believed without a fresh response: after that the
+/// next call is sent, and its response says the level again.
+const LEVEL_FRESH_MS: u64 = 500;
+
+impl Endpoint {
+    fn new(addr: String, options: &ChannelOptions) -> Endpoint {
+        Endpoint {
+            addr,
+            slots: (0..options.connections_per_endpoint.max(1))
+                .map(|_| Slot {
+                    conn: ArcSwapOption::empty(),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
+                .collect(),
+            next_slot: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            health: Arc::new(Health::new(options)),
+            failures: AtomicU32::new(0),
+            eject_after: options.eject_after.max(1),
+            level: AtomicU32::new(0),
+            level_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The address (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Calls in flight to this endpoint from this channel.
+    #[inline]
+    pub fn load(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Whether the endpoint is in rotation: false for a while after a failed connect, a
+    /// connection that stopped answering keepalive pings, or repeated failures.
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.health.down_until().is_none()
+    }
+
+    /// The admission level its server last reported (0: none yet).
+    pub fn admission_level(&self) -> u32 {
+        self.level.load(Relaxed)
+    }
+
+    /// Whether its server, by the level it last reported, would admit a request of `level`
+    /// (see [`crate::policy::priority`]). A level not refreshed for a while is not trusted.
+    #[inline]
+    pub(crate) fn admits(&self, level: u32, now_ms: u64) -> bool {
+        let admitted = self.level.load(Relaxed);
+        admitted == 0
+            || level < admitted
+            || now_ms.saturating_sub(self.level_at.load(Relaxed)) > LEVEL_FRESH_MS
+    }
+
+    /// Records the admission level of a response (0: the server does not say).
+    #[inline]
+    pub(crate) fn note_level(&self, level: u32, now_ms: u64) {
+        if level != 0 {
+            self.level.store(level, Relaxed);
+            self.level_at.store(now_ms, Relaxed);
+        }
+    }
+
+    /// Records a call that reached the server and got an answer.
+    #[inline]
+    pub(crate) fn succeeded(&self) {
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+        self.health.mark_up();
+    }
+
+    /// Records a call that failed for the endpoint's sake (unreachable, broken connection,
+    /// `UNAVAILABLE`): enough in a row eject it.
+    pub(crate) fn failed(&self) {
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= self.eject_after && self.health.down_until().is_none() {
+            self.health.mark_down();
+        }
+    }
+
+    /// Counts a call in flight until the guard drops (also when the call is abandoned).
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A usable connection, made now if needed.
+    pub(crate) async fn connection(
+        &self,
+        options: &ChannelOptions,
+    ) -> Result<Arc<ClientConn>, Status> {
+        let i = self.next_slot.fetch_add(1, Relaxed) % self.slots.len();
+        let slot = &self.slots[i];
+        if let Some(conn) = slot.ready() {
+            return Ok(conn);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(conn) = slot.ready() {
+            return Ok(conn);
+        }
+        if let Some(until) = self.health.down_until() {
+            let left = until.saturating_sub(policy::millis(Instant::now()));
+            return Err(Status::unavailable(format!(
+                "{} is down; next attempt in {left} ms",
+                self.addr
+            )));
+        }
+        match ClientConn::connect(&self.addr, options, self.health.clone()).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                slot.conn.store(Some(conn.clone()));
+                Ok(conn)
+            }
+            Err(e) => {
+                self.health.mark_down();
+                Err(Status::unavailable(format!(
+                    "cannot connect to {}: {e}",
+                    self.addr
+                )))
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn ready(&self) -> Option<Arc<ClientConn>> {
+        let conn = self.conn.load();
+        conn.as_ref().filter(|c| c.is_usable()).cloned()
+    }
+}
+
+/// A call in flight to an endpoint; dropping it takes the call off the endpoint's load.
+pub(crate) struct InFlight(Arc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The endpoints a channel (or one of its groups) calls. Can be changed while calls run:
+/// endpoints that stay keep their connections, removed ones finish the calls they have.
+pub struct EndpointSet {
+    current: ArcSwap<Vec<Arc<Endpoint>>>,
+    options: ChannelOptions,
+}
+
+impl std::fmt::Debug for EndpointSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.snapshot().iter()).finish()
+    }
+}
+
+impl EndpointSet {
+    pub(crate) fn new(addrs: Vec<String>, options: ChannelOptions) -> EndpointSet {
+        let set = EndpointSet {
+            current: ArcSwap::from_pointee(Vec::new()),
+            options,
+        };
+        set.update(addrs);
+        set
+    }
+
+    /// The endpoints now.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.current.load_full()
+    }
+
+    /// Replaces the set with `addrs`, keeping the endpoint (and its connections) of every
+    /// address that stays. Calls in flight are not disturbed.
+    pub fn update(&self, addrs: impl IntoIterator<Item = impl Into<String>>) {
+        let old = self.snapshot();
+        let new: Vec<Arc<Endpoint>> = addrs
+            .into_iter()
+            .map(Into::into)
+            .map(|addr: String| {
+                old.iter()
+                    .find(|e| e.addr == addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(addr, &self.options)))
+            })
+            .collect();
+        self.current.store(Arc::new(new));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(eject_after: u32) -> Endpoint {
+        Endpoint::new(
+            "127.0.0.1:1".into(),
+            &ChannelOptions {
+                eject_after,
+                min_backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(600),
+                ..ChannelOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn failures_in_a_row_eject_and_a_success_forgives() {
+        let e = endpoint(3);
+        e.failed();
+        e.failed();
+        e.succeeded();
+        e.failed();
+        e.failed();
+        assert!(e.is_healthy(), "a success in between resets the count");
+        e.failed();
+        assert!(!e.is_healthy(), "three in a row eject");
+        // The health's own wait doubles on each further ejection.
+        assert_eq!(e.health.backoff.load(Relaxed), 60_000);
+        e.health.mark_down();
+        assert_eq!(e.health.backoff.load(Relaxed), 120_000);
+        e.succeeded();
+        assert!(e.is_healthy());
+        assert_eq!(e.health.backoff.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_reported_level_is_trusted_only_while_fresh() {
+        let e = endpoint(5);
+        assert!(e.admits(511, 0), "nothing reported: admit");
+        e.note_level(100, 1_000);
+        assert!(e.admits(99, 1_000));
+        assert!(!e.admits(100, 1_000));
+        assert!(!e.admits(400, 1_000 + LEVEL_FRESH_MS));
+        assert!(e.admits(400, 1_001 + LEVEL_FRESH_MS), "stale: send, and learn again");
+        e.note_level(0, 2_000);
+        assert_eq!(e.admission_level(), 100, "a response without a level changes nothing");
+    }
+}

@@ -1,0 +1,117 @@
+//! Consistent hashing with bounded load: each endpoint is placed on a ring at many points
+//! (virtual nodes), and a call goes to the first endpoint clockwise of its key's hash whose
+//! load is within `balance` times the average (Mirrokni, Thorup and Zadimoghaddam's bound).
+//! All of a user's calls reach the same replica while it is healthy and not much busier than
+//! the rest; when the set changes, only the keys of the endpoints that came or went move.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::Call;
+use super::balance::{Balancer, PowerOfTwo};
+use super::endpoint::Endpoint;
+use crate::policy;
+
+/// The consistent-hash balancer, keyed by [`Call::key`] (the user key, unless a layer set
+/// another). Calls without a key are spread by [`PowerOfTwo`].
+#[derive(Debug)]
+pub struct Ring {
+    vnodes: usize,
+    balance: f64,
+    built: ArcSwapOption<Built>,
+}
+
+impl Default for Ring {
+    /// 100 points per endpoint; loads within 1.25 times the average.
+    fn default() -> Ring {
+        Ring::new(100, 1.25)
+    }
+}
+
+/// The ring for one set of endpoints.
+#[derive(Debug)]
+struct Built {
+    /// The endpoints it was built for (held, so that their addresses identify them).
+    endpoints: Vec<Arc<Endpoint>>,
+    /// (hash, index in `endpoints`), sorted by hash.
+    points: Vec<(u64, usize)>,
+}
+
+impl Ring {
+    /// A ring with `vnodes` points per endpoint, sending a key elsewhere when its endpoint has
+    /// more than `balance` (at least 1) times the average load.
+    pub fn new(vnodes: usize, balance: f64) -> Ring {
+        Ring {
+            vnodes: vnodes.max(1),
+            balance: balance.max(1.0),
+            built: ArcSwapOption::empty(),
+        }
+    }
+
+    fn build(&self, endpoints: &[Arc<Endpoint>]) -> Arc<Built> {
+        let mut points = Vec::with_capacity(endpoints.len() * self.vnodes);
+        for (i, e) in endpoints.iter().enumerate() {
+            let base = fnv(e.addr().as_bytes());
+            for v in 0..self.vnodes as u64 {
+                points.push((policy::mix(base ^ policy::mix(v + 1)), i));
+            }
+        }
+        points.sort_unstable();
+        Arc::new(Built {
+            endpoints: endpoints.to_vec(),
+            points,
+        })
+    }
+
+    /// The ring for `endpoints`, rebuilt when the set changed.
+    fn ring(&self, endpoints: &[Arc<Endpoint>]) -> Arc<Built> {
+        if let Some(built) = &*self.built.load()
+            && built.endpoints.len() == endpoints.len()
+            && built
+                .endpoints
+                .iter()
+                .zip(endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return built.clone();
+        }
+        let built = self.build(endpoints);
+        self.built.store(Some(built.clone()));
+        built
+    }
+}
+
+impl Balancer for Ring {
+    fn pick(&self, call: &Call, endpoints: &[Arc<Endpoint>]) -> Option<usize> {
+        if call.key == 0 || endpoints.len() == 1 {
+            return PowerOfTwo.pick(call, endpoints);
+        }
+        let ring = self.ring(endpoints);
+        let hash = policy::mix(call.key);
+        let start = ring.points.partition_point(|&(h, _)| h < hash);
+        let total: usize = endpoints.iter().map(|e| e.load()).sum();
+        // The bound counts this call: an idle set always has room.
+        let cap = (self.balance * (total + 1) as f64 / endpoints.len() as f64).ceil() as usize;
+        let len = ring.points.len();
+        let mut first_healthy = None;
+        for j in 0..len {
+            let i = ring.points[(start + j) % len].1;
+            let e = &endpoints[i];
+            if !e.is_healthy() {
+                continue;
+            }
+            if e.load() < cap {
+                return Some(i);
+            }
+            first_healthy.get_or_insert(i);
+        }
+        first_healthy.or(Some(ring.points[start % len].1))
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
