@@ -95,3 +95,29 @@ impl BalancerKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{test_call, test_endpoints};
+
+    #[test]
+    fn two_choices_prefer_the_less_loaded_and_the_healthy() {
+        let endpoints = test_endpoints(3);
+        let _busy: Vec<_> = (0..100).map(|_| endpoints[0].start()).collect();
+        let mut per = [0usize; 3];
+        for _ in 0..3_000 {
+            per[PowerOfTwo.pick(&test_call(0), &endpoints).unwrap()] += 1;
+        }
+        // The busy one loses every pairing it is in.
+        assert_eq!(per[0], 0, "{per:?}");
+        assert!(per[1] > 1_000 && per[2] > 1_000, "{per:?}");
+        for _ in 0..5 {
+            endpoints[1].failed();
+        }
+        // Ejected: never chosen while others are up, however idle it is.
+        for _ in 0..1_000 {
+            assert_ne!(PowerOfTwo.pick(&test_call(0), &endpoints), Some(1));
+        }
+    }
+}

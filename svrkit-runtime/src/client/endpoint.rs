@@ -107,7 +107,7 @@ impl std::fmt::Debug for Endpoint {
 const LEVEL_FRESH_MS: u64 = 500;
 
 impl Endpoint {
-    fn new(addr: String, options: &ChannelOptions) -> Endpoint {
+    pub(crate) fn new(addr: String, options: &ChannelOptions) -> Endpoint {
         Endpoint {
             addr,
             slots: (0..options.connections_per_endpoint.max(1))

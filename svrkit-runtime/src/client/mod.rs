@@ -638,3 +638,47 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<Channel>();
 };
+
+/// A call of a made-up idempotent method, for the balancers' and routes' tests.
+#[cfg(test)]
+pub(crate) fn test_call(user_key: u64) -> Call {
+    use crate::service::{Priority, Retry};
+    static METHOD: MethodDescriptor = MethodDescriptor {
+        name: "Get",
+        full_name: "test.Svc.Get",
+        id: 1,
+        service_id: 1,
+        timeout_ms: 1000,
+        retry: Retry::Idempotent { max_attempts: 3 },
+        priority: Priority::Normal,
+        oneway: false,
+    };
+    Call {
+        method: &METHOD,
+        header: Header {
+            user_key,
+            ..Header::default()
+        },
+        body: Bytes::new(),
+        deadline: Instant::now() + Duration::from_secs(1),
+        key: user_key,
+        metrics: None,
+        last_endpoint: 0,
+    }
+}
+
+/// Endpoints at made-up addresses, for the balancers' tests.
+#[cfg(test)]
+pub(crate) fn test_endpoints(n: usize) -> Vec<Arc<Endpoint>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(Endpoint::new(
+                format!("10.0.0.{i}:7000"),
+                &ChannelOptions {
+                    min_backoff: Duration::from_secs(60),
+                    ..ChannelOptions::default()
+                },
+            ))
+        })
+        .collect()
+}

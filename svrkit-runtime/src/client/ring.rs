@@ -115,3 +115,61 @@ fn fnv(bytes: &[u8]) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{test_call, test_endpoints};
+
+    #[test]
+    fn a_user_stays_on_one_replica_and_users_spread() {
+        let ring = Ring::default();
+        let endpoints = test_endpoints(3);
+        let mut per = [0usize; 3];
+        for user in 1..=3_000u64 {
+            let i = ring.pick(&test_call(user), &endpoints).unwrap();
+            assert_eq!(ring.pick(&test_call(user), &endpoints), Some(i));
+            per[i] += 1;
+        }
+        for n in per {
+            assert!((700..1_300).contains(&n), "{per:?}");
+        }
+    }
+
+    #[test]
+    fn a_change_of_set_moves_only_the_keys_of_what_changed() {
+        let ring = Ring::default();
+        let four = test_endpoints(4);
+        let three = &four[..3];
+        let mut moved = 0;
+        for user in 1..=4_000u64 {
+            let before = ring.pick(&test_call(user), three).unwrap();
+            let after = ring.pick(&test_call(user), &four).unwrap();
+            if after != before {
+                assert_eq!(after, 3, "a key moved between two replicas that stayed");
+                moved += 1;
+            }
+        }
+        // About a quarter of the keys go to the newcomer.
+        assert!((700..1_300).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn a_busy_or_down_replica_passes_its_keys_on() {
+        let ring = Ring::default();
+        let endpoints = test_endpoints(3);
+        let user = 42;
+        let home = ring.pick(&test_call(user), &endpoints).unwrap();
+        // Loaded past 1.25 times the average (counting this call): the next one clockwise.
+        let _load: Vec<_> = (0..10).map(|_| endpoints[home].start()).collect();
+        let busy = ring.pick(&test_call(user), &endpoints).unwrap();
+        assert_ne!(busy, home);
+        drop(_load);
+        assert_eq!(ring.pick(&test_call(user), &endpoints), Some(home));
+        for _ in 0..5 {
+            endpoints[home].failed();
+        }
+        assert!(!endpoints[home].is_healthy());
+        assert_ne!(ring.pick(&test_call(user), &endpoints), Some(home));
+    }
+}

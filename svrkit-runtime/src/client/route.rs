@@ -146,3 +146,78 @@ impl Routing {
         self.groups.load().get(name).cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::test_call;
+
+    fn routing() -> Routing {
+        let r = Routing::new(ChannelOptions::default());
+        r.set_group("canary", vec!["10.0.0.9:7000".into()]);
+        r
+    }
+
+    #[test]
+    fn dye_users_and_a_fraction_reach_the_group() {
+        let r = routing();
+        assert!(r.group_for(&test_call(1)).is_none(), "no rules: main endpoints");
+        r.set_routes(vec![
+            Route {
+                group: "canary".into(),
+                dye: Some("gray".into()),
+                user_keys: vec![7],
+                ..Route::default()
+            },
+            Route {
+                group: "canary".into(),
+                fraction: 0.1,
+                ..Route::default()
+            },
+        ])
+        .unwrap();
+        let mut dyed = test_call(1_000_000);
+        dyed.header.dye = "gray".into();
+        assert!(r.group_for(&dyed).is_some());
+        assert!(r.group_for(&test_call(7)).is_some());
+        let sent = (1..=10_000u64)
+            .filter(|&u| r.group_for(&test_call(u)).is_some())
+            .count();
+        assert!((850..1_200).contains(&sent), "{sent}");
+        // A user is on one side for good.
+        let side = r.group_for(&test_call(12_345)).is_some();
+        for _ in 0..10 {
+            assert_eq!(r.group_for(&test_call(12_345)).is_some(), side);
+        }
+    }
+
+    #[test]
+    fn rules_are_checked_and_bad_ones_leave_the_old_in_force() {
+        let r = routing();
+        r.set_routes(vec![Route {
+            group: "canary".into(),
+            user_keys: vec![7],
+            ..Route::default()
+        }])
+        .unwrap();
+        let e = r
+            .set_routes(vec![Route {
+                group: "blue".into(),
+                ..Route::default()
+            }])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "route to group `blue`, which has no endpoints");
+        let e = r
+            .set_routes(vec![Route {
+                group: "canary".into(),
+                fraction: 1.5,
+                ..Route::default()
+            }])
+            .unwrap_err();
+        assert!(e.to_string().contains("fraction 1.5"), "{e}");
+        assert!(r.group_for(&test_call(7)).is_some(), "the old rules stay");
+        // Removing the group: its rule matches nothing, calls go to the main endpoints.
+        r.set_group("canary", Vec::new());
+        assert!(r.group_for(&test_call(7)).is_none());
+    }
+}
