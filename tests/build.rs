@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "test/evolution_v2.xml",
         "bench/chat.xml",
         "test/rpc.xml",
+        "test/overload.xml",
     ]
     .iter()
     .map(|f| idl.join(f))

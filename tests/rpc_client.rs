@@ -46,8 +46,8 @@ async fn dead_then_live(live: &str, policy: &Arc<Counting>) -> EchoSvrClient {
         balancer: BalancerKind::RoundRobin,
         ..Default::default()
     };
-    let channel = Channel::lazy([dead_address().await, live.to_owned()], options)
-        .with_policy(policy.clone());
+    let channel =
+        Channel::lazy([dead_address().await, live.to_owned()], options).with_policy(policy.clone());
     EchoSvrClient::new(channel)
 }
 

@@ -72,8 +72,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::client::{Channel, ChannelOptions};
 use crate::client::{BalancerKind, RetryConfig, Route};
+use crate::client::{Channel, ChannelOptions};
 use crate::monitor::MonitorConfig;
 use crate::policy::AdmissionConfig;
 use crate::server::{Limits, ServerBuilder};
@@ -569,7 +569,10 @@ fn check_endpoints(key: &str, endpoints: &[String]) -> Result<(), ConfigError> {
             .and_then(|(_, port)| port.parse::<u16>().ok())
             .is_none()
         {
-            return Err(ConfigError::key(key, format!("`{endpoint}` is not host:port")));
+            return Err(ConfigError::key(
+                key,
+                format!("`{endpoint}` is not host:port"),
+            ));
         }
     }
     Ok(())

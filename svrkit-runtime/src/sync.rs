@@ -10,6 +10,10 @@ use tokio::sync::Notify;
 
 /// A call's cancellation: set once, seen by every clone. Cloning and dropping are one atomic
 /// operation each.
+///
+/// A request's context and every copy of it share one, which makes it the place for the
+/// other thing the request's downstream calls tell the server: that one of them was refused
+/// after its own retries (see [`Cancel::note_downstream_refused`]).
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(Arc<CancelState>);
 
@@ -17,6 +21,7 @@ pub struct Cancel(Arc<CancelState>);
 struct CancelState {
     cancelled: AtomicBool,
     notify: Notify,
+    downstream_refused: AtomicBool,
 }
 
 impl Cancel {
@@ -46,6 +51,18 @@ impl Cancel {
             }
             notified.await;
         }
+    }
+
+    /// Records that a call made while serving this request was refused or found no server
+    /// (after the retries its channel allowed): the request's own failure then says not to
+    /// retry it, so that only the level right above a failure retries.
+    pub(crate) fn note_downstream_refused(&self) {
+        self.0.downstream_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`note_downstream_refused`](Cancel::note_downstream_refused) was called.
+    pub(crate) fn downstream_refused(&self) -> bool {
+        self.0.downstream_refused.load(Ordering::Relaxed)
     }
 
     /// Cancels when dropped, unless disarmed.

@@ -25,6 +25,9 @@ pub mod svrkit {
         pub mod rpc {
             svrkit_runtime::include_idl!("test.rpc");
         }
+        pub mod overload {
+            svrkit_runtime::include_idl!("test.overload");
+        }
     }
     pub mod bench {
         pub mod chat {
@@ -76,3 +79,4 @@ pub mod prost_beside {
 pub mod child;
 pub mod echo;
 pub mod raw;
+pub mod work;

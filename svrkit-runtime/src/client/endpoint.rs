@@ -337,8 +337,15 @@ mod tests {
         assert!(e.admits(99, 1_000));
         assert!(!e.admits(100, 1_000));
         assert!(!e.admits(400, 1_000 + LEVEL_FRESH_MS));
-        assert!(e.admits(400, 1_001 + LEVEL_FRESH_MS), "stale: send, and learn again");
+        assert!(
+            e.admits(400, 1_001 + LEVEL_FRESH_MS),
+            "stale: send, and learn again"
+        );
         e.note_level(0, 2_000);
-        assert_eq!(e.admission_level(), 100, "a response without a level changes nothing");
+        assert_eq!(
+            e.admission_level(),
+            100,
+            "a response without a level changes nothing"
+        );
     }
 }

@@ -593,7 +593,17 @@ impl Channel {
         };
         let frame = result.map_err(|_| {
             Status::deadline_exceeded(format!("{} did not answer in time", method.full_name))
-        })??;
+        })?;
+        let refused = match &frame {
+            Ok(frame) => retry::is_refusal(Code(frame.header.status_code)),
+            Err(status) => retry::is_refusal(status.code()),
+        };
+        if refused && let Some(parent) = &parent {
+            // The request being served fails because of this one (most likely): its caller
+            // is told not to retry it, since this channel retried already.
+            parent.cancel_token().note_downstream_refused();
+        }
+        let frame = frame?;
         if frame.header.status_code != 0 {
             return Err(Status::new(
                 Code(frame.header.status_code),

@@ -129,18 +129,37 @@ impl Transport for Pool {
                 .group_for(call)
                 .unwrap_or_else(|| self.endpoints.clone());
             let endpoints = set.snapshot();
-            let endpoint = self.choose(call, &endpoints, now)?;
+            let mut endpoint = self.choose(call, &endpoints, now)?;
+            // A connection that cannot be made sent nothing: any call may try another
+            // endpoint (up to three), so that a replica that died costs no failed calls.
+            let mut tries = 0;
+            let conn = loop {
+                match endpoint.connection(&self.options).await {
+                    Ok(conn) => break conn,
+                    Err(status) => {
+                        tries += 1;
+                        let level = priority::of_header(&call.header, now);
+                        let other = least_loaded(&endpoints, |e| {
+                            !Arc::ptr_eq(e, &endpoint) && e.is_healthy() && e.admits(level, now_ms)
+                        });
+                        match other {
+                            Some(i) if tries < 3 => endpoint = endpoints[i].clone(),
+                            _ => {
+                                if let Some(throttle) = &self.throttle {
+                                    throttle.record(now_ms, false);
+                                }
+                                return Err(status);
+                            }
+                        }
+                    }
+                }
+            };
             call.last_endpoint = Arc::as_ptr(&endpoint) as usize;
             let _load = endpoint.start();
-            let result = match endpoint.connection(&self.options).await {
-                Ok(conn) => {
-                    // What is left now, after connecting, is what the server gets.
-                    let mut header = call.header.clone();
-                    header.deadline_ms = remaining_ms(call.deadline);
-                    conn.call(header, call.body.clone()).await
-                }
-                Err(status) => Err(status),
-            };
+            // What is left now, after connecting, is what the server gets.
+            let mut header = call.header.clone();
+            header.deadline_ms = remaining_ms(call.deadline);
+            let result = conn.call(header, call.body.clone()).await;
             if let Ok(frame) = &result {
                 endpoint.note_level(frame.header.admission_level, now_ms);
             }

@@ -86,17 +86,20 @@ impl Retrying {
 }
 
 /// Whether an attempt's result is a failure that is safe to try again: the server did not
-/// run the call (`OVERLOADED`, `UNAVAILABLE` from it), or there was no server to run it
-/// (no connection, a connection that broke). A local refusal (`OVERLOADED` without an
-/// answer: the client's own overload control) is not retried.
+/// run the call (`OVERLOADED`, `UNAVAILABLE` from it, unless it says the failure came from
+/// further down, where it was retried already), or there was no server to run it (no
+/// connection, a connection that broke). A local refusal (`OVERLOADED` without an answer: the
+/// client's own overload control) is not retried.
 fn retryable(result: &Result<Frame, Status>) -> bool {
     match result {
-        Ok(frame) => matches!(
-            Code(frame.header.status_code),
-            Code::OVERLOADED | Code::UNAVAILABLE
-        ),
+        Ok(frame) => is_refusal(Code(frame.header.status_code)) && !frame.header.no_retry,
         Err(status) => status.code() == Code::UNAVAILABLE,
     }
+}
+
+/// Whether `code` says a server refused a call or none could be reached.
+pub(super) fn is_refusal(code: Code) -> bool {
+    matches!(code, Code::OVERLOADED | Code::UNAVAILABLE)
 }
 
 impl Transport for Retrying {

@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn dye_users_and_a_fraction_reach_the_group() {
         let r = routing();
-        assert!(r.group_for(&test_call(1)).is_none(), "no rules: main endpoints");
+        assert!(
+            r.group_for(&test_call(1)).is_none(),
+            "no rules: main endpoints"
+        );
         r.set_routes(vec![
             Route {
                 group: "canary".into(),
@@ -206,7 +209,10 @@ mod tests {
                 ..Route::default()
             }])
             .unwrap_err();
-        assert_eq!(e.to_string(), "route to group `blue`, which has no endpoints");
+        assert_eq!(
+            e.to_string(),
+            "route to group `blue`, which has no endpoints"
+        );
         let e = r
             .set_routes(vec![Route {
                 group: "canary".into(),

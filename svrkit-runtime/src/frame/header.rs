@@ -128,7 +128,7 @@ pub struct Header {
         ::svrkit_runtime::codegen::FastStr,
         ::svrkit_runtime::codegen::FastStr,
     >,
-    /// In requests: sent while serving a retry (or a request that carried this), so the callee must not retry its own calls: retries stay bounded down a call chain.
+    /// In requests: sent while serving a retry (or a request that carried this), so the callee must not retry its own calls. In responses: the failure came from further down the chain, where it was retried already, so the caller must not retry it. Either way retries stay bounded along a call chain.
     pub no_retry: bool,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,

@@ -96,6 +96,8 @@ pub struct Admission {
     overloaded: AtomicBool,
     /// Whether a lag probe runs.
     probed: AtomicBool,
+    /// Whether the level is pinned by [`Admission::pin`].
+    pinned: AtomicBool,
 }
 
 /// What a closed window found, for tests and the dashboard.
@@ -126,6 +128,7 @@ impl Admission {
             closing: Mutex::new(()),
             overloaded: AtomicBool::new(false),
             probed: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
             config,
         }
     }
@@ -134,6 +137,16 @@ impl Admission {
     #[inline]
     pub fn level(&self) -> u32 {
         self.level.load(Relaxed)
+    }
+
+    /// Pins the admission level (1 to [`LEVELS`]): windows still count and report, but
+    /// leave it where it is until `pin(None)` hands it back to them. For operators who
+    /// shed by hand (only critical traffic during an incident, say) and for tests.
+    pub fn pin(&self, level: Option<u32>) {
+        if let Some(level) = level {
+            self.level.store(level.clamp(1, LEVELS), Relaxed);
+        }
+        self.pinned.store(level.is_some(), Relaxed);
     }
 
     /// Whether the last window was overloaded.
@@ -206,6 +219,9 @@ impl Admission {
             self.config.shed_step,
             self.config.admit_step,
         );
+        if self.pinned.load(Relaxed) {
+            return None;
+        }
         self.level.store(level, Relaxed);
         if level != before && (level == LEVELS || before == LEVELS) {
             tracing::info!(
@@ -365,9 +381,16 @@ mod tests {
             assert!(admission.admit(LEVELS - 1 - (i % 10), now));
         }
         // 100 admitted, 10 at each of the top ten levels: shedding 5 takes the top level.
-        assert_eq!(admission.level(), LEVELS - 1, "the 100th closed an overloaded window");
+        assert_eq!(
+            admission.level(),
+            LEVELS - 1,
+            "the 100th closed an overloaded window"
+        );
         assert!(admission.is_overloaded());
-        assert!(!admission.admit(LEVELS - 1, now), "the lowest level is refused now");
+        assert!(
+            !admission.admit(LEVELS - 1, now),
+            "the lowest level is refused now"
+        );
         // Windows without waiting admit again.
         for _ in 0..100 {
             admission.admit(0, now);

@@ -80,6 +80,9 @@ mod tests {
         assert!(moved > 900, "re-seeding moves almost every user: {moved}");
         // Without a user key the trace id decides, the same way on every hop.
         let now = Instant::now();
-        assert_eq!(user_level(0, b"trace-a", now), user_level(0, b"trace-a", now));
+        assert_eq!(
+            user_level(0, b"trace-a", now),
+            user_level(0, b"trace-a", now)
+        );
     }
 }

@@ -126,7 +126,10 @@ mod tests {
             t.record(now, ok);
         }
         let ratio = sent as f64 / accepted as f64;
-        assert!((1.5..2.6).contains(&ratio), "sent {sent} for {accepted} accepted");
+        assert!(
+            (1.5..2.6).contains(&ratio),
+            "sent {sent} for {accepted} accepted"
+        );
         assert!(t.probability() > 0.5);
     }
 
