@@ -389,7 +389,7 @@ impl Config {
                 "the retry budget cannot be negative",
             ));
         }
-        if c.throttle != 0.0 && !(c.throttle >= 1.0) {
+        if c.throttle != 0.0 && (c.throttle.is_nan() || c.throttle < 1.0) {
             return Err(ConfigError::key(
                 "client.throttle",
                 "must be 0 (off) or at least 1",

@@ -58,12 +58,11 @@ impl Pool {
         if call.header.attempt > 0
             && endpoints.len() > 1
             && Arc::as_ptr(&endpoints[pick]) as usize == call.last_endpoint
-        {
-            if let Some(other) = least_loaded(endpoints, |e| {
+            && let Some(other) = least_loaded(endpoints, |e| {
                 Arc::as_ptr(e) as usize != call.last_endpoint && e.is_healthy()
-            }) {
-                pick = other;
-            }
+            })
+        {
+            pick = other;
         }
         // Collaborative rejection: the server said what it admits; do not send what it would
         // shed (unless another replica admits it).

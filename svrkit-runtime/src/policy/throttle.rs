@@ -105,7 +105,7 @@ mod tests {
     fn a_refusing_backend_gets_about_k_times_its_accepts() {
         let t = Throttle::new(2.0);
         let mut rng = 1u64;
-        let mut sample = move || {
+        let mut sample = || {
             rng = super::super::mix(rng.wrapping_add(1));
             (rng >> 11) as f64 / (1u64 << 53) as f64
         };
@@ -114,7 +114,7 @@ mod tests {
         // A request a millisecond for 100 s; the backend accepts one per 10 ms (its
         // capacity) and refuses the rest.
         for now in 0..100_000u64 {
-            if !t.admit(now, &mut sample) {
+            if !t.admit(now, &mut sample as &mut dyn FnMut() -> f64) {
                 continue;
             }
             sent += 1;
