@@ -44,7 +44,8 @@ impl Pool {
         &self,
         call: &Call,
         endpoints: &[Arc<Endpoint>],
-        now: Instant,
+        level: u32,
+        now_ms: u64,
     ) -> Result<Arc<Endpoint>, Status> {
         if endpoints.is_empty() {
             return Err(Status::unavailable("the channel has no endpoints"));
@@ -66,8 +67,6 @@ impl Pool {
         }
         // Collaborative rejection: the server said what it admits; do not send what it would
         // shed (unless another replica admits it).
-        let now_ms = policy::millis(now);
-        let level = priority::of_header(&call.header, now);
         if !endpoints[pick].admits(level, now_ms) {
             pick = least_loaded(endpoints, |e| e.admits(level, now_ms) && e.is_healthy())
                 .ok_or_else(|| {
@@ -95,15 +94,24 @@ fn least_loaded(endpoints: &[Arc<Endpoint>], ok: impl Fn(&Arc<Endpoint>) -> bool
 
 /// Whether an answer or failure is the backend refusing work (for adaptive throttling) and
 /// whether it is the endpoint failing (for ejection).
-fn judge(result: &Result<Frame, Status>) -> (bool, bool) {
-    let code = match result {
-        Ok(frame) => Code(frame.header.status_code),
-        Err(status) => status.code(),
+///
+/// A request of `level` that the server shed by priority (it says it admits less) is not a
+/// refusal here: the server's level now keeps such requests at home, and a throttle, blind
+/// to priority, would drop the important requests the server still admits with them.
+fn judge(result: &Result<Frame, Status>, level: u32) -> (bool, bool) {
+    let (code, admits) = match result {
+        Ok(frame) => (
+            Code(frame.header.status_code),
+            frame.header.admission_level,
+        ),
+        Err(status) => (status.code(), 0),
     };
-    let refused = matches!(
-        code,
-        Code::OVERLOADED | Code::UNAVAILABLE | Code::DEADLINE_EXCEEDED
-    );
+    let shed_by_priority = admits != 0 && level >= admits;
+    let refused = match code {
+        Code::OVERLOADED => !shed_by_priority,
+        Code::UNAVAILABLE | Code::DEADLINE_EXCEEDED => true,
+        _ => false,
+    };
     let endpoint_failed = code == Code::UNAVAILABLE;
     (refused, endpoint_failed)
 }
@@ -128,7 +136,8 @@ impl Transport for Pool {
                 .group_for(call)
                 .unwrap_or_else(|| self.endpoints.clone());
             let endpoints = set.snapshot();
-            let mut endpoint = self.choose(call, &endpoints, now)?;
+            let level = priority::of_header(&call.header, now);
+            let mut endpoint = self.choose(call, &endpoints, level, now_ms)?;
             // A connection that cannot be made sent nothing: any call may try another
             // endpoint (up to three), so that a replica that died costs no failed calls.
             let mut tries = 0;
@@ -137,7 +146,6 @@ impl Transport for Pool {
                     Ok(conn) => break conn,
                     Err(status) => {
                         tries += 1;
-                        let level = priority::of_header(&call.header, now);
                         let other = least_loaded(&endpoints, |e| {
                             !Arc::ptr_eq(e, &endpoint) && e.is_healthy() && e.admits(level, now_ms)
                         });
@@ -160,9 +168,14 @@ impl Transport for Pool {
             header.deadline_ms = remaining_ms(call.deadline);
             let result = conn.call(header, call.body.clone()).await;
             if let Ok(frame) = &result {
-                endpoint.note_level(frame.header.admission_level, now_ms);
+                // Stamped with the answer's time: its level is fresh now, however long the
+                // call took.
+                endpoint.note_level(
+                    frame.header.admission_level,
+                    policy::millis(Instant::now()),
+                );
             }
-            let (refused, failed) = judge(&result);
+            let (refused, failed) = judge(&result, level);
             if failed {
                 endpoint.failed();
             } else if result.is_ok() {

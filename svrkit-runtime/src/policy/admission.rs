@@ -80,6 +80,8 @@ pub struct Admission {
     level: AtomicU32,
     /// Requests of the window so far, by level (admitted or not).
     by_level: Box<[AtomicU32]>,
+    /// Requests started in the window, by level.
+    started_by_level: Box<[AtomicU32]>,
     /// Requests of the window so far.
     requests: AtomicU32,
     /// When the window ends (milliseconds on the policy clock).
@@ -98,6 +100,11 @@ pub struct Admission {
     probed: AtomicBool,
     /// Whether the level is pinned by [`Admission::pin`].
     pinned: AtomicBool,
+    /// What the last window found.
+    last: Mutex<Option<WindowReport>>,
+    /// Requests a second the server starts when overloaded (`f64` bits; 0 before the first
+    /// overload): its capacity, as last seen.
+    capacity: AtomicU64,
 }
 
 /// What a closed window found, for tests and the dashboard.
@@ -105,6 +112,10 @@ pub struct Admission {
 pub struct WindowReport {
     /// Requests in the window.
     pub requests: u64,
+    /// Requests started in the window.
+    pub started: u64,
+    /// How long the window lasted.
+    pub length: Duration,
     /// Average queue wait including the scheduling lag.
     pub queue_wait: Duration,
     /// Whether that was over the threshold.
@@ -119,6 +130,7 @@ impl Admission {
         Admission {
             level: AtomicU32::new(LEVELS),
             by_level: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
+            started_by_level: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
             requests: AtomicU32::new(0),
             window_end: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
@@ -129,6 +141,8 @@ impl Admission {
             overloaded: AtomicBool::new(false),
             probed: AtomicBool::new(false),
             pinned: AtomicBool::new(false),
+            last: Mutex::new(None),
+            capacity: AtomicU64::new(0),
             config,
         }
     }
@@ -167,9 +181,10 @@ impl Admission {
         level < self.level.load(Relaxed)
     }
 
-    /// Counts an admitted request's queue wait.
+    /// Counts the start of an admitted request of `level` after `wait` in the queue.
     #[inline]
-    pub fn waited(&self, wait: Duration) {
+    pub fn started(&self, level: u32, wait: Duration) {
+        self.started_by_level[level.min(LEVELS - 1) as usize].fetch_add(1, Relaxed);
         self.wait_us.fetch_add(wait.as_micros() as u64, Relaxed);
         self.waits.fetch_add(1, Relaxed);
     }
@@ -198,29 +213,65 @@ impl Admission {
             return None;
         }
         let window_ms = self.config.window.as_millis().max(1) as u64;
-        self.window_end.store(now_ms + window_ms, Relaxed);
+        let began = self.window_end.swap(now_ms + window_ms, Relaxed);
+        let length = Duration::from_millis(now_ms.saturating_sub(began.saturating_sub(window_ms)));
         let requests = u64::from(self.requests.swap(0, Relaxed));
-        let counts: Vec<u32> = self.by_level.iter().map(|c| c.swap(0, Relaxed)).collect();
-        let average = |sum: &AtomicU64, n: &AtomicU64| {
-            let n = n.swap(0, Relaxed);
-            let sum = sum.swap(0, Relaxed);
-            sum.checked_div(n).unwrap_or(0)
+        let take = |counts: &[AtomicU32]| -> Vec<u32> {
+            counts.iter().map(|c| c.swap(0, Relaxed)).collect()
         };
+        let counts = Window {
+            arrived: take(&self.by_level),
+            started: take(&self.started_by_level),
+        };
+        let started = self.waits.swap(0, Relaxed);
+        let waited = self.wait_us.swap(0, Relaxed);
+        let lags = self.lags.swap(0, Relaxed);
+        let lagged = self.lag_us.swap(0, Relaxed);
         let queue_wait = Duration::from_micros(
-            average(&self.wait_us, &self.waits) + average(&self.lag_us, &self.lags),
+            waited.checked_div(started).unwrap_or(0) + lagged.checked_div(lags).unwrap_or(0),
         );
         let overloaded = queue_wait > self.config.queue_wait;
         self.overloaded.store(overloaded, Relaxed);
+        let seconds = length.as_secs_f64().max(1e-3);
+        let mut capacity = f64::from_bits(self.capacity.load(Relaxed));
+        let pressure = if overloaded {
+            // Overloaded, the server starts what it can: that is its capacity. (A window can
+            // be overloaded on average and idle at its end, its queue drained: a lower rate
+            // only wears the estimate down, by 5% a window.)
+            let rate = started as f64 / seconds;
+            capacity = rate.max(capacity * 0.95);
+            self.capacity.store(capacity.to_bits(), Relaxed);
+            // The queue holds about `queue_wait` of work; what is over the threshold is to
+            // drain within a window like this one.
+            let excess = (queue_wait - self.config.queue_wait).as_secs_f64();
+            Pressure::Overloaded {
+                keep: 1.0 - excess / seconds,
+            }
+        } else {
+            Pressure::Calm {
+                // What 95% of the capacity would have started in this window beyond what did.
+                headroom: (0.95 * capacity * seconds - started as f64).max(0.0) as u64,
+            }
+        };
         let before = self.level.load(Relaxed);
-        let level = next_level(
-            &counts,
-            before,
+        let level = next_level(&counts, before, pressure, &self.config);
+        let report = WindowReport {
+            requests,
+            started,
+            length,
+            queue_wait,
             overloaded,
-            self.config.shed_step,
-            self.config.admit_step,
-        );
+            level: if self.pinned.load(Relaxed) {
+                before
+            } else {
+                level
+            },
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(report);
+        }
         if self.pinned.load(Relaxed) {
-            return None;
+            return Some(report);
         }
         self.level.store(level, Relaxed);
         if level != before && (level == LEVELS || before == LEVELS) {
@@ -235,12 +286,12 @@ impl Admission {
                 }
             );
         }
-        Some(WindowReport {
-            requests,
-            queue_wait,
-            overloaded,
-            level,
-        })
+        Some(report)
+    }
+
+    /// What the last window found (`None` before the first one closed).
+    pub fn last_window(&self) -> Option<WindowReport> {
+        self.last.lock().ok().and_then(|l| *l)
     }
 
     /// Starts the probe that measures the runtime's scheduling lag (once per server; it stops
@@ -274,43 +325,91 @@ async fn probe(admission: Weak<Admission>) {
     }
 }
 
-/// The admission level after a window that counted `counts` requests per level with `level`
-/// admitted: lowered to shed about `shed` of what was admitted when `overloaded`, else
-/// raised to admit about `admit` more. Always at least 1.
+/// How a window found the server.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Pressure {
+    /// Queue wait over the threshold.
+    Overloaded {
+        /// The share of the window's starts to admit for the queue's excess over the
+        /// threshold to drain within a window.
+        keep: f64,
+    },
+    /// Under it.
+    Calm {
+        /// Requests more the window could have started at 95% of the capacity last seen
+        /// overloaded (0 when never overloaded).
+        headroom: u64,
+    },
+}
+
+/// A window's requests by level: those that arrived (admitted or not), and those that
+/// started.
+pub(crate) struct Window {
+    pub(crate) arrived: Vec<u32>,
+    pub(crate) started: Vec<u32>,
+}
+
+/// The admission level after `window`, with `level` admitted during it.
+///
+/// - **Overloaded**: lowered by the levels that made up about `shed_step` (5%) of what the
+///   server started in the window, or more: what drains the queue's excess over the
+///   threshold within a window (at most half of what started). What started is what the
+///   server could do; arrivals also count requests that expired waiting, and shedding by
+///   them would overshoot. A server offered five times what it can do gets to its level in a
+///   window or two instead of thirty, and its queue drains instead of staying as long as the
+///   deadline.
+/// - **Calm**: raised until about `admit_step` (1%) more would have got in, or by the
+///   headroom to 95% of the capacity the server showed when last overloaded if that is more:
+///   a server near its capacity creeps up, one that shed too much or whose load went away
+///   admits again within a window or two. Callers drop what the server would refuse, so the
+///   levels above the admission level show little demand here; each counts as at least the
+///   average demand of the admitted levels.
+///
+/// Always at least 1.
 pub(crate) fn next_level(
-    counts: &[u32],
+    window: &Window,
     level: u32,
-    overloaded: bool,
-    shed: f64,
-    admit: f64,
+    pressure: Pressure,
+    config: &AdmissionConfig,
 ) -> u32 {
-    let top = counts.len() as u32;
+    let top = window.arrived.len() as u32;
     let level = level.clamp(1, top);
-    let admitted: u64 = counts[..level as usize].iter().map(|&c| u64::from(c)).sum();
-    if overloaded {
-        if admitted == 0 {
-            return level;
+    let sum = |counts: &[u32]| counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+    match pressure {
+        Pressure::Overloaded { keep } => {
+            let started = sum(&window.started[..level as usize]);
+            if started == 0 {
+                return level;
+            }
+            let keep = keep.clamp(0.5, 1.0 - config.shed_step);
+            let target = (started as f64 * keep) as u64;
+            let mut next = level;
+            let mut kept = started;
+            while next > 1 && kept > target {
+                next -= 1;
+                kept -= u64::from(window.started[next as usize]);
+            }
+            next
         }
-        let target = ((admitted as f64 * shed).ceil() as u64).max(1);
-        let mut next = level;
-        let mut removed = 0;
-        while next > 1 && removed < target {
-            next -= 1;
-            removed += u64::from(counts[next as usize]);
+        Pressure::Calm { headroom } => {
+            if level == top {
+                return top;
+            }
+            let below = &window.arrived[..level as usize];
+            let admitted = sum(below);
+            let busy = below.iter().filter(|&&c| c > 0).count().max(1) as u64;
+            let per_level = (admitted / busy).max(1);
+            let target = ((admitted as f64 * config.admit_step).ceil() as u64)
+                .max(headroom)
+                .max(1);
+            let mut next = level;
+            let mut added = 0;
+            while next < top && added < target {
+                added += u64::from(window.arrived[next as usize]).max(per_level);
+                next += 1;
+            }
+            next
         }
-        next
-    } else {
-        if level == top {
-            return top;
-        }
-        let target = ((admitted as f64 * admit).ceil() as u64).max(1);
-        let mut next = level;
-        let mut added = 0;
-        while next < top && added < target {
-            added += u64::from(counts[next as usize]);
-            next += 1;
-        }
-        next
     }
 }
 
@@ -322,30 +421,59 @@ mod tests {
         vec![per_level; LEVELS as usize]
     }
 
+    /// The next level after a window where `arrived` came and `started` started.
+    fn next(arrived: &[u32], started: &[u32], level: u32, pressure: Pressure) -> u32 {
+        let window = Window {
+            arrived: arrived.to_vec(),
+            started: started.to_vec(),
+        };
+        next_level(&window, level, pressure, &AdmissionConfig::default())
+    }
+
+    const OVER: Pressure = Pressure::Overloaded { keep: 0.9 };
+
+    const CALM: Pressure = Pressure::Calm { headroom: 0 };
+
     #[test]
-    fn overload_sheds_about_five_percent_of_what_was_admitted() {
+    fn overload_sheds_five_percent_of_what_started_or_what_drains_the_queue() {
         let counts = uniform(10);
-        // All 512 levels admitted: 5120 requests; 5% is 256, 26 levels of 10.
-        let next = next_level(&counts, LEVELS, true, 0.05, 0.01);
-        assert_eq!(next, LEVELS - 26);
+        // All 512 levels started 10: 5% of 5120 is 256, the top 26 levels.
+        let slightly = Pressure::Overloaded { keep: 0.99 };
+        assert_eq!(next(&counts, &counts, LEVELS, slightly), LEVELS - 26);
+        // The queue's excess needs a tenth less to drain: 52 levels.
+        assert_eq!(next(&counts, &counts, LEVELS, OVER), LEVELS - 52);
+        // Far over: half at most, 256 levels.
+        let far = Pressure::Overloaded { keep: 0.01 };
+        assert_eq!(next(&counts, &counts, LEVELS, far), LEVELS - 256);
+        // Arrivals that expired in the queue (never started) do not count.
+        let mut started = counts.clone();
+        started[256..].fill(0);
+        assert_eq!(next(&counts, &started, LEVELS, slightly), 256 - 13);
         // Repeated overload keeps shedding, never below one level.
         let mut level = LEVELS;
         for _ in 0..1_000 {
-            level = next_level(&counts, level, true, 0.05, 0.01);
+            level = next(&counts, &counts, level, OVER);
         }
         assert_eq!(level, 1);
     }
 
     #[test]
-    fn recovery_admits_about_one_percent_more_per_window() {
+    fn calm_windows_admit_one_percent_more_or_up_to_the_capacity_seen() {
         let counts = uniform(10);
         // 256 levels admitted: 2560 requests; 1% is 26, three levels of 10.
-        assert_eq!(next_level(&counts, 256, false, 0.05, 0.01), 259);
-        // Levels nobody asked for in the window are opened at once.
-        let mut sparse = vec![0; LEVELS as usize];
-        sparse[0] = 100;
-        assert_eq!(next_level(&sparse, 10, false, 0.05, 0.01), LEVELS);
-        assert_eq!(next_level(&sparse, LEVELS, false, 0.05, 0.01), LEVELS);
+        assert_eq!(next(&counts, &counts, 256, CALM), 259);
+        // Callers dropped the rest, so the levels above show nothing: each still counts as
+        // the average demand of the admitted ones.
+        let mut dropped_above = uniform(10);
+        dropped_above[256..].fill(0);
+        assert_eq!(next(&dropped_above, &counts, 256, CALM), 259);
+        assert_eq!(next(&counts, &counts, LEVELS, CALM), LEVELS);
+        // Far below the capacity seen: up by the headroom at once (1000 requests more, at
+        // 10 per level).
+        let under = Pressure::Calm { headroom: 1_000 };
+        assert_eq!(next(&dropped_above, &counts, 256, under), 356);
+        let idle = Pressure::Calm { headroom: 100_000 };
+        assert_eq!(next(&dropped_above, &counts, 256, idle), LEVELS);
     }
 
     #[test]
@@ -358,7 +486,7 @@ mod tests {
         let mut level = LEVELS;
         let mut steps = 0;
         while level > 400 {
-            level = next_level(&counts, level, true, 0.05, 0.01);
+            level = next(&counts, &counts, level, OVER);
             steps += 1;
         }
         // Each step sheds at least one low level; the critical ones stay admitted.
@@ -377,25 +505,31 @@ mod tests {
         // The first request opens the first window (its end is still 0).
         assert!(admission.admit(LEVELS - 1, now));
         for i in 0..100 {
-            admission.waited(Duration::from_millis(50));
-            assert!(admission.admit(LEVELS - 1 - (i % 10), now));
+            let level = LEVELS - 1 - (i % 10);
+            assert!(admission.admit(level, now));
+            admission.started(level, Duration::from_millis(50));
         }
-        // 100 admitted, 10 at each of the top ten levels: shedding 5 takes the top level.
+        // 99 started (the 100th closed the window), about 10 at each of the top ten levels.
+        // The queue's excess over the threshold (30 ms) is more than the window lasted: half
+        // less, the top five levels.
         assert_eq!(
             admission.level(),
-            LEVELS - 1,
+            LEVELS - 5,
             "the 100th closed an overloaded window"
         );
         assert!(admission.is_overloaded());
         assert!(
             !admission.admit(LEVELS - 1, now),
-            "the lowest level is refused now"
+            "the lowest levels are refused now"
         );
-        // Windows without waiting admit again.
-        for _ in 0..100 {
-            admission.admit(0, now);
+        // Windows without waiting admit again, at least a level each.
+        for _ in 0..5 {
+            for _ in 0..100 {
+                admission.admit(0, now);
+                admission.started(0, Duration::ZERO);
+            }
+            assert!(!admission.is_overloaded());
         }
-        assert!(!admission.is_overloaded());
         assert_eq!(admission.level(), LEVELS);
     }
 
@@ -404,7 +538,7 @@ mod tests {
         let admission = Admission::new(AdmissionConfig::default());
         let now = Instant::now();
         admission.admit(0, now);
-        admission.waited(Duration::from_millis(1));
+        admission.started(0, Duration::from_millis(1));
         admission.lagged(Duration::from_millis(30));
         let report = admission
             .close_window(super::super::millis(now) + 10_000)

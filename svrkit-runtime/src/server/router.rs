@@ -211,9 +211,11 @@ impl Router {
             m.server_request(request.body.len());
         }
         let ctx = self.context(&mut request, method);
-        let admitted = self
-            .shed(&ctx, now)
-            .and_then(|()| self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots)));
+        let mut level = 0;
+        let admitted = self.shed(&ctx, now).and_then(|l| {
+            level = l;
+            self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
+        });
         let local;
         let memory = match &connection {
             Some(c) => c.memory,
@@ -275,7 +277,7 @@ impl Router {
             m.server_started(waited);
         }
         if let Some(a) = &self.admission {
-            a.waited(waited);
+            a.started(level, waited);
         }
         Dispatch::Run(Running {
             metrics,
@@ -342,14 +344,16 @@ impl Router {
     }
 
     /// Overload control: refuses a request below the admission level (before its body is
-    /// decoded), counting it in the window's histogram either way.
-    fn shed(&self, ctx: &Context, now: Instant) -> Result<(), (Status, Option<Rejection>)> {
+    /// decoded), counting it in the window's histogram either way. The request's level, if
+    /// admitted.
+    fn shed(&self, ctx: &Context, now: Instant) -> Result<u32, (Status, Option<Rejection>)> {
         let Some(admission) = &self.admission else {
-            return Ok(());
+            return Ok(0);
         };
         let user = priority::user_level(ctx.user_key, &ctx.trace_id, now);
-        if admission.admit(priority::level(ctx.priority, user), now) {
-            return Ok(());
+        let level = priority::level(ctx.priority, user);
+        if admission.admit(level, now) {
+            return Ok(level);
         }
         Err((
             Status::overloaded("the server is overloaded and sheds requests of this priority"),
