@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| ([\w-]+) \| (\d+) \| (\d+) \| (\d+) µs \| (\d+) µs \| ([\d.]+) µs \|$")
 
 
-ORDER = ["svrkit", "svrkit-nomon", "tonic", "tarpc", "floor"]
+ORDER = ["svrkit", "svrkit-nomon", "svrkit-nopolicy", "tonic", "tarpc", "floor"]
 
 
 def runs(n, files):
@@ -48,15 +48,19 @@ def main():
     for (system, c), (qps, p50, p99, cpu) in sorted(med.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
         print(f"| {system} | {c} | {qps:,.0f} | {p50:.0f} µs | {p99:.0f} µs | {cpu:.1f} µs |")
     print()
-    print("| concurrency | QPS vs tonic | QPS vs tarpc | server CPU vs floor | monitoring off: CPU vs floor | monitoring's CPU cost |")
-    print("|---|---|---|---|---|---|")
+    print("| concurrency | QPS vs tonic | QPS vs tarpc | server CPU vs floor | monitoring off: CPU vs floor | monitoring's CPU cost | policies' CPU cost | policies' QPS cost |")
+    print("|---|---|---|---|---|---|---|---|")
+    pct = lambda a, b: f"{(a / b - 1) * 100:+.0f}%"
     for c in sorted({c for (_, c) in med}):
-        s, n = med.get(("svrkit", c)), med.get(("svrkit-nomon", c))
+        s, n, p = med.get(("svrkit", c)), med.get(("svrkit-nomon", c)), med.get(("svrkit-nopolicy", c))
         t, r, f = med.get(("tonic", c)), med.get(("tarpc", c)), med.get(("floor", c))
-        if s and t and r and f:
-            off = f"{n[3] / f[3]:.2f}x" if n else "-"
-            cost = f"{(s[3] / n[3] - 1) * 100:+.0f}%" if n else "-"
-            print(f"| {c} | {s[0] / t[0]:.2f}x | {s[0] / r[0]:.2f}x | {s[3] / f[3]:.2f}x | {off} | {cost} |")
+        if s:
+            ratio = lambda other, i: f"{s[i] / other[i]:.2f}x" if other else "-"
+            off = f"{n[3] / f[3]:.2f}x" if n and f else "-"
+            cost = pct(s[3], n[3]) if n else "-"
+            pcpu = pct(s[3], p[3]) if p else "-"
+            pqps = pct(s[0], p[0]) if p else "-"
+            print(f"| {c} | {ratio(t, 0)} | {ratio(r, 0)} | {ratio(f, 3)} | {off} | {cost} | {pcpu} | {pqps} |")
     print(f"\nmedian of {len(texts)} runs")
 
 

@@ -79,30 +79,38 @@ async fn a_policy_can_reject_before_sending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_methods_are_retried_on_another_endpoint() {
+async fn a_call_that_cannot_connect_goes_to_another_endpoint_but_only_idempotent_ones_retry() {
     let running = echo::start().await;
     let policy = Arc::new(Counting::default());
     let client = dead_then_live(&running.addr, &policy).await;
-    // `AllTypes` is retry="idempotent" (3 attempts): the first attempt goes to the dead
-    // endpoint, fails to connect and is retried on the live one. After that the balancer
-    // keeps the dead endpoint out of rotation, so later calls go straight to the live one.
-    // The policy, above the retries, sees each call once, and every one succeeded.
-    for _ in 0..4 {
+    // The first call goes to the dead endpoint and cannot connect: nothing was sent, so it
+    // goes to the live one at once, idempotent or not. After that the balancer keeps the
+    // dead endpoint out of rotation. The policy, above it all, sees each call once, and
+    // every one succeeded.
+    client
+        .echo(&EchoReq::default())
+        .await
+        .expect("moved to the live endpoint");
+    for _ in 0..3 {
         client
             .all_types(&AllTypes::default())
             .await
-            .expect("retried onto the live endpoint");
+            .expect("the live endpoint");
     }
     assert_eq!(policy.recorded.load(Ordering::SeqCst), 4);
     assert_eq!(policy.failures.load(Ordering::SeqCst), 0);
 
-    // `Echo` is not idempotent: never retried, the failure is the caller's to see.
-    let policy = Arc::new(Counting::default());
-    let client = dead_then_live(&running.addr, &policy).await;
-    let err = client.echo(&EchoReq::default()).await.unwrap_err();
+    // A server's UNAVAILABLE is retried only for idempotent methods: `Echo` is not, so the
+    // server sees the call once and the caller sees the failure.
+    let before = running.observed.started.load(Ordering::SeqCst);
+    let refused = EchoReq {
+        fail_code: Code::UNAVAILABLE.0,
+        ..Default::default()
+    };
+    let err = client.echo(&refused).await.unwrap_err();
     assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
-    assert_eq!(policy.recorded.load(Ordering::SeqCst), 1);
-    assert!(client.echo(&EchoReq::default()).await.is_ok());
+    assert_eq!(running.observed.started.load(Ordering::SeqCst), before + 1);
+    assert_eq!(policy.failures.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

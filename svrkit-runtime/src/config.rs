@@ -683,6 +683,56 @@ mod tests {
     }
 
     #[test]
+    fn policies_are_configured_and_checked() {
+        let c = Config::parse(
+            r#"
+            [overload]
+            queue_wait_ms = 50
+            window_requests = 500
+            [client]
+            balancer = "ring"
+            retry_budget_ratio = 0.1
+            throttle = 0
+            [services."a.B"]
+            endpoints = ["10.0.0.1:7000"]
+            weak_timeout_ms = 30
+            groups.canary = ["10.0.0.9:7000"]
+            routes = [{ group = "canary", dye = "gray", user_keys = [7] }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.overload.queue_wait, Duration::from_millis(50));
+        assert_eq!(c.overload.window_requests, 500);
+        assert!(c.overload.enabled);
+        assert_eq!(c.client.balancer, BalancerKind::Ring);
+        let channel = c.channel("a.B").unwrap();
+        assert_eq!(channel.group("canary").unwrap().snapshot().len(), 1);
+        assert_eq!(
+            error("[client]\nbalancer = \"random\"\n")
+                .lines()
+                .next()
+                .map(|l| l.contains("line 2")),
+            Some(true)
+        );
+        assert_eq!(
+            error("[overload]\nshed_step = 2.0\n"),
+            "overload.shed_step: must be above 0 and at most 1"
+        );
+        assert_eq!(
+            error("[client]\nthrottle = 0.5\n"),
+            "client.throttle: must be 0 (off) or at least 1"
+        );
+        assert_eq!(
+            error("[services.\"a.B\"]\nendpoints = [\"h:1\"]\nroutes = [{ group = \"blue\" }]\n"),
+            "services.\"a.B\".routes: group `blue` is not in groups"
+        );
+        assert_eq!(
+            error("[services.\"a.B\"]\nendpoints = [\"h:1\"]\ngroups.c = [\"nohost\"]\n"),
+            "services.\"a.B\".groups.c: `nohost` is not host:port"
+        );
+    }
+
+    #[test]
     fn a_missing_file_says_which() {
         let e = Config::from_file("/no/such/svrkit.toml")
             .unwrap_err()

@@ -35,8 +35,17 @@ mod tonic_chat {
 }
 
 /// `svrkit-nomon` is svrkit with its built-in monitoring turned off on both sides, to show
-/// what monitoring costs.
-const SYSTEMS: [&str; 5] = ["svrkit", "svrkit-nomon", "tonic", "tarpc", "floor"];
+/// what monitoring costs; `svrkit-nopolicy` is svrkit with its avalanche protection off
+/// (no admission control on the server; no retries, throttling or collaborative rejection
+/// on the client, which balances round robin), to show what that costs.
+const SYSTEMS: [&str; 6] = [
+    "svrkit",
+    "svrkit-nomon",
+    "svrkit-nopolicy",
+    "tonic",
+    "tarpc",
+    "floor",
+];
 
 // ---------------------------------------------------------------- shared request/response
 
@@ -333,10 +342,14 @@ fn serve(system: &str) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         match system {
-            "svrkit" | "svrkit-nomon" => {
+            "svrkit" | "svrkit-nomon" | "svrkit-nopolicy" => {
                 let server = svrkit_runtime::Server::builder()
                     .add_service(sk::ChatSvrServer::new(SvrkitChat))
-                    .monitoring(system == "svrkit")
+                    .monitoring(system != "svrkit-nomon")
+                    .admission(svrkit_runtime::policy::AdmissionConfig {
+                        enabled: system != "svrkit-nopolicy",
+                        ..Default::default()
+                    })
                     .build();
                 tokio::spawn(async move { server.serve(listener).await });
             }
@@ -419,13 +432,18 @@ enum Client {
 impl Client {
     async fn connect(system: &str, addr: &str) -> Client {
         match system {
-            "svrkit" | "svrkit-nomon" => {
+            "svrkit" | "svrkit-nomon" | "svrkit-nopolicy" => {
                 // One connection, as tonic and tarpc use.
-                let options = svrkit_runtime::ChannelOptions {
+                let mut options = svrkit_runtime::ChannelOptions {
                     connections_per_endpoint: connections(),
-                    monitoring: system == "svrkit",
+                    monitoring: system != "svrkit-nomon",
                     ..Default::default()
                 };
+                if system == "svrkit-nopolicy" {
+                    options.retry.enabled = false;
+                    options.throttle = None;
+                    options.balancer = svrkit_runtime::client::BalancerKind::RoundRobin;
+                }
                 let channel = svrkit_runtime::Channel::lazy([addr.to_owned()], options);
                 Client::Svrkit(sk::ChatSvrClient::new(channel), Arc::new(svrkit_request()))
             }

@@ -100,10 +100,7 @@ fn least_loaded(endpoints: &[Arc<Endpoint>], ok: impl Fn(&Arc<Endpoint>) -> bool
 /// to priority, would drop the important requests the server still admits with them.
 fn judge(result: &Result<Frame, Status>, level: u32) -> (bool, bool) {
     let (code, admits) = match result {
-        Ok(frame) => (
-            Code(frame.header.status_code),
-            frame.header.admission_level,
-        ),
+        Ok(frame) => (Code(frame.header.status_code), frame.header.admission_level),
         Err(status) => (status.code(), 0),
     };
     let shed_by_priority = admits != 0 && level >= admits;
@@ -170,10 +167,7 @@ impl Transport for Pool {
             if let Ok(frame) = &result {
                 // Stamped with the answer's time: its level is fresh now, however long the
                 // call took.
-                endpoint.note_level(
-                    frame.header.admission_level,
-                    policy::millis(Instant::now()),
-                );
+                endpoint.note_level(frame.header.admission_level, policy::millis(Instant::now()));
             }
             let (refused, failed) = judge(&result, level);
             if failed {

@@ -262,6 +262,34 @@ impl Collector for Everything {
             MetricType::Gauge,
             &mut |m| m.encode_gauge(&open),
         )?;
+        if let Some(admission) = p.admission.get().and_then(std::sync::Weak::upgrade) {
+            let level = i64::from(admission.level());
+            let overloaded = i64::from(admission.is_overloaded());
+            let wait = admission
+                .last_window()
+                .map_or(0.0, |w| w.queue_wait.as_secs_f64());
+            family(
+                &mut e,
+                "svrkit_server_admission_level",
+                "Priority levels the server admits (512: all; lower: shedding by priority).",
+                MetricType::Gauge,
+                &mut |m| m.encode_gauge(&level),
+            )?;
+            family(
+                &mut e,
+                "svrkit_server_overloaded",
+                "1 when the last overload-control window found the server overloaded.",
+                MetricType::Gauge,
+                &mut |m| m.encode_gauge(&overloaded),
+            )?;
+            family(
+                &mut e,
+                "svrkit_server_queue_wait_seconds",
+                "Average queue wait (with scheduling lag) of the last overload-control window.",
+                MetricType::Gauge,
+                &mut |m| m.encode_gauge(&wait),
+            )?;
+        }
         let uptime = p.started.0.elapsed().as_secs_f64();
         family(
             &mut e,

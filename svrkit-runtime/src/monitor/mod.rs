@@ -123,6 +123,9 @@ pub struct Process {
     pub(crate) oversized: AtomicU64,
     pub(crate) reports_sent: AtomicU64,
     pub(crate) reports_failed: AtomicU64,
+    /// The overload control of the first monitored server built in the process, for its
+    /// gauges.
+    pub(crate) admission: OnceLock<std::sync::Weak<crate::policy::admission::Admission>>,
 }
 
 /// The process's counters.
@@ -137,6 +140,7 @@ pub fn process() -> &'static Process {
         oversized: AtomicU64::new(0),
         reports_sent: AtomicU64::new(0),
         reports_failed: AtomicU64::new(0),
+        admission: OnceLock::new(),
     })
 }
 

@@ -133,6 +133,15 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         let limits = self.limits;
         let input = Budget::new(limits.max_buffered_input);
+        let admission = self
+            .admission
+            .enabled
+            .then(|| Arc::new(Admission::new(self.admission)));
+        if let Some(a) = &admission
+            && !self.unmonitored
+        {
+            let _ = monitor::process().admission.set(Arc::downgrade(a));
+        }
         Server {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
@@ -146,9 +155,7 @@ impl ServerBuilder {
                     limits,
                     input,
                     (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
-                    self.admission
-                        .enabled
-                        .then(|| Arc::new(Admission::new(self.admission))),
+                    admission,
                 )),
                 #[cfg(feature = "tls")]
                 tls: self.tls,

@@ -180,10 +180,7 @@ where
                 let began = Instant::now();
                 let result = fut.await;
                 let at = began.saturating_duration_since(start);
-                tally
-                    .lock()
-                    .unwrap()
-                    .record(&result, began.elapsed(), at);
+                tally.lock().unwrap().record(&result, began.elapsed(), at);
             });
             sent += 1;
         }
@@ -271,10 +268,13 @@ async fn goodput(settings: &Settings) {
                 let (client, req) = (client.clone(), req.clone());
                 async move {
                     client
-                        .normal_with(&req, &CallOptions {
-                            user_key: Some(random_user()),
-                            ..CallOptions::default()
-                        })
+                        .normal_with(
+                            &req,
+                            &CallOptions {
+                                user_key: Some(random_user()),
+                                ..CallOptions::default()
+                            },
+                        )
                         .await
                 }
             })
@@ -315,7 +315,10 @@ async fn goodput(settings: &Settings) {
 }
 
 /// With `--trace`, prints the server's admission level every 250 ms until dropped.
-fn trace_admission(settings: &Settings, backend: &work::Running) -> Option<tokio::task::AbortHandle> {
+fn trace_admission(
+    settings: &Settings,
+    backend: &work::Running,
+) -> Option<tokio::task::AbortHandle> {
     if !settings.trace {
         return None;
     }
@@ -387,7 +390,9 @@ async fn priority(settings: &Settings) {
     let backend = work::start(Work::new("backend"), AdmissionConfig::default(), 1);
     let client = work::client(&[&backend.addr], ChannelOptions::default());
     let cap = capacity(&client, settings.phase / 2).await;
-    let outcomes: Arc<Mutex<HashMap<(u64, u64), (u64, u64)>>> = Arc::default();
+    // (class, user) -> (admitted, shed)
+    type Outcomes = HashMap<(u64, u64), (u64, u64)>;
+    let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let per_class: Arc<Mutex<[Tally; 4]>> = Arc::default();
     let (c, o, p) = (client.clone(), outcomes.clone(), per_class.clone());
     let watch = trace_admission(settings, &backend);
@@ -447,9 +452,16 @@ async fn priority(settings: &Settings) {
             .filter(|((c, _), (a, b))| *c == class as u64 && a + b >= 2)
             .collect();
         let mixed = users.iter().filter(|(_, (a, b))| *a > 0 && *b > 0).count();
-        let half = t.ok_at.iter().filter(|&&at| at >= settings.phase / 2).count() as f64;
-        let sent_half = (t.failed_at.iter().filter(|&&at| at >= settings.phase / 2).count()
-            as f64)
+        let half = t
+            .ok_at
+            .iter()
+            .filter(|&&at| at >= settings.phase / 2)
+            .count() as f64;
+        let sent_half = (t
+            .failed_at
+            .iter()
+            .filter(|&&at| at >= settings.phase / 2)
+            .count() as f64)
             + half;
         println!(
             "| {name} | {n} | {:.2}% | {:.2}% | {} | {} | {} | {mixed} of {} |",
@@ -493,10 +505,13 @@ async fn consistency(settings: &Settings) {
                 ..WorkReq::default()
             };
             let result = client
-                .fan_with(&req, &CallOptions {
-                    user_key: Some(random_user()),
-                    ..CallOptions::default()
-                })
+                .fan_with(
+                    &req,
+                    &CallOptions {
+                        user_key: Some(random_user()),
+                        ..CallOptions::default()
+                    },
+                )
                 .await;
             let mut r = results.lock().unwrap();
             r[usize::from(four)].0 += 1;
@@ -528,7 +543,9 @@ fn retry_options(throttle: bool) -> ChannelOptions {
 }
 
 async fn retry_storm(settings: &Settings) {
-    println!("\n## Retry storm: the backend fails every call (UNAVAILABLE); `Get` allows 3 attempts\n");
+    println!(
+        "\n## Retry storm: the backend fails every call (UNAVAILABLE); `Get` allows 3 attempts\n"
+    );
     println!("| setup | calls made | requests at the failing backend | ratio |");
     println!("|---|---|---|---|");
     let rate = 2_000.0;
@@ -594,7 +611,9 @@ async fn retry_storm(settings: &Settings) {
 }
 
 async fn weak(settings: &Settings) {
-    println!("\n## Weak dependency: `Lean` does its own work and calls a weak dependency (50 ms)\n");
+    println!(
+        "\n## Weak dependency: `Lean` does its own work and calls a weak dependency (50 ms)\n"
+    );
     println!("| dependency | calls | success | skipped | p99 |");
     println!("|---|---|---|---|---|");
     let rate = 1_000.0;
@@ -646,7 +665,9 @@ async fn weak(settings: &Settings) {
 }
 
 async fn kill(settings: &Settings) {
-    println!("\n## Replica killed under load: three replicas, power of two choices, `Normal` (not retried)\n");
+    println!(
+        "\n## Replica killed under load: three replicas, power of two choices, `Normal` (not retried)\n"
+    );
     let mut replicas: Vec<_> = (0..3)
         .map(|i| work::start(Work::new(&format!("r{i}")), AdmissionConfig::default(), 1))
         .collect();
