@@ -256,6 +256,29 @@ async fn a_retry_goes_to_another_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_share_of_the_deadline_is_hedged_not_abandoned() {
+    let req = WorkReq::default();
+    // Slower than its share of the deadline (500 ms over 3 attempts) but well within it:
+    // every call succeeds, with at most one hedge each.
+    let slow = work::start(Work::new("slow"), admission(), 1);
+    slow.behaviour.delay_ms.store(250, Ordering::SeqCst);
+    let client = work::client(&[&slow.addr], options(false));
+    for _ in 0..5 {
+        client.get(&req).await.expect("slow but in time");
+    }
+    assert!((5..=10).contains(&served(&slow)), "{}", served(&slow));
+    // A replica that hangs: the hedge, on the other one, answers in time.
+    let stuck = work::start(Work::new("stuck"), admission(), 1);
+    stuck.behaviour.delay_ms.store(5_000, Ordering::SeqCst);
+    let good = work::start(Work::new("good"), admission(), 1);
+    let client = work::client(&[&stuck.addr, &good.addr], options(false));
+    for _ in 0..10 {
+        let resp = client.get(&req).await.expect("the hedge answered");
+        assert_eq!(&*resp.server, "good");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weak_dependency_that_is_down_or_slow_is_skipped() {
     let dependency = work::start(Work::new("dependency"), admission(), 1);
     let front = work::start(

@@ -101,6 +101,27 @@ pub struct Call {
     /// The endpoint the last attempt went to (its address in memory; 0: none yet), so that
     /// a retry goes elsewhere.
     pub(crate) last_endpoint: usize,
+    /// A second attempt running beside the first (see the retry layer): it goes to the least
+    /// loaded replica, which the first attempt's is not.
+    pub(crate) hedge: bool,
+}
+
+impl Call {
+    /// The next attempt of this call, to run beside it.
+    fn hedge(&self) -> Call {
+        let mut header = self.header.clone();
+        header.attempt += 1;
+        Call {
+            method: self.method,
+            header,
+            body: self.body.clone(),
+            deadline: self.deadline,
+            key: self.key,
+            metrics: self.metrics,
+            last_endpoint: self.last_endpoint,
+            hedge: true,
+        }
+    }
 }
 
 /// The future a [`Transport`] returns: the response frame (whose header may carry an error
@@ -565,6 +586,7 @@ impl Channel {
             method,
             metrics,
             last_endpoint: 0,
+            hedge: false,
             key: header.user_key,
             header,
             body: Bytes::from(body),
@@ -674,6 +696,7 @@ pub(crate) fn test_call(user_key: u64) -> Call {
         key: user_key,
         metrics: None,
         last_endpoint: 0,
+        hedge: false,
     }
 }
 

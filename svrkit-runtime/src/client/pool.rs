@@ -55,6 +55,13 @@ impl Pool {
             .pick(call, endpoints)
             .filter(|&i| i < endpoints.len())
             .ok_or_else(|| Status::unavailable("the balancer found no endpoint to call"))?;
+        // A hedge goes to the least loaded replica: not the one its first attempt is on,
+        // which that attempt's load counts against.
+        if call.hedge
+            && let Some(least) = least_loaded(endpoints, |e| e.is_healthy())
+        {
+            pick = least;
+        }
         // A retry goes to another replica than the attempt before, if one is up.
         if call.header.attempt > 0
             && endpoints.len() > 1

@@ -114,34 +114,11 @@ impl Transport for Retrying {
             loop {
                 let attempts_left = max_attempts - call.header.attempt;
                 let result = if attempts_left > 1 {
-                    // An attempt gets its share of the time left; if it has no answer by
-                    // then, another replica may (the budget permitting), else it keeps going.
-                    let share = call
-                        .deadline
-                        .saturating_duration_since(Instant::now())
-                        .checked_div(attempts_left)
-                        .unwrap_or_default();
-                    let deadline = call.deadline;
-                    let mut attempt = self.inner.call(call);
-                    tokio::select! {
-                        biased;
-                        result = &mut attempt => result,
-                        _ = tokio::time::sleep(share) => {
-                            if self.budget.withdraw(policy::millis(Instant::now())) {
-                                drop(attempt);
-                                self.next_attempt(call);
-                                continue;
-                            }
-                            match tokio::time::timeout_at(deadline.into(), attempt).await {
-                                Ok(result) => result,
-                                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
-                            }
-                        }
-                    }
+                    self.hedged(call, attempts_left).await
                 } else {
                     self.inner.call(call).await
                 };
-                if attempts_left <= 1 || !retryable(&result) {
+                if call.header.attempt + 1 >= max_attempts || !retryable(&result) {
                     return result;
                 }
                 let wait = self.backoff(call.header.attempt + 1);
@@ -158,6 +135,60 @@ impl Transport for Retrying {
 }
 
 impl Retrying {
+    /// One attempt that gets its share of the time left (the time left over the attempts
+    /// left). With no answer by then, and a retry in the budget, a second attempt starts
+    /// beside it (a hedge, on the least loaded replica, which the first attempt's is not)
+    /// and the first answer that is not a retryable failure wins; the other is cancelled.
+    /// The first attempt is never abandoned: a method slower than its share still succeeds.
+    async fn hedged(&self, call: &mut Call, attempts_left: u32) -> Result<Frame, Status> {
+        let share = call
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .checked_div(attempts_left)
+            .unwrap_or_default();
+        // Made now, while `call` is free: the first attempt borrows it until it ends.
+        let mut hedge = call.hedge();
+        let mut first = self.inner.call(call);
+        tokio::select! {
+            biased;
+            result = &mut first => return result,
+            _ = tokio::time::sleep(share) => {}
+        }
+        if !self.budget.withdraw(policy::millis(Instant::now())) {
+            return first.await;
+        }
+        if let Some(m) = hedge.metrics {
+            m.client_retry();
+        }
+        let mut second = self.inner.call(&mut hedge);
+        let (mut first_failed, mut second_failed) = (None, None);
+        let result = loop {
+            tokio::select! {
+                result = &mut first, if first_failed.is_none() => {
+                    if !retryable(&result) {
+                        break result;
+                    }
+                    first_failed = Some(result);
+                }
+                result = &mut second, if second_failed.is_none() => {
+                    if !retryable(&result) {
+                        break result;
+                    }
+                    second_failed = Some(result);
+                }
+            }
+            if first_failed.is_some()
+                && let Some(result) = second_failed.take()
+            {
+                break result;
+            }
+        };
+        drop(first);
+        drop(second);
+        // Further attempts count on from the hedge's.
+        call.header.attempt = hedge.header.attempt;
+        result
+    }
     fn next_attempt(&self, call: &mut Call) {
         call.header.attempt += 1;
         if let Some(m) = call.metrics {
