@@ -368,11 +368,14 @@ impl Config {
             }
         }
         let o = &self.overload;
-        if o.queue_wait.is_zero() || o.window.is_zero() || o.window_requests == 0 {
-            return Err(ConfigError::key(
-                "overload",
-                "queue_wait_ms, window_ms and window_requests must be at least 1",
-            ));
+        for (key, zero) in [
+            ("overload.queue_wait_ms", o.queue_wait.is_zero()),
+            ("overload.window_ms", o.window.is_zero()),
+            ("overload.window_requests", o.window_requests == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
         }
         for (key, step) in [
             ("overload.shed_step", o.shed_step),
@@ -383,16 +386,27 @@ impl Config {
             }
         }
         let c = &self.client;
-        if !(c.retry_budget_ratio >= 0.0 && c.retry_min_per_second >= 0.0) {
-            return Err(ConfigError::key(
-                "client.retry_budget_ratio",
-                "the retry budget cannot be negative",
-            ));
+        for (key, value) in [
+            ("client.retry_budget_ratio", c.retry_budget_ratio),
+            ("client.retry_min_per_second", c.retry_min_per_second),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::key(key, "must be a number of at least 0"));
+            }
         }
-        if c.throttle != 0.0 && (c.throttle.is_nan() || c.throttle < 1.0) {
+        if c.throttle != 0.0 && !(c.throttle.is_finite() && c.throttle >= 1.0) {
             return Err(ConfigError::key(
                 "client.throttle",
-                "must be 0 (off) or at least 1",
+                "must be 0 (off) or a number of at least 1",
+            ));
+        }
+        if c.retry_backoff_ms > c.retry_max_backoff_ms {
+            return Err(ConfigError::key(
+                "client.retry_max_backoff_ms",
+                format!(
+                    "{} is below retry_backoff_ms ({})",
+                    c.retry_max_backoff_ms, c.retry_backoff_ms
+                ),
             ));
         }
         for (name, service) in &self.services {
@@ -402,7 +416,11 @@ impl Config {
             }
             check_endpoints(&key, &service.endpoints)?;
             for (group, endpoints) in &service.groups {
-                check_endpoints(&format!("services.\"{name}\".groups.{group}"), endpoints)?;
+                let key = format!("services.\"{name}\".groups.{group}");
+                if endpoints.is_empty() {
+                    return Err(ConfigError::key(&key, "lists no endpoint"));
+                }
+                check_endpoints(&key, endpoints)?;
             }
             for route in &service.routes {
                 if !service.groups.contains_key(&route.group) {
@@ -720,7 +738,31 @@ mod tests {
         );
         assert_eq!(
             error("[client]\nthrottle = 0.5\n"),
-            "client.throttle: must be 0 (off) or at least 1"
+            "client.throttle: must be 0 (off) or a number of at least 1"
+        );
+        assert_eq!(
+            error("[client]\nthrottle = inf\n"),
+            "client.throttle: must be 0 (off) or a number of at least 1"
+        );
+        assert_eq!(
+            error("[client]\nretry_min_per_second = -1.0\n"),
+            "client.retry_min_per_second: must be a number of at least 0"
+        );
+        assert_eq!(
+            error("[client]\nretry_budget_ratio = inf\n"),
+            "client.retry_budget_ratio: must be a number of at least 0"
+        );
+        assert_eq!(
+            error("[client]\nretry_backoff_ms = 1000\nretry_max_backoff_ms = 1\n"),
+            "client.retry_max_backoff_ms: 1 is below retry_backoff_ms (1000)"
+        );
+        assert_eq!(
+            error("[overload]\nwindow_ms = 0\n"),
+            "overload.window_ms: must be at least 1"
+        );
+        assert_eq!(
+            error("[services.\"a.B\"]\nendpoints = [\"h:1\"]\ngroups.c = []\n"),
+            "services.\"a.B\".groups.c: lists no endpoint"
         );
         assert_eq!(
             error("[services.\"a.B\"]\nendpoints = [\"h:1\"]\nroutes = [{ group = \"blue\" }]\n"),

@@ -3,8 +3,8 @@
 //! client runtime of one worker.
 //!
 //! ```text
-//! cargo run --release -p svrkit-tests --bin overload -- --quick   # under a minute
-//! cargo run --release -p svrkit-tests --bin overload              # longer phases
+//! cargo run --release -p svrkit-tests --bin overload -- --quick   # 5 s phases, under a minute
+//! cargo run --release -p svrkit-tests --bin overload              # 20 s phases, about 4 min
 //! cargo run --release -p svrkit-tests --bin overload -- --only goodput,retry
 //! ```
 //!
@@ -31,8 +31,12 @@ use svrkit_tests::work::{self, Work};
 const COST_US: u32 = 200;
 
 struct Settings {
-    /// How long each loaded phase lasts.
+    /// How long each overloaded phase lasts.
     phase: Duration,
+    /// How long the retry, weak-dependency and replica phases last.
+    short: Duration,
+    /// How long capacity is measured.
+    capacity: Duration,
     /// Print the admission level every 250 ms while loaded.
     trace: bool,
     only: Option<Vec<String>>,
@@ -55,11 +59,9 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_owned).collect());
     let settings = Settings {
-        phase: if quick {
-            Duration::from_secs(3)
-        } else {
-            Duration::from_secs(20)
-        },
+        phase: Duration::from_secs(if quick { 5 } else { 20 }),
+        short: Duration::from_millis(if quick { 1_500 } else { 10_000 }),
+        capacity: Duration::from_millis(if quick { 1_500 } else { 5_000 }),
         only,
         trace: args.iter().any(|a| a == "--trace"),
     };
@@ -256,7 +258,7 @@ async fn goodput(settings: &Settings) {
     for (label, admission) in [("on", AdmissionConfig::default()), ("off", off())] {
         let backend = work::start(Work::new("backend"), admission, 1);
         let client = work::client(&[&backend.addr], ChannelOptions::default());
-        let cap = capacity(&client, settings.phase / 2).await;
+        let cap = capacity(&client, settings.capacity).await;
         for factor in [2.0, 5.0] {
             let req = WorkReq {
                 cost_us: COST_US,
@@ -389,7 +391,7 @@ async fn priority(settings: &Settings) {
     println!("\n## Priority: 3x capacity, a quarter each critical, high, normal, low\n");
     let backend = work::start(Work::new("backend"), AdmissionConfig::default(), 1);
     let client = work::client(&[&backend.addr], ChannelOptions::default());
-    let cap = capacity(&client, settings.phase / 2).await;
+    let cap = capacity(&client, settings.capacity).await;
     // (class, user) -> (admitted, shed)
     type Outcomes = HashMap<(u64, u64), (u64, u64)>;
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
@@ -480,7 +482,7 @@ async fn consistency(settings: &Settings) {
     println!("\n## Consistency: entries calling an overloaded backend once or four times\n");
     let backend = work::start(Work::new("backend"), AdmissionConfig::default(), 1);
     let direct = work::client(&[&backend.addr], ChannelOptions::default());
-    let cap = capacity(&direct, settings.phase / 2).await;
+    let cap = capacity(&direct, settings.capacity).await;
     let front = work::start(
         Work {
             downstream: Some(work::client(&[&backend.addr], ChannelOptions::default())),
@@ -556,7 +558,7 @@ async fn retry_storm(settings: &Settings) {
             .fail
             .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
         let client = work::client(&[&backend.addr], retry_options(throttle));
-        let t = offer(rate, settings.phase, move |_| {
+        let t = offer(rate, settings.short, move |_| {
             let client = client.clone();
             async move { client.get(&WorkReq::default()).await }
         })
@@ -592,7 +594,7 @@ async fn retry_storm(settings: &Settings) {
             1,
         );
         let client = work::client(&[&top.addr], retry_options(throttle));
-        let t = offer(rate, settings.phase, move |_| {
+        let t = offer(rate, settings.short, move |_| {
             let client = client.clone();
             async move { client.get(&WorkReq::default()).await }
         })
@@ -638,7 +640,7 @@ async fn weak(settings: &Settings) {
         let client = work::client(&[&front.addr], ChannelOptions::default());
         let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s = skipped.clone();
-        let mut t = offer(rate, settings.phase, move |_| {
+        let mut t = offer(rate, settings.short, move |_| {
             let (client, skipped) = (client.clone(), s.clone());
             async move {
                 let r = client
@@ -676,7 +678,7 @@ async fn kill(settings: &Settings) {
     let client = work::client(&addrs, ChannelOptions::default());
     let rate = 3_000.0;
     let c = client.clone();
-    let load = tokio::spawn(offer(rate, settings.phase, move |_| {
+    let load = tokio::spawn(offer(rate, settings.short, move |_| {
         let client = c.clone();
         async move {
             client
@@ -687,11 +689,11 @@ async fn kill(settings: &Settings) {
                 .await
         }
     }));
-    tokio::time::sleep(settings.phase / 3).await;
+    tokio::time::sleep(settings.short / 3).await;
     let killed_at = Instant::now();
     replicas.pop().expect("three").kill();
     let t = load.await.expect("the load");
-    let since_start = settings.phase / 3;
+    let since_start = settings.short / 3;
     let after: Vec<Duration> = t
         .failed_at
         .iter()
