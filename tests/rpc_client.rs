@@ -207,6 +207,8 @@ async fn a_silent_endpoint_is_detected_and_avoided() {
         keepalive_interval: Duration::from_millis(100),
         min_backoff: Duration::from_secs(60),
         connections_per_endpoint: 1,
+        // The first call goes to the silent endpoint.
+        balancer: BalancerKind::RoundRobin,
         ..Default::default()
     };
     let channel = Channel::lazy([silent, running.addr.clone()], options);
