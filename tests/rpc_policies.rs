@@ -79,10 +79,7 @@ async fn a_request_and_all_its_downstream_calls_are_admitted_or_shed_together() 
     let level = 2 * USER_LEVELS + USER_LEVELS / 2;
     backend.server.admission().unwrap().pin(Some(level));
     let front = work::start(
-        Work {
-            downstream: Some(work::client(&[&backend.addr], options(false))),
-            ..Work::new("front")
-        },
+        Work::calling("front", &backend, options(false)),
         admission(),
         1,
     );
@@ -125,10 +122,7 @@ async fn a_request_and_all_its_downstream_calls_are_admitted_or_shed_together() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_of_a_failing_backend_stay_within_the_budget() {
     let backend = work::start(Work::new("backend"), admission(), 1);
-    backend
-        .behaviour
-        .fail
-        .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+    backend.fail_with(Code::UNAVAILABLE);
     let client = work::client(&[&backend.addr], options(false));
     let calls = 500;
     for _ in 0..calls {
@@ -148,10 +142,7 @@ async fn retries_of_a_failing_backend_stay_within_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_keeps_refusing_is_throttled_at_the_caller() {
     let backend = work::start(Work::new("backend"), admission(), 1);
-    backend
-        .behaviour
-        .fail
-        .store(Code::OVERLOADED.0, Ordering::SeqCst);
+    backend.fail_with(Code::OVERLOADED);
     let client = work::client(&[&backend.addr], options(true));
     let calls = 1_000;
     let mut local = 0;
@@ -176,22 +167,14 @@ async fn a_backend_that_keeps_refusing_is_throttled_at_the_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn along_a_chain_only_the_level_above_the_failure_retries() {
     let leaf = work::start(Work::new("leaf"), admission(), 1);
-    leaf.behaviour
-        .fail
-        .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+    leaf.fail_with(Code::UNAVAILABLE);
     let middle = work::start(
-        Work {
-            downstream: Some(work::client(&[&leaf.addr], options(false))),
-            ..Work::new("middle")
-        },
+        Work::calling("middle", &leaf, options(false)),
         admission(),
         1,
     );
     let top = work::start(
-        Work {
-            downstream: Some(work::client(&[&middle.addr], options(false))),
-            ..Work::new("top")
-        },
+        Work::calling("top", &middle, options(false)),
         admission(),
         1,
     );
@@ -213,19 +196,11 @@ async fn along_a_chain_only_the_level_above_the_failure_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_request_does_not_retry_its_own_calls() {
     let leaf = work::start(Work::new("leaf"), admission(), 1);
-    leaf.behaviour
-        .fail
-        .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
-    let relay = || Work {
-        downstream: Some(work::client(&[&leaf.addr], options(false))),
-        ..Work::new("relay")
-    };
+    leaf.fail_with(Code::UNAVAILABLE);
+    let relay = || Work::calling("relay", &leaf, options(false));
     // One replica fails by itself (before calling on); the caller retries on the other.
     let failing = work::start(relay(), admission(), 1);
-    failing
-        .behaviour
-        .fail
-        .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+    failing.fail_with(Code::UNAVAILABLE);
     let serving = work::start(relay(), admission(), 1);
     let client = work::client(&[&failing.addr, &serving.addr], options(false));
     for _ in 0..200 {
@@ -240,10 +215,7 @@ async fn a_retried_request_does_not_retry_its_own_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_goes_to_another_replica() {
     let failing = work::start(Work::new("failing"), admission(), 1);
-    failing
-        .behaviour
-        .fail
-        .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+    failing.fail_with(Code::UNAVAILABLE);
     let good = work::start(Work::new("good"), admission(), 1);
     let client = work::client(&[&failing.addr, &good.addr], options(false));
     for _ in 0..100 {
@@ -315,10 +287,7 @@ async fn a_weak_dependency_that_is_down_or_slow_is_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weak_channel_gives_defaults_instead_of_errors() {
     let dependency = work::start(Work::new("dependency"), admission(), 1);
-    dependency
-        .behaviour
-        .fail
-        .store(Code::INTERNAL.0, Ordering::SeqCst);
+    dependency.fail_with(Code::INTERNAL);
     let channel =
         Channel::lazy([dependency.addr.clone()], options(false)).weak(Duration::from_millis(100));
     let client = WorkSvrClient::new(channel);

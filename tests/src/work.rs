@@ -57,6 +57,15 @@ impl Work {
         }
     }
 
+    /// A server called `name` whose `Get` and `Fan` call `downstream` through a channel
+    /// with `options`.
+    pub fn calling(name: &str, downstream: &Running, options: ChannelOptions) -> Work {
+        Work {
+            downstream: Some(client(&[&downstream.addr], options)),
+            ..Work::new(name)
+        }
+    }
+
     async fn work(&self, ctx: &Context, request: &WorkReq) -> Result<WorkResp, Status> {
         self.seen.served.fetch_add(1, Ordering::Relaxed);
         if ctx.no_retry {
@@ -150,6 +159,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Answers every call with `code` from now on (`Code::OK`: normally again).
+    pub fn fail_with(&self, code: Code) {
+        self.behaviour.fail.store(code.0, Ordering::SeqCst);
+    }
+
     /// Kills the server at once, as a crash would: its runtime is dropped, its connections
     /// close with calls in flight.
     pub fn kill(mut self) {

@@ -553,10 +553,7 @@ async fn retry_storm(settings: &Settings) {
     let rate = 2_000.0;
     for throttle in [false, true] {
         let backend = work::start(Work::new("backend"), AdmissionConfig::default(), 1);
-        backend
-            .behaviour
-            .fail
-            .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+        backend.fail_with(Code::UNAVAILABLE);
         let client = work::client(&[&backend.addr], retry_options(throttle));
         let t = offer(rate, settings.short, move |_| {
             let client = client.clone();
@@ -574,22 +571,14 @@ async fn retry_storm(settings: &Settings) {
     }
     for throttle in [false, true] {
         let leaf = work::start(Work::new("leaf"), AdmissionConfig::default(), 1);
-        leaf.behaviour
-            .fail
-            .store(Code::UNAVAILABLE.0, Ordering::SeqCst);
+        leaf.fail_with(Code::UNAVAILABLE);
         let middle = work::start(
-            Work {
-                downstream: Some(work::client(&[&leaf.addr], retry_options(throttle))),
-                ..Work::new("middle")
-            },
+            Work::calling("middle", &leaf, retry_options(throttle)),
             AdmissionConfig::default(),
             1,
         );
         let top = work::start(
-            Work {
-                downstream: Some(work::client(&[&middle.addr], retry_options(throttle))),
-                ..Work::new("top")
-            },
+            Work::calling("top", &middle, retry_options(throttle)),
             AdmissionConfig::default(),
             1,
         );
