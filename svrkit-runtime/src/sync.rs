@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 ///
 /// A request's context and every copy of it share one, which makes it the place for the
 /// other thing the request's downstream calls tell the server: that one of them was refused
-/// after its own retries (see [`Cancel::note_downstream_refused`]).
+/// after its own retries (`Cancel::note_downstream_refused`).
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(Arc<CancelState>);
 

@@ -5,9 +5,13 @@
 //! the channel's [`RetryBudget`] allows: so that a failing backend sees about 1.2 times its
 //! normal rate, never `max_attempts` times.
 //!
+//! An attempt without an answer at the end of its share of the deadline is not abandoned: a
+//! hedge starts beside it, and the first good answer wins (see [`Retrying::hedged`]).
+//!
 //! A call made while serving a retried request carries `no_retry` and is not retried itself
-//! (the flag goes on down the chain): only the level right above a failure retries, and a
-//! chain of services multiplies nothing.
+//! (the flag goes on down the chain); a failure that came from a downstream refusal, retried
+//! there already, comes back with `no_retry` and is not retried either. Only the level right
+//! above a failure retries, and a chain of services multiplies nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

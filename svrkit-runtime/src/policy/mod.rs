@@ -12,7 +12,7 @@
 //! - [`budget`] and [`throttle`]: what keeps retries and calls to a refusing backend from
 //!   multiplying load: retries are at most a fifth of requests, and a backend that keeps
 //!   refusing gets requests dropped at the caller (the SRE book's adaptive throttling).
-//! - [`window`]: the lock-free counters over sliding time windows these share.
+//! - `window`: the lock-free counters over sliding time windows these share.
 //!
 //! The client side (retries, balancers, ejection of failing replicas, gray release, weak
 //! dependencies) lives in [`crate::client`], which uses these. `docs/policies.md` describes
