@@ -164,11 +164,13 @@ impl Running {
         self.behaviour.fail.store(code.0, Ordering::SeqCst);
     }
 
-    /// Kills the server at once, as a crash would: its runtime is dropped, its connections
-    /// close with calls in flight.
+    /// Kills the server, as a crash would: its runtime is dropped with its tasks, and its
+    /// connections close with calls in flight. Returns once that is done (the runtime's
+    /// threads are joined on a thread of their own, so that this may be called from a task).
     pub fn kill(mut self) {
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+            let _ = std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(5)))
+                .join();
         }
     }
 }
