@@ -169,8 +169,8 @@ impl Running {
     /// threads are joined on a thread of their own, so that this may be called from a task).
     pub fn kill(mut self) {
         if let Some(runtime) = self.runtime.take() {
-            let _ = std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(5)))
-                .join();
+            let _ =
+                std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(5))).join();
         }
     }
 }
