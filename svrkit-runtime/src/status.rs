@@ -35,6 +35,13 @@ impl Code {
     /// The first code available to applications.
     pub const FIRST_APPLICATION: Code = Code(1000);
 
+    /// Whether the code says a server refused the call unrun or none could be reached
+    /// (`OVERLOADED`, `UNAVAILABLE`): the failures a retry may help with, and that tell a
+    /// caller a downstream refusal is why its own call failed.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Code::OVERLOADED | Code::UNAVAILABLE)
+    }
+
     /// The name of an svrkit code.
     pub fn name(self) -> Option<&'static str> {
         Some(match self {

@@ -17,7 +17,7 @@ use crate::policy;
 use crate::status::Status;
 
 /// Whether an endpoint should get calls: down for a while after a failed connect, a connection
-/// that went silent, or [`EJECT_AFTER`](ChannelOptions::eject_after) failures in a row, with
+/// that went silent, or [`eject_after`](ChannelOptions::eject_after) failures in a row, with
 /// the wait doubling while failures go on. When the wait is over the endpoint is tried again
 /// (probed): one success puts it back for good, one more failure takes it out for twice as
 /// long.

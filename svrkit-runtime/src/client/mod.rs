@@ -617,8 +617,8 @@ impl Channel {
             Status::deadline_exceeded(format!("{} did not answer in time", method.full_name))
         })?;
         let refused = match &frame {
-            Ok(frame) => retry::is_refusal(Code(frame.header.status_code)),
-            Err(status) => retry::is_refusal(status.code()),
+            Ok(frame) => Code(frame.header.status_code).is_refusal(),
+            Err(status) => status.code().is_refusal(),
         };
         if refused && let Some(parent) = &parent {
             // The request being served fails because of this one (most likely): its caller

@@ -189,3 +189,38 @@ impl Transport for Pool {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Header;
+
+    fn answer(code: Code, admission_level: u32) -> Result<Frame, Status> {
+        Ok(Frame {
+            header: Header {
+                status_code: code.0,
+                admission_level,
+                ..Header::default()
+            },
+            body: bytes::Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn a_shed_by_priority_is_not_a_refusal_for_the_throttle() {
+        // The server admits levels below 100: a request of level 200 was shed by priority,
+        // which the server's level handles from now on.
+        assert_eq!(judge(&answer(Code::OVERLOADED, 100), 200), (false, false));
+        // One of level 50 it says it admits was refused anyway (a limit, its memory): that
+        // is the backend refusing work.
+        assert_eq!(judge(&answer(Code::OVERLOADED, 100), 50), (true, false));
+        assert_eq!(judge(&answer(Code::OVERLOADED, 0), 50), (true, false));
+        // Unreachable or UNAVAILABLE: refused, and the endpoint's failure.
+        assert_eq!(judge(&answer(Code::UNAVAILABLE, 512), 0), (true, true));
+        let unreachable = Err(Status::unavailable("cannot connect"));
+        assert_eq!(judge(&unreachable, 0), (true, true));
+        // Anything else the server answered is an accept.
+        assert_eq!(judge(&answer(Code::INTERNAL, 512), 0), (false, false));
+        assert_eq!(judge(&answer(Code::OK, 512), 0), (false, false));
+    }
+}

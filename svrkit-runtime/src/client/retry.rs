@@ -96,14 +96,9 @@ impl Retrying {
 /// client's own overload control) is not retried.
 fn retryable(result: &Result<Frame, Status>) -> bool {
     match result {
-        Ok(frame) => is_refusal(Code(frame.header.status_code)) && !frame.header.no_retry,
+        Ok(frame) => Code(frame.header.status_code).is_refusal() && !frame.header.no_retry,
         Err(status) => status.code() == Code::UNAVAILABLE,
     }
-}
-
-/// Whether `code` says a server refused a call or none could be reached.
-pub(super) fn is_refusal(code: Code) -> bool {
-    matches!(code, Code::OVERLOADED | Code::UNAVAILABLE)
 }
 
 impl Transport for Retrying {

@@ -219,7 +219,7 @@ impl Admission {
         let take = |counts: &[AtomicU32]| -> Vec<u32> {
             counts.iter().map(|c| c.swap(0, Relaxed)).collect()
         };
-        let counts = Window {
+        let counts = ByLevel {
             arrived: take(&self.by_level),
             started: take(&self.started_by_level),
         };
@@ -344,7 +344,7 @@ pub(crate) enum Pressure {
 
 /// A window's requests by level: those that arrived (admitted or not), and those that
 /// started.
-pub(crate) struct Window {
+pub(crate) struct ByLevel {
     pub(crate) arrived: Vec<u32>,
     pub(crate) started: Vec<u32>,
 }
@@ -367,7 +367,7 @@ pub(crate) struct Window {
 ///
 /// Always at least 1.
 pub(crate) fn next_level(
-    window: &Window,
+    window: &ByLevel,
     level: u32,
     pressure: Pressure,
     config: &AdmissionConfig,
@@ -423,7 +423,7 @@ mod tests {
 
     /// The next level after a window where `arrived` came and `started` started.
     fn next(arrived: &[u32], started: &[u32], level: u32, pressure: Pressure) -> u32 {
-        let window = Window {
+        let window = ByLevel {
             arrived: arrived.to_vec(),
             started: started.to_vec(),
         };

@@ -566,11 +566,7 @@ impl Running {
         let send = self.send && !(self.cancel.is_cancelled() && result.is_err());
         let mut reply = self.router.reply(self.request_id, send, result);
         // A refusal that came from further down was retried there already.
-        if matches!(
-            Code(reply.header.status_code),
-            Code::OVERLOADED | Code::UNAVAILABLE
-        ) && self.cancel.downstream_refused()
-        {
+        if Code(reply.header.status_code).is_refusal() && self.cancel.downstream_refused() {
             reply.header.no_retry = true;
         }
         if let Some(m) = self.metrics {

@@ -679,7 +679,6 @@ async fn kill(settings: &Settings) {
         }
     }));
     tokio::time::sleep(settings.short / 3).await;
-    let killed_at = Instant::now();
     replicas.pop().expect("three").kill();
     let t = load.await.expect("the load");
     let since_start = settings.short / 3;
@@ -699,5 +698,4 @@ async fn kill(settings: &Settings) {
         after.len(),
         last.map_or("-".into(), |d| format!("{d:.0?}"))
     );
-    let _ = killed_at;
 }
