@@ -58,6 +58,9 @@
 //! window_minutes = 30
 //! error_rate_rise = 0.05
 //! # webhook = "http://alerts.internal:9000/svrkit"
+//!
+//! [app]                          # the application's own settings: `Config::app`
+//! # data = "./im-data"
 //! ```
 //!
 //! Every key has a default that works on one machine, so an empty file is a valid
@@ -94,6 +97,9 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// `[overload]`.
     pub overload: AdmissionConfig,
+    /// `[app]`: the application's own settings, unchecked here; read them with
+    /// [`Config::app`].
+    pub app: toml::Table,
 }
 
 /// `[server]`.
@@ -494,6 +500,19 @@ impl Config {
         }
         let _ = title;
         Ok(None)
+    }
+
+    /// The `[app]` section as the application's settings type (every key optional: an
+    /// absent section gives `T::default()`).
+    ///
+    /// # Errors
+    /// An unknown key or a value of the wrong type, named after `app.`.
+    pub fn app<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::Value::Table(self.app.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError {
+                message: format!("app: {}", e.message()),
+            })
     }
 
     /// A channel to the service with this full name (`XxxClient::DESCRIPTOR.name`).

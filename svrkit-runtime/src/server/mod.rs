@@ -35,7 +35,7 @@ pub(crate) use router::note_decoded;
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +63,8 @@ pub struct ServerBuilder {
     unmonitored: bool,
     slow_call: Option<Duration>,
     admission: AdmissionConfig,
+    /// Where the built router goes, for channels made before it existed.
+    router: Arc<OnceLock<Arc<Router>>>,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -129,6 +131,15 @@ impl ServerBuilder {
         self
     }
 
+    /// A channel to the services of the server being built, in process (as
+    /// [`Server::local_channel`]): for co-hosted services that call each other, whose clients
+    /// exist before the server does. Calls made before [`build`](ServerBuilder::build) fail
+    /// `UNAVAILABLE`; a service not added by then answers `UNIMPLEMENTED`.
+    pub fn local_channel(&self) -> Channel {
+        let max_frame = self.limits.max_frame;
+        Channel::from_transport(Arc::new(router::Later(self.router.clone())), max_frame)
+    }
+
     /// Builds the server; call [`Server::serve`] to accept connections.
     pub fn build(self) -> Server {
         let limits = self.limits;
@@ -142,21 +153,24 @@ impl ServerBuilder {
         {
             let _ = monitor::process().admission.set(Arc::downgrade(a));
         }
+        let max_connections = limits.max_connections;
+        let router = Arc::new(Router::new(
+            self.services,
+            self.hooks,
+            limits,
+            input.clone(),
+            (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
+            admission,
+        ));
+        let _ = self.router.set(router.clone());
         Server {
             shared: Arc::new(Shared {
-                connections: Arc::new(Semaphore::new(limits.max_connections)),
-                input: input.clone(),
+                connections: Arc::new(Semaphore::new(max_connections)),
+                input,
                 refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                router: Arc::new(Router::new(
-                    self.services,
-                    self.hooks,
-                    limits,
-                    input,
-                    (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
-                    admission,
-                )),
+                router,
                 #[cfg(feature = "tls")]
                 tls: self.tls,
             }),

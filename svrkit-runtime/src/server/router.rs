@@ -462,10 +462,32 @@ pub(crate) struct Local(pub(crate) Arc<Router>);
 
 impl crate::client::Transport for Local {
     fn call<'a>(&'a self, call: &'a mut crate::client::Call) -> crate::client::CallFuture<'a> {
-        let mut header = call.header.clone();
-        header.deadline_ms = crate::client::remaining_ms(call.deadline);
-        let body = call.body.clone();
-        Box::pin(async move { Ok(self.0.call_local(header, body).await) })
+        call_in_process(&self.0, call)
+    }
+}
+
+fn call_in_process<'a>(
+    router: &'a Arc<Router>,
+    call: &crate::client::Call,
+) -> crate::client::CallFuture<'a> {
+    let mut header = call.header.clone();
+    header.deadline_ms = crate::client::remaining_ms(call.deadline);
+    let body = call.body.clone();
+    Box::pin(async move { Ok(router.call_local(header, body).await) })
+}
+
+/// The in-process transport of a server still being built: [`Local`] once it is.
+pub(crate) struct Later(pub(crate) Arc<std::sync::OnceLock<Arc<Router>>>);
+
+impl crate::client::Transport for Later {
+    fn call<'a>(&'a self, call: &'a mut crate::client::Call) -> crate::client::CallFuture<'a> {
+        match self.0.get() {
+            Some(router) => call_in_process(router, call),
+            None => Box::pin(std::future::ready(Err(Status::new(
+                crate::status::Code::UNAVAILABLE,
+                "the server of this local channel is not built yet",
+            )))),
+        }
     }
 }
 

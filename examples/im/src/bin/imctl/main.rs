@@ -1,0 +1,366 @@
+//! A command-line chat client of the messaging backend, and its load generator.
+//!
+//! ```text
+//! imctl register alice 's3cret-pw'      # then: imctl login alice 's3cret-pw'
+//! imctl send bob 'hello'                # as the user logged in last (or --as NAME)
+//! imctl sync --follow                   # every new message, as it arrives
+//! imctl group create friends; imctl group add 1 bob carol; imctl group send 1 'hi all'
+//! imctl bench --users 200 -c 64 -d 10s  # load: sends and syncs, with percentiles
+//! ```
+//!
+//! Sessions (token and sync key) are kept per user in `$IMCTL_HOME` (default
+//! `~/.imctl`). Errors are one line on stderr and exit status 1.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use svrkit_im::im::gateway::{
+    Credentials, GatewaySvrClient, GroupAddReq, GroupCreateReq, GroupResp, GroupSendReq, SendReq,
+    SyncReq,
+};
+use svrkit_im::im::msg::Msg;
+use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Status};
+
+mod bench;
+
+#[derive(Parser, Debug)]
+#[command(about = "Talks to the svrkit messaging backend's gateway")]
+struct Args {
+    /// The gateway's address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7600")]
+    addr: String,
+    /// Act as this user (logged in before) instead of the last one who logged in.
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    as_user: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Creates a user.
+    Register { name: String, password: String },
+    /// Logs in and keeps the session for the next commands.
+    Login { name: String, password: String },
+    /// Sends a message to a user.
+    Send {
+        to: String,
+        text: String,
+        /// The message's id (a resend with the same id is stored once); default: random.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Prints the messages that arrived since the last sync.
+    Sync {
+        /// Keep waiting, printing messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// Start after this sequence instead of the kept sync key (0: everything).
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Load: registers users, drives sends and syncs, prints throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Creates a group with you in it.
+    Create { name: String },
+    /// Adds users to a group you are in.
+    Add { group: u64, names: Vec<String> },
+    /// Sends a message to every member.
+    Send {
+        group: u64,
+        text: String,
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imctl: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A status as a line: its message, or its code when it has none.
+fn line(status: Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{} ({:?})", status.message(), status.code())
+    }
+}
+
+/// A client of the gateway at `addr`.
+pub(crate) fn gateway(addr: &str, connections: usize) -> GatewaySvrClient {
+    let options = ChannelOptions {
+        caller: "imctl".into(),
+        connections_per_endpoint: connections,
+        ..ChannelOptions::default()
+    };
+    GatewaySvrClient::new(Channel::lazy([addr.to_owned()], options))
+}
+
+/// What `login` keeps for the next commands.
+#[derive(Debug)]
+struct Session {
+    name: String,
+    uid: u64,
+    token: String,
+    sync_key: u64,
+}
+
+fn home() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("IMCTL_HOME") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").ok_or("neither IMCTL_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".imctl"))
+}
+
+impl Session {
+    fn path(name: &str) -> Result<PathBuf, String> {
+        Ok(home()?.join(format!("{name}.session")))
+    }
+
+    /// The session of `name`, or of the last user who logged in.
+    fn load(name: Option<&str>) -> Result<Session, String> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => std::fs::read_to_string(home()?.join("current"))
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| "not logged in: imctl login NAME PASSWORD")?,
+        };
+        let path = Session::path(&name)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| format!("{name} is not logged in: imctl login {name} PASSWORD"))?;
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{}: no {key}; log in again", path.display()))
+        };
+        let number = |key: &str| -> Result<u64, String> {
+            field(key)?
+                .parse()
+                .map_err(|_| format!("{}: bad {key}; log in again", path.display()))
+        };
+        Ok(Session {
+            uid: number("uid")?,
+            token: field("token")?,
+            sync_key: number("sync_key")?,
+            name,
+        })
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let dir = home()?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = Session::path(&self.name)?;
+        let text = format!(
+            "uid={}\ntoken={}\nsync_key={}\n",
+            self.uid, self.token, self.sync_key
+        );
+        write_private(&path, &text)
+    }
+
+    fn options(&self) -> CallOptions {
+        CallOptions {
+            user_key: Some(self.uid),
+            ..CallOptions::default()
+        }
+    }
+}
+
+/// Writes a file only its owner can read (it holds a token).
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A random client message id.
+pub(crate) fn message_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn print_msg(msg: &Msg) {
+    let group = if msg.group_id == 0 {
+        String::new()
+    } else {
+        format!(" in group {}", msg.group_id)
+    };
+    println!("[{}] {}{group}: {}", msg.seq, msg.from_name, msg.text);
+}
+
+fn print_group(group: &GroupResp) {
+    let members: Vec<&str> = group.members.iter().map(|m| m.as_str()).collect();
+    println!(
+        "group {} \"{}\": {}",
+        group.group_id,
+        group.name,
+        members.join(", ")
+    );
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = || gateway(&args.addr, 1);
+    let session = || Session::load(args.as_user.as_deref());
+    match args.command {
+        Command::Register { name, password } => {
+            let request = Credentials {
+                name: name.into(),
+                password: password.into(),
+                ..Credentials::default()
+            };
+            let resp = client().register(&request).await.map_err(line)?;
+            println!("registered {} as user {}", request.name, resp.uid);
+        }
+        Command::Login { name, password } => {
+            let request = Credentials {
+                name: name.clone().into(),
+                password: password.into(),
+                ..Credentials::default()
+            };
+            let resp = client().login(&request).await.map_err(line)?;
+            // A new login keeps the sync key of the user's earlier one on this machine.
+            let sync_key = Session::load(Some(&name)).map_or(0, |s| s.sync_key);
+            let session = Session {
+                name: name.clone(),
+                uid: resp.uid,
+                token: resp.token.to_string(),
+                sync_key,
+            };
+            session.save()?;
+            write_private(&home()?.join("current"), &name)?;
+            println!("logged in as {name} (user {})", resp.uid);
+        }
+        Command::Send { to, text, id } => {
+            let s = session()?;
+            let request = SendReq {
+                token: s.token.clone().into(),
+                to: to.clone().into(),
+                client_msg_id: id.unwrap_or_else(message_id).into(),
+                text: text.into(),
+                ..SendReq::default()
+            };
+            let resp = client()
+                .send_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            let note = if resp.spam_checked {
+                ""
+            } else {
+                " (spam check skipped)"
+            };
+            println!("sent to {to}: seq {}{note}", resp.seq);
+        }
+        Command::Sync { follow, from } => {
+            let mut s = session()?;
+            if let Some(from) = from {
+                s.sync_key = from;
+            }
+            let client = client();
+            let wait = Duration::from_secs(25);
+            loop {
+                let request = SyncReq {
+                    token: s.token.clone().into(),
+                    sync_key: s.sync_key,
+                    limit: 100,
+                    wait_ms: if follow {
+                        u32::try_from(wait.as_millis()).unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    ..SyncReq::default()
+                };
+                let options = CallOptions {
+                    timeout: Some(wait + Duration::from_secs(5)),
+                    ..s.options()
+                };
+                let resp = client.sync_with(&request, &options).await.map_err(line)?;
+                for msg in &resp.msgs {
+                    print_msg(msg);
+                }
+                if resp.sync_key != s.sync_key {
+                    s.sync_key = resp.sync_key;
+                    s.save()?;
+                }
+                if !follow && !resp.has_more {
+                    break;
+                }
+            }
+        }
+        Command::Group(GroupCommand::Create { name }) => {
+            let s = session()?;
+            let request = GroupCreateReq {
+                token: s.token.clone().into(),
+                name: name.into(),
+                ..GroupCreateReq::default()
+            };
+            print_group(
+                &client()
+                    .group_create_with(&request, &s.options())
+                    .await
+                    .map_err(line)?,
+            );
+        }
+        Command::Group(GroupCommand::Add { group, names }) => {
+            let s = session()?;
+            let request = GroupAddReq {
+                token: s.token.clone().into(),
+                group_id: group,
+                names: names.into_iter().map(Into::into).collect(),
+                ..GroupAddReq::default()
+            };
+            print_group(
+                &client()
+                    .group_add_with(&request, &s.options())
+                    .await
+                    .map_err(line)?,
+            );
+        }
+        Command::Group(GroupCommand::Send { group, text, id }) => {
+            let s = session()?;
+            let request = GroupSendReq {
+                token: s.token.clone().into(),
+                group_id: group,
+                client_msg_id: id.unwrap_or_else(message_id).into(),
+                text: text.into(),
+                ..GroupSendReq::default()
+            };
+            let resp = client()
+                .group_send_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            println!(
+                "sent to group {group}: {} recipients, your copy seq {}",
+                resp.recipients, resp.seq
+            );
+        }
+        Command::Bench(bench) => bench::run(&args.addr, bench).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! `im.gateway.GatewaySvr`: what chat clients call.
+//!
+//! Every method but `Register` and `Login` starts by checking the session token with the
+//! account service; the answer (user and expiry) is cached until the token expires, so a
+//! busy client costs one check, not one per message. A request acts only as the token's
+//! user: `Sync` reads the token user's inbox and nobody else's, `Send` sends as them.
+//! Calls onwards carry the user's id as the user key, so overload control and key-based
+//! balancing see the end user.
+//!
+//! The spam check is a weak dependency: a check that fails or is slow (over
+//! `spam_timeout_ms`) is skipped and counted, and the message goes through.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use svrkit_runtime::{CallOptions, Code, Context, FastStr, Status};
+
+use crate::im::account::{AccountSvrClient, CheckTokenReq, FindReq, LoginReq, RegisterReq};
+use crate::im::gateway::{
+    Credentials, GatewaySvr, GroupAddReq, GroupCreateReq, GroupResp, GroupSendReq, GroupSendResp,
+    LoginResp, SendReq, SendResp, SyncReq, SyncResp,
+};
+use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, SendReq as GroupSend};
+use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
+use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
+
+/// `[app.gateway]` settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// How long a spam check may take before it is skipped.
+    pub spam_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            spam_timeout_ms: 50,
+        }
+    }
+}
+
+/// Entries a cache holds before it starts over.
+const CACHE_ENTRIES: usize = 100_000;
+
+/// The services the gateway calls.
+#[derive(Debug)]
+pub struct Downstream {
+    /// `im.account.AccountSvr`.
+    pub account: AccountSvrClient,
+    /// `im.msg.MsgSvr`.
+    pub msg: MsgSvrClient,
+    /// `im.spam.SpamSvr` (weak).
+    pub spam: SpamSvrClient,
+    /// `im.group.GroupSvr`.
+    pub group: GroupSvrClient,
+}
+
+/// The gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    down: Downstream,
+    spam_timeout: Duration,
+    /// token → (uid, name, expires_at_ms).
+    sessions: Mutex<HashMap<FastStr, (u64, FastStr, u64)>>,
+    /// name → uid and uid → name of users seen (ids and names never change).
+    names: Mutex<HashMap<FastStr, u64>>,
+    users: Mutex<HashMap<u64, FastStr>>,
+    /// The highest user id known to exist: ids are handed out in order and never deleted,
+    /// so every id up to it exists.
+    max_uid: AtomicU64,
+}
+
+/// The user a request acts as.
+struct User {
+    uid: u64,
+    name: FastStr,
+}
+
+impl User {
+    fn options(&self) -> CallOptions {
+        CallOptions {
+            user_key: Some(self.uid),
+            ..CallOptions::default()
+        }
+    }
+}
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+impl Gateway {
+    /// A gateway calling `down`.
+    pub fn new(down: Downstream, config: &GatewayConfig) -> Gateway {
+        Gateway {
+            down,
+            spam_timeout: Duration::from_millis(config.spam_timeout_ms),
+            sessions: Mutex::default(),
+            names: Mutex::default(),
+            users: Mutex::default(),
+            max_uid: AtomicU64::new(0),
+        }
+    }
+
+    async fn auth(&self, token: &FastStr) -> Result<User, Status> {
+        if token.is_empty() {
+            return Err(Status::new(
+                Code::UNAUTHENTICATED,
+                "no session token: log in first",
+            ));
+        }
+        if let Some((uid, name, expires)) = cached(&self.sessions, token) {
+            if expires > crate::now_ms() {
+                return Ok(User { uid, name });
+            }
+            return Err(Status::new(Code::UNAUTHENTICATED, "session token expired"));
+        }
+        let session = self
+            .down
+            .account
+            .check_token(&CheckTokenReq {
+                token: token.clone(),
+                ..CheckTokenReq::default()
+            })
+            .await?;
+        self.learn(session.uid, &session.name);
+        insert_bounded(
+            &self.sessions,
+            token.clone(),
+            (session.uid, session.name.clone(), session.expires_at_ms),
+        );
+        Ok(User {
+            uid: session.uid,
+            name: session.name,
+        })
+    }
+
+    fn learn(&self, uid: u64, name: &FastStr) {
+        self.max_uid.fetch_max(uid, Ordering::Relaxed);
+        insert_bounded(&self.names, name.clone(), uid);
+        insert_bounded(&self.users, uid, name.clone());
+    }
+
+    /// The id of the user named `name`, or the user `uid` (if not 0), checked to exist.
+    async fn resolve(&self, name: &FastStr, uid: u64, user: &User) -> Result<u64, Status> {
+        if uid != 0 {
+            if uid <= self.max_uid.load(Ordering::Relaxed) {
+                return Ok(uid);
+            }
+            let request = FindReq {
+                uid,
+                ..FindReq::default()
+            };
+            return match self.down.account.find_with(&request, &user.options()).await {
+                Ok(found) => {
+                    self.learn(found.uin, &found.nickname);
+                    Ok(found.uin)
+                }
+                Err(e) if e.code() == Code::NOT_FOUND => {
+                    Err(Status::new(Code::NOT_FOUND, format!("no user {uid}")))
+                }
+                Err(e) => Err(e),
+            };
+        }
+        if name.is_empty() {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "no recipient"));
+        }
+        if let Some(uid) = cached(&self.names, name) {
+            return Ok(uid);
+        }
+        let request = FindReq {
+            name: name.clone(),
+            ..FindReq::default()
+        };
+        match self.down.account.find_with(&request, &user.options()).await {
+            Ok(found) => {
+                self.learn(found.uin, &found.nickname);
+                Ok(found.uin)
+            }
+            Err(e) if e.code() == Code::NOT_FOUND => Err(Status::new(
+                Code::NOT_FOUND,
+                format!("no user named {name}"),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn name_of(&self, uid: u64, user: &User) -> Result<FastStr, Status> {
+        if let Some(name) = cached(&self.users, &uid) {
+            return Ok(name);
+        }
+        let request = FindReq {
+            uid,
+            ..FindReq::default()
+        };
+        let found = self
+            .down
+            .account
+            .find_with(&request, &user.options())
+            .await?;
+        self.learn(found.uin, &found.nickname);
+        Ok(found.nickname)
+    }
+
+    /// Whether the spam check passed (`Ok(false)`: skipped), or the refusal.
+    async fn spam_check(&self, user: &User, text: &FastStr) -> Result<bool, Status> {
+        let request = CheckReq {
+            from_uid: user.uid,
+            text: text.clone(),
+            ..CheckReq::default()
+        };
+        match self.down.spam.check_weak(&request, self.spam_timeout).await {
+            None => Ok(false),
+            Some(verdict) if verdict.verdict == Verdict::REJECT => Err(Status::new(
+                Code::PERMISSION_DENIED,
+                format!("rejected as spam: {}", verdict.reason),
+            )),
+            Some(_) => Ok(true),
+        }
+    }
+
+    async fn group_resp(&self, group: Group, user: &User) -> Result<GroupResp, Status> {
+        let mut members = Vec::with_capacity(group.members.len());
+        for &uid in &group.members {
+            members.push(self.name_of(uid, user).await?);
+        }
+        Ok(GroupResp {
+            group_id: group.group_id,
+            name: group.name,
+            members,
+            ..GroupResp::default()
+        })
+    }
+}
+
+impl GatewaySvr for Gateway {
+    async fn register(&self, _ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
+        let request = RegisterReq {
+            name: request.name,
+            password: request.password,
+            ..RegisterReq::default()
+        };
+        let uid = self.down.account.register(&request).await?.uid;
+        self.learn(uid, &request.name);
+        Ok(LoginResp {
+            uid,
+            ..LoginResp::default()
+        })
+    }
+
+    async fn login(&self, _ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
+        let request = LoginReq {
+            name: request.name,
+            password: request.password,
+            ..LoginReq::default()
+        };
+        let session = self.down.account.login(&request).await?;
+        self.learn(session.uid, &session.name);
+        Ok(LoginResp {
+            uid: session.uid,
+            token: session.token,
+            expires_at_ms: session.expires_at_ms,
+            ..LoginResp::default()
+        })
+    }
+
+    async fn send(&self, _ctx: Context, request: SendReq) -> Result<SendResp, Status> {
+        let user = self.auth(&request.token).await?;
+        crate::msg::check_message(&request.client_msg_id, &request.text)?;
+        let to = self.resolve(&request.to, request.to_uid, &user).await?;
+        let spam_checked = self.spam_check(&user, &request.text).await?;
+        let append = AppendReq {
+            from_uid: user.uid,
+            from_name: user.name.clone(),
+            to_uids: vec![to],
+            client_msg_id: request.client_msg_id,
+            text: request.text,
+            ..AppendReq::default()
+        };
+        let seqs = self
+            .down
+            .msg
+            .append_with(&append, &user.options())
+            .await?
+            .seqs;
+        Ok(SendResp {
+            seq: seqs.first().copied().unwrap_or(0),
+            spam_checked,
+            ..SendResp::default()
+        })
+    }
+
+    async fn sync(&self, _ctx: Context, request: SyncReq) -> Result<SyncResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let fetch = FetchReq {
+            uid: user.uid,
+            after_seq: request.sync_key,
+            limit: request.limit,
+            wait_ms: request.wait_ms,
+            ..FetchReq::default()
+        };
+        let fetched = self.down.msg.fetch_with(&fetch, &user.options()).await?;
+        let sync_key = fetched.msgs.last().map_or(request.sync_key, |m| m.seq);
+        Ok(SyncResp {
+            msgs: fetched.msgs,
+            sync_key,
+            has_more: fetched.has_more,
+            ..SyncResp::default()
+        })
+    }
+
+    async fn group_create(
+        &self,
+        _ctx: Context,
+        request: GroupCreateReq,
+    ) -> Result<GroupResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let create = CreateReq {
+            owner_uid: user.uid,
+            name: request.name,
+            ..CreateReq::default()
+        };
+        let group = self
+            .down
+            .group
+            .create_with(&create, &user.options())
+            .await?;
+        self.group_resp(group, &user).await
+    }
+
+    async fn group_add(&self, _ctx: Context, request: GroupAddReq) -> Result<GroupResp, Status> {
+        let user = self.auth(&request.token).await?;
+        if request.names.is_empty() {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "no one to add"));
+        }
+        let mut uids = Vec::with_capacity(request.names.len());
+        for name in &request.names {
+            uids.push(self.resolve(name, 0, &user).await?);
+        }
+        let add = AddReq {
+            group_id: request.group_id,
+            by_uid: user.uid,
+            uids,
+            ..AddReq::default()
+        };
+        let group = self.down.group.add_with(&add, &user.options()).await?;
+        self.group_resp(group, &user).await
+    }
+
+    async fn group_send(
+        &self,
+        _ctx: Context,
+        request: GroupSendReq,
+    ) -> Result<GroupSendResp, Status> {
+        let user = self.auth(&request.token).await?;
+        crate::msg::check_message(&request.client_msg_id, &request.text)?;
+        let spam_checked = self.spam_check(&user, &request.text).await?;
+        let send = GroupSend {
+            from_uid: user.uid,
+            from_name: user.name.clone(),
+            group_id: request.group_id,
+            client_msg_id: request.client_msg_id,
+            text: request.text,
+            ..GroupSend::default()
+        };
+        let sent = self.down.group.send_with(&send, &user.options()).await?;
+        Ok(GroupSendResp {
+            recipients: sent.recipients,
+            seq: sent.seq,
+            spam_checked,
+            ..GroupSendResp::default()
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! `im.group.GroupSvr`: groups, and sending to one: a message to a group is appended to
+//! every member's inbox (the sender's too), each under the member's own sequence, by one
+//! idempotent `im.msg.MsgSvr.Append`.
+
+use std::sync::Arc;
+
+use svrkit_runtime::{CallOptions, Code, Context, Status};
+
+use crate::im::group::{AddReq, CreateReq, GetReq, Group, GroupSvr, SendReq, SendResp};
+use crate::im::msg::{AppendReq, MsgSvrClient};
+use crate::store::{GroupChange, GroupStore};
+
+/// Members a group may have.
+pub const MAX_MEMBERS: usize = crate::msg::MAX_RECIPIENTS;
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME: usize = 64;
+
+/// The group service.
+pub struct GroupService {
+    store: Arc<dyn GroupStore>,
+    msg: MsgSvrClient,
+}
+
+impl std::fmt::Debug for GroupService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupService").finish_non_exhaustive()
+    }
+}
+
+impl GroupService {
+    /// A group service over `store`, delivering through `msg`.
+    pub fn new(store: Arc<dyn GroupStore>, msg: MsgSvrClient) -> GroupService {
+        GroupService { store, msg }
+    }
+
+    async fn get(&self, group_id: u64) -> Result<Group, Status> {
+        self.store
+            .group(group_id)
+            .await?
+            .ok_or_else(|| Status::new(Code::NOT_FOUND, format!("no group {group_id}")))
+    }
+}
+
+impl GroupSvr for GroupService {
+    async fn create(&self, _ctx: Context, request: CreateReq) -> Result<Group, Status> {
+        if request.name.is_empty() || request.name.len() > MAX_GROUP_NAME {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("a group name is 1 to {MAX_GROUP_NAME} bytes"),
+            ));
+        }
+        if request.owner_uid == 0 {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "no owner"));
+        }
+        Ok(self
+            .store
+            .create_group(request.owner_uid, &request.name)
+            .await?)
+    }
+
+    async fn add(&self, _ctx: Context, request: AddReq) -> Result<Group, Status> {
+        if request.uids.contains(&0) {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
+        }
+        let group = self.get(request.group_id).await?;
+        let mut members = group.members.clone();
+        members.extend(request.uids.iter().filter(|u| !group.members.contains(u)));
+        members.sort_unstable();
+        members.dedup();
+        if members.len() > MAX_MEMBERS {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("a group has at most {MAX_MEMBERS} members"),
+            ));
+        }
+        match self
+            .store
+            .add_members(request.group_id, request.by_uid, request.uids)
+            .await?
+        {
+            GroupChange::Done(group) => Ok(group),
+            GroupChange::NoGroup => Err(Status::new(
+                Code::NOT_FOUND,
+                format!("no group {}", request.group_id),
+            )),
+            GroupChange::NotMember => Err(Status::new(
+                Code::PERMISSION_DENIED,
+                "only a member adds members",
+            )),
+        }
+    }
+
+    async fn get(&self, _ctx: Context, request: GetReq) -> Result<Group, Status> {
+        self.get(request.group_id).await
+    }
+
+    async fn send(&self, _ctx: Context, request: SendReq) -> Result<SendResp, Status> {
+        crate::msg::check_message(&request.client_msg_id, &request.text)?;
+        let group = self.get(request.group_id).await?;
+        if !group.members.contains(&request.from_uid) {
+            return Err(Status::new(
+                Code::PERMISSION_DENIED,
+                "only a member sends to a group",
+            ));
+        }
+        let append = AppendReq {
+            from_uid: request.from_uid,
+            from_name: request.from_name,
+            to_uids: group.members.clone(),
+            group_id: group.group_id,
+            client_msg_id: request.client_msg_id,
+            text: request.text,
+            ..AppendReq::default()
+        };
+        let options = CallOptions {
+            user_key: Some(request.from_uid),
+            ..CallOptions::default()
+        };
+        let seqs = self.msg.append_with(&append, &options).await?.seqs;
+        let own = group
+            .members
+            .iter()
+            .zip(&seqs)
+            .find(|(uid, _)| **uid == request.from_uid)
+            .map_or(0, |(_, &seq)| seq);
+        Ok(SendResp {
+            recipients: u32::try_from(group.members.len()).unwrap_or(u32::MAX),
+            seq: own,
+            ..SendResp::default()
+        })
+    }
+}

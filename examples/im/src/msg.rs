@@ -1,0 +1,297 @@
+//! `im.msg.MsgSvr`: inboxes.
+//!
+//! An append allocates each recipient's next sequence (`im.seq.SeqAllocSvr.Alloc`) and hands
+//! the message to the store while holding the recipients' locks, then waits for it to be
+//! durable without them. The store makes appends visible in the order they were handed to
+//! it, so a reader never sees a recipient's sequence `n + 1` before `n`: a sync key (the
+//! highest sequence a client has) never skips a message. Concurrent appends for different
+//! recipients share a disk flush (group commit).
+//!
+//! An append is idempotent on (sender, client message id): a retry finds the first one's
+//! record and answers its sequences.
+//!
+//! A fetch with nothing newer waits (long poll) for an append to the user to land, then
+//! reads again: notify, then pull.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::{CallOptions, Code, Context, Status};
+use tokio::sync::Notify;
+
+use crate::im::msg::{AppendReq, AppendResp, FetchReq, FetchResp, Msg, MsgSvr};
+use crate::im::seq::{AllocReq, SeqAllocSvrClient};
+use crate::store::{Append, Appended, InboxStore};
+
+/// Longest message text, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Longest client message id, in bytes.
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+/// Recipients one append may have (a group's members).
+pub const MAX_RECIPIENTS: usize = 1000;
+/// Messages one fetch may return.
+pub const MAX_FETCH: u32 = 1000;
+/// A long poll answers this long before its deadline, so that its empty answer arrives.
+const POLL_MARGIN: Duration = Duration::from_millis(50);
+
+/// Lock stripes over recipients.
+const STRIPES: usize = 1024;
+
+/// The message service.
+pub struct MsgService {
+    store: Arc<dyn InboxStore>,
+    seq: SeqAllocSvrClient,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    waiters: Waiters,
+}
+
+impl std::fmt::Debug for MsgService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgService").finish_non_exhaustive()
+    }
+}
+
+/// Checks what every message carries, as the gateway and the group service also do.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the problem.
+pub fn check_message(client_msg_id: &str, text: &str) -> Result<(), Status> {
+    if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
+        return Err(Status::new(
+            Code::INVALID_ARGUMENT,
+            format!("a client message id is 1 to {MAX_CLIENT_MSG_ID} bytes"),
+        ));
+    }
+    if text.is_empty() || text.len() > MAX_TEXT {
+        return Err(Status::new(
+            Code::INVALID_ARGUMENT,
+            format!("a message is 1 to {MAX_TEXT} bytes, not {}", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+impl MsgService {
+    /// A message service over `store`, allocating sequences through `seq`.
+    pub fn new(store: Arc<dyn InboxStore>, seq: SeqAllocSvrClient) -> MsgService {
+        MsgService {
+            store,
+            seq,
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            waiters: Waiters::default(),
+        }
+    }
+
+    fn stripe(uid: u64) -> usize {
+        // Fibonacci hashing: consecutive ids land far apart.
+        usize::try_from(uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54).unwrap_or(0) % STRIPES
+    }
+
+    async fn store_new(&self, request: &AppendReq) -> Result<(Vec<u64>, bool), Status> {
+        let mut stripes: Vec<usize> = request.to_uids.iter().map(|&u| Self::stripe(u)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        // In ascending order, so that two appends never wait on each other's locks.
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.stripes[i].lock().await);
+        }
+        let options = CallOptions {
+            user_key: Some(request.from_uid),
+            ..CallOptions::default()
+        };
+        let seqs = self
+            .seq
+            .alloc_with(
+                &AllocReq {
+                    uids: request.to_uids.clone(),
+                    ..AllocReq::default()
+                },
+                &options,
+            )
+            .await?
+            .seqs;
+        if seqs.len() != request.to_uids.len() {
+            return Err(Status::new(
+                Code::INTERNAL,
+                "the allocator answered the wrong count",
+            ));
+        }
+        let msg = Msg {
+            from_uid: request.from_uid,
+            from_name: request.from_name.clone(),
+            group_id: request.group_id,
+            client_msg_id: request.client_msg_id.clone(),
+            text: request.text.clone(),
+            sent_at_ms: crate::now_ms(),
+            ..Msg::default()
+        };
+        let to: Vec<(u64, u64)> = request
+            .to_uids
+            .iter()
+            .copied()
+            .zip(seqs.iter().copied())
+            .collect();
+        // Handed to the store under the locks: visible in sequence order.
+        let stored = self.store.append(Append {
+            from_uid: request.from_uid,
+            client_msg_id: request.client_msg_id.to_string(),
+            msg,
+            to,
+        });
+        drop(guards);
+        match stored.await? {
+            Appended::Stored => {
+                for &uid in &request.to_uids {
+                    self.waiters.wake(uid);
+                }
+                Ok((seqs, false))
+            }
+            // A concurrent retry of the same message won: ours took sequences that stay
+            // unused (sequences increase, they need not be dense).
+            Appended::Duplicate(pairs) => Ok((in_order(&request.to_uids, &pairs), true)),
+        }
+    }
+}
+
+/// The sequences of `pairs` in the order of `uids`.
+fn in_order(uids: &[u64], pairs: &[(u64, u64)]) -> Vec<u64> {
+    uids.iter()
+        .map(|uid| pairs.iter().find(|(u, _)| u == uid).map_or(0, |&(_, s)| s))
+        .collect()
+}
+
+impl MsgSvr for MsgService {
+    async fn append(&self, _ctx: Context, request: AppendReq) -> Result<AppendResp, Status> {
+        check_message(&request.client_msg_id, &request.text)?;
+        if request.from_uid == 0 {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "no sender"));
+        }
+        let n = request.to_uids.len();
+        if n == 0 || n > MAX_RECIPIENTS {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("a message has 1 to {MAX_RECIPIENTS} recipients"),
+            ));
+        }
+        let mut sorted = request.to_uids.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) || sorted[0] == 0 {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                "a recipient twice, or id 0",
+            ));
+        }
+        if let Some(pairs) = self
+            .store
+            .find_append(request.from_uid, &request.client_msg_id)
+            .await?
+        {
+            let seqs = in_order(&request.to_uids, &pairs);
+            return Ok(AppendResp {
+                seqs,
+                duplicate: true,
+                ..AppendResp::default()
+            });
+        }
+        let (seqs, duplicate) = self.store_new(&request).await?;
+        Ok(AppendResp {
+            seqs,
+            duplicate,
+            ..AppendResp::default()
+        })
+    }
+
+    async fn fetch(&self, ctx: Context, request: FetchReq) -> Result<FetchResp, Status> {
+        if request.uid == 0 {
+            return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
+        }
+        let limit = usize::try_from(request.limit.clamp(1, MAX_FETCH)).unwrap_or(1);
+        let now = Instant::now();
+        let mut until = now + Duration::from_millis(request.wait_ms.into());
+        if let Some(deadline) = ctx.deadline() {
+            until = until.min(deadline.checked_sub(POLL_MARGIN).unwrap_or(now));
+        }
+        loop {
+            // Registered before the read, so an append landing between the read and the
+            // wait still wakes it.
+            let waiter = (until > Instant::now()).then(|| self.waiters.register(request.uid));
+            let notified = waiter.as_ref().map(|w| {
+                let mut n = Box::pin(w.notify.notified());
+                n.as_mut().enable();
+                n
+            });
+            let (msgs, has_more) = self
+                .store
+                .fetch(request.uid, request.after_seq, limit)
+                .await?;
+            let Some(notified) = notified else {
+                return Ok(FetchResp {
+                    msgs,
+                    has_more,
+                    ..FetchResp::default()
+                });
+            };
+            if !msgs.is_empty() {
+                return Ok(FetchResp {
+                    msgs,
+                    has_more,
+                    ..FetchResp::default()
+                });
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(until.into()) => {
+                    return Ok(FetchResp::default());
+                }
+                () = ctx.cancelled() => return Err(Status::new(Code::CANCELLED, "cancelled")),
+            }
+        }
+    }
+}
+
+/// Long polls waiting per user.
+#[derive(Debug, Default)]
+struct Waiters {
+    shards: [Mutex<HashMap<u64, Arc<Notify>>>; 16],
+}
+
+/// A registered long poll; unregisters when dropped.
+struct Waiter<'a> {
+    waiters: &'a Waiters,
+    uid: u64,
+    notify: Arc<Notify>,
+}
+
+impl Waiters {
+    fn shard(&self, uid: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Notify>>> {
+        let i = usize::try_from(uid % 16).unwrap_or(0);
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, uid: u64) -> Waiter<'_> {
+        let notify = self.shard(uid).entry(uid).or_default().clone();
+        Waiter {
+            waiters: self,
+            uid,
+            notify,
+        }
+    }
+
+    fn wake(&self, uid: u64) {
+        if let Some(notify) = self.shard(uid).get(&uid) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut shard = self.waiters.shard(self.uid);
+        // The map's reference and this one: no other poll of the user is waiting.
+        if Arc::strong_count(&self.notify) == 2 {
+            shard.remove(&self.uid);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `im.seq`: the sequence generator of WeChat's seqsvr, as an allocator and a store.
+//!
+//! - Users are grouped in **sections** of [`SECTION_USERS`] consecutive ids. A section has
+//!   one persisted bound, `max_seq`: no user of the section has been handed a sequence above
+//!   it.
+//! - The **allocator** ([`SeqAlloc`]) keeps every user's last sequence in memory and hands
+//!   out the next one. When that would pass the section's bound, it first raises the bound
+//!   by [`STEP`] through the **store** ([`SeqStoreService`], `im.seq.SeqStoreSvr`), which
+//!   answers once the new bound is on disk. A raise happens once per `STEP` numbers of the
+//!   section's busiest user, so nearly every allocation is a memory increment.
+//! - After a restart, a section's users resume from its persisted bound: every number handed
+//!   out afterwards is above every one handed out before, whatever the crash lost.
+//!
+//! The allocator and the store talk through the framework's RPC, so they run in one process
+//! (in-process channel) or apart (by configuration).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use svrkit_runtime::{Code, Context, Status};
+
+use crate::im::seq::{
+    AllocReq, AllocResp, CurrentReq, CurrentResp, SectionReq, SectionResp, SeqAllocSvr,
+    SeqStoreSvr, SeqStoreSvrClient,
+};
+use crate::store::SeqStore;
+
+/// Consecutive user ids that share one persisted `max_seq`.
+pub const SECTION_USERS: u64 = 100_000;
+/// How far a section's bound is raised at a time.
+pub const STEP: u64 = 10_000;
+/// Ids one `Alloc` may ask for (a group's members).
+pub const MAX_ALLOC: usize = 10_000;
+
+/// The allocator: `im.seq.SeqAllocSvr`.
+#[derive(Debug)]
+pub struct SeqAlloc {
+    store: SeqStoreSvrClient,
+    sections: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Section>>>>,
+}
+
+/// One section's state in memory.
+#[derive(Debug, Default)]
+struct Section {
+    /// `None` until loaded from the store.
+    max_seq: Option<u64>,
+    /// The bound when the section was loaded: where every user of it resumes.
+    floor: u64,
+    /// Each user's last sequence (indexed by `uid % SECTION_USERS`; 0: at the floor), grown
+    /// as users appear.
+    last: Vec<u64>,
+}
+
+fn section_of(uid: u64) -> Result<(u32, usize), Status> {
+    if uid == 0 {
+        return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
+    }
+    let section = u32::try_from(uid / SECTION_USERS)
+        .map_err(|_| Status::new(Code::INVALID_ARGUMENT, "user id out of range"))?;
+    let index = usize::try_from(uid % SECTION_USERS).unwrap_or(0);
+    Ok((section, index))
+}
+
+impl SeqAlloc {
+    /// An allocator whose sections' bounds live behind `store`.
+    pub fn new(store: SeqStoreSvrClient) -> SeqAlloc {
+        SeqAlloc {
+            store,
+            sections: Mutex::default(),
+        }
+    }
+
+    fn section(&self, section: u32) -> Arc<tokio::sync::Mutex<Section>> {
+        let mut sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
+        sections.entry(section).or_default().clone()
+    }
+
+    /// The next sequence of `uid`, durable bound first.
+    async fn next(&self, uid: u64) -> Result<u64, Status> {
+        let (id, index) = section_of(uid)?;
+        let section = self.section(id);
+        // Held across a raise: the section's users wait for the bound to be durable, as
+        // they must; other sections do not.
+        let mut s = section.lock().await;
+        let max = self.loaded(id, &mut s).await?;
+        let next = s.last.get(index).copied().unwrap_or(0).max(s.floor) + 1;
+        if next > max {
+            let wanted = max.max(next) + STEP;
+            let raised = self
+                .store
+                .raise(&SectionReq {
+                    section: id,
+                    max_seq: wanted,
+                    ..SectionReq::default()
+                })
+                .await?
+                .max_seq;
+            if raised < next {
+                return Err(Status::new(
+                    Code::INTERNAL,
+                    "the seq store did not raise the bound",
+                ));
+            }
+            s.max_seq = Some(raised);
+        }
+        if s.last.len() <= index {
+            s.last.resize(index + 1, 0);
+        }
+        s.last[index] = next;
+        Ok(next)
+    }
+
+    /// The section's bound, loading it on first use.
+    async fn loaded(&self, id: u32, s: &mut Section) -> Result<u64, Status> {
+        if let Some(max) = s.max_seq {
+            return Ok(max);
+        }
+        let max = self
+            .store
+            .load(&SectionReq {
+                section: id,
+                ..SectionReq::default()
+            })
+            .await?
+            .max_seq;
+        s.max_seq = Some(max);
+        s.floor = max;
+        Ok(max)
+    }
+}
+
+impl SeqAllocSvr for SeqAlloc {
+    async fn alloc(&self, _ctx: Context, request: AllocReq) -> Result<AllocResp, Status> {
+        if request.uids.len() > MAX_ALLOC {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("at most {MAX_ALLOC} ids per call"),
+            ));
+        }
+        let mut seqs = Vec::with_capacity(request.uids.len());
+        for &uid in &request.uids {
+            seqs.push(self.next(uid).await?);
+        }
+        Ok(AllocResp {
+            seqs,
+            ..AllocResp::default()
+        })
+    }
+
+    async fn current(&self, _ctx: Context, request: CurrentReq) -> Result<CurrentResp, Status> {
+        let (id, index) = section_of(request.uid)?;
+        let section = self.section(id);
+        let mut s = section.lock().await;
+        self.loaded(id, &mut s).await?;
+        let seq = s.last.get(index).copied().unwrap_or(0).max(s.floor);
+        Ok(CurrentResp {
+            seq,
+            ..CurrentResp::default()
+        })
+    }
+}
+
+/// The store: `im.seq.SeqStoreSvr`.
+pub struct SeqStoreService {
+    store: Arc<dyn SeqStore>,
+}
+
+impl std::fmt::Debug for SeqStoreService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqStoreService").finish_non_exhaustive()
+    }
+}
+
+impl SeqStoreService {
+    /// The store service over `store`.
+    pub fn new(store: Arc<dyn SeqStore>) -> SeqStoreService {
+        SeqStoreService { store }
+    }
+}
+
+impl SeqStoreSvr for SeqStoreService {
+    async fn load(&self, _ctx: Context, request: SectionReq) -> Result<SectionResp, Status> {
+        let max_seq = self.store.max_seq(request.section).await?;
+        Ok(SectionResp {
+            max_seq,
+            ..SectionResp::default()
+        })
+    }
+
+    async fn raise(&self, _ctx: Context, request: SectionReq) -> Result<SectionResp, Status> {
+        let max_seq = self
+            .store
+            .raise_max_seq(request.section, request.max_seq)
+            .await?;
+        Ok(SectionResp {
+            max_seq,
+            ..SectionResp::default()
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! What the services keep on disk, behind one trait per service, so that another engine
+//! (a networked database) can be added without touching the services.
+//!
+//! Every write is durable when its future resolves: a service answers only after that. The
+//! embedded engine, [`Redb`], commits concurrent writes together (group commit), so
+//! durability costs one disk flush per batch rather than per message.
+//!
+//! Ordering contract of [`InboxStore::append`]: appends become visible in the order
+//! `append` was *called* (not awaited). The message service relies on it: it allocates a
+//! recipient's sequence and calls `append` under the recipient's lock, then waits for the
+//! commit outside it, so a reader never sees sequence `n + 1` in an inbox before `n`.
+
+mod redb;
+
+pub use self::redb::Redb;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::im::group::Group;
+use crate::im::msg::Msg;
+
+/// What a store's operations return.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A storage failure (I/O, corruption, an engine gone away): the request fails, nothing is
+/// half-written.
+#[derive(Clone, Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<StoreError> for svrkit_runtime::Status {
+    fn from(e: StoreError) -> svrkit_runtime::Status {
+        svrkit_runtime::Status::new(svrkit_runtime::Code::INTERNAL, e.to_string())
+    }
+}
+
+/// A registered user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Handed out in order from 1, never reused.
+    pub uid: u64,
+    /// Unique.
+    pub name: String,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+}
+
+/// A session token's owner and expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The user logged in.
+    pub uid: u64,
+    /// Unix milliseconds after which the token is refused.
+    pub expires_at_ms: u64,
+}
+
+/// Accounts and sessions (`im.account`).
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates a user with the next id; `None` when the name is taken.
+    fn create_user(&self, name: &str, password_hash: &str) -> StoreFuture<'_, Option<u64>>;
+    /// The user with this name.
+    fn user_by_name(&self, name: &str) -> StoreFuture<'_, Option<User>>;
+    /// The user with this id.
+    fn user_by_id(&self, uid: u64) -> StoreFuture<'_, Option<User>>;
+    /// Records a session under its token's bytes (random, so the token is its own key).
+    fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()>;
+    /// The session of a token.
+    fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>>;
+}
+
+/// Each section's `max_seq` (`im.seq`'s store).
+pub trait SeqStore: Send + Sync + 'static {
+    /// The section's persisted bound (0 when never raised).
+    fn max_seq(&self, section: u32) -> StoreFuture<'_, u64>;
+    /// Sets the bound to the larger of the stored one and `to`, durably; the result.
+    fn raise_max_seq(&self, section: u32, to: u64) -> StoreFuture<'_, u64>;
+}
+
+/// One message for several inboxes, under each recipient's sequence.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// The sender.
+    pub from_uid: u64,
+    /// The sender's id for the message: (sender, id) is stored once.
+    pub client_msg_id: String,
+    /// The message (its `seq` is overwritten by each recipient's).
+    pub msg: Msg,
+    /// (recipient, sequence) pairs.
+    pub to: Vec<(u64, u64)>,
+}
+
+/// What an append did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under the sequences asked for.
+    Stored,
+    /// An append with the same sender and id was stored before, to these
+    /// (recipient, sequence) pairs; nothing was stored now.
+    Duplicate(Vec<(u64, u64)>),
+}
+
+/// Inboxes (`im.msg`).
+pub trait InboxStore: Send + Sync + 'static {
+    /// Stores a message in each recipient's inbox, unless (sender, id) was stored before.
+    /// Appends are visible in the order of the calls (see the module docs).
+    fn append(&self, append: Append) -> StoreFuture<'static, Appended>;
+    /// The (recipient, sequence) pairs an earlier append with this sender and id stored.
+    fn find_append(
+        &self,
+        from_uid: u64,
+        client_msg_id: &str,
+    ) -> StoreFuture<'_, Option<Vec<(u64, u64)>>>;
+    /// Up to `limit` messages of `uid`'s inbox after `after_seq`, in order, and whether
+    /// there are more.
+    fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)>;
+}
+
+/// Why a member change was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupChange {
+    /// Done: the group as it is now.
+    Done(Group),
+    /// No such group.
+    NoGroup,
+    /// The user asking is not a member.
+    NotMember,
+}
+
+/// Groups (`im.group`).
+pub trait GroupStore: Send + Sync + 'static {
+    /// Creates a group with the next id, its owner as first member.
+    fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group>;
+    /// The group with this id.
+    fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>>;
+    /// Adds members (ones already in are skipped) if `by_uid` is a member.
+    fn add_members(
+        &self,
+        group_id: u64,
+        by_uid: u64,
+        uids: Vec<u64>,
+    ) -> StoreFuture<'_, GroupChange>;
+}
