@@ -183,18 +183,6 @@ impl MsgSvr for MsgService {
                 "a recipient twice, or id 0",
             ));
         }
-        if let Some(pairs) = self
-            .store
-            .find_append(request.from_uid, &request.client_msg_id)
-            .await?
-        {
-            let seqs = in_order(&request.to_uids, &pairs);
-            return Ok(AppendResp {
-                seqs,
-                duplicate: true,
-                ..AppendResp::default()
-            });
-        }
         let (seqs, duplicate) = self.store_new(&request).await?;
         Ok(AppendResp {
             seqs,

@@ -36,7 +36,16 @@ pub const MAX_ALLOC: usize = 10_000;
 #[derive(Debug)]
 pub struct SeqAlloc {
     store: SeqStoreSvrClient,
-    sections: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Section>>>>,
+    sections: Mutex<HashMap<u32, Arc<SectionSlot>>>,
+}
+
+/// One section: its state behind a plain mutex (never held across an await, so an
+/// allocation is a few memory operations), and a lock that only the allocations needing the
+/// store (a load or a raise) take, one at a time, while the others go on.
+#[derive(Debug, Default)]
+struct SectionSlot {
+    state: Mutex<Section>,
+    store: tokio::sync::Mutex<()>,
 }
 
 /// One section's state in memory.
@@ -51,6 +60,25 @@ struct Section {
     last: Vec<u64>,
 }
 
+impl Section {
+    fn current(&self, index: usize) -> u64 {
+        self.last.get(index).copied().unwrap_or(0).max(self.floor)
+    }
+
+    /// The user's next sequence, if it is within the durable bound.
+    fn try_next(&mut self, index: usize) -> Option<u64> {
+        let next = self.current(index) + 1;
+        if next > self.max_seq? {
+            return None;
+        }
+        if self.last.len() <= index {
+            self.last.resize(index + 1, 0);
+        }
+        self.last[index] = next;
+        Some(next)
+    }
+}
+
 fn section_of(uid: u64) -> Result<(u32, usize), Status> {
     if uid == 0 {
         return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
@@ -59,6 +87,10 @@ fn section_of(uid: u64) -> Result<(u32, usize), Status> {
         .map_err(|_| Status::new(Code::INVALID_ARGUMENT, "user id out of range"))?;
     let index = usize::try_from(uid % SECTION_USERS).unwrap_or(0);
     Ok((section, index))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SeqAlloc {
@@ -70,62 +102,50 @@ impl SeqAlloc {
         }
     }
 
-    fn section(&self, section: u32) -> Arc<tokio::sync::Mutex<Section>> {
-        let mut sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
-        sections.entry(section).or_default().clone()
+    fn section(&self, section: u32) -> Arc<SectionSlot> {
+        lock(&self.sections).entry(section).or_default().clone()
     }
 
     /// The next sequence of `uid`, durable bound first.
     async fn next(&self, uid: u64) -> Result<u64, Status> {
         let (id, index) = section_of(uid)?;
-        let section = self.section(id);
-        // Held across a raise: the section's users wait for the bound to be durable, as
-        // they must; other sections do not.
-        let mut s = section.lock().await;
-        let max = self.loaded(id, &mut s).await?;
-        let next = s.last.get(index).copied().unwrap_or(0).max(s.floor) + 1;
-        if next > max {
-            let wanted = max.max(next) + STEP;
-            let raised = self
-                .store
-                .raise(&SectionReq {
-                    section: id,
-                    max_seq: wanted,
-                    ..SectionReq::default()
-                })
-                .await?
-                .max_seq;
-            if raised < next {
-                return Err(Status::new(
-                    Code::INTERNAL,
-                    "the seq store did not raise the bound",
-                ));
+        let slot = self.section(id);
+        loop {
+            if let Some(next) = lock(&slot.state).try_next(index) {
+                return Ok(next);
             }
-            s.max_seq = Some(raised);
-        }
-        if s.last.len() <= index {
-            s.last.resize(index + 1, 0);
-        }
-        s.last[index] = next;
-        Ok(next)
-    }
-
-    /// The section's bound, loading it on first use.
-    async fn loaded(&self, id: u32, s: &mut Section) -> Result<u64, Status> {
-        if let Some(max) = s.max_seq {
-            return Ok(max);
-        }
-        let max = self
-            .store
-            .load(&SectionReq {
+            // Loaded and raised by one allocation at a time; the others that fit within
+            // the current bound do not wait for it.
+            let _store = slot.store.lock().await;
+            let (loaded, wanted) = {
+                let s = lock(&slot.state);
+                match s.max_seq {
+                    None => (false, 0),
+                    Some(max) if s.current(index) < max => continue,
+                    Some(max) => (true, max + STEP),
+                }
+            };
+            if !loaded {
+                let request = SectionReq {
+                    section: id,
+                    ..SectionReq::default()
+                };
+                let max = self.store.load(&request).await?.max_seq;
+                let mut s = lock(&slot.state);
+                s.max_seq = Some(max);
+                s.floor = max;
+                continue;
+            }
+            let request = SectionReq {
                 section: id,
+                max_seq: wanted,
                 ..SectionReq::default()
-            })
-            .await?
-            .max_seq;
-        s.max_seq = Some(max);
-        s.floor = max;
-        Ok(max)
+            };
+            let raised = self.store.raise(&request).await?.max_seq;
+            let mut s = lock(&slot.state);
+            // The store answers the larger of what it had and what was asked.
+            s.max_seq = s.max_seq.map(|m| m.max(raised));
+        }
     }
 }
 
@@ -149,10 +169,21 @@ impl SeqAllocSvr for SeqAlloc {
 
     async fn current(&self, _ctx: Context, request: CurrentReq) -> Result<CurrentResp, Status> {
         let (id, index) = section_of(request.uid)?;
-        let section = self.section(id);
-        let mut s = section.lock().await;
-        self.loaded(id, &mut s).await?;
-        let seq = s.last.get(index).copied().unwrap_or(0).max(s.floor);
+        let slot = self.section(id);
+        if lock(&slot.state).max_seq.is_none() {
+            let _store = slot.store.lock().await;
+            if lock(&slot.state).max_seq.is_none() {
+                let request = SectionReq {
+                    section: id,
+                    ..SectionReq::default()
+                };
+                let max = self.store.load(&request).await?.max_seq;
+                let mut s = lock(&slot.state);
+                s.max_seq = Some(max);
+                s.floor = max;
+            }
+        }
+        let seq = lock(&slot.state).current(index);
         Ok(CurrentResp {
             seq,
             ..CurrentResp::default()

@@ -413,8 +413,9 @@ impl Router {
         }
     }
 
-    /// Runs a request in process: the same dispatch as a network request, with the handler in
-    /// its own task so that a caller who gives up leaves it to see the cancellation.
+    /// Runs a request in process: the same dispatch as a network request. A handler that
+    /// waits goes on in its own task, so that a caller who gives up leaves it to see the
+    /// cancellation.
     pub(crate) async fn call_local(
         self: &Arc<Router>,
         header: Header,
@@ -428,11 +429,20 @@ impl Router {
             peer: None,
             bytes: None,
         };
-        let running = match self.dispatch(incoming, now, None) {
+        let mut running = match self.dispatch(incoming, now, None) {
             Dispatch::Answered(reply) => return reply.into_frame(),
             Dispatch::Run(running) => running,
         };
+        // As on a connection: a handler that finishes on its first poll (most do) is
+        // answered here, on the caller's task, with no task of its own.
         let oneway = !running.send;
+        let first = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await;
+        if let Poll::Ready(reply) = first {
+            if oneway {
+                return Reply::new(0, false, Ok(Bytes::new())).into_frame();
+            }
+            return reply.into_frame();
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Dropping the caller's future cancels the call, as a CANCEL frame would.
         let cancel = running.cancel.clone().drop_guard();

@@ -10,6 +10,7 @@
 //! recipient's sequence and calls `append` under the recipient's lock, then waits for the
 //! commit outside it, so a reader never sees sequence `n + 1` in an inbox before `n`.
 
+mod recent;
 mod redb;
 
 pub use self::redb::Redb;
@@ -110,15 +111,11 @@ pub enum Appended {
 
 /// Inboxes (`im.msg`).
 pub trait InboxStore: Send + Sync + 'static {
-    /// Stores a message in each recipient's inbox, unless (sender, id) was stored before.
-    /// Appends are visible in the order of the calls (see the module docs).
+    /// Stores a message in each recipient's inbox, unless (sender, id) was stored before
+    /// within the idempotency window (the embedded store: the last million appends or ten
+    /// minutes, whichever is shorter). Appends are visible in the order of the calls (see
+    /// the module docs).
     fn append(&self, append: Append) -> StoreFuture<'static, Appended>;
-    /// The (recipient, sequence) pairs an earlier append with this sender and id stored.
-    fn find_append(
-        &self,
-        from_uid: u64,
-        client_msg_id: &str,
-    ) -> StoreFuture<'_, Option<Vec<(u64, u64)>>>;
     /// Up to `limit` messages of `uid`'s inbox after `after_seq`, in order, and whether
     /// there are more.
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)>;

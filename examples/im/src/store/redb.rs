@@ -7,23 +7,29 @@
 //! (`Durability::Immediate`: fsync) and only then answers each. While it flushes, the next
 //! batch queues up, so under load a flush serves many writes: group commit. Operations are
 //! applied in the order they were sent, which gives [`InboxStore::append`] its ordering.
+//!
+//! Appends go to a log first and reach the inbox table later, in chunks (see
+//! [`recent`](super::recent) for why and how readers see both).
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use svrkit_runtime::codec::Message;
 use tokio::sync::oneshot;
 
+use super::recent::{Logged, Recent, Window};
 use super::{
     AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
     StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
-use crate::im::msg::Msg;
+use crate::im::msg::{InboxChunk, LogRecord, Msg};
 
-/// Counters: `next_uid`, `next_group_id`.
+/// Counters: `next_uid`, `next_group_id`; `log_moved`: the last log entry moved into
+/// `inbox`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// name → uid.
 const NAMES: TableDefinition<&str, u64> = TableDefinition::new("names");
@@ -33,21 +39,33 @@ const USERS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("users");
 const SESSIONS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("sessions");
 /// section → max_seq.
 const SECTIONS: TableDefinition<u32, u64> = TableDefinition::new("seq_sections");
-/// (uid, seq) → encoded `im.msg.Msg`.
-const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox");
-/// (sender, client message id) → (recipient, seq) pairs, 16 bytes each, little-endian.
-const APPENDS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("appends");
+/// (uid, first seq) → encoded `im.msg.InboxChunk`: up to [`CHUNK_MSGS`] consecutive
+/// messages of the user's inbox, so that moving many messages of a user is one insert.
+const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox_chunks");
+/// Appends, in the order committed: log id → encoded `im.msg.LogRecord`. Kept while in the
+/// idempotency window (and until moved into `inbox`).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox_log");
 /// group id → encoded `im.group.Group`.
 const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 
 /// Operations a batch takes at most, so that one flush does not keep the first writer
 /// waiting behind an unbounded queue.
 const MAX_BATCH: usize = 4096;
+/// Recent appends are moved into the inbox table once there are this many ...
+const MOVE_AT: usize = 8192;
+/// ... or the oldest is this old ...
+const MOVE_AFTER: Duration = Duration::from_millis(500);
+/// ... at most this many in one commit, so that a move does not hold up the writes
+/// committed with it for long.
+const MOVE_CHUNK: usize = 1024;
+/// Messages an inbox chunk holds at most (a fetch decodes a whole chunk).
+const CHUNK_MSGS: usize = 64;
 
 /// The embedded store: every service's tables in `<data>/im.redb`.
 pub struct Redb {
-    db: std::sync::Arc<Database>,
+    db: Arc<Database>,
     writes: mpsc::Sender<Op>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl std::fmt::Debug for Redb {
@@ -84,18 +102,31 @@ impl Redb {
             txn.open_table(SESSIONS).map_err(err)?;
             txn.open_table(SECTIONS).map_err(err)?;
             txn.open_table(INBOX).map_err(err)?;
-            txn.open_table(APPENDS).map_err(err)?;
             txn.open_table(GROUPS).map_err(err)?;
+            txn.open_table(LOG).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        let db = std::sync::Arc::new(db);
+        let (recent, window, next_log_id) = recover(&db)?;
+        let trimmed = window.first().unwrap_or(next_log_id);
+        let db = Arc::new(db);
+        let recent = Arc::new(Mutex::new(recent));
         let (writes, queue) = mpsc::channel();
-        let committer = db.clone();
+        let committer = Committer {
+            db: db.clone(),
+            recent: recent.clone(),
+            window,
+            next_log_id,
+            trimmed,
+        };
         thread::Builder::new()
             .name("im-redb-commit".into())
-            .spawn(move || commit_loop(&committer, &queue))
+            .spawn(move || committer.run(&queue))
             .map_err(|e| StoreError(format!("cannot start the committer: {e}")))?;
-        Ok(Redb { db, writes })
+        Ok(Redb { db, writes, recent })
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        lock(&self.recent)
     }
 
     /// Sends a write to the committer; the future resolves once it is durable.
@@ -177,33 +208,196 @@ fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Answer {
     })
 }
 
-fn commit_loop(db: &Database, queue: &mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
+fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
+    recent.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the log holds at start: the appends not yet moved into the inbox table, the
+/// idempotency window, the next log id.
+fn recover(db: &Database) -> Result<(Recent, Window, u64), StoreError> {
+    let txn = db.begin_read().map_err(err)?;
+    let meta = txn.open_table(META).map_err(err)?;
+    let moved = meta.get("log_moved").map_err(err)?.map_or(0, |v| v.value());
+    let log = txn.open_table(LOG).map_err(err)?;
+    let mut recent = Recent::default();
+    let mut window = Window::default();
+    let mut next = moved + 1;
+    let now = Instant::now();
+    for entry in log.iter().map_err(err)? {
+        let (id, value) = entry.map_err(err)?;
+        let id = id.value();
+        let record = LogRecord::decode(value.value())
+            .map_err(|e| StoreError(format!("log record {id}: {e}")))?;
+        next = next.max(id + 1);
+        let m = &record.msg;
+        window.push(id, m.from_uid, &m.client_msg_id, m.sent_at_ms);
+        if id > moved {
+            recent.push(logged(id, now, record));
+        }
+    }
+    Ok((recent, window, next))
+}
+
+fn logged(log_id: u64, at: Instant, record: LogRecord) -> Logged {
+    Logged {
+        log_id,
+        at,
+        from_uid: record.msg.from_uid,
+        client_msg_id: record.msg.client_msg_id.to_string(),
+        to: record.to_uids.into_iter().zip(record.seqs).collect(),
+        msg: record.msg,
+    }
+}
+
+/// The committer thread's state.
+struct Committer {
+    db: Arc<Database>,
+    recent: Arc<Mutex<Recent>>,
+    window: Window,
+    next_log_id: u64,
+    /// Log entries below this are deleted (or never were).
+    trimmed: u64,
+}
+
+/// What a batch changes in the recent tier once committed.
+#[derive(Default)]
+struct Pending {
+    logged: Vec<Logged>,
+    /// Appends of this batch by (sender, client id): a second one in the same batch is a
+    /// duplicate of the first.
+    keys: std::collections::HashMap<(u64, String), Vec<(u64, u64)>>,
+}
+
+impl Committer {
+    fn run(mut self, queue: &mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            match queue.recv_timeout(MOVE_AFTER) {
                 Ok(op) => batch.push(op),
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let moving = self.to_move();
+            if batch.is_empty() && moving == 0 {
+                continue;
+            }
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut pending = Pending::default();
+            let n = batch.len();
+            let t0 = Instant::now();
+            let (mut t1, mut t2) = (t0, t0);
+            let result = self.db.begin_write().map_err(err).and_then(|txn| {
+                for op in batch.drain(..) {
+                    answers.push(self.apply(&txn, op, &mut pending)?);
+                }
+                t1 = Instant::now();
+                self.move_into_inbox(&txn, moving)?;
+                self.trim_log(&txn)?;
+                t2 = Instant::now();
+                txn.commit().map_err(err)
+            });
+            if std::env::var_os("IM_DEBUG").is_some() {
+                eprintln!(
+                    "batch {n} apply {} move {moving} {} commit {}",
+                    (t1 - t0).as_micros(),
+                    (t2 - t1).as_micros(),
+                    t2.elapsed().as_micros()
+                );
+            }
+            // A failed batch fails every write in it: nothing of it was committed. The
+            // writes not yet applied when it failed were dropped, and their callers see that.
+            let failed = result.err();
+            match &failed {
+                Some(e) => tracing::error!("a batch of writes failed: {e}"),
+                None => {
+                    for l in &pending.logged {
+                        self.window
+                            .push(l.log_id, l.from_uid, &l.client_msg_id, l.msg.sent_at_ms);
+                    }
+                    let mut recent = lock(&self.recent);
+                    recent.moved(moving);
+                    for logged in pending.logged {
+                        recent.push(logged);
+                    }
+                }
+            }
+            for answer in answers.drain(..) {
+                answer(failed.as_ref());
+            }
+            batch.clear();
+        }
+    }
+
+    /// How many recent appends to move into the inbox table with this batch.
+    fn to_move(&self) -> usize {
+        let recent = lock(&self.recent);
+        let due =
+            recent.len() >= MOVE_AT || recent.oldest().is_some_and(|at| at.elapsed() >= MOVE_AFTER);
+        if due { recent.len().min(MOVE_CHUNK) } else { 0 }
+    }
+
+    /// Writes the oldest `n` recent appends into the inbox table, each user's messages in
+    /// chunks.
+    fn move_into_inbox(&mut self, txn: &WriteTransaction, n: usize) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let recent = lock(&self.recent);
+        let mut by_user: std::collections::BTreeMap<u64, Vec<Msg>> =
+            std::collections::BTreeMap::new();
+        let mut last = 0;
+        for logged in recent.oldest_entries(n) {
+            for &(uid, seq) in &logged.to {
+                let mut msg = logged.msg.clone();
+                msg.seq = seq;
+                by_user.entry(uid).or_default().push(msg);
+            }
+            last = logged.log_id;
+        }
+        drop(recent);
+        let mut inbox = txn.open_table(INBOX).map_err(err)?;
+        for (uid, msgs) in by_user {
+            for chunk in msgs.chunks(CHUNK_MSGS) {
+                let record = InboxChunk {
+                    msgs: chunk.to_vec(),
+                    ..InboxChunk::default()
+                };
+                inbox
+                    .insert((uid, chunk[0].seq), record.encode_to_vec().as_slice())
+                    .map_err(err)?;
             }
         }
-        let mut answers = Vec::with_capacity(batch.len());
-        let result = db.begin_write().map_err(err).and_then(|txn| {
-            for op in batch.drain(..) {
-                answers.push(apply(&txn, op)?);
-            }
-            txn.commit().map_err(err)
-        });
-        // A failed batch fails every write in it: nothing of it was committed. The writes
-        // not yet applied when it failed were dropped, and their callers see that.
-        let failed = result.err();
-        if let Some(e) = &failed {
-            tracing::error!("a batch of writes failed: {e}");
+        let mut meta = txn.open_table(META).map_err(err)?;
+        meta.insert("log_moved", last).map_err(err)?;
+        Ok(())
+    }
+
+    /// Deletes the log entries that left the idempotency window and are in the inbox table.
+    fn trim_log(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let first_kept = self
+            .window
+            .trim(crate::now_ms())
+            .unwrap_or(self.next_log_id);
+        let moved = {
+            let recent = lock(&self.recent);
+            recent.first_log_id().unwrap_or(self.next_log_id)
+        };
+        let until = first_kept.min(moved);
+        if until <= self.trimmed {
+            return Ok(());
         }
-        for answer in answers.drain(..) {
-            answer(failed.as_ref());
+        let mut log = txn.open_table(LOG).map_err(err)?;
+        for id in self.trimmed..until {
+            log.remove(id).map_err(err)?;
         }
-        batch.clear();
+        self.trimmed = until;
+        Ok(())
     }
 }
 
@@ -214,128 +408,143 @@ fn next_id(txn: &WriteTransaction, counter: &str) -> Result<u64, StoreError> {
     Ok(next)
 }
 
-fn apply(txn: &WriteTransaction, op: Op) -> Result<Answer, StoreError> {
-    Ok(match op {
-        Op::CreateUser { name, hash, reply } => {
-            let mut names = txn.open_table(NAMES).map_err(err)?;
-            if names.get(name.as_str()).map_err(err)?.is_some() {
-                return Ok(answer(reply, None));
-            }
-            let uid = next_id(txn, "next_uid")?;
-            names.insert(name.as_str(), uid).map_err(err)?;
-            let mut users = txn.open_table(USERS).map_err(err)?;
-            users
-                .insert(uid, (name.as_str(), hash.as_str()))
-                .map_err(err)?;
-            answer(reply, Some(uid))
+impl Committer {
+    /// The pairs of the append in log entry `log_id`, if it has this key.
+    fn logged_pairs(
+        &self,
+        txn: &WriteTransaction,
+        log_id: u64,
+        from_uid: u64,
+        client_msg_id: &str,
+    ) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
+        if let Some(pairs) = lock(&self.recent).find(log_id, from_uid, client_msg_id) {
+            return Ok(Some(pairs));
         }
-        Op::PutSession {
-            token,
-            session,
-            reply,
-        } => {
-            let mut sessions = txn.open_table(SESSIONS).map_err(err)?;
-            sessions
-                .insert(token.as_slice(), (session.uid, session.expires_at_ms))
-                .map_err(err)?;
-            answer(reply, ())
-        }
-        Op::RaiseMax { section, to, reply } => {
-            let mut sections = txn.open_table(SECTIONS).map_err(err)?;
-            let stored = sections.get(section).map_err(err)?.map_or(0, |v| v.value());
-            let max = stored.max(to);
-            if max != stored {
-                sections.insert(section, max).map_err(err)?;
-            }
-            answer(reply, max)
-        }
-        Op::Append { append, reply } => {
-            let mut appends = txn.open_table(APPENDS).map_err(err)?;
-            let key = (append.from_uid, append.client_msg_id.as_str());
-            if let Some(stored) = appends.get(key).map_err(err)? {
-                return Ok(answer(
-                    reply,
-                    Appended::Duplicate(unpack_pairs(stored.value())),
-                ));
-            }
-            appends
-                .insert(key, pack_pairs(&append.to).as_slice())
-                .map_err(err)?;
-            let mut inbox = txn.open_table(INBOX).map_err(err)?;
-            let mut msg = append.msg;
-            let mut buf = Vec::with_capacity(msg.encoded_len() + 10);
-            for &(uid, seq) in &append.to {
-                msg.seq = seq;
-                buf.clear();
-                msg.encode(&mut buf);
-                inbox.insert((uid, seq), buf.as_slice()).map_err(err)?;
-            }
-            answer(reply, Appended::Stored)
-        }
-        Op::CreateGroup { owner, name, reply } => {
-            let group = Group {
-                group_id: next_id(txn, "next_group_id")?,
-                name: name.into(),
-                owner_uid: owner,
-                members: vec![owner],
-                ..Group::default()
-            };
-            let mut groups = txn.open_table(GROUPS).map_err(err)?;
-            groups
-                .insert(group.group_id, group.encode_to_vec().as_slice())
-                .map_err(err)?;
-            answer(reply, group)
-        }
-        Op::AddMembers {
-            group_id,
-            by,
-            uids,
-            reply,
-        } => {
-            let mut groups = txn.open_table(GROUPS).map_err(err)?;
-            let Some(mut group) = decode_group(groups.get(group_id).map_err(err)?)? else {
-                return Ok(answer(reply, GroupChange::NoGroup));
-            };
-            if !group.members.contains(&by) {
-                return Ok(answer(reply, GroupChange::NotMember));
-            }
-            for uid in uids {
-                if !group.members.contains(&uid) {
-                    group.members.push(uid);
+        let log = txn.open_table(LOG).map_err(err)?;
+        let Some(value) = log.get(log_id).map_err(err)? else {
+            return Ok(None);
+        };
+        let record = LogRecord::decode(value.value())
+            .map_err(|e| StoreError(format!("log record {log_id}: {e}")))?;
+        let same = record.msg.from_uid == from_uid && record.msg.client_msg_id == client_msg_id;
+        Ok(same.then(|| record.to_uids.into_iter().zip(record.seqs).collect()))
+    }
+
+    fn apply(
+        &mut self,
+        txn: &WriteTransaction,
+        op: Op,
+        pending: &mut Pending,
+    ) -> Result<Answer, StoreError> {
+        Ok(match op {
+            Op::CreateUser { name, hash, reply } => {
+                let mut names = txn.open_table(NAMES).map_err(err)?;
+                if names.get(name.as_str()).map_err(err)?.is_some() {
+                    return Ok(answer(reply, None));
                 }
+                let uid = next_id(txn, "next_uid")?;
+                names.insert(name.as_str(), uid).map_err(err)?;
+                let mut users = txn.open_table(USERS).map_err(err)?;
+                users
+                    .insert(uid, (name.as_str(), hash.as_str()))
+                    .map_err(err)?;
+                answer(reply, Some(uid))
             }
-            groups
-                .insert(group_id, group.encode_to_vec().as_slice())
-                .map_err(err)?;
-            answer(reply, GroupChange::Done(group))
-        }
-    })
+            Op::PutSession {
+                token,
+                session,
+                reply,
+            } => {
+                let mut sessions = txn.open_table(SESSIONS).map_err(err)?;
+                sessions
+                    .insert(token.as_slice(), (session.uid, session.expires_at_ms))
+                    .map_err(err)?;
+                answer(reply, ())
+            }
+            Op::RaiseMax { section, to, reply } => {
+                let mut sections = txn.open_table(SECTIONS).map_err(err)?;
+                let stored = sections.get(section).map_err(err)?.map_or(0, |v| v.value());
+                let max = stored.max(to);
+                if max != stored {
+                    sections.insert(section, max).map_err(err)?;
+                }
+                answer(reply, max)
+            }
+            Op::Append { append, reply } => {
+                let key = (append.from_uid, append.client_msg_id);
+                let earlier = match pending.keys.get(&key) {
+                    Some(pairs) => Some(pairs.clone()),
+                    None => match self.window.find(key.0, &key.1) {
+                        Some(log_id) => self.logged_pairs(txn, log_id, key.0, &key.1)?,
+                        None => None,
+                    },
+                };
+                if let Some(pairs) = earlier {
+                    return Ok(answer(reply, Appended::Duplicate(pairs)));
+                }
+                let log_id = self.next_log_id;
+                self.next_log_id += 1;
+                let (to_uids, seqs) = append.to.iter().copied().unzip();
+                let mut msg = append.msg;
+                msg.seq = append.to.first().map_or(0, |&(_, seq)| seq);
+                let record = LogRecord {
+                    to_uids,
+                    seqs,
+                    msg,
+                    ..LogRecord::default()
+                };
+                let mut log = txn.open_table(LOG).map_err(err)?;
+                log.insert(log_id, record.encode_to_vec().as_slice())
+                    .map_err(err)?;
+                pending.keys.insert(key, append.to);
+                pending.logged.push(logged(log_id, Instant::now(), record));
+                answer(reply, Appended::Stored)
+            }
+            Op::CreateGroup { owner, name, reply } => {
+                let group = Group {
+                    group_id: next_id(txn, "next_group_id")?,
+                    name: name.into(),
+                    owner_uid: owner,
+                    members: vec![owner],
+                    ..Group::default()
+                };
+                let mut groups = txn.open_table(GROUPS).map_err(err)?;
+                groups
+                    .insert(group.group_id, group.encode_to_vec().as_slice())
+                    .map_err(err)?;
+                answer(reply, group)
+            }
+            Op::AddMembers {
+                group_id,
+                by,
+                uids,
+                reply,
+            } => {
+                let mut groups = txn.open_table(GROUPS).map_err(err)?;
+                let Some(mut group) = decode_group(groups.get(group_id).map_err(err)?)? else {
+                    return Ok(answer(reply, GroupChange::NoGroup));
+                };
+                if !group.members.contains(&by) {
+                    return Ok(answer(reply, GroupChange::NotMember));
+                }
+                for uid in uids {
+                    if !group.members.contains(&uid) {
+                        group.members.push(uid);
+                    }
+                }
+                groups
+                    .insert(group_id, group.encode_to_vec().as_slice())
+                    .map_err(err)?;
+                answer(reply, GroupChange::Done(group))
+            }
+        })
+    }
 }
 
 fn decode_group(stored: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<Option<Group>, StoreError> {
     stored
         .map(|v| Group::decode(v.value()).map_err(|e| StoreError(format!("group record: {e}"))))
         .transpose()
-}
-
-fn pack_pairs(pairs: &[(u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pairs.len() * 16);
-    for &(a, b) in pairs {
-        out.extend_from_slice(&a.to_le_bytes());
-        out.extend_from_slice(&b.to_le_bytes());
-    }
-    out
-}
-
-fn unpack_pairs(bytes: &[u8]) -> Vec<(u64, u64)> {
-    bytes
-        .chunks_exact(16)
-        .map(|c| {
-            let (a, b) = c.split_at(8);
-            let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
-            (word(a), word(b))
-        })
-        .collect()
 }
 
 impl AccountStore for Redb {
@@ -408,38 +617,64 @@ impl InboxStore for Redb {
         self.write(|reply| Op::Append { append, reply })
     }
 
-    fn find_append(
-        &self,
-        from_uid: u64,
-        client_msg_id: &str,
-    ) -> StoreFuture<'_, Option<Vec<(u64, u64)>>> {
-        let id = client_msg_id.to_owned();
-        self.read(move |txn| {
-            let appends = txn.open_table(APPENDS).map_err(err)?;
-            Ok(appends
-                .get((from_uid, id.as_str()))
-                .map_err(err)?
-                .map(|v| unpack_pairs(v.value())))
-        })
-    }
-
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)> {
+        // The recent tier first, then the table (see `recent` for why this order).
+        let (recent, table_max) = {
+            let r = self.recent();
+            (r.fetch(uid, after_seq, limit + 1), r.table_max(uid))
+        };
+        if table_max.is_some_and(|max| max <= after_seq) {
+            let mut msgs = recent;
+            let more = msgs.len() > limit;
+            msgs.truncate(limit);
+            return Box::pin(std::future::ready(Ok((msgs, more))));
+        }
+        let shared = self.recent.clone();
         self.read(move |txn| {
             let inbox = txn.open_table(INBOX).map_err(err)?;
-            let Some(first) = after_seq.checked_add(1) else {
-                return Ok((Vec::new(), false));
-            };
             let mut msgs = Vec::new();
-            for entry in inbox.range((uid, first)..=(uid, u64::MAX)).map_err(err)? {
-                let (_, value) = entry.map_err(err)?;
-                if msgs.len() == limit {
-                    return Ok((msgs, true));
+            if let Some(first) = after_seq.checked_add(1) {
+                // The chunk that may hold `first`, then the ones after it.
+                let start = inbox
+                    .range((uid, 0)..=(uid, first))
+                    .map_err(err)?
+                    .next_back()
+                    .transpose()
+                    .map_err(err)?
+                    .map_or(first, |(k, _)| k.value().1);
+                for entry in inbox.range((uid, start)..=(uid, u64::MAX)).map_err(err)? {
+                    let (_, value) = entry.map_err(err)?;
+                    let chunk = InboxChunk::decode(value.value())
+                        .map_err(|e| StoreError(format!("inbox record: {e}")))?;
+                    msgs.extend(chunk.msgs.into_iter().filter(|m| m.seq >= first));
+                    if msgs.len() > limit {
+                        break;
+                    }
                 }
-                let msg = Msg::decode(value.value())
-                    .map_err(|e| StoreError(format!("message record: {e}")))?;
-                msgs.push(msg);
             }
-            Ok((msgs, false))
+            if table_max.is_none() {
+                let last = inbox
+                    .range((uid, 0)..=(uid, u64::MAX))
+                    .map_err(err)?
+                    .next_back()
+                    .transpose()
+                    .map_err(err)?;
+                let max = match last {
+                    Some((_, value)) => InboxChunk::decode(value.value())
+                        .map_err(|e| StoreError(format!("inbox record: {e}")))?
+                        .msgs
+                        .last()
+                        .map_or(0, |m| m.seq),
+                    None => 0,
+                };
+                lock(&shared).saw_table_max(uid, max);
+            }
+            // Both are in order; a message moved between the two reads is in both.
+            let table_last = msgs.last().map_or(0, |m: &Msg| m.seq);
+            msgs.extend(recent.into_iter().filter(|m| m.seq > table_last));
+            let more = msgs.len() > limit;
+            msgs.truncate(limit);
+            Ok((msgs, more))
         })
     }
 }

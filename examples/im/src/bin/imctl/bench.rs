@@ -359,8 +359,9 @@ async fn sync_loop(client: &GatewaySvrClient, user: &User, stop: &AtomicBool) ->
     delivery
 }
 
-/// Allocates sequences at `rate` a second, at fixed times; latency from each call's
-/// scheduled time (so a slow answer also counts against the calls it delayed).
+/// Allocates sequences at `rate` a second, at fixed times, each call on its own task (so
+/// a slow answer does not hold back the next calls); latency from each call's scheduled
+/// time.
 async fn seq_probe(
     seq: &SeqAllocSvrClient,
     users: &[Arc<User>],
@@ -368,18 +369,28 @@ async fn seq_probe(
     rate: u32,
 ) -> Vec<u32> {
     let mut rng = Rng::new();
-    let mut samples = Vec::new();
+    let mut calls = Vec::new();
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while !stop.load(Ordering::Relaxed) {
         let scheduled = ticks.tick().await;
         let uid = users[rng.below(users.len())].uid;
-        let request = AllocReq {
-            uids: vec![uid],
-            ..AllocReq::default()
-        };
-        if seq.alloc(&request).await.is_ok() {
-            samples.push(micros(scheduled.elapsed()));
+        let seq = seq.clone();
+        calls.push(tokio::spawn(async move {
+            let request = AllocReq {
+                uids: vec![uid],
+                ..AllocReq::default()
+            };
+            seq.alloc(&request)
+                .await
+                .ok()
+                .map(|_| micros(scheduled.elapsed()))
+        }));
+    }
+    let mut samples = Vec::with_capacity(calls.len());
+    for call in calls {
+        if let Ok(Some(sample)) = call.await {
+            samples.push(sample);
         }
     }
     samples
