@@ -11,6 +11,11 @@
 //! Sessions (token and sync key) are kept per user in `$IMCTL_HOME` (default
 //! `~/.imctl`). Errors are one line on stderr and exit status 1.
 
+/// glibc's allocator spends a fifth of this process's CPU under load (frees on other
+/// threads than the allocation's); mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
