@@ -429,6 +429,8 @@ impl Router {
             peer: None,
             bytes: None,
         };
+        let capped = u64::from(incoming.header.deadline_ms)
+            > u64::try_from(self.limits.max_deadline.as_millis()).unwrap_or(u64::MAX);
         let mut running = match self.dispatch(incoming, now, None) {
             Dispatch::Answered(reply) => return reply.into_frame(),
             Dispatch::Run(running) => running,
@@ -441,6 +443,22 @@ impl Router {
             if oneway {
                 return Reply::new(0, false, Ok(Bytes::new())).into_frame();
             }
+            return reply.into_frame();
+        }
+        // The caller waits for the answer: the rest runs on its task too, no hop through the
+        // scheduler. Its deadline is the caller's, which drops this future when it passes
+        // (unless the server capped it shorter: then the server's timer runs it, below).
+        if !oneway && !capped {
+            let mut call = Inline(Some(running));
+            let reply = std::future::poll_fn(|cx| {
+                let Some(running) = call.0.as_mut() else {
+                    return Poll::Pending;
+                };
+                let reply = std::task::ready!(running.poll_once(cx));
+                call.0 = None;
+                Poll::Ready(reply)
+            })
+            .await;
             return reply.into_frame();
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -484,6 +502,24 @@ fn call_in_process<'a>(
     header.deadline_ms = crate::client::remaining_ms(call.deadline);
     let body = call.body.clone();
     Box::pin(async move { Ok(router.call_local(header, body).await) })
+}
+
+/// An in-process call running on its caller's task. If the caller gives up on it (drops
+/// it: cancelled, or its deadline passed), the handler is told and goes on in a task of its
+/// own for its grace period, as it would after a network client's `CANCEL`.
+struct Inline(Option<Running>);
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let Some(running) = self.0.take() {
+            // Past the deadline, `finish` answers DEADLINE_EXCEEDED (and counts it so);
+            // before, the caller cancelled.
+            if running.deadline.is_none_or(|d| Instant::now() < d) {
+                running.cancel.cancel();
+            }
+            tokio::spawn(running.finish(|_| {}));
+        }
+    }
 }
 
 /// The in-process transport of a server still being built: [`Local`] once it is.
