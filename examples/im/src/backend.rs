@@ -33,7 +33,7 @@ use crate::im::spam::{SpamSvrClient, SpamSvrServer};
 use crate::msg::MsgService;
 use crate::seq::{SeqAlloc, SeqStoreService};
 use crate::spam::{Spam, SpamConfig};
-use crate::store::Redb;
+use crate::store::{Redb, StoreConfig};
 
 /// One service of the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -101,6 +101,8 @@ pub struct ImConfig {
     pub spam: SpamConfig,
     /// `[app.gateway]`.
     pub gateway: GatewayConfig,
+    /// `[app.store]`.
+    pub store: StoreConfig,
 }
 
 impl Default for ImConfig {
@@ -111,6 +113,7 @@ impl Default for ImConfig {
             account: AccountConfig::default(),
             spam: SpamConfig::default(),
             gateway: GatewayConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -164,7 +167,9 @@ impl Backend {
         let app: ImConfig = config.app().map_err(|e| e.to_string())?;
         let roles: BTreeSet<Role> = roles.iter().copied().collect();
         let store = if roles.iter().any(|r| r.needs_store()) {
-            Some(Arc::new(Redb::open(&app.data).map_err(|e| e.to_string())?))
+            Some(Arc::new(
+                Redb::open(&app.data, &app.store).map_err(|e| e.to_string())?,
+            ))
         } else {
             None
         };

@@ -13,7 +13,7 @@
 mod recent;
 mod redb;
 
-pub use self::redb::Redb;
+pub use self::redb::{Redb, StoreConfig};
 
 use std::fmt;
 use std::future::Future;
@@ -146,3 +146,6 @@ pub trait GroupStore: Send + Sync + 'static {
         uids: Vec<u64>,
     ) -> StoreFuture<'_, GroupChange>;
 }
+
+#[cfg(test)]
+mod tests;

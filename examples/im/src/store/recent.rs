@@ -30,6 +30,8 @@ pub(super) struct Logged {
     pub(super) to: Vec<(u64, u64)>,
     /// With the first recipient's sequence.
     pub(super) msg: Msg,
+    /// Unix milliseconds.
+    pub(super) logged_at_ms: u64,
 }
 
 /// The tier (behind the store's mutex).
@@ -142,14 +144,14 @@ impl Recent {
 /// log entry that holds them.
 ///
 /// Kept in memory, by a keyed 64-bit hash of the pair, for the last [`WINDOW_ENTRIES`]
-/// appends or [`WINDOW_MS`], whichever is shorter; the log keeps those entries, and the
+/// appends or [`WINDOW_MS`] (by the time they were logged), whichever is shorter; the log keeps those entries, and the
 /// window is rebuilt from it after a restart. A durable index of every pair ever sent
 /// would be a B-tree with random keys, one page write per message; retries come within
 /// seconds, not days.
 #[derive(Debug, Default)]
 pub(super) struct Window {
     by_key: HashMap<u64, u64>,
-    /// (log id, key hash, sent at) in log order.
+    /// (log id, key hash, logged at) in log order.
     order: VecDeque<(u64, u64, u64)>,
     hasher: std::hash::RandomState,
 }

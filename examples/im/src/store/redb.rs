@@ -51,21 +51,53 @@ const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 /// Operations a batch takes at most, so that one flush does not keep the first writer
 /// waiting behind an unbounded queue.
 const MAX_BATCH: usize = 4096;
-/// Recent appends are moved into the inbox table once there are this many ...
-const MOVE_AT: usize = 8192;
-/// ... or the oldest is this old ...
-const MOVE_AFTER: Duration = Duration::from_millis(500);
-/// ... at most this many in one commit, so that a move does not hold up the writes
-/// committed with it for long.
-const MOVE_CHUNK: usize = 1024;
 /// Messages an inbox chunk holds at most (a fetch decodes a whole chunk).
 const CHUNK_MSGS: usize = 64;
+
+/// `[app.store]`: when recent appends move from the log into the inbox table.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Moved once there are this many ...
+    pub move_at: usize,
+    /// ... or the oldest is this old (milliseconds) ...
+    pub move_after_ms: u64,
+    /// ... at most this many in one commit, so that a move does not hold up the writes
+    /// committed with it for long.
+    pub move_chunk: usize,
+    /// Bytes of redb's page cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            move_at: 8192,
+            move_after_ms: 500,
+            move_chunk: 1024,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
 
 /// The embedded store: every service's tables in `<data>/im.redb`.
 pub struct Redb {
     db: Arc<Database>,
-    writes: mpsc::Sender<Op>,
+    /// `None` only while dropping.
+    writes: Option<mpsc::Sender<Op>>,
+    committer: Option<thread::JoinHandle<()>>,
     recent: Arc<Mutex<Recent>>,
+}
+
+impl Drop for Redb {
+    /// Waits for the committer to finish what was sent and let go of the file, so that it
+    /// can be opened again at once.
+    fn drop(&mut self) {
+        self.writes = None;
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Redb {
@@ -85,12 +117,17 @@ impl Redb {
     /// # Errors
     /// When the directory or the file cannot be created or opened, or the file is not a
     /// redb database (or is one already open in another process).
-    pub fn open(data: &Path) -> Result<Redb, StoreError> {
+    pub fn open(data: &Path, config: &StoreConfig) -> Result<Redb, StoreError> {
+        if config.move_chunk == 0 || config.move_at == 0 {
+            return Err(StoreError(
+                "app.store.move_at and move_chunk: at least 1".into(),
+            ));
+        }
         std::fs::create_dir_all(data)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", data.display())))?;
         let path = data.join("im.redb");
         let db = Database::builder()
-            .set_cache_size(256 << 20)
+            .set_cache_size(config.cache_bytes)
             .create(&path)
             .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
@@ -117,12 +154,18 @@ impl Redb {
             window,
             next_log_id,
             trimmed,
+            config: config.clone(),
         };
-        thread::Builder::new()
+        let committer = thread::Builder::new()
             .name("im-redb-commit".into())
             .spawn(move || committer.run(&queue))
             .map_err(|e| StoreError(format!("cannot start the committer: {e}")))?;
-        Ok(Redb { db, writes, recent })
+        Ok(Redb {
+            db,
+            writes: Some(writes),
+            committer: Some(committer),
+            recent,
+        })
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
@@ -135,7 +178,10 @@ impl Redb {
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> StoreFuture<'static, T> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.writes.send(op(tx));
+        let sent = match &self.writes {
+            Some(writes) => writes.send(op(tx)).map_err(drop),
+            None => Err(()),
+        };
         Box::pin(async move {
             if sent.is_err() {
                 return Err(StoreError("the committer has stopped".into()));
@@ -230,7 +276,7 @@ fn recover(db: &Database) -> Result<(Recent, Window, u64), StoreError> {
             .map_err(|e| StoreError(format!("log record {id}: {e}")))?;
         next = next.max(id + 1);
         let m = &record.msg;
-        window.push(id, m.from_uid, &m.client_msg_id, m.sent_at_ms);
+        window.push(id, m.from_uid, &m.client_msg_id, record.logged_at_ms);
         if id > moved {
             recent.push(logged(id, now, record));
         }
@@ -246,6 +292,7 @@ fn logged(log_id: u64, at: Instant, record: LogRecord) -> Logged {
         client_msg_id: record.msg.client_msg_id.to_string(),
         to: record.to_uids.into_iter().zip(record.seqs).collect(),
         msg: record.msg,
+        logged_at_ms: record.logged_at_ms,
     }
 }
 
@@ -257,6 +304,7 @@ struct Committer {
     next_log_id: u64,
     /// Log entries below this are deleted (or never were).
     trimmed: u64,
+    config: StoreConfig,
 }
 
 /// What a batch changes in the recent tier once committed.
@@ -272,7 +320,7 @@ impl Committer {
     fn run(mut self, queue: &mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            match queue.recv_timeout(MOVE_AFTER) {
+            match queue.recv_timeout(Duration::from_millis(self.config.move_after_ms)) {
                 Ok(op) => batch.push(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -289,27 +337,17 @@ impl Committer {
             }
             let mut answers = Vec::with_capacity(batch.len());
             let mut pending = Pending::default();
-            let n = batch.len();
-            let t0 = Instant::now();
-            let (mut t1, mut t2) = (t0, t0);
+            let (ops, started) = (batch.len(), Instant::now());
+            let batch_first = self.next_log_id;
             let result = self.db.begin_write().map_err(err).and_then(|txn| {
                 for op in batch.drain(..) {
                     answers.push(self.apply(&txn, op, &mut pending)?);
                 }
-                t1 = Instant::now();
                 self.move_into_inbox(&txn, moving)?;
-                self.trim_log(&txn)?;
-                t2 = Instant::now();
+                self.trim_log(&txn, batch_first)?;
                 txn.commit().map_err(err)
             });
-            if std::env::var_os("IM_DEBUG").is_some() {
-                eprintln!(
-                    "batch {n} apply {} move {moving} {} commit {}",
-                    (t1 - t0).as_micros(),
-                    (t2 - t1).as_micros(),
-                    t2.elapsed().as_micros()
-                );
-            }
+            tracing::trace!(ops, moving, took = ?started.elapsed(), "committed a batch");
             // A failed batch fails every write in it: nothing of it was committed. The
             // writes not yet applied when it failed were dropped, and their callers see that.
             let failed = result.err();
@@ -318,7 +356,7 @@ impl Committer {
                 None => {
                     for l in &pending.logged {
                         self.window
-                            .push(l.log_id, l.from_uid, &l.client_msg_id, l.msg.sent_at_ms);
+                            .push(l.log_id, l.from_uid, &l.client_msg_id, l.logged_at_ms);
                     }
                     let mut recent = lock(&self.recent);
                     recent.moved(moving);
@@ -337,9 +375,15 @@ impl Committer {
     /// How many recent appends to move into the inbox table with this batch.
     fn to_move(&self) -> usize {
         let recent = lock(&self.recent);
-        let due =
-            recent.len() >= MOVE_AT || recent.oldest().is_some_and(|at| at.elapsed() >= MOVE_AFTER);
-        if due { recent.len().min(MOVE_CHUNK) } else { 0 }
+        let due = recent.len() >= self.config.move_at
+            || recent
+                .oldest()
+                .is_some_and(|at| at.elapsed() >= Duration::from_millis(self.config.move_after_ms));
+        if due {
+            recent.len().min(self.config.move_chunk)
+        } else {
+            0
+        }
     }
 
     /// Writes the oldest `n` recent appends into the inbox table, each user's messages in
@@ -379,15 +423,12 @@ impl Committer {
     }
 
     /// Deletes the log entries that left the idempotency window and are in the inbox table.
-    fn trim_log(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        let first_kept = self
-            .window
-            .trim(crate::now_ms())
-            .unwrap_or(self.next_log_id);
-        let moved = {
-            let recent = lock(&self.recent);
-            recent.first_log_id().unwrap_or(self.next_log_id)
-        };
+    ///
+    /// `batch_first` is the first log id of the batch being committed, whose entries are in
+    /// neither the window nor the recent tier yet.
+    fn trim_log(&mut self, txn: &WriteTransaction, batch_first: u64) -> Result<(), StoreError> {
+        let first_kept = self.window.trim(crate::now_ms()).unwrap_or(batch_first);
+        let moved = lock(&self.recent).first_log_id().unwrap_or(batch_first);
         let until = first_kept.min(moved);
         if until <= self.trimmed {
             return Ok(());
@@ -491,6 +532,7 @@ impl Committer {
                     to_uids,
                     seqs,
                     msg,
+                    logged_at_ms: crate::now_ms(),
                     ..LogRecord::default()
                 };
                 let mut log = txn.open_table(LOG).map_err(err)?;
