@@ -229,3 +229,60 @@ impl SeqStoreSvr for SeqStoreService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use svrkit_runtime::{Context, Server};
+
+    use super::{STEP, SeqAlloc, SeqStoreService};
+    use crate::im::seq::{AllocReq, SeqAllocSvr, SeqStoreSvrClient, SeqStoreSvrServer};
+    use crate::store::{Redb, SeqStore, StoreConfig};
+
+    fn allocator(store: &Arc<Redb>) -> SeqAlloc {
+        let server = Server::builder()
+            .add_service(SeqStoreSvrServer::new(SeqStoreService::new(store.clone())))
+            .build();
+        SeqAlloc::new(SeqStoreSvrClient::new(server.local_channel()))
+    }
+
+    async fn alloc(seq: &SeqAlloc, uids: &[u64]) -> Vec<u64> {
+        let request = AllocReq {
+            uids: uids.to_vec(),
+            ..AllocReq::default()
+        };
+        seq.alloc(Context::default(), request).await.unwrap().seqs
+    }
+
+    #[tokio::test]
+    async fn the_bound_is_durable_before_a_number_above_it_is_handed_out_and_a_restart_resumes_above_it()
+     {
+        let dir = std::env::temp_dir().join(format!("svrkit-im-seq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Redb::open(&dir, &StoreConfig::default()).unwrap());
+        let seq = allocator(&store);
+        // User 7 passes two raises; user 8 shares the section; user 100_007 is in another.
+        let mut last = 0;
+        for _ in 0..(2 * STEP + 5) {
+            let next = alloc(&seq, &[7]).await[0];
+            assert_eq!(next, last + 1);
+            last = next;
+            // Never above what is on disk.
+            assert!(next <= store.max_seq(0).await.unwrap());
+        }
+        assert_eq!(alloc(&seq, &[8, 8, 100_007]).await, [1, 2, 1]);
+        let bound = store.max_seq(0).await.unwrap();
+        assert!(bound >= last && bound <= last + STEP, "{bound} for {last}");
+
+        // A restart: a new allocator over the same store. Everyone in the section resumes
+        // above the bound, which is above all that was handed out.
+        drop(seq);
+        let seq = allocator(&store);
+        let after = alloc(&seq, &[7, 8, 100_007]).await;
+        assert!(after[0] > last && after[1] > last, "{after:?} after {last}");
+        assert!(after[2] > 1);
+        drop((seq, store));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
