@@ -176,10 +176,7 @@ pub async fn group_add(
     let request = GroupAddReq {
         token: by.token.clone(),
         group_id: group,
-        names: names
-            .iter()
-            .map(svrkit_runtime::FastStr::new)
-            .collect(),
+        names: names.iter().map(svrkit_runtime::FastStr::new).collect(),
         ..GroupAddReq::default()
     };
     client.group_add(&request).await
