@@ -62,20 +62,9 @@ impl GroupSvr for GroupService {
         if request.uids.contains(&0) {
             return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
         }
-        let group = self.get(request.group_id).await?;
-        let mut members = group.members.clone();
-        members.extend(request.uids.iter().filter(|u| !group.members.contains(u)));
-        members.sort_unstable();
-        members.dedup();
-        if members.len() > MAX_MEMBERS {
-            return Err(Status::new(
-                Code::INVALID_ARGUMENT,
-                format!("a group has at most {MAX_MEMBERS} members"),
-            ));
-        }
         match self
             .store
-            .add_members(request.group_id, request.by_uid, request.uids)
+            .add_members(request.group_id, request.by_uid, request.uids, MAX_MEMBERS)
             .await?
         {
             GroupChange::Done(group) => Ok(group),
@@ -86,6 +75,10 @@ impl GroupSvr for GroupService {
             GroupChange::NotMember => Err(Status::new(
                 Code::PERMISSION_DENIED,
                 "only a member adds members",
+            )),
+            GroupChange::TooMany => Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("a group has at most {MAX_MEMBERS} members"),
             )),
         }
     }

@@ -150,7 +150,24 @@ impl MsgService {
             }
             // A concurrent retry of the same message won: ours took sequences that stay
             // unused (sequences increase, they need not be dense).
-            Appended::Duplicate(pairs) => Ok((in_order(&request.to_uids, &pairs), true)),
+            Appended::Duplicate(pairs) => {
+                if !request
+                    .to_uids
+                    .iter()
+                    .any(|u| pairs.iter().any(|(p, _)| p == u))
+                {
+                    // Not a retry: the sender used the id for a message to someone else.
+                    // (A group's retry after members changed still shares recipients.)
+                    return Err(Status::new(
+                        Code::INVALID_ARGUMENT,
+                        format!(
+                            "client message id {} was used for a message to someone else",
+                            request.client_msg_id
+                        ),
+                    ));
+                }
+                Ok((in_order(&request.to_uids, &pairs), true))
+            }
         }
     }
 }

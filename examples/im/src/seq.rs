@@ -106,6 +106,20 @@ impl SeqAlloc {
         lock(&self.sections).entry(section).or_default().clone()
     }
 
+    /// Loads a section's bound from the store: every user of it resumes there. The caller
+    /// holds the section's `store` lock.
+    async fn load(&self, id: u32, slot: &SectionSlot) -> Result<(), Status> {
+        let request = SectionReq {
+            section: id,
+            ..SectionReq::default()
+        };
+        let max = self.store.load(&request).await?.max_seq;
+        let mut s = lock(&slot.state);
+        s.max_seq = Some(max);
+        s.floor = max;
+        Ok(())
+    }
+
     /// The next sequence of `uid`, durable bound first.
     async fn next(&self, uid: u64) -> Result<u64, Status> {
         let (id, index) = section_of(uid)?;
@@ -126,14 +140,7 @@ impl SeqAlloc {
                 }
             };
             if !loaded {
-                let request = SectionReq {
-                    section: id,
-                    ..SectionReq::default()
-                };
-                let max = self.store.load(&request).await?.max_seq;
-                let mut s = lock(&slot.state);
-                s.max_seq = Some(max);
-                s.floor = max;
+                self.load(id, &slot).await?;
                 continue;
             }
             let request = SectionReq {
@@ -173,14 +180,7 @@ impl SeqAllocSvr for SeqAlloc {
         if lock(&slot.state).max_seq.is_none() {
             let _store = slot.store.lock().await;
             if lock(&slot.state).max_seq.is_none() {
-                let request = SectionReq {
-                    section: id,
-                    ..SectionReq::default()
-                };
-                let max = self.store.load(&request).await?.max_seq;
-                let mut s = lock(&slot.state);
-                s.max_seq = Some(max);
-                s.floor = max;
+                self.load(id, &slot).await?;
             }
         }
         let seq = lock(&slot.state).current(index);

@@ -172,11 +172,21 @@ async fn a_retried_send_with_the_same_client_message_id_stores_one_message() {
     let again = send(&c, &alice, "bob", "once", "m1").await.unwrap();
     assert_eq!(first.seq, again.seq);
     // Retries racing each other.
-    let racing = futures_join(4, || send(&c, &alice, "bob", "twice?", "m2")).await;
+    let racing = futures_join(8, || {
+        let (c, alice) = (c.clone(), alice.clone());
+        async move { send(&c, &alice, "bob", "twice?", "m2").await }
+    })
+    .await;
     let seqs: Vec<u64> = racing.into_iter().map(|r| r.unwrap().seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] == w[1]), "{seqs:?}");
     // The same id from another sender is another message.
     send(&c, &bob, "alice", "mine", "m1").await.unwrap();
+    // The same id for a message to someone else is not a retry: refused, nothing stored
+    // (it used to answer sequence 0 and drop the message).
+    let carol = user(&c, "carol").await;
+    let reused = send(&c, &alice, "carol", "other", "m1").await.unwrap_err();
+    assert_eq!(reused.code(), Code::INVALID_ARGUMENT, "{reused}");
+    assert!(sync_all(&c, &carol, 0).await.is_empty());
     // And to a group: one copy per member.
     let group = group_create(&c, &alice, "pair").await.unwrap();
     group_add(&c, &alice, group.group_id, &["bob"])
@@ -204,15 +214,17 @@ async fn a_retried_send_with_the_same_client_message_id_stores_one_message() {
     backend.shutdown().await;
 }
 
+/// Runs `n` of `make`'s futures at the same time, each on its own task.
 async fn futures_join<F, Fut, T>(n: usize, make: F) -> Vec<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = T>,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
-    let mut futures: Vec<_> = (0..n).map(|_| Box::pin(make())).collect();
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(make())).collect();
     let mut out = Vec::with_capacity(n);
-    for f in futures.iter_mut() {
-        out.push(f.await);
+    for task in tasks {
+        out.push(task.await.unwrap());
     }
     out
 }
@@ -411,5 +423,61 @@ async fn an_expired_token_is_refused_by_the_gateway_and_the_account_service() {
         account.check_token(&check).await.unwrap_err().code(),
         Code::UNAUTHENTICATED
     );
+    backend.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_once_in_order() {
+    let data = TempDir::new("stream");
+    let backend = start(&data, "").await;
+    let c = client(backend.addr().unwrap());
+    let bob = user(&c, "bob").await;
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        senders.push(user(&c, &format!("s{i}")).await);
+    }
+    // The reader long-polls with its sync key while the appends land and the store moves
+    // them (every commit) from its log into the inbox table.
+    let reader = {
+        let (c, bob) = (c.clone(), bob.clone());
+        tokio::spawn(async move {
+            let (mut key, mut seen) = (0, Vec::new());
+            while seen.len() < 400 {
+                let resp = sync(&c, &bob, key, Duration::from_secs(10)).await.unwrap();
+                seen.extend(
+                    resp.msgs
+                        .iter()
+                        .map(|m| (m.seq, m.client_msg_id.to_string())),
+                );
+                key = resp.sync_key;
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = senders
+        .iter()
+        .map(|s| {
+            let (c, s) = (c.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..100 {
+                    let id = format!("{}-{i}", s.name);
+                    acked.push((send(&c, &s, "bob", "streamed", &id).await.unwrap().seq, id));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "seen twice or out of order"
+    );
+    acked.sort();
+    assert_eq!(seen, acked, "the reader missed or invented messages");
     backend.shutdown().await;
 }

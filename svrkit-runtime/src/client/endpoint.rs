@@ -83,6 +83,8 @@ pub struct Endpoint {
     /// The admission level the server last reported (0: none yet), and when.
     level: AtomicU32,
     level_at: AtomicU64,
+    /// Why the last connect failed, for the calls refused while the endpoint is down.
+    last_connect_error: ArcSwapOption<String>,
 }
 
 struct Slot {
@@ -123,6 +125,7 @@ impl Endpoint {
             eject_after: options.eject_after.max(1),
             level: AtomicU32::new(0),
             level_at: AtomicU64::new(0),
+            last_connect_error: ArcSwapOption::empty(),
         }
     }
 
@@ -208,8 +211,16 @@ impl Endpoint {
         }
         if let Some(until) = self.health.down_until() {
             let left = until.saturating_sub(policy::millis(Instant::now()));
+            // The cause, not only the effect: a caller whose first attempt was retried
+            // sees this message.
+            let why = self
+                .last_connect_error
+                .load()
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
             return Err(Status::unavailable(format!(
-                "{} is down; next attempt in {left} ms",
+                "{} is down{why}; next attempt in {left} ms",
                 self.addr
             )));
         }
@@ -221,10 +232,10 @@ impl Endpoint {
             }
             Err(e) => {
                 self.health.mark_down();
-                Err(Status::unavailable(format!(
-                    "cannot connect to {}: {e}",
-                    self.addr
-                )))
+                let message = format!("cannot connect to {}: {e}", self.addr);
+                self.last_connect_error
+                    .store(Some(Arc::new(format!("cannot connect: {e}"))));
+                Err(Status::unavailable(message))
             }
         }
     }

@@ -130,6 +130,8 @@ pub enum GroupChange {
     NoGroup,
     /// The user asking is not a member.
     NotMember,
+    /// The group would have more members than allowed; nothing changed.
+    TooMany,
 }
 
 /// Groups (`im.group`).
@@ -138,12 +140,14 @@ pub trait GroupStore: Send + Sync + 'static {
     fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group>;
     /// The group with this id.
     fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>>;
-    /// Adds members (ones already in are skipped) if `by_uid` is a member.
+    /// Adds members (ones already in are skipped) if `by_uid` is a member and the group
+    /// then has at most `max_members`.
     fn add_members(
         &self,
         group_id: u64,
         by_uid: u64,
         uids: Vec<u64>,
+        max_members: usize,
     ) -> StoreFuture<'_, GroupChange>;
 }
 

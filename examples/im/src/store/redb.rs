@@ -238,6 +238,7 @@ enum Op {
         group_id: u64,
         by: u64,
         uids: Vec<u64>,
+        max_members: usize,
         reply: Reply<GroupChange>,
     },
 }
@@ -344,16 +345,17 @@ impl Committer {
                     answers.push(self.apply(&txn, op, &mut pending)?);
                 }
                 self.move_into_inbox(&txn, moving)?;
-                self.trim_log(&txn, batch_first)?;
-                txn.commit().map_err(err)
+                let trimmed = self.trim_log(&txn, batch_first)?;
+                txn.commit().map_err(err).map(|()| trimmed)
             });
             tracing::trace!(ops, moving, took = ?started.elapsed(), "committed a batch");
             // A failed batch fails every write in it: nothing of it was committed. The
             // writes not yet applied when it failed were dropped, and their callers see that.
-            let failed = result.err();
-            match &failed {
-                Some(e) => tracing::error!("a batch of writes failed: {e}"),
-                None => {
+            let failed = result.as_ref().err().cloned();
+            match result {
+                Err(e) => tracing::error!("a batch of writes failed: {e}"),
+                Ok(trimmed) => {
+                    self.trimmed = trimmed;
                     for l in &pending.logged {
                         self.window
                             .push(l.log_id, l.from_uid, &l.client_msg_id, l.logged_at_ms);
@@ -426,19 +428,19 @@ impl Committer {
     ///
     /// `batch_first` is the first log id of the batch being committed, whose entries are in
     /// neither the window nor the recent tier yet.
-    fn trim_log(&mut self, txn: &WriteTransaction, batch_first: u64) -> Result<(), StoreError> {
+    /// Returns where the log starts once this batch is committed.
+    fn trim_log(&mut self, txn: &WriteTransaction, batch_first: u64) -> Result<u64, StoreError> {
         let first_kept = self.window.trim(crate::now_ms()).unwrap_or(batch_first);
         let moved = lock(&self.recent).first_log_id().unwrap_or(batch_first);
         let until = first_kept.min(moved);
         if until <= self.trimmed {
-            return Ok(());
+            return Ok(self.trimmed);
         }
         let mut log = txn.open_table(LOG).map_err(err)?;
         for id in self.trimmed..until {
             log.remove(id).map_err(err)?;
         }
-        self.trimmed = until;
-        Ok(())
+        Ok(until)
     }
 }
 
@@ -560,6 +562,7 @@ impl Committer {
                 group_id,
                 by,
                 uids,
+                max_members,
                 reply,
             } => {
                 let mut groups = txn.open_table(GROUPS).map_err(err)?;
@@ -574,6 +577,11 @@ impl Committer {
                         group.members.push(uid);
                     }
                 }
+                // Checked here, where adds are applied one after another: two adds that
+                // each fit could pass a check made before them together.
+                if group.members.len() > max_members {
+                    return Ok(answer(reply, GroupChange::TooMany));
+                }
                 groups
                     .insert(group_id, group.encode_to_vec().as_slice())
                     .map_err(err)?;
@@ -581,6 +589,16 @@ impl Committer {
             }
         })
     }
+}
+
+/// The first `limit` messages of the table's and the recent tier's (each in order), and
+/// whether there are more. A message moved between the two reads is in both: once here.
+fn merge_tiers(mut table: Vec<Msg>, recent: Vec<Msg>, limit: usize) -> (Vec<Msg>, bool) {
+    let table_last = table.last().map_or(0, |m| m.seq);
+    table.extend(recent.into_iter().filter(|m| m.seq > table_last));
+    let more = table.len() > limit;
+    table.truncate(limit);
+    (table, more)
 }
 
 fn decode_group(stored: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<Option<Group>, StoreError> {
@@ -666,10 +684,11 @@ impl InboxStore for Redb {
             (r.fetch(uid, after_seq, limit + 1), r.table_max(uid))
         };
         if table_max.is_some_and(|max| max <= after_seq) {
-            let mut msgs = recent;
-            let more = msgs.len() > limit;
-            msgs.truncate(limit);
-            return Box::pin(std::future::ready(Ok((msgs, more))));
+            return Box::pin(std::future::ready(Ok(merge_tiers(
+                Vec::new(),
+                recent,
+                limit,
+            ))));
         }
         let shared = self.recent.clone();
         self.read(move |txn| {
@@ -711,12 +730,7 @@ impl InboxStore for Redb {
                 };
                 lock(&shared).saw_table_max(uid, max);
             }
-            // Both are in order; a message moved between the two reads is in both.
-            let table_last = msgs.last().map_or(0, |m: &Msg| m.seq);
-            msgs.extend(recent.into_iter().filter(|m| m.seq > table_last));
-            let more = msgs.len() > limit;
-            msgs.truncate(limit);
-            Ok((msgs, more))
+            Ok(merge_tiers(msgs, recent, limit))
         })
     }
 }
@@ -743,12 +757,40 @@ impl GroupStore for Redb {
         group_id: u64,
         by_uid: u64,
         uids: Vec<u64>,
+        max_members: usize,
     ) -> StoreFuture<'_, GroupChange> {
         self.write(|reply| Op::AddMembers {
             group_id,
             by: by_uid,
             uids,
+            max_members,
             reply,
         })
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_message_read_from_both_tiers_is_returned_once() {
+    let msg = |seq| Msg {
+        seq,
+        ..Msg::default()
+    };
+    let seqs =
+        |(msgs, more): (Vec<Msg>, bool)| (msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), more);
+    // 3 and 4 were moved between the reads: in the table and still in the recent snapshot.
+    let table = vec![msg(1), msg(2), msg(3), msg(4)];
+    let recent = vec![msg(3), msg(4), msg(5), msg(6)];
+    assert_eq!(
+        seqs(merge_tiers(table.clone(), recent.clone(), 10)),
+        (vec![1, 2, 3, 4, 5, 6], false)
+    );
+    assert_eq!(
+        seqs(merge_tiers(table, recent, 5)),
+        (vec![1, 2, 3, 4, 5], true)
+    );
+    assert_eq!(
+        seqs(merge_tiers(Vec::new(), vec![msg(7), msg(8)], 1)),
+        (vec![7], true)
+    );
 }

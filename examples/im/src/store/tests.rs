@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Append, Appended, InboxStore, Redb, SeqStore, StoreConfig};
+use super::{Append, Appended, GroupChange, GroupStore, InboxStore, Redb, SeqStore, StoreConfig};
 use crate::im::msg::Msg;
 
 /// A directory removed when dropped.
@@ -201,4 +201,41 @@ async fn a_section_bound_only_rises_and_survives_a_restart() {
     let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
     assert_eq!(store.max_seq(0).await.unwrap(), 10_000);
     assert_eq!(store.max_seq(1).await.unwrap(), 20_000);
+}
+
+#[tokio::test]
+async fn adds_racing_past_the_member_cap_leave_the_group_within_it() {
+    let dir = TempDir::new();
+    let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
+    let group = store.create_group(1, "g").await.unwrap();
+    let (a, b) = tokio::join!(
+        store.add_members(group.group_id, 1, vec![2, 3], 4),
+        store.add_members(group.group_id, 1, vec![4, 5], 4)
+    );
+    let done = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(GroupChange::Done(_))))
+        .count();
+    let refused = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(GroupChange::TooMany)))
+        .count();
+    assert_eq!((done, refused), (1, 1), "{a:?} {b:?}");
+    assert_eq!(
+        store
+            .group(group.group_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .members
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .add_members(group.group_id, 9, vec![6], 4)
+            .await
+            .unwrap(),
+        GroupChange::NotMember
+    );
 }

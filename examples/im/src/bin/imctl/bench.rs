@@ -397,7 +397,10 @@ async fn seq_probe(
                 ..AllocReq::default()
             };
             let start = Instant::now();
-            seq.alloc(&request).await.ok().map(|_| micros(start.elapsed()))
+            seq.alloc(&request)
+                .await
+                .ok()
+                .map(|_| micros(start.elapsed()))
         }));
     }
     let mut samples = Vec::with_capacity(calls.len());
