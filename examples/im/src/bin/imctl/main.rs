@@ -87,7 +87,7 @@ enum GroupCommand {
     },
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     match run(args).await {
