@@ -4,11 +4,14 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use support::{
     TempDir, client, group_add, group_create, group_send, send, start, sync, sync_all, user,
 };
+use svrkit_im::backend::{Backend, Role};
 use svrkit_im::im::account::{AccountSvrClient, CheckTokenReq};
 use svrkit_im::im::gateway::SendReq;
 use svrkit_im::im::msg::{FetchReq, MsgSvrClient};
@@ -430,6 +433,40 @@ async fn an_expired_token_is_refused_by_the_gateway_and_the_account_service() {
 async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_once_in_order() {
     let data = TempDir::new("stream");
     let backend = start(&data, "").await;
+    follow_while_writing(&backend).await;
+}
+
+/// The same with the allocator in another server, reached over TCP: every allocation waits
+/// for the network, so appends to one recipient finish their allocations in any order, and
+/// only the message service's per-recipient lock keeps them visible in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_the_sequence_allocator_over_the_network() {
+    let seq_data = TempDir::new("stream-seq");
+    let seq = Backend::start(
+        &[Role::SeqAlloc, Role::SeqStore],
+        &support::config(&seq_data.0, "", ""),
+    )
+    .await
+    .unwrap();
+    let data = TempDir::new("stream-remote");
+    let extra = format!(
+        "[services.\"im.seq.SeqAllocSvr\"]\nendpoints = [\"{}\"]\n",
+        seq.internal_addr().unwrap()
+    );
+    let roles: Vec<Role> = Role::ALL
+        .into_iter()
+        .filter(|r| !matches!(r, Role::SeqAlloc | Role::SeqStore))
+        .collect();
+    let backend = Backend::start(&roles, &support::config(&data.0, "", &extra))
+        .await
+        .unwrap();
+    follow_while_writing(&backend).await;
+    seq.shutdown().await;
+}
+
+/// Four senders write 100 messages each to bob while bob follows his sync key with long
+/// polls; bob must see every acknowledged message exactly once, in sequence order.
+async fn follow_while_writing(backend: &Backend) {
     let c = client(backend.addr().unwrap());
     let bob = user(&c, "bob").await;
     let mut senders = Vec::new();
@@ -438,12 +475,21 @@ async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_onc
     }
     // The reader long-polls with its sync key while the appends land and the store moves
     // them (every commit) from its log into the inbox table.
+    // It stops at the first empty sync after the writers are done: a message it skipped
+    // past is then missing for good, and the comparison below says so (rather than the
+    // reader waiting for it forever).
+    let writers_done = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (c, bob) = (c.clone(), bob.clone());
+        let (c, bob, done) = (c.clone(), bob.clone(), writers_done.clone());
         tokio::spawn(async move {
             let (mut key, mut seen) = (0, Vec::new());
-            while seen.len() < 400 {
-                let resp = sync(&c, &bob, key, Duration::from_secs(10)).await.unwrap();
+            loop {
+                // Read before the poll: if set, every acknowledged send is already stored.
+                let finished = done.load(Ordering::SeqCst);
+                let resp = sync(&c, &bob, key, Duration::from_secs(1)).await.unwrap();
+                if resp.msgs.is_empty() && finished {
+                    return seen;
+                }
                 seen.extend(
                     resp.msgs
                         .iter()
@@ -451,7 +497,6 @@ async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_onc
                 );
                 key = resp.sync_key;
             }
-            seen
         })
     };
     let writers: Vec<_> = senders
@@ -472,6 +517,7 @@ async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_onc
     for w in writers {
         acked.extend(w.await.unwrap());
     }
+    writers_done.store(true, Ordering::SeqCst);
     let seen = reader.await.unwrap();
     assert!(
         seen.windows(2).all(|w| w[0].0 < w[1].0),
