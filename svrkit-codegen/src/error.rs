@@ -163,18 +163,6 @@ pub(crate) fn invalid_identifier(name: &Text, what: &str, case: &str, example: &
     .note(format!("for example `{example}`"))
 }
 
-pub(crate) fn unusable_identifier(name: &Text) -> Diagnostic {
-    Diagnostic::error(
-        "E0101",
-        format!(
-            "`{}` cannot be a Rust identifier, not even a raw one",
-            name.value
-        ),
-        name.span,
-    )
-    .label("pick another name")
-}
-
 pub(crate) fn reserved_field_name(name: &Text) -> Diagnostic {
     Diagnostic::error(
         "E0101",

@@ -2,7 +2,11 @@
 //!
 //! IDL names follow Rust's conventions directly (types `UpperCamel`, fields `snake_case`, enum
 //! values `SCREAMING_SNAKE`), so generated names are the IDL names; only methods change case
-//! (`SendMsg` -> `send_msg`). Rust keywords become raw identifiers (`r#type`).
+//! (`SendMsg` -> `send_msg`). Rust keywords become raw identifiers (`r#type`); the few that
+//! cannot be raw (`self`, `super`, `crate`, `Self`) get a trailing underscore (`self_`), as
+//! prost does, so that a schema written elsewhere is never blocked by Rust's keyword list.
+//! Wire names (field names in errors, JSON, `.proto`) stay as written. A valid IDL name never
+//! ends in `_`, so the suffix cannot make two names collide.
 
 use heck::ToSnakeCase;
 use proc_macro2::{Ident, Span};
@@ -45,9 +49,14 @@ pub(crate) fn is_screaming_snake(s: &str) -> bool {
         })
 }
 
-/// Whether the name can be used as a Rust identifier at all (possibly raw).
-pub(crate) fn is_usable(s: &str) -> bool {
-    !NOT_RAW.contains(&s)
+/// The Rust spelling of an IDL name, as [`ident`] emits it (`type` -> `r#type`,
+/// `self` -> `self_`): what two names must not share.
+pub(crate) fn rust_name(s: &str) -> String {
+    if NOT_RAW.contains(&s) {
+        format!("{s}_")
+    } else {
+        s.to_owned()
+    }
 }
 
 /// The Rust function name for an IDL method name (`GetURL` -> `get_url`).
@@ -60,9 +69,12 @@ pub(crate) fn screaming(s: &str) -> String {
     heck::ToShoutySnakeCase::to_shouty_snake_case(s)
 }
 
-/// An identifier token, raw if the name is a keyword.
+/// An identifier token: raw if the name is a keyword, with a trailing `_` if it is one that
+/// cannot be raw.
 pub(crate) fn ident(s: &str) -> Ident {
-    if KEYWORDS.contains(&s) && is_usable(s) {
+    if NOT_RAW.contains(&s) {
+        Ident::new(&rust_name(s), Span::call_site())
+    } else if KEYWORDS.contains(&s) {
         Ident::new_raw(s, Span::call_site())
     } else {
         Ident::new(s, Span::call_site())
@@ -91,6 +103,9 @@ mod tests {
         assert_eq!(screaming("MessageSvr"), "MESSAGE_SVR");
         assert_eq!(ident("type").to_string(), "r#type");
         assert_eq!(ident("from_user").to_string(), "from_user");
-        assert!(!is_usable("self") && is_usable("type"));
+        assert_eq!(ident("self").to_string(), "self_");
+        assert_eq!(ident("Self").to_string(), "Self_");
+        assert_eq!(ident("crate").to_string(), "crate_");
+        assert_eq!(rust_name("super"), "super_");
     }
 }

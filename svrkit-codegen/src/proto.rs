@@ -77,9 +77,16 @@ pub fn file_name(package: &str) -> String {
     format!("{package}.proto")
 }
 
-/// The proto name of an enum value: the enum's `SCREAMING_SNAKE` name, `_`, the value.
+/// The proto name of an enum value: the value prefixed with the enum's `SCREAMING_SNAKE`
+/// name and `_` (`MsgType.TEXT` -> `MSG_TYPE_TEXT`), unless it already starts with them
+/// (`Mode.MODE_OFF` stays `MODE_OFF`). Protobuf peers, the text format and the JSON mapping
+/// (`svrkit call`) all spell values this way.
 pub fn enum_value_name(enum_name: &str, value: &str) -> String {
-    format!("{}_{value}", ident::screaming(enum_name))
+    let prefix = ident::screaming(enum_name);
+    match value.strip_prefix(prefix.as_str()) {
+        Some(rest) if rest.len() > 1 && rest.starts_with('_') => value.to_owned(),
+        _ => format!("{prefix}_{value}"),
+    }
 }
 
 /// Renders one `.proto` file per package.

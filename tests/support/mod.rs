@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use svrkit_runtime::FastStr;
 use svrkit_tests::svrkit::im::common::UserRef;
 use svrkit_tests::svrkit::test::all_types::{
-    AllTypes, Color, Defaults, Empty, Keywords, Maps, Optionals, Repeateds, Scalars, Tree,
+    AllTypes, Color, Defaults, Empty, Keywords, Maps, Mode, Optionals, Repeateds, Scalars, Tree,
 };
 
 /// Short strings (stored inline by `FastStr`) and long ones (shared with the input).
@@ -321,15 +321,22 @@ pub fn tree() -> impl Strategy<Value = Tree> {
 }
 
 pub fn keywords() -> impl Strategy<Value = Keywords> {
-    (string(), any::<i32>(), any::<bool>(), list(color())).prop_map(
-        |(r#type, r#match, r#async, r#fn)| Keywords {
-            r#type,
-            r#match,
-            r#async,
-            r#fn,
-            ..Default::default()
-        },
+    (
+        (string(), any::<i32>(), any::<bool>(), list(color())),
+        (any::<u32>(), string(), 0..4i32),
     )
+        .prop_map(
+            |((r#type, r#match, r#async, r#fn), (self_, super_, crate_))| Keywords {
+                r#type,
+                r#match,
+                r#async,
+                r#fn,
+                self_,
+                super_,
+                crate_: Mode(crate_),
+                ..Default::default()
+            },
+        )
 }
 
 pub fn all_types() -> impl Strategy<Value = AllTypes> {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use crate::ast;
 use crate::diag::Diagnostics;
 use crate::error;
+use crate::ident;
 use crate::ir::{EnumId, Item, Package, PackageId, Schema, StructId, ValueType};
 use crate::span::{FileId, SourceMap, Span};
 
@@ -178,7 +179,7 @@ impl Checker<'_> {
         // A badly cased name is reported but still declared, so that its body is checked too
         // and references to it do not cascade into "unknown type" errors.
         names::check_type_name(name, what, self.diags);
-        if !self.claim_name(package, name.value.clone(), name) {
+        if !self.claim_name(package, ident::rust_name(&name.value), name) {
             return false;
         }
         self.types

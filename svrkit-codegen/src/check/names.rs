@@ -7,10 +7,7 @@ use crate::ident;
 
 /// A package is dotted `snake_case` segments.
 pub(super) fn check_package_name(name: &Text, diags: &mut Diagnostics) {
-    let ok = name
-        .value
-        .split('.')
-        .all(|seg| ident::is_snake_case(seg) && ident::is_usable(seg));
+    let ok = name.value.split('.').all(ident::is_snake_case);
     if !ok {
         diags.push(error::invalid_package(name));
     }
@@ -18,7 +15,7 @@ pub(super) fn check_package_name(name: &Text, diags: &mut Diagnostics) {
 
 /// Structs, enums, services and methods are `UpperCamel`.
 pub(super) fn check_type_name(name: &Text, what: &str, diags: &mut Diagnostics) -> bool {
-    if !ident::is_upper_camel(&name.value) || !ident::is_usable(&name.value) {
+    if !ident::is_upper_camel(&name.value) {
         diags.push(error::invalid_identifier(
             name,
             what,
@@ -39,10 +36,6 @@ pub(super) fn check_field_name(name: &Text, diags: &mut Diagnostics) -> bool {
             "snake_case",
             "from_user",
         ));
-        return false;
-    }
-    if !ident::is_usable(&name.value) {
-        diags.push(error::unusable_identifier(name));
         return false;
     }
     if name.value == "unknown_fields" {

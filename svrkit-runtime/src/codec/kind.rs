@@ -133,10 +133,11 @@ macro_rules! fixed_kind {
                 Ok($from_bits)
             }
             #[inline]
-            #[allow(clippy::float_cmp)]
             fn is_default(value: &$ty) -> bool {
-                // For floats this is `== 0.0`, which also holds for -0.0, as in protobuf.
-                *value == <$ty>::default()
+                // The bits, not `==`: -0.0 equals 0.0 but is not the default, and Google's
+                // protobuf writes it (so it survives a round trip); NaN is written too.
+                let $v = *value;
+                $to_bits == 0
             }
         }
     };
