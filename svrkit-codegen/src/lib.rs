@@ -31,6 +31,8 @@ mod ast;
 mod check;
 pub mod compat;
 pub mod diag;
+#[cfg(feature = "dynamic")]
+pub mod dynamic;
 mod emit;
 mod error;
 mod ident;

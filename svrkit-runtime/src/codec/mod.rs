@@ -11,6 +11,7 @@
 //! The byte layout is specified in `docs/wire-format.md` at the repository root.
 
 mod decoder;
+mod encoded;
 mod error;
 pub mod field;
 pub mod kind;
@@ -19,6 +20,7 @@ mod unknown;
 pub mod wire;
 
 pub use decoder::{DECODE_FACTOR, DECODE_SLACK, Decoder, MAX_DEPTH};
+pub use encoded::Encoded;
 pub use error::{DecodeError, DecodeErrorKind};
 pub use message::{Enumeration, Message};
 pub use unknown::{UnknownField, UnknownFields};

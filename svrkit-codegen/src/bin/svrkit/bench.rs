@@ -1,0 +1,264 @@
+//! `svrkit bench`: load from one request, a live progress line, then QPS, status counts and
+//! a latency percentile table.
+//!
+//! Closed loop (the default): `-c` callers, each sending its next call when the last one
+//! answers. Open loop (`--rate`): calls start on a fixed schedule whatever the answers, at
+//! most `-c` in flight, and each latency runs from the call's *intended* start, so a stalled
+//! server shows up as latency instead of as fewer samples (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use svrkit_runtime::codec::Encoded;
+use svrkit_runtime::{Bytes, CallOptions, Channel, Code};
+use tokio::time::Instant;
+
+use crate::Failure;
+use crate::target::{Target, channel};
+
+/// How to load.
+pub(crate) struct Load {
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
+    pub(crate) rate: Option<f64>,
+    pub(crate) connections: usize,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// What the calls came to.
+struct Stats {
+    latency: Histogram<u64>,
+    codes: BTreeMap<Code, u64>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            // Nanoseconds, three significant digits, up to an hour.
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            codes: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, latency: Duration, code: Code) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.latency.saturating_record(ns);
+        *self.codes.entry(code).or_default() += 1;
+    }
+}
+
+/// Calls made and failed so far, for the progress line.
+#[derive(Default)]
+struct Progress {
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+pub(crate) fn run(
+    target: &Target,
+    addr: &str,
+    json: Option<&str>,
+    load: &Load,
+) -> Result<ExitCode, Failure> {
+    if target.descriptor.oneway {
+        return Err(Failure::Message(format!(
+            "{} is oneway: there is no answer to time",
+            target.descriptor.full_name
+        )));
+    }
+    let body = Bytes::from(target.request_bytes(json)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Message(format!("cannot start the async runtime: {e}")))?;
+    let method = target.descriptor;
+    let options = CallOptions::timeout(target.timeout(load.timeout));
+    let mode = match load.rate {
+        Some(rate) => format!(
+            "open loop at {rate} calls/s, at most {} in flight",
+            load.concurrency
+        ),
+        None => format!("{} concurrent callers", load.concurrency),
+    };
+    eprintln!(
+        "bench {} at {addr}: {mode}, {} connection(s), {:.1} s",
+        method.full_name,
+        load.connections,
+        load.duration.as_secs_f64()
+    );
+    let (stats, elapsed) = runtime.block_on(async {
+        let channel = channel(addr, "svrkit-bench", load.connections);
+        // Connect before the clock starts, so the first calls do not time the handshake.
+        let _ = channel
+            .call::<Encoded, Encoded>(method, &Encoded(body.clone()), &options)
+            .await;
+        let stats = Arc::new(Mutex::new(Stats::new()));
+        let progress = Arc::new(Progress::default());
+        let start = Instant::now();
+        let end = start + load.duration;
+        let ticker = tokio::spawn(show_progress(progress.clone(), start));
+        let call = Caller {
+            channel,
+            method,
+            body,
+            options,
+            stats: stats.clone(),
+            progress,
+        };
+        match load.rate {
+            None => closed_loop(call, load.concurrency, end).await,
+            Some(rate) => open_loop(call, load.concurrency, rate, start, end).await,
+        }
+        let elapsed = start.elapsed();
+        ticker.abort();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
+        let stats = std::mem::replace(&mut *stats.lock().expect("not poisoned"), Stats::new());
+        (stats, elapsed)
+    });
+    print!("{}", report(&stats, elapsed));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone)]
+struct Caller {
+    channel: Channel,
+    method: &'static svrkit_runtime::service::MethodDescriptor,
+    body: Bytes,
+    options: CallOptions,
+    stats: Arc<Mutex<Stats>>,
+    progress: Arc<Progress>,
+}
+
+impl Caller {
+    /// One call, its latency counted from `from`.
+    async fn call(&self, from: Instant) {
+        let result = self
+            .channel
+            .call::<Encoded, Encoded>(self.method, &Encoded(self.body.clone()), &self.options)
+            .await;
+        let code = result.map_or_else(|status| status.code(), |_| Code::OK);
+        self.stats
+            .lock()
+            .expect("not poisoned")
+            .record(from.elapsed(), code);
+        self.progress.done.fetch_add(1, Relaxed);
+        if code != Code::OK {
+            self.progress.failed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+async fn closed_loop(call: Caller, concurrency: usize, end: Instant) {
+    let callers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    call.call(Instant::now()).await;
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        let _ = c.await;
+    }
+}
+
+async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, end: Instant) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut in_flight = Vec::new();
+    for i in 0u32.. {
+        let intended = start + interval * i;
+        if intended >= end {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        // Waiting for a slot delays the send, not the clock: the latency still runs from
+        // `intended`.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let call = call.clone();
+        in_flight.push(tokio::spawn(async move {
+            call.call(intended).await;
+            drop(slot);
+        }));
+        if in_flight.len() >= 4096 {
+            in_flight.retain(|t| !t.is_finished());
+        }
+    }
+    for t in in_flight {
+        let _ = t.await;
+    }
+}
+
+async fn show_progress(progress: Arc<Progress>, start: Instant) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let mut last = 0;
+    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let done = progress.done.load(Relaxed);
+        let failed = progress.failed.load(Relaxed);
+        eprint!(
+            "\r\x1b[2K{:>6.1} s  {done:>10} calls  {:>8}/s  {failed} failed",
+            start.elapsed().as_secs_f64(),
+            done - last
+        );
+        let _ = std::io::stderr().flush();
+        last = done;
+    }
+}
+
+/// The summary: totals, one row per status, then the percentiles.
+fn report(stats: &Stats, elapsed: Duration) -> String {
+    use std::fmt::Write as _;
+    let total: u64 = stats.codes.values().sum();
+    let secs = elapsed.as_secs_f64();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{total} calls in {secs:.2} s: {:.1} calls/s",
+        total as f64 / secs
+    );
+    let _ = writeln!(out, "\n{:<20} {:>12}", "status", "calls");
+    for (code, n) in &stats.codes {
+        let name = code
+            .name()
+            .map_or_else(|| format!("code {}", code.0), str::to_ascii_uppercase);
+        let _ = writeln!(out, "{name:<20} {n:>12}");
+    }
+    let _ = writeln!(out, "{:<20} {total:>12}", "total");
+    if total > 0 {
+        let _ = writeln!(out, "\n{:<20} {:>12}", "latency", "ms");
+        let h = &stats.latency;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        for (label, q) in [
+            ("min", 0.0),
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+        ] {
+            let v = if q == 0.0 {
+                h.min()
+            } else {
+                h.value_at_quantile(q)
+            };
+            let _ = writeln!(out, "{label:<20} {:>12.3}", ms(v));
+        }
+        let _ = writeln!(out, "{:<20} {:>12.3}", "max", ms(h.max()));
+        let _ = writeln!(out, "{:<20} {:>12.3}", "mean", h.mean() / 1e6);
+    }
+    out
+}

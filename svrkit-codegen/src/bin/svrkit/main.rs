@@ -1,0 +1,261 @@
+//! `svrkit`: the IDL compiler on the command line, and the tools built on it (calling and
+//! load-testing a service from its IDL).
+//!
+//! Exit codes: 0 success; 1 errors in the IDL, breaking changes (`compat`), or a call that
+//! failed (bad JSON, unknown method, an error status, an unreachable server); 2 usage or
+//! I/O errors.
+
+mod bench;
+mod call;
+mod target;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use svrkit_codegen::{Builder, Compiled, Error, compat, write_if_changed};
+
+/// Compile svrkit XML IDL files, and call and load-test the services they declare.
+#[derive(Parser)]
+#[command(name = "svrkit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where `<include file=".."/>` looks after the including file's directory.
+#[derive(clap::Args)]
+struct Includes {
+    /// Extra directory to search for included files (repeatable).
+    #[arg(long = "include", short = 'I')]
+    dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate Rust code, one `<package>.rs` per package.
+    Generate {
+        /// IDL files to compile (their includes are found automatically).
+        #[arg(required = true)]
+        idl: Vec<PathBuf>,
+        /// Directory to write the generated files to.
+        #[arg(long, short)]
+        out: PathBuf,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// Check IDL files and report every error, without generating anything.
+    Check {
+        /// IDL files to check.
+        #[arg(required = true)]
+        idl: Vec<PathBuf>,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// Export an equivalent `.proto` file per package.
+    Proto {
+        /// IDL files to export.
+        #[arg(required = true)]
+        idl: Vec<PathBuf>,
+        /// Directory to write the `.proto` files to.
+        #[arg(long, short)]
+        out: PathBuf,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// Call a method of a running service: the request from JSON (`--json` or standard
+    /// input), the response printed as JSON. The IDL is all it needs.
+    Call {
+        /// The server's `host:port`.
+        addr: String,
+        /// `Service.Method` (or `package.Service.Method`).
+        method: String,
+        /// The IDL file declaring the service.
+        #[arg(long)]
+        idl: PathBuf,
+        /// The request as JSON (field names as in the IDL); read from standard input if
+        /// left out.
+        #[arg(long)]
+        json: Option<String>,
+        /// Deadline of the call (default: the method's `timeout_ms`), like `2s` or `500ms`.
+        #[arg(long, value_parser = target::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// Load-test a method with one request: live progress, then QPS, status counts and
+    /// latency percentiles.
+    Bench {
+        /// The server's `host:port`.
+        addr: String,
+        /// `Service.Method` (or `package.Service.Method`).
+        method: String,
+        /// The IDL file declaring the service.
+        #[arg(long)]
+        idl: PathBuf,
+        /// The request as JSON; read from standard input if left out.
+        #[arg(long)]
+        json: Option<String>,
+        /// Concurrent callers (with `--rate`: calls in flight at most).
+        #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: u32,
+        /// How long to run, like `10s`.
+        #[arg(short = 'd', long, default_value = "10s", value_parser = target::parse_duration)]
+        duration: Duration,
+        /// Open loop: start this many calls per second on a fixed schedule, timing each
+        /// from its intended start.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// TCP connections to the server (calls are multiplexed over them).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+        connections: u32,
+        /// Deadline of each call (default: the method's `timeout_ms`).
+        #[arg(long, value_parser = target::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// List the changes from an old to a new version of an IDL; exit 1 if any is breaking.
+    Compat {
+        /// The old version.
+        old: PathBuf,
+        /// The new version.
+        new: PathBuf,
+        #[command(flatten)]
+        includes: Includes,
+    },
+}
+
+fn builder(includes: &Includes) -> Builder {
+    let mut b = Builder::new();
+    b.emit_rerun_if_changed(false);
+    for dir in &includes.dirs {
+        b.include_dir(dir);
+    }
+    b
+}
+
+/// Why a command failed.
+pub(crate) enum Failure {
+    /// From the compiler: IDL errors (exit 1) or I/O (exit 2).
+    Codegen(Error),
+    /// A one-line message; exit 1.
+    Message(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Codegen(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(Failure::Codegen(e)) => report(&e),
+        Err(Failure::Message(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Generate { idl, out, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
+            write_all(&out, compiled.rust_files())?;
+        }
+        Command::Check { idl, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
+            let s = compiled.schema();
+            eprintln!(
+                "ok: {} package(s), {} struct(s), {} enum(s), {} service(s)",
+                s.packages.len(),
+                s.structs.len(),
+                s.enums.len(),
+                s.services.len()
+            );
+        }
+        Command::Proto { idl, out, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
+            write_all(&out, compiled.proto_files())?;
+        }
+        Command::Call {
+            addr,
+            method,
+            idl,
+            json,
+            timeout,
+            includes,
+        } => {
+            let target = target::Target::load(&builder(&includes), &[idl], &method)?;
+            return call::run(&target, &addr, json.as_deref(), timeout);
+        }
+        Command::Bench {
+            addr,
+            method,
+            idl,
+            json,
+            concurrency,
+            duration,
+            rate,
+            connections,
+            timeout,
+            includes,
+        } => {
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(Failure::Message("--rate must be a positive number".into()));
+            }
+            let target = target::Target::load(&builder(&includes), &[idl], &method)?;
+            let load = bench::Load {
+                concurrency: concurrency as usize,
+                duration,
+                rate,
+                connections: connections as usize,
+                timeout,
+            };
+            return bench::run(&target, &addr, json.as_deref(), &load);
+        }
+        Command::Compat { old, new, includes } => {
+            let b = builder(&includes);
+            let (old, new): (Compiled, Compiled) = (b.check(&[old])?, b.check(&[new])?);
+            let changes = compat::compare(&old, &new);
+            print!("{}", compat::render(&changes));
+            if changes.iter().any(|c| c.breaking) {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_all(
+    out: &std::path::Path,
+    files: Vec<svrkit_codegen::GeneratedFile>,
+) -> Result<(), Error> {
+    for file in files {
+        let path = out.join(&file.name);
+        write_if_changed(&path, &file.content)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn report(e: &Error) -> ExitCode {
+    match e {
+        Error::Idl(report) => {
+            eprint!("{}", report.render(std::io::stderr().is_terminal()));
+            let n = report.diagnostics().len();
+            eprintln!("error: {n} error(s) in the IDL; nothing was generated");
+            ExitCode::from(1)
+        }
+        other => {
+            eprintln!("error: {other}");
+            ExitCode::from(2)
+        }
+    }
+}
