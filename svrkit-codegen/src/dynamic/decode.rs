@@ -124,7 +124,8 @@ impl Reader<'_> {
                             unreachable!()
                         };
                         expect(wt, WireType::LengthDelimited)?;
-                        d.charge(size_of::<Item>() + size_of::<Acc>())?;
+                        let fields = self.schema.struct_(id).fields.len();
+                        d.charge(size_of::<Item>() + fields * size_of::<Slot>())?;
                         let mut inner = self.new_acc(id);
                         nested(d, |d| self.merge(&mut inner, d))?;
                         items.push(Item::Struct(inner));

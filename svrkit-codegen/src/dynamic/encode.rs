@@ -99,7 +99,7 @@ impl Encoder<'_> {
             FieldType::Optional(ValueType::Struct(id)) => self.nested(f.id, id, j, path, buf),
             FieldType::Singular(ty) => {
                 let leaf = self.leaf(ty);
-                let v = leaf.from_json(j).map_err(|e| path.error(e))?;
+                let v = leaf.read_json(j).map_err(|e| path.error(e))?;
                 let at_default = match &f.default {
                     Some(d) if !d.is_zero() => v == leaf.default_value(d),
                     _ => leaf.is_zero(&v),
@@ -112,7 +112,7 @@ impl Encoder<'_> {
             }
             FieldType::Optional(ty) => {
                 let leaf = self.leaf(ty);
-                let v = leaf.from_json(j).map_err(|e| path.error(e))?;
+                let v = leaf.read_json(j).map_err(|e| path.error(e))?;
                 wire::put_varint(buf, key(f.id, leaf.wire_type()));
                 leaf.encode(&v, buf);
                 Ok(())
@@ -142,7 +142,7 @@ impl Encoder<'_> {
                 let mut values = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     path.push_index(i);
-                    values.push(leaf.from_json(item).map_err(|e| path.error(e))?);
+                    values.push(leaf.read_json(item).map_err(|e| path.error(e))?);
                     path.pop();
                 }
                 wire::put_varint(buf, key(f.id, WireType::LengthDelimited));
@@ -155,7 +155,7 @@ impl Encoder<'_> {
             Some(leaf) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push_index(i);
-                    let v = leaf.from_json(item).map_err(|e| path.error(e))?;
+                    let v = leaf.read_json(item).map_err(|e| path.error(e))?;
                     path.pop();
                     wire::put_varint(buf, key(f.id, leaf.wire_type()));
                     leaf.encode(&v, buf);
@@ -191,7 +191,7 @@ impl Encoder<'_> {
         let mut entries = BTreeMap::new();
         for (k, v) in obj {
             path.push_key(k);
-            let key_val = key_leaf.key_from_json(k).map_err(|e| path.error(e))?;
+            let key_val = key_leaf.read_json_key(k).map_err(|e| path.error(e))?;
             path.pop();
             entries.insert(MapKey::of(&key_val), (key_val, k, v));
         }
@@ -225,7 +225,7 @@ impl Encoder<'_> {
         }
         match Leaf::of(self.schema, ty) {
             Some(leaf) => {
-                let v = leaf.from_json(j).map_err(|e| path.error(e))?;
+                let v = leaf.read_json(j).map_err(|e| path.error(e))?;
                 if !leaf.is_zero(&v) {
                     wire::put_varint(buf, key(2, leaf.wire_type()));
                     leaf.encode(&v, buf);

@@ -163,7 +163,7 @@ impl<'s> Leaf<'s> {
 
     /// Reads a value from JSON (the protobuf JSON mapping: 64-bit integers may be strings,
     /// bytes are base64, enums are names or numbers, floats may be `"NaN"`/`"Infinity"`).
-    pub(super) fn from_json(self, j: &Json) -> Result<Val, String> {
+    pub(super) fn read_json(self, j: &Json) -> Result<Val, String> {
         let scalar = self.scalar();
         let name = self.type_name();
         match (self, scalar) {
@@ -238,7 +238,7 @@ impl<'s> Leaf<'s> {
     }
 
     /// Reads a map key, which JSON always writes as a string.
-    pub(super) fn key_from_json(self, key: &str) -> Result<Val, String> {
+    pub(super) fn read_json_key(self, key: &str) -> Result<Val, String> {
         match self.scalar() {
             Scalar::String => Ok(Val::Str(key.to_owned())),
             Scalar::Bool => match key {
@@ -246,7 +246,7 @@ impl<'s> Leaf<'s> {
                 "false" => Ok(Val::Bool(false)),
                 _ => Err(format!("map key `{key}` is not true or false")),
             },
-            _ => self.from_json(&Json::String(key.to_owned())),
+            _ => self.read_json(&Json::String(key.to_owned())),
         }
     }
 
