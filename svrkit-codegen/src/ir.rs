@@ -41,6 +41,8 @@ pub struct Package {
     pub name: String,
     /// The display names of the files that define it.
     pub files: Vec<String>,
+    /// The `<doc>` of each of those files that has one, in file order.
+    pub doc: Vec<String>,
     /// What it defines, in declaration order.
     pub items: Vec<Item>,
 }

@@ -31,6 +31,7 @@ mod ast;
 mod check;
 pub mod compat;
 pub mod diag;
+pub mod doc;
 #[cfg(feature = "dynamic")]
 pub mod dynamic;
 mod emit;
@@ -289,6 +290,12 @@ impl Compiled {
     /// One `.proto` file per package, equivalent on the wire.
     pub fn proto_files(&self) -> Vec<GeneratedFile> {
         proto::render(&self.schema)
+    }
+
+    /// The reference documentation: `index.html` and one `<package>.html` per package, and
+    /// the same as Markdown (`.md`).
+    pub fn doc_files(&self) -> Vec<GeneratedFile> {
+        doc::render(&self.schema)
     }
 }
 

@@ -100,12 +100,13 @@ impl Checker<'_> {
                 self.schema.packages.push(Package {
                     name: file.package.value.clone(),
                     files: Vec::new(),
+                    doc: Vec::new(),
                     items: Vec::new(),
                 });
             }
-            self.schema.packages[id.0]
-                .files
-                .push(self.sources.name(file.id).to_owned());
+            let package = &mut self.schema.packages[id.0];
+            package.files.push(self.sources.name(file.id).to_owned());
+            package.doc.extend(values::doc(&file.doc));
             self.file_package.insert(file.id, id);
         }
         for file in files {

@@ -65,6 +65,18 @@ enum Command {
         #[command(flatten)]
         includes: Includes,
     },
+    /// Write an HTML reference (and the same in Markdown) of the packages, services, methods,
+    /// structs and enums the IDL files declare.
+    Doc {
+        /// IDL files to document.
+        #[arg(required = true)]
+        idl: Vec<PathBuf>,
+        /// Directory to write `index.html`, `<package>.html` and their `.md` twins to.
+        #[arg(long, short)]
+        out: PathBuf,
+        #[command(flatten)]
+        includes: Includes,
+    },
     /// Call a method of a running service: the request from JSON (`--json` or standard
     /// input), the response printed as JSON. The IDL is all it needs.
     Call {
@@ -183,6 +195,10 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Proto { idl, out, includes } => {
             let compiled = builder(&includes).check(&idl)?;
             write_all(&out, compiled.proto_files())?;
+        }
+        Command::Doc { idl, out, includes } => {
+            let compiled = builder(&includes).check(&idl)?;
+            write_all(&out, compiled.doc_files())?;
         }
         Command::Call {
             addr,
