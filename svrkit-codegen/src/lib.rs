@@ -57,6 +57,13 @@ use span::SourceMap;
 /// `<package>.rs` files sit beside prost-build's or tonic-build's of the same name.
 pub const OUT_SUBDIR: &str = "svrkit";
 
+/// How generated code spells an IDL name in Rust: `type` -> `r#type`, `self` -> `self_`,
+/// anything else as it is (for tools that write code against generated code, like
+/// `svrkit new`).
+pub fn rust_ident(name: &str) -> String {
+    ident::ident(name).to_string()
+}
+
 /// Compiles IDL files into `OUT_DIR/svrkit` with default settings (includes resolve relative to
 /// each including file only).
 ///

@@ -7,6 +7,7 @@
 
 mod bench;
 mod call;
+mod new;
 mod target;
 
 use std::io::IsTerminal;
@@ -62,6 +63,25 @@ enum Command {
         /// Directory to write the `.proto` files to.
         #[arg(long, short)]
         out: PathBuf,
+        #[command(flatten)]
+        includes: Includes,
+    },
+    /// Make a new service crate that serves at once: Cargo.toml, build.rs, the IDL,
+    /// svrkit.toml, src/main.rs, one handler per IDL method (UNIMPLEMENTED until written) and
+    /// a test that calls the service.
+    New {
+        /// Directory of the new crate (its name is the crate's name).
+        dir: PathBuf,
+        /// The IDL to serve (default: a small example IDL).
+        #[arg(long)]
+        idl: Option<PathBuf>,
+        /// Use the svrkit crates of this checkout as path dependencies (default: the checkout
+        /// around the new directory or the one this binary was built from, else crates.io).
+        #[arg(long)]
+        svrkit_path: Option<PathBuf>,
+        /// Port the new service listens on (the dashboard takes the next one).
+        #[arg(long, default_value_t = 7700)]
+        port: u16,
         #[command(flatten)]
         includes: Includes,
     },
@@ -195,6 +215,21 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Proto { idl, out, includes } => {
             let compiled = builder(&includes).check(&idl)?;
             write_all(&out, compiled.proto_files())?;
+        }
+        Command::New {
+            dir,
+            idl,
+            svrkit_path,
+            port,
+            includes,
+        } => {
+            let options = new::Options {
+                dir,
+                idl,
+                svrkit_path,
+                port,
+            };
+            return new::run(&options, &builder(&includes));
         }
         Command::Doc { idl, out, includes } => {
             let compiled = builder(&includes).check(&idl)?;
