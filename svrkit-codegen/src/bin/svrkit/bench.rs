@@ -180,7 +180,7 @@ async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, 
         if intended >= end {
             break;
         }
-        tokio::time::sleep_until(intended).await;
+        wait_until(intended).await;
         // Waiting for a slot delays the send, not the clock: the latency still runs from
         // `intended`.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -197,6 +197,19 @@ async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, 
     }
     for t in in_flight {
         let _ = t.await;
+    }
+}
+
+/// Waits for `at` more precisely than the timer's millisecond: sleeps to a millisecond
+/// before, then yields until it is due. A send that is late counts as latency (the clock runs
+/// from `at`), so the tool's own lateness must not be the bulk of it.
+async fn wait_until(at: Instant) {
+    let margin = Duration::from_millis(1);
+    if at > Instant::now() + margin {
+        tokio::time::sleep_until(at - margin).await;
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
     }
 }
 
