@@ -249,7 +249,11 @@ fn bad_json_is_a_one_line_error_saying_where() {
         ),
         (
             json!({"f_int32": 1.5}),
-            "f_int32: 1.5 is not an integer in range",
+            "f_int32: 1.5 is not an integer that a JSON number holds exactly (give it as a string)",
+        ),
+        (
+            json!({"f_int64": -9223372036854775809.0}),
+            "f_int64: -9.223372036854776e+18 is not an integer that a JSON number holds exactly (give it as a string)",
         ),
         (
             json!({"f_float": 1e39}),

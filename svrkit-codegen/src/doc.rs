@@ -328,7 +328,14 @@ impl Site<'_> {
                     id: f.id,
                     name: f.name.clone(),
                     ty: self.field_type(f.ty),
-                    default: f.default.as_ref().map(show_default).unwrap_or_default(),
+                    default: f
+                        .default
+                        .as_ref()
+                        .map(|d| match self.format {
+                            Format::Markdown => markdown_code(&show_default(d)),
+                            Format::Html => show_default(d),
+                        })
+                        .unwrap_or_default(),
                     doc: self.paragraphs(f.doc.as_deref()),
                 })
                 .collect(),
@@ -444,7 +451,7 @@ impl Site<'_> {
         paragraphs(doc)
             .into_iter()
             .map(|p| match self.format {
-                Format::Markdown => Para::markdown(p.replace('|', "\\|")),
+                Format::Markdown => Para::markdown(markdown_text(&p)),
                 Format::Html => Para::html(&p),
             })
             .collect()
@@ -518,6 +525,27 @@ fn paragraphs(doc: Option<&str>) -> Vec<String> {
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// Text for a Markdown table cell: `|` would end the cell and `<` would start HTML (the
+/// HTML pages escape through askama instead).
+fn markdown_text(text: &str) -> String {
+    text.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A Markdown code span holding `text` in a table cell: fenced with more backticks than it
+/// holds in a row, `|` escaped (GitHub splits table cells before it reads code spans).
+fn markdown_code(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{}{pad}{fence}", text.replace('|', "\\|"))
 }
 
 fn show_default(d: &DefaultValue) -> String {

@@ -198,6 +198,38 @@ pub(crate) fn rust_name_collision(
     .note("a service `S` generates `S`, `SClient` and `SServer`; a method `GetUrl` generates `get_url`, `get_url_with` and `get_url_weak`")
 }
 
+pub(crate) fn method_takes_constructor(name: &Text) -> Diagnostic {
+    Diagnostic::error(
+        "E0103",
+        format!(
+            "method `{}` would generate the client function `new`",
+            name.value
+        ),
+        name.span,
+    )
+    .label("the generated client's constructor is `new`")
+    .note("rename the method, e.g. `Create`")
+}
+
+pub(crate) fn wire_name_collision(
+    name: &Text,
+    wire: &str,
+    first_idl: &str,
+    first: Span,
+) -> Diagnostic {
+    Diagnostic::error(
+        "E0104",
+        format!(
+            "`{}` and `{first_idl}` would share the name `{wire}` in .proto or JSON",
+            name.value
+        ),
+        name.span,
+    )
+    .label(format!("named `{wire}` in .proto or JSON"))
+    .also(first, format!("`{first_idl}` is named so too"))
+    .note("enum values are prefixed with the enum's name unless they start with it; field names are also read in lowerCamelCase (`a_1` and `a1` are both `a1`)")
+}
+
 pub(crate) fn package_not_included(name: &Text, package: &str) -> Diagnostic {
     Diagnostic::error("E0200", format!("unknown type `{}`", name.value), name.span)
         .label(format!("package `{package}` is not included by this file"))

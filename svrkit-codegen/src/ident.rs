@@ -64,6 +64,24 @@ pub(crate) fn method_fn_name(s: &str) -> String {
     s.to_snake_case()
 }
 
+/// protobuf's JSON name of a field: lowerCamelCase (`from_user` -> `fromUser`), which JSON
+/// readers accept beside the name as written.
+pub(crate) fn json_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The `SCREAMING_SNAKE` form of a type name, for constants derived from it.
 pub(crate) fn screaming(s: &str) -> String {
     heck::ToShoutySnakeCase::to_shouty_snake_case(s)

@@ -188,6 +188,27 @@ fn bad_input_is_one_line_and_exit_status_1() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(o.stdout.is_empty());
     }
+    // bench refuses an unreachable server before it starts.
+    let o = svrkit(&[
+        "bench",
+        &unreachable,
+        "Greeter.SayHello",
+        "--idl",
+        "idl/hello/hello.xml",
+        "-d",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("failed with UNAVAILABLE"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
     // Usage errors are clap's, exit status 2.
     let o = call(addr, "Greeter.SayHello", &["--timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -209,6 +230,59 @@ fn bad_input_is_one_line_and_exit_status_1() {
 }
 
 /// Half the calls fail: the table's rows add up to its total, and the total to the first line.
+/// A rate the sender cannot keep still stops at `-d`, and says how many calls it could not
+/// start.
+#[test]
+fn an_open_loop_stops_at_its_duration() {
+    let server = serve();
+    let started = std::time::Instant::now();
+    let o = svrkit(&[
+        "bench",
+        &server.addr,
+        "Greeter.SayHello",
+        "--idl",
+        "idl/hello/hello.xml",
+        "--json",
+        "{}",
+        "--rate",
+        "1e9",
+        "-d",
+        "1s",
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("scheduled calls were not started"),
+        "{}",
+        stderr(&o)
+    );
+    for rate in ["1e-20", "0.1"] {
+        let o = svrkit(&[
+            "bench",
+            &server.addr,
+            "Greeter.SayHello",
+            "--idl",
+            "idl/hello/hello.xml",
+            "--json",
+            "{}",
+            "--rate",
+            rate,
+            "-d",
+            "1s",
+        ]);
+        assert!(o.status.success(), "{rate}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.starts_with("1 calls in 1.00 s: 1.0 calls/s"),
+            "{rate}: {out}"
+        );
+    }
+}
+
 #[test]
 fn bench_prints_a_table_whose_counts_add_up() {
     let server = serve();
@@ -226,7 +300,15 @@ fn bench_prints_a_table_whose_counts_add_up() {
         ];
         args.extend_from_slice(extra);
         let o = svrkit(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        // Exit status 1 when no call succeeded, with the table all the same.
+        let failing = json.contains("fail");
+        assert_eq!(o.status.code(), Some(i32::from(failing)), "{}", stderr(&o));
+        if failing {
+            assert_eq!(
+                stderr(&o).lines().last().unwrap(),
+                "error: no call to hello.Greeter.SayHello succeeded"
+            );
+        }
         String::from_utf8(o.stdout).unwrap()
     };
     for (json, extra) in [
@@ -262,8 +344,12 @@ fn bench_prints_a_table_whose_counts_add_up() {
             assert!(out.lines().any(|l| l.starts_with(row)), "{out}");
         }
         if extra.contains(&"--rate") {
-            // 500 a second for a second, all answered.
+            // 500 a second for a second, all answered, and counted over the second.
             assert_eq!(first, 500, "{out}");
+            assert!(
+                out.starts_with("500 calls in 1.00 s: 500.0 calls/s"),
+                "{out}"
+            );
         }
     }
 }

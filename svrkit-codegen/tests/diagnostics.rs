@@ -48,6 +48,7 @@ diagnostics!(
     include_cycle,
     invalid_identifier,
     rust_name_collision,
+    wire_name_collision,
     infinite_struct,
 );
 

@@ -189,26 +189,42 @@ fn new_refuses_what_it_cannot_make() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("taken")).unwrap();
     std::fs::write(root.join("taken/file"), "").unwrap();
-    let cases: [(&[&str], &str); 4] = [
-        (&["new", "taken"], "taken exists and is not empty"),
-        (&["new", "9lives"], "`9lives` cannot name a crate"),
+    // (arguments, exit status, what the one line says)
+    let cases: [(&[&str], i32, &str); 7] = [
+        (&["new", "taken"], 1, "taken exists and is not empty"),
+        (&["new", "9lives"], 1, "`9lives` cannot name a crate"),
+        (
+            &["new", "fn"],
+            1,
+            "`fn` cannot name the crate: it is a Rust keyword",
+        ),
+        (&["new", "tokio"], 1, "`tokio` cannot name the crate"),
+        (
+            &["new", "x", "--port", "65535"],
+            1,
+            "--port 65535: the dashboard takes the next port",
+        ),
+        // An I/O error, like the compiler's.
         (
             &["new", "x", "--idl", "missing.xml"],
+            2,
             "missing.xml: No such file",
         ),
         (
             &["new", "x", "--svrkit-path", "."],
+            1,
             "is not a svrkit checkout",
         ),
     ];
-    for (args, expected) in cases {
+    for (args, code, expected) in cases {
         let o = svrkit(&root, args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             err.contains(expected) && err.lines().count() == 1,
             "{args:?}: {err}"
         );
+        assert!(!root.join("x").exists());
     }
     // An IDL with errors is reported as the compiler reports it, and nothing is written.
     std::fs::write(
@@ -224,5 +240,61 @@ fn new_refuses_what_it_cannot_make() {
         text(&o)
     );
     assert!(!root.join("y").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A schema from elsewhere: includes through `..` and an include directory, a service named
+/// `Self`, a method named like a keyword, a package of several segments and a service with
+/// oneway methods only. The new crate builds and its test passes.
+#[test]
+fn a_crate_from_an_awkward_idl_builds_and_its_test_passes() {
+    let root = std::env::temp_dir().join(format!("svrkit-new-awkward-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("schemas/shared")).unwrap();
+    std::fs::create_dir_all(root.join("schemas/svc")).unwrap();
+    std::fs::create_dir_all(root.join("lib/common")).unwrap();
+    std::fs::write(
+        root.join("schemas/shared/types.xml"),
+        r#"<svrkit package="acme.shared"><struct name="Req"><field id="1" name="self" type="string"/></struct></svrkit>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("lib/common/ids.xml"),
+        r#"<svrkit package="acme.ids"><struct name="Id"><field id="1" name="type" type="uint64"/></struct></svrkit>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("schemas/svc/main.xml"),
+        r#"<svrkit package="acme.type.svc">
+  <include file="../shared/types.xml"/>
+  <include file="common/ids.xml"/>
+  <service name="Self" id="10">
+    <method name="Type" id="1" request="acme.shared.Req" response="acme.ids.Id"/>
+  </service>
+  <service name="Events" id="11">
+    <method name="Fire" id="1" request="acme.ids.Id" oneway="true"/>
+  </service>
+</svrkit>"#,
+    )
+    .unwrap();
+    let made = svrkit(
+        &root,
+        &[
+            "new",
+            "awkward",
+            "--idl",
+            "schemas/svc/main.xml",
+            "-I",
+            "lib",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let tested = cargo(&root.join("awkward"), &["test"]).output().unwrap();
+    assert!(tested.status.success(), "{}", text(&tested));
+    assert!(
+        text(&tested).contains("test type_is_served ... ok"),
+        "{}",
+        text(&tested)
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -25,6 +25,7 @@ impl Checker<'_> {
         let reserved = values::reserved(&e.reserved, i64::from(i32::MAX), self.diags);
         let mut by_number: HashMap<i32, &ast::Text> = HashMap::new();
         let mut by_name: HashMap<&str, &ast::Text> = HashMap::new();
+        let mut by_wire: HashMap<String, &ast::Text> = HashMap::new();
         let mut out = Vec::new();
         for v in &e.values {
             let name_ok = names::check_enum_value_name(&v.name, self.diags);
@@ -41,6 +42,17 @@ impl Checker<'_> {
                     .push(error::duplicate_name(&v.name, "enum value", first.span));
             } else if reserved.has_name(&v.name.value) {
                 self.diags.push(error::name_reserved(&v.name));
+            } else {
+                // `OFF` would be `MODE_OFF` beside a `MODE_OFF`: one name for two numbers.
+                let wire = crate::proto::enum_value_name(&e.name.value, &v.name.value);
+                if let Some(first) = by_wire.insert(wire.clone(), &v.name) {
+                    self.diags.push(error::wire_name_collision(
+                        &v.name,
+                        &wire,
+                        &first.value,
+                        first.span,
+                    ));
+                }
             }
             let Some(number) = number else { continue };
             if let Some(first) = by_number.insert(number, &v.id) {

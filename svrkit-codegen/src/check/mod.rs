@@ -155,7 +155,11 @@ impl Checker<'_> {
                     }
                     ast::Item::Service(s) => {
                         if names::check_type_name(&s.name, "service", self.diags) {
-                            for suffix in ["", "Client", "Server"] {
+                            // The trait is spelled as Rust needs (`Self` -> `Self_`); the
+                            // client and server append to the name as written.
+                            let trait_name = ident::rust_name(&s.name.value);
+                            self.claim_name(package, trait_name, &s.name);
+                            for suffix in ["Client", "Server"] {
                                 let rust = format!("{}{suffix}", s.name.value);
                                 self.claim_name(package, rust, &s.name);
                             }

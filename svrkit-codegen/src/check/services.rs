@@ -58,7 +58,9 @@ impl Checker<'_> {
             let fn_name = ident::method_fn_name(&m.name.value);
             // A method generates the client functions `m`, `m_with` and `m_weak`; all must
             // be free.
-            if name_ok {
+            if name_ok && fn_name == "new" {
+                self.diags.push(error::method_takes_constructor(&m.name));
+            } else if name_ok {
                 for rust in [
                     fn_name.clone(),
                     format!("{fn_name}_with"),

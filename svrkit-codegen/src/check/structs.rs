@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::{Checker, names, values};
 use crate::ast;
 use crate::error;
+use crate::ident;
 use crate::ir::{
     DefaultValue, Field, FieldType, PackageId, Reserved, Scalar, Struct, StructId, ValueType,
 };
@@ -32,6 +33,7 @@ impl Checker<'_> {
         let reserved = values::reserved(&s.reserved, MAX_FIELD_ID, self.diags);
         let mut by_id: HashMap<i64, &ast::Text> = HashMap::new();
         let mut by_name: HashMap<&str, &ast::Text> = HashMap::new();
+        let mut by_json: HashMap<String, &ast::Text> = HashMap::new();
         let mut out = Vec::new();
         for f in &s.fields {
             let name_ok = names::check_field_name(&f.name, self.diags);
@@ -40,6 +42,13 @@ impl Checker<'_> {
                     .push(error::duplicate_name(&f.name, "field", first.span));
             } else if reserved.has_name(&f.name.value) {
                 self.diags.push(error::name_reserved(&f.name));
+            } else if let Some(first) = by_json.insert(ident::json_name(&f.name.value), &f.name) {
+                self.diags.push(error::wire_name_collision(
+                    &f.name,
+                    &ident::json_name(&f.name.value),
+                    &first.value,
+                    first.span,
+                ));
             }
             let field_id = self.field_id(f, &reserved, &mut by_id);
             let ty = self.field_type(file, f);

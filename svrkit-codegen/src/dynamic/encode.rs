@@ -9,6 +9,7 @@ use svrkit_runtime::codec::{MAX_DEPTH, kind::put_len_prefixed};
 use super::JsonError;
 use super::path::Path;
 use super::value::{Leaf, MapKey};
+use crate::ident::json_name;
 use crate::ir::{Field, FieldType, Schema, StructId, ValueType};
 
 pub(super) struct Encoder<'s> {
@@ -269,23 +270,6 @@ impl Encoder<'_> {
 
 fn key(field_id: u32, wt: WireType) -> u64 {
     u64::from(wire::key(field_id, wt))
-}
-
-/// protobuf's JSON name of a field: lowerCamelCase (`from_user` -> `fromUser`).
-pub(super) fn json_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn unknown_field<'a>(

@@ -64,13 +64,27 @@ impl<'s> DynamicCodec<'s> {
     /// # Errors
     /// A one-line message naming the methods the schema has.
     pub fn method(&self, name: &str) -> Result<(&'s Service, &'s Method), String> {
-        let found = self.schema.services.iter().find_map(|s| {
-            let m = s.methods.iter().find(|m| {
+        let found: Vec<(&Service, &Method)> = self
+            .schema
+            .services
+            .iter()
+            .flat_map(|s| s.methods.iter().map(move |m| (s, m)))
+            .filter(|(s, m)| {
                 name == format!("{}.{}", s.full_name, m.name)
                     || name == format!("{}.{}", s.name, m.name)
-            })?;
-            Some((s, m))
-        });
+            })
+            .collect();
+        if let [_, _, ..] = found.as_slice() {
+            let all: Vec<String> = found
+                .iter()
+                .map(|(s, m)| format!("{}.{}", s.full_name, m.name))
+                .collect();
+            return Err(format!(
+                "`{name}` is ambiguous: say which, {}",
+                all.join(" or ")
+            ));
+        }
+        let found = found.first().copied();
         found.ok_or_else(|| {
             let all: Vec<String> = self
                 .schema

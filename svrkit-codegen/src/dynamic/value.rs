@@ -288,6 +288,9 @@ impl MapKey {
 }
 
 fn expected(what: &str, found: &Json) -> String {
+    if found.is_null() {
+        return format!("expected {what}, found null");
+    }
     let kind = match found {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
@@ -307,13 +310,17 @@ fn int_from_json(j: &Json) -> Result<i128, String> {
             } else if let Some(u) = n.as_u64() {
                 Ok(i128::from(u))
             } else {
-                // `1e3` is an integer too; `1.5` and `1e30` are not (or not in any range).
+                // `1e3` is an integer too; `1.5` is not, nor is anything past 2^53, where a
+                // double no longer holds every integer (`-9223372036854775809` would read as
+                // -2^63): those must be written as strings.
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() < 1.9e19 {
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
                     #[allow(clippy::cast_possible_truncation)]
                     Ok(f as i128)
                 } else {
-                    Err(format!("{n} is not an integer in range"))
+                    Err(format!(
+                        "{n} is not an integer that a JSON number holds exactly (give it as a string)"
+                    ))
                 }
             }
         }

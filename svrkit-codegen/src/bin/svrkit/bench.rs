@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use svrkit_runtime::client::RetryConfig;
 use svrkit_runtime::codec::Encoded;
-use svrkit_runtime::{Bytes, CallOptions, Channel, Code};
+use svrkit_runtime::{Bytes, CallOptions, Channel, ChannelOptions, Code};
 use tokio::time::Instant;
 
 use crate::Failure;
-use crate::target::{Target, channel};
+use crate::target::Target;
 
 /// How to load.
 pub(crate) struct Load {
@@ -85,18 +86,27 @@ pub(crate) fn run(
         ),
         None => format!("{} concurrent callers", load.concurrency),
     };
-    eprintln!(
+    note!(
         "bench {} at {addr}: {mode}, {} connection(s), {:.1} s",
         method.full_name,
         load.connections,
         load.duration.as_secs_f64()
     );
-    let (stats, elapsed) = runtime.block_on(async {
-        let channel = channel(addr, "svrkit-bench", load.connections);
-        // Connect before the clock starts, so the first calls do not time the handshake.
-        let _ = channel
+    let outcome = runtime.block_on(async {
+        let channel = bench_channel(addr, load.connections);
+        // Connect before the clock starts, so the first calls do not time the handshake; a
+        // server that cannot be reached is an error, not a table of failures.
+        if let Err(status) = channel
             .call::<Encoded, Encoded>(method, &Encoded(body.clone()), &options)
-            .await;
+            .await
+            && matches!(status.code(), Code::UNAVAILABLE)
+        {
+            return Err(Failure::Message(format!(
+                "{} {}",
+                method.full_name,
+                crate::call::status_line(&status)
+            )));
+        }
         let stats = Arc::new(Mutex::new(Stats::new()));
         let progress = Arc::new(Progress::default());
         let start = Instant::now();
@@ -110,20 +120,61 @@ pub(crate) fn run(
             stats: stats.clone(),
             progress,
         };
-        match load.rate {
-            None => closed_loop(call, load.concurrency, end).await,
-            Some(rate) => open_loop(call, load.concurrency, rate, start, end).await,
-        }
-        let elapsed = start.elapsed();
+        // Calls per second are counted over the time calls were being started: the run's
+        // length for the open loop (answers that come later are waited for, not counted as
+        // time), until the last answer for the closed one.
+        let (window, unsent) = match load.rate {
+            None => {
+                closed_loop(call, load.concurrency, end).await;
+                (start.elapsed(), 0)
+            }
+            Some(rate) => {
+                let unsent = open_loop(call, load.concurrency, rate, start, end).await;
+                (load.duration, unsent)
+            }
+        };
         ticker.abort();
         if std::io::stderr().is_terminal() {
-            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
         }
         let stats = std::mem::replace(&mut *stats.lock().expect("not poisoned"), Stats::new());
-        (stats, elapsed)
+        Ok((stats, window, unsent))
     });
-    print!("{}", report(&stats, elapsed));
+    let (stats, window, unsent) = outcome?;
+    crate::print(&report(&stats, window))?;
+    if unsent > 0 {
+        note!(
+            "{unsent} scheduled calls were not started: the sender could not keep the rate (a \
+             lower --rate, or more -c, or fewer tasks on this machine)"
+        );
+    }
+    if !stats.codes.contains_key(&Code::OK) {
+        return Err(Failure::Message(format!(
+            "no call to {} succeeded",
+            method.full_name
+        )));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A channel for load: one endpoint, no retries, no client-side throttling and no ejection,
+/// so that every call counted went to the server and its answer is the server's.
+fn bench_channel(addr: &str, connections: usize) -> Channel {
+    Channel::lazy(
+        [addr],
+        ChannelOptions {
+            caller: "svrkit-bench".into(),
+            monitoring: false,
+            connections_per_endpoint: connections,
+            retry: RetryConfig {
+                enabled: false,
+                ..RetryConfig::default()
+            },
+            throttle: None,
+            eject_after: u32::MAX,
+            ..ChannelOptions::default()
+        },
+    )
 }
 
 #[derive(Clone)]
@@ -171,13 +222,23 @@ async fn closed_loop(call: Caller, concurrency: usize, end: Instant) {
     }
 }
 
-async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, end: Instant) {
+/// Starts calls on the schedule `start + i / rate` until `end`; returns how many scheduled
+/// calls it could not start before `end` (the sender fell behind).
+async fn open_loop(
+    call: Caller,
+    concurrency: usize,
+    rate: f64,
+    start: Instant,
+    end: Instant,
+) -> u64 {
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let interval = Duration::from_secs_f64(1.0 / rate);
     let mut in_flight = Vec::new();
-    for i in 0u32.. {
-        let intended = start + interval * i;
-        if intended >= end {
+    let mut sent = 0u64;
+    // Each time from the start, not by adding intervals, so that rounding does not add up
+    // (three a second for a second is three calls, not four).
+    while let Ok(offset) = Duration::try_from_secs_f64(sent as f64 / rate) {
+        let intended = start + offset;
+        if intended >= end || Instant::now() >= end {
             break;
         }
         wait_until(intended).await;
@@ -191,6 +252,7 @@ async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, 
             call.call(intended).await;
             drop(slot);
         }));
+        sent += 1;
         if in_flight.len() >= 4096 {
             in_flight.retain(|t| !t.is_finished());
         }
@@ -198,6 +260,8 @@ async fn open_loop(call: Caller, concurrency: usize, rate: f64, start: Instant, 
     for t in in_flight {
         let _ = t.await;
     }
+    let scheduled = (rate * (end - start).as_secs_f64()).ceil();
+    (scheduled - sent as f64).max(0.0) as u64
 }
 
 /// Waits for `at` more precisely than the timer's millisecond: sleeps to a millisecond
@@ -223,12 +287,13 @@ async fn show_progress(progress: Arc<Progress>, start: Instant) {
         tick.tick().await;
         let done = progress.done.load(Relaxed);
         let failed = progress.failed.load(Relaxed);
-        eprint!(
+        let line = format!(
             "\r\x1b[2K{:>6.1} s  {done:>10} calls  {:>8}/s  {failed} failed",
             start.elapsed().as_secs_f64(),
             done - last
         );
-        let _ = std::io::stderr().flush();
+        let mut err = std::io::stderr();
+        let _ = err.write_all(line.as_bytes()).and_then(|()| err.flush());
         last = done;
     }
 }

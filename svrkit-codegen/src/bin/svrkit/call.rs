@@ -44,11 +44,11 @@ pub(crate) fn run(
                 Failure::Message(format!("bad response from {}: {e}", method.full_name))
             })?;
             let text = serde_json::to_string_pretty(&json).expect("JSON values print");
-            println!("{text}");
+            crate::print(&format!("{text}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         (Ok(_), _) => {
-            eprintln!("sent (oneway: {} has no response)", method.full_name);
+            note!("sent (oneway: {} has no response)", method.full_name);
             Ok(ExitCode::SUCCESS)
         }
         (Err(status), _) => Err(Failure::Message(format!(
@@ -65,5 +65,19 @@ pub(crate) fn status_line(status: &svrkit_runtime::Status) -> String {
     let name = code
         .name()
         .map_or_else(|| format!("code {}", code.0), str::to_ascii_uppercase);
-    format!("failed with {name}: {}", status.message())
+    // The message is the server's: shown with its control characters escaped, so that it
+    // stays one line and cannot drive the terminal.
+    let message: String = status
+        .message()
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    format!("failed with {name}: {message}")
 }

@@ -5,6 +5,14 @@
 //! failed (bad JSON, unknown method, an error status, an unreachable server); 2 usage or
 //! I/O errors.
 
+/// Writes a line to standard error, ignoring failure: there is nowhere left to report it.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod call;
 mod new;
@@ -32,6 +40,37 @@ struct Includes {
     /// Extra directory to search for included files (repeatable).
     #[arg(long = "include", short = 'I')]
     dirs: Vec<PathBuf>,
+}
+
+/// What `call` and `bench` call, and with what.
+#[derive(clap::Args)]
+struct CallArgs {
+    /// The server's `host:port`.
+    addr: String,
+    /// `Service.Method` (or `package.Service.Method`).
+    method: String,
+    /// The IDL file declaring the service.
+    #[arg(long)]
+    idl: PathBuf,
+    /// The request as JSON (field names as in the IDL); read from standard input if left
+    /// out.
+    #[arg(long)]
+    json: Option<String>,
+    /// Deadline of each call (default: the method's `timeout_ms`), like `2s` or `500ms`.
+    #[arg(long, value_parser = target::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    includes: Includes,
+}
+
+impl CallArgs {
+    fn target(&self) -> Result<target::Target, Failure> {
+        target::Target::load(
+            &builder(&self.includes),
+            std::slice::from_ref(&self.idl),
+            &self.method,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -100,38 +139,16 @@ enum Command {
     /// Call a method of a running service: the request from JSON (`--json` or standard
     /// input), the response printed as JSON. The IDL is all it needs.
     Call {
-        /// The server's `host:port`.
-        addr: String,
-        /// `Service.Method` (or `package.Service.Method`).
-        method: String,
-        /// The IDL file declaring the service.
-        #[arg(long)]
-        idl: PathBuf,
-        /// The request as JSON (field names as in the IDL); read from standard input if
-        /// left out.
-        #[arg(long)]
-        json: Option<String>,
-        /// Deadline of the call (default: the method's `timeout_ms`), like `2s` or `500ms`.
-        #[arg(long, value_parser = target::parse_duration)]
-        timeout: Option<Duration>,
         #[command(flatten)]
-        includes: Includes,
+        call: CallArgs,
     },
     /// Load-test a method with one request: live progress, then QPS, status counts and
     /// latency percentiles.
     Bench {
-        /// The server's `host:port`.
-        addr: String,
-        /// `Service.Method` (or `package.Service.Method`).
-        method: String,
-        /// The IDL file declaring the service.
-        #[arg(long)]
-        idl: PathBuf,
-        /// The request as JSON; read from standard input if left out.
-        #[arg(long)]
-        json: Option<String>,
+        #[command(flatten)]
+        call: CallArgs,
         /// Concurrent callers (with `--rate`: calls in flight at most).
-        #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         concurrency: u32,
         /// How long to run, like `10s`.
         #[arg(short = 'd', long, default_value = "10s", value_parser = target::parse_duration)]
@@ -141,13 +158,8 @@ enum Command {
         #[arg(long)]
         rate: Option<f64>,
         /// TCP connections to the server (calls are multiplexed over them).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
         connections: u32,
-        /// Deadline of each call (default: the method's `timeout_ms`).
-        #[arg(long, value_parser = target::parse_duration)]
-        timeout: Option<Duration>,
-        #[command(flatten)]
-        includes: Includes,
     },
     /// List the changes from an old to a new version of an IDL; exit 1 if any is breaking.
     Compat {
@@ -167,6 +179,15 @@ fn builder(includes: &Includes) -> Builder {
         b.include_dir(dir);
     }
     b
+}
+
+/// Writes to standard output; a closed pipe or a full disk is a one-line error, not a panic.
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Message(format!("cannot write the output: {e}")))
 }
 
 /// Why a command failed.
@@ -189,7 +210,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(Failure::Codegen(e)) => report(&e),
         Err(Failure::Message(m)) => {
-            eprintln!("error: {m}");
+            note!("error: {m}");
             ExitCode::from(1)
         }
     }
@@ -204,7 +225,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Check { idl, includes } => {
             let compiled = builder(&includes).check(&idl)?;
             let s = compiled.schema();
-            eprintln!(
+            note!(
                 "ok: {} package(s), {} struct(s), {} enum(s), {} service(s)",
                 s.packages.len(),
                 s.structs.len(),
@@ -226,6 +247,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             let options = new::Options {
                 dir,
                 idl,
+                includes: includes.dirs.clone(),
                 svrkit_path,
                 port,
             };
@@ -235,47 +257,35 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             let compiled = builder(&includes).check(&idl)?;
             write_all(&out, compiled.doc_files())?;
         }
-        Command::Call {
-            addr,
-            method,
-            idl,
-            json,
-            timeout,
-            includes,
-        } => {
-            let target = target::Target::load(&builder(&includes), &[idl], &method)?;
-            return call::run(&target, &addr, json.as_deref(), timeout);
+        Command::Call { call: c } => {
+            let target = c.target()?;
+            return call::run(&target, &c.addr, c.json.as_deref(), c.timeout);
         }
         Command::Bench {
-            addr,
-            method,
-            idl,
-            json,
+            call: c,
             concurrency,
             duration,
             rate,
             connections,
-            timeout,
-            includes,
         } => {
             if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 return Err(Failure::Message("--rate must be a positive number".into()));
             }
-            let target = target::Target::load(&builder(&includes), &[idl], &method)?;
+            let target = c.target()?;
             let load = bench::Load {
                 concurrency: concurrency as usize,
                 duration,
                 rate,
                 connections: connections as usize,
-                timeout,
+                timeout: c.timeout,
             };
-            return bench::run(&target, &addr, json.as_deref(), &load);
+            return bench::run(&target, &c.addr, c.json.as_deref(), &load);
         }
         Command::Compat { old, new, includes } => {
             let b = builder(&includes);
             let (old, new): (Compiled, Compiled) = (b.check(&[old])?, b.check(&[new])?);
             let changes = compat::compare(&old, &new);
-            print!("{}", compat::render(&changes));
+            print(&compat::render(&changes))?;
             if changes.iter().any(|c| c.breaking) {
                 return Ok(ExitCode::from(1));
             }
@@ -291,7 +301,7 @@ fn write_all(
     for file in files {
         let path = out.join(&file.name);
         write_if_changed(&path, &file.content)?;
-        eprintln!("wrote {}", path.display());
+        note!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -299,13 +309,14 @@ fn write_all(
 fn report(e: &Error) -> ExitCode {
     match e {
         Error::Idl(report) => {
-            eprint!("{}", report.render(std::io::stderr().is_terminal()));
+            let rendered = report.render(std::io::stderr().is_terminal());
+            note!("{}", rendered.trim_end());
             let n = report.diagnostics().len();
-            eprintln!("error: {n} error(s) in the IDL; nothing was generated");
+            note!("error: {n} error(s) in the IDL; nothing was generated");
             ExitCode::from(1)
         }
         other => {
-            eprintln!("error: {other}");
+            note!("error: {other}");
             ExitCode::from(2)
         }
     }

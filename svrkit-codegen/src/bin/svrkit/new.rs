@@ -28,6 +28,7 @@ struct CargoToml<'a> {
 #[template(path = "new/build.rs.txt")]
 struct BuildRs<'a> {
     idl_path: &'a str,
+    include_dirs: &'a [String],
 }
 
 #[derive(Template)]
@@ -65,7 +66,7 @@ struct HandlersRs<'a> {
 #[template(path = "new/test.rs.txt")]
 struct TestRs<'a> {
     crate_ident: &'a str,
-    test: &'a TestView,
+    test: Option<&'a TestView>,
 }
 
 #[derive(Template)]
@@ -96,14 +97,20 @@ struct MethodView {
 
 struct TestView {
     name: String,
+    /// The method's function name, as a Rust identifier (`r#type`).
     fn_name: String,
+    /// The same, usable inside another identifier (`type`).
+    test_name: String,
     client_path: String,
+    oneway: bool,
 }
 
 /// What `svrkit new` was asked for.
 pub(crate) struct Options {
     pub(crate) dir: PathBuf,
     pub(crate) idl: Option<PathBuf>,
+    /// The include directories the IDL was compiled with (`-I`).
+    pub(crate) includes: Vec<PathBuf>,
     pub(crate) svrkit_path: Option<PathBuf>,
     pub(crate) port: u16,
 }
@@ -126,24 +133,21 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| fail(format!("{}: not a directory name", dir.display())))?;
-    let crate_name = crate_name(base).ok_or_else(|| {
-        fail(format!(
-            "`{base}` cannot name a crate: use letters, digits, - and _, starting with a letter"
-        ))
-    })?;
+    let crate_name = crate_name(base).map_err(fail)?;
     let crate_ident = crate_name.replace('-', "_");
 
-    // The IDL: the given one, checked before anything is written, or the example.
-    let (idl_name, idl_text) = match &options.idl {
+    // The IDL: the given one (with the files it includes), checked before anything is
+    // written, or the example.
+    let (idl_name, compiled, idl) = match &options.idl {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            let compiled = builder.check(&[path])?;
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("service.xml")
                 .to_owned();
-            (name, text)
+            let files = idl_files(path, &options.includes, compiled.files_read())?;
+            (name, compiled, files)
         }
         None => {
             let example = ExampleXml {
@@ -151,49 +155,75 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
                 package: &crate_ident,
                 service_id: 7700,
             };
-            (format!("{crate_ident}.xml"), render(&example)?)
-        }
-    };
-    let compiled = match &options.idl {
-        Some(path) => builder.check(&[path])?,
-        None => {
+            let name = format!("{crate_ident}.xml");
+            let text = render(&example)?;
             // Checked from a scratch copy, so that an error names a file that exists.
             let scratch = std::env::temp_dir().join(format!("svrkit-new-{}", std::process::id()));
             std::fs::create_dir_all(&scratch).map_err(|e| fail(format!("{e}")))?;
-            let file = scratch.join(&idl_name);
-            std::fs::write(&file, &idl_text).map_err(|e| fail(format!("{e}")))?;
+            let file = scratch.join(&name);
+            std::fs::write(&file, &text).map_err(|e| fail(format!("{e}")))?;
             let checked = builder.check(&[&file]);
             let _ = std::fs::remove_dir_all(&scratch);
-            checked?
+            let files = IdlFiles {
+                root: format!("idl/{name}"),
+                include_dirs: vec!["idl".to_owned()],
+                files: vec![(PathBuf::from(format!("idl/{name}")), text)],
+            };
+            (name, checked?, files)
         }
     };
-    if options.idl.is_some() && compiled.files_read().len() > 1 {
+    if idl_name.contains(['"', '\\']) {
         return Err(fail(format!(
-            "{} includes other files; svrkit new copies one IDL file, so merge them or copy \
-             the includes into the new crate's idl/ yourself",
-            idl_name
+            "`{idl_name}`: rename the IDL file without quotes or backslashes"
         )));
     }
     let schema = compiled.schema();
     if schema.services.is_empty() {
         return Err(fail(format!("{idl_name} declares no service to serve")));
     }
+    if schema
+        .packages
+        .iter()
+        .any(|p| p.segments().next() == Some("handlers"))
+    {
+        return Err(fail(
+            "a package named `handlers.*` would clash with the crate's `handlers` module".into(),
+        ));
+    }
+    let admin_port = options
+        .port
+        .checked_add(1)
+        .filter(|_| options.port != 0)
+        .ok_or_else(|| {
+            fail(format!(
+                "--port {}: the dashboard takes the next port, so use 1 to 65534",
+                options.port
+            ))
+        })?;
 
     let (runtime_dep, codegen_dep, source, lock) =
         dependencies(options.svrkit_path.as_deref(), dir)?;
     let services = services(schema);
-    let first = &schema.services[0];
-    let method = first
-        .methods
+    // The test calls a method with a response if there is one, else a oneway one.
+    let mut methods = schema
+        .services
         .iter()
-        .find(|m| m.response.is_some())
-        .unwrap_or(&first.methods[0]);
-    let test = TestView {
-        name: format!("{}.{}", first.full_name, method.name),
-        fn_name: method.fn_name.clone(),
-        client_path: format!("{crate_ident}::{}Client", module_path(&first.full_name)),
-    };
-    let idl_path = format!("idl/{idl_name}");
+        .flat_map(|s| s.methods.iter().map(move |m| (s, m)));
+    let test = methods
+        .clone()
+        .find(|(_, m)| m.response.is_some())
+        .or_else(|| methods.next())
+        .map(|(s, m)| TestView {
+            name: format!("{}.{}", s.full_name, m.name),
+            fn_name: rust_ident(&m.fn_name),
+            test_name: m.fn_name.clone(),
+            client_path: format!(
+                "{crate_ident}::{}",
+                type_path(&s.full_name, &format!("{}Client", s.name))
+            ),
+            oneway: m.response.is_none(),
+        });
+    let idl_path = idl.root.clone();
     let files: Vec<(PathBuf, String)> = vec![
         (
             "Cargo.toml".into(),
@@ -207,15 +237,15 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
             "build.rs".into(),
             render(&BuildRs {
                 idl_path: &idl_path,
+                include_dirs: &idl.include_dirs,
             })?,
         ),
-        (idl_path.clone().into(), idl_text),
         (
             "svrkit.toml".into(),
             render(&SvrkitToml {
                 crate_name: &crate_name,
                 port: options.port,
-                admin_port: options.port.wrapping_add(1),
+                admin_port,
             })?,
         ),
         (
@@ -250,15 +280,17 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
             "tests/call.rs".into(),
             render(&TestRs {
                 crate_ident: &crate_ident,
-                test: &test,
+                test: test.as_ref(),
             })?,
         ),
         (".gitignore".into(), "/target\n".into()),
     ];
     // With a checkout, start from its lock file: the same versions it is tested with, and
     // the crates already downloaded (cargo drops the entries the new crate does not use).
+    let idl_files = idl.files.into_iter();
     let files = files
         .into_iter()
+        .chain(idl_files)
         .chain(lock.map(|l| ("Cargo.lock".into(), l)));
     for (path, mut content) in files {
         if !content.ends_with('\n') {
@@ -286,7 +318,7 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
         .current_dir(dir)
         .stderr(std::process::Stdio::null())
         .status();
-    eprintln!(
+    note!(
         "created {} ({}, svrkit from {source})\n\n  cd {}\n  cargo run        # serves on 127.0.0.1:{}, dashboard on :{}\n  svrkit call 127.0.0.1:{} {} --idl {idl_path} --json '{{}}'\n\nthen fill in src/handlers.rs",
         dir.display(),
         schema
@@ -297,9 +329,10 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
             .join(", "),
         dir.display(),
         options.port,
-        options.port.wrapping_add(1),
+        admin_port,
         options.port,
-        format_args!("{}.{}", first.name, method.name),
+        test.as_ref()
+            .map_or_else(|| "Service.Method".to_owned(), |t| t.name.clone()),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -309,13 +342,96 @@ fn render(t: &impl Template) -> Result<String, Failure> {
         .map_err(|e| Failure::Message(format!("template: {e}")))
 }
 
-/// A crate name from a directory name: `my_service` and `my-service` are taken as they are.
-fn crate_name(base: &str) -> Option<String> {
+/// A crate name from a directory name: `my_service` and `my-service` are taken as they are;
+/// Rust keywords and the names of crates the new one uses or that Rust provides are not.
+fn crate_name(base: &str) -> Result<String, String> {
     let ok = base.starts_with(|c: char| c.is_ascii_alphabetic())
         && base
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then(|| base.to_ascii_lowercase())
+    if !ok {
+        return Err(format!(
+            "`{base}` cannot name a crate: use letters, digits, - and _, starting with a letter"
+        ));
+    }
+    let name = base.to_ascii_lowercase();
+    let ident = name.replace('-', "_");
+    const TAKEN: &[&str] = &[
+        "std",
+        "core",
+        "alloc",
+        "proc_macro",
+        "test",
+        "tokio",
+        "svrkit_runtime",
+        "svrkit_codegen",
+        "svrkit_macros",
+    ];
+    if rust_ident(&ident) != ident || TAKEN.contains(&ident.as_str()) {
+        return Err(format!(
+            "`{base}` cannot name the crate: it is a Rust keyword or a crate it depends on"
+        ));
+    }
+    Ok(name)
+}
+
+/// The IDL files of the new crate, under its `idl/`.
+struct IdlFiles {
+    /// The root file, as build.rs names it (`idl/test/all_types.xml`).
+    root: String,
+    /// The include directories build.rs passes, mapped into `idl/`.
+    include_dirs: Vec<String>,
+    /// Each file's path in the crate, and its text.
+    files: Vec<(PathBuf, String)>,
+}
+
+/// Copies every file the IDL read into `idl/`, keeping their layout below the deepest
+/// directory holding all of them and the include directories, so that relative includes
+/// (`../im/common.xml`) and include directories resolve in the crate as they did here.
+fn idl_files(root: &Path, includes: &[PathBuf], read: &[PathBuf]) -> Result<IdlFiles, Failure> {
+    let canonical = |p: &Path| {
+        let p = if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        };
+        p.canonicalize()
+            .map_err(|e| Failure::Message(format!("{}: {e}", p.display())))
+    };
+    let files: Vec<PathBuf> = read
+        .iter()
+        .map(|f| canonical(f))
+        .collect::<Result<_, _>>()?;
+    let dirs: Vec<PathBuf> = includes
+        .iter()
+        .map(|d| canonical(d))
+        .collect::<Result<_, _>>()?;
+    let mut base = canonical(root.parent().unwrap_or(Path::new(".")))?;
+    while !files.iter().all(|f| f.starts_with(&base)) || !dirs.iter().all(|d| d.starts_with(&base))
+    {
+        if !base.pop() {
+            break;
+        }
+    }
+    let in_crate = |p: &Path| {
+        let rel = p.strip_prefix(&base).unwrap_or(p);
+        Path::new("idl").join(rel)
+    };
+    let text = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| Failure::Message(format!("{}: {e}", p.display())))
+    };
+    let slash = |p: PathBuf| {
+        let s = p.to_string_lossy().replace('\\', "/");
+        s.trim_end_matches('/').to_owned()
+    };
+    Ok(IdlFiles {
+        root: slash(in_crate(&canonical(root)?)),
+        include_dirs: dirs.iter().map(|d| slash(in_crate(d))).collect(),
+        files: files
+            .iter()
+            .map(|f| Ok((in_crate(f), text(f)?)))
+            .collect::<Result<_, Failure>>()?,
+    })
 }
 
 /// `svrkit-runtime` and `svrkit-codegen` as dependencies: path dependencies on a checkout
@@ -362,6 +478,10 @@ fn dependencies(
         }
         None => {
             let version = env!("CARGO_PKG_VERSION");
+            note!(
+                "warning: no svrkit checkout found; the crate depends on svrkit {version} from \
+                 crates.io (give --svrkit-path DIR if the crates are not published)"
+            );
             (
                 format!("\"{version}\""),
                 format!("{{ version = \"{version}\", default-features = false }}"),
@@ -427,8 +547,18 @@ fn module_path(full_name: &str) -> String {
         .join("::")
 }
 
+/// The path of an item `name` (spelled as given) in the package of `full_name`: for the
+/// client and server, which append to the service's name as written (`SelfServer`).
+fn type_path(full_name: &str, name: &str) -> String {
+    match full_name.rsplit_once('.') {
+        Some((package, _)) => format!("{}::{name}", module_path(package)),
+        None => name.to_owned(),
+    }
+}
+
 fn services(schema: &Schema) -> Vec<ServiceView> {
-    let type_path = |id: StructId| format!("crate::{}", module_path(&schema.struct_(id).full_name));
+    let struct_path =
+        |id: StructId| format!("crate::{}", module_path(&schema.struct_(id).full_name));
     schema
         .services
         .iter()
@@ -441,7 +571,10 @@ fn services(schema: &Schema) -> Vec<ServiceView> {
                 .map(str::to_owned)
                 .collect(),
             trait_path: format!("crate::{}", module_path(&s.full_name)),
-            server_path: format!("crate::{}Server", module_path(&s.full_name)),
+            server_path: format!(
+                "crate::{}",
+                type_path(&s.full_name, &format!("{}Server", s.name))
+            ),
             handler: format!("{}Handler", s.name),
             methods: s
                 .methods
@@ -455,8 +588,8 @@ fn services(schema: &Schema) -> Vec<ServiceView> {
                         .as_deref()
                         .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
                         .unwrap_or_default(),
-                    request: type_path(m.request),
-                    response: m.response.map_or_else(|| "()".to_owned(), type_path),
+                    request: struct_path(m.request),
+                    response: m.response.map_or_else(|| "()".to_owned(), struct_path),
                 })
                 .collect(),
         })
