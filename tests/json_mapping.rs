@@ -73,7 +73,7 @@ fn every_scalar_reads_from_its_json_form() {
         "f_sint32": "-1",
         "f_sint64": -2,
         "f_fixed32": 7,
-        "f_fixed64": "8",
+        "f_fixed64": "0.8e1",
         "f_sfixed32": -9,
         "fSfixed64": "-10",
         "f_float": 0.1,

@@ -210,6 +210,13 @@ fn bad_input_is_one_line_and_exit_status_1() {
     );
     assert!(o.stdout.is_empty());
     // Usage errors are clap's, exit status 2.
+    let o = call("127.0.0.1", "Greeter.SayHello", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`127.0.0.1` is not host:port"),
+        "{}",
+        stderr(&o)
+    );
     let o = call(addr, "Greeter.SayHello", &["--timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(

@@ -324,9 +324,15 @@ fn int_from_json(j: &Json) -> Result<i128, String> {
                 }
             }
         }
-        Json::String(s) => s
-            .parse::<i128>()
-            .map_err(|_| format!("`{s}` is not an integer")),
+        // Decimal digits, or a number in exponent form that is still an exact integer
+        // (`"1e2"`, as protobuf's JSON parsers read it).
+        Json::String(s) => s.parse::<i128>().or_else(|_| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+                .map(|f| f as i128)
+                .ok_or_else(|| format!("`{s}` is not an integer"))
+        }),
         other => Err(expected("an integer", other)),
     }
 }

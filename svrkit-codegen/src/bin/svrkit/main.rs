@@ -46,6 +46,7 @@ struct Includes {
 #[derive(clap::Args)]
 struct CallArgs {
     /// The server's `host:port`.
+    #[arg(value_parser = host_port)]
     addr: String,
     /// `Service.Method` (or `package.Service.Method`).
     method: String,
@@ -61,6 +62,16 @@ struct CallArgs {
     timeout: Option<Duration>,
     #[command(flatten)]
     includes: Includes,
+}
+
+/// `host:port`, checked before anything connects.
+fn host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("`{s}` is not host:port (like 127.0.0.1:7700)")),
+    }
 }
 
 impl CallArgs {
