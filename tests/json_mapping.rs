@@ -350,3 +350,22 @@ fn bad_bytes_are_an_error_not_a_panic() {
         "{e}"
     );
 }
+
+/// Integers given as strings in exponent form are read exactly, past 2^53 too.
+#[test]
+fn integers_in_exponent_form_are_exact() {
+    let id = id("test.all_types.Scalars");
+    let read = |json: Json| {
+        codec()
+            .encode(id, &json)
+            .map(|b| s::Scalars::decode(&b).unwrap())
+    };
+    let v = read(json!({"f_int64": "-1e18", "f_uint64": "1.8e19", "f_int32": "12.5e1", "f_sint64": "10000000000000001e0"})).unwrap();
+    assert_eq!(v.f_int64, -1_000_000_000_000_000_000);
+    assert_eq!(v.f_uint64, 18_000_000_000_000_000_000);
+    assert_eq!(v.f_int32, 125);
+    assert_eq!(v.f_sint64, 10_000_000_000_000_001);
+    for bad in ["1e-2", "1.5", "1e40", "e5", "1e", "--1"] {
+        assert!(read(json!({"f_int64": bad})).is_err(), "{bad}");
+    }
+}

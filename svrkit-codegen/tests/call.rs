@@ -224,16 +224,23 @@ fn bad_input_is_one_line_and_exit_status_1() {
         "{}",
         stderr(&o)
     );
-    let o = svrkit(&[
-        "bench",
-        addr,
-        "Greeter.SayHello",
-        "--idl",
-        "idl/hello/hello.xml",
-        "-c",
-        "0",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for usage in [
+        ["-c", "0"],
+        ["--rate", "0"],
+        ["--rate", "nan"],
+        ["-d", "0s"],
+    ] {
+        let mut args = vec![
+            "bench",
+            addr,
+            "Greeter.SayHello",
+            "--idl",
+            "idl/hello/hello.xml",
+        ];
+        args.extend_from_slice(&usage);
+        let o = svrkit(&args);
+        assert_eq!(o.status.code(), Some(2), "{usage:?}: {}", stderr(&o));
+    }
 }
 
 /// Half the calls fail: the table's rows add up to its total, and the total to the first line.

@@ -296,5 +296,17 @@ fn a_crate_from_an_awkward_idl_builds_and_its_test_passes() {
         "{}",
         text(&tested)
     );
+    // A service with no method yet: a crate that builds without warnings and a test that
+    // serves.
+    std::fs::write(
+        root.join("empty.xml"),
+        r#"<svrkit package="empty"><service name="Empty" id="12"/></svrkit>"#,
+    )
+    .unwrap();
+    let made = svrkit(&root, &["new", "nothing", "--idl", "empty.xml"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let tested = cargo(&root.join("nothing"), &["test"]).output().unwrap();
+    assert!(tested.status.success(), "{}", text(&tested));
+    assert!(!text(&tested).contains("warning"), "{}", text(&tested));
     std::fs::remove_dir_all(&root).unwrap();
 }

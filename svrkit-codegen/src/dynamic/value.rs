@@ -326,15 +326,58 @@ fn int_from_json(j: &Json) -> Result<i128, String> {
         }
         // Decimal digits, or a number in exponent form that is still an exact integer
         // (`"1e2"`, as protobuf's JSON parsers read it).
-        Json::String(s) => s.parse::<i128>().or_else(|_| {
-            s.parse::<f64>()
-                .ok()
-                .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
-                .map(|f| f as i128)
-                .ok_or_else(|| format!("`{s}` is not an integer"))
-        }),
+        Json::String(s) => s
+            .parse::<i128>()
+            .ok()
+            .or_else(|| exact_integer(s))
+            .ok_or_else(|| format!("`{s}` is not an integer")),
         other => Err(expected("an integer", other)),
     }
+}
+
+/// A decimal in exponent form that is an integer, exactly (`"1e18"`, `"12.5e1"`), without
+/// going through a double (which holds integers exactly only up to 2^53).
+fn exact_integer(s: &str) -> Option<i128> {
+    let (mantissa, exponent) = s.split_once(['e', 'E']).unwrap_or((s, "0"));
+    let exponent: i32 = exponent.parse().ok()?;
+    let (negative, digits) = match mantissa.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    // The digits as one integer, and where the decimal point sits after the exponent.
+    let all = format!("{whole}{fraction}");
+    let shift = exponent - i32::try_from(fraction.len()).ok()?;
+    let trimmed = all.trim_start_matches('0');
+    let mut value: i128 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
+    if shift >= 0 {
+        for _ in 0..shift.min(40) {
+            value = value.checked_mul(10)?;
+        }
+        if shift > 40 && value != 0 {
+            return None;
+        }
+    } else {
+        for _ in 0..(-shift).min(40) {
+            if value % 10 != 0 {
+                return None;
+            }
+            value /= 10;
+        }
+    }
+    Some(if negative { -value } else { value })
 }
 
 fn float_from_json(j: &Json) -> Result<f64, String> {

@@ -163,6 +163,12 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
     let trait_doc =
         format!(" The server side of `{full_name}`: implement it, then host it with [`{server}`].");
     let server_doc = format!(" Hosts a [`{trait_name}`] implementation on an svrkit server.");
+    // A service without methods has a client that never reads its fields.
+    let unused_fields = if s.methods.is_empty() {
+        quote!(#[allow(dead_code)])
+    } else {
+        quote!()
+    };
     let client_doc =
         format!(" Calls `{full_name}` through a channel (remote replicas or in process).");
     quote! {
@@ -214,6 +220,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
 
         #[doc = #client_doc]
         #[derive(Clone, Debug)]
+        #unused_fields
         pub struct #client {
             channel: #rt::Channel,
             metrics: &'static #rt::ServiceMetrics,

@@ -86,12 +86,6 @@ pub(crate) fn run(
         ),
         None => format!("{} concurrent callers", load.concurrency),
     };
-    note!(
-        "bench {} at {addr}: {mode}, {} connection(s), {:.1} s",
-        method.full_name,
-        load.connections,
-        load.duration.as_secs_f64()
-    );
     let outcome = runtime.block_on(async {
         let channel = bench_channel(addr, load.connections);
         // Connect before the clock starts, so the first calls do not time the handshake; a
@@ -107,6 +101,12 @@ pub(crate) fn run(
                 crate::call::status_line(&status)
             )));
         }
+        note!(
+            "bench {} at {addr}: {mode}, {} connection(s), {:.1} s",
+            method.full_name,
+            load.connections,
+            load.duration.as_secs_f64()
+        );
         let stats = Arc::new(Mutex::new(Stats::new()));
         let progress = Arc::new(Progress::default());
         let start = Instant::now();

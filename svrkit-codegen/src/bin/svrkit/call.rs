@@ -71,7 +71,9 @@ pub(crate) fn status_line(status: &svrkit_runtime::Status) -> String {
         .message()
         .chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            // Control characters, and the invisible ones that reorder or hide text.
+            let hidden = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            let escaped: Vec<char> = if c.is_control() || hidden {
                 c.escape_default().collect()
             } else {
                 vec![c]

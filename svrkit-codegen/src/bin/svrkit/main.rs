@@ -64,6 +64,23 @@ struct CallArgs {
     includes: Includes,
 }
 
+/// A run length above zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    target::parse_duration(s)?;
+    target::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}`: the run must last longer than zero"))
+}
+
+/// Calls per second: a finite number above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("`{s}` is not a rate: give a number of calls per second above 0"))
+}
+
 /// `host:port`, checked before anything connects.
 fn host_port(s: &str) -> Result<String, String> {
     match s.rsplit_once(':') {
@@ -162,11 +179,11 @@ enum Command {
         #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         concurrency: u32,
         /// How long to run, like `10s`.
-        #[arg(short = 'd', long, default_value = "10s", value_parser = target::parse_duration)]
+        #[arg(short = 'd', long, default_value = "10s", value_parser = positive_duration)]
         duration: Duration,
         /// Open loop: start this many calls per second on a fixed schedule, timing each
         /// from its intended start.
-        #[arg(long)]
+        #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
         /// TCP connections to the server (calls are multiplexed over them).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -279,9 +296,6 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             rate,
             connections,
         } => {
-            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-                return Err(Failure::Message("--rate must be a positive number".into()));
-            }
             let target = c.target()?;
             let load = bench::Load {
                 concurrency: concurrency as usize,

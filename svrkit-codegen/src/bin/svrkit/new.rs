@@ -60,6 +60,7 @@ struct LibRs<'a> {
 #[template(path = "new/handlers.rs.txt")]
 struct HandlersRs<'a> {
     services: &'a [ServiceView],
+    has_methods: bool,
 }
 
 #[derive(Template)]
@@ -274,6 +275,7 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
             "src/handlers.rs".into(),
             render(&HandlersRs {
                 services: &services,
+                has_methods: services.iter().any(|s| !s.methods.is_empty()),
             })?,
         ),
         (
@@ -332,7 +334,7 @@ pub(crate) fn run(options: &Options, builder: &Builder) -> Result<ExitCode, Fail
         admin_port,
         options.port,
         test.as_ref()
-            .map_or_else(|| "Service.Method".to_owned(), |t| t.name.clone()),
+            .map_or_else(|| "<no method yet>".to_owned(), |t| t.name.clone()),
     );
     Ok(ExitCode::SUCCESS)
 }
