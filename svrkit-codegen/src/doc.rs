@@ -446,15 +446,9 @@ impl Site<'_> {
         }])
     }
 
-    /// Doc text as paragraphs; in Markdown, `|` is escaped, since most of it sits in tables.
+    /// Doc text as paragraphs, with its `code` spans told apart.
     fn paragraphs(&self, doc: Option<&str>) -> Vec<Para> {
-        paragraphs(doc)
-            .into_iter()
-            .map(|p| match self.format {
-                Format::Markdown => Para::markdown(markdown_text(&p)),
-                Format::Html => Para::html(&p),
-            })
-            .collect()
+        paragraphs(doc).iter().map(|p| Para::parse(p)).collect()
     }
 
     /// A package's doc: the `<doc>` of its files, in file order.
@@ -480,11 +474,7 @@ struct Span {
 }
 
 impl Para {
-    fn markdown(text: String) -> Para {
-        Para(vec![Span { code: false, text }])
-    }
-
-    fn html(text: &str) -> Para {
+    fn parse(text: &str) -> Para {
         let mut spans = Vec::new();
         // Odd pieces are between backticks; an unmatched backtick stays text.
         let pieces: Vec<&str> = text.split('`').collect();
@@ -504,17 +494,51 @@ impl Para {
     }
 }
 
-impl std::fmt::Display for Para {
-    /// The paragraph as Markdown source.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Para {
+    /// As Markdown in a table cell, where `|` would end the cell (even inside code).
+    fn cell(&self) -> String {
+        self.markdown(true)
+    }
+
+    /// As Markdown: text escaped so that it shows as written (`<`, `&`, `\\` and the
+    /// characters that would start emphasis or links; `_` only works between words in GFM, so
+    /// `snake_case` is left readable), code spans as they are.
+    fn markdown(&self, in_table: bool) -> String {
+        let mut out = String::new();
         for s in &self.0 {
             if s.code {
-                write!(f, "`{}`", s.text)?;
-            } else {
-                f.write_str(&s.text)?;
+                let text = if in_table {
+                    s.text.replace('|', "\\|")
+                } else {
+                    s.text.clone()
+                };
+                out.push('`');
+                out.push_str(&text);
+                out.push('`');
+                continue;
+            }
+            for c in s.text.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '|' if in_table => out.push_str("\\|"),
+                    '\\' | '*' | '[' | ']' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
             }
         }
-        Ok(())
+        out
+    }
+}
+
+impl std::fmt::Display for Para {
+    /// The paragraph as Markdown, outside a table.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.markdown(false))
     }
 }
 
@@ -525,14 +549,6 @@ fn paragraphs(doc: Option<&str>) -> Vec<String> {
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-/// Text for a Markdown table cell: `|` would end the cell and `<` would start HTML (the
-/// HTML pages escape through askama instead).
-fn markdown_text(text: &str) -> String {
-    text.replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// A Markdown code span holding `text` in a table cell: fenced with more backticks than it
@@ -574,4 +590,24 @@ fn reserved(r: &crate::ir::Reserved) -> String {
         .collect();
     parts.extend(r.names.iter().map(|n| format!("`{n}`")));
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Para;
+
+    #[test]
+    fn markdown_shows_doc_text_as_written() {
+        let p = Para::parse(r"a | b `x|y<z>` <i> &lt; \ *not* [link] snake_case");
+        assert_eq!(
+            p.cell(),
+            r"a \| b `x\|y<z>` &lt;i&gt; &amp;lt; \\ \*not\* \[link\] snake_case"
+        );
+        assert_eq!(
+            p.to_string(),
+            r"a | b `x|y<z>` &lt;i&gt; &amp;lt; \\ \*not\* \[link\] snake_case"
+        );
+        // An unmatched backtick is text.
+        assert_eq!(Para::parse("a ` b").to_string(), "a ` b");
+    }
 }
