@@ -381,16 +381,14 @@ impl Site<'_> {
                 }
             }
         }
-        for (i, s) in self.schema.structs.iter().enumerate() {
+        for s in &self.schema.structs {
             for f in &s.fields {
-                let uses = f.ty.value() == ty
-                    || matches!(f.ty, FieldType::Map(k, _) if ValueType::Scalar(k) == ty);
-                if uses {
-                    let target = self.value_type(ValueType::Struct(crate::ir::StructId(i)));
-                    let href = target.0[0].href.clone();
+                // Map keys are scalars, so only the value type can name a struct or enum.
+                if f.ty.value() == ty {
+                    let p = self.schema.package(s.package);
                     out.push(TypeView(vec![Segment {
                         text: format!("{}.{}", s.name, f.name),
-                        href,
+                        href: Some(self.href(&p.name, &s.name)),
                     }]));
                 }
             }

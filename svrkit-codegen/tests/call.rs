@@ -55,10 +55,16 @@ impl Service for Greeter {
             if let Some(ms) = req["delay_ms"].as_u64() {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            if let Some(code) = req["fail_code"].as_u64() {
-                return Err(Status::new(Code(code as u32), "asked to fail"));
-            }
             let name = req["name"].as_str().unwrap_or("");
+            if let Some(code) = req["fail_code"].as_u64() {
+                // The caller's name in the message, if it gave one: a way to send the CLI
+                // a message of one's choosing.
+                let message = match name {
+                    "" => "asked to fail".to_owned(),
+                    name => format!("{name} asked to fail"),
+                };
+                return Err(Status::new(Code(code as u32), message));
+            }
             let resp = json!({ "greeting": format!("Hello, {name}!") });
             let bytes = codec
                 .encode(codec.struct_named("hello.HelloResp").unwrap(), &resp)
@@ -163,6 +169,11 @@ fn bad_input_is_one_line_and_exit_status_1() {
         (
             call(addr, "Greeter.SayHello", &["--json", r#"{"fail_code": 4}"#]),
             "error: hello.Greeter.SayHello failed with NOT_FOUND: asked to fail".into(),
+        ),
+        (
+            // The server's message stays one line and cannot drive the terminal.
+            call(addr, "Greeter.SayHello", &["--json", r#"{"name": "a\nb\u001b[31m\u202e", "fail_code": 4}"#]),
+            r"error: hello.Greeter.SayHello failed with NOT_FOUND: a\nb\u{1b}[31m\u{202e} asked to fail".into(),
         ),
         (
             call(addr, "Greeter.SayHello", &["--json", r#"{"delay_ms": 5000}"#, "--timeout", "200ms"]),

@@ -87,17 +87,13 @@ impl Encoder<'_> {
         buf: &mut Vec<u8>,
     ) -> Result<(), JsonError> {
         match f.ty {
+            // A singular struct that encodes to nothing is left out, as `encode_message` does.
             FieldType::Singular(ValueType::Struct(id)) => {
-                // A struct that encodes to nothing is left out, as `encode_message` does.
-                let start = buf.len();
-                wire::put_varint(buf, key(f.id, WireType::LengthDelimited));
-                let mut result = Ok(());
-                if put_len_prefixed(buf, |buf| result = self.struct_(id, j, path, buf)) == 0 {
-                    buf.truncate(start);
-                }
-                result
+                self.nested(f.id, id, j, Empty::LeftOut, path, buf)
             }
-            FieldType::Optional(ValueType::Struct(id)) => self.nested(f.id, id, j, path, buf),
+            FieldType::Optional(ValueType::Struct(id)) => {
+                self.nested(f.id, id, j, Empty::Written, path, buf)
+            }
             FieldType::Singular(ty) => {
                 let leaf = self.leaf(ty);
                 let v = leaf.read_json(j).map_err(|e| path.error(e))?;
@@ -168,7 +164,7 @@ impl Encoder<'_> {
                 };
                 for (i, item) in items.iter().enumerate() {
                     path.push_index(i);
-                    self.nested(f.id, id, item, path, buf)?;
+                    self.nested(f.id, id, item, Empty::Written, path, buf)?;
                     path.pop();
                 }
             }
@@ -237,35 +233,43 @@ impl Encoder<'_> {
                 let ValueType::Struct(id) = ty else {
                     unreachable!()
                 };
-                let start = buf.len();
-                wire::put_varint(buf, key(2, WireType::LengthDelimited));
-                let mut result = Ok(());
-                if put_len_prefixed(buf, |buf| result = self.struct_(id, j, path, buf)) == 0 {
-                    buf.truncate(start);
-                }
-                result
+                self.nested(2, id, j, Empty::LeftOut, path, buf)
             }
         }
     }
 
-    /// A struct written even when empty (optional fields and list elements).
+    /// A struct as field `field_id`: length-prefixed, and left out when it encodes to
+    /// nothing if `empty` says so.
     fn nested(
         &self,
         field_id: u32,
         id: StructId,
         j: &Json,
+        empty: Empty,
         path: &mut Path,
         buf: &mut Vec<u8>,
     ) -> Result<(), JsonError> {
+        let start = buf.len();
         wire::put_varint(buf, key(field_id, WireType::LengthDelimited));
         let mut result = Ok(());
-        put_len_prefixed(buf, |buf| result = self.struct_(id, j, path, buf));
+        let len = put_len_prefixed(buf, |buf| result = self.struct_(id, j, path, buf));
+        if len == 0 && empty == Empty::LeftOut {
+            buf.truncate(start);
+        }
         result
     }
 
     fn leaf(&self, ty: ValueType) -> Leaf<'_> {
         Leaf::of(self.schema, ty).expect("struct fields are handled before leaves")
     }
+}
+
+/// Whether a struct that encodes to nothing is written (optional fields, list elements) or
+/// left out (singular fields, map values), as the generated code does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Written,
+    LeftOut,
 }
 
 fn key(field_id: u32, wt: WireType) -> u64 {

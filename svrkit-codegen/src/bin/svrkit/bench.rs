@@ -20,7 +20,7 @@ use svrkit_runtime::{Bytes, CallOptions, Channel, ChannelOptions, Code};
 use tokio::time::Instant;
 
 use crate::Failure;
-use crate::target::Target;
+use crate::target::{Target, channel_options};
 
 /// How to load.
 pub(crate) struct Load {
@@ -107,6 +107,8 @@ pub(crate) fn run(
             load.connections,
             load.duration.as_secs_f64()
         );
+        // One histogram for the run behind a short lock: a histogram per caller would take
+        // a quarter of a megabyte each.
         let stats = Arc::new(Mutex::new(Stats::new()));
         let progress = Arc::new(Progress::default());
         let start = Instant::now();
@@ -157,22 +159,19 @@ pub(crate) fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A channel for load: one endpoint, no retries, no client-side throttling and no ejection,
-/// so that every call counted went to the server and its answer is the server's.
+/// A channel for load: no retries, no client-side throttling and no ejection, so that every
+/// call counted went to the server and its answer is the server's.
 fn bench_channel(addr: &str, connections: usize) -> Channel {
     Channel::lazy(
         [addr],
         ChannelOptions {
-            caller: "svrkit-bench".into(),
-            monitoring: false,
-            connections_per_endpoint: connections,
             retry: RetryConfig {
                 enabled: false,
                 ..RetryConfig::default()
             },
             throttle: None,
             eject_after: u32::MAX,
-            ..ChannelOptions::default()
+            ..channel_options("svrkit-bench", connections)
         },
     )
 }
@@ -231,8 +230,8 @@ async fn open_loop(
     start: Instant,
     end: Instant,
 ) -> u64 {
+    // At most `concurrency` calls in flight, each holding a slot.
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut in_flight = Vec::new();
     let mut sent = 0u64;
     // Each time from the start, not by adding intervals, so that rounding does not add up
     // (three a second for a second is three calls, not four).
@@ -248,18 +247,16 @@ async fn open_loop(
             break;
         };
         let call = call.clone();
-        in_flight.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             call.call(intended).await;
             drop(slot);
-        }));
+        });
         sent += 1;
-        if in_flight.len() >= 4096 {
-            in_flight.retain(|t| !t.is_finished());
-        }
     }
-    for t in in_flight {
-        let _ = t.await;
-    }
+    // Every slot back: every call answered.
+    let _ = slots
+        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
+        .await;
     let scheduled = (rate * (end - start).as_secs_f64()).ceil();
     (scheduled - sent as f64).max(0.0) as u64
 }

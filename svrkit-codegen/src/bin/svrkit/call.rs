@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use svrkit_runtime::CallOptions;
 use svrkit_runtime::codec::Encoded;
+use svrkit_runtime::{CallOptions, Channel};
 
 use crate::Failure;
-use crate::target::{Target, channel};
+use crate::target::{Target, channel_options};
 
 pub(crate) fn run(
     target: &Target,
@@ -23,7 +23,7 @@ pub(crate) fn run(
         .map_err(|e| Failure::Message(format!("cannot start the async runtime: {e}")))?;
     let method = target.descriptor;
     let result = runtime.block_on(async {
-        let channel = channel(addr, "svrkit-call", 1);
+        let channel = Channel::lazy([addr], channel_options("svrkit-call", 1));
         let request = Encoded(body.into());
         let options = CallOptions::timeout(timeout);
         if method.oneway {
@@ -67,19 +67,15 @@ pub(crate) fn status_line(status: &svrkit_runtime::Status) -> String {
         .map_or_else(|| format!("code {}", code.0), str::to_ascii_uppercase);
     // The message is the server's: shown with its control characters escaped, so that it
     // stays one line and cannot drive the terminal.
-    let message: String = status
-        .message()
-        .chars()
-        .flat_map(|c| {
-            // Control characters, and the invisible ones that reorder or hide text.
-            let hidden = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-            let escaped: Vec<char> = if c.is_control() || hidden {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
+    let mut message = String::with_capacity(status.message().len());
+    for c in status.message().chars() {
+        // Control characters, and the invisible ones that reorder or hide text.
+        let hidden = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || hidden {
+            message.extend(c.escape_default());
+        } else {
+            message.push(c);
+        }
+    }
     format!("failed with {name}: {message}")
 }

@@ -66,11 +66,11 @@ struct CallArgs {
 
 /// A run length above zero.
 fn positive_duration(s: &str) -> Result<Duration, String> {
-    target::parse_duration(s)?;
-    target::parse_duration(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{s}`: the run must last longer than zero"))
+    let d = target::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: the run must last longer than zero"));
+    }
+    Ok(d)
 }
 
 /// Calls per second: a finite number above zero.

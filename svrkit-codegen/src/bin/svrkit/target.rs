@@ -9,8 +9,8 @@ use serde_json::Value as Json;
 use svrkit_codegen::dynamic::DynamicCodec;
 use svrkit_codegen::ir::{self, StructId};
 use svrkit_codegen::{Builder, Compiled};
+use svrkit_runtime::ChannelOptions;
 use svrkit_runtime::service::{MethodDescriptor, Priority, Retry};
-use svrkit_runtime::{Channel, ChannelOptions};
 
 use crate::Failure;
 
@@ -93,17 +93,14 @@ impl Target {
     }
 }
 
-/// A channel for a tool: one endpoint, not counted in this process's metrics.
-pub(crate) fn channel(addr: &str, caller: &str, connections: usize) -> Channel {
-    Channel::lazy(
-        [addr],
-        ChannelOptions {
-            caller: caller.to_owned().into(),
-            monitoring: false,
-            connections_per_endpoint: connections,
-            ..ChannelOptions::default()
-        },
-    )
+/// Options for a tool's channel: calling as `caller`, not counted in this process's metrics.
+pub(crate) fn channel_options(caller: &str, connections: usize) -> ChannelOptions {
+    ChannelOptions {
+        caller: caller.to_owned().into(),
+        monitoring: false,
+        connections_per_endpoint: connections,
+        ..ChannelOptions::default()
+    }
 }
 
 fn leak(s: &str) -> &'static str {
