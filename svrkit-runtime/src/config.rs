@@ -44,10 +44,17 @@
 //!
 //! [services."im.message.MessageSvr"]   # each service this process calls, by full name
 //! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
+//! # discovery = "etcd"          # instead of endpoints: the replicas registered in etcd
 //! # balancer = "ring"           # instead of [client]'s
 //! # weak_timeout_ms = 50        # a weak dependency: failures give skipped results
 //! # groups.canary = ["10.0.0.3:7000"]      # gray release: a named endpoint group ...
 //! # routes = [{ group = "canary", fraction = 0.05, dye = "gray" }]   # ... and who goes there
+//!
+//! [discovery]                    # see `DiscoveryConfig` (feature `etcd`)
+//! # etcd = ["127.0.0.1:2379"]    # set: this process registers its services there
+//! lease_ttl_s = 3                # a dead process drops out this long after it died
+//! drain_ms = 500
+//! # set = "set-1"                # the SET this process belongs to
 //!
 //! [monitor]                      # see `MonitorConfig`
 //! slow_call_ms = 1000            # calls slower than this are logged at warn
@@ -77,6 +84,7 @@ use serde::Deserialize;
 
 use crate::client::{BalancerKind, RetryConfig, Route};
 use crate::client::{Channel, ChannelOptions};
+use crate::discovery::{DiscoveryConfig, DiscoveryKind};
 use crate::monitor::MonitorConfig;
 use crate::policy::AdmissionConfig;
 use crate::server::{Limits, ServerBuilder};
@@ -93,6 +101,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// `[services."<full name>"]`.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[discovery]`.
+    pub discovery: DiscoveryConfig,
     /// `[monitor]`.
     pub monitor: MonitorConfig,
     /// `[overload]`.
@@ -224,8 +234,12 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Replicas, as `host:port`.
+    /// Replicas, as `host:port` (with static discovery).
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Where the replicas are found: `endpoints` (the default) or `"etcd"`.
+    #[serde(default)]
+    pub discovery: DiscoveryKind,
     /// The balancer, instead of `[client]`'s.
     #[serde(default)]
     pub balancer: Option<BalancerKind>,
@@ -415,10 +429,27 @@ impl Config {
                 ),
             ));
         }
+        self.validate_discovery()?;
         for (name, service) in &self.services {
             let key = format!("services.\"{name}\".endpoints");
-            if service.endpoints.is_empty() {
-                return Err(ConfigError::key(&key, "lists no endpoint"));
+            match service.discovery {
+                DiscoveryKind::Static if service.endpoints.is_empty() => {
+                    return Err(ConfigError::key(&key, "lists no endpoint"));
+                }
+                DiscoveryKind::Static => {}
+                DiscoveryKind::Etcd if !service.endpoints.is_empty() => {
+                    return Err(ConfigError::key(
+                        &key,
+                        "set together with discovery = \"etcd\": choose one",
+                    ));
+                }
+                DiscoveryKind::Etcd if self.discovery.etcd.is_empty() => {
+                    return Err(ConfigError::key(
+                        "discovery.etcd",
+                        format!("missing: services.\"{name}\" is found through etcd"),
+                    ));
+                }
+                DiscoveryKind::Etcd => {}
             }
             check_endpoints(&key, &service.endpoints)?;
             for (group, endpoints) in &service.groups {
@@ -450,6 +481,54 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_discovery(&self) -> Result<(), ConfigError> {
+        let d = &self.discovery;
+        if d.etcd.is_empty() {
+            return Ok(());
+        }
+        if cfg!(not(feature = "etcd")) {
+            return Err(ConfigError::key(
+                "discovery.etcd",
+                "this build has no etcd discovery (enable the `etcd` feature of svrkit-runtime)",
+            ));
+        }
+        if d.lease_ttl_s == 0 {
+            return Err(ConfigError::key(
+                "discovery.lease_ttl_s",
+                "must be at least 1",
+            ));
+        }
+        if d.weight == 0 {
+            return Err(ConfigError::key("discovery.weight", "must be at least 1"));
+        }
+        if let Some(advertise) = &d.advertise {
+            check_endpoints("discovery.advertise", std::slice::from_ref(advertise))?;
+        }
+        Ok(())
+    }
+
+    /// Registers `services` (full names) in etcd as served at `addr` (the address the
+    /// server is bound to; `discovery.advertise` overrides it), when `[discovery] etcd` is
+    /// set; `None` when it is not. Keep the registration while serving, and
+    /// [`drain`](crate::discovery::etcd::Registration::drain) it before stopping the server.
+    ///
+    /// # Errors
+    /// When etcd cannot be reached or refuses.
+    #[cfg(feature = "etcd")]
+    pub async fn register(
+        &self,
+        services: &[&str],
+        addr: SocketAddr,
+    ) -> Result<Option<crate::discovery::etcd::Registration>, ConfigError> {
+        if self.discovery.etcd.is_empty() {
+            return Ok(None);
+        }
+        crate::discovery::etcd::Registration::register(&self.discovery, services, &addr.to_string())
+            .await
+            .map(Some)
+            .map_err(|e| ConfigError::key("discovery.etcd", e))
     }
 
     /// The server limits.
@@ -546,8 +625,11 @@ impl Config {
             tls: self.client_tls()?,
             ..ChannelOptions::default()
         };
-        let channel = Channel::lazy(entry.endpoints.iter().cloned(), options);
         let key = |what: &str| format!("services.\"{service}\".{what}");
+        let channel = match entry.discovery {
+            DiscoveryKind::Static => Channel::lazy(entry.endpoints.iter().cloned(), options),
+            DiscoveryKind::Etcd => self.discovered(service, options, &key("discovery"))?,
+        };
         for (group, endpoints) in &entry.groups {
             channel
                 .set_group(group, endpoints.iter().cloned())
@@ -557,6 +639,38 @@ impl Config {
             .set_routes(entry.routes.clone())
             .map_err(|e| ConfigError::key(&key("routes"), e))?;
         Ok(channel)
+    }
+
+    /// A channel whose endpoints a task watching etcd keeps up to date.
+    #[cfg(feature = "etcd")]
+    fn discovered(
+        &self,
+        service: &str,
+        options: ChannelOptions,
+        key: &str,
+    ) -> Result<Channel, ConfigError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::key(
+                key,
+                "etcd discovery needs the channel made inside a tokio runtime",
+            ));
+        }
+        let channel = Channel::unresolved(options);
+        crate::discovery::etcd::watch(&channel, service, &self.discovery);
+        Ok(channel)
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn discovered(
+        &self,
+        _service: &str,
+        _options: ChannelOptions,
+        key: &str,
+    ) -> Result<Channel, ConfigError> {
+        Err(ConfigError::key(
+            key,
+            "this build has no etcd discovery (enable the `etcd` feature of svrkit-runtime)",
+        ))
     }
 
     /// The server's TLS configuration, read from `server.tls_cert` and `server.tls_key`

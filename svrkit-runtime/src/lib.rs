@@ -36,6 +36,7 @@ pub mod codec;
 pub mod codegen;
 pub mod config;
 pub mod context;
+pub mod discovery;
 pub mod frame;
 pub mod monitor;
 pub mod policy;

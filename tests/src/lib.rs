@@ -82,5 +82,6 @@ pub mod prost_beside {
 
 pub mod child;
 pub mod echo;
+pub mod etcd;
 pub mod raw;
 pub mod work;

@@ -45,7 +45,7 @@ impl Balancer for RoundRobin {
 }
 
 /// Power of two choices: two distinct endpoints at random, the one with fewer calls in
-/// flight (healthy ones first). The default balancer.
+/// flight per unit of [weight](Endpoint::weight) (healthy ones first). The default balancer.
 #[derive(Debug, Default)]
 pub struct PowerOfTwo;
 
@@ -59,8 +59,11 @@ impl Balancer for PowerOfTwo {
         let a = (r % n as u64) as usize;
         // A different second choice: an offset of 1..n from the first.
         let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-        let score = |i: usize| (!endpoints[i].is_healthy(), endpoints[i].load());
-        let best = if score(b) < score(a) { b } else { a };
+        let best = if lighter(&endpoints[b], &endpoints[a]) {
+            b
+        } else {
+            a
+        };
         if endpoints[best].is_healthy() {
             return Some(best);
         }
@@ -70,6 +73,19 @@ impl Balancer for PowerOfTwo {
             .find(|&i| endpoints[i].is_healthy())
             .or(Some(best))
     }
+}
+
+/// Whether `x` should get the next call rather than `y`: healthy before down, then fewer
+/// calls in flight per unit of weight, counting the call to place (so that of two idle
+/// endpoints the heavier wins, and calls spread in proportion to weight).
+fn lighter(x: &Endpoint, y: &Endpoint) -> bool {
+    match (x.is_healthy(), y.is_healthy()) {
+        (true, false) => return true,
+        (false, true) => return false,
+        _ => {}
+    }
+    let cost = |e: &Endpoint, other: &Endpoint| (e.load() as u64 + 1) * u64::from(other.weight());
+    cost(x, y) < cost(y, x)
 }
 
 /// Which balancer a channel made from configuration uses (`balancer` in `[client]` or a
@@ -119,5 +135,21 @@ mod tests {
         for _ in 0..1_000 {
             assert_ne!(PowerOfTwo.pick(&test_call(0), &endpoints), Some(1));
         }
+    }
+
+    #[test]
+    fn two_choices_follow_the_weights() {
+        let endpoints = test_endpoints(2);
+        // Weights 300 and 100, with calls held in flight as they are placed: the heavier
+        // takes about three quarters.
+        endpoints[0].set_weight(300);
+        let mut held = Vec::new();
+        let mut per = [0usize; 2];
+        for _ in 0..400 {
+            let i = PowerOfTwo.pick(&test_call(0), &endpoints).unwrap();
+            per[i] += 1;
+            held.push(endpoints[i].start());
+        }
+        assert!((290..=310).contains(&per[0]), "{per:?}");
     }
 }

@@ -73,6 +73,8 @@ impl Health {
 /// server admits.
 pub struct Endpoint {
     addr: String,
+    /// Its share of calls relative to the others' (100: the default), as discovery says.
+    weight: AtomicU32,
     slots: Box<[Slot]>,
     next_slot: AtomicUsize,
     in_flight: AtomicUsize,
@@ -97,6 +99,7 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("addr", &self.addr)
+            .field("weight", &self.weight())
             .field("load", &self.load())
             .field("healthy", &self.is_healthy())
             .field("admission_level", &self.admission_level())
@@ -108,10 +111,14 @@ impl std::fmt::Debug for Endpoint {
 /// next call is sent, and its response says the level again.
 const LEVEL_FRESH_MS: u64 = 500;
 
+/// The weight of an endpoint nobody gave one.
+pub const DEFAULT_WEIGHT: u32 = 100;
+
 impl Endpoint {
     pub(crate) fn new(addr: String, options: &ChannelOptions) -> Endpoint {
         Endpoint {
             addr,
+            weight: AtomicU32::new(DEFAULT_WEIGHT),
             slots: (0..options.connections_per_endpoint.max(1))
                 .map(|_| Slot {
                     conn: ArcSwapOption::empty(),
@@ -132,6 +139,16 @@ impl Endpoint {
     /// The address (`host:port`).
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Its weight: balancers give it calls in proportion (see [`EndpointSet::update_weighted`]).
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Relaxed);
     }
 
     /// Calls in flight to this endpoint from this channel.
@@ -259,9 +276,13 @@ impl Drop for InFlight {
 
 /// The endpoints a channel (or one of its groups) calls. Can be changed while calls run:
 /// endpoints that stay keep their connections, removed ones finish the calls they have.
+///
+/// A set fed by discovery starts *unresolved*: until its first update, calls wait for it
+/// (within their deadlines) instead of failing for want of endpoints.
 pub struct EndpointSet {
     current: ArcSwap<Vec<Arc<Endpoint>>>,
     options: ChannelOptions,
+    resolved: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for EndpointSet {
@@ -272,12 +293,30 @@ impl std::fmt::Debug for EndpointSet {
 
 impl EndpointSet {
     pub(crate) fn new(addrs: Vec<String>, options: ChannelOptions) -> EndpointSet {
-        let set = EndpointSet {
-            current: ArcSwap::from_pointee(Vec::new()),
-            options,
-        };
+        let set = EndpointSet::unresolved(options);
         set.update(addrs);
         set
+    }
+
+    /// An empty set that waits for its first update (from discovery).
+    pub(crate) fn unresolved(options: ChannelOptions) -> EndpointSet {
+        EndpointSet {
+            current: ArcSwap::from_pointee(Vec::new()),
+            options,
+            resolved: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Whether the set has been given its endpoints (a static list always has).
+    pub fn is_resolved(&self) -> bool {
+        *self.resolved.borrow()
+    }
+
+    /// Waits until the set has been given its endpoints.
+    pub async fn resolved(&self) {
+        let mut rx = self.resolved.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|&r| r).await;
     }
 
     /// The endpoints now.
@@ -289,18 +328,30 @@ impl EndpointSet {
     /// Replaces the set with `addrs`, keeping the endpoint (and its connections) of every
     /// address that stays. Calls in flight are not disturbed.
     pub fn update(&self, addrs: impl IntoIterator<Item = impl Into<String>>) {
+        self.update_weighted(addrs.into_iter().map(|a| (a.into(), DEFAULT_WEIGHT)));
+    }
+
+    /// Like [`update`](EndpointSet::update), with a weight per endpoint (at least 1): the
+    /// balancers give an endpoint calls in proportion to its weight (power of two choices
+    /// compares load per weight; the ring gives it points in proportion). An address listed
+    /// twice counts once, with its first weight.
+    pub fn update_weighted(&self, endpoints: impl IntoIterator<Item = (String, u32)>) {
         let old = self.snapshot();
-        let new: Vec<Arc<Endpoint>> = addrs
-            .into_iter()
-            .map(Into::into)
-            .map(|addr: String| {
-                old.iter()
-                    .find(|e| e.addr == addr)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(addr, &self.options)))
-            })
-            .collect();
+        let mut new: Vec<Arc<Endpoint>> = Vec::new();
+        for (addr, weight) in endpoints {
+            if new.iter().any(|e| e.addr == addr) {
+                continue;
+            }
+            let endpoint = old
+                .iter()
+                .find(|e| e.addr == addr)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Endpoint::new(addr, &self.options)));
+            endpoint.set_weight(weight);
+            new.push(endpoint);
+        }
         self.current.store(Arc::new(new));
+        self.resolved.send_replace(true);
     }
 }
 

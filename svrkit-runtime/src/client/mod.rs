@@ -22,13 +22,13 @@ mod balance;
 mod connection;
 mod endpoint;
 mod policy;
-mod pool;
+pub(crate) mod pool;
 mod retry;
 mod ring;
 mod route;
 
 pub use balance::{Balancer, BalancerKind, PowerOfTwo, RoundRobin};
-pub use endpoint::{Endpoint, EndpointSet};
+pub use endpoint::{DEFAULT_WEIGHT, Endpoint, EndpointSet};
 pub use policy::{CallInfo, CallPolicy, Interceptor, NoPolicy, Outcome};
 pub use retry::RetryConfig;
 pub use ring::Ring;
@@ -255,13 +255,26 @@ impl Channel {
         Channel::balanced(endpoints, options, Arc::new(balancer))
     }
 
+    /// A channel whose endpoints are not known yet: a discovery source gives them through
+    /// [`endpoints`](Channel::endpoints) (`EndpointSet::update`), and calls made before that
+    /// wait for it within their deadlines. Balanced as `options.balancer` names.
+    pub fn unresolved(options: ChannelOptions) -> Channel {
+        let set = EndpointSet::unresolved(options.clone());
+        let balancer = options.balancer.build();
+        Channel::over(set, options, balancer)
+    }
+
     fn balanced(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         options: ChannelOptions,
         balancer: Arc<dyn Balancer>,
     ) -> Channel {
         let addrs = endpoints.into_iter().map(Into::into).collect();
-        let set = Arc::new(EndpointSet::new(addrs, options.clone()));
+        Channel::over(EndpointSet::new(addrs, options.clone()), options, balancer)
+    }
+
+    fn over(set: EndpointSet, options: ChannelOptions, balancer: Arc<dyn Balancer>) -> Channel {
+        let set = Arc::new(set);
         let pool = Arc::new(pool::Pool::new(set, balancer, options.clone()));
         let stack: Arc<dyn Transport> = if options.retry.enabled {
             Arc::new(retry::Retrying::new(pool.clone(), options.retry.clone()))
@@ -289,6 +302,12 @@ impl Channel {
             stack: transport,
             pool: None,
         }
+    }
+
+    /// The pool of a remote channel.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn pool(&self) -> Option<&Arc<pool::Pool>> {
+        self.pool.as_ref()
     }
 
     /// The endpoints of a remote channel, which can be changed while it is in use.

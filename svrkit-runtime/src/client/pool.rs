@@ -15,9 +15,9 @@ use crate::policy::{self, priority, throttle::Throttle};
 use crate::status::{Code, Status};
 
 /// Sends each attempt to the endpoint the balancer picks.
-pub(super) struct Pool {
-    pub(super) endpoints: Arc<EndpointSet>,
-    pub(super) routing: Routing,
+pub(crate) struct Pool {
+    pub(crate) endpoints: Arc<EndpointSet>,
+    pub(crate) routing: Routing,
     balancer: Arc<dyn Balancer>,
     throttle: Option<Throttle>,
     options: ChannelOptions,
@@ -139,6 +139,11 @@ impl Transport for Pool {
                 .routing
                 .group_for(call)
                 .unwrap_or_else(|| self.endpoints.clone());
+            if !set.is_resolved() {
+                // Discovery has not answered yet: wait for it, within the call's deadline
+                // (the channel's timeout then says the call got no answer in time).
+                set.resolved().await;
+            }
             let endpoints = set.snapshot();
             let level = priority::of_header(&call.header, now);
             let mut endpoint = self.choose(call, &endpoints, level, now_ms)?;

@@ -10,11 +10,12 @@ use arc_swap::ArcSwapOption;
 
 use super::Call;
 use super::balance::{Balancer, PowerOfTwo};
-use super::endpoint::Endpoint;
+use super::endpoint::{DEFAULT_WEIGHT, Endpoint};
 use crate::policy;
 
 /// The consistent-hash balancer, keyed by [`Call::key`] (the user key, unless a layer set
-/// another). Calls without a key are spread by [`PowerOfTwo`].
+/// another), with points per endpoint in proportion to its [weight](Endpoint::weight). Calls
+/// without a key are spread by [`PowerOfTwo`].
 #[derive(Debug)]
 pub struct Ring {
     vnodes: usize,
@@ -34,6 +35,8 @@ impl Default for Ring {
 struct Built {
     /// The endpoints it was built for (held, so that their addresses identify them).
     endpoints: Vec<Arc<Endpoint>>,
+    /// Their weights then.
+    weights: Vec<u32>,
     /// (hash, index in `endpoints`), sorted by hash.
     points: Vec<(u64, usize)>,
 }
@@ -53,13 +56,18 @@ impl Ring {
         let mut points = Vec::with_capacity(endpoints.len() * self.vnodes);
         for (i, e) in endpoints.iter().enumerate() {
             let base = fnv(e.addr().as_bytes());
-            for v in 0..self.vnodes as u64 {
+            // Points in proportion to weight (the default weight gets `vnodes`).
+            let n = (self.vnodes as u64 * u64::from(e.weight()))
+                .div_ceil(u64::from(DEFAULT_WEIGHT))
+                .max(1);
+            for v in 0..n {
                 points.push((policy::mix(base ^ policy::mix(v + 1)), i));
             }
         }
         points.sort_unstable();
         Arc::new(Built {
             endpoints: endpoints.to_vec(),
+            weights: endpoints.iter().map(|e| e.weight()).collect(),
             points,
         })
     }
@@ -72,7 +80,8 @@ impl Ring {
                 .endpoints
                 .iter()
                 .zip(endpoints)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+                .zip(&built.weights)
+                .all(|((a, b), &w)| Arc::ptr_eq(a, b) && b.weight() == w)
         {
             return built.clone();
         }

@@ -65,7 +65,7 @@ fn unit(call: &Call) -> f64 {
 }
 
 /// The groups of a channel and the rules choosing among them.
-pub(super) struct Routing {
+pub(crate) struct Routing {
     groups: ArcSwap<HashMap<FastStr, Arc<EndpointSet>>>,
     routes: ArcSwap<Vec<Route>>,
     options: ChannelOptions,
@@ -105,7 +105,7 @@ impl Routing {
 
     /// Sets the endpoints of group `name` (made if new; an empty list removes it, and the
     /// rules naming it then match nothing).
-    pub(super) fn set_group(&self, name: &str, addrs: Vec<String>) {
+    pub(crate) fn set_group(&self, name: &str, addrs: Vec<String>) {
         let mut groups = HashMap::clone(&self.groups.load());
         if addrs.is_empty() {
             groups.remove(name);
