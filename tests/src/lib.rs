@@ -83,5 +83,6 @@ pub mod prost_beside {
 pub mod child;
 pub mod echo;
 pub mod etcd;
+pub mod postgres;
 pub mod raw;
 pub mod work;

@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use svrkit_runtime::server::ServerBuilder;
@@ -33,7 +32,7 @@ use crate::im::spam::{SpamSvrClient, SpamSvrServer};
 use crate::msg::MsgService;
 use crate::seq::{SeqAlloc, SeqStoreService};
 use crate::spam::{Spam, SpamConfig};
-use crate::store::{Redb, StoreConfig};
+use crate::store::StoreConfig;
 
 /// One service of the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -167,9 +166,11 @@ impl Backend {
         let app: ImConfig = config.app().map_err(|e| e.to_string())?;
         let roles: BTreeSet<Role> = roles.iter().copied().collect();
         let store = if roles.iter().any(|r| r.needs_store()) {
-            Some(Arc::new(
-                Redb::open(&app.data, &app.store).map_err(|e| e.to_string())?,
-            ))
+            Some(
+                crate::store::open(&app.data, &app.store)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };

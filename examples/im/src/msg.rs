@@ -37,6 +37,8 @@ const POLL_MARGIN: Duration = Duration::from_millis(50);
 
 /// Lock stripes over recipients.
 const STRIPES: usize = 1024;
+/// Allocations one append tries when a shared store keeps answering `Stale`.
+const STALE_ATTEMPTS: usize = 8;
 
 /// The message service.
 pub struct MsgService {
@@ -88,7 +90,22 @@ impl MsgService {
         usize::try_from(uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54).unwrap_or(0) % STRIPES
     }
 
+    /// Allocates and stores; again, with new sequences, when a shared store says another
+    /// process got ahead for a recipient.
     async fn store_new(&self, request: &AppendReq) -> Result<(Vec<u64>, bool), Status> {
+        for _ in 0..STALE_ATTEMPTS {
+            if let Some(stored) = self.try_store(request).await? {
+                return Ok(stored);
+            }
+        }
+        Err(Status::new(
+            Code::UNAVAILABLE,
+            "the recipients' inboxes kept moving; try again",
+        ))
+    }
+
+    /// `None` when the store refused the sequences as stale.
+    async fn try_store(&self, request: &AppendReq) -> Result<Option<(Vec<u64>, bool)>, Status> {
         let mut stripes: Vec<usize> = request.to_uids.iter().map(|&u| Self::stripe(u)).collect();
         stripes.sort_unstable();
         stripes.dedup();
@@ -146,8 +163,9 @@ impl MsgService {
                 for &uid in &request.to_uids {
                     self.waiters.wake(uid);
                 }
-                Ok((seqs, false))
+                Ok(Some((seqs, false)))
             }
+            Appended::Stale => Ok(None),
             // A concurrent retry of the same message won: ours took sequences that stay
             // unused (sequences increase, they need not be dense).
             Appended::Duplicate(pairs) => {
@@ -166,7 +184,7 @@ impl MsgService {
                         ),
                     ));
                 }
-                Ok((in_order(&request.to_uids, &pairs), true))
+                Ok(Some((in_order(&request.to_uids, &pairs), true)))
             }
         }
     }

@@ -3,13 +3,23 @@
 
 mod support;
 
+on_both_engines!(
+    two_and_three_users_exchange_messages_one_to_one_and_in_a_group,
+    a_retried_send_with_the_same_client_message_id_stores_one_message,
+    bad_input_and_forged_access_get_a_clear_error_and_store_nothing,
+    an_expired_token_is_refused_by_the_gateway_and_the_account_service,
+    a_reader_following_its_sync_key_while_many_write_sees_every_message_once_in_order,
+    the_same_with_the_sequence_allocator_over_the_network,
+);
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use support::{
-    TempDir, client, group_add, group_create, group_send, send, start, sync, sync_all, user,
+    Engine, TempDir, client, group_add, group_create, group_send, send, start_on, sync, sync_all,
+    user,
 };
 use svrkit_im::backend::{Backend, Role};
 use svrkit_im::im::account::{AccountSvrClient, CheckTokenReq};
@@ -41,10 +51,9 @@ fn check_inbox(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_and_three_users_exchange_messages_one_to_one_and_in_a_group() {
+async fn two_and_three_users_exchange_messages_one_to_one_and_in_a_group(engine: Engine) {
     let data = TempDir::new("chat");
-    let backend = start(&data, "").await;
+    let backend = start_on(&engine, &data, "").await;
     let c = client(backend.addr().unwrap());
     let alice = user(&c, "alice").await;
     let bob = user(&c, "bob").await;
@@ -163,10 +172,9 @@ async fn two_and_three_users_exchange_messages_one_to_one_and_in_a_group() {
     backend.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_send_with_the_same_client_message_id_stores_one_message() {
+async fn a_retried_send_with_the_same_client_message_id_stores_one_message(engine: Engine) {
     let data = TempDir::new("retry");
-    let backend = start(&data, "").await;
+    let backend = start_on(&engine, &data, "").await;
     let c = client(backend.addr().unwrap());
     let alice = user(&c, "alice").await;
     let bob = user(&c, "bob").await;
@@ -232,10 +240,9 @@ where
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_and_forged_access_get_a_clear_error_and_store_nothing() {
+async fn bad_input_and_forged_access_get_a_clear_error_and_store_nothing(engine: Engine) {
     let data = TempDir::new("bad");
-    let backend = start(&data, "").await;
+    let backend = start_on(&engine, &data, "").await;
     let c = client(backend.addr().unwrap());
     let alice = user(&c, "alice").await;
     let bob = user(&c, "bob").await;
@@ -393,10 +400,9 @@ async fn bad_input_and_forged_access_get_a_clear_error_and_store_nothing() {
     backend.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_token_is_refused_by_the_gateway_and_the_account_service() {
+async fn an_expired_token_is_refused_by_the_gateway_and_the_account_service(engine: Engine) {
     let data = TempDir::new("expiry");
-    let backend = start(&data, "session_ttl_ms = 300").await;
+    let backend = start_on(&engine, &data, "session_ttl_ms = 300").await;
     let c = client(backend.addr().unwrap());
     let alice = user(&c, "alice").await;
     user(&c, "bob").await;
@@ -429,28 +435,30 @@ async fn an_expired_token_is_refused_by_the_gateway_and_the_account_service() {
     backend.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_once_in_order() {
+async fn a_reader_following_its_sync_key_while_many_write_sees_every_message_once_in_order(
+    engine: Engine,
+) {
     let data = TempDir::new("stream");
-    let backend = start(&data, "").await;
+    let backend = start_on(&engine, &data, "").await;
     follow_while_writing(&backend).await;
 }
 
 /// The same with the allocator in another server, reached over TCP: every allocation waits
 /// for the network, so appends to one recipient finish their allocations in any order, and
 /// only the message service's per-recipient lock keeps them visible in sequence order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_with_the_sequence_allocator_over_the_network() {
+async fn the_same_with_the_sequence_allocator_over_the_network(engine: Engine) {
     let seq_data = TempDir::new("stream-seq");
     let seq = Backend::start(
         &[Role::SeqAlloc, Role::SeqStore],
-        &support::config(&seq_data.0, "", ""),
+        &support::config(&seq_data.0, "", &engine.store_keys()),
     )
     .await
     .unwrap();
     let data = TempDir::new("stream-remote");
+    // On PostgreSQL both processes share the database.
     let extra = format!(
-        "[services.\"im.seq.SeqAllocSvr\"]\nendpoints = [\"{}\"]\n",
+        "{}[services.\"im.seq.SeqAllocSvr\"]\nendpoints = [\"{}\"]\n",
+        engine.store_keys(),
         seq.internal_addr().unwrap()
     );
     let roles: Vec<Role> = Role::ALL

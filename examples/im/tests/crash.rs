@@ -10,20 +10,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use support::{TempDir, client, send, sync_all, user};
+use support::{Engine, TempDir, client, send, sync_all, user};
 use svrkit_im::im::seq::{AllocReq, SeqAllocSvrClient};
 use svrkit_runtime::{Channel, ChannelOptions};
 use tokio::sync::Mutex;
 
 /// The backend as its own process; its gateway and internal addresses.
-fn spawn(dir: &TempDir) -> (Child, String, String) {
+fn spawn(dir: &TempDir, engine: &Engine) -> (Child, String, String) {
     let config = dir.0.join("im.toml");
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[app]\ndata = \"{}\"\ninternal_listen = \"127.0.0.1:0\"\n\n[app.account]\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
-            dir.0.join("data").display()
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[app]\ndata = \"{}\"\ninternal_listen = \"127.0.0.1:0\"\n\n[app.account]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\n[app.store]\n{}",
+            dir.0.join("data").display(),
+            engine.store_keys()
         ),
     )
     .unwrap();
@@ -46,10 +47,15 @@ fn spawn(dir: &TempDir) -> (Child, String, String) {
     (child, gateway, internal)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_sigkill_every_acknowledged_message_is_there_and_sequences_never_go_back() {
+on_both_engines!(after_a_sigkill_every_acknowledged_message_is_there_and_sequences_never_go_back);
+
+/// On PostgreSQL only im-server is killed: the database stays up, as it would on its own
+/// machine.
+async fn after_a_sigkill_every_acknowledged_message_is_there_and_sequences_never_go_back(
+    engine: Engine,
+) {
     let dir = TempDir::new("crash");
-    let (mut child, gateway, internal) = spawn(&dir);
+    let (mut child, gateway, internal) = spawn(&dir, &engine);
     let c = client(&gateway);
     let users = [
         user(&c, "ann").await,
@@ -130,7 +136,7 @@ async fn after_a_sigkill_every_acknowledged_message_is_there_and_sequences_never
         task.await.unwrap();
     }
 
-    let (mut child, gateway, internal) = spawn(&dir);
+    let (mut child, gateway, internal) = spawn(&dir, &engine);
     let c = client(&gateway);
     let seq = SeqAllocSvrClient::new(Channel::lazy([internal], options));
     let acked = acked.lock().await.clone();

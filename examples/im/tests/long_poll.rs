@@ -3,9 +3,11 @@
 
 mod support;
 
+on_both_engines!(a_waiting_sync_is_woken_within_100_ms_of_a_message_landing,);
+
 use std::time::{Duration, Instant};
 
-use support::{TempDir, client, send, start, sync, user};
+use support::{Engine, TempDir, client, send, start_on, sync, user};
 use svrkit_im::im::msg::MsgSvrClient;
 
 /// Waits (briefly polling a counter, with a bound) until `n` long polls are waiting in the
@@ -23,10 +25,9 @@ async fn until_waiting(n: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_sync_is_woken_within_100_ms_of_a_message_landing() {
+async fn a_waiting_sync_is_woken_within_100_ms_of_a_message_landing(engine: Engine) {
     let data = TempDir::new("poll");
-    let backend = start(&data, "").await;
+    let backend = start_on(&engine, &data, "").await;
     let c = client(backend.addr().unwrap());
     let alice = user(&c, "alice").await;
     let bob = user(&c, "bob").await;

@@ -1,29 +1,113 @@
-//! What the services keep on disk, behind one trait per service, so that another engine
-//! (a networked database) can be added without touching the services.
+//! What the services keep on disk, behind one trait per service, with two engines: the
+//! embedded [`Redb`] (the default: one file, one process) and [`Postgres`] (a database any
+//! number of processes share), chosen by `[app.store] kind`.
 //!
-//! Every write is durable when its future resolves: a service answers only after that. The
-//! embedded engine, [`Redb`], commits concurrent writes together (group commit), so
-//! durability costs one disk flush per batch rather than per message.
+//! Every write is durable when its future resolves: a service answers only after that. Both
+//! engines commit concurrent appends together (group commit), so durability costs one disk
+//! flush per batch rather than per message.
 //!
 //! Ordering contract of [`InboxStore::append`]: appends become visible in the order
 //! `append` was *called* (not awaited). The message service relies on it: it allocates a
 //! recipient's sequence and calls `append` under the recipient's lock, then waits for the
-//! commit outside it, so a reader never sees sequence `n + 1` in an inbox before `n`.
+//! commit outside it, so a reader never sees sequence `n + 1` in an inbox before `n`. A
+//! store shared by processes cannot order calls made in different processes; it refuses an
+//! append that would land below a sequence already visible ([`Appended::Stale`]) instead.
 
+mod postgres;
 mod recent;
 mod redb;
 
-pub use self::redb::{Redb, StoreConfig};
+pub use self::postgres::{MIGRATIONS, Postgres, PostgresConfig};
+pub use self::redb::Redb;
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::im::group::Group;
 use crate::im::msg::Msg;
 
 /// What a store's operations return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Which engine keeps the data (`[app.store] kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// [`Redb`]: a file in the data directory.
+    #[default]
+    Redb,
+    /// [`Postgres`]: the database `url` names.
+    Postgres,
+}
+
+/// `[app.store]`: the engine, and its settings.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The engine.
+    pub kind: StoreKind,
+    /// PostgreSQL: the connection string (`host=/run/postgresql user=im dbname=im`).
+    pub url: String,
+    /// PostgreSQL: pooled connections (besides the append committer's).
+    pub connections: usize,
+    /// redb: recent appends move from the log into the inbox table once there are this
+    /// many ...
+    pub move_at: usize,
+    /// ... or the oldest is this old (milliseconds) ...
+    pub move_after_ms: u64,
+    /// ... at most this many in one commit, so that a move does not hold up the writes
+    /// committed with it for long.
+    pub move_chunk: usize,
+    /// redb: bytes of its page cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            kind: StoreKind::Redb,
+            url: String::new(),
+            connections: 8,
+            move_at: 8192,
+            move_after_ms: 500,
+            move_chunk: 1024,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Every service's storage, from one engine.
+pub trait Store: AccountStore + SeqStore + InboxStore + GroupStore {}
+
+impl<T: AccountStore + SeqStore + InboxStore + GroupStore> Store for T {}
+
+/// Opens the engine `config` names: redb in directory `data`, or PostgreSQL at `url`
+/// (migrating its schema).
+///
+/// # Errors
+/// When the store cannot be opened or reached, naming the engine.
+pub async fn open(data: &Path, config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.kind {
+        StoreKind::Redb => Arc::new(Redb::open(data, config)?),
+        StoreKind::Postgres => {
+            if config.url.is_empty() {
+                return Err(StoreError(
+                    "app.store.url: missing: kind = \"postgres\" needs a connection string".into(),
+                ));
+            }
+            Arc::new(
+                Postgres::open(&PostgresConfig {
+                    url: config.url.clone(),
+                    connections: config.connections,
+                })
+                .await?,
+            )
+        }
+    })
+}
 
 /// A storage failure (I/O, corruption, an engine gone away): the request fails, nothing is
 /// half-written.
@@ -107,6 +191,10 @@ pub enum Appended {
     /// An append with the same sender and id was stored before, to these
     /// (recipient, sequence) pairs; nothing was stored now.
     Duplicate(Vec<(u64, u64)>),
+    /// A recipient already has a higher sequence stored (another process appended to it
+    /// after this append's sequences were allocated); nothing was stored. Allocate again.
+    /// Only a store shared by several processes answers this.
+    Stale,
 }
 
 /// Inboxes (`im.msg`).

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::recent::{Logged, Recent, Window};
 use super::{
     AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
-    StoreError, StoreFuture, User,
+    StoreConfig, StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::{InboxChunk, LogRecord, Msg};
@@ -53,32 +53,6 @@ const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 const MAX_BATCH: usize = 4096;
 /// Messages an inbox chunk holds at most (a fetch decodes a whole chunk).
 const CHUNK_MSGS: usize = 64;
-
-/// `[app.store]`: when recent appends move from the log into the inbox table.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Moved once there are this many ...
-    pub move_at: usize,
-    /// ... or the oldest is this old (milliseconds) ...
-    pub move_after_ms: u64,
-    /// ... at most this many in one commit, so that a move does not hold up the writes
-    /// committed with it for long.
-    pub move_chunk: usize,
-    /// Bytes of redb's page cache.
-    pub cache_bytes: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> StoreConfig {
-        StoreConfig {
-            move_at: 8192,
-            move_after_ms: 500,
-            move_chunk: 1024,
-            cache_bytes: 64 << 20,
-        }
-    }
-}
 
 /// The embedded store: every service's tables in `<data>/im.redb`.
 pub struct Redb {

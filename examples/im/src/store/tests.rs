@@ -1,10 +1,12 @@
-//! The embedded store, with thresholds that move every batch into the inbox table, so that
-//! reads cross the two tiers, and reopened on the same directory, as after a restart.
+//! Both engines under the same tests: redb with thresholds that move every batch into the
+//! inbox table, so that reads cross its two tiers, and PostgreSQL on a real server (a
+//! database per test); each reopened on the same data, as after a restart.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Append, Appended, GroupChange, GroupStore, InboxStore, Redb, SeqStore, StoreConfig};
+use super::{Append, Appended, GroupChange, Store, StoreConfig, StoreKind};
 use crate::im::msg::Msg;
 
 /// A directory removed when dropped.
@@ -25,6 +27,72 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Where a test's store lives, to open it (again) with some settings.
+enum Engine {
+    Redb(TempDir),
+    /// The server (kept running for the test) and the test's database.
+    Postgres(
+        #[allow(dead_code)] Arc<svrkit_tests::postgres::Postgres>,
+        String,
+    ),
+}
+
+impl Engine {
+    async fn open(&self, config: &StoreConfig) -> Arc<dyn Store> {
+        match self {
+            Engine::Redb(dir) => super::open(&dir.0, config).await.unwrap(),
+            Engine::Postgres(_, url) => {
+                let config = StoreConfig {
+                    kind: StoreKind::Postgres,
+                    url: url.clone(),
+                    ..config.clone()
+                };
+                super::open(std::path::Path::new("unused"), &config)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// A PostgreSQL server of the test's own (stopped when the engine drops), with a database.
+async fn postgres() -> Engine {
+    let server = Arc::new(svrkit_tests::postgres::Postgres::start().await);
+    let url = server.database("im").await;
+    Engine::Postgres(server, url)
+}
+
+/// Each case, once per engine.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Engine::Redb(super::TempDir::new())).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    reads_see_every_message_once_in_order,
+    an_append_is_stored_once_per_sender_and_id_in_a_batch_later_and_after_a_restart,
+    appends_are_read_back_after_a_restart,
+    a_section_bound_only_rises_and_survives_a_restart,
+    adds_racing_past_the_member_cap_leave_the_group_within_it,
+    accounts_and_sessions_are_kept,
+);
 
 /// Moves everything at every commit, two appends at a time.
 fn eager() -> StoreConfig {
@@ -51,7 +119,7 @@ fn append(from: u64, id: &str, to: &[(u64, u64)]) -> Append {
 }
 
 /// Every message of `uid` after `after`, fetched `page` at a time.
-async fn fetch_all(store: &Redb, uid: u64, after: u64, page: usize) -> Vec<u64> {
+async fn fetch_all(store: &dyn Store, uid: u64, after: u64, page: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
     let mut key = after;
     loop {
@@ -65,10 +133,8 @@ async fn fetch_all(store: &Redb, uid: u64, after: u64, page: usize) -> Vec<u64> 
     }
 }
 
-#[tokio::test]
-async fn reads_see_every_message_once_in_order_across_the_log_and_the_table() {
-    let dir = TempDir::new();
-    let store = Redb::open(&dir.0, &eager()).unwrap();
+async fn reads_see_every_message_once_in_order(engine: Engine) {
+    let store = engine.open(&eager()).await;
     // Three users, appends interleaved; each batch moves part of the log.
     let mut pending = Vec::new();
     for seq in 1..=150u64 {
@@ -85,25 +151,25 @@ async fn reads_see_every_message_once_in_order_across_the_log_and_the_table() {
             .collect();
         for page in [1, 7, 100, 1000] {
             assert_eq!(
-                fetch_all(&store, uid, 0, page).await,
+                fetch_all(&*store, uid, 0, page).await,
                 expected,
                 "user {uid} page {page}"
             );
         }
         let middle = expected[20];
         assert_eq!(
-            fetch_all(&store, uid, middle, 9).await,
+            fetch_all(&*store, uid, middle, 9).await,
             expected[21..].to_vec()
         );
     }
-    assert_eq!(fetch_all(&store, 4, 0, 10).await, Vec::<u64>::new());
+    assert_eq!(fetch_all(&*store, 4, 0, 10).await, Vec::<u64>::new());
 }
 
-#[tokio::test]
-async fn an_append_is_stored_once_per_sender_and_id_in_a_batch_after_a_move_and_after_a_restart() {
-    let dir = TempDir::new();
+async fn an_append_is_stored_once_per_sender_and_id_in_a_batch_later_and_after_a_restart(
+    engine: Engine,
+) {
     {
-        let store = Redb::open(&dir.0, &eager()).unwrap();
+        let store = engine.open(&eager()).await;
         // Two at once: the second is in the same batch or the next.
         let (a, b) = tokio::join!(
             store.append(append(5, "x", &[(1, 1)])),
@@ -128,30 +194,28 @@ async fn an_append_is_stored_once_per_sender_and_id_in_a_batch_after_a_move_and_
         let again = store.append(append(5, "x", &[(1, 9)])).await.unwrap();
         assert!(matches!(again, Appended::Duplicate(_)), "{again:?}");
     }
-    let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
+    let store = engine.open(&StoreConfig::default()).await;
     let again = store.append(append(5, "x", &[(1, 10)])).await.unwrap();
     let Appended::Duplicate(pairs) = again else {
         panic!("{again:?}")
     };
     assert_eq!(pairs.len(), 1);
-    let seqs = fetch_all(&store, 1, 0, 100).await;
+    let seqs = fetch_all(&*store, 1, 0, 100).await;
     assert_eq!(seqs.len(), 2, "one message from 5, one from 6: {seqs:?}");
     assert_eq!(
-        fetch_all(&store, 2, 0, 100).await,
+        fetch_all(&*store, 2, 0, 100).await,
         (1..=10).collect::<Vec<_>>()
     );
 }
 
-#[tokio::test]
-async fn appends_not_yet_moved_are_read_back_from_the_log_after_a_restart() {
-    let dir = TempDir::new();
+async fn appends_are_read_back_after_a_restart(engine: Engine) {
     let never = StoreConfig {
         move_at: usize::MAX,
         move_after_ms: 3_600_000,
         ..StoreConfig::default()
     };
     {
-        let store = Redb::open(&dir.0, &never).unwrap();
+        let store = engine.open(&never).await;
         for seq in 1..=20 {
             store
                 .append(append(3, &format!("m{seq}"), &[(1, seq)]))
@@ -159,9 +223,9 @@ async fn appends_not_yet_moved_are_read_back_from_the_log_after_a_restart() {
                 .unwrap();
         }
     }
-    let store = Redb::open(&dir.0, &eager()).unwrap();
+    let store = engine.open(&eager()).await;
     assert_eq!(
-        fetch_all(&store, 1, 0, 6).await,
+        fetch_all(&*store, 1, 0, 6).await,
         (1..=20).collect::<Vec<_>>()
     );
     // New appends go after them, and a later move takes both.
@@ -173,40 +237,36 @@ async fn appends_not_yet_moved_are_read_back_from_the_log_after_a_restart() {
             .unwrap();
     }
     assert_eq!(
-        fetch_all(&store, 1, 0, 5).await,
+        fetch_all(&*store, 1, 0, 5).await,
         (1..=21).collect::<Vec<_>>()
     );
     drop(store);
-    let store = Redb::open(&dir.0, &never).unwrap();
+    let store = engine.open(&never).await;
     assert_eq!(
-        fetch_all(&store, 1, 0, 100).await,
+        fetch_all(&*store, 1, 0, 100).await,
         (1..=21).collect::<Vec<_>>()
     );
     assert_eq!(
-        fetch_all(&store, 2, 0, 100).await,
+        fetch_all(&*store, 2, 0, 100).await,
         (1..=30).collect::<Vec<_>>()
     );
 }
 
-#[tokio::test]
-async fn a_section_bound_only_rises_and_survives_a_restart() {
-    let dir = TempDir::new();
+async fn a_section_bound_only_rises_and_survives_a_restart(engine: Engine) {
     {
-        let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
+        let store = engine.open(&StoreConfig::default()).await;
         assert_eq!(store.max_seq(0).await.unwrap(), 0);
         assert_eq!(store.raise_max_seq(0, 10_000).await.unwrap(), 10_000);
         assert_eq!(store.raise_max_seq(0, 5_000).await.unwrap(), 10_000);
         assert_eq!(store.raise_max_seq(1, 20_000).await.unwrap(), 20_000);
     }
-    let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
+    let store = engine.open(&StoreConfig::default()).await;
     assert_eq!(store.max_seq(0).await.unwrap(), 10_000);
     assert_eq!(store.max_seq(1).await.unwrap(), 20_000);
 }
 
-#[tokio::test]
-async fn adds_racing_past_the_member_cap_leave_the_group_within_it() {
-    let dir = TempDir::new();
-    let store = Redb::open(&dir.0, &StoreConfig::default()).unwrap();
+async fn adds_racing_past_the_member_cap_leave_the_group_within_it(engine: Engine) {
+    let store = engine.open(&StoreConfig::default()).await;
     let group = store.create_group(1, "g").await.unwrap();
     let (a, b) = tokio::join!(
         store.add_members(group.group_id, 1, vec![2, 3], 4),
@@ -238,4 +298,56 @@ async fn adds_racing_past_the_member_cap_leave_the_group_within_it() {
             .unwrap(),
         GroupChange::NotMember
     );
+}
+
+async fn accounts_and_sessions_are_kept(engine: Engine) {
+    {
+        let store = engine.open(&StoreConfig::default()).await;
+        let ann = store.create_user("ann", "hash-a").await.unwrap().unwrap();
+        let ben = store.create_user("ben", "hash-b").await.unwrap().unwrap();
+        assert!(ben > ann, "ids are handed out in order");
+        assert_eq!(store.create_user("ann", "other").await.unwrap(), None);
+        let session = super::SessionRecord {
+            uid: ann,
+            expires_at_ms: 123,
+        };
+        store.put_session([7; 32], session).await.unwrap();
+    }
+    let store = engine.open(&StoreConfig::default()).await;
+    let ann = store.user_by_name("ann").await.unwrap().unwrap();
+    assert_eq!(ann.password_hash, "hash-a");
+    assert_eq!(store.user_by_id(ann.uid).await.unwrap(), Some(ann.clone()));
+    assert_eq!(store.user_by_name("cat").await.unwrap(), None);
+    assert_eq!(store.session([7; 32]).await.unwrap().unwrap().uid, ann.uid);
+    assert_eq!(store.session([8; 32]).await.unwrap(), None);
+    let group = store.create_group(ann.uid, "g").await.unwrap();
+    assert_eq!(store.group(group.group_id).await.unwrap(), Some(group));
+    assert_eq!(store.group(999).await.unwrap(), None);
+}
+
+/// Only a shared store can be appended to from two processes at once; it refuses an append
+/// below what a recipient already has, rather than make it visible out of order.
+#[tokio::test]
+async fn postgres_refuses_a_sequence_below_a_visible_one() {
+    let engine = postgres().await;
+    let store = engine.open(&StoreConfig::default()).await;
+    let first = store.append(append(1, "a", &[(5, 10), (6, 3)])).await;
+    assert_eq!(first.unwrap(), Appended::Stored);
+    // Recipient 5 has 10 already: the whole append is refused, for 6 too.
+    let late = store.append(append(2, "b", &[(6, 4), (5, 9)])).await;
+    assert_eq!(late.unwrap(), Appended::Stale);
+    assert_eq!(fetch_all(&*store, 6, 0, 10).await, vec![3]);
+    // Allocated again, above: stored.
+    let again = store.append(append(2, "b", &[(6, 11), (5, 12)])).await;
+    assert_eq!(again.unwrap(), Appended::Stored);
+    // In one batch, the later of two appends to the same inbox must be the higher.
+    let (x, y) = tokio::join!(
+        store.append(append(3, "c", &[(7, 20)])),
+        store.append(append(3, "d", &[(7, 19)]))
+    );
+    assert_eq!(
+        (x.unwrap(), y.unwrap()),
+        (Appended::Stored, Appended::Stale)
+    );
+    assert_eq!(fetch_all(&*store, 5, 0, 10).await, vec![10, 12]);
 }

@@ -63,9 +63,63 @@ move_chunk = 3
     Config::parse(&text).expect("test configuration")
 }
 
-/// Every service in this process, on a free port.
+/// The store a test's backend runs on.
+pub enum Engine {
+    /// The embedded store, in the test's data directory.
+    Redb,
+    /// A PostgreSQL server of the test's own (stopped at the end) and its database.
+    Postgres(svrkit_tests::postgres::Postgres, String),
+}
+
+impl Engine {
+    /// A fresh PostgreSQL server with an empty database.
+    pub async fn postgres() -> Engine {
+        let server = svrkit_tests::postgres::Postgres::start().await;
+        let url = server.database("im").await;
+        Engine::Postgres(server, url)
+    }
+
+    /// The `[app.store]` keys selecting it.
+    pub fn store_keys(&self) -> String {
+        match self {
+            Engine::Redb => String::new(),
+            Engine::Postgres(_, url) => format!("kind = \"postgres\"\nurl = \"{url}\"\n"),
+        }
+    }
+}
+
+/// Each named test function (taking an [`Engine`]) as two tests: `redb::<name>` and
+/// `postgres::<name>`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::Engine::Redb).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::Engine::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Every service in this process, on a free port, on the embedded store.
 pub async fn start(data: &TempDir, account: &str) -> Backend {
-    Backend::start(&Role::ALL, &config(&data.0, account, ""))
+    start_on(&Engine::Redb, data, account).await
+}
+
+/// Every service in this process, on a free port, storing on `engine`.
+pub async fn start_on(engine: &Engine, data: &TempDir, account: &str) -> Backend {
+    Backend::start(&Role::ALL, &config(&data.0, account, &engine.store_keys()))
         .await
         .expect("backend starts")
 }

@@ -1,0 +1,656 @@
+//! The networked engine: every service's tables in one PostgreSQL database, shared by any
+//! number of processes (`[app.store] kind = "postgres"`).
+//!
+//! - **Schema.** [`MIGRATIONS`] run at start, in one transaction under an advisory lock (so
+//!   that processes starting together do not race), each recorded in `schema_version`.
+//! - **Appends** go to one committer task per process, which owns a connection and commits
+//!   whatever appends are waiting in one transaction (group commit, as the embedded store
+//!   does), in the order they were sent: within a process, appends are visible in call order
+//!   (the [`InboxStore`] contract).
+//! - **Across processes** (several message replicas), each append locks its recipients'
+//!   `inbox_head` rows and is refused as [`Appended::Stale`] when a recipient already has a
+//!   higher sequence visible; the message service then allocates again. So an inbox only
+//!   ever grows at its end, and a reader's sync key never skips a message.
+//! - **Idempotency** is a primary key on (sender, client message id) in `sends`, with no
+//!   window: a retry finds the first append's (recipient, sequence) pairs however late.
+//! - Everything else is a plain statement on a pooled connection; a group's member change
+//!   locks its row.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use svrkit_runtime::codec::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls};
+
+use super::{
+    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
+    StoreError, StoreFuture, User,
+};
+use crate::im::group::Group;
+use crate::im::msg::Msg;
+
+/// The schema, one step per entry; a database records how many it has run. Append only.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: every table.
+    "CREATE TABLE users (
+        uid bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        password_hash text NOT NULL
+    );
+    CREATE TABLE sessions (
+        token bytea PRIMARY KEY,
+        uid bigint NOT NULL,
+        expires_at_ms bigint NOT NULL
+    );
+    CREATE TABLE seq_sections (
+        section integer PRIMARY KEY,
+        max_seq bigint NOT NULL
+    );
+    CREATE TABLE sends (
+        from_uid bigint NOT NULL,
+        client_msg_id text NOT NULL,
+        to_uids bigint[] NOT NULL,
+        seqs bigint[] NOT NULL,
+        PRIMARY KEY (from_uid, client_msg_id)
+    );
+    CREATE TABLE inbox (
+        uid bigint NOT NULL,
+        seq bigint NOT NULL,
+        msg bytea NOT NULL,
+        PRIMARY KEY (uid, seq)
+    );
+    CREATE TABLE inbox_head (
+        uid bigint PRIMARY KEY,
+        max_seq bigint NOT NULL
+    );
+    CREATE TABLE groups (
+        group_id bigserial PRIMARY KEY,
+        body bytea NOT NULL
+    );",
+];
+
+/// `[app.store]` keys of the PostgreSQL engine.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// libpq-style connection string (`host=/run/postgresql port=5432 user=im dbname=im`).
+    pub url: String,
+    /// Pooled connections for reads and single writes (the committer has its own).
+    pub connections: usize,
+}
+
+/// Appends one commit takes at most.
+const MAX_BATCH: usize = 1024;
+
+/// The PostgreSQL store.
+pub struct Postgres {
+    pool: Pool,
+    appends: mpsc::UnboundedSender<Pending>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("postgres: {e}"))
+}
+
+/// A u64 id as PostgreSQL's bigint (ids never reach 2^63; one that did is refused).
+fn big(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError(format!("{v} does not fit a bigint")))
+}
+
+fn unbig(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+struct Pending {
+    append: Append,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl Postgres {
+    /// Connects, brings the schema up to date and starts the append committer (a task of
+    /// the current runtime, ending when the store is dropped).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or a migration fails.
+    pub async fn open(config: &PostgresConfig) -> Result<Postgres, StoreError> {
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| StoreError(format!("postgres: url `{}`: {e}", config.url)))?;
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.connections.max(1))
+            .build()
+            .map_err(err)?;
+        let mut client = connect(&pg).await?;
+        migrate(&mut client).await?;
+        let (appends, queue) = mpsc::unbounded_channel();
+        tokio::spawn(commit_appends(pg, client, queue));
+        Ok(Postgres { pool, appends })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(err)
+    }
+}
+
+async fn connect(pg: &tokio_postgres::Config) -> Result<Client, StoreError> {
+    let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs the migrations this database has not run yet.
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let txn = client.transaction().await.map_err(err)?;
+    // One process migrates at a time; the others then find the work done.
+    txn.execute("SELECT pg_advisory_xact_lock(7305)", &[])
+        .await
+        .map_err(err)?;
+    txn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)",
+        &[],
+    )
+    .await
+    .map_err(err)?;
+    let done: i32 = txn
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    let done = usize::try_from(done).unwrap_or(0);
+    if done > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "postgres: the database has schema version {done}, newer than this build's {}",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        txn.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError(format!("postgres: migration {}: {e}", i + 1)))?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        txn.execute("INSERT INTO schema_version VALUES ($1)", &[&version])
+            .await
+            .map_err(err)?;
+    }
+    txn.commit().await.map_err(err)
+}
+
+/// The committer: takes every append waiting (up to [`MAX_BATCH`]), commits them in one
+/// transaction in the order sent, answers each. A failed commit fails its batch (nothing of
+/// it is stored); after a lost connection it connects again, with backoff, while the next
+/// appends wait. Ends when the store is dropped.
+async fn commit_appends(
+    pg: tokio_postgres::Config,
+    mut client: Client,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let appends: Vec<&Append> = batch.iter().map(|p| &p.append).collect();
+        match commit(&mut client, &appends).await {
+            Ok(results) => {
+                for (pending, result) in batch.drain(..).zip(results) {
+                    let _ = pending.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("postgres append batch failed: {e}");
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(e.clone()));
+                }
+                let mut wait = Duration::from_millis(50);
+                while client.is_closed() {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    match connect(&pg).await {
+                        Ok(new) => client = new,
+                        Err(e) => tracing::warn!("postgres append committer: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch of appends in one transaction: what each did, in order.
+async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended>, StoreError> {
+    let txn = client.transaction().await.map_err(err)?;
+    let froms: Vec<i64> = appends
+        .iter()
+        .map(|a| big(a.from_uid))
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<&str> = appends.iter().map(|a| a.client_msg_id.as_str()).collect();
+    // Appends stored before (by any process): their pairs.
+    let mut earlier: HashMap<(u64, String), Vec<(u64, u64)>> = HashMap::new();
+    for row in txn
+        .query(
+            "SELECT s.from_uid, s.client_msg_id, s.to_uids, s.seqs FROM sends s
+             JOIN unnest($1::bigint[], $2::text[]) AS k(from_uid, id)
+               ON s.from_uid = k.from_uid AND s.client_msg_id = k.id",
+            &[&froms, &ids],
+        )
+        .await
+        .map_err(err)?
+    {
+        let to: Vec<i64> = row.get(2);
+        let seqs: Vec<i64> = row.get(3);
+        earlier.insert(
+            (unbig(row.get(0)), row.get(1)),
+            to.into_iter()
+                .map(unbig)
+                .zip(seqs.into_iter().map(unbig))
+                .collect(),
+        );
+    }
+    // The recipients' heads, locked until commit: a concurrent append to one of them by
+    // another process waits for this one.
+    let mut recipients: Vec<i64> = appends
+        .iter()
+        .flat_map(|a| a.to.iter().map(|&(uid, _)| big(uid)))
+        .collect::<Result<_, _>>()?;
+    recipients.sort_unstable();
+    recipients.dedup();
+    txn.execute(
+        "INSERT INTO inbox_head (uid, max_seq) SELECT u, 0 FROM unnest($1::bigint[]) AS u
+         ON CONFLICT DO NOTHING",
+        &[&recipients],
+    )
+    .await
+    .map_err(err)?;
+    let mut heads: HashMap<u64, u64> = txn
+        .query(
+            "SELECT uid, max_seq FROM inbox_head WHERE uid = ANY($1) ORDER BY uid FOR UPDATE",
+            &[&recipients],
+        )
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
+        .collect();
+
+    let mut results = Vec::with_capacity(appends.len());
+    let mut accepted: Vec<usize> = Vec::new();
+    let mut keys: HashSet<(u64, &str)> = HashSet::new();
+    for (i, a) in appends.iter().enumerate() {
+        let key = (a.from_uid, a.client_msg_id.clone());
+        if let Some(pairs) = earlier.get(&key) {
+            results.push(Appended::Duplicate(pairs.clone()));
+            continue;
+        }
+        if keys.contains(&(a.from_uid, a.client_msg_id.as_str())) {
+            // Twice in this batch: the first one's pairs.
+            let first = accepted
+                .iter()
+                .map(|&j| appends[j])
+                .find(|b| b.from_uid == a.from_uid && b.client_msg_id == a.client_msg_id)
+                .map(|b| b.to.clone())
+                .unwrap_or_default();
+            results.push(Appended::Duplicate(first));
+            continue;
+        }
+        if a.to
+            .iter()
+            .any(|(uid, seq)| heads.get(uid).is_some_and(|h| h >= seq))
+        {
+            results.push(Appended::Stale);
+            continue;
+        }
+        for &(uid, seq) in &a.to {
+            heads.insert(uid, seq);
+        }
+        keys.insert((a.from_uid, a.client_msg_id.as_str()));
+        accepted.push(i);
+        results.push(Appended::Stored);
+    }
+
+    if !accepted.is_empty() {
+        let mut s_from = Vec::new();
+        let mut s_id = Vec::new();
+        let mut s_to = Vec::new();
+        let mut s_seqs = Vec::new();
+        let mut i_uid = Vec::new();
+        let mut i_seq = Vec::new();
+        let mut i_msg: Vec<Vec<u8>> = Vec::new();
+        for &i in &accepted {
+            let a = appends[i];
+            s_from.push(big(a.from_uid)?);
+            s_id.push(a.client_msg_id.as_str());
+            let to: Vec<i64> =
+                a.to.iter()
+                    .map(|&(u, _)| big(u))
+                    .collect::<Result<_, _>>()?;
+            let seqs: Vec<i64> =
+                a.to.iter()
+                    .map(|&(_, s)| big(s))
+                    .collect::<Result<_, _>>()?;
+            // Postgres has no array of arrays of different lengths: pairs go as text.
+            s_to.push(array_text(&to));
+            s_seqs.push(array_text(&seqs));
+            let mut msg = a.msg.clone();
+            for &(uid, seq) in &a.to {
+                msg.seq = seq;
+                i_uid.push(big(uid)?);
+                i_seq.push(big(seq)?);
+                i_msg.push(msg.encode_to_vec());
+            }
+        }
+        let inserted = txn
+            .execute(
+                "INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
+                 SELECT f, i, t::bigint[], s::bigint[]
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(f, i, t, s)",
+                &[&s_from, &s_id, &s_to, &s_seqs],
+            )
+            .await
+            .map_err(err)?;
+        debug_assert_eq!(inserted as usize, accepted.len());
+        txn.execute(
+            "INSERT INTO inbox (uid, seq, msg)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+            &[&i_uid, &i_seq, &i_msg],
+        )
+        .await
+        .map_err(err)?;
+        let (h_uid, h_seq): (Vec<i64>, Vec<i64>) = heads
+            .iter()
+            .map(|(&u, &s)| Ok::<_, StoreError>((big(u)?, big(s)?)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        txn.execute(
+            "UPDATE inbox_head h SET max_seq = x.s
+             FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
+             WHERE h.uid = x.u AND h.max_seq < x.s",
+            &[&h_uid, &h_seq],
+        )
+        .await
+        .map_err(err)?;
+    }
+    txn.commit().await.map_err(err)?;
+    Ok(results)
+}
+
+/// `{1,2,3}`: a bigint array literal.
+fn array_text(values: &[i64]) -> String {
+    let inner: Vec<String> = values.iter().map(i64::to_string).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+impl AccountStore for Postgres {
+    fn create_user(&self, name: &str, password_hash: &str) -> StoreFuture<'_, Option<u64>> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "INSERT INTO users (name, password_hash) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING RETURNING uid",
+                    &[&name, &hash],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| unbig(r.get(0))))
+        })
+    }
+
+    fn user_by_name(&self, name: &str) -> StoreFuture<'_, Option<User>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT uid, name, password_hash FROM users WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| user(&r)))
+        })
+    }
+
+    fn user_by_id(&self, uid: u64) -> StoreFuture<'_, Option<User>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT uid, name, password_hash FROM users WHERE uid = $1",
+                    &[&big(uid)?],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| user(&r)))
+        })
+    }
+
+    fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO sessions (token, uid, expires_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (token) DO UPDATE SET uid = excluded.uid,
+                       expires_at_ms = excluded.expires_at_ms",
+                    &[
+                        &token.as_slice(),
+                        &big(session.uid)?,
+                        &big(session.expires_at_ms)?,
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT uid, expires_at_ms FROM sessions WHERE token = $1",
+                    &[&token.as_slice()],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| SessionRecord {
+                uid: unbig(r.get(0)),
+                expires_at_ms: unbig(r.get(1)),
+            }))
+        })
+    }
+}
+
+fn user(row: &tokio_postgres::Row) -> User {
+    User {
+        uid: unbig(row.get(0)),
+        name: row.get(1),
+        password_hash: row.get(2),
+    }
+}
+
+impl SeqStore for Postgres {
+    fn max_seq(&self, section: u32) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let section = i32::try_from(section).map_err(err)?;
+            let row = client
+                .query_opt(
+                    "SELECT max_seq FROM seq_sections WHERE section = $1",
+                    &[&section],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map_or(0, |r| unbig(r.get(0))))
+        })
+    }
+
+    fn raise_max_seq(&self, section: u32, to: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let section = i32::try_from(section).map_err(err)?;
+            let row = client
+                .query_one(
+                    "INSERT INTO seq_sections (section, max_seq) VALUES ($1, $2)
+                     ON CONFLICT (section) DO UPDATE
+                       SET max_seq = greatest(seq_sections.max_seq, excluded.max_seq)
+                     RETURNING max_seq",
+                    &[&section, &big(to)?],
+                )
+                .await
+                .map_err(err)?;
+            Ok(unbig(row.get(0)))
+        })
+    }
+}
+
+impl InboxStore for Postgres {
+    fn append(&self, append: Append) -> StoreFuture<'static, Appended> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.appends.send(Pending { append, reply });
+        Box::pin(async move {
+            sent.map_err(|_| err("the append committer has stopped"))?;
+            answer
+                .await
+                .map_err(|_| err("the append committer has stopped"))?
+        })
+    }
+
+    fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT msg FROM inbox WHERE uid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[
+                        &big(uid)?,
+                        &big(after_seq)?,
+                        &i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            let more = rows.len() > limit;
+            let msgs = rows
+                .iter()
+                .take(limit)
+                .map(|row| {
+                    Msg::decode(row.get::<_, &[u8]>(0))
+                        .map_err(|e| StoreError(format!("inbox of {uid}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok((msgs, more))
+        })
+    }
+}
+
+impl GroupStore for Postgres {
+    fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(err)?;
+            let id: i64 = txn
+                .query_one("SELECT nextval('groups_group_id_seq')", &[])
+                .await
+                .map_err(err)?
+                .get(0);
+            let group = Group {
+                group_id: unbig(id),
+                name: name.into(),
+                owner_uid,
+                members: vec![owner_uid],
+                ..Group::default()
+            };
+            txn.execute(
+                "INSERT INTO groups (group_id, body) VALUES ($1, $2)",
+                &[&id, &group.encode_to_vec()],
+            )
+            .await
+            .map_err(err)?;
+            txn.commit().await.map_err(err)?;
+            Ok(group)
+        })
+    }
+
+    fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT body FROM groups WHERE group_id = $1",
+                    &[&big(group_id)?],
+                )
+                .await
+                .map_err(err)?;
+            row.map(|r| decode_group(r.get(0))).transpose()
+        })
+    }
+
+    fn add_members(
+        &self,
+        group_id: u64,
+        by_uid: u64,
+        uids: Vec<u64>,
+        max_members: usize,
+    ) -> StoreFuture<'_, GroupChange> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(err)?;
+            let id = big(group_id)?;
+            // Locked: two adds that each fit cannot pass the cap together.
+            let Some(row) = txn
+                .query_opt(
+                    "SELECT body FROM groups WHERE group_id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await
+                .map_err(err)?
+            else {
+                return Ok(GroupChange::NoGroup);
+            };
+            let mut group = decode_group(row.get(0))?;
+            if !group.members.contains(&by_uid) {
+                return Ok(GroupChange::NotMember);
+            }
+            for uid in uids {
+                if !group.members.contains(&uid) {
+                    group.members.push(uid);
+                }
+            }
+            if group.members.len() > max_members {
+                return Ok(GroupChange::TooMany);
+            }
+            txn.execute(
+                "UPDATE groups SET body = $2 WHERE group_id = $1",
+                &[&id, &group.encode_to_vec()],
+            )
+            .await
+            .map_err(err)?;
+            txn.commit().await.map_err(err)?;
+            Ok(GroupChange::Done(group))
+        })
+    }
+}
+
+fn decode_group(body: &[u8]) -> Result<Group, StoreError> {
+    Group::decode(body).map_err(|e| StoreError(format!("group: {e}")))
+}
