@@ -28,6 +28,7 @@
 //! window_requests = 2000         # ... or this many requests
 //!
 //! [client]                       # how this process connects to the services it calls
+//! # caller = "im-gateway"        # the name its calls carry
 //! connections_per_endpoint = 2
 //! connect_timeout_ms = 1000
 //! write_timeout_ms = 30000
@@ -181,6 +182,9 @@ impl Default for LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
+    /// The name this process gives as the caller of its calls (servers log and count by
+    /// it).
+    pub caller: String,
     /// Connections kept to each endpoint.
     pub connections_per_endpoint: usize,
     /// Time allowed to connect.
@@ -213,6 +217,7 @@ impl Default for ClientConfig {
     fn default() -> ClientConfig {
         let o = ChannelOptions::default();
         ClientConfig {
+            caller: o.caller.to_string(),
             connections_per_endpoint: o.connections_per_endpoint,
             connect_timeout_ms: o.connect_timeout.as_millis() as u64,
             write_timeout_ms: o.write_timeout.as_millis() as u64,
@@ -607,6 +612,7 @@ impl Config {
         })?;
         let c = &self.client;
         let options = ChannelOptions {
+            caller: c.caller.clone().into(),
             connections_per_endpoint: c.connections_per_endpoint,
             connect_timeout: Duration::from_millis(c.connect_timeout_ms),
             write_timeout: Duration::from_millis(c.write_timeout_ms),

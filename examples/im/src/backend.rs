@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use svrkit_runtime::discovery::etcd::Registration;
 use svrkit_runtime::server::ServerBuilder;
 use svrkit_runtime::{Channel, Config, Server};
 
@@ -121,6 +122,8 @@ impl Default for ImConfig {
 pub struct Backend {
     public: Option<(Server, SocketAddr)>,
     internal: Option<(Server, Option<SocketAddr>)>,
+    /// The process's entries in etcd (`[discovery]`), drained before stopping.
+    registrations: std::sync::Mutex<Vec<Registration>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -245,9 +248,33 @@ impl Backend {
             }
             None => None,
         };
+        // Found by others only once serving.
+        let mut registrations = Vec::new();
+        let internal_names: Vec<&str> = roles
+            .iter()
+            .filter(|&&r| r != Role::Gateway)
+            .map(|r| r.service())
+            .collect();
+        for (names, addr) in [
+            (internal_names, internal_addr),
+            (
+                vec![Role::Gateway.service()],
+                public.as_ref().map(|(_, addr)| *addr),
+            ),
+        ] {
+            if let Some(addr) = addr
+                && let Some(registration) = config
+                    .register(&names, addr)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                registrations.push(registration);
+            }
+        }
         Ok(Backend {
             public,
             internal: Some((internal, internal_addr)),
+            registrations: std::sync::Mutex::new(registrations),
         })
     }
 
@@ -268,9 +295,25 @@ impl Backend {
             .map(|(server, _)| server.local_channel())
     }
 
-    /// Stops serving: the gateway first, so nothing new comes in, then the internal
-    /// services, each after answering what it is running (up to its grace period).
+    /// Stops serving: leaves the registry (and waits for callers to notice), then stops
+    /// the gateway, so nothing new comes in, then the internal services, each after
+    /// answering what it is running (up to its grace period).
     pub async fn shutdown(&self) {
+        let registrations = std::mem::take(
+            &mut *self
+                .registrations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let drains: Vec<_> = registrations
+            .into_iter()
+            .map(|r| tokio::spawn(r.drain()))
+            .collect();
+        for drain in drains {
+            if let Ok(Err(e)) = drain.await {
+                tracing::warn!("leaving the registry: {e}; the entries expire with the lease");
+            }
+        }
         if let Some((server, _)) = &self.public {
             server.shutdown().await;
         }

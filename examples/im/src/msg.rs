@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use svrkit_runtime::{CallOptions, Code, Context, Status};
 use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::im::msg::{AppendReq, AppendResp, FetchReq, FetchResp, Msg, MsgSvr};
 use crate::im::seq::{AllocReq, SeqAllocSvrClient};
@@ -45,7 +46,7 @@ pub struct MsgService {
     store: Arc<dyn InboxStore>,
     seq: SeqAllocSvrClient,
     stripes: Box<[tokio::sync::Mutex<()>]>,
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
 }
 
 impl std::fmt::Debug for MsgService {
@@ -76,12 +77,37 @@ pub fn check_message(client_msg_id: &str, text: &str) -> Result<(), Status> {
 
 impl MsgService {
     /// A message service over `store`, allocating sequences through `seq`.
+    ///
+    /// On a store other processes append to as well, a task (of the current runtime) wakes
+    /// the long polls waiting here for their appends.
     pub fn new(store: Arc<dyn InboxStore>, seq: SeqAllocSvrClient) -> MsgService {
+        let waiters = Arc::new(Waiters::default());
+        if let Some(mut appended) = store.appended() {
+            let waiters = Arc::downgrade(&waiters);
+            tokio::spawn(async move {
+                loop {
+                    let uids = appended.recv().await;
+                    let Some(waiters) = waiters.upgrade() else {
+                        return;
+                    };
+                    match uids {
+                        Ok(uids) if !uids.is_empty() => {
+                            for &uid in uids.iter() {
+                                waiters.wake(uid);
+                            }
+                        }
+                        // Missed some: every poll reads again.
+                        Ok(_) | Err(RecvError::Lagged(_)) => waiters.wake_all(),
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
         MsgService {
             store,
             seq,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            waiters: Waiters::default(),
+            waiters,
         }
     }
 
@@ -305,6 +331,15 @@ impl Waiters {
     fn wake(&self, uid: u64) {
         if let Some(notify) = self.shard(uid).get(&uid) {
             notify.notify_waiters();
+        }
+    }
+
+    fn wake_all(&self) {
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for notify in shard.values() {
+                notify.notify_waiters();
+            }
         }
     }
 }

@@ -281,6 +281,9 @@ impl Drop for InFlight {
 /// (within their deadlines) instead of failing for want of endpoints.
 pub struct EndpointSet {
     current: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// The endpoints calls go to while any of them is healthy (the caller's SET); empty:
+    /// all of `current`.
+    preferred: ArcSwap<Vec<Arc<Endpoint>>>,
     options: ChannelOptions,
     resolved: tokio::sync::watch::Sender<bool>,
 }
@@ -302,6 +305,7 @@ impl EndpointSet {
     pub(crate) fn unresolved(options: ChannelOptions) -> EndpointSet {
         EndpointSet {
             current: ArcSwap::from_pointee(Vec::new()),
+            preferred: ArcSwap::from_pointee(Vec::new()),
             options,
             resolved: tokio::sync::watch::Sender::new(false),
         }
@@ -325,6 +329,30 @@ impl EndpointSet {
         self.current.load_full()
     }
 
+    /// The endpoints a call may choose from now: the preferred ones while any of them is
+    /// healthy, else all.
+    #[inline]
+    pub fn choosable(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        let preferred = self.preferred.load();
+        if preferred.iter().any(|e| e.is_healthy()) {
+            return preferred.clone();
+        }
+        self.snapshot()
+    }
+
+    /// Makes calls go to the endpoints of the set at these addresses while any of them is
+    /// healthy, and to all of the set otherwise (discovery prefers the caller's own SET this
+    /// way). An empty list, or one naming none of the set, prefers nothing.
+    pub fn prefer(&self, addrs: &[String]) {
+        let preferred = self
+            .snapshot()
+            .iter()
+            .filter(|e| addrs.contains(&e.addr))
+            .cloned()
+            .collect();
+        self.preferred.store(Arc::new(preferred));
+    }
+
     /// Replaces the set with `addrs`, keeping the endpoint (and its connections) of every
     /// address that stays. Calls in flight are not disturbed.
     pub fn update(&self, addrs: impl IntoIterator<Item = impl Into<String>>) {
@@ -334,7 +362,9 @@ impl EndpointSet {
     /// Like [`update`](EndpointSet::update), with a weight per endpoint (at least 1): the
     /// balancers give an endpoint calls in proportion to its weight (power of two choices
     /// compares load per weight; the ring gives it points in proportion). An address listed
-    /// twice counts once, with its first weight.
+    /// twice counts once, with its first weight. Clears the preference ([`prefer`]).
+    ///
+    /// [`prefer`]: EndpointSet::prefer
     pub fn update_weighted(&self, endpoints: impl IntoIterator<Item = (String, u32)>) {
         let old = self.snapshot();
         let mut new: Vec<Arc<Endpoint>> = Vec::new();
@@ -351,6 +381,7 @@ impl EndpointSet {
             new.push(endpoint);
         }
         self.current.store(Arc::new(new));
+        self.preferred.store(Arc::new(Vec::new()));
         self.resolved.send_replace(true);
     }
 }
@@ -408,6 +439,32 @@ mod tests {
             e.admission_level(),
             100,
             "a response without a level changes nothing"
+        );
+    }
+
+    #[test]
+    fn calls_stay_with_the_preferred_while_one_is_healthy() {
+        let options = ChannelOptions {
+            eject_after: 1,
+            min_backoff: Duration::from_secs(60),
+            ..ChannelOptions::default()
+        };
+        let set = EndpointSet::new(vec!["a:1".into(), "b:1".into(), "c:1".into()], options);
+        let addrs = |v: Arc<Vec<Arc<Endpoint>>>| -> Vec<String> {
+            v.iter().map(|e| e.addr.clone()).collect()
+        };
+        assert_eq!(addrs(set.choosable()).len(), 3, "nothing preferred: all");
+        set.prefer(&["b:1".into(), "c:1".into(), "z:1".into()]);
+        assert_eq!(addrs(set.choosable()), ["b:1", "c:1"]);
+        set.snapshot()[1].failed();
+        assert_eq!(addrs(set.choosable()), ["b:1", "c:1"], "c is still up");
+        set.snapshot()[2].failed();
+        assert_eq!(addrs(set.choosable()).len(), 3, "both down: any");
+        set.update(["a:1", "b:1"]);
+        assert_eq!(
+            addrs(set.choosable()).len(),
+            2,
+            "an update clears the preference"
         );
     }
 }

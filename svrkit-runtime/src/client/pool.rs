@@ -144,7 +144,7 @@ impl Transport for Pool {
                 // (the channel's timeout then says the call got no answer in time).
                 set.resolved().await;
             }
-            let endpoints = set.snapshot();
+            let endpoints = set.choosable();
             let level = priority::of_header(&call.header, now);
             let mut endpoint = self.choose(call, &endpoints, level, now_ms)?;
             // A connection that cannot be made sent nothing: any call may try another

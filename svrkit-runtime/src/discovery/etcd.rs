@@ -362,17 +362,19 @@ impl Watcher {
         let Some(pool) = self.pool.upgrade() else {
             return false;
         };
-        let listing = Listing::of(instances.values());
+        let listing = Listing::of(instances.values(), &self.config.set);
         if self.last.as_ref() == Some(&listing) && pool.endpoints.is_resolved() {
             return true;
         }
         tracing::info!(
             service = self.service,
             endpoints = ?listing.main,
+            own_set = ?listing.local,
             groups = ?listing.groups,
             "discovery: endpoints changed"
         );
         pool.endpoints.update_weighted(listing.main.iter().cloned());
+        pool.endpoints.prefer(&listing.local);
         for gone in self
             .groups
             .iter()

@@ -17,7 +17,8 @@
 //! # drain_ms = 500               # after deregistering, how long to keep serving
 //! # advertise = "10.0.0.5:7000"  # the address others call (default: the bound one)
 //! # weight = 100                 # share of calls, relative to the other replicas'
-//! # set = "set-1"                # the SET this process belongs to
+//! # set = "set-1"                # the SET this process belongs to: its calls go to
+//! #                              # replicas of the same SET while one is healthy
 //! # group = "canary"             # gray release: the endpoint group it joins
 //!
 //! [services."im.msg.MsgSvr"]
@@ -51,7 +52,8 @@ pub struct DiscoveryConfig {
     pub advertise: Option<String>,
     /// This process's share of calls relative to the other replicas' (at least 1).
     pub weight: u32,
-    /// The SET this process belongs to (empty: none).
+    /// The SET this process belongs to (empty: none). Registered with its endpoints, and
+    /// preferred by its channels: calls stay in the SET while it has a healthy replica.
     pub set: String,
     /// The gray-release group this process's endpoints join (empty: the main group).
     pub group: String,
@@ -131,17 +133,22 @@ impl Instance {
 pub struct Listing {
     /// The main group.
     pub main: Vec<(String, u32)>,
+    /// The addresses of the main group in the SET the listing was made for.
+    pub local: Vec<String>,
     /// Named gray-release groups.
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Listing {
-    /// The listing of these instances.
-    pub fn of<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> Listing {
+    /// The listing of these instances for a caller in SET `set` (empty: none).
+    pub fn of<'a>(instances: impl IntoIterator<Item = &'a Instance>, set: &str) -> Listing {
         let mut listing = Listing::default();
         for i in instances {
             if i.group.is_empty() {
                 listing.main.push((i.addr.clone(), i.weight.max(1)));
+                if !set.is_empty() && i.set == set {
+                    listing.local.push(i.addr.clone());
+                }
             } else {
                 listing
                     .groups
@@ -152,6 +159,8 @@ impl Listing {
         }
         listing.main.sort();
         listing.main.dedup_by(|a, b| a.0 == b.0);
+        listing.local.sort();
+        listing.local.dedup();
         for addrs in listing.groups.values_mut() {
             addrs.sort();
             addrs.dedup();
@@ -173,7 +182,8 @@ mod tests {
         assert_eq!(Instance::parse(br#"{"addr":":7000"}"#), None);
         let b = Instance::parse(br#"{"addr":"10.0.0.2:7000","weight":300,"set":"s1"}"#).unwrap();
         let c = Instance::parse(br#"{"addr":"10.0.0.3:7000","group":"canary"}"#).unwrap();
-        let listing = Listing::of([&b, &a, &c, &a]);
+        let listing = Listing::of([&b, &a, &c, &a], "s1");
+        assert_eq!(listing.local, vec!["10.0.0.2:7000".to_owned()]);
         assert_eq!(
             listing.main,
             vec![

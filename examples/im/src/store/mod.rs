@@ -204,6 +204,12 @@ pub trait InboxStore: Send + Sync + 'static {
     /// minutes, whichever is shorter). Appends are visible in the order of the calls (see
     /// the module docs).
     fn append(&self, append: Append) -> StoreFuture<'static, Appended>;
+    /// The recipients of appends committed by any process sharing the store, as they
+    /// commit (an empty list: some may have been missed, wake everyone); `None` for a store
+    /// only this process appends to.
+    fn appended(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<[u64]>>> {
+        None
+    }
     /// Up to `limit` messages of `uid`'s inbox after `after_seq`, in order, and whether
     /// there are more.
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)>;

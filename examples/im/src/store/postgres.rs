@@ -11,18 +11,22 @@
 //!   `inbox_head` rows and is refused as [`Appended::Stale`] when a recipient already has a
 //!   higher sequence visible; the message service then allocates again. So an inbox only
 //!   ever grows at its end, and a reader's sync key never skips a message.
+//! - **Wake-ups.** Each append transaction notifies its recipients (`NOTIFY`), and every
+//!   process listens, so a long poll waiting in one message replica is woken by an append
+//!   made in another ([`InboxStore::appended`]).
 //! - **Idempotency** is a primary key on (sender, client message id) in `sends`, with no
 //!   window: a retry finds the first append's (recipient, sequence) pairs however late.
 //! - Everything else is a plain statement on a pooled connection; a group's member change
 //!   locks its row.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use svrkit_runtime::codec::Message;
-use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{
     AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
@@ -87,6 +91,15 @@ const MAX_BATCH: usize = 1024;
 pub struct Postgres {
     pool: Pool,
     appends: mpsc::UnboundedSender<Pending>,
+    /// Recipients of appends committed by any process.
+    appended: broadcast::Sender<Arc<[u64]>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl std::fmt::Debug for Postgres {
@@ -138,8 +151,15 @@ impl Postgres {
         let mut client = connect(&pg).await?;
         migrate(&mut client).await?;
         let (appends, queue) = mpsc::unbounded_channel();
-        tokio::spawn(commit_appends(pg, client, queue));
-        Ok(Postgres { pool, appends })
+        tokio::spawn(commit_appends(pg.clone(), client, queue));
+        let (appended, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(pg, appended.clone()));
+        Ok(Postgres {
+            pool,
+            appends,
+            appended,
+            listener,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -376,6 +396,12 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .unzip();
+        // Long polls waiting in other processes are woken on commit (LISTEN/NOTIFY).
+        for payload in notify_payloads(i_uid.iter().copied()) {
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await
+                .map_err(err)?;
+        }
         txn.execute(
             "UPDATE inbox_head h SET max_seq = x.s
              FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
@@ -387,6 +413,88 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
     }
     txn.commit().await.map_err(err)?;
     Ok(results)
+}
+
+/// The notification channel of appends: the payload is recipients' ids, comma-separated.
+const CHANNEL: &str = "svrkit_inbox";
+/// PostgreSQL refuses payloads of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7900;
+
+/// The recipients, deduplicated, as payloads within PostgreSQL's size limit.
+fn notify_payloads(uids: impl Iterator<Item = i64>) -> Vec<String> {
+    let mut uids: Vec<i64> = uids.collect();
+    uids.sort_unstable();
+    uids.dedup();
+    let mut payloads = vec![String::new()];
+    for uid in uids {
+        let uid = uid.to_string();
+        let last = payloads.last_mut().expect("one at least");
+        if last.len() + uid.len() + 1 > MAX_PAYLOAD {
+            payloads.push(uid);
+        } else {
+            if !last.is_empty() {
+                last.push(',');
+            }
+            last.push_str(&uid);
+        }
+    }
+    payloads
+}
+
+/// Listens for the appends of every process and passes their recipients on; after a
+/// (re)connect, when notifications may have been missed, it sends an empty list: wake
+/// everyone.
+async fn listen(pg: tokio_postgres::Config, tx: broadcast::Sender<Arc<[u64]>>) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        if let Err(e) = listen_once(&pg, &tx, &mut wait).await {
+            tracing::warn!("postgres notifications: {e}");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One connection's worth of [`listen`]: returns when it is lost.
+async fn listen_once(
+    pg: &tokio_postgres::Config,
+    tx: &broadcast::Sender<Arc<[u64]>>,
+    wait: &mut Duration,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = pg.connect(NoTls).await?;
+    // The connection hands notifications out as it is polled: a task polls it.
+    let (notes, mut received) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if notes.send(n).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("postgres notifications: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    *wait = Duration::from_millis(50);
+    let _ = tx.send(Arc::from(Vec::new()));
+    while let Some(note) = received.recv().await {
+        let uids: Vec<u64> = note
+            .payload()
+            .split(',')
+            .filter_map(|u| u.parse().ok())
+            .collect();
+        if !uids.is_empty() {
+            let _ = tx.send(Arc::from(uids));
+        }
+    }
+    driver.abort();
+    Ok(())
 }
 
 /// `{1,2,3}`: a bigint array literal.
@@ -532,6 +640,10 @@ impl InboxStore for Postgres {
                 .await
                 .map_err(|_| err("the append committer has stopped"))?
         })
+    }
+
+    fn appended(&self) -> Option<broadcast::Receiver<Arc<[u64]>>> {
+        Some(self.appended.subscribe())
     }
 
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)> {

@@ -107,11 +107,11 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-pub(crate) async fn run(addr: &str, args: BenchArgs) -> Result<(), String> {
+pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(), String> {
     if args.users < 2 {
         return Err("--users: at least 2".into());
     }
-    let client = crate::gateway(addr, args.connections);
+    let client = crate::gateway(at, args.connections)?;
     let users = register(&client, args.users).await?;
     let text: svrkit_runtime::FastStr = "x".repeat(args.text_bytes.max(1)).into();
 

@@ -25,16 +25,21 @@ use svrkit_im::im::gateway::{
     SyncReq,
 };
 use svrkit_im::im::msg::Msg;
-use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Status};
+use svrkit_runtime::{CallOptions, Config, Status};
 
 mod bench;
 
 #[derive(Parser, Debug)]
 #[command(about = "Talks to the svrkit messaging backend's gateway")]
 struct Args {
-    /// The gateway's address.
+    /// The gateway's address, or several, comma-separated: each user's calls then go to one
+    /// of them by consistent hashing of the user (the user's SET).
     #[arg(long, global = true, default_value = "127.0.0.1:7600")]
     addr: String,
+    /// Find the gateways in etcd (`http://host:port`) instead of `--addr`, as the backend's
+    /// processes find each other; users map to them by consistent hashing.
+    #[arg(long, global = true, value_name = "URL")]
+    etcd: Option<String>,
     /// Act as this user (logged in before) instead of the last one who logged in.
     #[arg(long = "as", global = true, value_name = "NAME")]
     as_user: Option<String>,
@@ -108,14 +113,39 @@ fn line(status: Status) -> String {
     }
 }
 
-/// A client of the gateway at `addr`.
-pub(crate) fn gateway(addr: &str, connections: usize) -> GatewaySvrClient {
-    let options = ChannelOptions {
-        caller: "imctl".into(),
-        connections_per_endpoint: connections,
-        ..ChannelOptions::default()
+/// Where the gateways are: `--addr` (one or more) or `--etcd`.
+pub(crate) struct Gateways<'a> {
+    addrs: &'a str,
+    etcd: Option<&'a str>,
+}
+
+/// A client of the gateways, with `connections` connections to each, keyed by the user
+/// (`CallOptions::user_key`) when there are several.
+pub(crate) fn gateway(at: &Gateways<'_>, connections: usize) -> Result<GatewaySvrClient, String> {
+    let name = GatewaySvrClient::DESCRIPTOR.name;
+    let text = match at.etcd {
+        Some(etcd) => format!(
+            "[discovery]\netcd = [\"{etcd}\"]\n[services.\"{name}\"]\ndiscovery = \"etcd\"\n"
+        ),
+        None => {
+            let addrs: Vec<String> = at
+                .addrs
+                .split(',')
+                .map(|a| format!("\"{}\"", a.trim()))
+                .collect();
+            format!(
+                "[services.\"{name}\"]\nendpoints = [{}]\n",
+                addrs.join(", ")
+            )
+        }
     };
-    GatewaySvrClient::new(Channel::lazy([addr.to_owned()], options))
+    let text = format!(
+        "[client]\ncaller = \"imctl\"\nconnections_per_endpoint = {}\nbalancer = \"ring\"\n{text}",
+        connections.max(1)
+    );
+    let config = Config::parse(&text).map_err(|e| format!("--addr/--etcd: {e}"))?;
+    let channel = config.channel(name).map_err(|e| e.to_string())?;
+    Ok(GatewaySvrClient::new(channel))
 }
 
 /// What `login` keeps for the next commands.
@@ -231,7 +261,11 @@ fn print_group(group: &GroupResp) {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let client = || gateway(&args.addr, 1);
+    let at = Gateways {
+        addrs: &args.addr,
+        etcd: args.etcd.as_deref(),
+    };
+    let client = || gateway(&at, 1);
     let session = || Session::load(args.as_user.as_deref());
     match args.command {
         Command::Register { name, password } => {
@@ -240,7 +274,7 @@ async fn run(args: Args) -> Result<(), String> {
                 password: password.into(),
                 ..Credentials::default()
             };
-            let resp = client().register(&request).await.map_err(line)?;
+            let resp = client()?.register(&request).await.map_err(line)?;
             println!("registered {} as user {}", request.name, resp.uid);
         }
         Command::Login { name, password } => {
@@ -249,7 +283,7 @@ async fn run(args: Args) -> Result<(), String> {
                 password: password.into(),
                 ..Credentials::default()
             };
-            let resp = client().login(&request).await.map_err(line)?;
+            let resp = client()?.login(&request).await.map_err(line)?;
             // A new login keeps the sync key of the user's earlier one on this machine.
             let sync_key = Session::load(Some(&name)).map_or(0, |s| s.sync_key);
             let session = Session {
@@ -271,7 +305,7 @@ async fn run(args: Args) -> Result<(), String> {
                 text: text.into(),
                 ..SendReq::default()
             };
-            let resp = client()
+            let resp = client()?
                 .send_with(&request, &s.options())
                 .await
                 .map_err(line)?;
@@ -287,7 +321,7 @@ async fn run(args: Args) -> Result<(), String> {
             if let Some(from) = from {
                 s.sync_key = from;
             }
-            let client = client();
+            let client = client()?;
             let wait = Duration::from_secs(25);
             loop {
                 let request = SyncReq {
@@ -326,7 +360,7 @@ async fn run(args: Args) -> Result<(), String> {
                 ..GroupCreateReq::default()
             };
             print_group(
-                &client()
+                &client()?
                     .group_create_with(&request, &s.options())
                     .await
                     .map_err(line)?,
@@ -341,7 +375,7 @@ async fn run(args: Args) -> Result<(), String> {
                 ..GroupAddReq::default()
             };
             print_group(
-                &client()
+                &client()?
                     .group_add_with(&request, &s.options())
                     .await
                     .map_err(line)?,
@@ -356,7 +390,7 @@ async fn run(args: Args) -> Result<(), String> {
                 text: text.into(),
                 ..GroupSendReq::default()
             };
-            let resp = client()
+            let resp = client()?
                 .group_send_with(&request, &s.options())
                 .await
                 .map_err(line)?;
@@ -365,7 +399,7 @@ async fn run(args: Args) -> Result<(), String> {
                 resp.recipients, resp.seq
             );
         }
-        Command::Bench(bench) => bench::run(&args.addr, bench).await?,
+        Command::Bench(bench) => bench::run(&at, bench).await?,
     }
     Ok(())
 }
