@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The messaging backend as a SET deployment on one machine: processes standing in for
+# machines, finding each other through etcd and storing in PostgreSQL.
+#
+#   examples/im/deploy/sets.sh start [DIR]    # etcd, PostgreSQL, then 7 im-server processes
+#   examples/im/deploy/sets.sh status [DIR]
+#   examples/im/deploy/sets.sh stop [DIR]     # SIGTERM: each process drains, then exits
+#
+# Layout (ports from BASE_PORT, default 7700):
+#
+#   etcd                           BASE (clients), BASE+1 (peers)
+#   postgres                       BASE+2, and a socket in DIR/pg
+#   seq        seq-alloc seq-store BASE+10      one allocator for every SET
+#   account    account group       BASE+11
+#   spam       spam                BASE+12
+#   msg-a      msg        (set-a)  BASE+20
+#   msg-b      msg        (set-b)  BASE+21
+#   gateway-a  gateway    (set-a)  BASE+30, admin BASE+40
+#   gateway-b  gateway    (set-b)  BASE+31, admin BASE+41
+#
+# Every process registers in etcd under /svrkit/<service>/<addr> with its SET, and calls
+# the others through etcd discovery; a process prefers the replicas of its own SET while
+# one is healthy. Clients map users to SETs by consistent hashing on the user over the
+# gateways: `imctl --etcd http://127.0.0.1:7700 bench ...`.
+#
+# Environment: IM_SERVER (default target/release/im-server), BASE_PORT, ACCOUNT_TOML
+# (extra lines for [app.account], e.g. cheaper password hashing for tests).
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-./im-sets}
+base=${BASE_PORT:-7700}
+im_server=${IM_SERVER:-target/release/im-server}
+processes=(seq account spam msg-a msg-b gateway-a gateway-b)
+
+usage() {
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+pg_bin() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ]; then
+        bin=$(dirname "$(command -v initdb)")
+    fi
+    echo "$bin"
+}
+
+# PostgreSQL refuses to run as root: as root, its programs run as the package's user.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Waits until the log of $1 says it serves, or fails with the log's end.
+wait_serving() {
+    local name=$1 pid=$2
+    for _ in $(seq 1 300); do
+        if grep -q "im-server serving" "$dir/$name.log" 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited:" >&2
+            tail -5 "$dir/$name.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start in 30 s" >&2
+    return 1
+}
+
+config() {
+    local name=$1 set=$2 listen=$3 admin=$4 calls=$5
+    {
+        echo "[server]"
+        echo "listen = \"127.0.0.1:$listen\""
+        [ -n "$admin" ] && echo "admin = \"127.0.0.1:$admin\""
+        echo
+        echo "[client]"
+        echo "caller = \"$name\""
+        echo
+        echo "[discovery]"
+        echo "etcd = [\"http://127.0.0.1:$base\"]"
+        echo "set = \"$set\""
+        echo
+        for service in $calls; do
+            echo "[services.\"$service\"]"
+            echo "discovery = \"etcd\""
+            echo
+        done
+        echo "[app]"
+        echo "data = \"$dir/data-$name\""
+        echo
+        echo "[app.store]"
+        echo "kind = \"postgres\""
+        echo "url = \"host=$dir/pg port=$((base + 2)) user=postgres dbname=im\""
+        echo
+        echo "[app.account]"
+        echo "${ACCOUNT_TOML:-}"
+    } >"$dir/$name.toml"
+}
+
+start() {
+    [ -x "$im_server" ] || { echo "no im-server at $im_server (cargo build --release -p svrkit-im)" >&2; exit 1; }
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+
+    echo "etcd on 127.0.0.1:$base"
+    etcd --name sets --data-dir "$dir/etcd" \
+        --listen-client-urls "http://127.0.0.1:$base" --advertise-client-urls "http://127.0.0.1:$base" \
+        --listen-peer-urls "http://127.0.0.1:$((base + 1))" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((base + 1))" \
+        --initial-cluster "sets=http://127.0.0.1:$((base + 1))" >"$dir/etcd.log" 2>&1 &
+    echo $! >"$dir/etcd.pid"
+
+    local bin
+    bin=$(pg_bin)
+    echo "postgres on 127.0.0.1:$((base + 2)) ($bin)"
+    mkdir -p "$dir/pg"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/pg"
+    if [ ! -d "$dir/pg/data" ]; then
+        as_pg "$bin/initdb" -D "$dir/pg/data" -A trust -U postgres -E UTF8 >"$dir/initdb.log" 2>&1
+    fi
+    as_pg "$bin/postgres" -D "$dir/pg/data" -k "$dir/pg" -p $((base + 2)) \
+        -c listen_addresses=127.0.0.1 -c max_connections=200 >"$dir/postgres.log" 2>&1 &
+    for _ in $(seq 1 300); do
+        "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2)) && break
+        sleep 0.1
+    done
+    "$bin/psql" -q -h "$dir/pg" -p $((base + 2)) -U postgres -tc \
+        "SELECT 1 FROM pg_database WHERE datname = 'im'" | grep -q 1 ||
+        "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres im
+
+    config seq "" $((base + 10)) "" ""
+    config account "" $((base + 11)) "" "im.msg.MsgSvr"
+    config spam "" $((base + 12)) "" ""
+    config msg-a set-a $((base + 20)) "" "im.seq.SeqAllocSvr"
+    config msg-b set-b $((base + 21)) "" "im.seq.SeqAllocSvr"
+    local downstream="im.account.AccountSvr im.msg.MsgSvr im.spam.SpamSvr im.group.GroupSvr"
+    config gateway-a set-a $((base + 30)) $((base + 40)) "$downstream"
+    config gateway-b set-b $((base + 31)) $((base + 41)) "$downstream"
+
+    local name roles pid
+    for name in "${processes[@]}"; do
+        case $name in
+            seq) roles="seq-alloc seq-store" ;;
+            account) roles="account group" ;;
+            spam) roles="spam" ;;
+            msg-*) roles="msg" ;;
+            gateway-*) roles="gateway" ;;
+        esac
+        # shellcheck disable=SC2086
+        "$im_server" $roles --config "$dir/$name.toml" >"$dir/$name.log" 2>&1 &
+        pid=$!
+        echo $pid >"$dir/$name.pid"
+        wait_serving "$name" "$pid"
+        echo "$name: $(grep -m1 'im-server serving' "$dir/$name.log")"
+    done
+    echo "gateways: 127.0.0.1:$((base + 30)),127.0.0.1:$((base + 31)); etcd http://127.0.0.1:$base"
+}
+
+stop_pid() {
+    local file=$1 signal=${2:-TERM}
+    [ -f "$file" ] || return 0
+    local pid
+    pid=$(cat "$file")
+    if kill -"$signal" "$pid" 2>/dev/null; then
+        for _ in $(seq 1 150); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+stop() {
+    [ -d "$dir" ] || return 0
+    local i
+    for ((i = ${#processes[@]} - 1; i >= 0; i--)); do
+        stop_pid "$dir/${processes[$i]}.pid"
+    done
+    if [ -f "$dir/pg/data/postmaster.pid" ]; then
+        # SIGINT: PostgreSQL's fast shutdown.
+        echo "$(head -1 "$dir/pg/data/postmaster.pid")" >"$dir/postgres.pid"
+        stop_pid "$dir/postgres.pid" INT
+    fi
+    stop_pid "$dir/etcd.pid"
+}
+
+status() {
+    local name pid
+    for name in etcd "${processes[@]}"; do
+        pid=$(cat "$dir/$name.pid" 2>/dev/null || true)
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            echo "$name: running (pid $pid)"
+        else
+            echo "$name: stopped"
+        fi
+    done
+    if command -v etcdctl >/dev/null; then
+        ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$base" get --prefix /svrkit/ 2>/dev/null |
+            paste - - || true
+    fi
+}
+
+case $cmd in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) usage ;;
+esac

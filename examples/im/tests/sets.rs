@@ -1,0 +1,291 @@
+//! The SET deployment (`examples/im/deploy/sets.sh`: 2 gateways, 2 message replicas, the
+//! sequence allocator and store, account, spam, on etcd and PostgreSQL) under load, with
+//! one gateway and one message replica SIGKILLed: sends and syncs keep succeeding, the
+//! errors stop within 2 s, and no acknowledged message is lost.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{TempDir, User, sync_all};
+use svrkit_im::im::gateway::{Credentials, GatewaySvrClient, SendReq, SyncReq};
+use svrkit_runtime::{CallOptions, Config};
+
+/// The deployment, stopped (and its directory removed) when dropped.
+struct Deployment {
+    dir: TempDir,
+    base: u16,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sets.sh")
+}
+
+impl Deployment {
+    fn start() -> Deployment {
+        let dir = TempDir::new("sets");
+        // 50 ports from a base no other test of this run picks.
+        let base = 20_000 + (std::process::id() % 800) as u16 * 50;
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start"])
+            .arg(&dir.0)
+            .env("IM_SERVER", env!("CARGO_BIN_EXE_im-server"))
+            .env("BASE_PORT", base.to_string())
+            .env(
+                "ACCOUNT_TOML",
+                "argon2_memory_kib = 64\nargon2_iterations = 1",
+            )
+            .output()
+            .expect("run sets.sh");
+        let deployment = Deployment { dir, base };
+        assert!(
+            out.status.success(),
+            "sets.sh start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        deployment
+    }
+
+    fn etcd(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base)
+    }
+
+    /// SIGKILLs one of the deployment's processes.
+    fn kill(&self, name: &str) {
+        let pid = std::fs::read_to_string(self.dir.0.join(format!("{name}.pid"))).unwrap();
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name}");
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir.0)
+            .status();
+    }
+}
+
+/// A client of the gateways found in etcd, each user's calls on one of them (its SET) by
+/// consistent hashing, as `imctl --etcd` makes it.
+fn gateways(etcd: &str) -> (GatewaySvrClient, svrkit_runtime::Channel) {
+    let name = GatewaySvrClient::DESCRIPTOR.name;
+    let config = Config::parse(&format!(
+        "[client]\ncaller = \"sets-test\"\nbalancer = \"ring\"\n[discovery]\netcd = [\"{etcd}\"]\n\
+         [services.\"{name}\"]\ndiscovery = \"etcd\"\n"
+    ))
+    .unwrap();
+    let channel = config.channel(name).unwrap();
+    (GatewaySvrClient::new(channel.clone()), channel)
+}
+
+/// The instances registered for `service`.
+async fn registered(etcd: &str, service: &str) -> usize {
+    let mut client = etcd_client::Client::connect([etcd], None).await.unwrap();
+    let options = etcd_client::GetOptions::new().with_prefix();
+    let got = client
+        .get(format!("/svrkit/{service}/"), Some(options))
+        .await
+        .unwrap();
+    got.kvs().len()
+}
+
+fn as_user(user: &User) -> CallOptions {
+    CallOptions {
+        user_key: Some(user.uid),
+        ..CallOptions::default()
+    }
+}
+
+/// Failed calls, with when they failed.
+type Failures = Arc<Mutex<Vec<(Instant, String)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_gateway_and_a_message_replica_under_load_loses_nothing() {
+    let deployment = Deployment::start();
+    let (c, channel) = gateways(&deployment.etcd());
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let credentials = Credentials {
+            name: format!("u{i}").into(),
+            password: "pw-for-the-test".into(),
+            ..Credentials::default()
+        };
+        c.register(&credentials).await.expect("register");
+        let login = c.login(&credentials).await.expect("login");
+        users.push(User {
+            name: format!("u{i}"),
+            uid: login.uid,
+            token: login.token,
+        });
+    }
+    let users = Arc::new(users);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures: Failures = Arc::default();
+    let acked = Arc::new(Mutex::new(Vec::<(usize, String, u64)>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let synced = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let (c, users, stop, failures, acked, count) = (
+            c.clone(),
+            users.clone(),
+            stop.clone(),
+            failures.clone(),
+            acked.clone(),
+            count.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (from, to) = ((t + i) % 12, (t + i * 5 + 1) % 12);
+                let to = if to == from { (to + 1) % 12 } else { to };
+                let id = format!("t{t}-{i}");
+                let request = SendReq {
+                    token: users[from].token.clone(),
+                    to: users[to].name.clone().into(),
+                    client_msg_id: id.clone().into(),
+                    text: "through a SET".into(),
+                    ..SendReq::default()
+                };
+                // A client that was not answered sends again with the same id: stored once.
+                match c.send_with(&request, &as_user(&users[from])).await {
+                    Ok(sent) => {
+                        acked.lock().unwrap().push((to, id, sent.seq));
+                        count.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    Err(e) => {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), format!("send: {e}")));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    // Every user follows its sync key with long polls.
+    for u in 0..12usize {
+        let (c, users, stop, failures, synced) = (
+            c.clone(),
+            users.clone(),
+            stop.clone(),
+            failures.clone(),
+            synced.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut key = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let request = SyncReq {
+                    token: users[u].token.clone(),
+                    sync_key: key,
+                    limit: 100,
+                    wait_ms: 500,
+                    ..SyncReq::default()
+                };
+                match c.sync_with(&request, &as_user(&users[u])).await {
+                    Ok(resp) => {
+                        synced.fetch_add(resp.msgs.len(), Ordering::Relaxed);
+                        key = resp.sync_key;
+                    }
+                    Err(e) => {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), format!("sync: {e}")));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let wait_for = |n: usize| {
+        let count = count.clone();
+        async move {
+            let started = Instant::now();
+            while count.load(Ordering::Relaxed) < n {
+                assert!(started.elapsed() < Duration::from_secs(60), "load stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(300).await;
+    assert_eq!(channel.endpoints().unwrap().snapshot().len(), 2);
+    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 2);
+    let before_kill = failures.lock().unwrap().len();
+    deployment.kill("gateway-a");
+    deployment.kill("msg-b");
+    let killed = Instant::now();
+    let at_kill = count.load(Ordering::Relaxed);
+    // Load goes on for longer than the lease, so that etcd drops the dead replicas too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(at_kill + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // Their leases expired: gone from etcd, and from the client's set.
+    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 1);
+    assert_eq!(
+        registered(&deployment.etcd(), "im.gateway.GatewaySvr").await,
+        1
+    );
+    assert_eq!(channel.endpoints().unwrap().snapshot().len(), 1);
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(before_kill, 0, "failures before the kill: {failures:?}");
+    let late: Vec<_> = failures
+        .iter()
+        .filter(|(at, _)| at.duration_since(killed) > Duration::from_secs(2))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "errors more than 2 s after the kill: {late:?}"
+    );
+    let last = failures.last().map(|(at, _)| at.duration_since(killed));
+    eprintln!(
+        "{} failed calls after the kill, the last {last:?} after it; {} sends acknowledged, {} messages synced",
+        failures.len(),
+        count.load(Ordering::Relaxed),
+        synced.load(Ordering::Relaxed)
+    );
+
+    // Every acknowledged message is in its recipient's inbox once, in sequence order.
+    let acked = acked.lock().unwrap().clone();
+    for (u, user) in users.iter().enumerate() {
+        let inbox = sync_all(&c, user, 0).await;
+        assert!(
+            inbox.windows(2).all(|w| w[0].seq < w[1].seq),
+            "{}: out of order",
+            user.name
+        );
+        let ids: BTreeMap<&str, u64> = inbox
+            .iter()
+            .map(|m| (m.client_msg_id.as_str(), m.seq))
+            .collect();
+        assert_eq!(ids.len(), inbox.len(), "{}: a message twice", user.name);
+        for (_, id, seq) in acked.iter().filter(|(to, _, _)| *to == u) {
+            assert_eq!(
+                ids.get(id.as_str()),
+                Some(seq),
+                "{}: acknowledged {id} (seq {seq}) lost",
+                user.name
+            );
+        }
+    }
+}
