@@ -26,7 +26,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use svrkit_runtime::codec::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 
 use super::{
     AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
@@ -133,10 +134,14 @@ impl Postgres {
     /// # Errors
     /// When the server cannot be reached or a migration fails.
     pub async fn open(config: &PostgresConfig) -> Result<Postgres, StoreError> {
-        let pg: tokio_postgres::Config = config
+        let mut pg: tokio_postgres::Config = config
             .url
             .parse()
             .map_err(|e| StoreError(format!("postgres: url `{}`: {e}", config.url)))?;
+        // Statements are prepared once per connection, but planned at each run: a plan
+        // made once, when the tables were empty, scans `sends` whole forever after (seen:
+        // throughput halving run after run until the process restarted).
+        pg.options("-c plan_cache_mode=force_custom_plan");
         let manager = Manager::from_config(
             pg.clone(),
             NoTls,
@@ -164,6 +169,43 @@ impl Postgres {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(err)
+    }
+
+    /// Runs `sql` on a pooled connection, prepared once per connection (parsing and
+    /// planning a statement costs more than running these).
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(err)?;
+        client.query(&statement, params).await.map_err(err)
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.query(sql, params).await?;
+        Ok(rows.pop())
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| err("no row answered"))
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(err)?;
+        client.execute(&statement, params).await.map_err(err)
     }
 }
 
@@ -224,9 +266,10 @@ async fn commit_appends(
     mut queue: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut statements = Statements::default();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let appends: Vec<&Append> = batch.iter().map(|p| &p.append).collect();
-        match commit(&mut client, &appends).await {
+        match commit(&mut client, &mut statements, &appends).await {
             Ok(results) => {
                 for (pending, result) in batch.drain(..).zip(results) {
                     let _ = pending.reply.send(Ok(result));
@@ -242,7 +285,10 @@ async fn commit_appends(
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
                     match connect(&pg).await {
-                        Ok(new) => client = new,
+                        Ok(new) => {
+                            client = new;
+                            statements = Statements::default();
+                        }
                         Err(e) => tracing::warn!("postgres append committer: {e}"),
                     }
                 }
@@ -251,8 +297,31 @@ async fn commit_appends(
     }
 }
 
+/// The committer's statements, prepared once per connection.
+#[derive(Default)]
+struct Statements(HashMap<&'static str, Statement>);
+
+impl Statements {
+    async fn get(
+        &mut self,
+        txn: &tokio_postgres::Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = txn.prepare(sql).await.map_err(err)?;
+        self.0.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
 /// Stores a batch of appends in one transaction: what each did, in order.
-async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended>, StoreError> {
+async fn commit(
+    client: &mut Client,
+    cache: &mut Statements,
+    appends: &[&Append],
+) -> Result<Vec<Appended>, StoreError> {
     let txn = client.transaction().await.map_err(err)?;
     let froms: Vec<i64> = appends
         .iter()
@@ -263,9 +332,14 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
     let mut earlier: HashMap<(u64, String), Vec<(u64, u64)>> = HashMap::new();
     for row in txn
         .query(
-            "SELECT s.from_uid, s.client_msg_id, s.to_uids, s.seqs FROM sends s
+            &cache
+                .get(
+                    &txn,
+                    "SELECT s.from_uid, s.client_msg_id, s.to_uids, s.seqs FROM sends s
              JOIN unnest($1::bigint[], $2::text[]) AS k(from_uid, id)
                ON s.from_uid = k.from_uid AND s.client_msg_id = k.id",
+                )
+                .await?,
             &[&froms, &ids],
         )
         .await
@@ -290,15 +364,20 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
     recipients.sort_unstable();
     recipients.dedup();
     txn.execute(
-        "INSERT INTO inbox_head (uid, max_seq) SELECT u, 0 FROM unnest($1::bigint[]) AS u
+        &cache
+            .get(
+                &txn,
+                "INSERT INTO inbox_head (uid, max_seq) SELECT u, 0 FROM unnest($1::bigint[]) AS u
          ON CONFLICT DO NOTHING",
+            )
+            .await?,
         &[&recipients],
     )
     .await
     .map_err(err)?;
     let mut heads: HashMap<u64, u64> = txn
         .query(
-            "SELECT uid, max_seq FROM inbox_head WHERE uid = ANY($1) ORDER BY uid FOR UPDATE",
+            &cache.get(&txn, "SELECT uid, max_seq FROM inbox_head WHERE uid = ANY($1) ORDER BY uid FOR UPDATE").await?,
             &[&recipients],
         )
         .await
@@ -375,17 +454,27 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
         }
         let inserted = txn
             .execute(
-                "INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
+                &cache
+                    .get(
+                        &txn,
+                        "INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
                  SELECT f, i, t::bigint[], s::bigint[]
                  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(f, i, t, s)",
+                    )
+                    .await?,
                 &[&s_from, &s_id, &s_to, &s_seqs],
             )
             .await
             .map_err(err)?;
         debug_assert_eq!(inserted as usize, accepted.len());
         txn.execute(
-            "INSERT INTO inbox (uid, seq, msg)
+            &cache
+                .get(
+                    &txn,
+                    "INSERT INTO inbox (uid, seq, msg)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+                )
+                .await?,
             &[&i_uid, &i_seq, &i_msg],
         )
         .await
@@ -398,14 +487,22 @@ async fn commit(client: &mut Client, appends: &[&Append]) -> Result<Vec<Appended
             .unzip();
         // Long polls waiting in other processes are woken on commit (LISTEN/NOTIFY).
         for payload in notify_payloads(i_uid.iter().copied()) {
-            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-                .await
-                .map_err(err)?;
+            txn.execute(
+                &cache.get(&txn, "SELECT pg_notify($1, $2)").await?,
+                &[&CHANNEL, &payload],
+            )
+            .await
+            .map_err(err)?;
         }
         txn.execute(
-            "UPDATE inbox_head h SET max_seq = x.s
+            &cache
+                .get(
+                    &txn,
+                    "UPDATE inbox_head h SET max_seq = x.s
              FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
              WHERE h.uid = x.u AND h.max_seq < x.s",
+                )
+                .await?,
             &[&h_uid, &h_seq],
         )
         .await
@@ -507,15 +604,13 @@ impl AccountStore for Postgres {
     fn create_user(&self, name: &str, password_hash: &str) -> StoreFuture<'_, Option<u64>> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
         Box::pin(async move {
-            let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
                     "INSERT INTO users (name, password_hash) VALUES ($1, $2)
                      ON CONFLICT (name) DO NOTHING RETURNING uid",
                     &[&name, &hash],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(row.map(|r| unbig(r.get(0))))
         })
     }
@@ -523,62 +618,53 @@ impl AccountStore for Postgres {
     fn user_by_name(&self, name: &str) -> StoreFuture<'_, Option<User>> {
         let name = name.to_owned();
         Box::pin(async move {
-            let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
                     "SELECT uid, name, password_hash FROM users WHERE name = $1",
                     &[&name],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(row.map(|r| user(&r)))
         })
     }
 
     fn user_by_id(&self, uid: u64) -> StoreFuture<'_, Option<User>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
                     "SELECT uid, name, password_hash FROM users WHERE uid = $1",
                     &[&big(uid)?],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(row.map(|r| user(&r)))
         })
     }
 
     fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO sessions (token, uid, expires_at_ms) VALUES ($1, $2, $3)
+            self.execute(
+                "INSERT INTO sessions (token, uid, expires_at_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (token) DO UPDATE SET uid = excluded.uid,
                        expires_at_ms = excluded.expires_at_ms",
-                    &[
-                        &token.as_slice(),
-                        &big(session.uid)?,
-                        &big(session.expires_at_ms)?,
-                    ],
-                )
-                .await
-                .map_err(err)?;
+                &[
+                    &token.as_slice(),
+                    &big(session.uid)?,
+                    &big(session.expires_at_ms)?,
+                ],
+            )
+            .await?;
             Ok(())
         })
     }
 
     fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
                     "SELECT uid, expires_at_ms FROM sessions WHERE token = $1",
                     &[&token.as_slice()],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(row.map(|r| SessionRecord {
                 uid: unbig(r.get(0)),
                 expires_at_ms: unbig(r.get(1)),
@@ -598,24 +684,21 @@ fn user(row: &tokio_postgres::Row) -> User {
 impl SeqStore for Postgres {
     fn max_seq(&self, section: u32) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let client = self.client().await?;
             let section = i32::try_from(section).map_err(err)?;
-            let row = client
+            let row = self
                 .query_opt(
                     "SELECT max_seq FROM seq_sections WHERE section = $1",
                     &[&section],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(row.map_or(0, |r| unbig(r.get(0))))
         })
     }
 
     fn raise_max_seq(&self, section: u32, to: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let client = self.client().await?;
             let section = i32::try_from(section).map_err(err)?;
-            let row = client
+            let row = self
                 .query_one(
                     "INSERT INTO seq_sections (section, max_seq) VALUES ($1, $2)
                      ON CONFLICT (section) DO UPDATE
@@ -623,8 +706,7 @@ impl SeqStore for Postgres {
                      RETURNING max_seq",
                     &[&section, &big(to)?],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             Ok(unbig(row.get(0)))
         })
     }
@@ -648,8 +730,7 @@ impl InboxStore for Postgres {
 
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let rows = client
+            let rows = self
                 .query(
                     "SELECT msg FROM inbox WHERE uid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     &[
@@ -658,8 +739,7 @@ impl InboxStore for Postgres {
                         &i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
                     ],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             let more = rows.len() > limit;
             let msgs = rows
                 .iter()
@@ -705,14 +785,12 @@ impl GroupStore for Postgres {
 
     fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
                     "SELECT body FROM groups WHERE group_id = $1",
                     &[&big(group_id)?],
                 )
-                .await
-                .map_err(err)?;
+                .await?;
             row.map(|r| decode_group(r.get(0))).transpose()
         })
     }
