@@ -330,3 +330,65 @@ async fn the_last_known_set_serves_while_etcd_is_down() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_set_and_group_travel_with_the_registration() {
+    let etcd = Etcd::start().await;
+    let (a, _ra) = replica(&etcd).await;
+    let heavy = echo::start().await;
+    let config = DiscoveryConfig {
+        weight: 300,
+        set: "set-b".into(),
+        ..discovery(&etcd)
+    };
+    let _rh = Registration::register(&config, &[SERVICE], &heavy.addr)
+        .await
+        .unwrap();
+    let canary = echo::start().await;
+    let config = DiscoveryConfig {
+        group: "canary".into(),
+        ..discovery(&etcd)
+    };
+    let _rc = Registration::register(&config, &[SERVICE], &canary.addr)
+        .await
+        .unwrap();
+    let (client, channel) = client(&etcd, true);
+    client.echo(&EchoReq::default()).await.expect("first call");
+    let mut main = vec![a.addr.clone(), heavy.addr.clone()];
+    main.sort();
+    until("the main set", Duration::from_secs(2), || {
+        endpoints(&channel) == main
+    })
+    .await;
+    let weights: Vec<(String, u32)> = channel
+        .endpoints()
+        .unwrap()
+        .snapshot()
+        .iter()
+        .map(|e| (e.addr().to_owned(), e.weight()))
+        .collect();
+    assert!(weights.contains(&(heavy.addr.clone(), 300)), "{weights:?}");
+    assert!(weights.contains(&(a.addr.clone(), 100)), "{weights:?}");
+    // The canary is in its group, which only route rules send calls to.
+    let group = channel.group("canary").expect("the canary group");
+    let in_group: Vec<String> = group
+        .snapshot()
+        .iter()
+        .map(|e| e.addr().to_owned())
+        .collect();
+    assert_eq!(in_group, vec![canary.addr.clone()]);
+    // What an operator reads with etcdctl.
+    let mut etcd_client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let key = format!("/svrkit/{SERVICE}/{}", heavy.addr);
+    let got = etcd_client.get(key.as_str(), None).await.unwrap();
+    let value = got.kvs()[0].value_str().unwrap().to_owned();
+    assert_eq!(
+        value,
+        format!(
+            r#"{{"addr":"{}","weight":300,"set":"set-b","group":""}}"#,
+            heavy.addr
+        )
+    );
+}

@@ -508,14 +508,21 @@ impl Config {
         if d.weight == 0 {
             return Err(ConfigError::key("discovery.weight", "must be at least 1"));
         }
-        if let Some(advertise) = &d.advertise {
-            check_endpoints("discovery.advertise", std::slice::from_ref(advertise))?;
+        if d.advertise_host
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::key(
+                "discovery.advertise_host",
+                "is not a host",
+            ));
         }
         Ok(())
     }
 
     /// Registers `services` (full names) in etcd as served at `addr` (the address the
-    /// server is bound to; `discovery.advertise` overrides it), when `[discovery] etcd` is
+    /// server is bound to, with `discovery.advertise_host` as its host if set), when
+    /// `[discovery] etcd` is
     /// set; `None` when it is not. Keep the registration while serving, and
     /// [`drain`](crate::discovery::etcd::Registration::drain) it before stopping the server.
     ///

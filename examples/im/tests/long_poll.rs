@@ -7,8 +7,9 @@ on_both_engines!(a_waiting_sync_is_woken_within_100_ms_of_a_message_landing,);
 
 use std::time::{Duration, Instant};
 
-use support::{Engine, TempDir, client, config, send, start_on, sync, user};
+use support::{Engine, TempDir, User, client, config, send, start_on, sync, user};
 use svrkit_im::backend::{Backend, Role};
+use svrkit_im::im::gateway::{GatewaySvrClient, SyncResp};
 use svrkit_im::im::msg::MsgSvrClient;
 
 /// Held by each test: the counter below is the process's.
@@ -29,6 +30,22 @@ async fn until_waiting(n: i64) {
     }
 }
 
+/// A sync of `user` after `key` with a long wait, once it waits in the message service: its
+/// answer and when it came.
+async fn waiting_sync(
+    c: &GatewaySvrClient,
+    user: &User,
+    key: u64,
+) -> tokio::task::JoinHandle<(SyncResp, Instant)> {
+    let (c, user) = (c.clone(), user.clone());
+    let poll = tokio::spawn(async move {
+        let resp = sync(&c, &user, key, Duration::from_secs(20)).await.unwrap();
+        (resp, Instant::now())
+    });
+    until_waiting(1).await;
+    poll
+}
+
 async fn a_waiting_sync_is_woken_within_100_ms_of_a_message_landing(engine: Engine) {
     let _alone = ONE_AT_A_TIME.lock().await;
     let data = TempDir::new("poll");
@@ -38,16 +55,7 @@ async fn a_waiting_sync_is_woken_within_100_ms_of_a_message_landing(engine: Engi
     let bob = user(&c, "bob").await;
 
     for round in 0..5u64 {
-        let poll = {
-            let (c, bob) = (c.clone(), bob.clone());
-            tokio::spawn(async move {
-                let resp = sync(&c, &bob, round, Duration::from_secs(20))
-                    .await
-                    .unwrap();
-                (resp, Instant::now())
-            })
-        };
-        until_waiting(1).await;
+        let poll = waiting_sync(&c, &bob, round).await;
         let sent = send(&c, &alice, "bob", "wake up", &format!("w{round}"))
             .await
             .unwrap();
@@ -110,16 +118,7 @@ async fn postgres_a_poll_in_one_replica_is_woken_by_an_append_in_another() {
     let alice = user(&via_a, "alice").await;
     let bob = user(&via_a, "bob").await;
     for round in 0..3u64 {
-        let poll = {
-            let (c, bob) = (via_b.clone(), bob.clone());
-            tokio::spawn(async move {
-                let resp = sync(&c, &bob, round, Duration::from_secs(20))
-                    .await
-                    .unwrap();
-                (resp, Instant::now())
-            })
-        };
-        until_waiting(1).await;
+        let poll = waiting_sync(&via_b, &bob, round).await;
         send(&via_a, &alice, "bob", "across", &format!("x{round}"))
             .await
             .unwrap();

@@ -90,8 +90,9 @@ struct Shared {
 }
 
 impl Registration {
-    /// Registers `services` (full names) as served at `addr` (unless `config.advertise`
-    /// says otherwise), under a lease this process keeps alive from a task of its own.
+    /// Registers `services` (full names) as served at `addr` (an address others can call:
+    /// see [`DiscoveryConfig::advertised`]), under a lease this process keeps alive from a
+    /// task of its own.
     ///
     /// # Errors
     /// When etcd cannot be reached or refuses: a process that cannot be found should not
@@ -101,7 +102,7 @@ impl Registration {
         services: &[&str],
         addr: &str,
     ) -> Result<Registration, DiscoveryError> {
-        let addr = config.advertise.clone().unwrap_or_else(|| addr.to_owned());
+        let addr = addr.to_owned();
         let instance = Instance {
             addr: addr.clone(),
             weight: config.weight.max(1),

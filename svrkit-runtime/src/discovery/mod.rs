@@ -15,7 +15,7 @@
 //! # prefix = "/svrkit"
 //! # lease_ttl_s = 3              # a dead process is forgotten this long after it died
 //! # drain_ms = 500               # after deregistering, how long to keep serving
-//! # advertise = "10.0.0.5:7000"  # the address others call (default: the bound one)
+//! # advertise_host = "10.0.0.5"  # the host others call (default: the bound address's)
 //! # weight = 100                 # share of calls, relative to the other replicas'
 //! # set = "set-1"                # the SET this process belongs to: its calls go to
 //! #                              # replicas of the same SET while one is healthy
@@ -48,8 +48,9 @@ pub struct DiscoveryConfig {
     /// After deregistering, how long a process keeps serving before it stops accepting, so
     /// that callers have seen it go.
     pub drain_ms: u64,
-    /// The address registered (default: the address the server is bound to).
-    pub advertise: Option<String>,
+    /// The host others reach this process at, with the bound port (default: the bound
+    /// address's host, which must then not be `0.0.0.0` or `[::]`).
+    pub advertise_host: Option<String>,
     /// This process's share of calls relative to the other replicas' (at least 1).
     pub weight: u32,
     /// The SET this process belongs to (empty: none). Registered with its endpoints, and
@@ -66,7 +67,7 @@ impl Default for DiscoveryConfig {
             prefix: "/svrkit".to_owned(),
             lease_ttl_s: 3,
             drain_ms: 500,
-            advertise: None,
+            advertise_host: None,
             weight: DEFAULT_WEIGHT,
             set: String::new(),
             group: String::new(),
@@ -75,6 +76,23 @@ impl Default for DiscoveryConfig {
 }
 
 impl DiscoveryConfig {
+    /// The address to register for a server bound to `bound`.
+    ///
+    /// # Errors
+    /// When `bound` is a wildcard address and no `advertise_host` says where others reach
+    /// it.
+    pub fn advertised(&self, bound: std::net::SocketAddr) -> Result<String, String> {
+        match &self.advertise_host {
+            Some(host) if host.contains(':') => Ok(format!("[{host}]:{}", bound.port())),
+            Some(host) => Ok(format!("{host}:{}", bound.port())),
+            None if bound.ip().is_unspecified() => Err(format!(
+                "discovery.advertise_host: missing: the server listens on {bound}, which \
+                 others cannot call"
+            )),
+            None => Ok(bound.to_string()),
+        }
+    }
+
     /// The key prefix of a service's instances (with the trailing `/`).
     pub fn service_prefix(&self, service: &str) -> String {
         format!("{}/{service}/", self.prefix.trim_end_matches('/'))
@@ -172,6 +190,28 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advertised_address_is_one_others_can_call() {
+        let mut config = DiscoveryConfig::default();
+        let bound = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            config.advertised(bound("10.1.2.3:7000")).unwrap(),
+            "10.1.2.3:7000"
+        );
+        let e = config.advertised(bound("0.0.0.0:7000")).unwrap_err();
+        assert!(e.starts_with("discovery.advertise_host: missing"), "{e}");
+        config.advertise_host = Some("svc.internal".into());
+        assert_eq!(
+            config.advertised(bound("0.0.0.0:7000")).unwrap(),
+            "svc.internal:7000"
+        );
+        config.advertise_host = Some("fd00::5".into());
+        assert_eq!(
+            config.advertised(bound("[::]:7000")).unwrap(),
+            "[fd00::5]:7000"
+        );
+    }
 
     #[test]
     fn instances_parse_leniently_and_list_by_group() {
