@@ -392,3 +392,93 @@ async fn weight_set_and_group_travel_with_the_registration() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_registers_an_address_others_can_call() {
+    let etcd = Etcd::start().await;
+    let config = |extra: &str| {
+        Config::parse(&format!("[discovery]\netcd = [\"{}\"]\n{extra}", etcd.url)).unwrap()
+    };
+    let wildcard: std::net::SocketAddr = "0.0.0.0:7123".parse().unwrap();
+    let refused = config("").register(&[SERVICE], wildcard).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("discovery.advertise_host: missing"),
+        "{refused}"
+    );
+    let _registration = config("advertise_host = \"localhost\"")
+        .register(&[SERVICE], wildcard)
+        .await
+        .unwrap()
+        .expect("registered");
+    let mut etcd_client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let got = etcd_client
+        .get(format!("/svrkit/{SERVICE}/"), Some(options))
+        .await
+        .unwrap();
+    let keys: Vec<&str> = got.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    assert_eq!(keys, [format!("/svrkit/{SERVICE}/localhost:7123")]);
+}
+
+/// The keys of a replica in etcd.
+async fn keys(etcd: &Etcd) -> Vec<String> {
+    let mut client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let got = client
+        .get(format!("/svrkit/{SERVICE}/"), Some(options))
+        .await
+        .unwrap();
+    got.kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_comes_back_after_its_lease_or_its_key_is_lost() {
+    let etcd = Etcd::start().await;
+    let (a, registration) = replica(&etcd).await;
+    let key = format!("/svrkit/{SERVICE}/{}", a.addr);
+    assert_eq!(keys(&etcd).await, std::slice::from_ref(&key));
+    // Frozen past the lease: etcd expires it when it runs again, and the process, whose
+    // renewals failed meanwhile, must register anew.
+    let old_lease = registration.lease();
+    etcd.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(u64::from(TTL_S) + 3)).await;
+    etcd.signal("CONT");
+    let started = Instant::now();
+    loop {
+        if registration.lease() != old_lease && keys(&etcd).await == [key.clone()] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not registered again after its lease expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Deleted by hand while the lease lives: put back.
+    let mut client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    client.delete(key.as_str(), None).await.unwrap();
+    assert!(keys(&etcd).await.is_empty());
+    let started = Instant::now();
+    while keys(&etcd).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(4 * u64::from(TTL_S) + 2),
+            "a deleted key was not put back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

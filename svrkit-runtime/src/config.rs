@@ -537,7 +537,11 @@ impl Config {
         if self.discovery.etcd.is_empty() {
             return Ok(None);
         }
-        crate::discovery::etcd::Registration::register(&self.discovery, services, &addr.to_string())
+        let advertised = self
+            .discovery
+            .advertised(addr)
+            .map_err(|message| ConfigError { message })?;
+        crate::discovery::etcd::Registration::register(&self.discovery, services, &advertised)
             .await
             .map(Some)
             .map_err(|e| ConfigError::key("discovery.etcd", e))

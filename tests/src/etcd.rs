@@ -89,6 +89,18 @@ impl Etcd {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: a partition, as its clients
+    /// see it.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal} etcd");
+        }
+    }
+
     /// SIGKILLs the process (the data directory stays).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -105,10 +105,24 @@ config() {
     } >"$dir/$name.toml"
 }
 
+# Whether the process of pid file $1 runs.
+running() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 start() {
     [ -x "$im_server" ] || { echo "no im-server at $im_server (cargo build --release -p svrkit-im)" >&2; exit 1; }
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
+    local file
+    for file in "$dir"/*.pid "$dir/pg/data/postmaster.pid"; do
+        if [ -f "$file" ] && running <(head -1 "$file"); then
+            echo "already running in $dir ($(basename "$file" .pid)); stop it first" >&2
+            exit 1
+        fi
+    done
 
     echo "etcd on 127.0.0.1:$base"
     etcd --name sets --data-dir "$dir/etcd" \
@@ -182,9 +196,14 @@ stop_pid() {
 stop() {
     [ -d "$dir" ] || return 0
     local i
-    for ((i = ${#processes[@]} - 1; i >= 0; i--)); do
-        stop_pid "$dir/${processes[$i]}.pid"
+    # Gateways first, so that nothing new comes in; then the rest, each draining at once.
+    stop_pid "$dir/gateway-a.pid" &
+    stop_pid "$dir/gateway-b.pid" &
+    wait
+    for ((i = ${#processes[@]} - 3; i >= 0; i--)); do
+        stop_pid "$dir/${processes[$i]}.pid" &
     done
+    wait
     if [ -f "$dir/pg/data/postmaster.pid" ]; then
         # SIGINT: PostgreSQL's fast shutdown.
         echo "$(head -1 "$dir/pg/data/postmaster.pid")" >"$dir/postgres.pid"
@@ -194,11 +213,12 @@ stop() {
 }
 
 status() {
-    local name pid
-    for name in etcd "${processes[@]}"; do
-        pid=$(cat "$dir/$name.pid" 2>/dev/null || true)
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            echo "$name: running (pid $pid)"
+    local name
+    for name in etcd postgres "${processes[@]}"; do
+        local file="$dir/$name.pid"
+        [ "$name" = postgres ] && file="$dir/pg/data/postmaster.pid"
+        if [ -f "$file" ] && running <(head -1 "$file"); then
+            echo "$name: running (pid $(head -1 "$file"))"
         else
             echo "$name: stopped"
         fi

@@ -5,7 +5,9 @@
 //! - A process that dies stops renewing its lease; etcd deletes its keys after
 //!   `lease_ttl_s`, and every watcher drops it.
 //! - A lost keep-alive stream is re-opened with backoff; if the lease expired meanwhile (etcd
-//!   was away longer than the TTL), a new lease is granted and the keys are put again.
+//!   was away longer than the TTL, or lost its data), a new lease is granted and the keys
+//!   are put again. Keys deleted by hand while the lease lives are put back within about
+//!   three TTLs.
 //! - A watcher that loses etcd keeps the endpoints it has and retries with backoff; on
 //!   reconnecting it reads the prefix afresh, so nothing that happened meanwhile is missed.
 //!   Only etcd saying a replica is gone removes it.
@@ -41,17 +43,19 @@ fn error(what: &str, e: impl std::fmt::Display) -> DiscoveryError {
 
 /// Time allowed for one request to etcd (a grant, a put, a read).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on connections to etcd.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Backoff between attempts to reach etcd again.
 const MIN_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
 async fn connect(config: &DiscoveryConfig) -> Result<Client, DiscoveryError> {
-    let beat = Duration::from_millis(u64::from(config.lease_ttl_s.max(1)) * 1000 / 3);
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
-        // A silent etcd (a partition rather than a closed socket) is noticed within about
-        // a lease's time, like a dead server by etcd.
-        .with_keep_alive(beat, beat)
+        // A silent etcd (a partition rather than a closed socket) is noticed by HTTP/2
+        // pings. Not more often than every 10 s: etcd closes connections that ping more
+        // than once in 5 s (its --grpc-keepalive-min-time), which broke every watch.
+        .with_keep_alive(PING_INTERVAL, Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
     timed(
         "connect",
@@ -209,17 +213,21 @@ impl Shared {
         }
     }
 
-    /// Renews until something goes wrong, and says what.
+    /// Renews until something goes wrong, and says what. Every few renewals it also checks
+    /// that its keys are there (someone may have deleted them) and puts back any that is
+    /// not.
     async fn renew(&self, client: &mut Client) -> Renewal {
         let lease = self.lease.load(Relaxed);
         let (mut keeper, mut stream) =
             match timed("keep-alive", client.lease_keep_alive(lease)).await {
                 Ok(pair) => pair,
-                Err(e) => return Renewal::Failed(e),
+                // The client refuses to open a stream for a lease etcd no longer has.
+                Err(e) => return self.why(client, lease, e).await,
             };
+        let mut round = 0u64;
         loop {
             if let Err(e) = timed("keep-alive", keeper.keep_alive()).await {
-                return Renewal::Failed(e);
+                return self.why(client, lease, e).await;
             }
             match timed("keep-alive", stream.message()).await {
                 Ok(Some(answer)) if answer.ttl() > 0 => {}
@@ -227,10 +235,49 @@ impl Shared {
                 Ok(None) => return Renewal::Failed(error("keep-alive", "stream closed")),
                 Err(e) => return Renewal::Failed(e),
             }
+            round += 1;
+            if round.is_multiple_of(KEY_CHECK_ROUNDS)
+                && let Err(e) = self.put_missing(client, lease).await
+            {
+                return Renewal::Failed(e);
+            }
             tokio::time::sleep(self.ttl() / 3).await;
         }
     }
+
+    /// Whether a failed renewal means the lease is gone (etcd answers and does not know
+    /// it) or only that etcd could not be asked.
+    async fn why(&self, client: &mut Client, lease: i64, failure: DiscoveryError) -> Renewal {
+        match timed("lease", client.lease_time_to_live(lease, None)).await {
+            Ok(answer) if answer.ttl() <= 0 => Renewal::Expired,
+            _ => Renewal::Failed(failure),
+        }
+    }
+
+    /// Puts back, under `lease`, any key of this process that is not in etcd under it.
+    async fn put_missing(&self, client: &mut Client, lease: i64) -> Result<(), DiscoveryError> {
+        for (key, value) in &self.entries {
+            let got = timed("check", client.get(key.as_str(), None)).await?;
+            let present = got
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.lease() == lease && kv.value() == value.as_bytes());
+            if !present {
+                tracing::warn!(key, "registration missing from etcd; putting it back");
+                let options = PutOptions::new().with_lease(lease);
+                timed(
+                    "register",
+                    client.put(key.as_str(), value.as_str(), Some(options)),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Renewals between checks that the keys are still there (about every 3 TTLs).
+const KEY_CHECK_ROUNDS: u64 = 9;
 
 /// Why renewing stopped.
 enum Renewal {
@@ -374,8 +421,8 @@ impl Watcher {
             groups = ?listing.groups,
             "discovery: endpoints changed"
         );
-        pool.endpoints.update_weighted(listing.main.iter().cloned());
-        pool.endpoints.prefer(&listing.local);
+        // Groups first: the main set's first update is what lets waiting calls go, and
+        // by then the groups their routes name must be there.
         for gone in self
             .groups
             .iter()
@@ -386,6 +433,8 @@ impl Watcher {
         for (name, addrs) in &listing.groups {
             pool.routing.set_group(name, addrs.clone());
         }
+        pool.endpoints.update_weighted(listing.main.iter().cloned());
+        pool.endpoints.prefer(&listing.local);
         self.groups = listing.groups.keys().cloned().collect();
         self.last = Some(listing);
         true

@@ -109,9 +109,25 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+/// A failure, with the causes the driver and the pool keep behind their short messages
+/// (`db error` alone says nothing).
+fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    let e = e.into();
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    StoreError(format!("postgres: {text}"))
 }
+
+/// Time allowed to connect (and authenticate), for the store's connections and for a
+/// call waiting on the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A u64 id as PostgreSQL's bigint (ids never reach 2^63; one that did is refused).
 fn big(v: u64) -> Result<i64, StoreError> {
@@ -137,7 +153,7 @@ impl Postgres {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
-            .map_err(|e| StoreError(format!("postgres: url `{}`: {e}", config.url)))?;
+            .map_err(|e| StoreError(format!("app.store.url: {e}")))?;
         // Statements are prepared once per connection, but planned at each run: a plan
         // made once, when the tables were empty, scans `sends` whole forever after (seen:
         // throughput halving run after run until the process restarted).
@@ -151,6 +167,9 @@ impl Postgres {
         );
         let pool = Pool::builder(manager)
             .max_size(config.connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(err)?;
         let mut client = connect(&pg).await?;
@@ -210,7 +229,10 @@ impl Postgres {
 }
 
 async fn connect(pg: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+        .await
+        .map_err(|_| err("the server did not answer within 5 s"))?
+        .map_err(err)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("postgres connection: {e}");
@@ -302,7 +324,7 @@ async fn commit_appends(
 struct Statements(HashMap<&'static str, Statement>);
 
 impl Statements {
-    async fn get(
+    async fn prepared(
         &mut self,
         txn: &tokio_postgres::Transaction<'_>,
         sql: &'static str,
@@ -314,6 +336,54 @@ impl Statements {
         self.0.insert(sql, statement.clone());
         Ok(statement)
     }
+
+    async fn query(
+        &mut self,
+        txn: &tokio_postgres::Transaction<'_>,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let statement = self.prepared(txn, sql).await?;
+        txn.query(&statement, params).await.map_err(err)
+    }
+
+    async fn execute(
+        &mut self,
+        txn: &tokio_postgres::Transaction<'_>,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let statement = self.prepared(txn, sql).await?;
+        txn.execute(&statement, params).await.map_err(err)
+    }
+}
+
+const EARLIER_SENDS: &str = "SELECT s.from_uid, s.client_msg_id, s.to_uids, s.seqs FROM sends s
+    JOIN unnest($1::bigint[], $2::text[]) AS k(from_uid, id)
+      ON s.from_uid = k.from_uid AND s.client_msg_id = k.id";
+const ADD_HEADS: &str = "INSERT INTO inbox_head (uid, max_seq)
+    SELECT u, 0 FROM unnest($1::bigint[]) AS u ON CONFLICT DO NOTHING";
+const LOCK_HEADS: &str =
+    "SELECT uid, max_seq FROM inbox_head WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
+const INSERT_SENDS: &str = "INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
+    SELECT f, i, t::bigint[], s::bigint[]
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(f, i, t, s)
+    ON CONFLICT DO NOTHING RETURNING from_uid, client_msg_id";
+const INSERT_INBOX: &str = "INSERT INTO inbox (uid, seq, msg)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
+const RAISE_HEADS: &str = "UPDATE inbox_head h SET max_seq = x.s
+    FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
+    WHERE h.uid = x.u AND h.max_seq < x.s";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// (recipient, sequence) pairs from the `to_uids` and `seqs` columns of `sends`.
+fn pairs(row: &Row, to: usize, seqs: usize) -> Vec<(u64, u64)> {
+    let to: Vec<i64> = row.get(to);
+    let seqs: Vec<i64> = row.get(seqs);
+    to.into_iter()
+        .map(unbig)
+        .zip(seqs.into_iter().map(unbig))
+        .collect()
 }
 
 /// Stores a batch of appends in one transaction: what each did, in order.
@@ -329,81 +399,43 @@ async fn commit(
         .collect::<Result<_, _>>()?;
     let ids: Vec<&str> = appends.iter().map(|a| a.client_msg_id.as_str()).collect();
     // Appends stored before (by any process): their pairs.
-    let mut earlier: HashMap<(u64, String), Vec<(u64, u64)>> = HashMap::new();
-    for row in txn
-        .query(
-            &cache
-                .get(
-                    &txn,
-                    "SELECT s.from_uid, s.client_msg_id, s.to_uids, s.seqs FROM sends s
-             JOIN unnest($1::bigint[], $2::text[]) AS k(from_uid, id)
-               ON s.from_uid = k.from_uid AND s.client_msg_id = k.id",
-                )
-                .await?,
-            &[&froms, &ids],
-        )
-        .await
-        .map_err(err)?
-    {
-        let to: Vec<i64> = row.get(2);
-        let seqs: Vec<i64> = row.get(3);
-        earlier.insert(
-            (unbig(row.get(0)), row.get(1)),
-            to.into_iter()
-                .map(unbig)
-                .zip(seqs.into_iter().map(unbig))
-                .collect(),
-        );
-    }
-    // The recipients' heads, locked until commit: a concurrent append to one of them by
-    // another process waits for this one.
+    let earlier: HashMap<(u64, String), Vec<(u64, u64)>> = cache
+        .query(&txn, EARLIER_SENDS, &[&froms, &ids])
+        .await?
+        .iter()
+        .map(|row| ((unbig(row.get(0)), row.get(1)), pairs(row, 2, 3)))
+        .collect();
+    // The recipients' heads, locked until commit (in uid order, so that two committers
+    // never wait on each other in a cycle): an append to one of them by another process
+    // waits for this one, and then sees what it raised.
     let mut recipients: Vec<i64> = appends
         .iter()
         .flat_map(|a| a.to.iter().map(|&(uid, _)| big(uid)))
         .collect::<Result<_, _>>()?;
     recipients.sort_unstable();
     recipients.dedup();
-    txn.execute(
-        &cache
-            .get(
-                &txn,
-                "INSERT INTO inbox_head (uid, max_seq) SELECT u, 0 FROM unnest($1::bigint[]) AS u
-         ON CONFLICT DO NOTHING",
-            )
-            .await?,
-        &[&recipients],
-    )
-    .await
-    .map_err(err)?;
-    let mut heads: HashMap<u64, u64> = txn
-        .query(
-            &cache.get(&txn, "SELECT uid, max_seq FROM inbox_head WHERE uid = ANY($1) ORDER BY uid FOR UPDATE").await?,
-            &[&recipients],
-        )
-        .await
-        .map_err(err)?
+    cache.execute(&txn, ADD_HEADS, &[&recipients]).await?;
+    let mut heads: HashMap<u64, u64> = cache
+        .query(&txn, LOCK_HEADS, &[&recipients])
+        .await?
         .iter()
         .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
         .collect();
 
     let mut results = Vec::with_capacity(appends.len());
     let mut accepted: Vec<usize> = Vec::new();
-    let mut keys: HashSet<(u64, &str)> = HashSet::new();
     for (i, a) in appends.iter().enumerate() {
-        let key = (a.from_uid, a.client_msg_id.clone());
-        if let Some(pairs) = earlier.get(&key) {
+        if let Some(pairs) = earlier.get(&(a.from_uid, a.client_msg_id.clone())) {
             results.push(Appended::Duplicate(pairs.clone()));
             continue;
         }
-        if keys.contains(&(a.from_uid, a.client_msg_id.as_str())) {
+        let first = accepted
+            .iter()
+            .map(|&j| appends[j])
+            .find(|b| b.from_uid == a.from_uid && b.client_msg_id == a.client_msg_id);
+        if let Some(first) = first {
             // Twice in this batch: the first one's pairs.
-            let first = accepted
-                .iter()
-                .map(|&j| appends[j])
-                .find(|b| b.from_uid == a.from_uid && b.client_msg_id == a.client_msg_id)
-                .map(|b| b.to.clone())
-                .unwrap_or_default();
-            results.push(Appended::Duplicate(first));
+            results.push(Appended::Duplicate(first.to.clone()));
             continue;
         }
         if a.to
@@ -416,97 +448,76 @@ async fn commit(
         for &(uid, seq) in &a.to {
             heads.insert(uid, seq);
         }
-        keys.insert((a.from_uid, a.client_msg_id.as_str()));
         accepted.push(i);
         results.push(Appended::Stored);
     }
+    if accepted.is_empty() {
+        txn.commit().await.map_err(err)?;
+        return Ok(results);
+    }
 
-    if !accepted.is_empty() {
-        let mut s_from = Vec::new();
-        let mut s_id = Vec::new();
-        let mut s_to = Vec::new();
-        let mut s_seqs = Vec::new();
-        let mut i_uid = Vec::new();
-        let mut i_seq = Vec::new();
-        let mut i_msg: Vec<Vec<u8>> = Vec::new();
-        for &i in &accepted {
-            let a = appends[i];
-            s_from.push(big(a.from_uid)?);
-            s_id.push(a.client_msg_id.as_str());
-            let to: Vec<i64> =
-                a.to.iter()
-                    .map(|&(u, _)| big(u))
-                    .collect::<Result<_, _>>()?;
-            let seqs: Vec<i64> =
-                a.to.iter()
-                    .map(|&(_, s)| big(s))
-                    .collect::<Result<_, _>>()?;
-            // Postgres has no array of arrays of different lengths: pairs go as text.
-            s_to.push(array_text(&to));
-            s_seqs.push(array_text(&seqs));
-            let mut msg = a.msg.clone();
-            for &(uid, seq) in &a.to {
-                msg.seq = seq;
-                i_uid.push(big(uid)?);
-                i_seq.push(big(seq)?);
-                i_msg.push(msg.encode_to_vec());
-            }
+    // The idempotency keys first. One another process committed after the lookup above
+    // (a retry through another replica, to recipients not all locked here) conflicts:
+    // that append is a duplicate of the one that won.
+    let (mut s_from, mut s_id, mut s_to, mut s_seqs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &i in &accepted {
+        let a = appends[i];
+        s_from.push(big(a.from_uid)?);
+        s_id.push(a.client_msg_id.as_str());
+        let (to, seqs): (Vec<u64>, Vec<u64>) = a.to.iter().copied().unzip();
+        for &seq in &seqs {
+            big(seq)?;
         }
-        let inserted = txn
-            .execute(
-                &cache
-                    .get(
-                        &txn,
-                        "INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
-                 SELECT f, i, t::bigint[], s::bigint[]
-                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS x(f, i, t, s)",
-                    )
-                    .await?,
-                &[&s_from, &s_id, &s_to, &s_seqs],
-            )
-            .await
-            .map_err(err)?;
-        debug_assert_eq!(inserted as usize, accepted.len());
-        txn.execute(
-            &cache
-                .get(
-                    &txn,
-                    "INSERT INTO inbox (uid, seq, msg)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+        // An array column per row, of rows' own lengths: passed as array literals.
+        s_to.push(array_text(&to));
+        s_seqs.push(array_text(&seqs));
+    }
+    let won: HashSet<(u64, String)> = cache
+        .query(&txn, INSERT_SENDS, &[&s_from, &s_id, &s_to, &s_seqs])
+        .await?
+        .iter()
+        .map(|row| (unbig(row.get(0)), row.get(1)))
+        .collect();
+
+    let (mut i_uid, mut i_seq, mut i_msg) = (Vec::new(), Vec::new(), Vec::<Vec<u8>>::new());
+    let mut raised: HashMap<u64, u64> = HashMap::new();
+    for &i in &accepted {
+        let a = appends[i];
+        if !won.contains(&(a.from_uid, a.client_msg_id.clone())) {
+            let row = txn
+                .query_one(
+                    "SELECT to_uids, seqs FROM sends WHERE from_uid = $1 AND client_msg_id = $2",
+                    &[&big(a.from_uid)?, &a.client_msg_id],
                 )
-                .await?,
-            &[&i_uid, &i_seq, &i_msg],
-        )
-        .await
-        .map_err(err)?;
-        let (h_uid, h_seq): (Vec<i64>, Vec<i64>) = heads
-            .iter()
-            .map(|(&u, &s)| Ok::<_, StoreError>((big(u)?, big(s)?)))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
-        // Long polls waiting in other processes are woken on commit (LISTEN/NOTIFY).
-        for payload in notify_payloads(i_uid.iter().copied()) {
-            txn.execute(
-                &cache.get(&txn, "SELECT pg_notify($1, $2)").await?,
-                &[&CHANNEL, &payload],
-            )
-            .await
-            .map_err(err)?;
+                .await
+                .map_err(err)?;
+            results[i] = Appended::Duplicate(pairs(&row, 0, 1));
+            continue;
         }
-        txn.execute(
-            &cache
-                .get(
-                    &txn,
-                    "UPDATE inbox_head h SET max_seq = x.s
-             FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
-             WHERE h.uid = x.u AND h.max_seq < x.s",
-                )
-                .await?,
-            &[&h_uid, &h_seq],
-        )
-        .await
-        .map_err(err)?;
+        let mut msg = a.msg.clone();
+        for &(uid, seq) in &a.to {
+            msg.seq = seq;
+            i_uid.push(big(uid)?);
+            i_seq.push(big(seq)?);
+            i_msg.push(msg.encode_to_vec());
+            let head = raised.entry(uid).or_default();
+            *head = (*head).max(seq);
+        }
+    }
+    cache
+        .execute(&txn, INSERT_INBOX, &[&i_uid, &i_seq, &i_msg])
+        .await?;
+    let (h_uid, h_seq): (Vec<i64>, Vec<i64>) = raised
+        .iter()
+        .map(|(&u, &s)| Ok::<_, StoreError>((big(u)?, big(s)?)))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    cache.execute(&txn, RAISE_HEADS, &[&h_uid, &h_seq]).await?;
+    // Long polls waiting in other processes are woken on commit (LISTEN/NOTIFY).
+    for payload in notify_payloads(i_uid.iter().copied()) {
+        cache.execute(&txn, NOTIFY, &[&CHANNEL, &payload]).await?;
     }
     txn.commit().await.map_err(err)?;
     Ok(results)
@@ -557,8 +568,11 @@ async fn listen_once(
     pg: &tokio_postgres::Config,
     tx: &broadcast::Sender<Arc<[u64]>>,
     wait: &mut Duration,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = pg.connect(NoTls).await?;
+) -> Result<(), StoreError> {
+    let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+        .await
+        .map_err(|_| err("the server did not answer within 5 s"))?
+        .map_err(err)?;
     // The connection hands notifications out as it is polled: a task polls it.
     let (notes, mut received) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -577,7 +591,10 @@ async fn listen_once(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(err)?;
     *wait = Duration::from_millis(50);
     let _ = tx.send(Arc::from(Vec::new()));
     while let Some(note) = received.recv().await {
@@ -595,8 +612,8 @@ async fn listen_once(
 }
 
 /// `{1,2,3}`: a bigint array literal.
-fn array_text(values: &[i64]) -> String {
-    let inner: Vec<String> = values.iter().map(i64::to_string).collect();
+fn array_text(values: &[u64]) -> String {
+    let inner: Vec<String> = values.iter().map(u64::to_string).collect();
     format!("{{{}}}", inner.join(","))
 }
 

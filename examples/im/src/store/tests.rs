@@ -351,3 +351,56 @@ async fn postgres_refuses_a_sequence_below_a_visible_one() {
     );
     assert_eq!(fetch_all(&*store, 5, 0, 10).await, vec![10, 12]);
 }
+
+/// The same message appended by two processes at once (a retry through another replica,
+/// to other recipients): the one that loses the race on its idempotency key is answered
+/// as a duplicate, and the appends batched with it are stored all the same.
+#[tokio::test]
+async fn postgres_a_duplicate_racing_in_from_another_process_fails_nothing_else() {
+    let engine = postgres().await;
+    let Engine::Postgres(_, url) = &engine else {
+        unreachable!()
+    };
+    let (other, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let store = engine.open(&StoreConfig::default()).await;
+    // The other process's append, not yet committed.
+    other
+        .batch_execute(
+            "BEGIN; INSERT INTO sends (from_uid, client_msg_id, to_uids, seqs)
+             VALUES (1, 'k', '{5}', '{10}')",
+        )
+        .await
+        .unwrap();
+    let racing = store.append(append(1, "k", &[(6, 3)]));
+    let unrelated = store.append(append(2, "z", &[(7, 1)]));
+    let commit_when_waited_on = async {
+        // Once this one's insert waits on the other's key, let the other commit.
+        let (watch, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        loop {
+            let waiting: i64 = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        other.batch_execute("COMMIT").await.unwrap();
+    };
+    let (racing, unrelated, ()) = tokio::join!(racing, unrelated, commit_when_waited_on);
+    assert_eq!(racing.unwrap(), Appended::Duplicate(vec![(5, 10)]));
+    assert_eq!(unrelated.unwrap(), Appended::Stored);
+    assert_eq!(fetch_all(&*store, 7, 0, 10).await, vec![1]);
+    assert!(fetch_all(&*store, 6, 0, 10).await.is_empty());
+}
