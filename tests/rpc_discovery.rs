@@ -412,18 +412,10 @@ async fn a_server_registers_an_address_others_can_call() {
         .await
         .unwrap()
         .expect("registered");
-    let mut etcd_client = etcd_client::Client::connect([etcd.url.as_str()], None)
-        .await
-        .unwrap();
-    let options = etcd_client::GetOptions::new()
-        .with_prefix()
-        .with_keys_only();
-    let got = etcd_client
-        .get(format!("/svrkit/{SERVICE}/"), Some(options))
-        .await
-        .unwrap();
-    let keys: Vec<&str> = got.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
-    assert_eq!(keys, [format!("/svrkit/{SERVICE}/localhost:7123")]);
+    assert_eq!(
+        keys(&etcd).await,
+        [format!("/svrkit/{SERVICE}/localhost:7123")]
+    );
 }
 
 /// The keys of a replica in etcd.
