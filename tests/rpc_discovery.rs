@@ -65,6 +65,16 @@ fn endpoints(channel: &Channel) -> Vec<String> {
     addrs
 }
 
+/// Makes a first call (which waits for the first listing instead of failing for want of
+/// endpoints), then waits until the channel lists `n` replicas.
+async fn listed(client: &EchoSvrClient, channel: &Channel, n: usize) {
+    client.echo(&EchoReq::default()).await.expect("first call");
+    until("all replicas listed", Duration::from_secs(2), || {
+        endpoints(channel).len() == n
+    })
+    .await;
+}
+
 /// Waits (up to `limit`) until `check` holds; how long it took.
 async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
@@ -196,11 +206,7 @@ async fn a_killed_replica_leaves_the_set_when_its_lease_expires() {
     let (a, _ra) = replica(&etcd).await;
     let mut doomed = ChildReplica::start(&etcd);
     let (client, channel) = client(&etcd, true);
-    client.echo(&EchoReq::default()).await.expect("first call");
-    until("both replicas listed", Duration::from_secs(2), || {
-        endpoints(&channel).len() == 2
-    })
-    .await;
+    listed(&client, &channel, 2).await;
     let load = Load::start(&client, 4);
     until(
         "calls on the healthy replica",
@@ -250,27 +256,10 @@ async fn a_drained_replica_loses_no_call_in_flight() {
     let (b, rb) = replica(&etcd).await;
     // No retries: a call lost in the drain would show as a failure.
     let (client, channel) = client(&etcd, false);
-    client.echo(&EchoReq::default()).await.expect("first call");
-    until("both replicas listed", Duration::from_secs(2), || {
-        endpoints(&channel).len() == 2
-    })
-    .await;
+    listed(&client, &channel, 2).await;
     let load = Load::start(&client, 4);
     // Slow calls in flight on both replicas when the drain starts.
-    let slow: Vec<_> = (0..20u64)
-        .map(|seq| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .echo(&EchoReq {
-                        seq,
-                        delay_ms: 600,
-                        ..EchoReq::default()
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let slow = echo::slow_calls(&client, 20, 600);
     until(
         "slow calls on the drained replica",
         Duration::from_secs(2),
@@ -305,11 +294,7 @@ async fn the_last_known_set_serves_while_etcd_is_down() {
     let (a, _ra) = replica(&etcd).await;
     let (b, _rb) = replica(&etcd).await;
     let (client, channel) = client(&etcd, false);
-    client.echo(&EchoReq::default()).await.expect("first call");
-    until("both replicas listed", Duration::from_secs(2), || {
-        endpoints(&channel).len() == 2
-    })
-    .await;
+    listed(&client, &channel, 2).await;
     etcd.kill();
     let load = Load::start(&client, 4);
     // Longer than a lease: nothing the client knows expires with etcd gone.

@@ -4,26 +4,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use svrkit_tests::echo;
-use svrkit_tests::svrkit::test::rpc::EchoReq;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_loses_no_request_in_flight() {
     let running = echo::start().await;
     let client = echo::client(&running.addr, 2);
-    let calls: Vec<_> = (0..20u64)
-        .map(|seq| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .echo(&EchoReq {
-                        seq,
-                        delay_ms: 300,
-                        ..Default::default()
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let calls = echo::slow_calls(&client, 20, 300);
     let start = Instant::now();
     while running.observed.started.load(Ordering::SeqCst) < 20 {
         assert!(

@@ -260,20 +260,23 @@ fn bad_input_is_one_line_and_exit_status_1() {
 #[test]
 fn an_open_loop_stops_at_its_duration() {
     let server = serve();
+    let open_loop = |rate: &str| {
+        svrkit(&[
+            "bench",
+            &server.addr,
+            "Greeter.SayHello",
+            "--idl",
+            "idl/hello/hello.xml",
+            "--json",
+            "{}",
+            "--rate",
+            rate,
+            "-d",
+            "1s",
+        ])
+    };
     let started = std::time::Instant::now();
-    let o = svrkit(&[
-        "bench",
-        &server.addr,
-        "Greeter.SayHello",
-        "--idl",
-        "idl/hello/hello.xml",
-        "--json",
-        "{}",
-        "--rate",
-        "1e9",
-        "-d",
-        "1s",
-    ]);
+    let o = open_loop("1e9");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -286,19 +289,7 @@ fn an_open_loop_stops_at_its_duration() {
         stderr(&o)
     );
     for rate in ["1e-20", "0.1"] {
-        let o = svrkit(&[
-            "bench",
-            &server.addr,
-            "Greeter.SayHello",
-            "--idl",
-            "idl/hello/hello.xml",
-            "--json",
-            "{}",
-            "--rate",
-            rate,
-            "-d",
-            "1s",
-        ]);
+        let o = open_loop(rate);
         assert!(o.status.success(), "{rate}: {}", stderr(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(

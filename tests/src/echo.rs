@@ -212,6 +212,29 @@ pub fn client(addr: &str, connections: usize) -> EchoSvrClient {
     EchoSvrClient::new(Channel::lazy([addr.to_owned()], options))
 }
 
+/// `n` calls of `Echo`, each on its own task, answered after `delay_ms` (their `seq` is
+/// their index).
+pub fn slow_calls(
+    client: &EchoSvrClient,
+    n: u64,
+    delay_ms: u32,
+) -> Vec<tokio::task::JoinHandle<Result<EchoResp, Status>>> {
+    (0..n)
+        .map(|seq| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .echo(&EchoReq {
+                        seq,
+                        delay_ms,
+                        ..EchoReq::default()
+                    })
+                    .await
+            })
+        })
+        .collect()
+}
+
 /// Calls `Echo` and checks it is answered within a second: the server is still serving.
 pub async fn still_serving(client: &EchoSvrClient) {
     let started = std::time::Instant::now();

@@ -139,12 +139,14 @@ impl Transport for Pool {
                 .routing
                 .group_for(call)
                 .unwrap_or_else(|| self.endpoints.clone());
-            if !set.is_resolved() {
-                // Discovery has not answered yet: wait for it, within the call's deadline
-                // (the channel's timeout then says the call got no answer in time).
+            let mut endpoints = set.choosable();
+            // An unresolved set is empty, so a set with endpoints costs no more than this
+            // check. Discovery has not answered yet: wait for it, within the call's
+            // deadline (the channel's timeout then says the call got no answer in time).
+            if endpoints.is_empty() && !set.is_resolved() {
                 set.resolved().await;
+                endpoints = set.choosable();
             }
-            let endpoints = set.choosable();
             let level = priority::of_header(&call.header, now);
             let mut endpoint = self.choose(call, &endpoints, level, now_ms)?;
             // A connection that cannot be made sent nothing: any call may try another
