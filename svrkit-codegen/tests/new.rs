@@ -80,12 +80,17 @@ impl Drop for Running {
     }
 }
 
+/// A port `p` with `p + 1` (the admin port `svrkit new` gives the crate) free too. Taken
+/// below Linux's ephemeral range (32768 and up): the server starts only after its crate is
+/// built, a minute later, and an ephemeral port free now is by then often another test's.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let start = 20_000 + (std::process::id() % 6_000) as u16 * 2;
+    (start..32_000)
+        .step_by(2)
+        .chain((20_000..start).step_by(2))
+        .find(|&port| free(port) && free(port + 1))
+        .expect("two free loopback ports below 32000")
 }
 
 fn text(o: &Output) -> String {
