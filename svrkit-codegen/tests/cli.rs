@@ -3,6 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Skips when a program from outside the Rust toolchain is missing (see the file).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../tests/src/external.rs"]
+mod external;
+
 fn svrkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_svrkit"))
         .args(args)
@@ -91,12 +96,12 @@ fn proto_files_are_accepted_by_protoc() {
     assert!(
         proto.contains("optional .test.all_types.Color d_color = 16; // svrkit default: GREEN")
     );
-    // protoc itself is exercised by the tests crate's build script, which compiles these
-    // files with prost-build; run it here too when it is installed.
-    if let Ok(protoc) = Command::new("protoc").arg("--version").output()
-        && protoc.status.success()
-    {
-        let check = Command::new("protoc")
+    // Google's own compiler must accept them too.
+    let protoc = std::env::var_os("PROTOC")
+        .map(PathBuf::from)
+        .or_else(|| external::program("protoc"));
+    if let Some(protoc) = external::PROTOC.or_skip(protoc) {
+        let check = Command::new(protoc)
             .arg(format!("-I{}", out.display()))
             .args([
                 "--descriptor_set_out=/dev/null",

@@ -90,6 +90,12 @@ use crate::monitor::MonitorConfig;
 use crate::policy::AdmissionConfig;
 use crate::server::{Limits, ServerBuilder};
 
+/// What a configuration that asks for etcd gets from a build without it. The feature is off
+/// by default because the etcd client's build runs protoc.
+#[cfg_attr(feature = "etcd", allow(dead_code))]
+const NO_ETCD: &str =
+    "this build has no etcd discovery: rebuild with the `etcd` cargo feature (it needs protoc)";
+
 /// A parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -494,10 +500,7 @@ impl Config {
             return Ok(());
         }
         if cfg!(not(feature = "etcd")) {
-            return Err(ConfigError::key(
-                "discovery.etcd",
-                "this build has no etcd discovery (enable the `etcd` feature of svrkit-runtime)",
-            ));
+            return Err(ConfigError::key("discovery.etcd", NO_ETCD));
         }
         if d.lease_ttl_s == 0 {
             return Err(ConfigError::key(
@@ -684,10 +687,7 @@ impl Config {
         _options: ChannelOptions,
         key: &str,
     ) -> Result<Channel, ConfigError> {
-        Err(ConfigError::key(
-            key,
-            "this build has no etcd discovery (enable the `etcd` feature of svrkit-runtime)",
-        ))
+        Err(ConfigError::key(key, NO_ETCD))
     }
 
     /// The server's TLS configuration, read from `server.tls_cert` and `server.tls_key`

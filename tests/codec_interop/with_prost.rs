@@ -1,11 +1,8 @@
-//! svrkit against prost, an independent implementation, built from the `.proto` files that
-//! `svrkit proto` exports (see build.rs). Both directions, byte for byte.
+//! The cases of `codec_interop`, compiled when build.rs found protoc.
 
-mod support;
-
+use super::support::{self, list, map};
 use bytes::Bytes;
 use proptest::prelude::*;
-use support::{list, map};
 use svrkit_runtime::codec::Message;
 use svrkit_tests::prost::im::common as pc;
 use svrkit_tests::prost::test::all_types as p;

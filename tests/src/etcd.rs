@@ -1,13 +1,14 @@
 //! A real etcd for tests: Debian's `etcd-server` (`.ci/run` installs it), on loopback ports
-//! with a throwaway data directory, killed when dropped.
+//! with a throwaway data directory, killed when dropped. Without it a test skips
+//! ([`crate::external`]).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An etcd process serving clients on `127.0.0.1`.
 pub struct Etcd {
+    binary: PathBuf,
     child: Option<Child>,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
@@ -16,49 +17,33 @@ pub struct Etcd {
     dir: PathBuf,
 }
 
-/// A loopback port free now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// The etcd binary: on the PATH, or where Debian's package puts it.
-fn binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("etcd"))
-        .find(|path| path.is_file())
-        .expect("etcd is not installed: `apt-get install etcd-server` (.ci/run does)")
-}
-
 impl Etcd {
-    /// Starts etcd and waits until it answers.
-    pub async fn start() -> Etcd {
+    /// Starts etcd and waits until it answers; `None`, after a line saying the test
+    /// skipped, when etcd is not installed (a failure under `SVRKIT_REQUIRE_EXTERNAL`).
+    pub async fn start() -> Option<Etcd> {
+        let binary = crate::external::ETCD.or_skip(crate::external::program("etcd"))?;
         let dir = std::env::temp_dir().join(format!(
             "svrkit-etcd-{}-{}",
             std::process::id(),
-            free_port()
+            crate::free_port()
         ));
         let mut etcd = Etcd {
+            binary,
             child: None,
             url: String::new(),
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port: crate::free_port(),
+            peer_port: crate::free_port(),
             dir,
         };
         etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
         etcd.restart().await;
-        etcd
+        Some(etcd)
     }
 
     /// Starts the process again on the same ports and data (after [`kill`](Etcd::kill)).
     pub async fn restart(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(binary())
+        let child = Command::new(&self.binary)
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.display()))
             .arg(format!("--listen-client-urls={}", self.url))
@@ -108,6 +93,29 @@ impl Etcd {
             let _ = child.wait();
         }
     }
+}
+
+/// The keys under `prefix` in the etcd at `url`, as an operator reads them with etcdctl.
+pub async fn keys(url: &str, prefix: &str) -> Vec<String> {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    client(url)
+        .await
+        .get(prefix, Some(options))
+        .await
+        .expect("list keys in etcd")
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().expect("a UTF-8 key").to_owned())
+        .collect()
+}
+
+/// A client of the etcd at `url`, for tests that read or change what is registered.
+pub async fn client(url: &str) -> etcd_client::Client {
+    etcd_client::Client::connect([url], None)
+        .await
+        .expect("connect to etcd")
 }
 
 impl Drop for Etcd {

@@ -1,6 +1,6 @@
 //! A real PostgreSQL for tests: Debian's `postgresql` package (`.ci/run` installs it),
 //! `initdb` in a throwaway directory, serving on a Unix socket in it and on a loopback port,
-//! shut down (immediately) when dropped.
+//! shut down (immediately) when dropped. Without it a test skips ([`crate::external`]).
 //!
 //! PostgreSQL refuses to run as root; as root the server runs as the `postgres` user the
 //! package creates.
@@ -20,8 +20,8 @@ pub struct Postgres {
 }
 
 /// The directory of PostgreSQL's programs: the newest under `/usr/lib/postgresql`, else the
-/// PATH's.
-fn bin_dir() -> PathBuf {
+/// PATH's; `None` when it is not installed.
+pub fn bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -34,14 +34,9 @@ fn bin_dir() -> PathBuf {
             .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    if let Some(newest) = versions.pop() {
-        return newest;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .find(|dir| dir.join("initdb").is_file())
-        .expect("PostgreSQL is not installed: `apt-get install postgresql` (.ci/run does)")
+    versions
+        .pop()
+        .or_else(|| Some(crate::external::program("initdb")?.parent()?.to_owned()))
 }
 
 /// The (uid, gid) to run the server as: ours, or `postgres`'s when we are root.
@@ -68,8 +63,11 @@ fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
 }
 
 impl Postgres {
-    /// Runs `initdb` and starts the server; returns once it accepts connections.
-    pub async fn start() -> Postgres {
+    /// Runs `initdb` and starts the server; returns once it accepts connections. `None`,
+    /// after a line saying the test skipped, when PostgreSQL is not installed (a failure
+    /// under `SVRKIT_REQUIRE_EXTERNAL`).
+    pub async fn start() -> Option<Postgres> {
+        let bin = crate::external::POSTGRES.or_skip(bin_dir())?;
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "svrkit-pg-{}-{}",
@@ -82,7 +80,6 @@ impl Postgres {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown to postgres");
         }
-        let bin = bin_dir();
         let data = dir.join("data");
         let status = command(&bin.join("initdb"), user)
             .arg("-D")
@@ -93,7 +90,7 @@ impl Postgres {
             .status()
             .expect("run initdb");
         assert!(status.success(), "initdb failed in {}", dir.display());
-        let port = crate::etcd::free_port();
+        let port = crate::free_port();
         let child = command(&bin.join("postgres"), user)
             .arg("-D")
             .arg(&data)
@@ -118,7 +115,7 @@ impl Postgres {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
+        Some(server)
     }
 
     /// The connection string of database `db` (over the Unix socket).

@@ -23,6 +23,8 @@
 # one is healthy. Clients map users to SETs by consistent hashing on the user over the
 # gateways: `imctl --etcd http://127.0.0.1:7700 bench ...`.
 #
+# im-server must be built with etcd discovery: `cargo build --release -p svrkit-im --features etcd`.
+#
 # Environment: IM_SERVER (default target/release/im-server), BASE_PORT, ACCOUNT_TOML
 # (extra lines for [app.account], e.g. cheaper password hashing for tests).
 set -euo pipefail
@@ -113,7 +115,7 @@ running() {
 }
 
 start() {
-    [ -x "$im_server" ] || { echo "no im-server at $im_server (cargo build --release -p svrkit-im)" >&2; exit 1; }
+    [ -x "$im_server" ] || { echo "no im-server at $im_server (cargo build --release -p svrkit-im --features etcd)" >&2; exit 1; }
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     local file

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+#[cfg(feature = "etcd")]
 use svrkit_runtime::discovery::etcd::Registration;
 use svrkit_runtime::server::ServerBuilder;
 use svrkit_runtime::{Channel, Config, Server};
@@ -122,7 +123,9 @@ impl Default for ImConfig {
 pub struct Backend {
     public: Option<(Server, SocketAddr)>,
     internal: Option<(Server, Option<SocketAddr>)>,
-    /// The process's entries in etcd (`[discovery]`), drained before stopping.
+    /// The process's entries in etcd (`[discovery]`), drained before stopping. Without the
+    /// `etcd` feature there are none: the configuration check refuses `[discovery] etcd`.
+    #[cfg(feature = "etcd")]
     registrations: std::sync::Mutex<Vec<Registration>>,
 }
 
@@ -249,31 +252,18 @@ impl Backend {
             None => None,
         };
         // Found by others only once serving.
-        let mut registrations = Vec::new();
-        let internal_names: Vec<&str> = roles
-            .iter()
-            .filter(|&&r| r != Role::Gateway)
-            .map(|r| r.service())
-            .collect();
-        for (names, addr) in [
-            (internal_names, internal_addr),
-            (
-                vec![Role::Gateway.service()],
-                public.as_ref().map(|(_, addr)| *addr),
-            ),
-        ] {
-            if let Some(addr) = addr
-                && let Some(registration) = config
-                    .register(&names, addr)
-                    .await
-                    .map_err(|e| e.to_string())?
-            {
-                registrations.push(registration);
-            }
-        }
+        #[cfg(feature = "etcd")]
+        let registrations = register(
+            config,
+            &roles,
+            internal_addr,
+            public.as_ref().map(|(_, addr)| *addr),
+        )
+        .await?;
         Ok(Backend {
             public,
             internal: Some((internal, internal_addr)),
+            #[cfg(feature = "etcd")]
             registrations: std::sync::Mutex::new(registrations),
         })
     }
@@ -299,6 +289,19 @@ impl Backend {
     /// the gateway, so nothing new comes in, then the internal services, each after
     /// answering what it is running (up to its grace period).
     pub async fn shutdown(&self) {
+        #[cfg(feature = "etcd")]
+        self.leave_the_registry().await;
+        if let Some((server, _)) = &self.public {
+            server.shutdown().await;
+        }
+        if let Some((server, _)) = &self.internal {
+            server.shutdown().await;
+        }
+    }
+
+    /// Drains every registration at once, each waiting for callers to notice.
+    #[cfg(feature = "etcd")]
+    async fn leave_the_registry(&self) {
         let registrations = std::mem::take(
             &mut *self
                 .registrations
@@ -314,13 +317,38 @@ impl Backend {
                 tracing::warn!("leaving the registry: {e}; the entries expire with the lease");
             }
         }
-        if let Some((server, _)) = &self.public {
-            server.shutdown().await;
-        }
-        if let Some((server, _)) = &self.internal {
-            server.shutdown().await;
+    }
+}
+
+/// Registers the internal services hosted here and the gateway, each at the address it is
+/// served on, when `[discovery] etcd` is set.
+#[cfg(feature = "etcd")]
+async fn register(
+    config: &Config,
+    roles: &BTreeSet<Role>,
+    internal_addr: Option<SocketAddr>,
+    public_addr: Option<SocketAddr>,
+) -> Result<Vec<Registration>, String> {
+    let mut registrations = Vec::new();
+    let internal_names: Vec<&str> = roles
+        .iter()
+        .filter(|&&r| r != Role::Gateway)
+        .map(|r| r.service())
+        .collect();
+    for (names, addr) in [
+        (internal_names, internal_addr),
+        (vec![Role::Gateway.service()], public_addr),
+    ] {
+        if let Some(addr) = addr
+            && let Some(registration) = config
+                .register(&names, addr)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            registrations.push(registration);
         }
     }
+    Ok(registrations)
 }
 
 /// Binds `addr` and serves `server` there on a task; the address bound.
