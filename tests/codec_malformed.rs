@@ -112,8 +112,17 @@ fn bad_keys_and_wire_types() {
         &DecodeErrorKind::InvalidFieldId
     );
     assert_eq!(
+        Scalars::decode(&[0x0e]).unwrap_err().kind(),
+        &DecodeErrorKind::InvalidWireType(6)
+    );
+    // A group that never ends, and an end marker with no group open.
+    assert_eq!(
         Scalars::decode(&[0x0b]).unwrap_err().kind(),
-        &DecodeErrorKind::InvalidWireType(3)
+        &DecodeErrorKind::Truncated
+    );
+    assert_eq!(
+        Scalars::decode(&[0x0c]).unwrap_err().kind(),
+        &DecodeErrorKind::UnmatchedEndGroup
     );
     // Packed fixed32 list with a length that is not a multiple of four.
     use svrkit_tests::svrkit::test::all_types::Repeateds;

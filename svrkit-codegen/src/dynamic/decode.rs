@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json};
 use svrkit_runtime::codec::wire::{self, WireType};
-use svrkit_runtime::codec::{DecodeError, DecodeErrorKind, Decoder};
+use svrkit_runtime::codec::{DecodeError, Decoder};
 
 use super::value::{Leaf, MapKey, Val};
 use crate::ir::{FieldType, Schema, StructId, ValueType};
@@ -66,7 +66,15 @@ impl Reader<'_> {
         while !d.is_empty() {
             let key = d.read_key()?;
             let id = wire::key_field_id(key);
-            let Ok(i) = s.fields.binary_search_by_key(&id, |f| f.id) else {
+            // A field the schema does not declare, or a declared one whose wire type does
+            // not fit (a peer whose schema changed it): the generated code keeps both as
+            // unknown fields, which JSON has no place for.
+            let Some(i) = s
+                .fields
+                .binary_search_by_key(&id, |f| f.id)
+                .ok()
+                .filter(|&i| self.fits(s.fields[i].ty, key & 7))
+            else {
                 d.skip_value(key)?;
                 continue;
             };
@@ -79,6 +87,27 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// Whether wire type `wt` fits a field of type `ty` (packed and unpacked both fit a
+    /// list of numbers).
+    fn fits(&self, ty: FieldType, wt: u32) -> bool {
+        let ld = WireType::LengthDelimited as u32;
+        match ty {
+            FieldType::Map(..) => wt == ld,
+            FieldType::Singular(v) | FieldType::Optional(v) | FieldType::Repeated(v) => {
+                match Leaf::of(self.schema, v) {
+                    None => wt == ld,
+                    Some(leaf) => {
+                        wt == leaf.wire_type() as u32
+                            || (matches!(ty, FieldType::Repeated(_))
+                                && leaf.is_packable()
+                                && wt == ld)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads field `i`, whose wire type [`fits`](Self::fits).
     fn field(&self, acc: &mut Acc, i: usize, key: u32, d: &mut Decoder<'_>) -> Result<(), Located> {
         let f = &self.schema.struct_(acc.id).fields[i];
         let wt = key & 7;
@@ -86,7 +115,6 @@ impl Reader<'_> {
         match f.ty {
             FieldType::Singular(ValueType::Struct(id))
             | FieldType::Optional(ValueType::Struct(id)) => {
-                expect(wt, WireType::LengthDelimited)?;
                 if !matches!(slot, Slot::Struct(_)) {
                     *slot = Slot::Struct(self.new_acc(id));
                 }
@@ -97,7 +125,6 @@ impl Reader<'_> {
             }
             FieldType::Singular(ty) | FieldType::Optional(ty) => {
                 let leaf = self.leaf(ty);
-                expect(wt, leaf.wire_type())?;
                 *slot = Slot::Val(leaf.decode(d)?);
             }
             FieldType::Repeated(ty) => {
@@ -115,7 +142,6 @@ impl Reader<'_> {
                         }
                     }
                     Some(leaf) => {
-                        expect(wt, leaf.wire_type())?;
                         d.charge(size_of::<Item>())?;
                         items.push(Item::Val(leaf.decode(d)?));
                     }
@@ -123,7 +149,6 @@ impl Reader<'_> {
                         let ValueType::Struct(id) = ty else {
                             unreachable!()
                         };
-                        expect(wt, WireType::LengthDelimited)?;
                         let fields = self.schema.struct_(id).fields.len();
                         d.charge(size_of::<Item>() + fields * size_of::<Slot>())?;
                         let mut inner = self.new_acc(id);
@@ -133,15 +158,17 @@ impl Reader<'_> {
                 }
             }
             FieldType::Map(k, v) => {
-                expect(wt, WireType::LengthDelimited)?;
                 if !matches!(slot, Slot::Map(_)) {
                     *slot = Slot::Map(BTreeMap::new());
                 }
                 let Slot::Map(map) = slot else { unreachable!() };
                 d.charge(2 * size_of::<(MapKey, Val, Item)>())?;
                 let key_leaf = Leaf::Scalar(k);
-                let (key_val, value) = nested(d, |e| self.map_entry(key_leaf, v, e))?;
-                map.insert(MapKey::of(&key_val), (key_val, value));
+                // An entry whose key or value does not fit is dropped, as the generated code
+                // keeps it as an unknown field rather than read defaults into the map.
+                if let Some((key_val, value)) = nested(d, |e| self.map_entry(key_leaf, v, e))? {
+                    map.insert(MapKey::of(&key_val), (key_val, value));
+                }
             }
         }
         Ok(())
@@ -152,7 +179,7 @@ impl Reader<'_> {
         key_leaf: Leaf<'_>,
         value_ty: ValueType,
         e: &mut Decoder<'_>,
-    ) -> Result<(Val, Item), Located> {
+    ) -> Result<Option<(Val, Item)>, Located> {
         let mut k = key_leaf.zero();
         let mut v = match Leaf::of(self.schema, value_ty) {
             Some(leaf) => Item::Val(leaf.zero()),
@@ -168,19 +195,15 @@ impl Reader<'_> {
                 (2, Item::Struct(acc)) if key & 7 == WireType::LengthDelimited as u32 => {
                     nested(e, |d| self.merge(acc, d))?;
                 }
-                (2, Item::Val(_)) => {
-                    let leaf = self.leaf(value_ty);
-                    if key & 7 == leaf.wire_type() as u32 {
-                        v = Item::Val(leaf.decode(e)?);
-                    } else {
-                        e.skip_value(key)?;
-                    }
+                (2, Item::Val(_)) if key & 7 == self.leaf(value_ty).wire_type() as u32 => {
+                    v = Item::Val(self.leaf(value_ty).decode(e)?);
                 }
+                (1 | 2, _) => return Ok(None),
                 // Unknown entry fields have nowhere to live; the generated code drops them too.
                 _ => e.skip_value(key)?,
             }
         }
-        Ok((k, v))
+        Ok(Some((k, v)))
     }
 
     /// The JSON of a struct read so far: fields in id order, each left out where the
@@ -243,14 +266,6 @@ impl Reader<'_> {
 
     fn leaf(&self, ty: ValueType) -> Leaf<'_> {
         Leaf::of(self.schema, ty).expect("struct fields are handled before leaves")
-    }
-}
-
-fn expect(found: u32, wt: WireType) -> Result<(), Located> {
-    if found == wt as u32 {
-        Ok(())
-    } else {
-        Err(DecodeError::new(DecodeErrorKind::WrongWireType { found }).into())
     }
 }
 

@@ -329,7 +329,14 @@ impl FieldGen<'_> {
             FieldType::Map(k, _) => {
                 let key = key(f.id, LENGTH_DELIMITED);
                 let key_kind = self.kind(ValueType::Scalar(k));
-                quote! { #key => #rt::merge_map_entry::<#key_kind, #kind>(&mut self.#name, d), }
+                quote! {
+                    #key => #rt::merge_map_entry::<#key_kind, #kind>(
+                        key,
+                        &mut self.#name,
+                        d,
+                        &mut self.unknown_fields,
+                    ),
+                }
             }
         }
     }

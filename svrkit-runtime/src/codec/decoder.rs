@@ -303,29 +303,65 @@ impl<'a> Decoder<'a> {
     /// Reads the value of a field nobody declared, keeping its key and value bytes in
     /// `unknown` so that encoding writes them back unchanged.
     pub fn skip_unknown(&mut self, key: u32, unknown: &mut UnknownFields) -> Result<()> {
-        let start = self.buf;
+        let mark = self.mark();
         self.skip_value(key)?;
-        let value = &start[..start.len() - self.buf.len()];
-        unknown.push(key, value);
+        unknown.push(key, self.read_since(mark));
         Ok(())
     }
 
-    /// Skips the value that follows `key`.
+    /// Skips the value that follows `key`: for a start-group key, the group's fields and its
+    /// end marker.
     pub fn skip_value(&mut self, key: u32) -> Result<()> {
         match WireType::from_u32(key & 7) {
             Some(WireType::Varint) => self.read_varint().map(drop),
             Some(WireType::SixtyFourBit) => self.read_fixed64().map(drop),
             Some(WireType::ThirtyTwoBit) => self.read_fixed32().map(drop),
             Some(WireType::LengthDelimited) => self.read_slice().map(drop),
+            Some(WireType::StartGroup) => self.skip_group(key >> 3),
+            // Only `skip_group` reads the marker that closes its own group.
+            Some(WireType::EndGroup) => err(DecodeErrorKind::UnmatchedEndGroup),
             None => err(DecodeErrorKind::InvalidWireType(key & 7)),
         }
     }
-}
 
-/// The error for a known field whose wire type does not fit its declared type.
-#[cold]
-pub(crate) fn wrong_wire_type(key: u32) -> DecodeError {
-    DecodeError::new(DecodeErrorKind::WrongWireType { found: key & 7 })
+    /// Skips a group's fields up to the end marker of field `id`. A group nests like a struct,
+    /// so it counts against the same depth limit.
+    fn skip_group(&mut self, id: u32) -> Result<()> {
+        if self.depth == 0 {
+            return err(DecodeErrorKind::RecursionLimit);
+        }
+        self.depth -= 1;
+        let result = loop {
+            let key = match self.read_key() {
+                Ok(key) => key,
+                Err(e) => break Err(e),
+            };
+            if key & 7 == WireType::EndGroup as u32 {
+                break if key >> 3 == id {
+                    Ok(())
+                } else {
+                    err(DecodeErrorKind::UnmatchedEndGroup)
+                };
+            }
+            if let Err(e) = self.skip_value(key) {
+                break Err(e);
+            }
+        };
+        self.depth += 1;
+        result
+    }
+
+    /// The input not read yet, to hand to [`read_since`](Decoder::read_since) later.
+    #[inline]
+    pub(crate) fn mark(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The bytes read since `mark` was taken.
+    #[inline]
+    pub(crate) fn read_since(&self, mark: &'a [u8]) -> &'a [u8] {
+        &mark[..mark.len() - self.buf.len()]
+    }
 }
 
 #[cfg(test)]
@@ -376,8 +412,62 @@ mod tests {
             &DecodeErrorKind::InvalidFieldId
         );
         assert_eq!(
-            Decoder::new(&[0x0b]).read_key().unwrap_err().kind(),
-            &DecodeErrorKind::InvalidWireType(3)
+            Decoder::new(&[0x0e]).read_key().unwrap_err().kind(),
+            &DecodeErrorKind::InvalidWireType(6)
+        );
+        assert_eq!(
+            Decoder::new(&[0x0f]).read_key().unwrap_err().kind(),
+            &DecodeErrorKind::InvalidWireType(7)
+        );
+    }
+
+    /// Skips what follows `key` in `input` (after the key itself) and says how many bytes
+    /// were left.
+    fn skip(input: &[u8]) -> Result<usize> {
+        let mut d = Decoder::new(input);
+        let key = d.read_key()?;
+        d.skip_value(key)?;
+        Ok(d.remaining())
+    }
+
+    #[test]
+    fn a_group_is_skipped_whole_with_the_groups_inside_it() {
+        // Field 1 as a group holding field 2 (varint 5) and field 3 as a group holding a
+        // string; then one byte that is not part of it.
+        let group = [0x0b, 0x10, 0x05, 0x1b, 0x0a, 0x01, b'x', 0x1c, 0x0c, 0xff];
+        assert_eq!(skip(&group).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_group_closed_by_another_field_or_never_closed_is_an_error() {
+        // Start field 1, end field 2.
+        assert_eq!(
+            skip(&[0x0b, 0x14]).unwrap_err().kind(),
+            &DecodeErrorKind::UnmatchedEndGroup
+        );
+        // An end marker with nothing open.
+        assert_eq!(
+            skip(&[0x0c]).unwrap_err().kind(),
+            &DecodeErrorKind::UnmatchedEndGroup
+        );
+        assert_eq!(
+            skip(&[0x0b, 0x10, 0x05]).unwrap_err().kind(),
+            &DecodeErrorKind::Truncated
+        );
+    }
+
+    #[test]
+    fn groups_nest_no_deeper_than_structs() {
+        let deep = |n: usize| {
+            let mut input = vec![0x0b; n];
+            input.extend(std::iter::repeat_n(0x0c, n));
+            input
+        };
+        // The outermost group's start is the key `skip` reads; its content nests n - 1 more.
+        assert_eq!(skip(&deep(MAX_DEPTH as usize)).unwrap(), 0);
+        assert_eq!(
+            skip(&deep(MAX_DEPTH as usize + 1)).unwrap_err().kind(),
+            &DecodeErrorKind::RecursionLimit
         );
     }
 }

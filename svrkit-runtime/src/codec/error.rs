@@ -29,13 +29,10 @@ pub enum DecodeErrorKind {
     InvalidVarint,
     /// A key had field id 0.
     InvalidFieldId,
-    /// A key had a wire type svrkit does not read (3, 4, 6 or 7).
+    /// A key had a wire type protobuf never defined (6 or 7).
     InvalidWireType(u32),
-    /// A known field arrived with a wire type that does not fit its declared type.
-    WrongWireType {
-        /// The wire type found.
-        found: u32,
-    },
+    /// An end-group marker closed no group, or a group other than the open one.
+    UnmatchedEndGroup,
     /// A length prefix exceeded the bytes left in the input.
     LengthOutOfBounds {
         /// The announced length.
@@ -91,11 +88,8 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::InvalidVarint => f.write_str("invalid varint"),
             DecodeErrorKind::InvalidFieldId => f.write_str("invalid field id 0"),
             DecodeErrorKind::InvalidWireType(wt) => write!(f, "invalid wire type {wt}"),
-            DecodeErrorKind::WrongWireType { found } => {
-                write!(
-                    f,
-                    "wire type {found} does not match the field's declared type"
-                )
+            DecodeErrorKind::UnmatchedEndGroup => {
+                f.write_str("an end-group marker that closes no open group")
             }
             DecodeErrorKind::LengthOutOfBounds { len, remaining } => {
                 write!(f, "length {len} exceeds the {remaining} bytes left")

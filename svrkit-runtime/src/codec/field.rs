@@ -240,10 +240,18 @@ pub fn encoded_len_map<K: Kind, V: Kind>(
         .sum()
 }
 
-/// Reads one map entry and inserts it, replacing an earlier value for the same key.
+/// Reads one map entry (the field `key` introduced) and inserts it, replacing an earlier
+/// value for the same key.
+///
+/// An entry whose key or value has a wire type that does not fit the map's types (a peer
+/// whose schema changed them) is kept whole in `unknown` instead, so that a relay passes it
+/// on: reading it as the default key or value would overwrite a real entry with data that
+/// was never sent.
 pub fn merge_map_entry<K: Kind, V: Kind>(
+    key: u32,
     map: &mut BTreeMap<K::Value, V::Value>,
     d: &mut Decoder<'_>,
+    unknown: &mut super::UnknownFields,
 ) -> Result<()>
 where
     K::Value: Default + Ord,
@@ -251,8 +259,9 @@ where
 {
     d.charge(std::mem::size_of::<(K::Value, V::Value)>())?;
     d.note_heap(2 * std::mem::size_of::<(K::Value, V::Value)>());
+    let mark = d.mark();
     // An entry is a nested message, so it counts against the depth limit like one.
-    d.nested(|entry| {
+    let entry = d.nested(|entry| {
         let mut k = K::Value::default();
         let mut v = V::Value::default();
         while !entry.is_empty() {
@@ -261,26 +270,32 @@ where
                 K::merge(&mut k, entry)?;
             } else if field_key == MAP_VALUE | V::WIRE_TYPE as u32 {
                 V::merge(&mut v, entry)?;
+            } else if field_key & !7 == MAP_KEY || field_key & !7 == MAP_VALUE {
+                return Ok(None);
             } else {
-                // Unknown entry fields have nowhere to live; protobuf drops them too.
+                // Other entry fields have nowhere to live; protobuf drops them too.
                 entry.skip_value(field_key)?;
             }
         }
-        map.insert(k, v);
-        Ok(())
-    })
+        Ok(Some((k, v)))
+    })?;
+    match entry {
+        Some((k, v)) => {
+            map.insert(k, v);
+        }
+        None => unknown.push(key, d.read_since(mark)),
+    }
+    Ok(())
 }
 
-/// Handles a key that matched no declared field: a known field id with the wrong wire type is
-/// an error; anything else is kept in `unknown`.
+/// Handles a key that matched no declared field, keeping it in `unknown`: a field the schema
+/// does not declare, or a declared one whose wire type does not fit (a peer whose schema
+/// changed its type), as protobuf C++ does. Either way a relay passes it on unchanged.
 #[inline]
 pub fn merge_unknown<M: Message>(
     key: u32,
     d: &mut Decoder<'_>,
     unknown: &mut super::UnknownFields,
 ) -> Result<()> {
-    if M::field_name(wire::key_field_id(key)).is_some() {
-        return Err(super::decoder::wrong_wire_type(key));
-    }
     d.skip_unknown(key, unknown)
 }

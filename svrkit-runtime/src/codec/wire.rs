@@ -13,19 +13,29 @@ pub enum WireType {
     SixtyFourBit = 1,
     /// A varint length followed by that many bytes (strings, bytes, structs, packed lists, maps).
     LengthDelimited = 2,
+    /// The start of a group: protobuf's deprecated nesting, fields up to an [`EndGroup`]
+    /// with the same field id. No svrkit schema writes groups, but a peer's schema may: they
+    /// are read as unknown fields and kept whole, as protobuf C++ keeps them.
+    ///
+    /// [`EndGroup`]: WireType::EndGroup
+    StartGroup = 3,
+    /// The end of the group that the [`StartGroup`](WireType::StartGroup) with the same
+    /// field id opened.
+    EndGroup = 4,
     /// Four little-endian bytes (fixed32, sfixed32, float).
     ThirtyTwoBit = 5,
 }
 
 impl WireType {
-    /// The wire type with this number, if it is one svrkit reads. Protobuf's deprecated group
-    /// markers (3 and 4) are not accepted: no svrkit schema can produce them.
+    /// The wire type with this number; `None` for 6 and 7, which protobuf never defined.
     #[inline]
     pub const fn from_u32(value: u32) -> Option<WireType> {
         match value {
             0 => Some(WireType::Varint),
             1 => Some(WireType::SixtyFourBit),
             2 => Some(WireType::LengthDelimited),
+            3 => Some(WireType::StartGroup),
+            4 => Some(WireType::EndGroup),
             5 => Some(WireType::ThirtyTwoBit),
             _ => None,
         }
@@ -37,6 +47,8 @@ impl WireType {
             WireType::Varint => "varint",
             WireType::SixtyFourBit => "64-bit",
             WireType::LengthDelimited => "length-delimited",
+            WireType::StartGroup => "start-group",
+            WireType::EndGroup => "end-group",
             WireType::ThirtyTwoBit => "32-bit",
         }
     }

@@ -233,7 +233,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
                 field::merge_map_entry::<
                     kind::String,
                     kind::String,
-                >(&mut self.metadata, d)
+                >(key, &mut self.metadata, d, &mut self.unknown_fields)
             }
             128 => field::merge::<kind::Bool>(&mut self.no_retry, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
