@@ -310,3 +310,56 @@ async fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout(
     sender.abort();
     held.abort();
 }
+
+/// A server whose response the client cannot decode (here a `string` holding bytes that are
+/// not UTF-8) fails the call with INTERNAL, and the client's counters say so: it used to
+/// fail with INVALID_ARGUMENT, a caller's error, after counting the call as `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_does_not_decode_is_counted_as_an_internal_error() {
+    use svrkit_runtime::monitor::metrics::STATUS_NAMES;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let decoder = frame::Decoder::new(1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            if socket.read_buf(&mut buf).await.unwrap() == 0 {
+                return;
+            }
+            while let Some(request) = decoder.decode(&mut buf).unwrap() {
+                if request.header.kind != FrameKind::REQUEST {
+                    continue;
+                }
+                let header = Header {
+                    kind: FrameKind::RESPONSE,
+                    request_id: request.header.request_id,
+                    ..Default::default()
+                };
+                let mut out = Vec::new();
+                // Field 1 (`text`, a string): two bytes that are not UTF-8.
+                frame::encode(&header, &[0x0a, 0x02, 0xff, 0xfe], &mut out);
+                socket.write_all(&out).await.unwrap();
+            }
+        }
+    });
+    let mut options = ChannelOptions::default();
+    options.retry.enabled = false;
+    let client = EchoSvrClient::new(Channel::lazy([addr], options));
+    let method = &EchoSvrClient::DESCRIPTOR.methods[0];
+    let counted = |status: &str| {
+        let slot = STATUS_NAMES.iter().position(|s| *s == status).unwrap();
+        svrkit_runtime::monitor::find_method(method)
+            .map_or(0, |m| m.client_totals().responses[slot])
+    };
+    let (ok, internal) = (counted("ok"), counted("internal"));
+    let err = client.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::INTERNAL, "{err}");
+    assert!(
+        err.message()
+            .starts_with("bad response from test.rpc.EchoSvr.Echo"),
+        "{err}"
+    );
+    assert_eq!(counted("ok"), ok);
+    assert_eq!(counted("internal"), internal + 1);
+}

@@ -399,7 +399,7 @@ impl Channel {
     ///
     /// # Errors
     /// The server's status, or `DEADLINE_EXCEEDED`, `CANCELLED`, `UNAVAILABLE` (no endpoint
-    /// reachable), `TOO_LARGE`, `INVALID_ARGUMENT` (a response that does not decode).
+    /// reachable), `TOO_LARGE`, `INTERNAL` (a response that does not decode).
     pub async fn call<Req: Message, Resp: Message>(
         &self,
         method: &'static MethodDescriptor,
@@ -407,8 +407,10 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Resp, Status> {
         let metrics = self.metrics_of(method);
-        let body = self.call_raw(method, metrics, request, options).await?;
-        decode_response(method, &body.unwrap_or_default())
+        let response = self
+            .call_raw(method, metrics, request, options, decode_response::<Resp>)
+            .await?;
+        Ok(response.unwrap_or_default())
     }
 
     /// Calls `method` as a weak dependency with `timeout`: its response, or `None` when the
@@ -423,17 +425,15 @@ impl Channel {
     ) -> Option<Resp> {
         let metrics = self.monitored.then_some(method);
         let options = CallOptions::weak(timeout);
-        let body = self
-            .call_raw(method.descriptor, metrics, request, &options)
-            .await
-            .ok()??;
-        let decoded = decode_response(method.descriptor, &body);
-        if decoded.is_err()
-            && let Some(m) = metrics
-        {
-            m.client_weak_skip();
-        }
-        decoded.ok()
+        self.call_raw(
+            method.descriptor,
+            metrics,
+            request,
+            &options,
+            decode_response::<Resp>,
+        )
+        .await
+        .ok()?
     }
 
     /// Calls a oneway `method`: returns once the request is queued on a connection (or, in
@@ -448,7 +448,7 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<(), Status> {
         let metrics = self.metrics_of(method);
-        self.call_raw(method, metrics, request, options)
+        self.call_raw(method, metrics, request, options, ignore_body)
             .await
             .map(drop)
     }
@@ -465,10 +465,16 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Resp, Status> {
         let metrics = self.monitored.then_some(method);
-        let body = self
-            .call_raw(method.descriptor, metrics, request, options)
+        let response = self
+            .call_raw(
+                method.descriptor,
+                metrics,
+                request,
+                options,
+                decode_response::<Resp>,
+            )
             .await?;
-        decode_response(method.descriptor, &body.unwrap_or_default())
+        Ok(response.unwrap_or_default())
     }
 
     /// Like [`call_oneway`](Channel::call_oneway), counting the call on `method`'s counters.
@@ -482,7 +488,7 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<(), Status> {
         let metrics = self.monitored.then_some(method);
-        self.call_raw(method.descriptor, metrics, request, options)
+        self.call_raw(method.descriptor, metrics, request, options, ignore_body)
             .await
             .map(drop)
     }
@@ -497,14 +503,17 @@ impl Channel {
         }
     }
 
-    /// The response body, or `None` for a skipped weak call.
-    async fn call_raw<Req: Message>(
+    /// The response, as `decode` reads it from the body, or `None` for a skipped weak call.
+    /// Decoding happens before the call is counted, so that a response the caller cannot
+    /// read counts as the error it is, not as a success.
+    async fn call_raw<Req: Message, T>(
         &self,
         method: &'static MethodDescriptor,
         metrics: Option<&'static MethodMetrics>,
         request: &Req,
         options: &CallOptions,
-    ) -> Result<Option<Bytes>, Status> {
+        decode: fn(&MethodDescriptor, Bytes) -> Result<T, Status>,
+    ) -> Result<Option<T>, Status> {
         let now = Instant::now();
         // Counted from here: every return below, and the caller dropping the call, ends it.
         let mut counted = Counted {
@@ -518,13 +527,14 @@ impl Channel {
         let weak = options.weak.or(self.weak);
         let result = self
             .call_inner(method, metrics, request, options, now, weak)
-            .await;
+            .await
+            .and_then(|body| decode(method, body));
         counted.code = match &result {
             Ok(_) => Code::OK,
             Err(status) => status.code(),
         };
         match result {
-            Ok(body) => Ok(Some(body)),
+            Ok(response) => Ok(Some(response)),
             Err(status) if weak.is_some() => {
                 if let Some(m) = metrics {
                     m.client_weak_skip();
@@ -655,12 +665,16 @@ impl Channel {
     }
 }
 
-/// A response body as `Resp`, or the `INVALID_ARGUMENT` a caller gets for one that does not
-/// decode.
-fn decode_response<Resp: Message>(method: &MethodDescriptor, body: &Bytes) -> Result<Resp, Status> {
-    Resp::decode_bytes(body).map_err(|e| {
-        Status::invalid_argument(format!("bad response from {}: {e}", method.full_name))
-    })
+/// A response body as `Resp`, or the `INTERNAL` a caller gets for one that does not decode:
+/// the fault is the server's (or the schemas'), not the caller's.
+fn decode_response<Resp: Message>(method: &MethodDescriptor, body: Bytes) -> Result<Resp, Status> {
+    Resp::decode_bytes(&body)
+        .map_err(|e| Status::internal(format!("bad response from {}: {e}", method.full_name)))
+}
+
+/// A oneway call's "response": nothing to read.
+fn ignore_body(_: &MethodDescriptor, _: Bytes) -> Result<(), Status> {
+    Ok(())
 }
 
 /// Counts a client call's end when dropped: with the code set on the way out, or as
