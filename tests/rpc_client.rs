@@ -160,33 +160,92 @@ async fn a_channel_reconnects_when_its_endpoint_comes_back() {
     }
 }
 
+/// Requests for a method or service the server does not host are answered UNIMPLEMENTED
+/// (oneway ones cannot be) and every one is counted; a frame of a kind no protocol version
+/// has closes its connection, counted too, while other connections are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_method_is_unimplemented() {
+async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
+    use svrkit_runtime::monitor::{Unknown, process};
     let running = echo::start().await;
+    let counts = || Unknown::ALL.map(|kind| process().unknown(kind));
+    let [service, method, frames] = counts();
     let mut raw = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
-    let header = Header {
-        kind: FrameKind::REQUEST,
-        request_id: 3,
-        service_id: 9100,
-        method_id: 99,
-        ..Default::default()
+    let send = |kind, id, service_id, method_id| {
+        let header = Header {
+            kind,
+            request_id: id,
+            service_id,
+            method_id,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        frame::encode(&header, &[], &mut out);
+        out
     };
-    let mut out = Vec::new();
-    frame::encode(&header, &[], &mut out);
-    raw.write_all(&out).await.unwrap();
     let decoder = frame::Decoder::new(1 << 20);
     let mut buf = bytes::BytesMut::new();
-    let response = loop {
-        raw.read_buf(&mut buf).await.unwrap();
-        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
-            break frame;
+    let mut answers = Vec::new();
+    for (kind, id, service_id, method_id) in [
+        (FrameKind::ONEWAY, 1, 9100, 98),
+        (FrameKind::REQUEST, 2, 9100, 99),
+        (FrameKind::REQUEST, 3, 4242, 1),
+    ] {
+        raw.write_all(&send(kind, id, service_id, method_id))
+            .await
+            .unwrap();
+        if kind == FrameKind::REQUEST {
+            let response = loop {
+                if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                    break frame;
+                }
+                raw.read_buf(&mut buf).await.unwrap();
+            };
+            answers.push((
+                response.header.request_id,
+                Code(response.header.status_code),
+                response.header.status_message.to_string(),
+            ));
         }
-    };
-    assert_eq!(Code(response.header.status_code), Code::UNIMPLEMENTED);
+    }
     assert_eq!(
-        response.header.status_message,
-        "test.rpc.EchoSvr has no method with id 99"
+        answers,
+        [
+            (
+                2,
+                Code::UNIMPLEMENTED,
+                "test.rpc.EchoSvr has no method with id 99".to_owned()
+            ),
+            (3, Code::UNIMPLEMENTED, "no service with id 4242".to_owned()),
+        ]
     );
+    // The oneway was read before the request after it: all three are counted by now.
+    assert_eq!(counts(), [service + 1, method + 2, frames]);
+
+    // Kind 99 is in no version of the protocol: the server closes the connection.
+    raw.write_all(&send(FrameKind(99), 4, 9100, 1))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if raw.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    });
+    closed.await.expect("the connection is closed");
+    assert_eq!(counts(), [service + 1, method + 2, frames + 1]);
+    let metrics = svrkit_runtime::monitor::exposition::encode();
+    let frames_line = format!(
+        "svrkit_server_unknown_total{{kind=\"frame\"}} {}",
+        frames + 1
+    );
+    assert!(metrics.contains(&frames_line), "{metrics}");
+    // Others are still served.
+    let client = EchoSvrClient::new(Channel::lazy(
+        [running.addr.clone()],
+        ChannelOptions::default(),
+    ));
+    client.echo(&EchoReq::default()).await.unwrap();
 }
 
 /// A peer that accepts connections and then never answers (a half-open connection, a hung

@@ -254,6 +254,18 @@ impl Collector for Everything {
                 m.encode_counter::<NoLabelSet, _, u64>(&value, None)
             })?;
         }
+        family(
+            &mut e,
+            "svrkit_server_unknown",
+            "Requests for a service or method this server does not host, and frames of a kind it does not know (their connections are closed).",
+            MetricType::Counter,
+            &mut |m| {
+                for kind in super::Unknown::ALL {
+                    counter(m, &[("kind", kind.name())], p.unknown(kind))?;
+                }
+                Ok(())
+            },
+        )?;
         let open = p.accepted().saturating_sub(p.closed());
         family(
             &mut e,

@@ -123,6 +123,11 @@ pub struct Process {
     pub(crate) oversized: AtomicU64,
     pub(crate) reports_sent: AtomicU64,
     pub(crate) reports_failed: AtomicU64,
+    /// Requests and frames for things the server does not host, by [`Unknown`].
+    pub(crate) unknown: [AtomicU64; 3],
+    /// When a line about each [`Unknown`] was last logged (ms since `started`, plus one, so
+    /// that zero means never), and how many went unlogged since.
+    unknown_logged: [(AtomicU64, AtomicU64); 3],
     /// The overload control of the first monitored server built in the process, for its
     /// gauges.
     pub(crate) admission: OnceLock<std::sync::Weak<crate::policy::admission::Admission>>,
@@ -140,8 +145,61 @@ pub fn process() -> &'static Process {
         oversized: AtomicU64::new(0),
         reports_sent: AtomicU64::new(0),
         reports_failed: AtomicU64::new(0),
+        unknown: Default::default(),
+        unknown_logged: Default::default(),
         admission: OnceLock::new(),
     })
+}
+
+/// What a peer asked a server for that it does not host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown {
+    /// A request for a service id the server does not host.
+    Service,
+    /// A request for a method id its service does not have.
+    Method,
+    /// A frame of a kind the server does not know (the connection is closed).
+    Frame,
+}
+
+impl Unknown {
+    /// Every kind, in the order of their counters.
+    pub const ALL: [Unknown; 3] = [Unknown::Service, Unknown::Method, Unknown::Frame];
+
+    /// The `kind` label of its series.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Unknown::Service => "service",
+            Unknown::Method => "method",
+            Unknown::Frame => "frame",
+        }
+    }
+}
+
+/// Counts a request or frame for something this server does not host, and logs it at most
+/// once a second per kind, with the peer and how many went unlogged since: during a rolling
+/// upgrade this is how an operator learns that callers are ahead of servers, without a flood
+/// of lines from a peer that sends nothing else.
+pub(crate) fn note_unknown(kind: Unknown, peer: Option<std::net::SocketAddr>, what: &str) {
+    let p = process();
+    let i = kind as usize;
+    p.unknown[i].fetch_add(1, Relaxed);
+    let now = p.started.0.elapsed().as_millis() as u64 + 1;
+    let (last, unlogged) = &p.unknown_logged[i];
+    let seen = last.load(Relaxed);
+    if seen != 0 && now < seen + 1000 || last.compare_exchange(seen, now, Relaxed, Relaxed).is_err()
+    {
+        unlogged.fetch_add(1, Relaxed);
+        return;
+    }
+    let more = unlogged.swap(0, Relaxed);
+    let peer = peer.map_or_else(|| "in process".to_owned(), |p| p.to_string());
+    tracing::warn!(
+        peer,
+        unknown = kind.name(),
+        also_unlogged = more,
+        "a peer asked for what this server does not host: {what}"
+    );
 }
 
 impl Process {
@@ -172,6 +230,10 @@ impl Process {
     /// Reports the ossagent did not take.
     pub fn reports_failed(&self) -> u64 {
         self.reports_failed.load(Relaxed)
+    }
+    /// Requests or frames of `kind` for what the server does not host.
+    pub fn unknown(&self, kind: Unknown) -> u64 {
+        self.unknown[kind as usize].load(Relaxed)
     }
 }
 
@@ -278,6 +340,20 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that sends only what the server does not host must not flood the log.
+    #[test]
+    fn unknowns_are_counted_every_time_and_logged_at_most_once_a_second() {
+        let p = process();
+        let counted = p.unknown(Unknown::Frame);
+        for _ in 0..3 {
+            note_unknown(Unknown::Frame, None, "a test");
+        }
+        assert_eq!(p.unknown(Unknown::Frame), counted + 3);
+        // At most the first was logged (which resets the count of unlogged ones).
+        let unlogged = p.unknown_logged[Unknown::Frame as usize].1.load(Relaxed);
+        assert!(unlogged >= 2, "{unlogged}");
+    }
 
     #[test]
     fn instances_are_named_by_host_and_port() {

@@ -208,6 +208,15 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
             };
             let now = Instant::now();
             match read {
+                Read::Frame(frame) if frame.header.kind.name().is_none() => {
+                    // A kind from no version of the protocol this server speaks: the peer
+                    // is broken or speaks something else, and what it sends next cannot be
+                    // trusted. (A new kind will be sent only to servers that said they
+                    // know it.)
+                    let what = format!("a frame of unknown kind {}", frame.header.kind.0);
+                    monitor::note_unknown(monitor::Unknown::Frame, peer, &what);
+                    break true;
+                }
                 Read::Frame(frame) => {
                     // Requests hold input budget while they run; control frames never wait.
                     let kind = frame.header.kind;

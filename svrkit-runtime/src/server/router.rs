@@ -189,21 +189,22 @@ impl Router {
             .ok()
             .and_then(|id| self.services.get(&id))
         else {
-            return answer(Status::unimplemented(format!(
-                "no service with id {}",
-                header.service_id
-            )));
+            let what = format!("no service with id {}", header.service_id);
+            monitor::note_unknown(monitor::Unknown::Service, request.peer, &what);
+            return answer(Status::unimplemented(what));
         };
         let methods = service.descriptor().methods;
         let Some(index) = u16::try_from(header.method_id)
             .ok()
             .and_then(|m| methods.iter().position(|d| d.id == m))
         else {
-            return answer(Status::unimplemented(format!(
+            let what = format!(
                 "{} has no method with id {}",
                 service.descriptor().name,
                 header.method_id
-            )));
+            );
+            monitor::note_unknown(monitor::Unknown::Method, request.peer, &what);
+            return answer(Status::unimplemented(what));
         };
         let method = &methods[index];
         let metrics = metrics.map(|m| &m.methods[index]);
