@@ -195,10 +195,14 @@ async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
             .unwrap();
         if kind == FrameKind::REQUEST {
             let response = loop {
-                if let Some(frame) = decoder.decode(&mut buf).unwrap() {
-                    break frame;
+                match decoder.decode(&mut buf).unwrap() {
+                    Some(frame) if frame.header.kind == FrameKind::RESPONSE => break frame,
+                    // The PONG the server opens with.
+                    Some(_) => {}
+                    None => {
+                        raw.read_buf(&mut buf).await.unwrap();
+                    }
                 }
-                raw.read_buf(&mut buf).await.unwrap();
             };
             answers.push((
                 response.header.request_id,
@@ -421,4 +425,39 @@ async fn a_response_that_does_not_decode_is_counted_as_an_internal_error() {
     );
     assert_eq!(counted("ok"), ok);
     assert_eq!(counted("internal"), internal + 1);
+}
+
+/// A server that does not list its methods (one of an older version) answers the PING every
+/// connection opens with a plain PONG: oneway calls then go out unchecked, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oneway_calls_to_a_server_that_lists_nothing_go_out_unchecked() {
+    use svrkit_tests::svrkit::test::rpc::Note;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (got, mut oneways) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let decoder = frame::Decoder::new(1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        while socket.read_buf(&mut buf).await.unwrap_or(0) > 0 {
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                match frame.header.kind {
+                    FrameKind::PING => {
+                        let pong = Header {
+                            kind: FrameKind::PONG,
+                            ..Default::default()
+                        };
+                        let mut out = Vec::new();
+                        frame::encode(&pong, &[], &mut out);
+                        socket.write_all(&out).await.unwrap();
+                    }
+                    FrameKind::ONEWAY => got.send(frame.header.method_id).unwrap(),
+                    _ => {}
+                }
+            }
+        }
+    });
+    let client = EchoSvrClient::new(Channel::lazy([addr], ChannelOptions::default()));
+    client.notify(&Note::default()).await.unwrap();
+    assert_eq!(oneways.recv().await, Some(3));
 }

@@ -20,6 +20,14 @@ impl v2::ProfileSvr for V2Fill {
         request.avatar.url = "https://example.invalid/a.png".into();
         Ok(request)
     }
+
+    async fn rename(&self, _ctx: Context, request: v2::Profile) -> Result<v2::Profile, Status> {
+        Ok(request)
+    }
+
+    async fn touch(&self, _ctx: Context, _request: v2::Profile) -> Result<(), Status> {
+        Ok(())
+    }
 }
 
 async fn serve(server: Server) -> String {
@@ -82,4 +90,55 @@ async fn a_new_client_talks_to_an_old_server_which_relays_new_fields() {
     };
     let got = client.echo(&sent).await.unwrap();
     assert_eq!(got, sent, "the old server passed every new field through");
+}
+
+/// During a rolling upgrade a client built from v2 calls methods that a server still on v1
+/// does not host. The unary one is answered UNIMPLEMENTED by the server, which counts it; the
+/// oneway one, which the server could only drop, is refused by the client with UNIMPLEMENTED
+/// (the server listed its methods when the connection opened) instead of vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_an_old_server_does_not_host_fail_at_the_caller_oneway_included() {
+    use svrkit_runtime::Code;
+    use svrkit_runtime::monitor::{Unknown, process};
+    let old = serve(
+        Server::builder()
+            .add_service(v1::ProfileSvrServer::new(V1Echo))
+            .build(),
+    )
+    .await;
+    let new = serve(
+        Server::builder()
+            .add_service(v2::ProfileSvrServer::new(V2Fill))
+            .build(),
+    )
+    .await;
+    let client = v2::ProfileSvrClient::new(Channel::lazy([old], Default::default()));
+    let sent = v2::Profile {
+        uin: 9,
+        ..Default::default()
+    };
+    let unknown_methods = process().unknown(Unknown::Method);
+
+    let err = client.touch(&sent).await.unwrap_err();
+    assert_eq!(err.code(), Code::UNIMPLEMENTED, "{err}");
+    assert!(
+        err.message()
+            .contains("does not host method 3 of service 9200"),
+        "{err}"
+    );
+    let err = client.rename(&sent).await.unwrap_err();
+    assert_eq!(err.code(), Code::UNIMPLEMENTED, "{err}");
+    assert_eq!(
+        err.message(),
+        "test.evolution_v1.ProfileSvr has no method with id 2"
+    );
+    // Only the unary call reached the old server.
+    assert_eq!(process().unknown(Unknown::Method), unknown_methods + 1);
+    // What the old server hosts still works.
+    client.echo(&sent).await.unwrap();
+
+    // A server that hosts them takes both.
+    let client = v2::ProfileSvrClient::new(Channel::lazy([new], Default::default()));
+    client.touch(&sent).await.unwrap();
+    client.rename(&sent).await.unwrap();
 }

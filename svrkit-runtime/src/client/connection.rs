@@ -1,5 +1,13 @@
 //! One client-side connection: requests multiplexed by id, responses matched as they arrive,
 //! and a keepalive that notices a peer that stopped answering without closing.
+//!
+//! A server starts every connection with a PONG listing the methods it hosts
+//! (`Header::hosted`). A oneway call gets no answer, so a server that does not host its
+//! method could only drop it; the connection refuses such a call with `UNIMPLEMENTED`
+//! instead. Before the list arrives, a oneway call on a new connection waits for it (one
+//! round trip, once per connection; bounded by the connect timeout). The connection opens
+//! with a PING, so that an older server, which sends no list, answers a PONG without one,
+//! and oneway calls then go out unchecked, as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ChannelOptions;
 use super::endpoint::Health;
@@ -17,6 +25,10 @@ use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
 use crate::status::{Code, Status};
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>;
+
+/// The methods the peer said it hosts (`service_id << 16 | method_id`, sorted): `None` until
+/// its first PONG, empty when it does not say.
+type Hosted = Option<Arc<[u32]>>;
 
 /// A frame for the writer: encoded there, straight into the batch it goes out in.
 struct Outgoing {
@@ -33,6 +45,11 @@ pub(crate) struct ClientConn {
     closed: Arc<AtomicBool>,
     /// Why the connection ended, once it has: what later calls on it fail with.
     ended: Arc<OnceLock<Status>>,
+    hosted: watch::Receiver<Hosted>,
+    /// How long a oneway call waits for the peer's list of methods.
+    hosted_wait: Duration,
+    /// Set when a call waited that long in vain.
+    hosted_waited: AtomicBool,
 }
 
 impl ClientConn {
@@ -73,6 +90,17 @@ impl ClientConn {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel::<Outgoing>(4096);
+        // Answered by servers of every version: one that sends no list of methods is known
+        // as such by the PONG.
+        let ping = Header {
+            kind: FrameKind::PING,
+            ..Header::default()
+        };
+        let _ = tx.try_send(Outgoing {
+            header: ping,
+            body: Bytes::new(),
+        });
+        let (hosted_tx, hosted) = watch::channel(None);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(OnceLock::new());
@@ -96,6 +124,7 @@ impl ClientConn {
                 stalled,
                 max_frame: options.max_frame,
                 keepalive: options.keepalive_interval,
+                hosted: hosted_tx,
             }
             .run(reader),
         );
@@ -105,6 +134,51 @@ impl ClientConn {
             next_id: AtomicU64::new(1),
             closed,
             ended,
+            hosted,
+            hosted_wait: options.connect_timeout,
+            hosted_waited: AtomicBool::new(false),
+        }
+    }
+
+    /// `UNIMPLEMENTED` when the peer said which methods it hosts and this is not one; waits
+    /// for its word on a new connection (see the module's docs), once: a peer silent for
+    /// that long (a stalled or foreign one) is not waited for again.
+    async fn check_hosted(&self, header: &Header) -> Result<(), Status> {
+        let said = self.hosted.borrow().clone();
+        let said = match said {
+            Some(table) => table,
+            None if self.hosted_waited.load(Ordering::Relaxed) => return Ok(()),
+            None => {
+                let mut hosted = self.hosted.clone();
+                let wait = hosted.wait_for(Option::is_some);
+                match tokio::time::timeout(self.hosted_wait, wait).await {
+                    Ok(Ok(said)) => said.clone().unwrap_or_default(),
+                    // The connection ended: the send says so.
+                    Ok(Err(_)) => return Ok(()),
+                    Err(_) => {
+                        self.hosted_waited.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        // A server that does not say: the call goes out unchecked.
+        if said.is_empty() {
+            return Ok(());
+        }
+        let hosts = u16::try_from(header.service_id).is_ok()
+            && u16::try_from(header.method_id).is_ok()
+            && said
+                .binary_search(&(header.service_id << 16 | header.method_id))
+                .is_ok();
+        if hosts {
+            Ok(())
+        } else {
+            Err(Status::unimplemented(format!(
+                "the server does not host method {} of service {} (a oneway call it could \
+                 only drop; it may run an older version of the service)",
+                header.method_id, header.service_id
+            )))
         }
     }
 
@@ -119,6 +193,7 @@ impl ClientConn {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         header.request_id = request_id;
         if header.kind == FrameKind::ONEWAY {
+            self.check_hosted(&header).await?;
             self.send(header, body).await?;
             return Ok(Frame {
                 header: Header::default(),
@@ -234,6 +309,8 @@ struct Reader {
     stalled: crate::sync::Cancel,
     max_frame: usize,
     keepalive: Duration,
+    /// Set from the first PONG: the methods the peer hosts.
+    hosted: watch::Sender<Hosted>,
 }
 
 impl Reader {
@@ -298,6 +375,15 @@ impl Reader {
                             );
                         }
                         FrameKind::GOAWAY => self.closed.store(true, Ordering::Release),
+                        FrameKind::PONG => {
+                            self.hosted.send_if_modified(|hosted| {
+                                let first = hosted.is_none();
+                                if first {
+                                    *hosted = Some(frame.header.hosted.into());
+                                }
+                                first
+                            });
+                        }
                         _ => {}
                     },
                     Ok(Some(Read::Oversized { header, len })) => self.answer(

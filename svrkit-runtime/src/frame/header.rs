@@ -130,6 +130,8 @@ pub struct Header {
     >,
     /// In requests: sent while serving a retry (or a request that carried this), so the callee must not retry its own calls. In responses: the failure came from further down the chain, where it was retried already, so the caller must not retry it. Either way retries stay bounded along a call chain.
     pub no_retry: bool,
+    /// In the PONG a server sends unasked as the first frame of every connection: the methods it hosts, each as service_id * 65536 + method_id, so that a client refuses a oneway call the server could not serve instead of losing it. Empty from servers that do not say.
+    pub hosted: ::std::vec::Vec<u32>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -153,6 +155,7 @@ impl ::core::fmt::Debug for Header {
         s.field("admission_level", &self.admission_level);
         s.field("metadata", &self.metadata);
         s.field("no_retry", &self.no_retry);
+        s.field("hosted", &self.hosted);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -182,6 +185,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
         field::encode_singular::<kind::Uint32>(112, &self.admission_level, buf);
         field::encode_map::<kind::String, kind::String>(122, &self.metadata, buf);
         field::encode_singular::<kind::Bool>(128, &self.no_retry, buf);
+        field::encode_packed::<kind::Uint32>(138, &self.hosted, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -204,6 +208,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             + field::encoded_len_singular::<kind::Uint32>(1, &self.admission_level)
             + field::encoded_len_map::<kind::String, kind::String>(1, &self.metadata)
             + field::encoded_len_singular::<kind::Bool>(2, &self.no_retry)
+            + field::encoded_len_packed::<kind::Uint32>(2, &self.hosted)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -236,6 +241,8 @@ impl ::svrkit_runtime::codegen::Message for Header {
                 >(key, &mut self.metadata, d, &mut self.unknown_fields)
             }
             128 => field::merge::<kind::Bool>(&mut self.no_retry, d),
+            138 => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
+            136 => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -257,6 +264,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
             14 => ::core::option::Option::Some("admission_level"),
             15 => ::core::option::Option::Some("metadata"),
             16 => ::core::option::Option::Some("no_retry"),
+            17 => ::core::option::Option::Some("hosted"),
             _ => ::core::option::Option::None,
         }
     }

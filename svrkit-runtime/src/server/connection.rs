@@ -112,6 +112,10 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
         idle: Notify::new(),
         router: router.clone(),
     });
+    // The methods hosted here, before anything else: clients wait for this to send oneway
+    // calls on a new connection.
+    // (Should the outbox be closed already, the read loop sees it at once.)
+    let _ = conn.outbox.push(router.hello.to_vec());
     let mut input = Input {
         buf: BytesMut::new(),
         charge: None,

@@ -47,6 +47,33 @@ pub(crate) struct Router {
     slow_call: Duration,
     /// Overload control (DAGOR), unless turned off.
     pub(crate) admission: Option<Arc<Admission>>,
+    /// The frame each connection starts with: a PONG listing the methods hosted here, so
+    /// that clients refuse oneway calls this server could not serve (`docs/protocol.md`).
+    pub(crate) hello: Bytes,
+}
+
+/// The PONG a connection starts with: every hosted method as `service_id << 16 | method_id`,
+/// in order, so that a client can look one up by binary search.
+fn hello(services: &HashMap<u16, (Arc<dyn Service>, Option<&'static ServiceMetrics>)>) -> Bytes {
+    let mut hosted: Vec<u32> = services
+        .iter()
+        .flat_map(|(&id, (service, _))| {
+            service
+                .descriptor()
+                .methods
+                .iter()
+                .map(move |m| u32::from(id) << 16 | u32::from(m.id))
+        })
+        .collect();
+    hosted.sort_unstable();
+    let header = Header {
+        kind: FrameKind::PONG,
+        hosted,
+        ..Header::default()
+    };
+    let mut out = Vec::new();
+    frame::encode(&header, &[], &mut out);
+    Bytes::from(out)
 }
 
 /// What a call holds besides its handler's future: its task, the `Running` around it, the
@@ -159,7 +186,9 @@ impl Router {
                 (id, (service, metrics))
             })
             .collect();
+        let hello = hello(&services);
         Router {
+            hello,
             in_flight: Slots::new(limits.max_in_flight),
             memory,
             slow_call: monitor.unwrap_or(Duration::MAX),
