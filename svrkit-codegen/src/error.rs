@@ -227,7 +227,40 @@ pub(crate) fn wire_name_collision(
     )
     .label(format!("named `{wire}` in .proto or JSON"))
     .also(first, format!("`{first_idl}` is named so too"))
-    .note("enum values are prefixed with the enum's name unless they start with it; field names are also read in lowerCamelCase (`a_1` and `a1` are both `a1`)")
+    .note("enum values are prefixed with the enum's name unless they start with it; field names are also read in lowerCamelCase (`a_1` and `a1` are both `a1`), which protoc compares ignoring case (`foo_bar` and `foobar` clash)")
+}
+
+pub(crate) fn protoc_enum_value_clash(name: &Text, key: &str, first: &Text) -> Diagnostic {
+    Diagnostic::error(
+        "E0105",
+        format!(
+            "`{}` and `{}` are one enum value to protoc (`{key}`)",
+            name.value, first.value
+        ),
+        name.span,
+    )
+    .label(format!("read as `{key}`"))
+    .also(first.span, format!("`{}` is read so too", first.value))
+    .note("protoc compares a value's name without the enum's name in front, ignoring case and underscores; rename one (e.g. `V_1` to `V_ONE`)")
+}
+
+pub(crate) fn enum_value_scope_clash(
+    name: &Text,
+    wire: &str,
+    first: &Text,
+    first_enum: &str,
+) -> Diagnostic {
+    Diagnostic::error(
+        "E0106",
+        format!(
+            "`{}` is named `{wire}` in .proto, as a value of `{first_enum}` already is",
+            name.value
+        ),
+        name.span,
+    )
+    .label(format!("named `{wire}` in .proto"))
+    .also(first.span, format!("the value of `{first_enum}` named so"))
+    .note("protobuf scopes enum values to the package, not to their enum (C++'s rules), so values of two enums of a package need distinct .proto names; rename one")
 }
 
 pub(crate) fn package_not_included(name: &Text, package: &str) -> Diagnostic {

@@ -89,6 +89,57 @@ pub fn enum_value_name(enum_name: &str, value: &str) -> String {
     }
 }
 
+/// What protoc compares to tell two values of one enum apart (proto3 makes a clash an
+/// error): the value's proto name without the enum's name in front (matched ignoring case
+/// and underscores), in PascalCase. `X_UNSPECIFIED` and `X_UNSPECIFIED_` in enum `X` are
+/// both `Unspecified`; `V1` and `V_1` are both `V1`.
+pub(crate) fn protoc_enum_value_key(enum_name: &str, proto_value: &str) -> String {
+    let prefix: Vec<char> = enum_name
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let chars: Vec<char> = proto_value.chars().collect();
+    let (mut i, mut j) = (0, 0);
+    let mut stripped = true;
+    while i < chars.len() && j < prefix.len() {
+        if chars[i] != '_' {
+            if chars[i].to_ascii_lowercase() != prefix[j] {
+                stripped = false;
+                break;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    if j < prefix.len() {
+        stripped = false;
+    }
+    while stripped && i < chars.len() && chars[i] == '_' {
+        i += 1;
+    }
+    let rest = if stripped && i < chars.len() {
+        &chars[i..]
+    } else {
+        &chars[..]
+    };
+    let mut key = String::with_capacity(rest.len());
+    let mut upper = true;
+    for &c in rest {
+        if c == '_' {
+            upper = true;
+        } else {
+            key.push(if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            });
+            upper = false;
+        }
+    }
+    key
+}
+
 /// Renders one `.proto` file per package.
 pub fn render(schema: &Schema) -> Vec<GeneratedFile> {
     (0..schema.packages.len())
@@ -246,10 +297,19 @@ fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
         let v = values.remove(zero);
         values.insert(0, v);
     } else {
-        let mut name = enum_value_name(&e.name, "UNSPECIFIED");
-        while values.iter().any(|v| v.name == name) {
-            name.push('_');
-        }
+        // A name protoc tells apart from every value's (appending `_` would not do: it
+        // ignores underscores).
+        let taken: Vec<String> = values
+            .iter()
+            .map(|v| protoc_enum_value_key(&e.name, &v.name))
+            .collect();
+        let name = ["UNSPECIFIED", "UNSET", "ZERO"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..).map(|n| format!("UNSPECIFIED{n}")))
+            .map(|value| enum_value_name(&e.name, &value))
+            .find(|name| !taken.contains(&protoc_enum_value_key(&e.name, name)))
+            .expect("an endless list of names has a free one");
         values.insert(
             0,
             ProtoValue {

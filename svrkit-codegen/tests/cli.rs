@@ -137,3 +137,66 @@ fn compat_of_compatible_versions_exits_0() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("0 breaking, 3 compatible change(s)"), "{out}");
 }
+
+/// Every IDL `svrkit check` accepts exports to `.proto` files that protoc accepts: each file
+/// of the repository's `idl/`, and adversarial ones (`tests/proto/`) built on the rules
+/// protoc applies and svrkit's own names do not, which must either fail `check` or pass
+/// protoc.
+#[test]
+fn every_idl_that_checks_exports_to_proto_that_protoc_accepts() {
+    let protoc = std::env::var_os("PROTOC")
+        .map(PathBuf::from)
+        .or_else(|| external::program("protoc"));
+    let Some(protoc) = external::PROTOC.or_skip(protoc) else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut idls = Vec::new();
+    for dir in std::fs::read_dir(root.join("idl")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                if file.extension().is_some_and(|e| e == "xml") {
+                    idls.push((file.strip_prefix(&root).unwrap().to_owned(), true));
+                }
+            }
+        }
+    }
+    // The adversarial files: whether `check` must accept each.
+    for (name, accepted) in [
+        ("zero_value_names.xml", true),
+        ("enum_scope.xml", false),
+        ("enum_value_case.xml", false),
+        ("json_names.xml", false),
+    ] {
+        idls.push((Path::new("svrkit-codegen/tests/proto").join(name), accepted));
+    }
+    idls.sort();
+    assert!(idls.len() > 15, "{idls:?}");
+    for (idl, must_check) in idls {
+        let idl = idl.to_str().unwrap();
+        let out = temp_dir("protoc-all");
+        let o = svrkit(&["proto", idl, "-I", "idl", "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.success(), must_check, "{idl}: {}", stderr(&o));
+        if !must_check {
+            continue;
+        }
+        let protos: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|f| f.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let check = Command::new(&protoc)
+            .arg(format!("-I{}", out.display()))
+            .arg("--descriptor_set_out=/dev/null")
+            .args(&protos)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "protoc rejects the export of {idl}: {}",
+            stderr(&check)
+        );
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}

@@ -49,6 +49,7 @@ diagnostics!(
     invalid_identifier,
     rust_name_collision,
     wire_name_collision,
+    protoc_name_rules,
     infinite_struct,
 );
 

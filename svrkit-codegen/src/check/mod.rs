@@ -58,6 +58,7 @@ pub(crate) fn check(
             checker.enum_body(e, *id);
         }
     }
+    checker.enum_value_scopes(files);
     for (file, item, decl) in &decls {
         if let (ast::Item::Struct(s), Decl::Struct(id)) = (&files[*file].items[*item], decl) {
             checker.struct_body(&files[*file], s, *id);

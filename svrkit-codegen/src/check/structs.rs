@@ -42,7 +42,11 @@ impl Checker<'_> {
                     .push(error::duplicate_name(&f.name, "field", first.span));
             } else if reserved.has_name(&f.name.value) {
                 self.diags.push(error::name_reserved(&f.name));
-            } else if let Some(first) = by_json.insert(ident::json_name(&f.name.value), &f.name) {
+            } else if let Some(first) = by_json.insert(
+                // protoc compares JSON names ignoring case (proto3 makes a clash an error).
+                ident::json_name(&f.name.value).to_ascii_lowercase(),
+                &f.name,
+            ) {
                 self.diags.push(error::wire_name_collision(
                     &f.name,
                     &ident::json_name(&f.name.value),
