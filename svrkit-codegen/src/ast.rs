@@ -18,6 +18,9 @@ pub(crate) struct File {
     pub(crate) package: Text,
     /// `<include file=".."/>` elements.
     pub(crate) includes: Vec<Include>,
+    /// An `<include>` without a file was dropped: the types it would bring in are unknown,
+    /// so checking the file would only report that again.
+    pub(crate) include_dropped: bool,
     /// `<doc>` of the file.
     pub(crate) doc: Option<Text>,
     /// Enums, structs and services, in source order.

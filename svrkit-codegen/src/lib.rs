@@ -146,11 +146,14 @@ impl Builder {
         )
         .map_err(|(path, source)| Error::Io { path, source })?;
         let files_read = loaded.read.clone();
-        // Gate: a file that failed to parse would only cause follow-on errors in the checker.
-        let schema = if diags.has_errors() {
-            None
+        // Gate: the checker runs after errors in the files it has (so that one run reports
+        // them all), but not when a file or an include is missing, whose absence it would
+        // only report again as unknown types.
+        let parsed_cleanly = !diags.has_errors();
+        let schema = if loaded.complete {
+            check::check(&loaded.files, &sources, &mut diags).filter(|_| parsed_cleanly)
         } else {
-            check::check(&loaded.files, &sources, &mut diags)
+            None
         };
         match schema {
             Some(schema) => Ok(Compiled {

@@ -17,6 +17,10 @@ pub(crate) struct Loaded {
     pub(crate) files: Vec<ast::File>,
     /// Every file read, for `cargo:rerun-if-changed`.
     pub(crate) read: Vec<PathBuf>,
+    /// Whether every file parsed and every include was found: only then can the checker run
+    /// after errors (missing attributes, unknown elements) without reporting their
+    /// consequences as errors of their own.
+    pub(crate) complete: bool,
 }
 
 /// Where a file is in the loader's walk.
@@ -55,7 +59,10 @@ pub(crate) fn load(
         diags,
         seen: HashMap::new(),
         chain: Vec::new(),
-        out: Loaded::default(),
+        out: Loaded {
+            complete: true,
+            ..Loaded::default()
+        },
     };
     for root in roots {
         // Relative roots resolve against `base_dir` but keep their short name in messages.
@@ -80,6 +87,12 @@ impl Loader<'_> {
         self.seen.insert(canonical.clone(), State::InProgress(id));
         self.chain.push(name.clone());
         let parsed = parse::parse_file(id, self.sources.text(id), self.diags);
+        if parsed
+            .as_ref()
+            .is_none_or(|file: &ast::File| file.include_dropped)
+        {
+            self.out.complete = false;
+        }
         if let Some(mut file) = parsed {
             let dir = canonical
                 .parent()
@@ -91,6 +104,9 @@ impl Loader<'_> {
                 .unwrap_or_default();
             for include in &mut file.includes {
                 include.resolved = self.load_include(include, &dir, &shown_dir);
+                if include.resolved.is_none() {
+                    self.out.complete = false;
+                }
             }
             self.out.files.push(file);
         }

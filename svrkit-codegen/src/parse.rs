@@ -27,6 +27,7 @@ pub(crate) fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> O
         id: file,
         package,
         includes: Vec::new(),
+        include_dropped: false,
         doc: None,
         items: Vec::new(),
     };
@@ -35,11 +36,12 @@ pub(crate) fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> O
             "include" => {
                 let file = Attrs::new(child, &["file"], diags).required("file");
                 no_children(child, diags);
-                if let Some(file) = file {
-                    out.includes.push(ast::Include {
+                match file {
+                    Some(file) => out.includes.push(ast::Include {
                         file,
                         resolved: None,
-                    });
+                    }),
+                    None => out.include_dropped = true,
                 }
             }
             "doc" => out.doc = doc_text(child, &mut out.doc, diags),

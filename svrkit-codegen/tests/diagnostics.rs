@@ -51,7 +51,16 @@ diagnostics!(
     wire_name_collision,
     protoc_name_rules,
     infinite_struct,
+    every_stage,
 );
+
+#[test]
+fn errors_of_every_stage_are_reported_in_one_run() {
+    // Two mistakes the parser finds (unknown attributes) and three the checker finds
+    // (a duplicate field id, an unknown type, a duplicate enum value): all five at once.
+    let report = render("every_stage.xml");
+    assert_eq!(report.matches("error[").count(), 5, "{report}");
+}
 
 #[test]
 fn every_error_of_a_run_is_reported() {
