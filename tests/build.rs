@@ -16,7 +16,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = [
         "im/message.xml",
         "test/all_types.xml",
-        "test/evolution_v2.xml",
         "bench/chat.xml",
         "test/rpc.xml",
         "test/overload.xml",
@@ -29,9 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     svrkit_codegen::Builder::new()
         .include_dir(&idl)
         .compile(&files)?;
-    // The old version of the evolution schema, compiled on its own as the binary built from
-    // it would be (it reuses the new version's service id, as versions of one service do).
-    svrkit_codegen::Builder::new().compile(&[idl.join("test/evolution_v1.xml")])?;
+    // The two versions of one schema (one package, one service id), each compiled on its
+    // own, as the binaries built from them would be.
+    for version in ["v1", "v2"] {
+        svrkit_codegen::Builder::new()
+            .out_dir(out.join("evolution").join(version))
+            .compile(&[idl.join(format!("test/evolution/{version}.xml"))])?;
+    }
 
     // The `.proto` export, compiled by protoc and prost-build.
     let compiled = svrkit_codegen::Builder::new()

@@ -130,7 +130,7 @@ async fn methods_an_old_server_does_not_host_fail_at_the_caller_oneway_included(
     assert_eq!(err.code(), Code::UNIMPLEMENTED, "{err}");
     assert_eq!(
         err.message(),
-        "test.evolution_v1.ProfileSvr has no method with id 2"
+        "test.evolution.ProfileSvr has no method with id 2"
     );
     // Only the unary call reached the old server.
     assert_eq!(process().unknown(Unknown::Method), unknown_methods + 1);

@@ -152,14 +152,14 @@ fn every_idl_that_checks_exports_to_proto_that_protoc_accepts() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut idls = Vec::new();
-    for dir in std::fs::read_dir(root.join("idl")).unwrap() {
-        let dir = dir.unwrap().path();
-        if dir.is_dir() {
-            for file in std::fs::read_dir(&dir).unwrap() {
-                let file = file.unwrap().path();
-                if file.extension().is_some_and(|e| e == "xml") {
-                    idls.push((file.strip_prefix(&root).unwrap().to_owned(), true));
-                }
+    let mut dirs = vec![root.join("idl")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "xml") {
+                idls.push((path.strip_prefix(&root).unwrap().to_owned(), true));
             }
         }
     }

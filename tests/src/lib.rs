@@ -21,11 +21,13 @@ pub mod svrkit {
         pub mod all_types {
             svrkit_runtime::include_idl!("test.all_types");
         }
+        /// `idl/test/evolution/v1.xml`: package `test.evolution` as an older binary has it.
         pub mod evolution_v1 {
-            svrkit_runtime::include_idl!("test.evolution_v1");
+            include!(concat!(env!("OUT_DIR"), "/evolution/v1/test.evolution.rs"));
         }
+        /// `idl/test/evolution/v2.xml`: the same package, a version later.
         pub mod evolution_v2 {
-            svrkit_runtime::include_idl!("test.evolution_v2");
+            include!(concat!(env!("OUT_DIR"), "/evolution/v2/test.evolution.rs"));
         }
         pub mod rpc {
             svrkit_runtime::include_idl!("test.rpc");
