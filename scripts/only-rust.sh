@@ -6,13 +6,16 @@
 #   scripts/only-rust.sh cargo test --workspace
 #   scripts/only-rust.sh bash -c 'command -v protoc || echo hidden'
 #
-# Needs root (or CAP_SYS_ADMIN) for `unshare --mount`. Nothing outside the command sees the
-# change: the namespace ends with it.
+# As root it uses a mount namespace; otherwise a user namespace with one (where the kernel
+# allows unprivileged ones). Nothing outside the command sees the change: the namespace ends
+# with it.
 set -euo pipefail
 
 if [ "${ONLY_RUST_INSIDE:-}" != 1 ]; then
-    [ $# -gt 0 ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-    ONLY_RUST_INSIDE=1 exec unshare --mount --propagation private "$0" "$@"
+    [ $# -gt 0 ] || { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+    user=()
+    [ "$(id -u)" -ne 0 ] && user=(--user --map-root-user)
+    ONLY_RUST_INSIDE=1 exec unshare "${user[@]}" --mount --propagation private "$0" "$@"
 fi
 unset ONLY_RUST_INSIDE
 
@@ -40,5 +43,14 @@ for program in "${programs[@]}"; do
 done
 hide /usr/lib/postgresql /usr/lib/chromium
 unset PROTOC
+hash -r
+
+# Whatever the command finds of them now would make its result prove nothing.
+for program in "${programs[@]}"; do
+    if "$program" --version >/dev/null 2>&1; then
+        echo "only-rust.sh: $program still runs: $(command -v "$program")" >&2
+        exit 1
+    fi
+done
 
 exec "$@"

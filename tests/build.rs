@@ -48,12 +48,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         protos.push(path);
     }
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
-        // Installing protoc later leaves PATH as it was: touching build.rs picks it up.
+        // Installing protoc later adds a file to a directory on the PATH, which changes the
+        // directory's modification time: cargo runs this script again then.
         println!("cargo::rerun-if-env-changed=PATH");
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            if dir.is_absolute() && dir.is_dir() {
+                println!("cargo::rerun-if-changed={}", dir.display());
+            }
+        }
         println!(
             "cargo::warning=protoc not found: the prost interop tests and the benchmarks \
-             against prost and tonic are left out (apt-get install protobuf-compiler or set \
-             PROTOC, then touch tests/build.rs)"
+             against prost and tonic are left out (apt-get install protobuf-compiler, or set \
+             PROTOC)"
         );
         return Ok(());
     }

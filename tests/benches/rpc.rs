@@ -166,15 +166,15 @@ impl Chat for TarpcChat {
 }
 
 fn tarpc_request() -> TarpcReq {
-    let t = tonic_request();
+    let r = svrkit_request();
     TarpcReq {
-        from_user: t.from_user,
-        to_user: t.to_user,
-        client_msg_id: t.client_msg_id,
-        msg_type: t.msg_type,
-        content: t.content,
-        create_time: t.create_time,
-        at_users: t.at_users,
+        from_user: r.from_user.to_string(),
+        to_user: r.to_user.to_string(),
+        client_msg_id: r.client_msg_id,
+        msg_type: r.msg_type.0,
+        content: r.content.clone(),
+        create_time: r.create_time,
+        at_users: r.at_users.iter().map(|s| s.to_string()).collect(),
     }
 }
 

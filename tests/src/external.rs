@@ -71,12 +71,12 @@ impl Need {
             .filter(|name| *name != "main")
             .unwrap_or("a test")
             .to_owned();
-        let line = format!("skipped {test}: needs {} ({})", self.what, self.install);
+        let need = format!("needs {} ({})", self.what, self.install);
         assert!(
             !required(),
-            "{line}; {REQUIRE} is set, so this is a failure"
+            "{test} {need}, and {REQUIRE} is set: it may not skip"
         );
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let _ = writeln!(std::io::stderr(), "skipped {test}: {need}");
     }
 
     /// `found`, after saying that the test skipped (see [`skip`](Need::skip)) when it is

@@ -116,6 +116,12 @@ running() {
 
 start() {
     [ -x "$im_server" ] || { echo "no im-server at $im_server (cargo build --release -p svrkit-im --features etcd)" >&2; exit 1; }
+    # Before anything starts: a build without etcd discovery would fail after etcd and
+    # PostgreSQL were up.
+    if ! "$im_server" --version | grep -q "(etcd)"; then
+        echo "$im_server was built without etcd discovery: cargo build --release -p svrkit-im --features etcd" >&2
+        exit 1
+    fi
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     local file

@@ -18,8 +18,16 @@ use clap::Parser;
 use svrkit_im::backend::{Backend, Role};
 use svrkit_runtime::Config;
 
+/// The version, and whether this build has etcd discovery (`deploy/sets.sh` asks before it
+/// starts anything).
+const VERSION: &str = if cfg!(feature = "etcd") {
+    concat!(env!("CARGO_PKG_VERSION"), " (etcd)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (without etcd discovery)")
+};
+
 #[derive(Parser, Debug)]
-#[command(about = "Runs the svrkit messaging backend's services")]
+#[command(version = VERSION, about = "Runs the svrkit messaging backend's services")]
 struct Args {
     /// The services to run: `all`, or any of account, seq-alloc, seq-store, msg, spam,
     /// group, gateway.
