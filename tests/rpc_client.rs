@@ -169,7 +169,7 @@ async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
     let running = echo::start().await;
     let counts = || Unknown::ALL.map(|kind| process().unknown(kind));
     let [service, method, frames] = counts();
-    let mut raw = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+    let mut raw = svrkit_tests::raw::RawConn::connect(&running.addr).await;
     let send = |kind, id, service_id, method_id| {
         let header = Header {
             kind,
@@ -182,28 +182,18 @@ async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
         frame::encode(&header, &[], &mut out);
         out
     };
-    let decoder = frame::Decoder::new(1 << 20);
-    let mut buf = bytes::BytesMut::new();
     let mut answers = Vec::new();
     for (kind, id, service_id, method_id) in [
         (FrameKind::ONEWAY, 1, 9100, 98),
         (FrameKind::REQUEST, 2, 9100, 99),
         (FrameKind::REQUEST, 3, 4242, 1),
     ] {
-        raw.write_all(&send(kind, id, service_id, method_id))
+        raw.stream
+            .write_all(&send(kind, id, service_id, method_id))
             .await
             .unwrap();
         if kind == FrameKind::REQUEST {
-            let response = loop {
-                match decoder.decode(&mut buf).unwrap() {
-                    Some(frame) if frame.header.kind == FrameKind::RESPONSE => break frame,
-                    // The PONG the server opens with.
-                    Some(_) => {}
-                    None => {
-                        raw.read_buf(&mut buf).await.unwrap();
-                    }
-                }
-            };
+            let response = raw.read(Duration::from_secs(5)).await;
             answers.push((
                 response.header.request_id,
                 Code(response.header.status_code),
@@ -226,17 +216,14 @@ async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
     assert_eq!(counts(), [service + 1, method + 2, frames]);
 
     // Kind 99 is in no version of the protocol: the server closes the connection.
-    raw.write_all(&send(FrameKind(99), 4, 9100, 1))
+    raw.stream
+        .write_all(&send(FrameKind(99), 4, 9100, 1))
         .await
         .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if raw.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                return;
-            }
-        }
-    });
-    closed.await.expect("the connection is closed");
+    assert!(
+        svrkit_tests::raw::closed_within(&mut raw.stream, Duration::from_secs(5)).await,
+        "the connection is closed"
+    );
     assert_eq!(counts(), [service + 1, method + 2, frames + 1]);
     let metrics = svrkit_runtime::monitor::exposition::encode();
     let frames_line = format!(

@@ -171,7 +171,7 @@ async fn connections_beyond_the_limit_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_decode_is_invalid_argument() {
     let running = echo::start().await;
-    let mut raw = TcpStream::connect(&running.addr).await.unwrap();
+    let mut raw = svrkit_tests::raw::RawConn::connect(&running.addr).await;
     let header = Header {
         kind: FrameKind::REQUEST,
         request_id: 5,
@@ -182,19 +182,8 @@ async fn a_body_that_does_not_decode_is_invalid_argument() {
     let mut out = Vec::new();
     // Field 1 (`text`, a string) holding invalid UTF-8.
     frame::encode(&header, &[0x0a, 0x02, 0xff, 0xfe], &mut out);
-    raw.write_all(&out).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    let decoder = frame::Decoder::new(1 << 20);
-    let response = loop {
-        match decoder.decode(&mut buf).unwrap() {
-            Some(frame) if frame.header.kind == FrameKind::RESPONSE => break frame,
-            // The PONG the server opens with.
-            Some(_) => {}
-            None => {
-                raw.read_buf(&mut buf).await.unwrap();
-            }
-        }
-    };
+    raw.stream.write_all(&out).await.unwrap();
+    let response = raw.read(Duration::from_secs(5)).await;
     assert_eq!(response.header.request_id, 5);
     assert_eq!(Code(response.header.status_code), Code::INVALID_ARGUMENT);
     assert!(

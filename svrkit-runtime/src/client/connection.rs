@@ -142,43 +142,24 @@ impl ClientConn {
 
     /// `UNIMPLEMENTED` when the peer said which methods it hosts and this is not one; waits
     /// for its word on a new connection (see the module's docs), once: a peer silent for
-    /// that long (a stalled or foreign one) is not waited for again.
+    /// that long (a stalled or foreign one) is not waited for again. Once the list is in,
+    /// a check is a read lock and a binary search: no clone, no allocation.
     async fn check_hosted(&self, header: &Header) -> Result<(), Status> {
-        let said = self.hosted.borrow().clone();
-        let said = match said {
-            Some(table) => table,
-            None if self.hosted_waited.load(Ordering::Relaxed) => return Ok(()),
-            None => {
-                let mut hosted = self.hosted.clone();
-                let wait = hosted.wait_for(Option::is_some);
-                match tokio::time::timeout(self.hosted_wait, wait).await {
-                    Ok(Ok(said)) => said.clone().unwrap_or_default(),
-                    // The connection ended: the send says so.
-                    Ok(Err(_)) => return Ok(()),
-                    Err(_) => {
-                        self.hosted_waited.store(true, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        // A server that does not say: the call goes out unchecked.
-        if said.is_empty() {
+        if let Some(table) = &*self.hosted.borrow() {
+            return hosts(table, header);
+        }
+        if self.hosted_waited.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let hosts = u16::try_from(header.service_id).is_ok()
-            && u16::try_from(header.method_id).is_ok()
-            && said
-                .binary_search(&(header.service_id << 16 | header.method_id))
-                .is_ok();
-        if hosts {
-            Ok(())
-        } else {
-            Err(Status::unimplemented(format!(
-                "the server does not host method {} of service {} (a oneway call it could \
-                 only drop; it may run an older version of the service)",
-                header.method_id, header.service_id
-            )))
+        let mut hosted = self.hosted.clone();
+        match tokio::time::timeout(self.hosted_wait, hosted.wait_for(Option::is_some)).await {
+            Ok(Ok(said)) => said.as_deref().map_or(Ok(()), |table| hosts(table, header)),
+            // The connection ended: the send says so.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                self.hosted_waited.store(true, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -227,6 +208,25 @@ impl ClientConn {
             self.closed.store(true, Ordering::Release);
             Status::unavailable("the connection is closed")
         })
+    }
+}
+
+/// Whether the peer's list of methods has the one `header` calls; an empty list is a peer
+/// that does not say, and every call goes out unchecked.
+fn hosts(table: &[u32], header: &Header) -> Result<(), Status> {
+    let listed = u16::try_from(header.service_id).is_ok()
+        && u16::try_from(header.method_id).is_ok()
+        && table
+            .binary_search(&(header.service_id << 16 | header.method_id))
+            .is_ok();
+    if table.is_empty() || listed {
+        Ok(())
+    } else {
+        Err(Status::unimplemented(format!(
+            "the server does not host method {} of service {} (a oneway call it could only \
+             drop; it may run an older version of the service)",
+            header.method_id, header.service_id
+        )))
     }
 }
 
