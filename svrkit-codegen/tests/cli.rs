@@ -126,16 +126,185 @@ fn compat_lists_breaking_changes_and_exits_1() {
     insta::assert_snapshot!(String::from_utf8_lossy(&o.stdout));
 }
 
+/// A schema grown by a field and a struct is compatible; the method it also adds is the one
+/// wire-breaking change, since callers may reach servers that do not host it yet.
 #[test]
-fn compat_of_compatible_versions_exits_0() {
+fn compat_of_a_grown_schema_flags_only_its_new_method() {
     let o = svrkit(&[
         "compat",
         "idl/im/message.xml",
         "svrkit-codegen/tests/compat/message_grown.xml",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("0 breaking, 3 compatible change(s)"), "{out}");
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("1 wire-breaking, 0 source-breaking, 0 policy, 2 compatible change(s)")
+            && out.contains("key: method-added im.message.MessageSvr.Edit"),
+        "{out}"
+    );
+}
+
+/// The repository's evolution example reports exactly what it means to show, and the
+/// two new methods pass once acknowledged.
+#[test]
+fn compat_of_the_evolution_example_reports_its_intended_changes() {
+    let args = [
+        "compat",
+        "idl/test/evolution/v1.xml",
+        "idl/test/evolution/v2.xml",
+    ];
+    let o = svrkit(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let ack = svrkit(
+        &[
+            &args[..],
+            &["--acknowledged", "idl/test/evolution/acknowledged.txt"],
+        ]
+        .concat(),
+    );
+    assert!(
+        ack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ack.stdout)
+    );
+    assert!(stderr(&ack).is_empty(), "{}", stderr(&ack));
+    insta::assert_snapshot!(String::from_utf8_lossy(&ack.stdout));
+}
+
+#[test]
+fn compat_matches_across_a_package_rename_when_told() {
+    let dir = temp_dir("compat-package");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("old.xml");
+    let new = dir.join("new.xml");
+    std::fs::write(&old, r#"<svrkit package="shop.v1"><struct name="Item"><field id="1" name="id" type="uint64"/></struct></svrkit>"#).unwrap();
+    std::fs::write(&new, r#"<svrkit package="shop"><struct name="Item"><field id="1" name="id" type="uint64"/><field id="2" name="name" type="string"/></struct></svrkit>"#).unwrap();
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let plain = svrkit(&["compat", old, new]);
+    let out = String::from_utf8_lossy(&plain.stdout);
+    assert!(out.contains("struct `shop.v1.Item` removed"), "{out}");
+    let renamed = svrkit(&["compat", old, new, "--as-package", "shop.v1=shop"]);
+    let out = String::from_utf8_lossy(&renamed.stdout);
+    assert!(renamed.status.success(), "{out}");
+    assert!(
+        out.contains("field 2 `name` added")
+            && out.contains("0 wire-breaking, 0 source-breaking, 0 policy, 1 compatible"),
+        "{out}"
+    );
+    let bad = svrkit(&["compat", old, new, "--as-package", "shop.v1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("expected OLD=NEW"),
+        "{}",
+        stderr(&bad)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--against` reads the old versions (and what they include) from a git revision, names
+/// removals at `REV:path`, fails on a wire-breaking change until it is acknowledged, and
+/// notes an acknowledgment that matches nothing.
+#[test]
+fn compat_against_a_git_revision_is_a_release_gate() {
+    let dir = temp_dir("compat-git");
+    std::fs::create_dir_all(dir.join("idl")).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    };
+    let common = r#"<svrkit package="shop"><struct name="Money"><field id="1" name="cents" type="int64"/></struct></svrkit>"#;
+    let v1 = r#"<svrkit package="shop"><include file="common.xml"/><struct name="Item"><field id="1" name="price" type="Money"/><field id="2" name="note" type="string"/></struct>
+<service name="Shop" id="300"><method name="Get" id="1" request="Item" response="Item"/></service></svrkit>"#;
+    let v2 = r#"<svrkit package="shop"><include file="common.xml"/><struct name="Item"><field id="1" name="price" type="Money"/><field id="3" name="note" type="string"/><reserved ids="2"/></struct>
+<service name="Shop" id="300"><method name="Get" id="1" request="Item" response="Item"/><method name="Put" id="2" request="Item" response="Item"/></service></svrkit>"#;
+    std::fs::write(dir.join("idl/common.xml"), common).unwrap();
+    std::fs::write(dir.join("idl/shop.xml"), v1).unwrap();
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "v1"]);
+    std::fs::write(dir.join("idl/shop.xml"), v2).unwrap();
+    std::fs::write(
+        dir.join("idl/more.xml"),
+        r#"<svrkit package="more"><struct name="X"/></svrkit>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ack.txt"),
+        "# decided\nmethod-added shop.Shop.Put\nfield-moved shop.Item.nothing\n",
+    )
+    .unwrap();
+
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_svrkit"))
+            .args(["compat", "--against", "HEAD", "shop.xml", "more.xml"])
+            .args(extra)
+            .current_dir(dir.join("idl"))
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("field `note` moved from id 2 to id 3"),
+        "{out}"
+    );
+    assert!(out.contains("  = key: method-added shop.Shop.Put"), "{out}");
+    assert!(out.contains("struct `more.X` added"), "{out}");
+    assert!(
+        stderr(&o).contains("more.xml is new since HEAD"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The field move is not acknowledged (the line names another field): still failing.
+    let o = run(&["--acknowledged", "../ack.txt"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("wire-breaking (acknowledged): `shop.Shop`: method `Put` added"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("line 3: field-moved shop.Item.nothing matches no change"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A removal points into the revision.
+    std::fs::write(
+        dir.join("idl/shop.xml"),
+        r#"<svrkit package="shop"><include file="common.xml"/></svrkit>"#,
+    )
+    .unwrap();
+    let o = run(&[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("--> HEAD:idl/shop.xml:"), "{out}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_svrkit"))
+        .args(["compat", "--against", "no-such-ref", "shop.xml"])
+        .current_dir(dir.join("idl"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("`no-such-ref` is not a commit of this repository"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Every IDL `svrkit check` accepts exports to `.proto` files that protoc accepts: each file

@@ -1,7 +1,7 @@
 //! `svrkit`: the IDL compiler on the command line, and the tools built on it (calling and
 //! load-testing a service from its IDL).
 //!
-//! Exit codes: 0 success; 1 errors in the IDL, breaking changes (`compat`), or a call that
+//! Exit codes: 0 success; 1 errors in the IDL, wire-breaking changes nobody acknowledged (`compat`), or a call that
 //! failed (bad JSON, unknown method, an error status, an unreachable server); 2 usage or
 //! I/O errors.
 
@@ -15,6 +15,7 @@ macro_rules! note {
 
 mod bench;
 mod call;
+mod compat;
 mod new;
 mod target;
 
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use svrkit_codegen::{Builder, Compiled, Error, compat, write_if_changed};
+use svrkit_codegen::{Builder, Error, write_if_changed};
 
 /// Compile svrkit XML IDL files, and call and load-test the services they declare.
 #[derive(Parser)]
@@ -189,15 +190,39 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
         connections: u32,
     },
-    /// List the changes from an old to a new version of an IDL; exit 1 if any is breaking.
+    /// List the changes from an old to a new version of an IDL, each as wire-breaking,
+    /// source-breaking, policy or compatible; exit 1 on a wire-breaking change that is not
+    /// acknowledged.
     Compat {
-        /// The old version.
-        old: PathBuf,
-        /// The new version.
-        new: PathBuf,
+        /// The old version and the new one; with `--against`, the IDL files to compare with
+        /// their versions at that revision.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Compare the files with their versions at this git revision (`HEAD~1`, a tag).
+        #[arg(long, value_name = "GIT-REF")]
+        against: Option<String>,
+        /// Match the old version's package OLD as NEW, across a package rename (repeatable).
+        #[arg(long = "as-package", value_name = "OLD=NEW", value_parser = package_pair)]
+        as_package: Vec<(String, String)>,
+        /// A file of acknowledged changes, one `<kind> <subject>` per line as printed under
+        /// each wire-breaking change: they are reported but do not fail.
+        #[arg(long, value_name = "FILE")]
+        acknowledged: Option<PathBuf>,
+        /// Fail on source-breaking changes too.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         includes: Includes,
     },
+}
+
+fn package_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+            Ok((old.to_owned(), new.to_owned()))
+        }
+        _ => Err("expected OLD=NEW, like `im.v1=im`".to_owned()),
+    }
 }
 
 fn builder(includes: &Includes) -> Builder {
@@ -306,14 +331,22 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             };
             return bench::run(&target, &c.addr, c.json.as_deref(), &load);
         }
-        Command::Compat { old, new, includes } => {
-            let b = builder(&includes);
-            let (old, new): (Compiled, Compiled) = (b.check(&[old])?, b.check(&[new])?);
-            let changes = compat::compare(&old, &new);
-            print(&compat::render(&changes))?;
-            if changes.iter().any(|c| c.breaking) {
-                return Ok(ExitCode::from(1));
-            }
+        Command::Compat {
+            files,
+            against,
+            as_package,
+            acknowledged,
+            strict,
+            includes,
+        } => {
+            let args = compat::Args {
+                files,
+                against,
+                packages: as_package,
+                acknowledged,
+                strict,
+            };
+            return compat::run(&mut builder(&includes), &includes.dirs, args);
         }
     }
     Ok(ExitCode::SUCCESS)
