@@ -136,6 +136,26 @@ async fn methods_an_old_server_does_not_host_fail_at_the_caller_oneway_included(
     assert_eq!(process().unknown(Unknown::Method), unknown_methods + 1);
     // What the old server hosts still works.
     client.echo(&sent).await.unwrap();
+    // The caller counts both as failed calls, not as `ok`.
+    let text = svrkit_runtime::monitor::exposition::encode();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("svrkit_server_unknown_total")
+                || (l.contains("ProfileSvr")
+                    && l.contains("status=\"unimplemented\"")
+                    && !l.ends_with(" 0"))
+        })
+        .collect();
+    println!("{}", series.join("\n"));
+    for method in ["Touch", "Rename"] {
+        assert!(
+            series.iter().any(|l| l.starts_with("svrkit_client_")
+                && l.contains(&format!("method=\"{method}\""))
+                && l.ends_with(" 1")),
+            "{method}: {series:#?}"
+        );
+    }
 
     // A server that hosts them takes both.
     let client = v2::ProfileSvrClient::new(Channel::lazy([new], Default::default()));

@@ -132,14 +132,14 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                     pub async fn #f_with(&self, request: &#req, options: &#rt::CallOptions)
                         -> ::core::result::Result<#resp, #rt::Status>
                     {
-                        self.channel.call_counted(&self.metrics.methods[#i], request, options).await
+                        self.channel.call_counted(self.metrics.methods[#i], request, options).await
                     }
                     #[doc = " As a weak dependency: the response, or `None` when the call failed, was"]
                     #[doc = " refused or had no answer within `timeout` (counted as a skip)."]
                     pub async fn #f_weak(&self, request: &#req, timeout: ::core::time::Duration)
                         -> ::core::option::Option<#resp>
                     {
-                        self.channel.call_weak(&self.metrics.methods[#i], request, timeout).await
+                        self.channel.call_weak(self.metrics.methods[#i], request, timeout).await
                     }
                 }
             }
@@ -154,7 +154,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                 pub async fn #f_with(&self, request: &#req, options: &#rt::CallOptions)
                     -> ::core::result::Result<(), #rt::Status>
                 {
-                    self.channel.call_oneway_counted(&self.metrics.methods[#i], request, options).await
+                    self.channel.call_oneway_counted(self.metrics.methods[#i], request, options).await
                 }
             },
         }

@@ -84,7 +84,7 @@ pub struct Board {
     pub config: AlarmConfig,
     /// Every method, in registration order.
     pub methods: Vec<Tracked>,
-    known: HashSet<&'static str>,
+    known: HashSet<usize>,
     /// The latest alarm changes, oldest first.
     pub events: VecDeque<Event>,
     /// The last minute ended by [`tick`](Board::tick).
@@ -94,9 +94,11 @@ pub struct Board {
 impl Board {
     /// Takes in methods registered since the last look.
     pub fn sync(&mut self) {
+        // By method, not by service name: a second version of a service brings methods
+        // of its own and shares the rest with the first.
         for service in super::services() {
-            if self.known.insert(service.descriptor.name) {
-                for m in service.methods.iter() {
+            for &m in service.methods.iter() {
+                if self.known.insert(std::ptr::from_ref(m) as usize) {
                     self.methods.push(Tracked {
                         service,
                         rollup: MethodRollup::new(m),

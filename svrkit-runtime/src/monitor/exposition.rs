@@ -41,16 +41,21 @@ struct Read {
 
 impl Collector for Everything {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // A method two versions of a service share is read once, from the earlier version,
+        // which is marked with both versions' sides.
+        let mut seen = std::collections::HashSet::new();
         let read: Vec<Read> = super::services()
             .into_iter()
             .flat_map(|s: &'static ServiceMetrics| {
                 let (served, called) = (s.is_served(), s.is_called());
-                s.methods.iter().map(move |m| Read {
-                    service: s.descriptor.name,
-                    method: m.descriptor.name,
-                    server: served.then(|| m.server_totals()),
-                    client: called.then(|| m.client_totals()),
-                })
+                s.methods.iter().map(move |&m| (s, served, called, m))
+            })
+            .filter(|(.., m)| seen.insert(std::ptr::from_ref(*m)))
+            .map(|(s, served, called, m)| Read {
+                service: s.descriptor.name,
+                method: m.descriptor.name,
+                server: served.then(|| m.server_totals()),
+                client: called.then(|| m.client_totals()),
             })
             .collect();
         let servers = || read.iter().filter_map(|r| Some((r, r.server.as_ref()?)));

@@ -295,8 +295,11 @@ pub struct ClientTotals {
 pub struct ServiceMetrics {
     /// The service.
     pub descriptor: &'static ServiceDescriptor,
-    /// Its methods, in the descriptor's order.
-    pub methods: Box<[MethodMetrics]>,
+    /// Its methods, in the descriptor's order. A method another version of the service
+    /// registered first (same id and name) shares that version's counters.
+    pub methods: Box<[&'static MethodMetrics]>,
+    /// The version of this service registered before this one in the process, if any.
+    pub(crate) earlier: Option<&'static ServiceMetrics>,
     /// Whether a server in this process hosts it / a client calls it: only those sides'
     /// series are exported.
     pub(crate) served: std::sync::atomic::AtomicBool,
@@ -312,14 +315,29 @@ impl std::fmt::Debug for ServiceMetrics {
 }
 
 impl ServiceMetrics {
-    pub(crate) fn new(descriptor: &'static ServiceDescriptor) -> ServiceMetrics {
+    /// Counters for `descriptor`, sharing those of the methods an `earlier` version of the
+    /// service (or one before it) already has. They live as long as the process.
+    pub(crate) fn new(
+        descriptor: &'static ServiceDescriptor,
+        earlier: Option<&'static ServiceMetrics>,
+    ) -> ServiceMetrics {
+        let shared = |m: &MethodDescriptor| {
+            std::iter::successors(earlier, |e| e.earlier)
+                .flat_map(|e| e.methods.iter().copied())
+                .find(|o| o.descriptor.id == m.id && o.descriptor.full_name == m.full_name)
+        };
         ServiceMetrics {
             descriptor,
             methods: descriptor
                 .methods
                 .iter()
-                .map(|m| MethodMetrics::new(descriptor.name, m))
+                .map(|m| {
+                    shared(m).unwrap_or_else(|| {
+                        &*Box::leak(Box::new(MethodMetrics::new(descriptor.name, m)))
+                    })
+                })
                 .collect(),
+            earlier,
             served: Default::default(),
             called: Default::default(),
         }
@@ -327,7 +345,7 @@ impl ServiceMetrics {
 
     /// The counters of the method with id `id`.
     pub fn method(&self, id: u16) -> Option<&MethodMetrics> {
-        self.methods.iter().find(|m| m.descriptor.id == id)
+        self.methods.iter().copied().find(|m| m.descriptor.id == id)
     }
 
     /// Whether a server in this process hosts the service.
@@ -364,7 +382,7 @@ mod tests {
 
     #[test]
     fn counts_from_many_threads_add_up() {
-        let m = ServiceMetrics::new(&SERVICE);
+        let m = ServiceMetrics::new(&SERVICE, None);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
@@ -395,6 +413,42 @@ mod tests {
         assert_eq!(t.response_bytes, 20000);
         assert_eq!(t.latency.count(), 4000);
         assert_eq!(t.queue_wait.count(), 4000);
+    }
+
+    /// A newer version of `t.S` with one more method: it shares `Get`'s counters with the
+    /// older one and has its own for `Put`.
+    #[test]
+    fn a_second_version_shares_the_counters_of_the_methods_it_keeps() {
+        const GET: MethodDescriptor = MethodDescriptor {
+            name: "Get",
+            full_name: "t.S.Get",
+            id: 1,
+            service_id: 9,
+            timeout_ms: 100,
+            retry: Retry::None,
+            priority: Priority::Normal,
+            oneway: false,
+        };
+        static V2: [MethodDescriptor; 2] = [
+            GET,
+            MethodDescriptor {
+                name: "Put",
+                full_name: "t.S.Put",
+                id: 2,
+                ..GET
+            },
+        ];
+        static SERVICE_V2: ServiceDescriptor = ServiceDescriptor {
+            name: "t.S",
+            id: 9,
+            methods: &V2,
+        };
+        let v1: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(&SERVICE, None)));
+        let v2 = ServiceMetrics::new(&SERVICE_V2, Some(v1));
+        assert!(std::ptr::eq(v1.methods[0], v2.methods[0]));
+        v2.methods[0].server_request(1);
+        assert_eq!(v1.methods[0].server_totals().requests, 1);
+        assert_eq!(v2.method(2).unwrap().descriptor.name, "Put");
     }
 
     #[test]

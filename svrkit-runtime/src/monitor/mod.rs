@@ -66,10 +66,20 @@ fn registry() -> &'static Registry {
 /// The counters of `service`, made on first use. They live as long as the process, as a
 /// Prometheus series does: the set of services compiled into a program is fixed, so this
 /// holds a bounded amount of memory.
+///
+/// Two versions of one service's generated code can meet in one program (a test of both, a
+/// relay built with an old copy). Generated code indexes counters by its own method list, so
+/// each version gets a [`ServiceMetrics`] of its own, whose methods share the counters of
+/// the same methods in the earlier version: one series per method, every method exported.
 fn register(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
     let registry = registry();
     let mut services = registry.services.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = services.iter().find(|s| s.descriptor.name == service.name) {
+    let earlier = services
+        .iter()
+        .rev()
+        .find(|s| s.descriptor.name == service.name)
+        .copied();
+    if let Some(found) = earlier {
         let same_methods = found.descriptor.methods.len() == service.methods.len()
             && found
                 .descriptor
@@ -80,36 +90,39 @@ fn register(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
         if same_methods {
             return found;
         }
-        // Two versions of one service's generated code in one program (a test of both, a
-        // relay built with an old copy): generated code indexes the counters by its own
-        // method list, so this version gets counters of its own. Only the first version's
-        // are exported: one series per name.
-        tracing::warn!(
-            service = service.name,
-            "two versions of this service's generated code in one process: only the first one's calls are exported as metrics"
-        );
-        return Box::leak(Box::new(ServiceMetrics::new(service)));
     }
-    let metrics: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(service)));
+    let metrics: &'static ServiceMetrics =
+        Box::leak(Box::new(ServiceMetrics::new(service, earlier)));
     services.push(metrics);
     let mut methods = registry.methods.write().unwrap_or_else(|e| e.into_inner());
     for m in metrics.methods.iter() {
-        methods.insert(m.descriptor.full_name, m);
+        methods.entry(m.descriptor.full_name).or_insert(m);
     }
     metrics
+}
+
+/// Marks a service (and its earlier versions, which share counters with it) as served or
+/// called, so that exposition shows those sides.
+fn mark(
+    metrics: &'static ServiceMetrics,
+    flag: fn(&ServiceMetrics) -> &std::sync::atomic::AtomicBool,
+) {
+    for m in std::iter::successors(Some(metrics), |m| m.earlier) {
+        flag(m).store(true, Relaxed);
+    }
 }
 
 /// Registers a service a server in this process hosts.
 pub fn register_server(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
     let metrics = register(service);
-    metrics.served.store(true, Relaxed);
+    mark(metrics, |m| &m.served);
     metrics
 }
 
 /// Registers a service a client in this process calls (generated clients do, when made).
 pub fn register_client(service: &'static ServiceDescriptor) -> &'static ServiceMetrics {
     let metrics = register(service);
-    metrics.called.store(true, Relaxed);
+    mark(metrics, |m| &m.called);
     metrics
 }
 

@@ -386,8 +386,6 @@ impl OssAgentClient {
         request: &Report,
         options: &::svrkit_runtime::codegen::CallOptions,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::Status> {
-        self.channel
-            .call_oneway_counted(&self.metrics.methods[0], request, options)
-            .await
+        self.channel.call_oneway_counted(self.metrics.methods[0], request, options).await
     }
 }

@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn each_minute_holds_what_happened_in_it() {
-        let metrics: &'static ServiceMetrics = Box::leak(Box::new(ServiceMetrics::new(&SERVICE)));
+        let metrics: &'static ServiceMetrics =
+            Box::leak(Box::new(ServiceMetrics::new(&SERVICE, None)));
         let m = &metrics.methods[0];
         serve(m, 5, 0, 0, Duration::from_millis(3)); // before the board looked
         let mut r = MethodRollup::new(m);

@@ -236,7 +236,7 @@ impl Router {
             return answer(Status::unimplemented(what));
         };
         let method = &methods[index];
-        let metrics = metrics.map(|m| &m.methods[index]);
+        let metrics = metrics.map(|m| m.methods[index]);
         if let Some(m) = metrics {
             m.server_request(request.body.len());
         }
