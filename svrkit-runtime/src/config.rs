@@ -17,9 +17,14 @@
 //! write_timeout_ms = 30000
 //! read_timeout_ms = 10000
 //! idle_timeout_ms = 300000
+//! max_connections_per_peer = 1250      # per untrusted address: an eighth of max_connections
+//! first_request_timeout_ms = 10000     # an untrusted connection that sends no request
 //! max_deadline_ms = 60000
 //! cancel_grace_ms = 200
 //! shutdown_grace_ms = 10000
+//!
+//! [trust]                        # whose priority, user key, dye, trace id, deadline count
+//! peers = ["loopback", "private"]      # CIDR ranges too; from others: the IDL's defaults
 //!
 //! [overload]                     # the server's load shedding (DAGOR), see `AdmissionConfig`
 //! enabled = true
@@ -88,7 +93,7 @@ use crate::client::{Channel, ChannelOptions};
 use crate::discovery::{DiscoveryConfig, DiscoveryKind};
 use crate::monitor::MonitorConfig;
 use crate::policy::AdmissionConfig;
-use crate::server::{Limits, ServerBuilder};
+use crate::server::{Limits, ServerBuilder, Trust};
 
 /// What a configuration that asks for etcd gets from a build without it. The feature is off
 /// by default because the etcd client's build runs protoc.
@@ -114,6 +119,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// `[overload]`.
     pub overload: AdmissionConfig,
+    /// `[trust]`.
+    pub trust: TrustConfig,
     /// `[app]`: the application's own settings, unchecked here; read them with
     /// [`Config::app`].
     pub app: toml::Table,
@@ -145,6 +152,23 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[trust]`: which peers' header fields the server obeys (see [`Trust`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Address ranges (CIDR, addresses, `loopback`, `private`, `any`); default loopback and
+    /// the private ranges.
+    pub peers: Vec<String>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> TrustConfig {
+        TrustConfig {
+            peers: vec!["loopback".to_owned(), "private".to_owned()],
+        }
+    }
+}
+
 /// `[limits]`: see [`Limits`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -159,6 +183,8 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    pub max_connections_per_peer: usize,
+    pub first_request_timeout_ms: u64,
     pub max_deadline_ms: u64,
     pub cancel_grace_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -177,6 +203,8 @@ impl Default for LimitsConfig {
             write_timeout_ms: l.write_timeout.as_millis() as u64,
             read_timeout_ms: l.read_timeout.as_millis() as u64,
             idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+            max_connections_per_peer: l.max_connections_per_peer,
+            first_request_timeout_ms: l.first_request_timeout.as_millis() as u64,
             max_deadline_ms: l.max_deadline.as_millis() as u64,
             cancel_grace_ms: l.cancel_grace.as_millis() as u64,
             shutdown_grace_ms: l.shutdown_grace.as_millis() as u64,
@@ -333,6 +361,10 @@ impl Config {
                 l.max_in_flight_per_connection,
             ),
             ("limits.max_in_flight", l.max_in_flight),
+            (
+                "limits.max_connections_per_peer",
+                l.max_connections_per_peer,
+            ),
             ("limits.max_frame_bytes", l.max_frame_bytes),
             (
                 "limits.max_buffered_input_bytes",
@@ -351,6 +383,7 @@ impl Config {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
+        Trust::parse(&self.trust.peers).map_err(|e| ConfigError::key("trust.peers", e))?;
         if let Some(agent) = &self.monitor.agent
             && !crate::monitor::is_host_port(agent)
         {
@@ -563,17 +596,26 @@ impl Config {
             write_timeout: Duration::from_millis(l.write_timeout_ms),
             read_timeout: Duration::from_millis(l.read_timeout_ms),
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            max_connections_per_peer: l.max_connections_per_peer,
+            first_request_timeout: Duration::from_millis(l.first_request_timeout_ms),
             max_deadline: Duration::from_millis(l.max_deadline_ms),
             cancel_grace: Duration::from_millis(l.cancel_grace_ms),
             shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
         }
     }
 
-    /// A server builder with the configured limits, overload control and slow-call
+    /// The peers the server trusts.
+    pub fn trust(&self) -> Trust {
+        // Checked when the configuration was read.
+        Trust::parse(&self.trust.peers).unwrap_or_else(|_| Trust::nobody())
+    }
+
+    /// A server builder with the configured limits, trust, overload control and slow-call
     /// threshold.
     pub fn server_builder(&self) -> ServerBuilder {
         crate::Server::builder()
             .limits(self.limits())
+            .trust(self.trust())
             .admission(self.overload.clone())
             .slow_call_threshold(Duration::from_millis(self.monitor.slow_call_ms))
     }
@@ -787,6 +829,21 @@ mod tests {
 
     fn error(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn trust_is_internal_by_default_and_read_from_its_section() {
+        let peer = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 1));
+        let default = Config::parse("").unwrap().trust();
+        assert!(default.trusts(peer("10.0.0.1")) && !default.trusts(peer("8.8.8.8")));
+        let c = Config::parse("[trust]\npeers = [\"203.0.113.0/24\"]\n[limits]\nmax_connections_per_peer = 3\nfirst_request_timeout_ms = 50\n").unwrap();
+        assert!(c.trust().trusts(peer("203.0.113.9")) && !c.trust().trusts(peer("10.0.0.1")));
+        assert_eq!(c.limits().max_connections_per_peer, 3);
+        assert_eq!(c.limits().first_request_timeout, Duration::from_millis(50));
+        assert_eq!(
+            error("[trust]\npeers = [\"intranet\"]\n"),
+            "trust.peers: `intranet` is not an address range: expected CIDR like `10.0.0.0/8`, an address, `loopback`, `private` or `any`"
+        );
     }
 
     #[test]

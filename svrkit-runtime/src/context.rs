@@ -41,6 +41,10 @@ pub struct Context {
     pub arrived: Instant,
     /// The address of the connection the request came on (`None` in process).
     pub peer: Option<SocketAddr>,
+    /// Whether the server trusts the peer's word for the priority, user key, dye, trace id,
+    /// `no_retry` and deadline (`server/trust.rs`); if not, those are the method's defaults.
+    /// True in process and on the calling side.
+    pub trusted: bool,
     /// What the caller's interceptors attached (credentials, say).
     ///
     /// Shared: the context is copied for the handler, its task and every call it makes
@@ -70,6 +74,7 @@ impl Context {
             no_retry: false,
             arrived,
             peer: None,
+            trusted: true,
             metadata: Arc::default(),
         }
     }

@@ -50,7 +50,7 @@ pub mod tls;
 pub use client::{CallOptions, Channel, ChannelOptions};
 pub use config::Config;
 pub use context::Context;
-pub use server::{Limits, Server};
+pub use server::{Limits, Server, Trust};
 pub use status::{Code, Status};
 
 /// The type of `bytes` fields.

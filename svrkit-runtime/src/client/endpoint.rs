@@ -107,9 +107,12 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// How long a reported admission level is believed without a fresh response: after that the
-/// next call is sent, and its response says the level again.
-const LEVEL_FRESH_MS: u64 = 500;
+/// How long a reported admission level is believed without a fresh response. After that one
+/// call it would drop is sent instead, as a probe, and its response says the level again;
+/// the others are still dropped until it answers or this passes again. So that a caller
+/// forgets an overload within this long of its end, and spends one call per period on
+/// learning whether it has ended.
+const LEVEL_FRESH_MS: u64 = 50;
 
 /// The weight of an endpoint nobody gave one.
 pub const DEFAULT_WEIGHT: u32 = 100;
@@ -174,9 +177,17 @@ impl Endpoint {
     #[inline]
     pub(crate) fn admits(&self, level: u32, now_ms: u64) -> bool {
         let admitted = self.level.load(Relaxed);
-        admitted == 0
-            || level < admitted
-            || now_ms.saturating_sub(self.level_at.load(Relaxed)) > LEVEL_FRESH_MS
+        if admitted == 0 || level < admitted {
+            return true;
+        }
+        // Stale: the first call to see it goes as the probe (restarting the period), the
+        // rest are dropped as before.
+        let at = self.level_at.load(Relaxed);
+        now_ms.saturating_sub(at) > LEVEL_FRESH_MS
+            && self
+                .level_at
+                .compare_exchange(at, now_ms, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// Records the admission level of a response (0: the server does not say).
@@ -430,14 +441,21 @@ mod tests {
         assert!(e.admits(99, 1_000));
         assert!(!e.admits(100, 1_000));
         assert!(!e.admits(400, 1_000 + LEVEL_FRESH_MS));
+        let stale = 1_001 + LEVEL_FRESH_MS;
+        assert!(e.admits(400, stale), "stale: one call goes, to learn again");
         assert!(
-            e.admits(400, 1_001 + LEVEL_FRESH_MS),
-            "stale: send, and learn again"
+            !e.admits(400, stale),
+            "the others wait for its answer (or the next period)"
         );
+        assert!(!e.admits(400, stale + LEVEL_FRESH_MS));
+        assert!(e.admits(400, stale + LEVEL_FRESH_MS + 1), "the next probe");
+        // The probe's answer: the overload is over.
+        e.note_level(512, stale + LEVEL_FRESH_MS + 2);
+        assert!(e.admits(400, stale + LEVEL_FRESH_MS + 2));
         e.note_level(0, 2_000);
         assert_eq!(
             e.admission_level(),
-            100,
+            512,
             "a response without a level changes nothing"
         );
     }

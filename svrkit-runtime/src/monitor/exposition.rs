@@ -271,6 +271,18 @@ impl Collector for Everything {
                 Ok(())
             },
         )?;
+        family(
+            &mut e,
+            "svrkit_server_untrusted",
+            "Requests from peers the server does not trust that set a field it then ignored (priority, user key, dye, no_retry, trace id, a deadline over the method's).",
+            MetricType::Counter,
+            &mut |m| {
+                for field in super::Untrusted::ALL {
+                    counter(m, &[("field", field.name())], p.untrusted(field))?;
+                }
+                Ok(())
+            },
+        )?;
         let open = p.accepted().saturating_sub(p.closed());
         family(
             &mut e,

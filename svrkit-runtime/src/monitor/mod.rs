@@ -159,6 +159,9 @@ pub struct Process {
     /// When a line about each [`Unknown`] was last logged (ms since `started`, plus one, so
     /// that zero means never), and how many went unlogged since.
     unknown_logged: [(AtomicU64, AtomicU64); 3],
+    /// Header fields set by peers the server does not trust, and so ignored, by
+    /// [`Untrusted`].
+    pub(crate) untrusted: [AtomicU64; 6],
     /// The overload control of the first monitored server built in the process, for its
     /// gauges.
     pub(crate) admission: OnceLock<std::sync::Weak<crate::policy::admission::Admission>>,
@@ -178,6 +181,7 @@ pub fn process() -> &'static Process {
         reports_failed: AtomicU64::new(0),
         unknown: Default::default(),
         unknown_logged: Default::default(),
+        untrusted: Default::default(),
         admission: OnceLock::new(),
     })
 }
@@ -205,6 +209,54 @@ impl Unknown {
             Unknown::Frame => "frame",
         }
     }
+}
+
+/// A header field a peer the server does not trust set, and the server ignored
+/// (`server/trust.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Untrusted {
+    /// A priority other than the method's.
+    Priority,
+    /// A user key.
+    UserKey,
+    /// A dye tag.
+    Dye,
+    /// `no_retry`.
+    NoRetry,
+    /// A trace id.
+    TraceId,
+    /// A deadline longer than the method's timeout.
+    Deadline,
+}
+
+impl Untrusted {
+    /// Every field, in the order of their counters.
+    pub const ALL: [Untrusted; 6] = [
+        Untrusted::Priority,
+        Untrusted::UserKey,
+        Untrusted::Dye,
+        Untrusted::NoRetry,
+        Untrusted::TraceId,
+        Untrusted::Deadline,
+    ];
+
+    /// The `field` label of its series.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Untrusted::Priority => "priority",
+            Untrusted::UserKey => "user_key",
+            Untrusted::Dye => "dye",
+            Untrusted::NoRetry => "no_retry",
+            Untrusted::TraceId => "trace_id",
+            Untrusted::Deadline => "deadline",
+        }
+    }
+}
+
+/// Counts a header field an untrusted peer set and the server ignored.
+#[inline]
+pub(crate) fn note_untrusted(field: Untrusted) {
+    process().untrusted[field as usize].fetch_add(1, Relaxed);
 }
 
 /// Counts a request or frame for something this server does not host, and logs it at most
@@ -265,6 +317,10 @@ impl Process {
     /// Requests or frames of `kind` for what the server does not host.
     pub fn unknown(&self, kind: Unknown) -> u64 {
         self.unknown[kind as usize].load(Relaxed)
+    }
+    /// Requests from untrusted peers that set `field`, which was ignored.
+    pub fn untrusted(&self, field: Untrusted) -> u64 {
+        self.untrusted[field as usize].load(Relaxed)
     }
 }
 

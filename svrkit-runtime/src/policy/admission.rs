@@ -105,7 +105,16 @@ pub struct Admission {
     /// Requests a second the server starts when overloaded (`f64` bits; 0 before the first
     /// overload): its capacity, as last seen.
     capacity: AtomicU64,
+    /// Arrivals since the current short look began, and when it began (policy clock, ms):
+    /// what tells, within [`QUICK_LOOK`], that an overload ended.
+    recent: AtomicU32,
+    recent_from: AtomicU64,
 }
+
+/// How often a server that sheds looks at whether its load went away, between windows. A
+/// window is long (a second) so that its averages are steady; an overload that ends should
+/// not cost its callers that long.
+const QUICK_LOOK: Duration = Duration::from_millis(50);
 
 /// What a closed window found, for tests and the dashboard.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -143,6 +152,8 @@ impl Admission {
             pinned: AtomicBool::new(false),
             last: Mutex::new(None),
             capacity: AtomicU64::new(0),
+            recent: AtomicU32::new(0),
+            recent_from: AtomicU64::new(0),
             config,
         }
     }
@@ -173,10 +184,11 @@ impl Admission {
     pub fn admit(&self, level: u32, now: Instant) -> bool {
         let level = level.min(LEVELS - 1);
         self.by_level[level as usize].fetch_add(1, Relaxed);
+        self.recent.fetch_add(1, Relaxed);
         let n = self.requests.fetch_add(1, Relaxed) + 1;
         let now_ms = super::millis(now);
         if n >= self.config.window_requests || now_ms >= self.window_end.load(Relaxed) {
-            self.close_window(now_ms);
+            self.close_window(now_ms, false);
         }
         level < self.level.load(Relaxed)
     }
@@ -195,19 +207,45 @@ impl Admission {
         self.lags.fetch_add(1, Relaxed);
     }
 
-    /// Closes the window if its time is up.
+    /// Closes the window if its time is up; and every [`QUICK_LOOK`], while shedding,
+    /// closes it early as calm if requests now arrive at less than half the capacity last
+    /// seen: the overload ended (callers drop what the server would refuse, so what still
+    /// arrives is what it admits), and admitting again should not wait for the window.
     pub(crate) fn tick(&self, now: Instant) {
         let now_ms = super::millis(now);
         if now_ms >= self.window_end.load(Relaxed) {
-            self.close_window(now_ms);
+            self.close_window(now_ms, false);
+            return;
+        }
+        let from = self.recent_from.load(Relaxed);
+        let look = QUICK_LOOK.as_millis() as u64;
+        if now_ms < from + look
+            || self
+                .recent_from
+                .compare_exchange(from, now_ms, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let arrived = self.recent.swap(0, Relaxed);
+        let capacity = f64::from_bits(self.capacity.load(Relaxed));
+        let seconds = (now_ms - from) as f64 / 1e3;
+        if self.level() < LEVELS
+            && !self.pinned.load(Relaxed)
+            && capacity > 0.0
+            && f64::from(arrived) < 0.5 * capacity * seconds
+        {
+            self.close_window(now_ms, true);
         }
     }
 
-    /// Closes the window if it is still due and no other thread is closing it.
+    /// Closes the window if it is still due (or `calm`: the load went away) and no other
+    /// thread is closing it.
     #[cold]
-    fn close_window(&self, now_ms: u64) -> Option<WindowReport> {
+    fn close_window(&self, now_ms: u64, calm: bool) -> Option<WindowReport> {
         let _closing = self.closing.try_lock().ok()?;
-        let due = self.requests.load(Relaxed) >= self.config.window_requests
+        let due = calm
+            || self.requests.load(Relaxed) >= self.config.window_requests
             || now_ms >= self.window_end.load(Relaxed);
         if !due {
             return None;
@@ -230,7 +268,7 @@ impl Admission {
         let queue_wait = Duration::from_micros(
             waited.checked_div(started).unwrap_or(0) + lagged.checked_div(lags).unwrap_or(0),
         );
-        let overloaded = queue_wait > self.config.queue_wait;
+        let overloaded = !calm && queue_wait > self.config.queue_wait;
         self.overloaded.store(overloaded, Relaxed);
         let seconds = length.as_secs_f64().max(1e-3);
         let mut capacity = f64::from_bits(self.capacity.load(Relaxed));
@@ -533,6 +571,52 @@ mod tests {
         assert_eq!(admission.level(), LEVELS);
     }
 
+    /// After an overload, the level comes back within a quick look of the load ending, not
+    /// at the end of a window; while the load goes on, quick looks leave it alone.
+    #[test]
+    fn a_shedding_server_admits_again_within_a_quick_look_of_the_load_ending() {
+        let admission = Admission::new(AdmissionConfig {
+            window: Duration::from_secs(3600),
+            window_requests: 1_000,
+            ..AdmissionConfig::default()
+        });
+        let ms = |n: u64| Duration::from_millis(n);
+        let t0 = Instant::now();
+        admission.admit(0, t0); // opens the first window
+        admission.tick(t0); // starts the first look
+        // 1,000 requests over 100 ms, each having waited 50 ms: overloaded, at about 10,000
+        // a second.
+        let mut at = t0;
+        for i in 0..1_000u32 {
+            at = t0 + ms(u64::from(i) / 10);
+            let level = LEVELS - 1 - (i % 100);
+            admission.admit(level, at);
+            admission.started(level, ms(50));
+        }
+        assert!(admission.is_overloaded());
+        let shedding = admission.level();
+        assert!(shedding < LEVELS);
+        // The load goes on at what the server admits (the callers drop the rest): 300
+        // requests per 50 ms look, above half the capacity (and too few to end the window).
+        // The level stays.
+        for look in 1..=3 {
+            for i in 0..300 {
+                admission.admit(0, at + ms(look * 50 - 50 + i / 6));
+            }
+            admission.tick(at + ms(look * 50 + 1));
+            assert_eq!(admission.level(), shedding, "look {look}");
+        }
+        // It ends: the next look without arrivals admits more, at once.
+        let end = at + ms(3 * 50 + 1);
+        admission.tick(end + ms(QUICK_LOOK.as_millis() as u64 + 1));
+        assert!(!admission.is_overloaded());
+        assert!(
+            admission.level() > shedding,
+            "{} after {shedding}",
+            admission.level()
+        );
+    }
+
     #[test]
     fn lag_counts_as_waiting() {
         let admission = Admission::new(AdmissionConfig::default());
@@ -541,7 +625,7 @@ mod tests {
         admission.started(0, Duration::from_millis(1));
         admission.lagged(Duration::from_millis(30));
         let report = admission
-            .close_window(super::super::millis(now) + 10_000)
+            .close_window(super::super::millis(now) + 10_000, false)
             .unwrap();
         assert_eq!(report.queue_wait, Duration::from_millis(31));
         assert!(report.overloaded);

@@ -91,7 +91,12 @@ enum End {
     Gone,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<SocketAddr>) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    trusted: bool,
+) {
     let router = shared.router.clone();
     let limits = &router.limits;
     let (mut reader, writer) = stream.split();
@@ -125,10 +130,25 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
     let mut stamps = Stamps::default();
     let mut last_batch = 0;
     let mut last_read = Instant::now();
+    let opened = last_read;
+    // Whether a request came yet: an untrusted peer that sends none is closed after
+    // `first_request_timeout`, so that holding connections open costs it them.
+    let mut requested = trusted;
     // One timer for the connection's whole life, reset only when it fires: read and idle
     // timeouts cost nothing per read.
     let mut timer = pin!(tokio::time::sleep_until(
-        later(last_read, limits.read_timeout.min(limits.idle_timeout)).into()
+        later(
+            last_read,
+            limits
+                .read_timeout
+                .min(limits.idle_timeout)
+                .min(if trusted {
+                    Duration::MAX
+                } else {
+                    limits.first_request_timeout
+                })
+        )
+        .into()
     ));
     let end = 'read: loop {
         // A client that does not read its replies gets no more requests read.
@@ -150,6 +170,12 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 Ok(Some(n)) => got = n,
             },
             _ = &mut timer => {
+                if !requested {
+                    let expires = later(opened, limits.first_request_timeout);
+                    if Instant::now() >= expires {
+                        break 'read End::Gone;
+                    }
+                }
                 let timeout = if frames.in_frame(&input.buf) {
                     limits.read_timeout
                 } else if conn.busy() {
@@ -158,9 +184,12 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 } else {
                     limits.idle_timeout
                 };
-                let expires = later(last_read, timeout);
+                let mut expires = later(last_read, timeout);
                 if Instant::now() >= expires {
                     break 'read End::Gone;
+                }
+                if !requested {
+                    expires = expires.min(later(opened, limits.first_request_timeout));
                 }
                 timer.as_mut().reset(expires.into());
                 continue;
@@ -224,7 +253,9 @@ pub(super) async fn run(shared: Arc<Shared>, stream: Stream, peer: Option<Socket
                 Read::Frame(frame) => {
                     // Requests hold input budget while they run; control frames never wait.
                     let kind = frame.header.kind;
-                    let charge = if kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY {
+                    let request = kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY;
+                    requested |= request;
+                    let charge = if request {
                         input.take(frame.body.len() + frame::PREFIX_LEN)
                     } else {
                         Ok(None)

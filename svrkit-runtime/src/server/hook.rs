@@ -11,6 +11,8 @@ use crate::status::Status;
 /// Sees every request of a known method, network and in-process alike.
 ///
 /// Hooks run in the order they were added. For each request:
+/// 0. [`authenticate`](Hook::authenticate), before overload control, with the context
+///    mutable: who the request is for.
 /// 1. [`on_request`](Hook::on_request) before the body is decoded, with the request's arrival
 ///    time, deadline, priority, user key, peer address and metadata in the context. An error
 ///    answers the request with that status (`UNAUTHENTICATED`, `PERMISSION_DENIED`,
@@ -25,6 +27,23 @@ use crate::status::Status;
 /// Hooks are called on the connection's reader for requests answered inline: keep them to a
 /// few atomic operations.
 pub trait Hook: Send + Sync + 'static {
+    /// First of all, before overload control ranks the request: the place to check
+    /// credentials (in `ctx.metadata`) and say who the request is for by setting
+    /// `ctx.user_key`. From a peer the server does not trust, the header's user key was
+    /// dropped (`server/trust.rs`), and a request without one ranks last among its priority
+    /// when the server sheds load; a key set here ranks it as that user. An error refuses
+    /// the request before it counts toward overload.
+    ///
+    /// # Errors
+    /// The status the caller gets instead of a response (`UNAUTHENTICATED`, say).
+    fn authenticate(
+        &self,
+        _method: &'static MethodDescriptor,
+        _ctx: &mut Context,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+
     /// Before the body is decoded; an error refuses the request.
     ///
     /// # Errors
@@ -48,6 +67,13 @@ pub trait Hook: Send + Sync + 'static {
 
 /// A shared hook, so the caller can keep a handle to it (to read what it saw).
 impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
+    fn authenticate(
+        &self,
+        method: &'static MethodDescriptor,
+        ctx: &mut Context,
+    ) -> Result<(), Status> {
+        (**self).authenticate(method, ctx)
+    }
     fn on_request(&self, method: &'static MethodDescriptor, ctx: &Context) -> Result<(), Status> {
         (**self).on_request(method, ctx)
     }

@@ -44,6 +44,15 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// How long a connection with nothing in flight may stay silent before it is closed.
     pub idle_timeout: Duration,
+    /// Connections one untrusted address ([`Trust`](super::Trust)) may have open at once;
+    /// one more is refused as at the server's cap. So that one address cannot take the
+    /// connection table. Default: an eighth of [`max_connections`](Limits::max_connections),
+    /// at least 16.
+    pub max_connections_per_peer: usize,
+    /// How long a connection from an untrusted address may stay open without sending a
+    /// request: connections opened only to hold a place are closed long before the idle
+    /// timeout.
+    pub first_request_timeout: Duration,
     /// The longest deadline the server grants a request, whatever it asks for.
     pub max_deadline: Duration,
     /// How long a cancelled or timed-out handler is polled on (to see the cancellation and
@@ -65,6 +74,8 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            max_connections_per_peer: (default_max_connections() / 8).max(16),
+            first_request_timeout: Duration::from_secs(10),
             max_deadline: Duration::from_secs(60),
             cancel_grace: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(10),

@@ -28,14 +28,17 @@ mod limits;
 mod outbox;
 pub(crate) mod router;
 mod stream;
+mod trust;
 
 pub use hook::Hook;
 pub use limits::Limits;
 pub(crate) use router::note_decoded;
+pub use trust::Trust;
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +66,7 @@ pub struct ServerBuilder {
     unmonitored: bool,
     slow_call: Option<Duration>,
     admission: AdmissionConfig,
+    trust: Trust,
     /// Where the built router goes, for channels made before it existed.
     router: Arc<OnceLock<Arc<Router>>>,
     #[cfg(feature = "tls")]
@@ -117,6 +121,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets which peers' header fields (priority, user key, dye, `no_retry`, trace id,
+    /// deadline) are obeyed; from others they are the method's defaults, and the per-address
+    /// limits apply (see [`Trust`]). Default: loopback and the private ranges.
+    pub fn trust(mut self, trust: Trust) -> ServerBuilder {
+        self.trust = trust;
+        self
+    }
+
     /// Sets the limits.
     pub fn limits(mut self, limits: Limits) -> ServerBuilder {
         self.limits = limits;
@@ -161,11 +173,13 @@ impl ServerBuilder {
             input.clone(),
             (!self.unmonitored).then(|| self.slow_call.unwrap_or(DEFAULT_SLOW_CALL)),
             admission,
+            self.trust,
         ));
         let _ = self.router.set(router.clone());
         Server {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(max_connections)),
+                peers: Arc::new(Mutex::new(HashMap::new())),
                 input,
                 refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
                 shutdown: CancellationToken::new(),
@@ -184,6 +198,8 @@ const REFUSALS_AT_ONCE: usize = 64;
 pub(crate) struct Shared {
     pub(crate) router: Arc<Router>,
     connections: Arc<Semaphore>,
+    /// Connections open per untrusted address.
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Bytes of input buffered across all connections.
     pub(crate) input: Arc<Budget>,
     refusals: Arc<Semaphore>,
@@ -237,26 +253,51 @@ impl Server {
             };
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
                 monitor::count(&monitor::process().refused);
-                self.refuse(stream);
+                let max = shared.router.limits.max_connections;
+                self.refuse(
+                    stream,
+                    format!("the server is at its limit of {max} connections"),
+                );
                 continue;
+            };
+            let trusted = shared.router.trust.trusts(Some(peer));
+            let per_peer = if trusted {
+                None
+            } else {
+                match PeerSlot::take(
+                    &shared.peers,
+                    peer.ip(),
+                    shared.router.limits.max_connections_per_peer,
+                ) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        monitor::count(&monitor::process().refused);
+                        let max = shared.router.limits.max_connections_per_peer;
+                        self.refuse(
+                            stream,
+                            format!("your address is at its limit of {max} connections"),
+                        );
+                        continue;
+                    }
+                }
             };
             monitor::count(&monitor::process().accepted);
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
                 if let Some(stream) = shared.handshake(stream).await {
-                    connection::run(shared, stream, Some(peer)).await;
+                    connection::run(shared, stream, Some(peer), trusted).await;
                 }
                 monitor::count(&monitor::process().closed);
-                drop(permit);
+                drop((permit, per_peer));
             });
         }
     }
 
-    /// Tells a connection over the cap why it is closed: a GOAWAY frame with `OVERLOADED`,
+    /// Tells a connection over a cap why it is closed: a GOAWAY frame with `OVERLOADED`,
     /// then a short wait for the client to read it (closing at once with its request unread
     /// would reset the connection and lose the frame).
-    fn refuse(&self, stream: TcpStream) {
+    fn refuse(&self, stream: TcpStream, why: String) {
         // A TLS client could not read a plain-text refusal: it sees the connection close.
         #[cfg(feature = "tls")]
         if self.shared.tls.is_some() {
@@ -265,12 +306,11 @@ impl Server {
         let Ok(permit) = self.shared.refusals.clone().try_acquire_owned() else {
             return;
         };
-        let max = self.shared.router.limits.max_connections;
         tokio::spawn(async move {
             let header = Header {
                 kind: FrameKind::GOAWAY,
                 status_code: Code::OVERLOADED.0,
-                status_message: format!("the server is at its limit of {max} connections").into(),
+                status_message: why.into(),
                 ..Header::default()
             };
             let mut out = Vec::new();
@@ -326,6 +366,44 @@ impl Shared {
             };
         }
         Some(Stream::Tcp(stream))
+    }
+}
+
+/// One of an untrusted address's connections: counted while it is open.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    /// A slot for one more connection from `ip`, unless it has `max` open.
+    fn take(
+        peers: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<PeerSlot> {
+        let mut open = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 

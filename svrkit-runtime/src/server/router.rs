@@ -23,9 +23,10 @@ use tokio::task::futures::TaskLocalFuture;
 
 use super::Limits;
 use super::hook::Hook;
+use super::trust::Trust;
 use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
-use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, trace};
+use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, Untrusted, trace};
 use crate::policy::admission::Admission;
 use crate::policy::priority;
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
@@ -50,6 +51,8 @@ pub(crate) struct Router {
     /// The frame each connection starts with: a PONG listing the methods hosted here, so
     /// that clients refuse oneway calls this server could not serve (`docs/protocol.md`).
     pub(crate) hello: Bytes,
+    /// Whose header fields are taken at their word (`server/trust.rs`).
+    pub(crate) trust: Trust,
 }
 
 /// The PONG a connection starts with: every hosted method as `service_id << 16 | method_id`,
@@ -177,6 +180,7 @@ impl Router {
         memory: Arc<sync::Budget>,
         monitor: Option<Duration>,
         admission: Option<Arc<Admission>>,
+        trust: Trust,
     ) -> Router {
         // Every method's series exist from here on, at zero.
         let services = services
@@ -196,6 +200,7 @@ impl Router {
             services,
             hooks: hooks.into_boxed_slice(),
             limits,
+            trust,
         }
     }
 
@@ -240,12 +245,15 @@ impl Router {
         if let Some(m) = metrics {
             m.server_request(request.body.len());
         }
-        let ctx = self.context(&mut request, method);
+        let mut ctx = self.context(&mut request, method);
         let mut level = 0;
-        let admitted = self.shed(&ctx, now).and_then(|l| {
-            level = l;
-            self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
-        });
+        let admitted = self
+            .authenticate(method, &mut ctx)
+            .and_then(|()| self.shed(&ctx, now))
+            .and_then(|l| {
+                level = l;
+                self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
+            });
         let local;
         let memory = match &connection {
             Some(c) => c.memory,
@@ -328,14 +336,55 @@ impl Router {
 
     /// The handler's context: the deadline is what the caller asked for (or the method's IDL
     /// timeout when it did not say), never more than the server's cap, counted from arrival.
+    ///
+    /// From a peer the server does not trust, the fields that steer it are the method's
+    /// defaults instead, and what the peer set is counted (`server/trust.rs`).
     fn context(&self, request: &mut Incoming, method: &'static MethodDescriptor) -> Context {
+        let trusted = self.trust.trusts(request.peer);
         let header = &request.header;
-        let asked = match header.deadline_ms {
+        let mut asked = match header.deadline_ms {
             0 => method.timeout_ms,
             ms => ms,
         };
-        let budget = Duration::from_millis(u64::from(asked)).min(self.limits.max_deadline);
         let mut ctx = Context::arrived_at(request.arrived);
+        ctx.peer = request.peer;
+        ctx.caller = header.caller.clone();
+        ctx.attempt = header.attempt;
+        ctx.trusted = trusted;
+        if trusted {
+            // A request that starts a trace gets an id here, so that its logs and the calls
+            // it makes can be followed.
+            ctx.trace_id = if header.trace_id.is_empty() {
+                trace::new_id()
+            } else {
+                header.trace_id.clone()
+            };
+            ctx.dye = header.dye.clone();
+            ctx.user_key = header.user_key;
+            ctx.priority = Priority::from_wire(header.priority);
+            ctx.no_retry = header.no_retry;
+        } else {
+            let ignored = [
+                (
+                    Untrusted::Priority,
+                    header.priority != 0 && Priority::from_wire(header.priority) != method.priority,
+                ),
+                (Untrusted::UserKey, header.user_key != 0),
+                (Untrusted::Dye, !header.dye.is_empty()),
+                (Untrusted::NoRetry, header.no_retry),
+                (Untrusted::TraceId, !header.trace_id.is_empty()),
+                (Untrusted::Deadline, asked > method.timeout_ms),
+            ];
+            for (field, set) in ignored {
+                if set {
+                    monitor::note_untrusted(field);
+                }
+            }
+            asked = asked.min(method.timeout_ms);
+            ctx.trace_id = trace::new_id();
+            ctx.priority = method.priority;
+        }
+        let budget = Duration::from_millis(u64::from(asked)).min(self.limits.max_deadline);
         // An arrival time near the end of `Instant`'s range cannot overflow into a panic.
         ctx.set_deadline(Some(
             request
@@ -343,24 +392,23 @@ impl Router {
                 .checked_add(budget)
                 .unwrap_or(request.arrived),
         ));
-        ctx.peer = request.peer;
-        ctx.caller = header.caller.clone();
-        // A request that starts a trace gets an id here, so that its logs and the calls it
-        // makes can be followed.
-        ctx.trace_id = if header.trace_id.is_empty() {
-            trace::new_id()
-        } else {
-            header.trace_id.clone()
-        };
-        ctx.dye = header.dye.clone();
-        ctx.user_key = header.user_key;
-        ctx.priority = Priority::from_wire(header.priority);
-        ctx.attempt = header.attempt;
-        ctx.no_retry = header.no_retry;
-        if !header.metadata.is_empty() {
+        if !request.header.metadata.is_empty() {
             ctx.metadata = Arc::new(std::mem::take(&mut request.header.metadata));
         }
         ctx
+    }
+
+    /// The hooks' chance to say who the request is for, before overload control ranks it.
+    fn authenticate(
+        &self,
+        method: &'static MethodDescriptor,
+        ctx: &mut Context,
+    ) -> Result<(), (Status, Option<Rejection>)> {
+        for hook in &self.hooks {
+            hook.authenticate(method, ctx)
+                .map_err(|status| (status, None))?;
+        }
+        Ok(())
     }
 
     /// A reply from this server: with its admission level, so that callers drop what it
@@ -380,7 +428,13 @@ impl Router {
         let Some(admission) = &self.admission else {
             return Ok(0);
         };
-        let user = priority::user_level(ctx.user_key, &ctx.trace_id, now);
+        // A stranger's request that no hook vouched for ranks last among its business
+        // priority: a flood of them is shed before any user's.
+        let user = if !ctx.trusted && ctx.user_key == 0 {
+            priority::USER_LEVELS - 1
+        } else {
+            priority::user_level(ctx.user_key, &ctx.trace_id, now)
+        };
         let level = priority::level(ctx.priority, user);
         if admission.admit(level, now) {
             return Ok(level);
