@@ -231,10 +231,16 @@ fn compat_against_a_git_revision_is_a_release_gate() {
 <service name="Shop" id="300"><method name="Get" id="1" request="Item" response="Item"/><method name="Put" id="2" request="Item" response="Item"/></service></svrkit>"#;
     std::fs::write(dir.join("idl/common.xml"), common).unwrap();
     std::fs::write(dir.join("idl/shop.xml"), v1).unwrap();
+    std::fs::write(
+        dir.join("idl/gone.xml"),
+        r#"<svrkit package="gone"><struct name="E"/><service name="G" id="301"><method name="Do" id="1" request="E" response="E"/></service></svrkit>"#,
+    )
+    .unwrap();
     git(&["init", "-q"]);
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "v1"]);
     std::fs::write(dir.join("idl/shop.xml"), v2).unwrap();
+    std::fs::remove_file(dir.join("idl/gone.xml")).unwrap();
     std::fs::write(
         dir.join("idl/more.xml"),
         r#"<svrkit package="more"><struct name="X"/></svrkit>"#,
@@ -242,7 +248,7 @@ fn compat_against_a_git_revision_is_a_release_gate() {
     .unwrap();
     std::fs::write(
         dir.join("ack.txt"),
-        "# decided\nmethod-added shop.Shop.Put\nfield-moved shop.Item.nothing\n",
+        "# decided\nmethod-added shop.Shop.Put\nservice-removed gone.G\nfield-moved shop.Item.note 1->3\n",
     )
     .unwrap();
 
@@ -269,7 +275,7 @@ fn compat_against_a_git_revision_is_a_release_gate() {
         stderr(&o)
     );
 
-    // The field move is not acknowledged (the line names another field): still failing.
+    // The field move is not acknowledged (the line names another move of it): still failing.
     let o = run(&["--acknowledged", "../ack.txt"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -278,9 +284,13 @@ fn compat_against_a_git_revision_is_a_release_gate() {
         "{out}"
     );
     assert!(
-        stderr(&o).contains("line 3: field-moved shop.Item.nothing matches no change"),
+        stderr(&o).contains("line 4: field-moved shop.Item.note 1->3 matches no change"),
         "{}",
         stderr(&o)
+    );
+    assert!(
+        out.contains("  = key: field-moved shop.Item.note 2->3"),
+        "{out}"
     );
 
     // A removal points into the revision.

@@ -363,6 +363,34 @@ fn cases() -> Vec<Case> {
             r#"{"v":"/w=="}"#,
             "",
         ),
+        case("singular -> optional, value 0 (unset in both)", f(r#"type="int32""#), f(r#"type="int32" label="optional""#), r#"{"v":0}"#, r#"{}"#),
+        case("field moved, old id taken by another field", f(r#"type="int32""#), m(r#"<field id="1" name="w" type="int32"/><field id="2" name="v" type="int32"/>"#), r#"{"v":7}"#, r#"{"v":7}"#),
+        case("field moved into a removed field's id", m(r#"<field id="1" name="v" type="int32"/><field id="2" name="w" type="int32"/>"#), m(r#"<field id="2" name="v" type="int32"/><reserved ids="1"/>"#), r#"{"v":7,"w":500}"#, r#"{"v":7}"#),
+        case("two fields swap names", m(r#"<field id="1" name="v" type="int32"/><field id="2" name="w" type="int32"/>"#), m(r#"<field id="1" name="w" type="int32"/><field id="2" name="v" type="int32"/>"#), r#"{"v":1,"w":2}"#, r#"{"v":1,"w":2}"#),
+        Case {
+            hazard: Some("a later version may reuse the id, and misread data written before the reservation"),
+            ..case("reservation removed", m(r#"<field id="1" name="v" type="int32"/><reserved ids="2"/>"#), f(r#"type="int32""#), r#"{"v":7}"#, r#"{"v":7}"#)
+        },
+        case("sfixed64 -> int64", f(r#"type="sfixed64""#), f(r#"type="int64""#), r#"{"v":"-5"}"#, r#"{"v":"-5"}"#),
+        case("sfixed64 -> fixed64", f(r#"type="sfixed64""#), f(r#"type="fixed64""#), r#"{"v":"-5"}"#, r#"{"v":"-5"}"#),
+        case("map -> repeated entry struct", f(r#"type="map" key="string" value="int32""#),
+            m(r#"<field id="1" name="v" type="Ent" label="repeated"/></struct><struct name="Ent"><field id="1" name="key" type="string"/><field id="2" name="value" type="int32"/>"#),
+            r#"{"v":{"k":5}}"#, r#"{"v":[{"key":"k","value":5}]}"#),
+        case("map -> repeated entry struct of another value type", f(r#"type="map" key="string" value="int32""#),
+            m(r#"<field id="1" name="v" type="Ent" label="repeated"/></struct><struct name="Ent"><field id="1" name="key" type="string"/><field id="2" name="value" type="sint32"/>"#),
+            r#"{"v":{"k":-5}}"#, r#"{"v":[{"key":"k","value":-5}]}"#),
+        case("map -> repeated string", f(r#"type="map" key="string" value="int32""#), f(r#"type="string" label="repeated""#), r#"{"v":{"k":5}}"#, ""),
+        case("repeated int32 -> repeated int64", f(r#"type="int32" label="repeated""#), f(r#"type="int64" label="repeated""#), r#"{"v":[-1,2147483647]}"#, r#"{"v":["-1","2147483647"]}"#),
+        case("repeated struct -> singular struct", f(r#"type="Inner" label="repeated""#), f(r#"type="Inner""#), r#"{"v":[{"x":1},{"y":"a"}]}"#, ""),
+        case("enum with a default -> int32 with the same default", f(r#"type="E" default="A""#), f(r#"type="int32" default="1""#), r#"{"v":"A"}"#, r#"{"v":1}"#),
+        case("bool -> enum", f(r#"type="bool""#), f(r#"type="E""#), r#"{"v":true}"#, r#"{"v":"A"}"#),
+        case("structs renamed through a cycle, a field type changed inside",
+            r#"<struct name="Node"><field id="1" name="weight" type="int32"/><field id="2" name="edge" type="Edge" label="optional"/></struct><struct name="Edge"><field id="1" name="to" type="Node" label="optional"/></struct><struct name="M"><field id="1" name="v" type="Edge"/></struct><service name="S" id="100"><method name="Call" id="1" request="M" response="M"/></service>"#.to_owned(),
+            r#"<struct name="Vertex"><field id="1" name="weight" type="sint32"/><field id="2" name="edge" type="Link" label="optional"/></struct><struct name="Link"><field id="1" name="to" type="Vertex" label="optional"/></struct><struct name="M"><field id="1" name="v" type="Link"/></struct><service name="S" id="100"><method name="Call" id="1" request="M" response="M"/></service>"#.to_owned(),
+            r#"{"v":{"to":{"weight":-5}}}"#, r#"{"v":{"to":{"weight":-5}}}"#),
+        case("struct replaced by an enum of the same name", f(r#"type="Inner""#),
+            format!(r#"<enum name="Inner"><value name="ZERO" id="0"/></enum><struct name="M"><field id="1" name="v" type="Inner"/></struct>{SERVICE}"#),
+            r#"{"v":{"x":1}}"#, ""),
         // Enum values.
         case(
             "enum value added",
@@ -396,6 +424,7 @@ fn cases() -> Vec<Case> {
             r#"{"v":"B"}"#,
             r#"{"v":2}"#,
         ),
+        case("enum values swap numbers", enum_m(r#"<value name="ZERO" id="0"/><value name="A" id="1"/><value name="B" id="2"/>"#), enum_m(r#"<value name="ZERO" id="0"/><value name="A" id="2"/><value name="B" id="1"/>"#), r#"{"v":"A"}"#, r#"{"v":"A"}"#),
         // Methods.
         case(
             "method added",
@@ -445,6 +474,8 @@ fn cases() -> Vec<Case> {
             r#"{"v":7}"#,
             r#"{"v":7}"#,
         ),
+        case("method ids swapped", svc(&format!(r#"{call}<method name="Put" id="2" request="M" response="M"/>"#)), svc(r#"<method name="Call" id="2" request="M" response="M"/><method name="Put" id="1" request="M" response="M"/>"#), r#"{"v":7}"#, r#"{"v":7}"#),
+        case("service renamed, same id", svc(call), format!(r#"{ENUM}{INNER}<struct name="M"><field id="1" name="v" type="int32"/></struct><service name="T" id="100">{call}</service>"#), r#"{"v":7}"#, r#"{"v":7}"#),
         case(
             "deadline changed",
             svc(call),
@@ -634,20 +665,26 @@ fn drop_unknown(text: &str) -> String {
 }
 
 /// For a change of services: a call each version makes to a server of the other, as the
-/// server's method table decides it (`tests/rpc_evolution.rs` runs it for real).
+/// server's method table decides it: by id, reaching the method of the caller's name
+/// (`equal`), another one (`misread`: the server has that name at another id), or none or
+/// one of another kind (`rejected`; `tests/rpc_mixed_versions.rs` runs that for real).
 fn calls(caller: &Version, server: &Version) -> Option<Outcome> {
     let (c, s) = (caller.compiled.schema(), server.compiled.schema());
     let mut worst = None;
     for cs in &c.services {
         for cm in &cs.methods {
-            let hosted = s
-                .services
-                .iter()
-                .filter(|ss| ss.id == cs.id)
-                .flat_map(|ss| &ss.methods)
-                .find(|sm| sm.id == cm.id);
-            let outcome = match hosted {
-                Some(sm) if sm.response.is_some() == cm.response.is_some() => Outcome::Equal,
+            let methods = || {
+                s.services
+                    .iter()
+                    .filter(|ss| ss.id == cs.id)
+                    .flat_map(|ss| &ss.methods)
+            };
+            let hosted = methods().find(|sm| sm.id == cm.id);
+            let named = methods().find(|sm| sm.name == cm.name);
+            let outcome = match (hosted, named) {
+                // The id reaches another method than the one of that name.
+                (Some(sm), Some(nm)) if sm.id != nm.id => Outcome::Misread,
+                (Some(sm), _) if sm.response.is_some() == cm.response.is_some() => Outcome::Equal,
                 _ => Outcome::Rejected,
             };
             if outcome != Outcome::Equal {
@@ -720,7 +757,7 @@ fn render(rows: &[Row]) -> String {
          Each row is one change from v1 to v2 (the cases are in `tests/compat_matrix.rs`). The verdict is\n\
          `svrkit compat`'s worst; the outcomes are what a value of v1's range became when written by one\n\
          version and read by the other, by svrkit's codec and by protobuf C++ (protoc). For a method, the\n\
-         outcome is the call's: `rejected` is UNIMPLEMENTED at the caller.\n\n\
+         outcome is the call's: `rejected` is UNIMPLEMENTED at the caller, `misread` a call that\n         reaches another method.\n\n\
          | change | verdict | svrkit v1 -> v2 | svrkit v2 -> v1 | protobuf C++ v1 -> v2 | protobuf C++ v2 -> v1 | wire-breaking although equal, because |\n\
          |---|---|---|---|---|---|---|\n",
     );

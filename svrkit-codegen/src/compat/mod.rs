@@ -17,19 +17,20 @@
 //! name to see a move; methods by id, and by name to see a new id.
 
 mod ack;
+mod enums;
 mod rules;
+mod services;
+mod structs;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
 pub use ack::Acknowledged;
-use rules::{Shape, Verdict};
+use rules::Verdict;
 
 use crate::Compiled;
-use crate::ir::{
-    DefaultValue, EnumId, Field, FieldType, Method, Retry, Schema, Service, StructId, ValueType,
-};
+use crate::ir::{EnumId, Schema, StructId};
 use crate::span::Span;
 
 /// How a change affects peers and code of the other version, worst first.
@@ -63,16 +64,32 @@ pub struct Change {
     /// What it breaks.
     pub severity: Severity,
     /// What kind of change, as a stable word (`field-moved`, `method-added`): with
-    /// [`subject`](Change::subject), the key an acknowledgment names.
+    /// [`subject`](Change::subject) and [`detail`](Change::detail), the
+    /// [`key`](Change::key) an acknowledgment names.
     pub kind: &'static str,
     /// The package-qualified item changed (`im.message.Message.body`, `im.seq.SeqSvr.Alloc`).
     pub subject: String,
+    /// What it changed from and to, where that is short (`1->2`, `int32->string`; empty
+    /// for additions and removals): part of the key, so that acknowledging one change of an
+    /// item does not acknowledge the next.
+    pub detail: String,
     /// What changed and what it does.
     pub message: String,
     /// Where, as `file:line:col`: in the new file, or in the old one for removals.
     pub location: String,
     /// Whether an acknowledgment file lists it (see [`Acknowledged`]).
     pub acknowledged: bool,
+}
+
+impl Change {
+    /// `kind subject[ detail]`: what an acknowledgment file lists to let this change pass.
+    pub fn key(&self) -> String {
+        if self.detail.is_empty() {
+            format!("{} {}", self.kind, self.subject)
+        } else {
+            format!("{} {} {}", self.kind, self.subject, self.detail)
+        }
+    }
 }
 
 /// How to match the two versions.
@@ -113,27 +130,37 @@ enum At {
     Old(Span),
 }
 
+/// A change before its location is rendered.
 struct Finding {
     severity: Severity,
     kind: &'static str,
     subject: String,
+    detail: String,
     message: String,
     at: At,
 }
 
-fn finding(
-    severity: Severity,
-    kind: &'static str,
-    subject: String,
-    message: String,
-    at: At,
-) -> Finding {
-    Finding {
-        severity,
-        kind,
-        subject,
-        message,
-        at,
+impl Finding {
+    fn new(
+        severity: Severity,
+        kind: &'static str,
+        subject: String,
+        message: String,
+        at: At,
+    ) -> Finding {
+        Finding {
+            severity,
+            kind,
+            subject,
+            detail: String::new(),
+            message,
+            at,
+        }
+    }
+
+    fn detail(mut self, detail: String) -> Finding {
+        self.detail = detail;
+        self
     }
 }
 
@@ -156,22 +183,20 @@ fn fold(findings: &[Finding]) -> Verdict {
     }
 }
 
-/// A verdict on a field typed by a renamed (or replaced) struct or enum.
-fn retyped(on: &str, nn: &str, inner: Verdict) -> Verdict {
-    match inner {
-        Verdict::Wire(why) => Verdict::Wire(format!("`{on}` became `{nn}`, which differs: {why}")),
-        _ => Verdict::Source(format!("`{on}` became `{nn}`")),
-    }
-}
-
+/// Comparison state: the two schemas, and verdicts on pairs of differently named types.
 struct Ctx<'a> {
     o: &'a Schema,
     n: &'a Schema,
     opts: &'a Options,
-    /// Verdicts on pairs of differently named types, computed once (and `Same` while being
-    /// computed, which ends recursion through self-referencing structs).
+    /// Verdicts on pairs of differently named structs, once final.
     structs: HashMap<(StructId, StructId), Verdict>,
     enums: HashMap<(EnumId, EnumId), Verdict>,
+    /// The pairs being compared, outermost first: a pair met again inside itself counts as
+    /// the same (what differs shows elsewhere in the cycle).
+    in_progress: Vec<(StructId, StructId)>,
+    /// The outermost position in `in_progress` that the current comparison leaned on: a
+    /// verdict that leaned on a pair still being compared is not final, and is not kept.
+    leaned_on: usize,
 }
 
 /// Lists every change from `old` to `new`, matching items by their full names.
@@ -189,6 +214,8 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
         opts,
         structs: HashMap::new(),
         enums: HashMap::new(),
+        in_progress: Vec::new(),
+        leaned_on: usize::MAX,
     };
     let mut found = Vec::new();
 
@@ -201,7 +228,7 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
     for (i, os) in o.structs.iter().enumerate() {
         match new_structs.get(&*opts.map(&os.full_name)) {
             Some(&ns) => found.extend(ctx.diff_struct(StructId(i), ns)),
-            None => found.push(finding(
+            None => found.push(Finding::new(
                 Severity::SourceBreaking,
                 "struct-removed",
                 os.full_name.clone(),
@@ -219,7 +246,7 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
     for (i, oe) in o.enums.iter().enumerate() {
         match new_enums.get(&*opts.map(&oe.full_name)) {
             Some(&ne) => found.extend(ctx.diff_enum(EnumId(i), ne)),
-            None => found.push(finding(
+            None => found.push(Finding::new(
                 Severity::SourceBreaking,
                 "enum-removed",
                 oe.full_name.clone(),
@@ -228,26 +255,8 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
             )),
         }
     }
-    let new_services: HashMap<&str, &Service> = n
-        .services
-        .iter()
-        .map(|s| (s.full_name.as_str(), s))
-        .collect();
-    for os in &o.services {
-        match new_services.get(&*opts.map(&os.full_name)) {
-            Some(ns) => found.extend(ctx.services(os, ns)),
-            None => found.push(finding(
-                Severity::WireBreaking,
-                "service-removed",
-                os.full_name.clone(),
-                format!(
-                    "service `{}` removed: callers built from the old version get UNIMPLEMENTED",
-                    os.full_name
-                ),
-                At::Old(os.span),
-            )),
-        }
-    }
+    let (renamed, services) = ctx.services();
+    found.extend(services);
 
     let old_names: Vec<Cow<'_, str>> = o
         .structs
@@ -263,20 +272,21 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
         .chain(n.enums.iter().map(|e| (&e.full_name, e.span, "enum")))
         .chain(n.services.iter().map(|s| (&s.full_name, s.span, "service")))
     {
-        if !old_names.iter().any(|o| o == name) {
-            let kind = match what {
-                "struct" => "struct-added",
-                "enum" => "enum-added",
-                _ => "service-added",
-            };
-            found.push(finding(
-                Severity::Compatible,
-                kind,
-                name.clone(),
-                format!("{what} `{name}` added"),
-                At::New(span),
-            ));
+        if old_names.iter().any(|o| o == name) || renamed.contains(&name.as_str()) {
+            continue;
         }
+        let kind = match what {
+            "struct" => "struct-added",
+            "enum" => "enum-added",
+            _ => "service-added",
+        };
+        found.push(Finding::new(
+            Severity::Compatible,
+            kind,
+            name.clone(),
+            format!("{what} `{name}` added"),
+            At::New(span),
+        ));
     }
 
     let at = |c: &Compiled, span: Span| {
@@ -289,6 +299,7 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
             severity: f.severity,
             kind: f.kind,
             subject: f.subject,
+            detail: f.detail,
             message: f.message,
             location: match f.at {
                 At::New(s) => at(new, s),
@@ -301,478 +312,28 @@ pub fn compare_with(old: &Compiled, new: &Compiled, opts: &Options) -> Vec<Chang
     changes
 }
 
-/// Whether two defaults mean the same value; no default and a zero one do.
-fn same_default(a: Option<&DefaultValue>, b: Option<&DefaultValue>) -> bool {
-    let a = a.filter(|d| !d.is_zero());
-    let b = b.filter(|d| !d.is_zero());
-    match (a, b) {
-        (None, None) => true,
-        (Some(DefaultValue::Int(x)), Some(DefaultValue::Uint(y)))
-        | (Some(DefaultValue::Uint(y)), Some(DefaultValue::Int(x))) => {
-            i128::from(*x) == i128::from(*y)
-        }
-        (Some(DefaultValue::String(s)), Some(DefaultValue::Bytes(b)))
-        | (Some(DefaultValue::Bytes(b)), Some(DefaultValue::String(s))) => {
-            s.as_bytes() == b.as_slice()
-        }
-        (
-            Some(DefaultValue::Enum { number: x, .. }),
-            Some(DefaultValue::Enum { number: y, .. }),
-        ) => x == y,
-        (a, b) => a == b,
-    }
-}
-
-impl Ctx<'_> {
-    fn shape<'s>(schema: &'s Schema, v: ValueType) -> Shape<'s> {
-        match v {
-            ValueType::Scalar(s) => Shape::Scalar(s),
-            ValueType::Enum(e) => Shape::Enum(&schema.enum_(e).full_name),
-            ValueType::Struct(s) => Shape::Struct(&schema.struct_(s).full_name),
-        }
-    }
-
-    /// Whether values of one value type cross as another.
-    fn value(&mut self, ov: ValueType, nv: ValueType) -> Verdict {
-        match (ov, nv) {
-            (ValueType::Scalar(a), ValueType::Scalar(b)) if a == b => Verdict::Same,
-            (ValueType::Struct(a), ValueType::Struct(b)) => {
-                let (on, nn) = (&self.o.struct_(a).full_name, &self.n.struct_(b).full_name);
-                if *self.opts.map(on) == **nn {
-                    // Compared on its own, under its name.
-                    return Verdict::Same;
+/// Inclusive id ranges of `old` that `new` no longer covers.
+fn uncovered(old: &[(i64, i64)], new: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut left: Vec<(i64, i64)> = old.to_vec();
+    for &(nlo, nhi) in new {
+        left = left
+            .into_iter()
+            .flat_map(|(lo, hi)| {
+                let mut parts = Vec::new();
+                if lo < nlo {
+                    parts.push((lo, hi.min(nlo - 1)));
                 }
-                let inner = match self.structs.get(&(a, b)) {
-                    Some(v) => v.clone(),
-                    None => {
-                        self.structs.insert((a, b), Verdict::Same);
-                        let v = fold(&self.diff_struct(a, b));
-                        self.structs.insert((a, b), v.clone());
-                        v
-                    }
-                };
-                retyped(on, nn, inner)
-            }
-            (ValueType::Enum(a), ValueType::Enum(b)) => {
-                let (on, nn) = (&self.o.enum_(a).full_name, &self.n.enum_(b).full_name);
-                if *self.opts.map(on) == **nn {
-                    return Verdict::Same;
+                if hi > nhi {
+                    parts.push((lo.max(nhi + 1), hi));
                 }
-                let inner = match self.enums.get(&(a, b)) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = fold(&self.diff_enum(a, b));
-                        self.enums.insert((a, b), v.clone());
-                        v
-                    }
-                };
-                retyped(on, nn, inner)
-            }
-            _ => rules::values(Ctx::shape(self.o, ov), Ctx::shape(self.n, nv)),
-        }
-    }
-
-    fn field_type(&mut self, of: &Field, nf: &Field) -> Verdict {
-        let mut element = self.value(of.ty.value(), nf.ty.value());
-        if let (FieldType::Map(ok, _), FieldType::Map(nk, _)) = (of.ty, nf.ty)
-            && ok != nk
-        {
-            element = rules::values(Shape::Scalar(ok), Shape::Scalar(nk)).and(element);
-        }
-        let old_default_set = of.default.as_ref().is_some_and(|d| !d.is_zero());
-        rules::labels(of.ty, nf.ty, element, old_default_set)
-    }
-
-    fn diff_struct(&mut self, os_id: StructId, ns_id: StructId) -> Vec<Finding> {
-        let (os, ns) = (self.o.struct_(os_id), self.n.struct_(ns_id));
-        let name = &ns.full_name;
-        let subject = |f: &str| format!("{name}.{f}");
-        let mut out = Vec::new();
-        // A field the new version declares under an old field's name at an id the old
-        // version did not use: the field moved.
-        let moved_to = |of: &Field| {
-            ns.fields.iter().find(|nf| {
-                nf.name == of.name && nf.id != of.id && !os.fields.iter().any(|f| f.id == nf.id)
+                if hi < nlo || lo > nhi {
+                    parts = vec![(lo, hi)];
+                }
+                parts
             })
-        };
-        for of in &os.fields {
-            let Some(nf) = ns.fields.iter().find(|f| f.id == of.id) else {
-                if let Some(nf) = moved_to(of) {
-                    out.push(finding(
-                        Severity::WireBreaking,
-                        "field-moved",
-                        subject(&nf.name),
-                        format!(
-                            "`{name}`: field `{}` moved from id {} to id {}: each version drops the other's value{}",
-                            nf.name,
-                            of.id,
-                            nf.id,
-                            if ns.reserved.has_id(i64::from(of.id)) { " (reserving the old id does not carry it over)" } else { "" }
-                        ),
-                        At::New(nf.span),
-                    ));
-                } else if ns.reserved.has_id(i64::from(of.id)) {
-                    out.push(finding(
-                        Severity::Compatible,
-                        "field-removed",
-                        subject(&of.name),
-                        format!(
-                            "`{name}`: field {} `{}` removed and its id reserved",
-                            of.id, of.name
-                        ),
-                        At::New(ns.span),
-                    ));
-                } else {
-                    out.push(finding(
-                        Severity::WireBreaking,
-                        "field-removed-unreserved",
-                        subject(&of.name),
-                        format!(
-                            "`{name}`: field {} `{}` removed without reserving its id: a later version may reuse it for another value",
-                            of.id, of.name
-                        ),
-                        At::New(ns.span),
-                    ));
-                }
-                continue;
-            };
-            if of.name != nf.name {
-                out.push(finding(
-                    Severity::SourceBreaking,
-                    "field-renamed",
-                    subject(&nf.name),
-                    format!(
-                        "`{name}`: field {} renamed from `{}` to `{}` (breaks code using it)",
-                        of.id, of.name, nf.name
-                    ),
-                    At::New(nf.span),
-                ));
-            }
-            match self.field_type(of, nf) {
-                Verdict::Same => {}
-                Verdict::Source(why) => out.push(finding(
-                    Severity::SourceBreaking,
-                    "field-type-changed",
-                    subject(&nf.name),
-                    format!("`{name}`: field {} `{}`: {why}", nf.id, nf.name),
-                    At::New(nf.span),
-                )),
-                Verdict::Wire(why) => out.push(finding(
-                    Severity::WireBreaking,
-                    "field-type-changed",
-                    subject(&nf.name),
-                    format!("`{name}`: field {} `{}`: {why}", nf.id, nf.name),
-                    At::New(nf.span),
-                )),
-            }
-            if !same_default(of.default.as_ref(), nf.default.as_ref()) {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "default-changed",
-                    subject(&nf.name),
-                    format!(
-                        "`{name}`: default of field {} `{}` changed: a value equal to one version's default is left off the wire and read as the other's",
-                        nf.id, nf.name
-                    ),
-                    At::New(nf.span),
-                ));
-            }
-        }
-        for nf in &ns.fields {
-            if os.fields.iter().any(|f| f.id == nf.id) {
-                continue;
-            }
-            if os
-                .fields
-                .iter()
-                .any(|of| of.name == nf.name && !ns.fields.iter().any(|f| f.id == of.id))
-            {
-                continue; // reported as moved
-            }
-            if os.reserved.has_id(i64::from(nf.id)) {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "field-id-reused",
-                    subject(&nf.name),
-                    format!(
-                        "`{name}`: field {} `{}` reuses an id the old version reserved: old data under it is misread",
-                        nf.id, nf.name
-                    ),
-                    At::New(nf.span),
-                ));
-            } else {
-                out.push(finding(
-                    Severity::Compatible,
-                    "field-added",
-                    subject(&nf.name),
-                    format!("`{name}`: field {} `{}` added", nf.id, nf.name),
-                    At::New(nf.span),
-                ));
-            }
-        }
-        out
+            .collect();
     }
-
-    fn diff_enum(&mut self, oe_id: EnumId, ne_id: EnumId) -> Vec<Finding> {
-        let (oe, ne) = (self.o.enum_(oe_id), self.n.enum_(ne_id));
-        let name = &ne.full_name;
-        let subject = |v: &str| format!("{name}.{v}");
-        let mut out = Vec::new();
-        for ov in &oe.values {
-            if let Some(nv) = ne
-                .values
-                .iter()
-                .find(|v| v.name == ov.name && v.number != ov.number)
-            {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "enum-value-renumbered",
-                    subject(&nv.name),
-                    format!(
-                        "`{name}`: value `{}` renumbered from {} to {}: each version reads the other's as another value",
-                        nv.name, ov.number, nv.number
-                    ),
-                    At::New(nv.span),
-                ));
-                continue;
-            }
-            match ne.values.iter().find(|v| v.number == ov.number) {
-                Some(nv) if nv.name != ov.name => out.push(finding(
-                    Severity::SourceBreaking,
-                    "enum-value-renamed",
-                    subject(&nv.name),
-                    format!(
-                        "`{name}`: value {} renamed from `{}` to `{}` (breaks code using it)",
-                        ov.number, ov.name, nv.name
-                    ),
-                    At::New(nv.span),
-                )),
-                Some(_) => {}
-                None if ne.reserved.has_id(i64::from(ov.number)) => out.push(finding(
-                    Severity::Compatible,
-                    "enum-value-removed",
-                    subject(&ov.name),
-                    format!("`{name}`: value {} `{}` removed and reserved", ov.number, ov.name),
-                    At::New(ne.span),
-                )),
-                None => out.push(finding(
-                    Severity::WireBreaking,
-                    "enum-value-removed-unreserved",
-                    subject(&ov.name),
-                    format!(
-                        "`{name}`: value {} `{}` removed without reserving it: a later version may reuse the number",
-                        ov.number, ov.name
-                    ),
-                    At::New(ne.span),
-                )),
-            }
-        }
-        for nv in &ne.values {
-            if oe
-                .values
-                .iter()
-                .any(|v| v.number == nv.number || v.name == nv.name)
-            {
-                continue;
-            }
-            if oe.reserved.has_id(i64::from(nv.number)) {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "enum-value-reused",
-                    subject(&nv.name),
-                    format!(
-                        "`{name}`: value {} `{}` reuses a number the old version reserved",
-                        nv.number, nv.name
-                    ),
-                    At::New(nv.span),
-                ));
-            } else {
-                out.push(finding(
-                    Severity::Compatible,
-                    "enum-value-added",
-                    subject(&nv.name),
-                    format!("`{name}`: value {} `{}` added", nv.number, nv.name),
-                    At::New(nv.span),
-                ));
-            }
-        }
-        out
-    }
-
-    fn services(&mut self, os: &Service, ns: &Service) -> Vec<Finding> {
-        let name = &ns.full_name;
-        let mut out = Vec::new();
-        if os.id != ns.id {
-            out.push(finding(
-                Severity::WireBreaking,
-                "service-id-changed",
-                name.clone(),
-                format!(
-                    "`{name}`: service id changed from {} to {}: each version's calls are unknown to the other",
-                    os.id, ns.id
-                ),
-                At::New(ns.span),
-            ));
-        }
-        for om in &os.methods {
-            if let Some(nm) = ns.methods.iter().find(|m| m.id == om.id) {
-                if nm.name != om.name {
-                    out.push(finding(
-                        Severity::SourceBreaking,
-                        "method-renamed",
-                        format!("{name}.{}", nm.name),
-                        format!(
-                            "`{name}`: method {} renamed from `{}` to `{}` (breaks code using it; calls go by id)",
-                            om.id, om.name, nm.name
-                        ),
-                        At::New(nm.span),
-                    ));
-                }
-                out.extend(self.method(name, om, nm));
-            } else if let Some(nm) = ns.methods.iter().find(|m| m.name == om.name) {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "method-id-changed",
-                    format!("{name}.{}", nm.name),
-                    format!(
-                        "`{name}.{}`: method id changed from {} to {}: each version's calls are unknown to the other",
-                        nm.name, om.id, nm.id
-                    ),
-                    At::New(nm.span),
-                ));
-                out.extend(self.method(name, om, nm));
-            } else {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "method-removed",
-                    format!("{name}.{}", om.name),
-                    format!(
-                        "`{name}`: method `{}` removed: callers built from the old version get UNIMPLEMENTED",
-                        om.name
-                    ),
-                    At::New(ns.span),
-                ));
-            }
-        }
-        for nm in &ns.methods {
-            if !os
-                .methods
-                .iter()
-                .any(|m| m.id == nm.id || m.name == nm.name)
-            {
-                out.push(finding(
-                    Severity::WireBreaking,
-                    "method-added",
-                    format!("{name}.{}", nm.name),
-                    format!(
-                        "`{name}`: method `{}` added: callers get UNIMPLEMENTED from servers that do not host it yet, so every server must be upgraded before any caller uses it",
-                        nm.name
-                    ),
-                    At::New(nm.span),
-                ));
-            }
-        }
-        out
-    }
-
-    fn method(&mut self, service: &str, om: &Method, nm: &Method) -> Vec<Finding> {
-        let m = &nm.name;
-        let subject = format!("{service}.{m}");
-        let mut out = Vec::new();
-        let mut push = |severity, kind, message: String| {
-            out.push(finding(
-                severity,
-                kind,
-                subject.clone(),
-                message,
-                At::New(nm.span),
-            ));
-        };
-        match self.value(ValueType::Struct(om.request), ValueType::Struct(nm.request)) {
-            Verdict::Same => {}
-            Verdict::Source(why) => {
-                push(
-                    Severity::SourceBreaking,
-                    "request-changed",
-                    format!("`{service}.{m}`: request {why}"),
-                );
-            }
-            Verdict::Wire(why) => {
-                push(
-                    Severity::WireBreaking,
-                    "request-changed",
-                    format!("`{service}.{m}`: request {why}"),
-                );
-            }
-        }
-        match (om.response, nm.response) {
-            (Some(a), Some(b)) => match self.value(ValueType::Struct(a), ValueType::Struct(b)) {
-                Verdict::Same => {}
-                Verdict::Source(why) => push(
-                    Severity::SourceBreaking,
-                    "response-changed",
-                    format!("`{service}.{m}`: response {why}"),
-                ),
-                Verdict::Wire(why) => push(
-                    Severity::WireBreaking,
-                    "response-changed",
-                    format!("`{service}.{m}`: response {why}"),
-                ),
-            },
-            (None, None) => {}
-            (a, _) => push(
-                Severity::WireBreaking,
-                "method-kind-changed",
-                format!(
-                    "`{service}.{m}`: {}: a caller of one version waits for an answer the other never sends, or is sent one it does not expect",
-                    if a.is_some() {
-                        "became oneway"
-                    } else {
-                        "no longer oneway"
-                    }
-                ),
-            ),
-        }
-        if om.timeout_ms != nm.timeout_ms {
-            push(
-                Severity::Policy,
-                "timeout-changed",
-                format!(
-                    "`{service}.{m}`: deadline changed from {} ms to {} ms",
-                    om.timeout_ms, nm.timeout_ms
-                ),
-            );
-        }
-        if om.retry != nm.retry {
-            let describe = |r: Retry| match r {
-                Retry::None => "never retried".to_owned(),
-                Retry::Idempotent { max_attempts } => {
-                    format!("idempotent, {max_attempts} attempts")
-                }
-            };
-            push(
-                Severity::Policy,
-                "retry-changed",
-                format!(
-                    "`{service}.{m}`: retry changed from {} to {}",
-                    describe(om.retry),
-                    describe(nm.retry)
-                ),
-            );
-        }
-        if om.priority != nm.priority {
-            push(
-                Severity::Policy,
-                "priority-changed",
-                format!(
-                    "`{service}.{m}`: priority changed from {} to {}",
-                    om.priority.name(),
-                    nm.priority.name()
-                ),
-            );
-        }
-        out
-    }
+    left
 }
 
 /// Renders changes one per line, worst first, each with its location and the key that
@@ -790,7 +351,7 @@ pub fn render(changes: &[Change]) -> String {
             c.severity, c.message, c.location
         ));
         if c.severity == Severity::WireBreaking && !c.acknowledged {
-            out.push_str(&format!("  = key: {} {}\n", c.kind, c.subject));
+            out.push_str(&format!("  = key: {}\n", c.key()));
         }
     }
     let count = |s: Severity| changes.iter().filter(|c| c.severity == s).count();
@@ -818,4 +379,18 @@ pub fn fails(changes: &[Change], strict: bool) -> bool {
             && (c.severity == Severity::WireBreaking
                 || (strict && c.severity == Severity::SourceBreaking))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncovered;
+
+    #[test]
+    fn uncovered_ranges_subtract() {
+        assert_eq!(uncovered(&[(1, 10)], &[(1, 10)]), vec![]);
+        assert_eq!(uncovered(&[(1, 10)], &[(3, 4)]), vec![(1, 2), (5, 10)]);
+        assert_eq!(uncovered(&[(1, 10)], &[(20, 30)]), vec![(1, 10)]);
+        assert_eq!(uncovered(&[(5, 5)], &[(1, 4), (6, 9)]), vec![(5, 5)]);
+        assert_eq!(uncovered(&[(1, 10)], &[(0, 5), (8, 20)]), vec![(6, 7)]);
+    }
 }

@@ -110,7 +110,8 @@ impl Shape<'_> {
     fn name(self) -> String {
         match self {
             Shape::Scalar(s) => s.name().to_owned(),
-            Shape::Enum(n) | Shape::Struct(n) => format!("`{n}`"),
+            Shape::Enum(n) => format!("enum `{n}`"),
+            Shape::Struct(n) => format!("struct `{n}`"),
         }
     }
 }

@@ -37,8 +37,14 @@ pub(crate) fn run(b: &mut Builder, includes: &[PathBuf], args: Args) -> Result<E
             let tree = OldTree::export(rev)?;
             let new = b.check(&args.files)?;
             let mut old_files = Vec::new();
+            let mut dirs = Vec::new();
             for f in &args.files {
                 let old = tree.path_of(f)?;
+                if let Some(dir) = old.parent()
+                    && !dirs.iter().any(|d| d == dir)
+                {
+                    dirs.push(dir.to_owned());
+                }
                 if old.exists() {
                     old_files.push(old);
                 } else {
@@ -46,6 +52,17 @@ pub(crate) fn run(b: &mut Builder, includes: &[PathBuf], args: Args) -> Result<E
                         "note: {} is new since {rev}; everything in it counts as added",
                         f.display()
                     );
+                }
+            }
+            // A file of these directories that is gone (deleted, or renamed) is compared too:
+            // what it declared was removed, or moved to another file.
+            for dir in &dirs {
+                for old in tree.gone_from(dir) {
+                    note!(
+                        "note: {} was removed since {rev}; what it declared counts as removed unless another file declares it",
+                        tree.shown(&old)
+                    );
+                    old_files.push(old);
                 }
             }
             let mut ob = Builder::new();
@@ -70,9 +87,9 @@ pub(crate) fn run(b: &mut Builder, includes: &[PathBuf], args: Args) -> Result<E
                     Some((tree.dir.display().to_string(), format!("{rev}:"))),
                 ),
                 None => {
-                    print(
-                        "0 wire-breaking, 0 source-breaking, 0 policy, 0 compatible change(s)\n",
-                    )?;
+                    print(&format!(
+                        "nothing to compare: every file is new since {rev}\n"
+                    ))?;
                     return Ok(ExitCode::SUCCESS);
                 }
             }
@@ -164,6 +181,30 @@ impl OldTree {
                 .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?;
         }
         Ok(tree)
+    }
+
+    /// The IDL files of the revision in `dir` (a directory of the old tree) that the working
+    /// tree no longer has.
+    fn gone_from(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut gone: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            .filter(|p| {
+                p.strip_prefix(&self.dir)
+                    .is_ok_and(|rel| !self.root.join(rel).exists())
+            })
+            .collect();
+        gone.sort();
+        gone
+    }
+
+    /// An old-tree path as the repository names it.
+    fn shown(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir)
+            .map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
     }
 
     /// Where a working-tree path's old version is.
