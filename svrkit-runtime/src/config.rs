@@ -28,7 +28,8 @@
 //!
 //! [overload]                     # the server's load shedding (DAGOR), see `AdmissionConfig`
 //! enabled = true
-//! queue_wait_ms = 20             # average queue wait that counts as overload
+//! queue_wait_ms = 20             # queue wait that counts as overload (on average; and
+//! queue_interval_ms = 100        #   for each request, once it stood this long: CoDel)
 //! window_ms = 1000               # a window ends after this long ...
 //! window_requests = 2000         # ... or this many requests
 //!
@@ -435,6 +436,7 @@ impl Config {
         for (key, zero) in [
             ("overload.queue_wait_ms", o.queue_wait.is_zero()),
             ("overload.window_ms", o.window.is_zero()),
+            ("overload.queue_interval_ms", o.queue_interval.is_zero()),
             ("overload.window_requests", o.window_requests == 0),
         ] {
             if zero {

@@ -160,11 +160,13 @@ pub(super) async fn run(
         }
         // Bytes the wait itself read (TLS reads to find out whether anything came).
         let mut got = 0;
+        // Whether the reader had to wait for bytes: if not, they were already there.
+        let mut parked = false;
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break 'read End::Shutdown,
             _ = conn.outbox.closed() => break 'read End::Gone,
-            ready = reader.ready(&mut input.buf) => match ready {
+            ready = ready_noting_wait(&mut reader, &mut input.buf, &mut parked) => match ready {
                 Ok(None) => {}
                 Ok(Some(0)) | Err(_) => break 'read End::Gone,
                 Ok(Some(n)) => got = n,
@@ -209,8 +211,17 @@ pub(super) async fn run(
             }
             continue;
         }
-        let arrived = Instant::now();
-        last_read = arrived;
+        let now = Instant::now();
+        // When the bytes arrived: now, if the reader waited for them. If they were already
+        // there, sometime since the previous read (the reader was running handlers, or
+        // waiting for a worker); halfway is the unbiased guess. Without this, a frame that
+        // waited unread in the kernel behind a long batch would look fresh.
+        let arrived = if parked {
+            now
+        } else {
+            last_read + now.saturating_duration_since(last_read) / 2
+        };
+        last_read = now;
         stamps.read(read, arrived);
         if frames.in_frame(&input.buf) {
             // A partial frame (or an oversized one being skipped): the read timeout applies
@@ -347,6 +358,21 @@ struct Fresh {
 /// Reads what has arrived, up to 64 KiB, without waiting for more. With `wait` it may wait
 /// (up to the read timeout) for input budget to grow the buffer; without, it stops where the
 /// budget does.
+/// [`ReadHalf::ready`], noting in `parked` whether it had to wait.
+async fn ready_noting_wait(
+    reader: &mut ReadHalf,
+    buf: &mut BytesMut,
+    parked: &mut bool,
+) -> std::io::Result<Option<usize>> {
+    let mut ready = pin!(reader.ready(buf));
+    std::future::poll_fn(|cx| {
+        let poll = ready.as_mut().poll(cx);
+        *parked |= poll.is_pending();
+        poll
+    })
+    .await
+}
+
 async fn read_arrived(
     input: &mut Input,
     reader: &mut ReadHalf,

@@ -27,7 +27,7 @@ use super::trust::Trust;
 use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
 use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, Untrusted, trace};
-use crate::policy::admission::Admission;
+use crate::policy::admission::{Admission, Verdict};
 use crate::policy::priority;
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
@@ -315,7 +315,7 @@ impl Router {
             m.server_started(waited);
         }
         if let Some(a) = &self.admission {
-            a.started(level, waited);
+            a.started(level, started, waited);
         }
         Dispatch::Run(Running {
             metrics,
@@ -436,13 +436,24 @@ impl Router {
             priority::user_level(ctx.user_key, &ctx.trace_id, now)
         };
         let level = priority::level(ctx.priority, user);
-        if admission.admit(level, now) {
-            return Ok(level);
+        let waited = now.saturating_duration_since(ctx.arrived);
+        let budget = ctx
+            .deadline()
+            .map_or(Duration::MAX, |d| d.saturating_duration_since(ctx.arrived));
+        match admission.admit(level, now, waited, budget) {
+            Verdict::Admit => Ok(level),
+            Verdict::Shed => Err((
+                Status::overloaded("the server is overloaded and sheds requests of this priority"),
+                Some(Rejection::Overload),
+            )),
+            Verdict::Late => Err((
+                Status::overloaded(format!(
+                    "the server is overloaded: the request waited {} ms in its queue",
+                    waited.as_millis()
+                )),
+                Some(Rejection::Overload),
+            )),
         }
-        Err((
-            Status::overloaded("the server is overloaded and sheds requests of this priority"),
-            Some(Rejection::Overload),
-        ))
     }
 
     /// Hooks, expiry and limits, in that order; the permits a call holds while it runs and

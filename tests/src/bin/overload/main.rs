@@ -6,13 +6,18 @@
 //! cargo run --release -p svrkit-tests --bin overload -- --quick   # 5 s phases, under a minute
 //! cargo run --release -p svrkit-tests --bin overload              # 20 s phases, about 4 min
 //! cargo run --release -p svrkit-tests --bin overload -- --only goodput,retry
+//! cargo run --release -p svrkit-tests --bin overload -- --only sweep          # all points, about 10 min
+//! cargo run --release -p svrkit-tests --bin overload -- --quick --only sweep  # five points
 //! ```
 //!
 //! Scenarios: `goodput` (2x and 5x capacity, overload control on and off, recovery),
 //! `priority` (3x with four priorities), `consistency` (one call against four per
 //! request), `retry` (a failing backend, alone and at the end of a three-level chain),
-//! `weak` (a weak dependency down or slow) and `kill` (a replica killed under load). Each
-//! prints one table; `docs/policies.md` explains the rows.
+//! `weak` (a weak dependency down or slow), `kill` (a replica killed under load) and `sweep`
+//! (operating points: handler costs, workers, 2x to 20x, open and closed loops, deadlines;
+//! see `sweep.rs`). Each prints one table; `docs/policies.md` explains the rows.
+
+mod sweep;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,15 +35,16 @@ use svrkit_tests::work::{self, Work};
 /// CPU a backend request costs.
 const COST_US: u32 = 200;
 
-struct Settings {
+pub(crate) struct Settings {
     /// How long each overloaded phase lasts.
-    phase: Duration,
+    pub(crate) phase: Duration,
     /// How long the retry, weak-dependency and replica phases last.
     short: Duration,
     /// How long capacity is measured.
-    capacity: Duration,
+    pub(crate) capacity: Duration,
     /// Print the admission level every 250 ms while loaded.
     trace: bool,
+    quick: bool,
     only: Option<Vec<String>>,
 }
 
@@ -64,6 +70,7 @@ fn main() {
         capacity: Duration::from_millis(if quick { 1_500 } else { 5_000 }),
         only,
         trace: args.iter().any(|a| a == "--trace"),
+        quick,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -91,13 +98,21 @@ fn main() {
         if settings.wants("kill") {
             kill(&settings).await;
         }
+        if settings.wants("sweep") {
+            let points = if settings.quick {
+                sweep::quick_points()
+            } else {
+                sweep::all_points()
+            };
+            sweep::sweep(&settings, &points).await;
+        }
     });
     eprintln!("(all in {:.0?})", started.elapsed());
 }
 
 /// What a phase's calls came to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     ok: u64,
     by_code: HashMap<u32, u64>,
     /// Refusals by who refused: the caller itself (collaborative, throttled) or the server.
@@ -106,18 +121,26 @@ struct Tally {
     /// Latencies of the successful calls, in microseconds.
     latencies: Vec<u32>,
     /// When calls failed, from the phase's start.
-    failed_at: Vec<Duration>,
+    pub(crate) failed_at: Vec<Duration>,
     /// When successful calls started, from the phase's start.
-    ok_at: Vec<Duration>,
+    pub(crate) ok_at: Vec<Duration>,
+    /// When successful calls ended, from the phase's start: the server's useful work.
+    pub(crate) ok_done: Vec<Duration>,
 }
 
 impl Tally {
-    fn record(&mut self, result: &Result<WorkResp, Status>, latency: Duration, at: Duration) {
+    pub(crate) fn record(
+        &mut self,
+        result: &Result<WorkResp, Status>,
+        latency: Duration,
+        at: Duration,
+    ) {
         match result {
             Ok(_) => {
                 self.ok += 1;
                 self.latencies.push(latency.as_micros() as u32);
                 self.ok_at.push(at);
+                self.ok_done.push(at + latency);
             }
             Err(e) => {
                 *self.by_code.entry(e.code().0).or_default() += 1;
@@ -149,7 +172,7 @@ impl Tally {
         self.ok + self.by_code.values().sum::<u64>()
     }
 
-    fn p99_ms(&mut self) -> f64 {
+    pub(crate) fn p99_ms(&mut self) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -161,7 +184,7 @@ impl Tally {
 
 /// Offers `rate` calls a second for `duration`, open loop (a call is started on schedule
 /// whether or not earlier ones finished), each made by `call(i)`; waits for all to end.
-async fn offer<F, Fut>(rate: f64, duration: Duration, call: F) -> Tally
+pub(crate) async fn offer<F, Fut>(rate: f64, duration: Duration, call: F) -> Tally
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<WorkResp, Status>> + Send + 'static,
@@ -317,7 +340,7 @@ async fn goodput(settings: &Settings) {
 }
 
 /// With `--trace`, prints the server's admission level every 250 ms until dropped.
-fn trace_admission(
+pub(crate) fn trace_admission(
     settings: &Settings,
     backend: &work::Running,
 ) -> Option<tokio::task::AbortHandle> {
@@ -331,12 +354,13 @@ fn trace_admission(
             tokio::time::sleep(Duration::from_millis(250)).await;
             if let Some(w) = server.admission().and_then(|a| a.last_window()) {
                 eprintln!(
-                    "  {:>5.2}s level {:>3} window of {:?}: {} requests, {} started, queue wait {:.1?}",
+                    "  {:>5.2}s level {:>3} window of {:?}: {} requests, {} started, {} late, queue wait {:.1?}",
                     start.elapsed().as_secs_f64(),
                     w.level,
                     w.length,
                     w.requests,
                     w.started,
+                    w.late,
                     w.queue_wait,
                 );
             }
