@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use svrkit_runtime::policy::AdmissionConfig;
-use svrkit_runtime::{Channel, ChannelOptions, Code, Context, FastStr, Server, Status};
+use svrkit_runtime::{Channel, ChannelOptions, Code, Context, FastStr, Server, Status, Trust};
 
 use crate::svrkit::test::overload::{WorkReq, WorkResp, WorkSvr, WorkSvrClient, WorkSvrServer};
 
@@ -186,6 +186,16 @@ impl Drop for Running {
 /// Starts `work` on its own runtime with `workers` threads, with overload control as
 /// `admission` says.
 pub fn start(work: Work, admission: AdmissionConfig, workers: usize) -> Running {
+    start_trusting(work, admission, workers, Trust::default())
+}
+
+/// [`start`], trusting the header fields of the peers `trust` names.
+pub fn start_trusting(
+    work: Work,
+    admission: AdmissionConfig,
+    workers: usize,
+    trust: Trust,
+) -> Running {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .thread_name(format!("server-{}", work.name))
@@ -196,6 +206,7 @@ pub fn start(work: Work, admission: AdmissionConfig, workers: usize) -> Running 
     let seen = work.seen.clone();
     let server = Server::builder()
         .admission(admission)
+        .trust(trust)
         .add_service(WorkSvrServer::new(work))
         .build();
     // Bound here, so that this works from inside another runtime too.

@@ -672,7 +672,14 @@ pub(crate) fn next_level(
             let mut next = level;
             let mut added = 0;
             while next < top && added < target {
-                added += u64::from(window.arrived[next as usize]).max(per_level);
+                let demand = u64::from(window.arrived[next as usize]).max(per_level);
+                // A level whose own demand is far over the room there is (callers that do
+                // not drop what the server sheds, a flood) stays shed: opening it would
+                // only overload the server again.
+                if demand > 2 * per_level && added + demand > target {
+                    break;
+                }
+                added += demand;
                 next += 1;
             }
             next

@@ -18,6 +18,7 @@
 //! see `sweep.rs`). Each prints one table; `docs/policies.md` explains the rows.
 
 mod sweep;
+mod untrusted;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +34,7 @@ use svrkit_tests::svrkit::test::overload::{WorkReq, WorkResp, WorkSvrClient};
 use svrkit_tests::work::{self, Work};
 
 /// CPU a backend request costs.
-const COST_US: u32 = 200;
+pub(crate) const COST_US: u32 = 200;
 
 pub(crate) struct Settings {
     /// How long each overloaded phase lasts.
@@ -98,6 +99,9 @@ fn main() {
         if settings.wants("kill") {
             kill(&settings).await;
         }
+        if settings.wants("untrusted") {
+            untrusted::untrusted(&settings).await;
+        }
         if settings.wants("sweep") {
             let points = if settings.quick {
                 sweep::quick_points()
@@ -113,7 +117,7 @@ fn main() {
 /// What a phase's calls came to.
 #[derive(Default)]
 pub(crate) struct Tally {
-    ok: u64,
+    pub(crate) ok: u64,
     by_code: HashMap<u32, u64>,
     /// Refusals by who refused: the caller itself (collaborative, throttled) or the server.
     dropped_here: u64,
@@ -168,7 +172,7 @@ impl Tally {
         self.by_code.get(&code.0).copied().unwrap_or(0)
     }
 
-    fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.ok + self.by_code.values().sum::<u64>()
     }
 
@@ -221,7 +225,7 @@ where
 }
 
 /// Calls in flight at once, for as long as `duration`: a closed loop that finds capacity.
-async fn capacity(client: &WorkSvrClient, duration: Duration) -> f64 {
+pub(crate) async fn capacity(client: &WorkSvrClient, duration: Duration) -> f64 {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..32 {
@@ -265,7 +269,7 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn random_user() -> u64 {
+pub(crate) fn random_user() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);

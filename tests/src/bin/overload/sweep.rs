@@ -220,6 +220,12 @@ async fn recovery(client: &WorkSvrClient, req: &WorkReq, deadline: Duration) -> 
     first.map(|at| at.saturating_duration_since(ended))
 }
 
+/// How long a point's load lasts: five seconds quick, ten otherwise (the first five and a
+/// steady second half), whatever the other scenarios' phases.
+fn phase(settings: &Settings) -> Duration {
+    settings.phase.min(Duration::from_secs(10))
+}
+
 async fn run(settings: &Settings, p: &Point) {
     let backend = work::start(Work::new("sweep"), AdmissionConfig::default(), p.workers);
     if let Cost::Sleep(ms) = p.cost {
@@ -227,12 +233,12 @@ async fn run(settings: &Settings, p: &Point) {
     }
     let client = work::client(&[&backend.addr], ChannelOptions::default());
     let req = request(p);
-    let cap = capacity(&client, &req, settings.capacity).await;
+    let cap = capacity(&client, &req, settings.capacity.min(Duration::from_secs(2))).await;
     let method = &WorkSvrClient::DESCRIPTOR.methods[2];
     assert_eq!(method.name, "Normal");
     let queue_before = monitor::find_method(method).map(|m| m.server_totals().queue_wait);
 
-    let phase = settings.phase;
+    let phase = phase(settings);
     let watch = crate::trace_admission(settings, &backend);
     let load = {
         let (client, req, p) = (client.clone(), req.clone(), *p);
