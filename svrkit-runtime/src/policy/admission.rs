@@ -1,25 +1,34 @@
-//! The server's overload control (DAGOR): detect overload from queueing, and admit requests
-//! by priority level so that an overloaded server sheds the least important work first and
-//! keeps the rest within their deadlines.
+//! The server's overload control: DAGOR's priority levels, which decide *who* is shed, and
+//! a per-request check on queue time in the manner of CoDel, which decides *how fast*.
+//! `docs/policies.md` has the whole design and the measurements behind it.
 //!
-//! **Detection.** Each request's queue wait (its frame's read to its handler's start) is
-//! summed per *window*, which ends after [`AdmissionConfig::window`] or
-//! [`AdmissionConfig::window_requests`] requests, whichever comes first. A frame waits unread
-//! in the kernel while the connection's reader waits for a CPU, which the read stamp cannot
-//! see; so a probe task measures how late the runtime wakes it (its scheduling lag) and that
-//! is added. The server is overloaded in a window when the average exceeds
-//! [`AdmissionConfig::queue_wait`] (20 ms by default).
+//! **What a request waited.** From its frame's read to its pickup, where a read that found
+//! bytes already waiting is stamped halfway since the previous read (the frame waited in the
+//! kernel while the reader ran handlers), plus the scheduling lag the runtime shows
+//! throughout: the least of a probe's lateness samples over an interval, so that a handler
+//! holding the worker is not read as a queue but a queue of tasks waiting for the worker is.
 //!
-//! **Admission.** The server admits the levels below its admission level
-//! ([`priority`](super::priority): business priority, then a hash of the user). It counts the
-//! requests of the window by level; at the window's end, overloaded, it lowers the level
-//! until about [`AdmissionConfig::shed_step`] (5%) fewer of the requests it admitted would
-//! have been; not overloaded, it raises it until about [`AdmissionConfig::admit_step`] (1%)
-//! more would have. A request at or above the level is answered `OVERLOADED` before its body
-//! is decoded. Every response says the level, and callers drop what would be refused.
+//! **Per request, at pickup** ([`Admission::admit`]): a level at or above the admission
+//! level is shed. Otherwise the wait is checked against the target (`queue_wait`, at least
+//! ten requests' worth at the capacity last seen). While some pickup within the last
+//! interval waited less, only requests that waited longer than the interval are dropped (a
+//! burst is served); once the queue has stood above the target that long, every request over
+//! it is dropped unrun, critical ones excepted up to half their deadline. Either limit is at
+//! most a fraction of the request's own deadline.
 //!
-//! Per request this is two relaxed atomic additions and a load; the window closes on one
-//! thread, which the others do not wait for.
+//! **Per window** (1 s, 2,000 requests, or 100 ms with 200; a surge of late drops ends one
+//! at once): overloaded when the average wait exceeds the target or more than 2% of pickups
+//! were dropped late; then levels are shed by their arrivals down to what the server started,
+//! less the queue's excess to drain within half a second, one business priority at a time,
+//! and not again until the queue the old level built has drained. Between 0.5% and 2% late,
+//! the level holds (the queue is short and never empty). Calm, it rises by 1% or by the
+//! headroom to 95% of the capacity last seen, except into a level whose own demand is far
+//! over that (a flood parked at one level). Every 50 ms a shedding server also looks at
+//! whether arrivals fell below a quarter of its capacity: then the overload is over, and it
+//! admits everything at once.
+//!
+//! Per request this is a few relaxed atomic operations; the window closes on one thread,
+//! which the others do not wait for.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -653,8 +662,15 @@ pub(crate) fn next_level(
             let mut next = level;
             let mut kept = sum(&window.arrived[..level as usize]);
             while next > floor && kept > target {
+                let without = kept.saturating_sub(u64::from(window.arrived[next as usize - 1]));
+                // A level that carries much of the demand (few callers, each calling again
+                // as soon as it is answered) is not shed if that would leave the server less
+                // than half of what it can do: the per-request check trims its excess.
+                if without < target / 2 && next < level {
+                    break;
+                }
                 next -= 1;
-                kept = kept.saturating_sub(u64::from(window.arrived[next as usize]));
+                kept = without;
             }
             next
         }

@@ -655,6 +655,7 @@ async fn weak(settings: &Settings) {
             _ => {}
         }
         let client = work::client(&[&front.addr], ChannelOptions::default());
+        let watch = trace_admission(settings, &front);
         let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s = skipped.clone();
         let mut t = offer(rate, settings.short, move |_| {
@@ -673,6 +674,9 @@ async fn weak(settings: &Settings) {
             }
         })
         .await;
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         println!(
             "| {state} | {} | {:.2}% | {} | {:.1} ms |",
             t.total(),
