@@ -1,7 +1,7 @@
 //! Enums: values are matched by name and by number, since the number is what the wire
 //! carries and the name is what code and JSON use.
 
-use super::{At, Ctx, Finding, Severity, uncovered};
+use super::{At, Ctx, Finding, Severity, released};
 use crate::ir::EnumId;
 
 impl Ctx<'_> {
@@ -95,40 +95,15 @@ impl Ctx<'_> {
                 ));
             }
         }
-        for (lo, hi) in uncovered(&oe.reserved.ids, &ne.reserved.ids) {
-            let used = ne
-                .values
-                .iter()
-                .filter(|v| (lo..=hi).contains(&i64::from(v.number)))
-                .count();
-            if (hi - lo + 1) as u128 > used as u128 {
-                let (numbers, what) = if lo == hi {
-                    (
-                        format!("{lo}"),
-                        format!("number {lo} is no longer reserved: a later version may reuse it"),
-                    )
-                } else {
-                    (
-                        format!("{lo}-{hi}"),
-                        format!(
-                            "numbers {lo}-{hi} are no longer reserved: a later version may reuse them"
-                        ),
-                    )
-                };
-                out.push(
-                    Finding::new(
-                        Severity::WireBreaking,
-                        "reservation-removed",
-                        name.clone(),
-                        format!(
-                            "`{name}`: {what}, and misread data written before the reservation"
-                        ),
-                        At::New(ne.span),
-                    )
-                    .detail(numbers),
-                );
-            }
-        }
+        let used: Vec<i64> = ne.values.iter().map(|v| i64::from(v.number)).collect();
+        out.extend(released(
+            name,
+            ("number", "numbers"),
+            &oe.reserved,
+            &ne.reserved,
+            &used,
+            ne.span,
+        ));
         out
     }
 }

@@ -336,6 +336,49 @@ fn uncovered(old: &[(i64, i64)], new: &[(i64, i64)]) -> Vec<(i64, i64)> {
     left
 }
 
+/// The reservations of `old` that `new` dropped, as wire-breaking findings on the struct or
+/// enum `name` (at `span`): a later version may reuse those ids. Ids the new version uses
+/// (`used`) are reported as reused instead; a range left with none free is not reported.
+fn released(
+    name: &str,
+    (one, many): (&str, &str),
+    old: &crate::ir::Reserved,
+    new: &crate::ir::Reserved,
+    used: &[i64],
+    span: Span,
+) -> Vec<Finding> {
+    uncovered(&old.ids, &new.ids)
+        .into_iter()
+        .filter(|&(lo, hi)| {
+            let taken = used.iter().filter(|&&id| (lo..=hi).contains(&id)).count();
+            (hi - lo + 1) as u128 > taken as u128
+        })
+        .map(|(lo, hi)| {
+            let (ids, what) = if lo == hi {
+                (
+                    format!("{lo}"),
+                    format!("{one} {lo} is no longer reserved: a later version may reuse it"),
+                )
+            } else {
+                (
+                    format!("{lo}-{hi}"),
+                    format!(
+                        "{many} {lo}-{hi} are no longer reserved: a later version may reuse them"
+                    ),
+                )
+            };
+            Finding::new(
+                Severity::WireBreaking,
+                "reservation-removed",
+                name.to_owned(),
+                format!("`{name}`: {what}, and misread data written before the reservation"),
+                At::New(span),
+            )
+            .detail(ids)
+        })
+        .collect()
+}
+
 /// Renders changes one per line, worst first, each with its location and the key that
 /// acknowledges it, then a count per severity.
 pub fn render(changes: &[Change]) -> String {

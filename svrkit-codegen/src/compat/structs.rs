@@ -6,7 +6,7 @@
 //! elsewhere.
 
 use super::rules::{self, Shape, Verdict};
-use super::{At, Ctx, Finding, Severity, fold, uncovered};
+use super::{At, Ctx, Finding, Severity, fold, released};
 use crate::ir::{DefaultValue, Field, FieldType, Schema, StructId, ValueType};
 
 impl Ctx<'_> {
@@ -234,41 +234,16 @@ impl Ctx<'_> {
                 ));
             }
         }
-        for (lo, hi) in uncovered(&os.reserved.ids, &ns.reserved.ids) {
-            // Ids a new field now uses are reported as reused.
-            let used = ns
-                .fields
-                .iter()
-                .filter(|f| (lo..=hi).contains(&i64::from(f.id)))
-                .count();
-            if (hi - lo + 1) as u128 > used as u128 {
-                let (ids, what) = if lo == hi {
-                    (
-                        format!("{lo}"),
-                        format!("id {lo} is no longer reserved: a later version may reuse it"),
-                    )
-                } else {
-                    (
-                        format!("{lo}-{hi}"),
-                        format!(
-                            "ids {lo}-{hi} are no longer reserved: a later version may reuse them"
-                        ),
-                    )
-                };
-                out.push(
-                    Finding::new(
-                        Severity::WireBreaking,
-                        "reservation-removed",
-                        name.clone(),
-                        format!(
-                            "`{name}`: {what}, and misread data written before the reservation"
-                        ),
-                        At::New(ns.span),
-                    )
-                    .detail(ids),
-                );
-            }
-        }
+        // Ids a new field now uses are reported as reused.
+        let used: Vec<i64> = ns.fields.iter().map(|f| i64::from(f.id)).collect();
+        out.extend(released(
+            name,
+            ("id", "ids"),
+            &os.reserved,
+            &ns.reserved,
+            &used,
+            ns.span,
+        ));
         out
     }
 

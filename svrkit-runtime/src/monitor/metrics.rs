@@ -364,7 +364,7 @@ mod tests {
     use super::*;
     use crate::service::{Priority, Retry};
 
-    static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
+    const GET: MethodDescriptor = MethodDescriptor {
         name: "Get",
         full_name: "t.S.Get",
         id: 1,
@@ -373,7 +373,8 @@ mod tests {
         retry: Retry::None,
         priority: Priority::Normal,
         oneway: false,
-    }];
+    };
+    static METHODS: [MethodDescriptor; 1] = [GET];
     static SERVICE: ServiceDescriptor = ServiceDescriptor {
         name: "t.S",
         id: 9,
@@ -419,16 +420,6 @@ mod tests {
     /// older one and has its own for `Put`.
     #[test]
     fn a_second_version_shares_the_counters_of_the_methods_it_keeps() {
-        const GET: MethodDescriptor = MethodDescriptor {
-            name: "Get",
-            full_name: "t.S.Get",
-            id: 1,
-            service_id: 9,
-            timeout_ms: 100,
-            retry: Retry::None,
-            priority: Priority::Normal,
-            oneway: false,
-        };
         static V2: [MethodDescriptor; 2] = [
             GET,
             MethodDescriptor {

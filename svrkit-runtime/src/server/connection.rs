@@ -53,6 +53,9 @@ struct Conn {
     outbox: Arc<Outbox>,
     /// Signalled when the last task-run request ends.
     idle: Notify,
+    /// Whether the server takes this peer's header fields at their word (`trust.rs`),
+    /// decided once when it connected.
+    trusted: bool,
 }
 
 impl Conn {
@@ -116,6 +119,7 @@ pub(super) async fn run(
         outbox,
         idle: Notify::new(),
         router: router.clone(),
+        trusted,
     });
     // The methods hosted here, before anything else: clients wait for this to send oneway
     // calls on a new connection.
@@ -546,6 +550,7 @@ async fn handle(
         body: frame.body,
         arrived,
         peer,
+        trusted: conn.trusted,
         bytes,
     };
     let mut running = match conn.router.dispatch(

@@ -115,6 +115,9 @@ pub(crate) struct Incoming {
     /// When its frame was read: the deadline counts from here.
     pub(crate) arrived: Instant,
     pub(crate) peer: Option<SocketAddr>,
+    /// Whether the peer is trusted (`trust.rs`): decided once per connection; in process,
+    /// always.
+    pub(crate) trusted: bool,
     /// Bytes of the connection's input budget the request holds until it ends.
     pub(crate) bytes: Option<sync::Bytes>,
 }
@@ -340,7 +343,7 @@ impl Router {
     /// From a peer the server does not trust, the fields that steer it are the method's
     /// defaults instead, and what the peer set is counted (`server/trust.rs`).
     fn context(&self, request: &mut Incoming, method: &'static MethodDescriptor) -> Context {
-        let trusted = self.trust.trusts(request.peer);
+        let trusted = request.trusted;
         let header = &request.header;
         let mut asked = match header.deadline_ms {
             0 => method.timeout_ms,
@@ -446,11 +449,12 @@ impl Router {
                 Status::overloaded("the server is overloaded and sheds requests of this priority"),
                 Some(Rejection::Overload),
             )),
+            // A fixed message: under overload this is the common answer, and formatting
+            // the wait into each would allocate per refusal.
             Verdict::Late => Err((
-                Status::overloaded(format!(
-                    "the server is overloaded: the request waited {} ms in its queue",
-                    waited.as_millis()
-                )),
+                Status::overloaded(
+                    "the server is overloaded: the request waited too long in its queue",
+                ),
                 Some(Rejection::Overload),
             )),
         }
@@ -522,6 +526,7 @@ impl Router {
             body,
             arrived: now,
             peer: None,
+            trusted: true,
             bytes: None,
         };
         let capped = u64::from(incoming.header.deadline_ms)
