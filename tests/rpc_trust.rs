@@ -140,8 +140,8 @@ async fn a_strangers_steering_fields_are_the_methods_defaults_and_counted() {
     assert!(seen.trusted);
 }
 
-/// Shedding at the level just below "normal priority, last user": a stranger's request that
-/// no hook vouched for is that level, whatever priority it claims, and is shed; one the hook
+/// Shedding the last two user levels of normal priority: a stranger's request that no hook
+/// vouched for is one of them, whatever priority it claims, and is shed; one the hook
 /// authenticated ranks as its user and gets in; a bad token is refused before it counts.
 #[tokio::test]
 async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
@@ -150,12 +150,12 @@ async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
         ..Recorder::default()
     });
     let running = server(Trust::nobody(), recorder.clone(), Limits::default()).await;
-    let last_normal = svrkit_runtime::policy::priority::level(Priority::Normal, 127);
-    running.server.admission().unwrap().pin(Some(last_normal));
+    let anonymous_level = svrkit_runtime::policy::priority::level(Priority::Normal, 126);
+    running.server.admission().unwrap().pin(Some(anonymous_level));
 
     let anonymous = call_raw(&running.addr, &claiming(1)).await;
     assert_eq!(anonymous.header.status_code, Code::OVERLOADED.0);
-    assert_eq!(anonymous.header.admission_level, last_normal);
+    assert_eq!(anonymous.header.admission_level, anonymous_level);
 
     let mut user = claiming(2);
     user.metadata.insert("token".into(), "good".into());
@@ -172,6 +172,61 @@ async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
     forged.metadata.insert("token".into(), "forged".into());
     let refused = call_raw(&running.addr, &forged).await;
     assert_eq!(refused.header.status_code, Code::UNAUTHENTICATED.0);
+}
+
+/// Sends `n` requests at once over `conn` and counts the answers: (successes, refusals as
+/// overloaded).
+async fn flood(conn: &mut RawConn, n: u64, token: Option<&str>) -> (usize, usize) {
+    let mut frames = Vec::new();
+    for id in 1..=n {
+        let mut h = claiming(id);
+        if let Some(token) = token {
+            h.metadata.insert("token".into(), token.to_owned().into());
+        }
+        frames.extend(request_frame(&h, &EchoReq::default()));
+    }
+    conn.stream.write_all(&frames).await.unwrap();
+    let (mut ok, mut shed) = (0, 0);
+    for _ in 0..n {
+        match conn.read(Duration::from_secs(10)).await.header.status_code {
+            0 => ok += 1,
+            code if code == Code::OVERLOADED.0 => shed += 1,
+            code => panic!("unexpected status {code}"),
+        }
+    }
+    (ok, shed)
+}
+
+/// Under overload (shedding only the last user level of normal priority), a stranger's
+/// address or account that sends far more than the others has its share and then ranks
+/// last, while another stranger's few calls, anonymous or not, rank above it and are served.
+/// Without shares every anonymous stranger would rank last together and be shed with the
+/// flood.
+#[tokio::test]
+async fn a_strangers_flood_has_its_share_and_other_strangers_are_served() {
+    let recorder = Arc::new(Recorder {
+        tokens: true,
+        ..Recorder::default()
+    });
+    let running = server(Trust::nobody(), recorder, Limits::default()).await;
+    let last_normal = svrkit_runtime::policy::priority::level(Priority::Normal, 127);
+    running.server.admission().unwrap().pin(Some(last_normal));
+    let floor = svrkit_runtime::policy::shares::FLOOR as usize;
+
+    // Each round's other stranger has an address of its own: a principal's count lasts an
+    // epoch, and both rounds may fall in one.
+    for (token, other) in [(None, "127.0.0.1"), (Some("good"), "127.0.0.3")] {
+        let mut flooder = RawConn::over(connect_from("127.0.0.2", &running.addr).await);
+        let (ok, shed) = flood(&mut flooder, 400, token).await;
+        // The floor in each epoch the flood spanned (a few, on a slow machine).
+        assert!(
+            (floor..=25 * floor).contains(&ok) && shed == 400 - ok,
+            "{token:?}: {ok} served, {shed} shed"
+        );
+        let mut other = RawConn::over(connect_from(other, &running.addr).await);
+        let (ok, shed) = flood(&mut other, floor as u64 - 1, None).await;
+        assert_eq!((ok, shed), (floor - 1, 0), "after a flood with {token:?}");
+    }
 }
 
 /// Connects from `ip` (another loopback address than the client's 127.0.0.1).

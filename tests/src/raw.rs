@@ -26,6 +26,14 @@ impl RawConn {
         }
     }
 
+    /// Speaks over a socket connected by the caller (from another local address, say).
+    pub fn over(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Sends a REQUEST for `EchoSvr` method `method` with `deadline_ms` (0: none).
     pub async fn request(&mut self, id: u64, method: u32, deadline_ms: u32, body: &EchoReq) {
         let header = header(FrameKind::REQUEST, id, method, deadline_ms);

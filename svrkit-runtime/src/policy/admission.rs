@@ -253,6 +253,12 @@ impl Admission {
         self.level.load(Relaxed)
     }
 
+    /// Requests a second the server started when last overloaded (0 before its first
+    /// overload).
+    pub fn capacity(&self) -> f64 {
+        f64::from_bits(self.capacity.load(Relaxed))
+    }
+
     /// Pins the admission level (1 to [`LEVELS`]): windows still count and report, but
     /// leave it where it is until `pin(None)` hands it back to them. For operators who
     /// shed by hand (only critical traffic during an incident, say) and for tests.

@@ -9,6 +9,9 @@
 //!   the level, and clients drop locally what the server would refuse.
 //! - [`priority`]: where a request stands in the shedding order, the same on every hop of a
 //!   call chain, so that a request that makes several calls is admitted by all or none.
+//! - [`shares`]: fairness among strangers: an untrusted address or user that has had its
+//!   share of the capacity ranks last, so that under overload one of them cannot take the
+//!   admission budget from the others.
 //! - [`budget`] and [`throttle`]: what keeps retries and calls to a refusing backend from
 //!   multiplying load: retries are at most a fifth of requests, and a backend that keeps
 //!   refusing gets requests dropped at the caller (the SRE book's adaptive throttling).
@@ -21,6 +24,7 @@
 pub mod admission;
 pub mod budget;
 pub mod priority;
+pub mod shares;
 pub mod throttle;
 pub(crate) mod window;
 

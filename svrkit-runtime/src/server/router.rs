@@ -28,6 +28,7 @@ use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
 use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, Untrusted, trace};
 use crate::policy::admission::{Admission, Verdict};
+use crate::policy::shares::Shares;
 use crate::policy::priority;
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
@@ -48,6 +49,8 @@ pub(crate) struct Router {
     slow_call: Duration,
     /// Overload control (DAGOR), unless turned off.
     pub(crate) admission: Option<Arc<Admission>>,
+    /// Untrusted principals' shares of admitted work (with admission).
+    shares: Option<Shares>,
     /// The frame each connection starts with: a PONG listing the methods hosted here, so
     /// that clients refuse oneway calls this server could not serve (`docs/protocol.md`).
     pub(crate) hello: Bytes,
@@ -95,6 +98,18 @@ fn header_heap(header: &Header) -> usize {
         + strings(&header.dye)
         + strings(&header.status_message)
         + header.trace_id.len()
+}
+
+/// The principal a stranger's request is counted against when no hook named its user: its
+/// address, kept apart from user keys.
+fn principal_of(ip: std::net::IpAddr) -> u64 {
+    let bits = match ip {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(u128::from(v6), |v4| u128::from(u32::from(v4))),
+    };
+    (bits as u64 ^ (bits >> 64) as u64) ^ 0xadd2_e550_0000_0000
 }
 
 /// Strings up to this length live inside a `FastStr`.
@@ -199,6 +214,7 @@ impl Router {
             in_flight: Slots::new(limits.max_in_flight),
             memory,
             slow_call: monitor.unwrap_or(Duration::MAX),
+            shares: admission.as_ref().map(|_| Shares::new(Instant::now())),
             admission,
             services,
             hooks: hooks.into_boxed_slice(),
@@ -431,12 +447,30 @@ impl Router {
         let Some(admission) = &self.admission else {
             return Ok(0);
         };
-        // A stranger's request that no hook vouched for ranks last among its business
-        // priority: a flood of them is shed before any user's.
-        let user = if !ctx.trusted && ctx.user_key == 0 {
-            priority::USER_LEVELS - 1
-        } else {
-            priority::user_level(ctx.user_key, &ctx.trace_id, now)
+        let (user, share) = match &self.shares {
+            Some(shares) if !ctx.trusted => {
+                // A stranger counts against the user a hook named, or else its address; one
+                // over its share ranks last, one that no hook vouched for just above that,
+                // so that a flood of either is shed before any user's (`policy/shares.rs`).
+                let key = match (ctx.user_key, ctx.peer) {
+                    (0, Some(peer)) => principal_of(peer.ip()),
+                    (user, _) => user,
+                };
+                let (slot, over) = shares.check(key, now, admission.capacity());
+                let user = if over {
+                    priority::USER_LEVELS - 1
+                } else if ctx.user_key == 0 {
+                    priority::USER_LEVELS - 2
+                } else {
+                    priority::user_level(ctx.user_key, &ctx.trace_id, now)
+                        .min(priority::USER_LEVELS - 3)
+                };
+                (user, Some((shares, slot)))
+            }
+            _ => (
+                priority::user_level(ctx.user_key, &ctx.trace_id, now),
+                None,
+            ),
         };
         let level = priority::level(ctx.priority, user);
         let waited = now.saturating_duration_since(ctx.arrived);
@@ -444,7 +478,12 @@ impl Router {
             .deadline()
             .map_or(Duration::MAX, |d| d.saturating_duration_since(ctx.arrived));
         match admission.admit(level, now, waited, budget) {
-            Verdict::Admit => Ok(level),
+            Verdict::Admit => {
+                if let Some((shares, slot)) = share {
+                    shares.admitted(slot);
+                }
+                Ok(level)
+            }
             Verdict::Shed => Err((
                 Status::overloaded("the server is overloaded and sheds requests of this priority"),
                 Some(Rejection::Overload),

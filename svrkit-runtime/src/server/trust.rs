@@ -14,14 +14,15 @@
 //! | field | from an untrusted peer |
 //! |---|---|
 //! | priority | the method's IDL `priority` |
-//! | user key | none, until an authenticating [`Hook`](super::Hook) sets one; without one the request ranks last among its priority |
+//! | user key | none, until an authenticating [`Hook`](super::Hook) sets one; without one the request ranks below every user of its priority |
 //! | dye | none |
 //! | `no_retry` | off |
 //! | trace id | a new one, made here |
 //! | deadline | at most the method's IDL `timeout_ms` |
 //!
 //! Metadata, the caller's name and the attempt number cross as they are: they are the
-//! application's to judge. Untrusted peers are also the ones held to per-address shares
+//! application's to judge. Untrusted peers are also the ones held to shares of admitted work
+//! under overload ([`crate::policy::shares`]) and to per-address shares
 //! ([`Limits::max_connections_per_peer`](super::Limits::max_connections_per_peer),
 //! [`Limits::first_request_timeout`](super::Limits::first_request_timeout)).
 
