@@ -69,7 +69,7 @@ impl Shares {
     /// if not known yet).
     pub fn check(&self, key: u64, now: Instant, capacity: f64) -> (Slot, bool) {
         self.roll(now, capacity);
-        let slot = (super::mix(key ^ 0x5ba7_e5) as usize) & (SLOTS - 1);
+        let slot = (super::mix(key ^ 0x005b_a7e5) as usize) & (SLOTS - 1);
         self.arrived[slot / 64].fetch_or(1 << (slot % 64), Relaxed);
         let over = self.admitted[slot].load(Relaxed) >= self.share.load(Relaxed);
         (Slot(slot), over)
