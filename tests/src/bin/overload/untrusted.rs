@@ -1,4 +1,5 @@
-//! A flood from an untrusted address that claims critical priority, beside a trusted user.
+//! A flood from an untrusted address that claims critical priority, beside a trusted user,
+//! and then beside other strangers.
 //!
 //! The flood is raw frames from 127.0.0.2 (4 connections, pipelined, 3x capacity), each
 //! claiming `critical` with no credentials; the user calls from 127.0.0.1 at half the
@@ -29,15 +30,21 @@ struct Flood {
     refused: AtomicU64,
 }
 
-/// Sends `rate` critical-claiming requests a second from 127.0.0.2 to `addr` for `duration`
-/// over 4 connections, reading (and counting) the answers.
-async fn flood(addr: &str, rate: f64, duration: Duration, seen: Arc<Flood>) {
+/// Sends `rate` requests a second claiming `priority` from `from` to `addr` for `duration`
+/// over `connections` connections, reading (and counting) the answers.
+async fn flood(
+    addr: &str,
+    from: &str,
+    (rate, priority, connections): (f64, Priority, u64),
+    duration: Duration,
+    seen: Arc<Flood>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..4u64 {
+    for c in 0..connections {
         let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
         socket
-            .bind("127.0.0.2:0".parse().expect("an address"))
-            .expect("bind 127.0.0.2");
+            .bind(format!("{from}:0").parse().expect("an address"))
+            .expect("bind a loopback address");
         let stream = socket
             .connect(addr.parse().expect("an address"))
             .await
@@ -73,7 +80,7 @@ async fn flood(addr: &str, rate: f64, duration: Duration, seen: Arc<Flood>) {
             let mut out = Vec::new();
             while start.elapsed() < duration {
                 tick.tick().await;
-                let due = (start.elapsed().as_secs_f64() * rate / 4.0) as u64;
+                let due = (start.elapsed().as_secs_f64() * rate / connections as f64) as u64;
                 out.clear();
                 counts
                     .sent
@@ -85,7 +92,7 @@ async fn flood(addr: &str, rate: f64, duration: Duration, seen: Arc<Flood>) {
                         service_id: 9300,
                         method_id: 3,
                         deadline_ms: 2_000,
-                        priority: Priority::Critical.to_wire(),
+                        priority: priority.to_wire(),
                         ..Header::default()
                     };
                     frame::encode_message(&header, &body, &mut out);
@@ -146,7 +153,10 @@ pub(crate) async fn untrusted(settings: &Settings) {
         let seen = Arc::new(Flood::default());
         let flooding = tokio::spawn({
             let (addr, seen, phase) = (backend.addr.clone(), seen.clone(), settings.phase);
-            async move { flood(&addr, cap * 3.0, phase, seen).await }
+            async move {
+                let load = (cap * 3.0, Priority::Critical, 4);
+                flood(&addr, "127.0.0.2", load, phase, seen).await;
+            }
         });
         let beside = user(&client, cap, settings.phase).await;
         let _ = flooding.await;
@@ -158,8 +168,67 @@ pub(crate) async fn untrusted(settings: &Settings) {
             "| {label} | none | {alone:.1}% | - |\n| {label} | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
             cap * 3.0,
             beside - alone,
-            100.0 * ok as f64 / (ok + refused).max(1) as f64,
+            served(&seen),
             ok + refused,
         );
     }
+    strangers(settings).await;
+}
+
+fn served(seen: &Flood) -> f64 {
+    let (ok, refused) = (
+        seen.ok.load(Ordering::Relaxed),
+        seen.refused.load(Ordering::Relaxed),
+    );
+    100.0 * ok as f64 / (ok + refused).max(1) as f64
+}
+
+/// Strangers only: ten addresses (127.0.1.1-10) sending 3% of the capacity each, anonymous,
+/// alone and then beside one address's flood at 3x; the server trusts nobody, so every
+/// request ranks by its address's share of admitted work (`policy/shares.rs`).
+async fn strangers(settings: &Settings) {
+    println!("\n| server trusts | flood | ten strangers' success | flood served |");
+    println!("|---|---|---|---|");
+    let backend = work::start_trusting(
+        Work::new("backend"),
+        AdmissionConfig::default(),
+        1,
+        Trust::nobody(),
+    );
+    let client = work::client(&[&backend.addr], ChannelOptions::default());
+    let cap = capacity(&client, settings.capacity).await;
+    let run = |phase: Duration| {
+        let addr = backend.addr.clone();
+        async move {
+            let seen = Arc::new(Flood::default());
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 1..=10 {
+                let (addr, seen) = (addr.clone(), seen.clone());
+                tasks.spawn(async move {
+                    let load = (cap * 0.03, Priority::Normal, 1);
+                    flood(&addr, &format!("127.0.1.{i}"), load, phase, seen).await;
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            served(&seen)
+        }
+    };
+    let alone = run(settings.phase / 2).await;
+    let seen = Arc::new(Flood::default());
+    let flooding = tokio::spawn({
+        let (addr, seen, phase) = (backend.addr.clone(), seen.clone(), settings.phase);
+        async move {
+            let load = (cap * 3.0, Priority::Critical, 4);
+            flood(&addr, "127.0.0.2", load, phase, seen).await;
+        }
+    });
+    let beside = run(settings.phase).await;
+    let _ = flooding.await;
+    println!(
+        "| nobody | none | {alone:.1}% | - |\n| nobody | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
+        cap * 3.0,
+        beside - alone,
+        served(&seen),
+        seen.ok.load(Ordering::Relaxed) + seen.refused.load(Ordering::Relaxed),
+    );
 }
