@@ -208,3 +208,116 @@ async fn tls_from_the_configuration_file() {
     assert_eq!(response.text, "configured");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Records whether each request's peer was trusted.
+#[derive(Default)]
+struct TrustSeen(std::sync::Mutex<Vec<bool>>);
+
+impl svrkit_runtime::server::Hook for TrustSeen {
+    fn on_request(
+        &self,
+        _: &'static svrkit_runtime::service::MethodDescriptor,
+        ctx: &svrkit_runtime::Context,
+    ) -> Result<(), svrkit_runtime::Status> {
+        self.0.lock().unwrap().push(ctx.trusted);
+        Ok(())
+    }
+}
+
+/// A certificate authority, and client certificates it (or nobody) issued.
+struct Authority {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Authority {
+    fn new() -> Authority {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        Authority { issuer }
+    }
+
+    /// A client certificate for `name` (PEM) and its key (PEM).
+    fn client(&self, name: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Mutual TLS from the configuration files of both sides: the server trusts no address, and
+/// the client certificate valid for `orders.internal` (issued by the client authority)
+/// makes its peer trusted; one for another name, none at all, or one from another authority
+/// do not (the last is refused in the handshake).
+#[tokio::test]
+async fn a_client_certificate_for_a_trusted_name_makes_its_peer_trusted() {
+    let dir = std::env::temp_dir().join(format!("svrkit-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let server_cert = rcgen::generate_simple_self_signed(vec!["svc.internal".into()]).unwrap();
+    let cert = write("server.pem", &server_cert.cert.pem());
+    let key = write("server.key", &server_cert.signing_key.serialize_pem());
+    let clients = Authority::new();
+    let client_ca = write("clients.pem", &clients.issuer.pem());
+
+    let server_side = svrkit_runtime::Config::parse(&format!(
+        "[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\ntls_client_ca = {client_ca:?}\n\
+         [trust]\npeers = []\nidentities = [\"orders.internal\"]\n"
+    ))
+    .unwrap();
+    let config = server_side.server_tls().unwrap().expect("TLS configured");
+    let seen = std::sync::Arc::new(TrustSeen::default());
+    let trust = server_side.trust();
+    let running = echo::start_built(server_side.limits(), None, {
+        let seen = seen.clone();
+        move |b| b.tls(config).trust(trust).hook(seen)
+    })
+    .await;
+
+    let client_config = |identity: Option<(String, String)>| {
+        let mut text = format!(
+            "[client]\ntls_ca = {cert:?}\ntls_server_name = \"svc.internal\"\n\
+             [services.\"test.rpc.EchoSvr\"]\nendpoints = [\"{}\"]\n",
+            running.addr
+        );
+        if let Some((cert_pem, key_pem)) = identity {
+            let n = text.len();
+            let (c, k) = (
+                write(&format!("c{n}.pem"), &cert_pem),
+                write(&format!("c{n}.key"), &key_pem),
+            );
+            text = text.replace(
+                "[services.",
+                &format!("tls_cert = {c:?}\ntls_key = {k:?}\n[services."),
+            );
+        }
+        let config = svrkit_runtime::Config::parse(&text).unwrap();
+        EchoSvrClient::new(config.channel("test.rpc.EchoSvr").unwrap())
+    };
+    let calls = [
+        ("orders.internal", Some(clients.client("orders.internal"))),
+        ("another name", Some(clients.client("payments.internal"))),
+        ("no certificate", None),
+    ];
+    for (case, identity) in calls {
+        let client = client_config(identity);
+        client.echo(&EchoReq::default()).await.unwrap();
+        let trusted = *seen.0.lock().unwrap().last().unwrap();
+        assert_eq!(trusted, case == "orders.internal", "{case}");
+    }
+
+    // The right name from an authority the server does not know: no service at all.
+    let forged = client_config(Some(Authority::new().client("orders.internal")));
+    let failed = forged.echo(&EchoReq::default()).await.unwrap_err();
+    assert_eq!(failed.code(), Code::UNAVAILABLE, "{failed}");
+    assert_eq!(seen.0.lock().unwrap().len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

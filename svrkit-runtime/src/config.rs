@@ -6,6 +6,7 @@
 //! admin = "127.0.0.1:7001"       # /metrics, /stats.json, /alerts.json, /healthz, dashboard
 //! # tls_cert = "server.pem"      # TLS (feature `tls`): certificate chain and key, PEM
 //! # tls_key = "server.key"
+//! # tls_client_ca = "clients.pem" # ask clients for certificates issued by these (mutual TLS)
 //!
 //! [limits]                       # see `Limits`; every key is optional
 //! max_connections = 10000
@@ -25,6 +26,7 @@
 //!
 //! [trust]                        # whose priority, user key, dye, trace id, deadline count
 //! peers = ["loopback", "private"]      # CIDR ranges too; from others: the IDL's defaults
+//! # identities = ["orders.internal"]  # and client certificates valid for these names (TLS)
 //!
 //! [overload]                     # the server's load shedding (DAGOR), see `AdmissionConfig`
 //! enabled = true
@@ -48,6 +50,8 @@
 //! eject_after = 5                # UNAVAILABLE failures in a row that eject an endpoint
 //! # tls_ca = "ca.pem"            # TLS to every endpoint, trusting these certificates
 //! # tls_server_name = "svc.internal"   # name to check instead of each endpoint's host
+//! # tls_cert = "me.pem"          # a client certificate, for servers that ask (with tls_key)
+//! # tls_key = "me.key"
 //!
 //! [services."im.message.MessageSvr"]   # each service this process calls, by full name
 //! endpoints = ["10.0.0.1:7000", "10.0.0.2:7000"]
@@ -140,6 +144,10 @@ pub struct ServerConfig {
     pub tls_cert: Option<String>,
     /// PEM file of the private key of `tls_cert`.
     pub tls_key: Option<String>,
+    /// PEM file of the authorities whose client certificates the server accepts: set,
+    /// clients are asked for one, and those valid for a name in `[trust] identities` are
+    /// trusted.
+    pub tls_client_ca: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +157,7 @@ impl Default for ServerConfig {
             admin: None,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -160,12 +169,16 @@ pub struct TrustConfig {
     /// Address ranges (CIDR, addresses, `loopback`, `private`, `any`); default loopback and
     /// the private ranges.
     pub peers: Vec<String>,
+    /// Names (DNS names or addresses) a client certificate may be valid for to be trusted,
+    /// wherever the client connects from (needs `server.tls_client_ca`).
+    pub identities: Vec<String>,
 }
 
 impl Default for TrustConfig {
     fn default() -> TrustConfig {
         TrustConfig {
             peers: vec!["loopback".to_owned(), "private".to_owned()],
+            identities: Vec::new(),
         }
     }
 }
@@ -230,6 +243,11 @@ pub struct ClientConfig {
     pub tls_ca: Option<String>,
     /// The name endpoint certificates are checked against (default: each endpoint's host).
     pub tls_server_name: Option<String>,
+    /// PEM file of a certificate chain to present to servers that ask for one (with
+    /// `tls_key`).
+    pub tls_cert: Option<String>,
+    /// PEM file of the private key of `tls_cert`.
+    pub tls_key: Option<String>,
     /// The balancer of every channel (unless its service says otherwise).
     pub balancer: BalancerKind,
     /// Whether idempotent methods are retried after safe failures.
@@ -258,6 +276,8 @@ impl Default for ClientConfig {
             write_timeout_ms: o.write_timeout.as_millis() as u64,
             tls_ca: None,
             tls_server_name: None,
+            tls_cert: None,
+            tls_key: None,
             balancer: o.balancer,
             retry: o.retry.enabled,
             retry_budget_ratio: o.retry.budget_ratio,
@@ -384,7 +404,7 @@ impl Config {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
-        Trust::parse(&self.trust.peers).map_err(|e| ConfigError::key("trust.peers", e))?;
+        self.try_trust()?;
         if let Some(agent) = &self.monitor.agent
             && !crate::monitor::is_host_port(agent)
         {
@@ -414,16 +434,41 @@ impl Config {
                 "missing: tls_cert and tls_key go together",
             ));
         }
-        if self.client.tls_server_name.is_some() && self.client.tls_ca.is_none() {
+        if self.client.tls_cert.is_some() != self.client.tls_key.is_some() {
+            let key = if self.client.tls_cert.is_some() {
+                "client.tls_key"
+            } else {
+                "client.tls_cert"
+            };
+            return Err(ConfigError::key(
+                key,
+                "missing: tls_cert and tls_key go together",
+            ));
+        }
+        let client_tls = self.client.tls_server_name.is_some() || self.client.tls_cert.is_some();
+        if client_tls && self.client.tls_ca.is_none() {
             return Err(ConfigError::key(
                 "client.tls_ca",
-                "missing: tls_server_name is for TLS, which needs the certificates to trust",
+                "missing: tls_server_name and tls_cert are for TLS, which needs the certificates to trust",
+            ));
+        }
+        if self.server.tls_client_ca.is_some() && self.server.tls_cert.is_none() {
+            return Err(ConfigError::key(
+                "server.tls_cert",
+                "missing: tls_client_ca is for TLS, which needs the server's certificate",
+            ));
+        }
+        if !self.trust.identities.is_empty() && self.server.tls_client_ca.is_none() {
+            return Err(ConfigError::key(
+                "server.tls_client_ca",
+                "missing: trust.identities are client certificates, which the server must ask for",
             ));
         }
         #[cfg(not(feature = "tls"))]
         for (key, set) in [
             ("server.tls_cert", self.server.tls_cert.is_some()),
             ("client.tls_ca", self.client.tls_ca.is_some()),
+            ("trust.identities", !self.trust.identities.is_empty()),
         ] {
             if set {
                 return Err(ConfigError::key(
@@ -609,7 +654,17 @@ impl Config {
     /// The peers the server trusts.
     pub fn trust(&self) -> Trust {
         // Checked when the configuration was read.
-        Trust::parse(&self.trust.peers).unwrap_or_else(|_| Trust::nobody())
+        self.try_trust().unwrap_or_else(|_| Trust::nobody())
+    }
+
+    fn try_trust(&self) -> Result<Trust, ConfigError> {
+        let trust =
+            Trust::parse(&self.trust.peers).map_err(|e| ConfigError::key("trust.peers", e))?;
+        #[cfg(feature = "tls")]
+        let trust = trust
+            .identities(&self.trust.identities)
+            .map_err(|e| ConfigError::key("trust.identities", e))?;
+        Ok(trust)
     }
 
     /// A server builder with the configured limits, trust, overload control and slow-call
@@ -734,8 +789,8 @@ impl Config {
         Err(ConfigError::key(key, NO_ETCD))
     }
 
-    /// The server's TLS configuration, read from `server.tls_cert` and `server.tls_key`
-    /// (`None` when they are not set): give it to
+    /// The server's TLS configuration, read from `server.tls_cert`, `server.tls_key` and
+    /// `server.tls_client_ca` (`None` when they are not set): give it to
     /// [`ServerBuilder::tls`](crate::server::ServerBuilder::tls).
     ///
     /// # Errors
@@ -749,19 +804,36 @@ impl Config {
         };
         let cert_pem = read("server.tls_cert", cert)?;
         let key_pem = read("server.tls_key", key)?;
-        crate::tls::server_config_from_pem(&cert_pem, &key_pem)
-            .map(Some)
-            .map_err(|e| ConfigError::key("server.tls_cert", e))
+        match &self.server.tls_client_ca {
+            None => crate::tls::server_config_from_pem(&cert_pem, &key_pem),
+            Some(ca) => crate::tls::server_config_for_clients_from_pem(
+                &cert_pem,
+                &key_pem,
+                &read("server.tls_client_ca", ca)?,
+            ),
+        }
+        .map(Some)
+        .map_err(|e| ConfigError::key("server.tls_cert", e))
     }
 
-    /// How channels speak TLS, from `client.tls_ca` and `client.tls_server_name`.
+    /// How channels speak TLS, from `client.tls_ca`, `client.tls_server_name` and the
+    /// client's own certificate.
     #[cfg(feature = "tls")]
     fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, ConfigError> {
         let Some(ca) = &self.client.tls_ca else {
             return Ok(None);
         };
-        let config = crate::tls::client_config_from_pem(&read("client.tls_ca", ca)?)
-            .map_err(|e| ConfigError::key("client.tls_ca", e))?;
+        let roots = read("client.tls_ca", ca)?;
+        let config = match (&self.client.tls_cert, &self.client.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::client_config_with_identity_from_pem(
+                &roots,
+                &read("client.tls_cert", cert)?,
+                &read("client.tls_key", key)?,
+            )
+            .map_err(|e| ConfigError::key("client.tls_cert", e))?,
+            _ => crate::tls::client_config_from_pem(&roots)
+                .map_err(|e| ConfigError::key("client.tls_ca", e))?,
+        };
         let tls = crate::tls::ClientTls::new(config);
         match &self.client.tls_server_name {
             Some(name) => tls
@@ -854,6 +926,12 @@ mod tests {
         assert!(e.contains("server.tls_key: missing"), "{e}");
         let e = error("[client]\ntls_server_name = \"x\"\n");
         assert!(e.contains("client.tls_ca: missing"), "{e}");
+        let e = error("[client]\ntls_cert = \"a.pem\"\n");
+        assert!(e.contains("client.tls_key: missing"), "{e}");
+        let e = error("[server]\ntls_client_ca = \"ca.pem\"\n");
+        assert!(e.contains("server.tls_cert: missing"), "{e}");
+        let e = error("[trust]\nidentities = [\"orders.internal\"]\n");
+        assert!(e.contains("server.tls_client_ca: missing"), "{e}");
     }
 
     #[cfg(not(feature = "tls"))]

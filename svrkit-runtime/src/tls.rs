@@ -3,7 +3,15 @@
 //!
 //! A server given a [`rustls::ServerConfig`] ([`ServerBuilder::tls`](crate::server::ServerBuilder::tls))
 //! speaks TLS on every connection it accepts; a channel given [`ClientTls`]
-//! ([`ChannelOptions::tls`](crate::ChannelOptions::tls)) speaks TLS to every endpoint. The
+//! ([`ChannelOptions::tls`](crate::ChannelOptions::tls)) speaks TLS to every endpoint.
+//!
+//! **Client certificates** (mutual TLS) are identities for the trust boundary: a server built
+//! with [`server_config_for_clients`] asks every client for a certificate, checks one that is
+//! given against the client authorities, and trusts the connection when the certificate is
+//! valid for one of the names in [`Trust::identities`](crate::server::Trust::identities),
+//! wherever it connects from. A client without a certificate still connects, as a stranger
+//! (unless its address is trusted). A channel presents one with
+//! [`client_config_with_identity`]. The
 //! frames inside are the same as over plain TCP, and so are the limits: the handshake must
 //! finish within the server's read timeout, and the connection cap closes a connection over
 //! it before its handshake (a plain-text refusal would mean nothing to a TLS client).
@@ -59,6 +67,80 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A server configuration presenting `cert_chain` with `key` that asks clients for a
+/// certificate issued by one of `client_roots`: a client that gives none still connects
+/// (as a stranger, unless its address is trusted); one whose certificate does not verify is
+/// refused in the handshake.
+///
+/// # Errors
+/// As [`server_config`], or if a root cannot be parsed as a trust anchor.
+pub fn server_config_for_clients(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(client_roots)?),
+        provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error(format!("client certificate authorities: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| Error(format!("TLS certificate or key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// [`server_config_for_clients`] from PEM text.
+///
+/// # Errors
+/// As [`server_config_from_pem`] and [`server_config_for_clients`].
+pub fn server_config_for_clients_from_pem(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    client_roots_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
+    server_config_for_clients(chain, key, certificates(client_roots_pem, "client authority")?)
+}
+
+/// A certificate chain and its key from PEM text.
+fn identity_from_pem(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
+    let chain = certificates(cert_chain_pem, "certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error(format!("key PEM: {e}")))?;
+    Ok((chain, key))
+}
+
+/// The certificates in PEM text; `what` names them in errors.
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error(format!("{what} PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error(format!("{what} PEM holds no certificate")));
+    }
+    Ok(certs)
+}
+
+fn roots(
+    roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> Result<rustls::RootCertStore, Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root)
+            .map_err(|e| Error(format!("trusted certificate: {e}")))?;
+    }
+    Ok(store)
+}
+
 /// [`server_config`] from PEM text: the certificate chain, and a PKCS#8, PKCS#1 or SEC1 key.
 ///
 /// # Errors
@@ -67,13 +149,7 @@ pub fn server_config_from_pem(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error(format!("certificate PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(Error("certificate PEM holds no certificate".into()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error(format!("key PEM: {e}")))?;
+    let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
     server_config(chain, key)
 }
 
@@ -85,16 +161,10 @@ pub fn server_config_from_pem(
 pub fn client_config(
     roots: impl IntoIterator<Item = CertificateDer<'static>>,
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root)
-            .map_err(|e| Error(format!("trusted certificate: {e}")))?;
-    }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
-        .with_root_certificates(store)
+        .with_root_certificates(self::roots(roots)?)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
@@ -104,13 +174,63 @@ pub fn client_config(
 /// # Errors
 /// If it holds no usable PEM certificate, or as [`client_config`].
 pub fn client_config_from_pem(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let roots = CertificateDer::pem_slice_iter(roots_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error(format!("trusted certificate PEM: {e}")))?;
-    if roots.is_empty() {
-        return Err(Error("trusted certificate PEM holds no certificate".into()));
-    }
-    client_config(roots)
+    client_config(certificates(roots_pem, "trusted certificate")?)
+}
+
+/// A client configuration that trusts `roots` and presents `cert_chain` (leaf first) with
+/// `key` to servers that ask for a client certificate: the identity a server's trust
+/// boundary can know this client by.
+///
+/// # Errors
+/// As [`client_config`], or if the key does not suit the certificate.
+pub fn client_config_with_identity(
+    roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .with_root_certificates(self::roots(roots)?)
+        .with_client_auth_cert(cert_chain, key)
+        .map_err(|e| Error(format!("TLS client certificate or key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// [`client_config_with_identity`] from PEM text.
+///
+/// # Errors
+/// As [`client_config_from_pem`] and [`client_config_with_identity`].
+pub fn client_config_with_identity_from_pem(
+    roots_pem: &[u8],
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
+    client_config_with_identity(certificates(roots_pem, "trusted certificate")?, chain, key)
+}
+
+/// Whether the leaf of a verified client chain `certs` is valid for one of `names` (its
+/// subject alternative names, as a server's certificate is checked against its host name).
+pub(crate) fn valid_for_any(certs: &[CertificateDer<'_>], names: &[ServerName<'static>]) -> bool {
+    let Some(leaf) = certs.first() else {
+        return false;
+    };
+    let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    names
+        .iter()
+        .any(|name| leaf.verify_is_valid_for_subject_name(name).is_ok())
+}
+
+/// A name a client certificate can be trusted by: a DNS name or an IP address.
+///
+/// # Errors
+/// If `name` is neither.
+pub fn identity(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("`{name}` is not a certificate name (a DNS name or an address): {e}"))
 }
 
 /// How a channel speaks TLS to its endpoints.

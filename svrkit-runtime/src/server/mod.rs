@@ -286,6 +286,9 @@ impl Server {
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
                 if let Some(stream) = shared.handshake(stream).await {
+                    // A client certificate can vouch for a peer its address does not (the
+                    // per-address connection cap still counted it as a stranger).
+                    let trusted = trusted || stream.trusted_identity(&shared.router.trust);
                     connection::run(shared, stream, Some(peer), trusted).await;
                 }
                 monitor::count(&monitor::process().closed);

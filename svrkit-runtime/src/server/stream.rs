@@ -31,6 +31,22 @@ pub(super) enum Stream {
 pub(super) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 impl Stream {
+    /// Whether the peer proved an identity the server trusts (a client certificate valid
+    /// for one of `trust`'s names; `server/trust.rs`).
+    pub(super) fn trusted_identity(&self, trust: &super::Trust) -> bool {
+        #[cfg(not(feature = "tls"))]
+        let _ = trust;
+        match self {
+            Stream::Tcp(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|certs| trust.trusts_certificate(certs)),
+        }
+    }
+
     pub(super) fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Stream::Tcp(stream) => {

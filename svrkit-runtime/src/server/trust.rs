@@ -7,8 +7,10 @@
 //! a flood that says `critical` would have every real user shed before it.
 //!
 //! A server therefore trusts a set of address ranges (by default loopback and the private
-//! ranges, where a service's own callers are; `[trust] peers` in the configuration). From
-//! any other peer those fields are replaced by the method's IDL defaults and counted
+//! ranges, where a service's own callers are; `[trust] peers` in the configuration) and,
+//! with TLS, the peers whose client certificates are valid for names it trusts
+//! ([`Trust::identities`], `[trust] identities`), wherever they connect from. From any other
+//! peer those fields are replaced by the method's IDL defaults and counted
 //! (`svrkit_server_untrusted_total{field}`), never obeyed:
 //!
 //! | field | from an untrusted peer |
@@ -29,10 +31,14 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-/// The address ranges a server trusts (see the module documentation).
+/// The address ranges (and, with TLS, the client certificate names) a server trusts (see
+/// the module documentation).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Trust {
     ranges: Vec<Range>,
+    /// Names a verified client certificate may be valid for.
+    #[cfg(feature = "tls")]
+    names: Vec<tokio_rustls::rustls::pki_types::ServerName<'static>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,9 +75,11 @@ impl fmt::Display for Range {
 
 impl fmt::Debug for Trust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.ranges.iter().map(ToString::to_string))
-            .finish()
+        let mut list = f.debug_list();
+        list.entries(self.ranges.iter().map(ToString::to_string));
+        #[cfg(feature = "tls")]
+        list.entries(self.names.iter().map(|n| format!("certificate {}", n.to_str())));
+        list.finish()
     }
 }
 
@@ -88,7 +96,11 @@ impl Default for Trust {
 impl Trust {
     /// Trusts no network peer (in-process calls are always trusted).
     pub fn nobody() -> Trust {
-        Trust { ranges: Vec::new() }
+        Trust {
+            ranges: Vec::new(),
+            #[cfg(feature = "tls")]
+            names: Vec::new(),
+        }
     }
 
     /// Trusts every peer: for a server no stranger can reach.
@@ -128,7 +140,36 @@ impl Trust {
                 );
             }
         }
-        Ok(Trust { ranges })
+        let mut trust = Trust::nobody();
+        trust.ranges = ranges;
+        Ok(trust)
+    }
+
+    /// Trusts, besides, any peer whose client certificate (verified against the client
+    /// authorities of [`crate::tls::server_config_for_clients`]) is valid for one of
+    /// `names`: DNS names such as `orders.internal`, or addresses, as in a certificate's
+    /// subject alternative names.
+    ///
+    /// # Errors
+    /// A name that is neither a DNS name nor an address.
+    #[cfg(feature = "tls")]
+    pub fn identities<S: AsRef<str>>(
+        mut self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<Trust, String> {
+        for name in names {
+            self.names.push(crate::tls::identity(name.as_ref().trim())?);
+        }
+        Ok(self)
+    }
+
+    /// Whether a verified client certificate chain (leaf first) vouches for its peer.
+    #[cfg(feature = "tls")]
+    pub(crate) fn trusts_certificate(
+        &self,
+        certs: &[tokio_rustls::rustls::pki_types::CertificateDer<'_>],
+    ) -> bool {
+        !self.names.is_empty() && crate::tls::valid_for_any(certs, &self.names)
     }
 
     /// Whether requests from `peer` are taken at their word (`None`, in process: yes).
