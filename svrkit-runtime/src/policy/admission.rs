@@ -22,8 +22,8 @@
 //! less the queue's excess to drain within half a second, one business priority at a time,
 //! and not again until the queue the old level built has drained. Between 0.5% and 2% late,
 //! the level holds (the queue is short and never empty). Calm, it rises by 1% or by the
-//! headroom to 95% of the capacity last seen, except into a level whose own demand is far
-//! over that (a flood parked at one level). Every 50 ms a shedding server also looks at
+//! headroom to 95% of the capacity last seen, except into a level whose own demand is more
+//! than a quarter over that (a flood parked at one level). Every 50 ms a shedding server also looks at
 //! whether arrivals fell below a quarter of its capacity: then the overload is over, and it
 //! admits everything at once.
 //!
@@ -697,8 +697,12 @@ pub(crate) fn next_level(
                 let demand = u64::from(window.arrived[next as usize]).max(per_level);
                 // A level whose own demand is far over the room there is (callers that do
                 // not drop what the server sheds, a flood) stays shed: opening it would
-                // only overload the server again.
-                if demand > 2 * per_level && added + demand > target {
+                // only overload the server again. One a little over it opens: the room
+                // comes from a capacity estimate that windows which were overloaded without
+                // being saturated wear down, and a level it just misses would stay shed for
+                // good.
+                let room = target - added;
+                if demand > 2 * per_level && demand > room + room / 4 {
                     break;
                 }
                 added += demand;
@@ -774,6 +778,23 @@ mod tests {
         assert_eq!(next(&dropped_above, &counts, 256, under), 356);
         let idle = Pressure::Calm { headroom: 100_000 };
         assert_eq!(next(&dropped_above, &counts, 256, idle), LEVELS);
+    }
+
+    /// Strangers each within their share rank at one level, a flood over its share at the
+    /// one below it, and nothing arrives anywhere else. Calm, the strangers' level opens
+    /// even when its demand is a little over the room the capacity estimate leaves (an
+    /// estimate worn down by windows that were not saturated must not lock them out); the
+    /// flood's level, far over the room, stays shed.
+    #[test]
+    fn calm_opens_a_level_a_little_over_the_room_but_not_a_flood() {
+        let mut counts = vec![0; LEVELS as usize];
+        counts[382] = 185;
+        counts[383] = 1_300;
+        let room = Pressure::Calm { headroom: 175 };
+        assert_eq!(next(&counts, &counts, 382, room), 383);
+        assert_eq!(next(&counts, &counts, 383, room), 383);
+        let roomy = Pressure::Calm { headroom: 1_000 };
+        assert_eq!(next(&counts, &counts, 383, roomy), 383, "1,300 is far over 1,000");
     }
 
     #[test]

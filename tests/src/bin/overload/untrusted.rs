@@ -28,6 +28,8 @@ struct Flood {
     sent: AtomicU64,
     ok: AtomicU64,
     refused: AtomicU64,
+    /// Refusals by message.
+    why: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Sends `rate` requests a second claiming `priority` from `from` to `addr` for `duration`
@@ -62,7 +64,15 @@ async fn flood(
                 while let Ok(Some(f)) = decoder.decode(&mut buf) {
                     match (f.header.kind, f.header.status_code) {
                         (FrameKind::RESPONSE, 0) => counts.ok.fetch_add(1, Ordering::Relaxed),
-                        (FrameKind::RESPONSE, _) => counts.refused.fetch_add(1, Ordering::Relaxed),
+                        (FrameKind::RESPONSE, _) => {
+                            *counts
+                                .why
+                                .lock()
+                                .unwrap()
+                                .entry(f.header.status_message.to_string())
+                                .or_default() += 1;
+                            counts.refused.fetch_add(1, Ordering::Relaxed)
+                        }
                         _ => 0,
                     };
                 }
@@ -210,6 +220,9 @@ async fn strangers(settings: &Settings) {
                 });
             }
             while tasks.join_next().await.is_some() {}
+            for (why, n) in seen.why.lock().unwrap().iter() {
+                eprintln!("  strangers refused {n}: {why}");
+            }
             served(&seen)
         }
     };
@@ -222,8 +235,12 @@ async fn strangers(settings: &Settings) {
             flood(&addr, "127.0.0.2", load, phase, seen).await;
         }
     });
+    let watch = crate::trace_admission(settings, &backend);
     let beside = run(settings.phase).await;
     let _ = flooding.await;
+    if let Some(watch) = watch {
+        watch.abort();
+    }
     println!(
         "| nobody | none | {alone:.1}% | - |\n| nobody | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
         cap * 3.0,
