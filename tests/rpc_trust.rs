@@ -25,6 +25,7 @@ struct Seen {
     no_retry: bool,
     trace_id: Vec<u8>,
     deadline: Duration,
+    attempt: u32,
     trusted: bool,
 }
 
@@ -59,6 +60,7 @@ impl Hook for Recorder {
             no_retry: ctx.no_retry,
             trace_id: ctx.trace_id.to_vec(),
             deadline: ctx.remaining().unwrap_or_default(),
+            attempt: ctx.attempt,
             trusted: ctx.trusted,
         });
         Ok(())
@@ -77,6 +79,7 @@ fn claiming(id: u64) -> Header {
     h.dye = "gray".into();
     h.no_retry = true;
     h.trace_id = bytes::Bytes::from_static(b"trace-from-outside");
+    h.attempt = 2;
     h
 }
 
@@ -109,6 +112,7 @@ async fn a_strangers_steering_fields_are_the_methods_defaults_and_counted() {
     assert_eq!(seen.user_key, 0);
     assert_eq!(seen.dye, "");
     assert!(!seen.no_retry);
+    assert_eq!(seen.attempt, 0, "a stranger's retry would be no_retry by another name");
     assert!(!seen.trace_id.is_empty() && seen.trace_id != b"trace-from-outside");
     assert!(
         seen.deadline <= Duration::from_secs(2),
@@ -132,6 +136,7 @@ async fn a_strangers_steering_fields_are_the_methods_defaults_and_counted() {
         (42, "gray", true)
     );
     assert_eq!(seen.trace_id, b"trace-from-outside");
+    assert_eq!(seen.attempt, 2);
     assert!(
         seen.deadline > Duration::from_secs(50),
         "{:?}",

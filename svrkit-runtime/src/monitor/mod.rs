@@ -161,7 +161,7 @@ pub struct Process {
     unknown_logged: [(AtomicU64, AtomicU64); 3],
     /// Header fields set by peers the server does not trust, and so ignored, by
     /// [`Untrusted`].
-    pub(crate) untrusted: [AtomicU64; 6],
+    pub(crate) untrusted: [AtomicU64; Untrusted::ALL.len()],
     /// The overload control of the first monitored server built in the process, for its
     /// gauges.
     pub(crate) admission: OnceLock<std::sync::Weak<crate::policy::admission::Admission>>,
@@ -227,17 +227,21 @@ pub enum Untrusted {
     TraceId,
     /// A deadline longer than the method's timeout.
     Deadline,
+    /// An attempt number above 0: a retry, which would make the calls the handler makes
+    /// not retry (as `no_retry` would).
+    Attempt,
 }
 
 impl Untrusted {
     /// Every field, in the order of their counters.
-    pub const ALL: [Untrusted; 6] = [
+    pub const ALL: [Untrusted; 7] = [
         Untrusted::Priority,
         Untrusted::UserKey,
         Untrusted::Dye,
         Untrusted::NoRetry,
         Untrusted::TraceId,
         Untrusted::Deadline,
+        Untrusted::Attempt,
     ];
 
     /// The `field` label of its series.
@@ -249,6 +253,7 @@ impl Untrusted {
             Untrusted::NoRetry => "no_retry",
             Untrusted::TraceId => "trace_id",
             Untrusted::Deadline => "deadline",
+            Untrusted::Attempt => "attempt",
         }
     }
 }

@@ -16,9 +16,11 @@
 //! The share of an epoch (100 ms) is the capacity the server showed when last overloaded,
 //! divided among the principals that sent anything in the previous epoch, and never less
 //! than what the principals admitted in that epoch had on average, nor than [`FLOOR`].
-//! Principals are counted in a fixed table of [`SLOTS`] counters indexed by a hash, so the
-//! memory is fixed whatever the number of peers and nothing is locked; two principals that
-//! share a slot share a count, which at worst ranks one of them lower under overload.
+//! Principals are counted in a fixed table of [`SLOTS`] counters indexed by a hash seeded
+//! at random per server, so the memory is fixed whatever the number of peers and nothing is
+//! locked; two principals that share a slot share a count, which at worst ranks one of them
+//! lower under overload, and which two do cannot be chosen from outside. An IPv6 peer is
+//! counted by its /64.
 //!
 //! Trusted peers (a service's own callers, which speak for many users each) are not counted.
 
@@ -38,6 +40,9 @@ pub const EPOCH: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Shares {
     base: Instant,
+    /// Random per table, so that nobody can work out offline which address shares a slot
+    /// with the stranger they want ranked last.
+    seed: u64,
     /// When the current epoch ends (nanoseconds since `base`).
     ends: AtomicU64,
     /// Requests admitted this epoch, by slot.
@@ -55,8 +60,13 @@ pub struct Slot(usize);
 impl Shares {
     /// An empty table whose first epoch starts at `now`.
     pub fn new(now: Instant) -> Shares {
+        Shares::seeded(now, super::random())
+    }
+
+    fn seeded(now: Instant, seed: u64) -> Shares {
         Shares {
             base: now,
+            seed,
             ends: AtomicU64::new(nanos(EPOCH)),
             admitted: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
             arrived: (0..SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
@@ -69,7 +79,7 @@ impl Shares {
     /// if not known yet).
     pub fn check(&self, key: u64, now: Instant, capacity: f64) -> (Slot, bool) {
         self.roll(now, capacity);
-        let slot = (super::mix(key ^ 0x005b_a7e5) as usize) & (SLOTS - 1);
+        let slot = (super::mix(key ^ self.seed) as usize) & (SLOTS - 1);
         self.arrived[slot / 64].fetch_or(1 << (slot % 64), Relaxed);
         let over = self.admitted[slot].load(Relaxed) >= self.share.load(Relaxed);
         (Slot(slot), over)
@@ -134,7 +144,8 @@ mod tests {
     #[test]
     fn a_principal_over_its_share_is_known_until_the_epoch_ends() {
         let t0 = Instant::now();
-        let shares = Shares::new(t0);
+        // A fixed seed, under which the keys below have slots of their own.
+        let shares = Shares::seeded(t0, 0);
         let (flood, light) = (1, 2);
         let mut over = 0;
         for _ in 0..100 {
@@ -158,7 +169,7 @@ mod tests {
     #[test]
     fn the_share_is_the_capacity_divided_among_the_active_principals() {
         let t0 = Instant::now();
-        let shares = Shares::new(t0);
+        let shares = Shares::seeded(t0, 0);
         for key in 0..10 {
             shares.check(key, t0, 0.0);
         }

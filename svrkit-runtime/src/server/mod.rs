@@ -266,7 +266,7 @@ impl Server {
             } else {
                 match PeerSlot::take(
                     &shared.peers,
-                    peer.ip(),
+                    trust::peer_group(peer.ip()),
                     shared.router.limits.max_connections_per_peer,
                 ) {
                     Some(slot) => Some(slot),

@@ -101,15 +101,13 @@ fn header_heap(header: &Header) -> usize {
 }
 
 /// The principal a stranger's request is counted against when no hook named its user: its
-/// address, kept apart from user keys.
+/// address (an IPv6 peer's /64), kept apart from user keys.
 fn principal_of(ip: std::net::IpAddr) -> u64 {
-    let bits = match ip {
-        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(u128::from(v6), |v4| u128::from(u32::from(v4))),
+    let bits = match super::trust::peer_group(ip) {
+        std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
     };
-    (bits as u64 ^ (bits >> 64) as u64) ^ 0xadd2_e550_0000_0000
+    bits ^ 0xadd2_e550_0000_0000
 }
 
 /// Strings up to this length live inside a `FastStr`.
@@ -368,7 +366,6 @@ impl Router {
         let mut ctx = Context::arrived_at(request.arrived);
         ctx.peer = request.peer;
         ctx.caller = header.caller.clone();
-        ctx.attempt = header.attempt;
         ctx.trusted = trusted;
         if trusted {
             // A request that starts a trace gets an id here, so that its logs and the calls
@@ -382,6 +379,7 @@ impl Router {
             ctx.user_key = header.user_key;
             ctx.priority = Priority::from_wire(header.priority);
             ctx.no_retry = header.no_retry;
+            ctx.attempt = header.attempt;
         } else {
             let ignored = [
                 (
@@ -393,6 +391,9 @@ impl Router {
                 (Untrusted::NoRetry, header.no_retry),
                 (Untrusted::TraceId, !header.trace_id.is_empty()),
                 (Untrusted::Deadline, asked > method.timeout_ms),
+                // A retry's calls do not retry (only the level above a failure does), so
+                // a stranger's attempt number would be `no_retry` by another name.
+                (Untrusted::Attempt, header.attempt > 0),
             ];
             for (field, set) in ignored {
                 if set {

@@ -21,9 +21,9 @@
 //! | `no_retry` | off |
 //! | trace id | a new one, made here |
 //! | deadline | at most the method's IDL `timeout_ms` |
+//! | attempt number | 0 (a retry's own calls do not retry: `no_retry` by another name) |
 //!
-//! Metadata, the caller's name and the attempt number cross as they are: they are the
-//! application's to judge. Untrusted peers are also the ones held to shares of admitted work
+//! Metadata and the caller's name cross as they are: they are the application's to judge. Untrusted peers are also the ones held to shares of admitted work
 //! under overload ([`crate::policy::shares`]) and to per-address shares
 //! ([`Limits::max_connections_per_peer`](super::Limits::max_connections_per_peer),
 //! [`Limits::first_request_timeout`](super::Limits::first_request_timeout)).
@@ -183,6 +183,16 @@ impl Trust {
     }
 }
 
+/// The address a stranger is counted by, for its connections and its share of admitted
+/// work: an IPv4 address as it is; an IPv6 one by its /64, which a single subscriber is
+/// given whole (counted by full address, one host could be 2^64 strangers).
+pub(crate) fn peer_group(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 /// An IPv4 address seen through an IPv6 socket (`::ffff:10.0.0.1`) as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -250,6 +260,15 @@ mod tests {
             assert!(!t.trusts(peer(ip)), "{ip}");
         }
         assert!(t.trusts(None), "in process");
+    }
+
+    #[test]
+    fn strangers_are_counted_by_ipv4_address_or_ipv6_64() {
+        let group = |ip: &str| peer_group(ip.parse().unwrap());
+        assert_eq!(group("203.0.113.7"), group("::ffff:203.0.113.7"));
+        assert_ne!(group("203.0.113.7"), group("203.0.113.8"));
+        assert_eq!(group("2001:db8:1:2::5"), group("2001:db8:1:2:ffff::9"));
+        assert_ne!(group("2001:db8:1:2::5"), group("2001:db8:1:3::4"));
     }
 
     #[test]
