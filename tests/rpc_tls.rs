@@ -321,3 +321,29 @@ async fn a_client_certificate_for_a_trusted_name_makes_its_peer_trusted() {
     assert_eq!(seen.0.lock().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broken file is named by the key that gave it.
+#[test]
+fn tls_errors_name_the_key_of_the_broken_file() {
+    let dir = std::env::temp_dir().join(format!("svrkit-tls-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["svc.internal".into()]).unwrap();
+    let (cert, key, junk) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("junk.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&junk, "not pem").unwrap();
+    let server = svrkit_runtime::Config::parse(&format!(
+        "[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\ntls_client_ca = {junk:?}\n"
+    ))
+    .unwrap();
+    let e = server.server_tls().unwrap_err().to_string();
+    assert!(e.contains("server.tls_client_ca"), "{e}");
+    let client = svrkit_runtime::Config::parse(&format!(
+        "[client]\ntls_ca = {junk:?}\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
+         [services.\"test.rpc.EchoSvr\"]\nendpoints = [\"127.0.0.1:1\"]\n"
+    ))
+    .unwrap();
+    let e = client.channel("test.rpc.EchoSvr").unwrap_err().to_string();
+    assert!(e.contains("client.tls_ca"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -264,9 +264,9 @@ async fn first_frame(stream: &mut tokio::net::TcpStream) -> frame::Frame {
     .expect("a first frame")
 }
 
-/// One address opens as many connections as the whole server takes, and never sends a
-/// request: it gets its share, the rest are refused, the ones it got are closed soon, and a
-/// client from another address is served throughout.
+/// One address opens as many connections as the whole server takes, and never has a call
+/// run: it gets its share, the rest are refused, the ones it got are closed soon (one that
+/// made a call is kept), and a client from another address is served throughout.
 #[tokio::test]
 async fn one_addresses_connection_flood_leaves_another_served() {
     let limits = Limits {
@@ -302,11 +302,25 @@ async fn one_addresses_connection_flood_leaves_another_served() {
     let client = echo::client(&running.addr, 1);
     let got = client.echo(&EchoReq::default()).await;
     assert!(got.is_ok(), "{got:?}");
-    // Holding connections without a request costs the flood its connections, long before
-    // the idle timeout; then the address may connect again.
+    // Holding connections without a call costs the flood its connections, long before the
+    // idle timeout, and so does sending requests for a method the server does not host.
+    let mut unknown = header(FrameKind::REQUEST, 1, 1, 1000);
+    unknown.service_id = 9999;
+    for stream in &mut kept[..4] {
+        stream
+            .write_all(&request_frame(&unknown, &EchoReq::default()))
+            .await
+            .unwrap();
+    }
+    // A connection that made a call is kept.
+    let mut caller = RawConn::over(kept.pop().unwrap());
+    caller.request(1, 1, 1000, &EchoReq::default()).await;
+    assert_eq!(caller.read(Duration::from_secs(5)).await.header.status_code, 0);
     for stream in &mut kept {
         assert!(closed_within(stream, Duration::from_secs(10)).await);
     }
+    assert!(!closed_within(&mut caller.stream, Duration::from_secs(1)).await);
+    // Then the address may connect again.
     let mut again = connect_from("127.0.0.2", &running.addr).await;
     assert_eq!(first_frame(&mut again).await.header.kind, FrameKind::PONG);
 }

@@ -19,12 +19,12 @@
 //! read_timeout_ms = 10000
 //! idle_timeout_ms = 300000
 //! max_connections_per_peer = 1250      # per untrusted address: an eighth of max_connections
-//! first_request_timeout_ms = 10000     # an untrusted connection that sends no request
+//! first_request_timeout_ms = 10000     # an untrusted connection with no call run yet
 //! max_deadline_ms = 60000
 //! cancel_grace_ms = 200
 //! shutdown_grace_ms = 10000
 //!
-//! [trust]                        # whose priority, user key, dye, trace id, deadline count
+//! [trust]                        # whose priority, user key, dye, no_retry, trace id, deadline count
 //! peers = ["loopback", "private"]      # CIDR ranges too; from others: the IDL's defaults
 //! # identities = ["orders.internal"]  # and client certificates valid for these names (TLS)
 //!
@@ -802,15 +802,21 @@ impl Config {
         let (Some(cert), Some(key)) = (&self.server.tls_cert, &self.server.tls_key) else {
             return Ok(None);
         };
-        let cert_pem = read("server.tls_cert", cert)?;
-        let key_pem = read("server.tls_key", key)?;
+        let (chain, key) = crate::tls::identity_from_pem(
+            &read("server.tls_cert", cert)?,
+            &read("server.tls_key", key)?,
+        )
+        .map_err(|e| ConfigError::key("server.tls_cert", e))?;
         match &self.server.tls_client_ca {
-            None => crate::tls::server_config_from_pem(&cert_pem, &key_pem),
-            Some(ca) => crate::tls::server_config_for_clients_from_pem(
-                &cert_pem,
-                &key_pem,
-                &read("server.tls_client_ca", ca)?,
-            ),
+            None => crate::tls::server_config(chain, key),
+            Some(ca) => {
+                let roots = crate::tls::certificates_from_pem(
+                    &read("server.tls_client_ca", ca)?,
+                    "client authority",
+                )
+                .map_err(|e| ConfigError::key("server.tls_client_ca", e))?;
+                crate::tls::server_config_for_clients(chain, key, roots)
+            }
         }
         .map(Some)
         .map_err(|e| ConfigError::key("server.tls_cert", e))
@@ -823,15 +829,20 @@ impl Config {
         let Some(ca) = &self.client.tls_ca else {
             return Ok(None);
         };
-        let roots = read("client.tls_ca", ca)?;
+        let roots =
+            crate::tls::certificates_from_pem(&read("client.tls_ca", ca)?, "trusted certificate")
+                .map_err(|e| ConfigError::key("client.tls_ca", e))?;
         let config = match (&self.client.tls_cert, &self.client.tls_key) {
-            (Some(cert), Some(key)) => crate::tls::client_config_with_identity_from_pem(
-                &roots,
-                &read("client.tls_cert", cert)?,
-                &read("client.tls_key", key)?,
-            )
-            .map_err(|e| ConfigError::key("client.tls_cert", e))?,
-            _ => crate::tls::client_config_from_pem(&roots)
+            (Some(cert), Some(key)) => {
+                let (chain, key) = crate::tls::identity_from_pem(
+                    &read("client.tls_cert", cert)?,
+                    &read("client.tls_key", key)?,
+                )
+                .map_err(|e| ConfigError::key("client.tls_cert", e))?;
+                crate::tls::client_config_with_identity(roots, chain, key)
+                    .map_err(|e| ConfigError::key("client.tls_cert", e))?
+            }
+            _ => crate::tls::client_config(roots)
                 .map_err(|e| ConfigError::key("client.tls_ca", e))?,
         };
         let tls = crate::tls::ClientTls::new(config);

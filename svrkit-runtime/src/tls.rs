@@ -105,21 +105,27 @@ pub fn server_config_for_clients_from_pem(
     client_roots_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
-    server_config_for_clients(chain, key, certificates(client_roots_pem, "client authority")?)
+    server_config_for_clients(chain, key, certificates_from_pem(client_roots_pem, "client authority")?)
 }
 
-/// A certificate chain and its key from PEM text.
-fn identity_from_pem(
+/// A certificate chain (leaf first) and its key (PKCS#8, PKCS#1 or SEC1) from PEM text.
+///
+/// # Errors
+/// If either holds no usable PEM block.
+pub fn identity_from_pem(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
-    let chain = certificates(cert_chain_pem, "certificate")?;
+    let chain = certificates_from_pem(cert_chain_pem, "certificate")?;
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error(format!("key PEM: {e}")))?;
     Ok((chain, key))
 }
 
 /// The certificates in PEM text; `what` names them in errors.
-fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+///
+/// # Errors
+/// If it holds no usable PEM certificate.
+pub fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error(format!("{what} PEM: {e}")))?;
@@ -174,7 +180,7 @@ pub fn client_config(
 /// # Errors
 /// If it holds no usable PEM certificate, or as [`client_config`].
 pub fn client_config_from_pem(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
-    client_config(certificates(roots_pem, "trusted certificate")?)
+    client_config(certificates_from_pem(roots_pem, "trusted certificate")?)
 }
 
 /// A client configuration that trusts `roots` and presents `cert_chain` (leaf first) with
@@ -207,7 +213,11 @@ pub fn client_config_with_identity_from_pem(
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
     let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
-    client_config_with_identity(certificates(roots_pem, "trusted certificate")?, chain, key)
+    client_config_with_identity(
+        certificates_from_pem(roots_pem, "trusted certificate")?,
+        chain,
+        key,
+    )
 }
 
 /// Whether the leaf of a verified client chain `certs` is valid for one of `names` (its

@@ -135,7 +135,8 @@ pub(super) async fn run(
     let mut last_batch = 0;
     let mut last_read = Instant::now();
     let opened = last_read;
-    // Whether a request came yet: an untrusted peer that sends none is closed after
+    // Whether a call ran yet: an untrusted peer that gets none admitted (requests to
+    // methods not hosted here and refused ones do not count) is closed after
     // `first_request_timeout`, so that holding connections open costs it them.
     let mut requested = trusted;
     // One timer for the connection's whole life, reset only when it fires: read and idle
@@ -269,7 +270,6 @@ pub(super) async fn run(
                     // Requests hold input budget while they run; control frames never wait.
                     let kind = frame.header.kind;
                     let request = kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY;
-                    requested |= request;
                     let charge = if request {
                         input.take(frame.body.len() + frame::PREFIX_LEN)
                     } else {
@@ -277,7 +277,8 @@ pub(super) async fn run(
                     };
                     match charge {
                         Ok(bytes) => {
-                            handle(&conn, frame, bytes, arrived, now, peer, &mut out).await;
+                            requested |=
+                                handle(&conn, frame, bytes, arrived, now, peer, &mut out).await;
                         }
                         Err(()) if frame.header.kind == FrameKind::REQUEST => {
                             let status = Status::overloaded(
@@ -503,7 +504,7 @@ async fn handle(
     now: Instant,
     peer: Option<SocketAddr>,
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let header = frame.header;
     match header.kind {
         FrameKind::REQUEST | FrameKind::ONEWAY => {}
@@ -516,7 +517,7 @@ async fn handle(
             {
                 token.cancel();
             }
-            return;
+            return false;
         }
         FrameKind::PING => {
             let pong = Header {
@@ -525,10 +526,10 @@ async fn handle(
                 ..Header::default()
             };
             frame::encode(&pong, &[], out);
-            return;
+            return false;
         }
         // Responses, pongs, goaways and kinds from newer peers mean nothing to a server.
-        _ => return,
+        _ => return false,
     }
     let request_id = header.request_id;
     let wants_reply = header.kind == FrameKind::REQUEST;
@@ -543,7 +544,8 @@ async fn handle(
         let status = Status::invalid_argument(format!(
             "request id {request_id} is already in flight on this connection"
         ));
-        return reply_now(request_id, status, out);
+        reply_now(request_id, status, out);
+        return false;
     }
     let incoming = Incoming {
         header,
@@ -561,14 +563,18 @@ async fn handle(
             memory: &conn.memory,
         }),
     ) {
-        Dispatch::Answered(reply) => return send_reply(reply, out),
+        Dispatch::Answered(reply) => {
+            send_reply(reply, out);
+            return false;
+        }
         Dispatch::Run(running) => running,
     };
     // Most handlers finish on their first poll: answer those right here, in this read's
     // batch, with no task, timer or cancel bookkeeping. Only handlers that wait get them.
     if let Poll::Ready(reply) = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await
     {
-        return send_reply(reply, out);
+        send_reply(reply, out);
+        return true;
     }
     let token = running.cancel_token().clone();
     let key = if wants_reply {
@@ -599,6 +605,7 @@ async fn handle(
             }
         }
     });
+    true
 }
 
 fn send_reply(reply: Reply, out: &mut Vec<u8>) {

@@ -49,8 +49,9 @@ pub struct Limits {
     /// connection table. Default: an eighth of [`max_connections`](Limits::max_connections),
     /// at least 16.
     pub max_connections_per_peer: usize,
-    /// How long a connection from an untrusted address may stay open without sending a
-    /// request: connections opened only to hold a place are closed long before the idle
+    /// How long a connection from an untrusted address may stay open before a call of its
+    /// is admitted and run (requests for methods not hosted here, and refused ones, do not
+    /// count): connections opened only to hold a place are closed long before the idle
     /// timeout.
     pub first_request_timeout: Duration,
     /// The longest deadline the server grants a request, whatever it asks for.
