@@ -112,7 +112,10 @@ async fn a_strangers_steering_fields_are_the_methods_defaults_and_counted() {
     assert_eq!(seen.user_key, 0);
     assert_eq!(seen.dye, "");
     assert!(!seen.no_retry);
-    assert_eq!(seen.attempt, 0, "a stranger's retry would be no_retry by another name");
+    assert_eq!(
+        seen.attempt, 0,
+        "a stranger's retry would be no_retry by another name"
+    );
     assert!(!seen.trace_id.is_empty() && seen.trace_id != b"trace-from-outside");
     assert!(
         seen.deadline <= Duration::from_secs(2),
@@ -156,7 +159,11 @@ async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
     });
     let running = server(Trust::nobody(), recorder.clone(), Limits::default()).await;
     let anonymous_level = svrkit_runtime::policy::priority::level(Priority::Normal, 126);
-    running.server.admission().unwrap().pin(Some(anonymous_level));
+    running
+        .server
+        .admission()
+        .unwrap()
+        .pin(Some(anonymous_level));
 
     let anonymous = call_raw(&running.addr, &claiming(1)).await;
     assert_eq!(anonymous.header.status_code, Code::OVERLOADED.0);
@@ -315,7 +322,10 @@ async fn one_addresses_connection_flood_leaves_another_served() {
     // A connection that made a call is kept.
     let mut caller = RawConn::over(kept.pop().unwrap());
     caller.request(1, 1, 1000, &EchoReq::default()).await;
-    assert_eq!(caller.read(Duration::from_secs(5)).await.header.status_code, 0);
+    assert_eq!(
+        caller.read(Duration::from_secs(5)).await.header.status_code,
+        0
+    );
     for stream in &mut kept {
         assert!(closed_within(stream, Duration::from_secs(10)).await);
     }

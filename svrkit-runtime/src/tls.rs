@@ -105,7 +105,11 @@ pub fn server_config_for_clients_from_pem(
     client_roots_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
-    server_config_for_clients(chain, key, certificates_from_pem(client_roots_pem, "client authority")?)
+    server_config_for_clients(
+        chain,
+        key,
+        certificates_from_pem(client_roots_pem, "client authority")?,
+    )
 }
 
 /// A certificate chain (leaf first) and its key (PKCS#8, PKCS#1 or SEC1) from PEM text.
@@ -125,7 +129,10 @@ pub fn identity_from_pem(
 ///
 /// # Errors
 /// If it holds no usable PEM certificate.
-pub fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub fn certificates_from_pem(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error(format!("{what} PEM: {e}")))?;

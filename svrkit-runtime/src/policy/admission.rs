@@ -794,7 +794,11 @@ mod tests {
         assert_eq!(next(&counts, &counts, 382, room), 383);
         assert_eq!(next(&counts, &counts, 383, room), 383);
         let roomy = Pressure::Calm { headroom: 1_000 };
-        assert_eq!(next(&counts, &counts, 383, roomy), 383, "1,300 is far over 1,000");
+        assert_eq!(
+            next(&counts, &counts, 383, roomy),
+            383,
+            "1,300 is far over 1,000"
+        );
     }
 
     #[test]

@@ -156,7 +156,11 @@ mod tests {
                 shares.admitted(slot);
             }
         }
-        assert_eq!(over, 100 - FLOOR as usize, "the first epoch's share is the floor");
+        assert_eq!(
+            over,
+            100 - FLOOR as usize,
+            "the first epoch's share is the floor"
+        );
         let (_, o) = shares.check(light, t0, 0.0);
         assert!(!o, "another principal has its own count");
         // The next epoch: two principals were active; the flood had the floor admitted.

@@ -28,8 +28,8 @@ use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
 use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, Untrusted, trace};
 use crate::policy::admission::{Admission, Verdict};
-use crate::policy::shares::Shares;
 use crate::policy::priority;
+use crate::policy::shares::Shares;
 use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
 use crate::sync::{self, Slot, Slots};
@@ -468,10 +468,7 @@ impl Router {
                 };
                 (user, Some((shares, slot)))
             }
-            _ => (
-                priority::user_level(ctx.user_key, &ctx.trace_id, now),
-                None,
-            ),
+            _ => (priority::user_level(ctx.user_key, &ctx.trace_id, now), None),
         };
         let level = priority::level(ctx.priority, user);
         let waited = now.saturating_duration_since(ctx.arrived);

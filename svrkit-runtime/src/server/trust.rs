@@ -78,7 +78,11 @@ impl fmt::Debug for Trust {
         let mut list = f.debug_list();
         list.entries(self.ranges.iter().map(ToString::to_string));
         #[cfg(feature = "tls")]
-        list.entries(self.names.iter().map(|n| format!("certificate {}", n.to_str())));
+        list.entries(
+            self.names
+                .iter()
+                .map(|n| format!("certificate {}", n.to_str())),
+        );
         list.finish()
     }
 }
