@@ -423,27 +423,21 @@ impl Config {
                 format!("`{url}` needs the `admin` feature of svrkit-runtime"),
             ));
         }
-        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            let key = if self.server.tls_cert.is_some() {
-                "server.tls_key"
-            } else {
-                "server.tls_cert"
-            };
-            return Err(ConfigError::key(
-                key,
-                "missing: tls_cert and tls_key go together",
-            ));
-        }
-        if self.client.tls_cert.is_some() != self.client.tls_key.is_some() {
-            let key = if self.client.tls_cert.is_some() {
-                "client.tls_key"
-            } else {
-                "client.tls_cert"
-            };
-            return Err(ConfigError::key(
-                key,
-                "missing: tls_cert and tls_key go together",
-            ));
+        for (section, cert, key) in [
+            ("server", &self.server.tls_cert, &self.server.tls_key),
+            ("client", &self.client.tls_cert, &self.client.tls_key),
+        ] {
+            if cert.is_some() != key.is_some() {
+                let missing = if cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                };
+                return Err(ConfigError::key(
+                    &format!("{section}.{missing}"),
+                    "missing: tls_cert and tls_key go together",
+                ));
+            }
         }
         let client_tls = self.client.tls_server_name.is_some() || self.client.tls_cert.is_some();
         if client_tls && self.client.tls_ca.is_none() {

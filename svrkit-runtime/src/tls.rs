@@ -3,7 +3,10 @@
 //!
 //! A server given a [`rustls::ServerConfig`] ([`ServerBuilder::tls`](crate::server::ServerBuilder::tls))
 //! speaks TLS on every connection it accepts; a channel given [`ClientTls`]
-//! ([`ChannelOptions::tls`](crate::ChannelOptions::tls)) speaks TLS to every endpoint.
+//! ([`ChannelOptions::tls`](crate::ChannelOptions::tls)) speaks TLS to every endpoint. The
+//! frames inside are the same as over plain TCP, and so are the limits: the handshake must
+//! finish within the server's read timeout, and the connection cap closes a connection over
+//! it before its handshake (a plain-text refusal would mean nothing to a TLS client).
 //!
 //! **Client certificates** (mutual TLS) are identities for the trust boundary: a server built
 //! with [`server_config_for_clients`] asks every client for a certificate, checks one that is
@@ -11,10 +14,8 @@
 //! valid for one of the names in [`Trust::identities`](crate::server::Trust::identities),
 //! wherever it connects from. A client without a certificate still connects, as a stranger
 //! (unless its address is trusted). A channel presents one with
-//! [`client_config_with_identity`]. The
-//! frames inside are the same as over plain TCP, and so are the limits: the handshake must
-//! finish within the server's read timeout, and the connection cap closes a connection over
-//! it before its handshake (a plain-text refusal would mean nothing to a TLS client).
+//! [`client_config_with_identity`]; [`identity_from_pem`] and [`certificates_from_pem`]
+//! read what both take from PEM files.
 //!
 //! ```no_run
 //! # fn f(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> Result<(), svrkit_runtime::tls::Error> {
@@ -93,23 +94,6 @@ pub fn server_config_for_clients(
         .with_single_cert(cert_chain, key)
         .map_err(|e| Error(format!("TLS certificate or key: {e}")))?;
     Ok(Arc::new(config))
-}
-
-/// [`server_config_for_clients`] from PEM text.
-///
-/// # Errors
-/// As [`server_config_from_pem`] and [`server_config_for_clients`].
-pub fn server_config_for_clients_from_pem(
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-    client_roots_pem: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
-    server_config_for_clients(
-        chain,
-        key,
-        certificates_from_pem(client_roots_pem, "client authority")?,
-    )
 }
 
 /// A certificate chain (leaf first) and its key (PKCS#8, PKCS#1 or SEC1) from PEM text.
@@ -208,23 +192,6 @@ pub fn client_config_with_identity(
         .with_client_auth_cert(cert_chain, key)
         .map_err(|e| Error(format!("TLS client certificate or key: {e}")))?;
     Ok(Arc::new(config))
-}
-
-/// [`client_config_with_identity`] from PEM text.
-///
-/// # Errors
-/// As [`client_config_from_pem`] and [`client_config_with_identity`].
-pub fn client_config_with_identity_from_pem(
-    roots_pem: &[u8],
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let (chain, key) = identity_from_pem(cert_chain_pem, key_pem)?;
-    client_config_with_identity(
-        certificates_from_pem(roots_pem, "trusted certificate")?,
-        chain,
-        key,
-    )
 }
 
 /// Whether the leaf of a verified client chain `certs` is valid for one of `names` (its

@@ -138,7 +138,7 @@ pub(super) async fn run(
     // Whether a call ran yet: an untrusted peer that gets none admitted (requests to
     // methods not hosted here and refused ones do not count) is closed after
     // `first_request_timeout`, so that holding connections open costs it them.
-    let mut requested = trusted;
+    let mut called = trusted;
     // One timer for the connection's whole life, reset only when it fires: read and idle
     // timeouts cost nothing per read.
     let mut timer = pin!(tokio::time::sleep_until(
@@ -177,7 +177,7 @@ pub(super) async fn run(
                 Ok(Some(n)) => got = n,
             },
             _ = &mut timer => {
-                if !requested {
+                if !called {
                     let expires = later(opened, limits.first_request_timeout);
                     if Instant::now() >= expires {
                         break 'read End::Gone;
@@ -195,7 +195,7 @@ pub(super) async fn run(
                 if Instant::now() >= expires {
                     break 'read End::Gone;
                 }
-                if !requested {
+                if !called {
                     expires = expires.min(later(opened, limits.first_request_timeout));
                 }
                 timer.as_mut().reset(expires.into());
@@ -277,7 +277,7 @@ pub(super) async fn run(
                     };
                     match charge {
                         Ok(bytes) => {
-                            requested |=
+                            called |=
                                 handle(&conn, frame, bytes, arrived, now, peer, &mut out).await;
                         }
                         Err(()) if frame.header.kind == FrameKind::REQUEST => {
@@ -360,9 +360,6 @@ struct Fresh {
     ended: bool,
 }
 
-/// Reads what has arrived, up to 64 KiB, without waiting for more. With `wait` it may wait
-/// (up to the read timeout) for input budget to grow the buffer; without, it stops where the
-/// budget does.
 /// [`ReadHalf::ready`], noting in `parked` whether it had to wait.
 async fn ready_noting_wait(
     reader: &mut ReadHalf,
@@ -378,6 +375,9 @@ async fn ready_noting_wait(
     .await
 }
 
+/// Reads what has arrived, up to 64 KiB, without waiting for more. With `wait` it may wait
+/// (up to the read timeout) for input budget to grow the buffer; without, it stops where the
+/// budget does.
 async fn read_arrived(
     input: &mut Input,
     reader: &mut ReadHalf,
@@ -496,6 +496,9 @@ fn reply_now(request_id: u64, status: Status, out: &mut Vec<u8>) {
     frame::encode(&header, &[], out);
 }
 
+/// Acts on one frame from the peer, answering into `out` what is answered at once. Whether
+/// it started a call (admitted, to a method hosted here): what ends an untrusted
+/// connection's first-request timeout.
 async fn handle(
     conn: &Arc<Conn>,
     frame: Frame,

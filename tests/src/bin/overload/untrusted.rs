@@ -160,37 +160,53 @@ pub(crate) async fn untrusted(settings: &Settings) {
         let client = work::client(&[&backend.addr], ChannelOptions::default());
         let cap = capacity(&client, settings.capacity).await;
         let alone = user(&client, cap, settings.phase / 2).await;
-        let seen = Arc::new(Flood::default());
-        let flooding = tokio::spawn({
-            let (addr, seen, phase) = (backend.addr.clone(), seen.clone(), settings.phase);
-            async move {
-                let load = (cap * 3.0, Priority::Critical, 4);
-                flood(&addr, "127.0.0.2", load, phase, seen).await;
-            }
-        });
+        let (flooding, seen) = critical_flood(&backend.addr, cap, settings.phase);
         let beside = user(&client, cap, settings.phase).await;
         let _ = flooding.await;
-        let (ok, refused) = (
-            seen.ok.load(Ordering::Relaxed),
-            seen.refused.load(Ordering::Relaxed),
-        );
-        println!(
-            "| {label} | none | {alone:.1}% | - |\n| {label} | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
-            cap * 3.0,
-            beside - alone,
-            served(&seen),
-            ok + refused,
-        );
+        print_rows(label, cap, (alone, beside), &seen);
     }
     strangers(settings).await;
 }
 
-fn served(seen: &Flood) -> f64 {
-    let (ok, refused) = (
-        seen.ok.load(Ordering::Relaxed),
-        seen.refused.load(Ordering::Relaxed),
+impl Flood {
+    /// The share of the answered requests that succeeded, in percent.
+    fn served(&self) -> f64 {
+        let ok = self.ok.load(Ordering::Relaxed);
+        100.0 * ok as f64 / self.answered().max(1) as f64
+    }
+
+    fn answered(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// The flood of every case: 3x `cap` from 127.0.0.2 over 4 connections, claiming critical,
+/// for `phase`; its task and what it came to.
+fn critical_flood(
+    addr: &str,
+    cap: f64,
+    phase: Duration,
+) -> (tokio::task::JoinHandle<()>, Arc<Flood>) {
+    let seen = Arc::new(Flood::default());
+    let task = tokio::spawn({
+        let (addr, seen) = (addr.to_owned(), seen.clone());
+        async move {
+            let load = (cap * 3.0, Priority::Critical, 4);
+            flood(&addr, "127.0.0.2", load, phase, seen).await;
+        }
+    });
+    (task, seen)
+}
+
+/// A case's two rows: the success rate without the flood, and beside it.
+fn print_rows(trusts: &str, cap: f64, (alone, beside): (f64, f64), flood: &Flood) {
+    println!(
+        "| {trusts} | none | {alone:.1}% | - |\n| {trusts} | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
+        cap * 3.0,
+        beside - alone,
+        flood.served(),
+        flood.answered(),
     );
-    100.0 * ok as f64 / (ok + refused).max(1) as f64
 }
 
 /// Strangers only: ten addresses (127.0.1.1-10) sending 3% of the capacity each, anonymous,
@@ -223,29 +239,16 @@ async fn strangers(settings: &Settings) {
             for (why, n) in seen.why.lock().unwrap().iter() {
                 eprintln!("  strangers refused {n}: {why}");
             }
-            served(&seen)
+            seen.served()
         }
     };
     let alone = run(settings.phase / 2).await;
-    let seen = Arc::new(Flood::default());
-    let flooding = tokio::spawn({
-        let (addr, seen, phase) = (backend.addr.clone(), seen.clone(), settings.phase);
-        async move {
-            let load = (cap * 3.0, Priority::Critical, 4);
-            flood(&addr, "127.0.0.2", load, phase, seen).await;
-        }
-    });
+    let (flooding, seen) = critical_flood(&backend.addr, cap, settings.phase);
     let watch = crate::trace_admission(settings, &backend);
     let beside = run(settings.phase).await;
     let _ = flooding.await;
     if let Some(watch) = watch {
         watch.abort();
     }
-    println!(
-        "| nobody | none | {alone:.1}% | - |\n| nobody | 3x ({:.0}/s), critical | {beside:.1}% ({:+.1} points) | {:.1}% of {} |",
-        cap * 3.0,
-        beside - alone,
-        served(&seen),
-        seen.ok.load(Ordering::Relaxed) + seen.refused.load(Ordering::Relaxed),
-    );
+    print_rows("nobody", cap, (alone, beside), &seen);
 }
