@@ -32,6 +32,10 @@ impl Code {
     pub const UNAUTHENTICATED: Code = Code(10);
     /// The caller is known but may not make this call.
     pub const PERMISSION_DENIED: Code = Code(11);
+    /// A quota or rate limit of the caller's is used up (failed logins, messages a minute,
+    /// storage): not the server's capacity, so retrying at once does not help; the message
+    /// says what was exceeded and, where it can, when to try again.
+    pub const RESOURCE_EXHAUSTED: Code = Code(12);
     /// The first code available to applications.
     pub const FIRST_APPLICATION: Code = Code(1000);
 
@@ -57,6 +61,7 @@ impl Code {
             Code::TOO_LARGE => "too_large",
             Code::UNAUTHENTICATED => "unauthenticated",
             Code::PERMISSION_DENIED => "permission_denied",
+            Code::RESOURCE_EXHAUSTED => "resource_exhausted",
             _ => return None,
         })
     }
@@ -145,6 +150,10 @@ impl Status {
     /// [`Code::PERMISSION_DENIED`].
     pub fn permission_denied(message: impl Into<String>) -> Status {
         Status::new(Code::PERMISSION_DENIED, message)
+    }
+    /// [`Code::RESOURCE_EXHAUSTED`].
+    pub fn resource_exhausted(message: impl Into<String>) -> Status {
+        Status::new(Code::RESOURCE_EXHAUSTED, message)
     }
 }
 

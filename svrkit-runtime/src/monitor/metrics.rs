@@ -16,7 +16,7 @@ use crate::status::Code;
 
 /// Status codes counted apart; application codes (1000 and up) share one slot, codes this
 /// runtime does not know another.
-pub const STATUS_SLOTS: usize = 14;
+pub const STATUS_SLOTS: usize = 15;
 
 /// The `status` label of each slot.
 pub const STATUS_NAMES: [&str; STATUS_SLOTS] = [
@@ -32,6 +32,7 @@ pub const STATUS_NAMES: [&str; STATUS_SLOTS] = [
     "too_large",
     "unauthenticated",
     "permission_denied",
+    "resource_exhausted",
     "application",
     "unknown",
 ];
@@ -40,9 +41,9 @@ pub const STATUS_NAMES: [&str; STATUS_SLOTS] = [
 #[inline]
 pub(crate) fn status_slot(code: Code) -> usize {
     match code.0 {
-        n @ 0..=11 => n as usize,
-        n if n >= Code::FIRST_APPLICATION.0 => 12,
-        _ => 13,
+        n @ 0..=12 => n as usize,
+        n if n >= Code::FIRST_APPLICATION.0 => 13,
+        _ => 14,
     }
 }
 
@@ -444,11 +445,11 @@ mod tests {
 
     #[test]
     fn status_slots_cover_every_code() {
-        for (i, name) in STATUS_NAMES.iter().enumerate().take(12) {
+        for (i, name) in STATUS_NAMES.iter().enumerate().take(13) {
             assert_eq!(Code(i as u32).name(), Some(*name));
             assert_eq!(status_slot(Code(i as u32)), i);
         }
-        assert_eq!(status_slot(Code(1000)), 12);
-        assert_eq!(status_slot(Code(77)), 13);
+        assert_eq!(status_slot(Code(1000)), 13);
+        assert_eq!(status_slot(Code(77)), 14);
     }
 }
