@@ -1,14 +1,21 @@
 //! `im.gateway.GatewaySvr`: what chat clients call.
 //!
 //! Every method but `Register` and `Login` starts by checking the session token with the
-//! account service; the answer (user and expiry) is cached until the token expires, so a
-//! busy client costs one check, not one per message. A request acts only as the token's
+//! account service; the answer (user and expiry) is cached for `session_cache_ms`, so a busy
+//! client costs one check every few seconds, not one per message, and a session ended
+//! through another gateway is refused here within that time (at once through this one). A request acts only as the token's
 //! user: `Sync` reads the token user's inbox and nobody else's, `Send` sends as them.
 //! Calls onwards carry the user's id as the user key, so overload control and key-based
 //! balancing see the end user.
 //!
 //! The spam check is a weak dependency: a check that fails or is slow (over
-//! `spam_timeout_ms`) is skipped and counted, and the message goes through.
+//! `spam_timeout_ms`) is skipped and counted, and the message goes through. It runs before
+//! the recipient is looked up, so that a message refused as spam does not tell whether the
+//! recipient exists.
+//!
+//! The client's address, which the account service throttles logins and registrations by,
+//! is the caller's own when it is a stranger; a trusted caller (a proxy in front) names it
+//! in the `client-addr` metadata, or names none and speaks for many users.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,10 +25,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use svrkit_runtime::{CallOptions, Code, Context, FastStr, Status};
 
-use crate::im::account::{AccountSvrClient, CheckTokenReq, FindReq, LoginReq, RegisterReq};
+use crate::im::account::{
+    AccountSvrClient, ChangePasswordReq as AccountChangePassword, CheckTokenReq, FindReq, LoginReq,
+    LogoutReq, LogoutResp, RegisterReq, SessionList,
+};
 use crate::im::gateway::{
-    Credentials, GatewaySvr, GroupAddReq, GroupCreateReq, GroupResp, GroupSendReq, GroupSendResp,
-    LoginResp, SendReq, SendResp, SyncReq, SyncResp,
+    ChangePasswordReq, Credentials, GatewaySvr, GroupAddReq, GroupCreateReq, GroupResp,
+    GroupSendReq, GroupSendResp, LoginResp, SendReq, SendResp, SyncReq, SyncResp,
 };
 use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, SendReq as GroupSend};
 use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
@@ -33,15 +43,22 @@ use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
 pub struct GatewayConfig {
     /// How long a spam check may take before it is skipped.
     pub spam_timeout_ms: u64,
+    /// How long a checked session token is taken without asking again (default 5 s): the
+    /// longest a session ended through another gateway still works here.
+    pub session_cache_ms: u64,
 }
 
 impl Default for GatewayConfig {
     fn default() -> GatewayConfig {
         GatewayConfig {
             spam_timeout_ms: 50,
+            session_cache_ms: 5_000,
         }
     }
 }
+
+/// The metadata key in which a trusted proxy names the client's address.
+pub const CLIENT_ADDR: &str = "client-addr";
 
 /// Entries a cache holds before it starts over.
 const CACHE_ENTRIES: usize = 100_000;
@@ -64,14 +81,25 @@ pub struct Downstream {
 pub struct Gateway {
     down: Downstream,
     spam_timeout: Duration,
-    /// token → (uid, name, expires_at_ms).
-    sessions: Mutex<HashMap<FastStr, (u64, FastStr, u64)>>,
+    session_cache_ms: u64,
+    /// token → the session, until the cache's time for it is up.
+    sessions: Mutex<HashMap<FastStr, Cached>>,
     /// name → uid and uid → name of users seen (ids and names never change).
     names: Mutex<HashMap<FastStr, u64>>,
     users: Mutex<HashMap<u64, FastStr>>,
     /// The highest user id known to exist: ids are handed out in order and never deleted,
     /// so every id up to it exists.
     max_uid: AtomicU64,
+}
+
+/// A checked token.
+#[derive(Clone, Debug)]
+struct Cached {
+    uid: u64,
+    name: FastStr,
+    expires_at_ms: u64,
+    /// When to ask the account service again.
+    until_ms: u64,
 }
 
 /// The user a request acts as.
@@ -110,6 +138,7 @@ impl Gateway {
         Gateway {
             down,
             spam_timeout: Duration::from_millis(config.spam_timeout_ms),
+            session_cache_ms: config.session_cache_ms,
             sessions: Mutex::default(),
             names: Mutex::default(),
             users: Mutex::default(),
@@ -124,9 +153,15 @@ impl Gateway {
                 "no session token: log in first",
             ));
         }
-        if let Some((uid, name, expires)) = cached(&self.sessions, token) {
-            if expires > crate::now_ms() {
-                return Ok(User { uid, name });
+        let now = crate::now_ms();
+        if let Some(session) = cached(&self.sessions, token)
+            && now < session.until_ms
+        {
+            if session.expires_at_ms > now {
+                return Ok(User {
+                    uid: session.uid,
+                    name: session.name,
+                });
             }
             return Err(Status::new(Code::UNAUTHENTICATED, "session token expired"));
         }
@@ -139,15 +174,26 @@ impl Gateway {
             })
             .await?;
         self.learn(session.uid, &session.name);
-        insert_bounded(
-            &self.sessions,
-            token.clone(),
-            (session.uid, session.name.clone(), session.expires_at_ms),
-        );
+        let cached = Cached {
+            uid: session.uid,
+            name: session.name.clone(),
+            expires_at_ms: session.expires_at_ms,
+            until_ms: now.saturating_add(self.session_cache_ms),
+        };
+        insert_bounded(&self.sessions, token.clone(), cached);
         Ok(User {
             uid: session.uid,
             name: session.name,
         })
+    }
+
+    /// Forgets checked tokens: `token`'s, or with `uid` every one of that user's.
+    fn forget_sessions(&self, token: &FastStr, uid: Option<u64>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(token);
+        if let Some(uid) = uid {
+            sessions.retain(|_, s| s.uid != uid);
+        }
     }
 
     fn learn(&self, uid: u64, name: &FastStr) {
@@ -249,10 +295,11 @@ impl Gateway {
 }
 
 impl GatewaySvr for Gateway {
-    async fn register(&self, _ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
+    async fn register(&self, ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
         let request = RegisterReq {
             name: request.name,
             password: request.password,
+            client: client_addr(&ctx),
             ..RegisterReq::default()
         };
         let uid = self.down.account.register(&request).await?.uid;
@@ -263,13 +310,20 @@ impl GatewaySvr for Gateway {
         })
     }
 
-    async fn login(&self, _ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
+    async fn login(&self, ctx: Context, request: Credentials) -> Result<LoginResp, Status> {
+        // Keyed by the name, so that a name's attempts meet the same account replica (and
+        // its throttle) when balancing is by key.
+        let options = CallOptions {
+            user_key: Some(name_key(&request.name)),
+            ..CallOptions::default()
+        };
         let request = LoginReq {
             name: request.name,
             password: request.password,
+            client: client_addr(&ctx),
             ..LoginReq::default()
         };
-        let session = self.down.account.login(&request).await?;
+        let session = self.down.account.login_with(&request, &options).await?;
         self.learn(session.uid, &session.name);
         Ok(LoginResp {
             uid: session.uid,
@@ -282,8 +336,8 @@ impl GatewaySvr for Gateway {
     async fn send(&self, _ctx: Context, request: SendReq) -> Result<SendResp, Status> {
         let user = self.auth(&request.token).await?;
         crate::msg::check_message(&request.client_msg_id, &request.text)?;
-        let to = self.resolve(&request.to, request.to_uid, &user).await?;
         let spam_checked = self.spam_check(&user, &request.text).await?;
+        let to = self.resolve(&request.to, request.to_uid, &user).await?;
         let append = AppendReq {
             from_uid: user.uid,
             from_name: user.name.clone(),
@@ -386,4 +440,69 @@ impl GatewaySvr for Gateway {
             ..GroupSendResp::default()
         })
     }
+
+    async fn logout(&self, _ctx: Context, request: LogoutReq) -> Result<LogoutResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let ended = self
+            .down
+            .account
+            .logout_with(&request, &user.options())
+            .await?;
+        let all = request.everywhere || !request.id.is_empty();
+        self.forget_sessions(&request.token, all.then_some(user.uid));
+        Ok(ended)
+    }
+
+    async fn sessions(&self, _ctx: Context, request: CheckTokenReq) -> Result<SessionList, Status> {
+        let user = self.auth(&request.token).await?;
+        self.down
+            .account
+            .sessions_with(&request, &user.options())
+            .await
+    }
+
+    async fn change_password(
+        &self,
+        ctx: Context,
+        request: ChangePasswordReq,
+    ) -> Result<LoginResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let change = AccountChangePassword {
+            token: request.token.clone(),
+            old_password: request.old_password,
+            new_password: request.new_password,
+            client: client_addr(&ctx),
+            ..AccountChangePassword::default()
+        };
+        let session = self
+            .down
+            .account
+            .change_password_with(&change, &user.options())
+            .await?;
+        // The other sessions are gone: so are their cached checks here.
+        self.forget_sessions(&request.token, Some(user.uid));
+        Ok(LoginResp {
+            uid: session.uid,
+            token: request.token,
+            expires_at_ms: session.expires_at_ms,
+            ..LoginResp::default()
+        })
+    }
+}
+
+/// The client's address as the account service should count it (see the module docs).
+fn client_addr(ctx: &Context) -> FastStr {
+    if ctx.trusted {
+        return ctx.metadata.get(CLIENT_ADDR).cloned().unwrap_or_default();
+    }
+    ctx.peer
+        .map(|peer| FastStr::from(peer.ip().to_string()))
+        .unwrap_or_default()
+}
+
+/// A name's user key for the calls made before there is a user: FNV-1a of its bytes.
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

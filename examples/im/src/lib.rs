@@ -22,6 +22,7 @@ pub mod msg;
 pub mod seq;
 pub mod spam;
 pub mod store;
+pub mod throttle;
 
 /// The generated code of `idl/im/*.xml`, at the module paths of their packages.
 #[allow(missing_docs)]

@@ -139,13 +139,30 @@ pub struct User {
     pub password_hash: String,
 }
 
-/// A session token's owner and expiry.
+/// A session: its user, when it began and until when it is good. Stored under the SHA-256
+/// of its token (the session's *id*), never under the token itself: a copy of the store is
+/// not a copy of anyone's session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionRecord {
     /// The user logged in.
     pub uid: u64,
+    /// Unix milliseconds of the login.
+    pub created_at_ms: u64,
     /// Unix milliseconds after which the token is refused.
     pub expires_at_ms: u64,
+}
+
+/// Sessions a user keeps at most: a login past it ends the oldest, so that logging in in a
+/// loop does not grow the store.
+pub const MAX_SESSIONS: usize = 32;
+
+/// Which of a user's sessions [`AccountStore::revoke`] ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoke {
+    /// The one with this id.
+    One([u8; 32]),
+    /// Every one but this id's (`None`: every one).
+    AllBut(Option<[u8; 32]>),
 }
 
 /// Accounts and sessions (`im.account`).
@@ -156,10 +173,23 @@ pub trait AccountStore: Send + Sync + 'static {
     fn user_by_name(&self, name: &str) -> StoreFuture<'_, Option<User>>;
     /// The user with this id.
     fn user_by_id(&self, uid: u64) -> StoreFuture<'_, Option<User>>;
-    /// Records a session under its token's bytes (random, so the token is its own key).
-    fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()>;
-    /// The session of a token.
-    fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>>;
+    /// Records a session under its id (the SHA-256 of its token), and ends the user's
+    /// expired sessions and, past [`MAX_SESSIONS`], the oldest.
+    fn put_session(&self, id: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()>;
+    /// The session with this id.
+    fn session(&self, id: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>>;
+    /// The user's sessions (expired ones included), oldest first.
+    fn sessions_of(&self, uid: u64) -> StoreFuture<'_, Vec<([u8; 32], SessionRecord)>>;
+    /// Ends sessions of `uid`; how many there were.
+    fn revoke(&self, uid: u64, which: Revoke) -> StoreFuture<'_, u64>;
+    /// Sets the user's password hash and, in the same transaction, ends every session of
+    /// theirs but `keep`: whoever knew the old password is logged out.
+    fn set_password(
+        &self,
+        uid: u64,
+        password_hash: &str,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, ()>;
 }
 
 /// Each section's `max_seq` (`im.seq`'s store).

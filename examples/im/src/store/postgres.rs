@@ -30,8 +30,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 
 use super::{
-    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
-    StoreError, StoreFuture, User,
+    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, MAX_SESSIONS, Revoke,
+    SeqStore, SessionRecord, StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::Msg;
@@ -74,6 +74,16 @@ pub const MIGRATIONS: &[&str] = &[
         group_id bigserial PRIMARY KEY,
         body bytea NOT NULL
     );",
+    // 2: sessions under the SHA-256 of their tokens, listed by user. The tokens stored
+    // raw until now would log in whoever reads the table: those sessions end.
+    "DROP TABLE sessions;
+    CREATE TABLE sessions (
+        id bytea PRIMARY KEY,
+        uid bigint NOT NULL,
+        created_at_ms bigint NOT NULL,
+        expires_at_ms bigint NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions (uid, created_at_ms);",
 ];
 
 /// `[app.store]` keys of the PostgreSQL engine.
@@ -657,16 +667,26 @@ impl AccountStore for Postgres {
         })
     }
 
-    fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
+    fn put_session(&self, id: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            let keep = i64::try_from(MAX_SESSIONS - 1).map_err(err)?;
+            // One statement: the user's expired sessions and those past the cap go as the
+            // new one comes.
             self.execute(
-                "INSERT INTO sessions (token, uid, expires_at_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (token) DO UPDATE SET uid = excluded.uid,
-                       expires_at_ms = excluded.expires_at_ms",
+                "WITH gone AS (
+                   DELETE FROM sessions WHERE uid = $2 AND (expires_at_ms <= $5 OR id IN (
+                     SELECT id FROM sessions WHERE uid = $2 AND expires_at_ms > $5
+                     ORDER BY created_at_ms DESC, id OFFSET $6))
+                 )
+                 INSERT INTO sessions (id, uid, created_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                 &[
-                    &token.as_slice(),
+                    &id.as_slice(),
                     &big(session.uid)?,
+                    &big(session.created_at_ms)?,
                     &big(session.expires_at_ms)?,
+                    &big(crate::now_ms())?,
+                    &keep,
                 ],
             )
             .await?;
@@ -674,19 +694,94 @@ impl AccountStore for Postgres {
         })
     }
 
-    fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
+    fn session(&self, id: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
         Box::pin(async move {
             let row = self
                 .query_opt(
-                    "SELECT uid, expires_at_ms FROM sessions WHERE token = $1",
-                    &[&token.as_slice()],
+                    "SELECT uid, created_at_ms, expires_at_ms FROM sessions WHERE id = $1",
+                    &[&id.as_slice()],
                 )
                 .await?;
-            Ok(row.map(|r| SessionRecord {
-                uid: unbig(r.get(0)),
-                expires_at_ms: unbig(r.get(1)),
-            }))
+            Ok(row.map(|r| session(&r)))
         })
+    }
+
+    fn sessions_of(&self, uid: u64) -> StoreFuture<'_, Vec<([u8; 32], SessionRecord)>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT uid, created_at_ms, expires_at_ms, id FROM sessions WHERE uid = $1
+                     ORDER BY created_at_ms, id",
+                    &[&big(uid)?],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let id: &[u8] = r.get(3);
+                    Some((<[u8; 32]>::try_from(id).ok()?, session(r)))
+                })
+                .collect())
+        })
+    }
+
+    fn revoke(&self, uid: u64, which: Revoke) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let uid = big(uid)?;
+            match which {
+                Revoke::One(id) => {
+                    self.execute(
+                        "DELETE FROM sessions WHERE uid = $1 AND id = $2",
+                        &[&uid, &id.as_slice()],
+                    )
+                    .await
+                }
+                Revoke::AllBut(keep) => {
+                    let keep = keep.as_ref().map(<[u8; 32]>::as_slice);
+                    self.execute(
+                        "DELETE FROM sessions WHERE uid = $1 AND id IS DISTINCT FROM $2",
+                        &[&uid, &keep],
+                    )
+                    .await
+                }
+            }
+        })
+    }
+
+    fn set_password(
+        &self,
+        uid: u64,
+        password_hash: &str,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, ()> {
+        let hash = password_hash.to_owned();
+        Box::pin(async move {
+            let keep = keep.as_ref().map(<[u8; 32]>::as_slice);
+            // One statement, so one transaction: no window in which the new password is
+            // set and the old one's sessions still live.
+            let changed = self
+                .execute(
+                    "WITH gone AS (
+                       DELETE FROM sessions WHERE uid = $1 AND id IS DISTINCT FROM $3
+                     )
+                     UPDATE users SET password_hash = $2 WHERE uid = $1",
+                    &[&big(uid)?, &hash, &keep],
+                )
+                .await?;
+            if changed == 0 {
+                return Err(StoreError(format!("no user {uid}")));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A session from a row starting with `uid, created_at_ms, expires_at_ms`.
+fn session(row: &tokio_postgres::Row) -> SessionRecord {
+    SessionRecord {
+        uid: unbig(row.get(0)),
+        created_at_ms: unbig(row.get(1)),
+        expires_at_ms: unbig(row.get(2)),
     }
 }
 

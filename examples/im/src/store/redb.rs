@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::recent::{Logged, Recent, Window};
 use super::{
-    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, SeqStore, SessionRecord,
-    StoreConfig, StoreError, StoreFuture, User,
+    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, MAX_SESSIONS, Revoke,
+    SeqStore, SessionRecord, StoreConfig, StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::{InboxChunk, LogRecord, Msg};
@@ -35,8 +35,12 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NAMES: TableDefinition<&str, u64> = TableDefinition::new("names");
 /// uid → (name, password hash).
 const USERS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("users");
-/// token → (uid, expires_at_ms).
-const SESSIONS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("sessions");
+/// session id (the SHA-256 of its token) → (uid, created_at_ms, expires_at_ms).
+const SESSIONS: TableDefinition<&[u8], (u64, u64, u64)> = TableDefinition::new("session_ids");
+/// (uid, created_at_ms, session id) → (): a user's sessions, oldest first.
+const USER_SESSIONS: TableDefinition<(u64, u64, &[u8]), ()> = TableDefinition::new("user_sessions");
+/// What stores written before sessions were kept by id held: raw tokens. Deleted at open.
+const RAW_TOKENS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("sessions");
 /// section → max_seq.
 const SECTIONS: TableDefinition<u32, u64> = TableDefinition::new("seq_sections");
 /// (uid, first seq) → encoded `im.msg.InboxChunk`: up to [`CHUNK_MSGS`] consecutive
@@ -111,6 +115,9 @@ impl Redb {
             txn.open_table(NAMES).map_err(err)?;
             txn.open_table(USERS).map_err(err)?;
             txn.open_table(SESSIONS).map_err(err)?;
+            txn.open_table(USER_SESSIONS).map_err(err)?;
+            // Its tokens would log in whoever copies the file: those sessions end.
+            txn.delete_table(RAW_TOKENS).map_err(err)?;
             txn.open_table(SECTIONS).map_err(err)?;
             txn.open_table(INBOX).map_err(err)?;
             txn.open_table(GROUPS).map_err(err)?;
@@ -190,8 +197,19 @@ enum Op {
         reply: Reply<Option<u64>>,
     },
     PutSession {
-        token: [u8; 32],
+        id: [u8; 32],
         session: SessionRecord,
+        reply: Reply<()>,
+    },
+    Revoke {
+        uid: u64,
+        which: Revoke,
+        reply: Reply<u64>,
+    },
+    SetPassword {
+        uid: u64,
+        hash: String,
+        keep: Option<[u8; 32]>,
         reply: Reply<()>,
     },
     RaiseMax {
@@ -467,15 +485,51 @@ impl Committer {
                     .map_err(err)?;
                 answer(reply, Some(uid))
             }
-            Op::PutSession {
-                token,
-                session,
+            Op::PutSession { id, session, reply } => {
+                let s = session;
+                let now = crate::now_ms();
+                let mut kept = {
+                    let sessions = txn.open_table(SESSIONS).map_err(err)?;
+                    let by_user = txn.open_table(USER_SESSIONS).map_err(err)?;
+                    sessions_in(&sessions, &by_user, s.uid)?
+                };
+                kept.retain(|(_, r)| r.expires_at_ms > now);
+                let excess = (kept.len() + 1).saturating_sub(MAX_SESSIONS);
+                let kept: Vec<[u8; 32]> = kept.iter().skip(excess).map(|(id, _)| *id).collect();
+                end_sessions(txn, s.uid, |other| !kept.contains(other))?;
+                txn.open_table(SESSIONS)
+                    .map_err(err)?
+                    .insert(id.as_slice(), (s.uid, s.created_at_ms, s.expires_at_ms))
+                    .map_err(err)?;
+                txn.open_table(USER_SESSIONS)
+                    .map_err(err)?
+                    .insert((s.uid, s.created_at_ms, id.as_slice()), ())
+                    .map_err(err)?;
+                answer(reply, ())
+            }
+            Op::Revoke { uid, which, reply } => {
+                let ended = end_sessions(txn, uid, |id| match which {
+                    Revoke::One(one) => *id == one,
+                    Revoke::AllBut(keep) => Some(*id) != keep,
+                })?;
+                answer(reply, ended)
+            }
+            Op::SetPassword {
+                uid,
+                hash,
+                keep,
                 reply,
             } => {
-                let mut sessions = txn.open_table(SESSIONS).map_err(err)?;
-                sessions
-                    .insert(token.as_slice(), (session.uid, session.expires_at_ms))
+                let mut users = txn.open_table(USERS).map_err(err)?;
+                let name = users
+                    .get(uid)
+                    .map_err(err)?
+                    .map(|v| v.value().0.to_owned())
+                    .ok_or_else(|| StoreError(format!("no user {uid}")))?;
+                users
+                    .insert(uid, (name.as_str(), hash.as_str()))
                     .map_err(err)?;
+                end_sessions(txn, uid, |id| Some(*id) != keep)?;
                 answer(reply, ())
             }
             Op::RaiseMax { section, to, reply } => {
@@ -602,23 +656,103 @@ impl AccountStore for Redb {
         self.read(move |txn| read_user(txn, uid))
     }
 
-    fn put_session(&self, token: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
-        self.write(|reply| Op::PutSession {
-            token,
-            session,
-            reply,
-        })
+    fn put_session(&self, id: [u8; 32], session: SessionRecord) -> StoreFuture<'_, ()> {
+        self.write(|reply| Op::PutSession { id, session, reply })
     }
 
-    fn session(&self, token: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
+    fn session(&self, id: [u8; 32]) -> StoreFuture<'_, Option<SessionRecord>> {
         self.read(move |txn| {
             let sessions = txn.open_table(SESSIONS).map_err(err)?;
-            Ok(sessions.get(token.as_slice()).map_err(err)?.map(|v| {
-                let (uid, expires_at_ms) = v.value();
-                SessionRecord { uid, expires_at_ms }
+            Ok(sessions.get(id.as_slice()).map_err(err)?.map(|v| {
+                let (uid, created_at_ms, expires_at_ms) = v.value();
+                SessionRecord {
+                    uid,
+                    created_at_ms,
+                    expires_at_ms,
+                }
             }))
         })
     }
+
+    fn sessions_of(&self, uid: u64) -> StoreFuture<'_, Vec<([u8; 32], SessionRecord)>> {
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(err)?;
+            let by_user = txn.open_table(USER_SESSIONS).map_err(err)?;
+            sessions_in(&sessions, &by_user, uid)
+        })
+    }
+
+    fn revoke(&self, uid: u64, which: Revoke) -> StoreFuture<'_, u64> {
+        self.write(|reply| Op::Revoke { uid, which, reply })
+    }
+
+    fn set_password(
+        &self,
+        uid: u64,
+        password_hash: &str,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, ()> {
+        let hash = password_hash.to_owned();
+        self.write(|reply| Op::SetPassword {
+            uid,
+            hash,
+            keep,
+            reply,
+        })
+    }
+}
+
+type SessionTable<'a> = &'a [u8];
+
+/// The user's sessions, oldest first, from the session tables of a read or a write
+/// transaction.
+fn sessions_in(
+    sessions: &impl ReadableTable<SessionTable<'static>, (u64, u64, u64)>,
+    by_user: &impl ReadableTable<(u64, u64, SessionTable<'static>), ()>,
+    uid: u64,
+) -> Result<Vec<([u8; 32], SessionRecord)>, StoreError> {
+    let mut out = Vec::new();
+    let empty: &[u8] = &[];
+    for entry in by_user
+        .range((uid, 0, empty)..(uid + 1, 0, empty))
+        .map_err(err)?
+    {
+        let (key, _) = entry.map_err(err)?;
+        let Ok(id) = <[u8; 32]>::try_from(key.value().2) else {
+            continue;
+        };
+        if let Some(v) = sessions.get(id.as_slice()).map_err(err)? {
+            let (uid, created_at_ms, expires_at_ms) = v.value();
+            let session = SessionRecord {
+                uid,
+                created_at_ms,
+                expires_at_ms,
+            };
+            out.push((id, session));
+        }
+    }
+    Ok(out)
+}
+
+/// Ends the sessions of `uid` whose ids `end` picks; how many.
+fn end_sessions(
+    txn: &WriteTransaction,
+    uid: u64,
+    end: impl Fn(&[u8; 32]) -> bool,
+) -> Result<u64, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(err)?;
+    let mut by_user = txn.open_table(USER_SESSIONS).map_err(err)?;
+    let ended: Vec<([u8; 32], SessionRecord)> = sessions_in(&sessions, &by_user, uid)?
+        .into_iter()
+        .filter(|(id, _)| end(id))
+        .collect();
+    for (id, s) in &ended {
+        sessions.remove(id.as_slice()).map_err(err)?;
+        by_user
+            .remove((uid, s.created_at_ms, id.as_slice()))
+            .map_err(err)?;
+    }
+    Ok(ended.len() as u64)
 }
 
 fn read_user(txn: &redb::ReadTransaction, uid: u64) -> Result<Option<User>, StoreError> {

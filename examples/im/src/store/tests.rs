@@ -95,6 +95,7 @@ both!(
     a_section_bound_only_rises_and_survives_a_restart,
     adds_racing_past_the_member_cap_leave_the_group_within_it,
     accounts_and_sessions_are_kept,
+    sessions_are_listed_revoked_capped_and_ended_by_a_password_change,
 );
 
 /// Moves everything at every commit, two appends at a time.
@@ -312,7 +313,8 @@ async fn accounts_and_sessions_are_kept(engine: Engine) {
         assert_eq!(store.create_user("ann", "other").await.unwrap(), None);
         let session = super::SessionRecord {
             uid: ann,
-            expires_at_ms: 123,
+            created_at_ms: 1,
+            expires_at_ms: u64::MAX / 2,
         };
         store.put_session([7; 32], session).await.unwrap();
     }
@@ -326,6 +328,82 @@ async fn accounts_and_sessions_are_kept(engine: Engine) {
     let group = store.create_group(ann.uid, "g").await.unwrap();
     assert_eq!(store.group(group.group_id).await.unwrap(), Some(group));
     assert_eq!(store.group(999).await.unwrap(), None);
+}
+
+async fn sessions_are_listed_revoked_capped_and_ended_by_a_password_change(engine: Engine) {
+    use super::{MAX_SESSIONS, Revoke, SessionRecord};
+    let store = engine.open(&StoreConfig::default()).await;
+    let ann = store.create_user("ann", "hash-a").await.unwrap().unwrap();
+    let ben = store.create_user("ben", "hash-b").await.unwrap().unwrap();
+    let far = u64::MAX / 2;
+    let record = |uid, created_at_ms, expires_at_ms| SessionRecord {
+        uid,
+        created_at_ms,
+        expires_at_ms,
+    };
+    let id = |n: usize| {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        id
+    };
+    // An expired session goes with the next login.
+    store.put_session(id(0), record(ann, 1, 2)).await.unwrap();
+    for n in 1..=MAX_SESSIONS + 3 {
+        store
+            .put_session(id(n), record(ann, 10 + n as u64, far))
+            .await
+            .unwrap();
+    }
+    store
+        .put_session(id(99), record(ben, 5, far))
+        .await
+        .unwrap();
+    let listed = store.sessions_of(ann).await.unwrap();
+    let ids: Vec<[u8; 32]> = listed.iter().map(|(id, _)| *id).collect();
+    let newest: Vec<[u8; 32]> = (4..=MAX_SESSIONS + 3).map(id).collect();
+    assert_eq!(ids, newest, "the newest {MAX_SESSIONS}, oldest first");
+    assert_eq!(store.session(id(0)).await.unwrap(), None, "expired: gone");
+    assert_eq!(
+        store.session(id(1)).await.unwrap(),
+        None,
+        "past the cap: gone"
+    );
+    assert_eq!(listed[0].1, record(ann, 14, far));
+
+    // Ann cannot end Ben's session by naming it.
+    assert_eq!(store.revoke(ann, Revoke::One(id(99))).await.unwrap(), 0);
+    assert!(store.session(id(99)).await.unwrap().is_some());
+    assert_eq!(store.revoke(ann, Revoke::One(id(4))).await.unwrap(), 1);
+    assert_eq!(store.session(id(4)).await.unwrap(), None);
+
+    store
+        .set_password(ann, "hash-new", Some(id(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_id(ann).await.unwrap().unwrap().password_hash,
+        "hash-new"
+    );
+    let left: Vec<[u8; 32]> = store
+        .sessions_of(ann)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, vec![id(5)], "only the asking session stays");
+    assert!(store.session(id(6)).await.unwrap().is_none());
+    assert!(
+        store.session(id(99)).await.unwrap().is_some(),
+        "Ben's stays"
+    );
+
+    assert_eq!(store.revoke(ann, Revoke::AllBut(None)).await.unwrap(), 1);
+    assert!(store.sessions_of(ann).await.unwrap().is_empty());
+    assert!(
+        store.set_password(999, "h", None).await.is_err(),
+        "no such user"
+    );
 }
 
 /// Only a shared store can be appended to from two processes at once; it refuses an append

@@ -5,6 +5,7 @@
 //! imctl send bob 'hello'                # as the user logged in last (or --as NAME)
 //! imctl sync --follow                   # every new message, as it arrives
 //! imctl group create friends; imctl group add 1 bob carol; imctl group send 1 'hi all'
+//! imctl sessions; imctl logout [--everywhere | --id ID]; imctl passwd OLD NEW
 //! imctl bench --users 200 -c 64 -d 10s  # load: sends and syncs, with percentiles
 //! ```
 //!
@@ -20,9 +21,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use svrkit_im::im::account::{CheckTokenReq, LogoutReq};
 use svrkit_im::im::gateway::{
-    Credentials, GatewaySvrClient, GroupAddReq, GroupCreateReq, GroupResp, GroupSendReq, SendReq,
-    SyncReq,
+    ChangePasswordReq, Credentials, GatewaySvrClient, GroupAddReq, GroupCreateReq, GroupResp,
+    GroupSendReq, SendReq, SyncReq,
 };
 use svrkit_im::im::msg::Msg;
 use svrkit_runtime::{CallOptions, Config, Status};
@@ -73,6 +75,19 @@ enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Lists your live sessions (the one in use is marked `*`).
+    Sessions,
+    /// Ends this session (or another one, or every one) and forgets it here.
+    Logout {
+        /// End every session of the user, on every device.
+        #[arg(long, conflicts_with = "id")]
+        everywhere: bool,
+        /// End the session with this id (from `imctl sessions`) instead of this one.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Changes your password; every other session ends.
+    Passwd { old: String, new: String },
     /// Load: registers users, drives sends and syncs, prints throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -295,6 +310,63 @@ async fn run(args: Args) -> Result<(), String> {
             session.save()?;
             write_private(&home()?.join("current"), &name)?;
             println!("logged in as {name} (user {})", resp.uid);
+        }
+        Command::Sessions => {
+            let s = session()?;
+            let request = CheckTokenReq {
+                token: s.token.clone().into(),
+                ..CheckTokenReq::default()
+            };
+            let list = client()?
+                .sessions_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            let now = svrkit_im::now_ms();
+            for session in &list.sessions {
+                let mark = if session.current { '*' } else { ' ' };
+                let age = now.saturating_sub(session.created_at_ms) / 1000;
+                let left = session.expires_at_ms.saturating_sub(now) / 1000;
+                println!(
+                    "{mark} {}  logged in {age} s ago, good for {left} s more",
+                    session.id
+                );
+            }
+        }
+        Command::Logout { everywhere, id } => {
+            let s = session()?;
+            let request = LogoutReq {
+                token: s.token.clone().into(),
+                id: id.clone().unwrap_or_default().into(),
+                everywhere,
+                ..LogoutReq::default()
+            };
+            let resp = client()?
+                .logout_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            if id.is_none() {
+                // This token is no good any more: forget it (the sync key goes with it).
+                let _ = std::fs::remove_file(Session::path(&s.name)?);
+                let current = home()?.join("current");
+                if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == s.name) {
+                    let _ = std::fs::remove_file(current);
+                }
+            }
+            println!("{} session(s) ended", resp.ended);
+        }
+        Command::Passwd { old, new } => {
+            let s = session()?;
+            let request = ChangePasswordReq {
+                token: s.token.clone().into(),
+                old_password: old.into(),
+                new_password: new.into(),
+                ..ChangePasswordReq::default()
+            };
+            client()?
+                .change_password_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            println!("password changed; every other session of {} ended", s.name);
         }
         Command::Send { to, text, id } => {
             let s = session()?;
