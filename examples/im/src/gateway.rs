@@ -364,8 +364,10 @@ impl GatewaySvr for Gateway {
         let fetch = FetchReq {
             uid: user.uid,
             after_seq: request.sync_key,
-            limit: request.limit,
-            wait_ms: request.wait_ms,
+            // Saturating: the message service clamps both (to its page size and to the
+            // call's deadline), and a number past 32 bits must not wrap into a small one.
+            limit: u32::try_from(request.limit).unwrap_or(u32::MAX),
+            wait_ms: u32::try_from(request.wait_ms).unwrap_or(u32::MAX),
             ..FetchReq::default()
         };
         let fetched = self.down.msg.fetch_with(&fetch, &user.options()).await?;

@@ -250,6 +250,25 @@ async fn bad_input_and_forged_access_get_a_clear_error_and_store_nothing(engine:
         r.unwrap_err().code()
     }
 
+    // A page size past 32 bits is read as sent (and capped), not cut to a small one.
+    let (pager, paged) = (user(&c, "pager").await, user(&c, "paged").await);
+    for n in 0..9 {
+        send(&c, &pager, "paged", "page", &format!("p{n}"))
+            .await
+            .unwrap();
+    }
+    let huge = svrkit_im::im::gateway::SyncReq {
+        token: paged.token.clone(),
+        limit: (1 << 32) + 5,
+        ..svrkit_im::im::gateway::SyncReq::default()
+    };
+    let page = c.sync(&huge).await.unwrap();
+    assert_eq!(
+        page.msgs.len(),
+        9,
+        "not 5: the limit was not cut to 32 bits"
+    );
+
     // Tokens: missing, malformed, forged.
     for token in ["", "not-a-token", &"ab".repeat(32)] {
         let forged = support::User {

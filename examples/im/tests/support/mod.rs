@@ -186,7 +186,7 @@ pub async fn sync(
         token: user.token.clone(),
         sync_key: key,
         limit: 7,
-        wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         ..SyncReq::default()
     };
     let options = CallOptions {

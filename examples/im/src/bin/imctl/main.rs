@@ -401,7 +401,7 @@ async fn run(args: Args) -> Result<(), String> {
                     sync_key: s.sync_key,
                     limit: 100,
                     wait_ms: if follow {
-                        u32::try_from(wait.as_millis()).unwrap_or(0)
+                        u64::try_from(wait.as_millis()).unwrap_or(0)
                     } else {
                         0
                     },
