@@ -3,7 +3,8 @@
 //! ```toml
 //! [server]
 //! listen = "0.0.0.0:7000"        # where the services of this process are served
-//! admin = "127.0.0.1:7001"       # /metrics, /stats.json, /alerts.json, /healthz, dashboard
+//! admin = "127.0.0.1:7001"       # /metrics, /stats.json, /alerts.json, /livez, /readyz, dashboard
+//! admin_token_file = "admin.token" # then pages but the probes and /metrics need the token
 //! # tls_cert = "server.pem"      # TLS (feature `tls`): certificate chain and key, PEM
 //! # tls_key = "server.key"
 //! # tls_client_ca = "clients.pem" # ask clients for certificates issued by these (mutual TLS)
@@ -140,6 +141,9 @@ pub struct ServerConfig {
     /// Address of the admin endpoint (metrics, stats, alerts, health and the dashboard);
     /// none when unset.
     pub admin: Option<String>,
+    /// File holding a token that every admin page but the probes (`/livez`, `/readyz`,
+    /// `/healthz`) and `/metrics` then requires as `Authorization: Bearer <token>`.
+    pub admin_token_file: Option<String>,
     /// PEM file of the certificate chain to serve TLS with (with `tls_key`).
     pub tls_cert: Option<String>,
     /// PEM file of the private key of `tls_cert`.
@@ -155,6 +159,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7000".to_owned(),
             admin: None,
+            admin_token_file: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -682,7 +687,25 @@ impl Config {
             .map_err(|message| ConfigError { message })?;
         #[cfg(feature = "admin")]
         if let Some(admin) = &self.server.admin {
-            return crate::monitor::admin::bind(admin, title.to_owned(), None)
+            let token = match &self.server.admin_token_file {
+                None => None,
+                Some(file) => {
+                    let key = "server.admin_token_file";
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| ConfigError::key(key, format!("{file}: {e}")))?;
+                    let token = text.trim().to_owned();
+                    if token.is_empty() {
+                        return Err(ConfigError::key(key, format!("{file} is empty")));
+                    }
+                    Some(token)
+                }
+            };
+            let options = crate::monitor::admin::AdminOptions {
+                title: title.to_owned(),
+                pages: None,
+                token,
+            };
+            return crate::monitor::admin::bind_with(admin, options)
                 .await
                 .map(Some)
                 .map_err(|e| {

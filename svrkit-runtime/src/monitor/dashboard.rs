@@ -46,6 +46,17 @@ pub struct AlertRow {
 }
 
 impl AlertRow {
+    /// The row of a failing readiness check.
+    pub fn unready(failing: &super::health::Failing) -> AlertRow {
+        AlertRow {
+            what: failing.name.clone(),
+            figure: "not ready",
+            value: failing.reason.chars().take(120).collect(),
+            baseline: "ready".into(),
+            since: format!("{:.0} s ago", failing.for_seconds),
+        }
+    }
+
     /// The row of `alarm`, at minute `now`.
     pub fn of(alarm: &Alarm, now: u64) -> AlertRow {
         let fmt = |v: f64| match alarm.figure {

@@ -16,6 +16,7 @@
 mod postgres;
 mod recent;
 mod redb;
+mod reopen;
 
 pub use self::postgres::{MIGRATIONS, Postgres, PostgresConfig};
 pub use self::redb::Redb;
@@ -28,6 +29,10 @@ use std::sync::Arc;
 
 use crate::im::group::Group;
 use crate::im::msg::Msg;
+
+/// The readiness check ([`svrkit_runtime::monitor::health`]) the store reports its writes
+/// into: `/readyz` answers 503 while writes fail.
+pub const WRITES_CHECK: &str = "store.writes";
 
 /// What a store's operations return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -291,24 +291,38 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 /// The committer: takes every append waiting (up to [`MAX_BATCH`]), commits them in one
 /// transaction in the order sent, answers each. A failed commit fails its batch (nothing of
 /// it is stored); after a lost connection it connects again, with backoff, while the next
-/// appends wait. Ends when the store is dropped.
+/// appends wait. Readiness ([`super::WRITES_CHECK`]) follows the commits, and the log says
+/// when they start failing, at most once a minute while they do, and when they work again.
+/// Ends when the store is dropped.
 async fn commit_appends(
     pg: tokio_postgres::Config,
     mut client: Client,
     mut queue: mpsc::UnboundedReceiver<Pending>,
 ) {
+    use svrkit_runtime::monitor::health::{self, Transition};
+    let health = health::check(super::WRITES_CHECK);
+    let mut logged_at = std::time::Instant::now();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut statements = Statements::default();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let appends: Vec<&Append> = batch.iter().map(|p| &p.append).collect();
         match commit(&mut client, &mut statements, &appends).await {
             Ok(results) => {
+                if let Transition::Recovered(after) = health.pass() {
+                    tracing::info!(?after, "postgres: writes work again");
+                }
                 for (pending, result) in batch.drain(..).zip(results) {
                     let _ = pending.reply.send(Ok(result));
                 }
             }
             Err(e) => {
-                tracing::warn!("postgres append batch failed: {e}");
+                if health.fail(e.to_string()) == Transition::Failed {
+                    tracing::error!("postgres: appends fail: {e}");
+                    logged_at = std::time::Instant::now();
+                } else if logged_at.elapsed() >= Duration::from_secs(60) {
+                    tracing::error!("postgres: appends still fail: {e}");
+                    logged_at = std::time::Instant::now();
+                }
                 for pending in batch.drain(..) {
                     let _ = pending.reply.send(Err(e.clone()));
                 }
@@ -321,7 +335,7 @@ async fn commit_appends(
                             client = new;
                             statements = Statements::default();
                         }
-                        Err(e) => tracing::warn!("postgres append committer: {e}"),
+                        Err(e) => tracing::debug!("postgres append committer: {e}"),
                     }
                 }
             }

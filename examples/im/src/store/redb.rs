@@ -21,12 +21,14 @@ use svrkit_runtime::codec::Message;
 use tokio::sync::oneshot;
 
 use super::recent::{Logged, Recent, Window};
+use super::reopen::{DbFile, probe};
 use super::{
     AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, MAX_SESSIONS, Revoke,
     SeqStore, SessionRecord, StoreConfig, StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::{InboxChunk, LogRecord, Msg};
+use svrkit_runtime::monitor::health::Transition;
 
 /// Counters: `next_uid`, `next_group_id`; `log_moved`: the last log entry moved into
 /// `inbox`.
@@ -60,7 +62,7 @@ const CHUNK_MSGS: usize = 64;
 
 /// The embedded store: every service's tables in `<data>/im.redb`.
 pub struct Redb {
-    db: Arc<Database>,
+    file: Arc<DbFile>,
     /// `None` only while dropping.
     writes: Option<mpsc::Sender<Op>>,
     committer: Option<thread::JoinHandle<()>>,
@@ -96,53 +98,60 @@ impl Redb {
     /// When the directory or the file cannot be created or opened, or the file is not a
     /// redb database (or is one already open in another process).
     pub fn open(data: &Path, config: &StoreConfig) -> Result<Redb, StoreError> {
+        std::fs::create_dir_all(data)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", data.display())))?;
+        let path = data.join("im.redb");
+        let cache = config.cache_bytes;
+        Redb::open_with(config, move || {
+            Database::builder()
+                .set_cache_size(cache)
+                .create(&path)
+                .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+        })
+    }
+
+    /// Opens the store on the database `open` opens, each time the store opens it (at
+    /// start, and again after an I/O error): a file, or in tests a storage backend that
+    /// fails on demand.
+    ///
+    /// # Errors
+    /// As [`Redb::open`].
+    pub fn open_with(
+        config: &StoreConfig,
+        open: impl Fn() -> Result<Database, StoreError> + Send + Sync + 'static,
+    ) -> Result<Redb, StoreError> {
         if config.move_chunk == 0 || config.move_at == 0 {
             return Err(StoreError(
                 "app.store.move_at and move_chunk: at least 1".into(),
             ));
         }
-        std::fs::create_dir_all(data)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", data.display())))?;
-        let path = data.join("im.redb");
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create(&path)
-            .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(err)?;
-        {
-            // Readers open tables that must exist.
-            txn.open_table(META).map_err(err)?;
-            txn.open_table(NAMES).map_err(err)?;
-            txn.open_table(USERS).map_err(err)?;
-            txn.open_table(SESSIONS).map_err(err)?;
-            txn.open_table(USER_SESSIONS).map_err(err)?;
-            // Its tokens would log in whoever copies the file: those sessions end.
-            txn.delete_table(RAW_TOKENS).map_err(err)?;
-            txn.open_table(SECTIONS).map_err(err)?;
-            txn.open_table(INBOX).map_err(err)?;
-            txn.open_table(GROUPS).map_err(err)?;
-            txn.open_table(LOG).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
+        let file = Arc::new(DbFile::open(Box::new(move || {
+            let db = open()?;
+            create_tables(&db)?;
+            Ok(db)
+        }))?);
+        let db = file.get()?;
         let (recent, window, next_log_id) = recover(&db)?;
         let trimmed = window.first().unwrap_or(next_log_id);
-        let db = Arc::new(db);
+        drop(db);
         let recent = Arc::new(Mutex::new(recent));
         let (writes, queue) = mpsc::channel();
         let committer = Committer {
-            db: db.clone(),
+            file: file.clone(),
             recent: recent.clone(),
             window,
             next_log_id,
             trimmed,
             config: config.clone(),
+            health: svrkit_runtime::monitor::health::check(super::WRITES_CHECK),
+            broken: None,
         };
         let committer = thread::Builder::new()
             .name("im-redb-commit".into())
             .spawn(move || committer.run(&queue))
             .map_err(|e| StoreError(format!("cannot start the committer: {e}")))?;
         Ok(Redb {
-            db,
+            file,
             writes: Some(writes),
             committer: Some(committer),
             recent,
@@ -182,7 +191,11 @@ impl Redb {
     ) -> StoreFuture<'static, T> {
         // A read of a few pages: done before returning rather than on another thread, which
         // would cost more than it takes.
-        let result = self.db.begin_read().map_err(err).and_then(|txn| f(&txn));
+        let result = self
+            .file
+            .get()
+            .and_then(|db| db.begin_read().map_err(err))
+            .and_then(|txn| f(&txn));
         Box::pin(std::future::ready(result))
     }
 }
@@ -235,6 +248,24 @@ enum Op {
     },
 }
 
+impl Op {
+    /// Answers the operation with `e`, unapplied.
+    fn fail(self, e: &StoreError) {
+        fn send<T>(reply: Reply<T>, e: &StoreError) {
+            let _ = reply.send(Err(e.clone()));
+        }
+        match self {
+            Op::CreateUser { reply, .. } => send(reply, e),
+            Op::PutSession { reply, .. } | Op::SetPassword { reply, .. } => send(reply, e),
+            Op::Revoke { reply, .. } => send(reply, e),
+            Op::RaiseMax { reply, .. } => send(reply, e),
+            Op::Append { reply, .. } => send(reply, e),
+            Op::CreateGroup { reply, .. } => send(reply, e),
+            Op::AddMembers { reply, .. } => send(reply, e),
+        }
+    }
+}
+
 /// An applied operation's answer, sent once its batch is durable.
 type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
@@ -249,6 +280,24 @@ fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Answer {
 
 fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
     recent.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates the tables readers open (they must exist), and deletes what older versions kept
+/// that must not stay.
+fn create_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(err)?;
+    txn.open_table(META).map_err(err)?;
+    txn.open_table(NAMES).map_err(err)?;
+    txn.open_table(USERS).map_err(err)?;
+    txn.open_table(SESSIONS).map_err(err)?;
+    txn.open_table(USER_SESSIONS).map_err(err)?;
+    // Its tokens would log in whoever copies the file: those sessions end.
+    txn.delete_table(RAW_TOKENS).map_err(err)?;
+    txn.open_table(SECTIONS).map_err(err)?;
+    txn.open_table(INBOX).map_err(err)?;
+    txn.open_table(GROUPS).map_err(err)?;
+    txn.open_table(LOG).map_err(err)?;
+    txn.commit().map_err(err)
 }
 
 /// What the log holds at start: the appends not yet moved into the inbox table, the
@@ -289,9 +338,26 @@ fn logged(log_id: u64, at: Instant, record: LogRecord) -> Logged {
     }
 }
 
+/// How long after a failed write the store first tries to reopen; it doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// While writes keep failing, the log says so at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes fail: when to try to reopen, and what was last logged.
+struct Broken {
+    retry_at: Instant,
+    backoff: Duration,
+    logged_at: Instant,
+}
+
 /// The committer thread's state.
 struct Committer {
-    db: Arc<Database>,
+    file: Arc<DbFile>,
+    /// `/readyz`'s word on writes.
+    health: Arc<svrkit_runtime::monitor::health::Check>,
+    broken: Option<Broken>,
     recent: Arc<Mutex<Recent>>,
     window: Window,
     next_log_id: u64,
@@ -313,7 +379,11 @@ impl Committer {
     fn run(mut self, queue: &mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            match queue.recv_timeout(Duration::from_millis(self.config.move_after_ms)) {
+            let mut wait = Duration::from_millis(self.config.move_after_ms);
+            if let Some(broken) = &self.broken {
+                wait = wait.min(broken.retry_at.saturating_duration_since(Instant::now()));
+            }
+            match queue.recv_timeout(wait) {
                 Ok(op) => batch.push(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -324,6 +394,23 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            if self
+                .broken
+                .as_ref()
+                .is_some_and(|b| Instant::now() >= b.retry_at)
+            {
+                self.reopen();
+            }
+            if self.broken.is_some() {
+                // Until the file is open again and takes a write, writes fail at once,
+                // without touching it.
+                let e =
+                    StoreError("writes fail (an I/O error; the store retries by itself)".into());
+                for op in batch.drain(..) {
+                    op.fail(&e);
+                }
+                continue;
+            }
             let moving = self.to_move();
             if batch.is_empty() && moving == 0 {
                 continue;
@@ -332,7 +419,7 @@ impl Committer {
             let mut pending = Pending::default();
             let (ops, started) = (batch.len(), Instant::now());
             let batch_first = self.next_log_id;
-            let result = self.db.begin_write().map_err(err).and_then(|txn| {
+            let result = self.begin_write().and_then(|txn| {
                 for op in batch.drain(..) {
                     answers.push(self.apply(&txn, op, &mut pending)?);
                 }
@@ -345,8 +432,9 @@ impl Committer {
             // writes not yet applied when it failed were dropped, and their callers see that.
             let failed = result.as_ref().err().cloned();
             match result {
-                Err(e) => tracing::error!("a batch of writes failed: {e}"),
+                Err(e) => self.failed(&e),
                 Ok(trimmed) => {
+                    self.passed();
                     self.trimmed = trimmed;
                     for l in &pending.logged {
                         self.window
@@ -363,6 +451,60 @@ impl Committer {
                 answer(failed.as_ref());
             }
             batch.clear();
+        }
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        self.file.get()?.begin_write().map_err(err)
+    }
+
+    /// Notes a failed write: readiness fails, the log says so (once, then at most every
+    /// [`LOG_EVERY`]), and a reopen is due after the backoff.
+    fn failed(&mut self, e: &StoreError) {
+        let now = Instant::now();
+        let transition = self.health.fail(e.to_string());
+        let backoff = self
+            .broken
+            .as_ref()
+            .map_or(FIRST_BACKOFF, |b| (b.backoff * 2).min(MAX_BACKOFF));
+        let mut logged_at = self.broken.as_ref().map_or(now, |b| b.logged_at);
+        if transition == Transition::Failed {
+            tracing::error!("writes fail: {e}; the store reopens and retries by itself");
+        } else if now.duration_since(logged_at) >= LOG_EVERY {
+            tracing::error!("writes still fail: {e}");
+            logged_at = now;
+        }
+        self.broken = Some(Broken {
+            retry_at: now + backoff,
+            backoff,
+            logged_at,
+        });
+    }
+
+    /// Notes a committed batch.
+    fn passed(&mut self) {
+        self.broken = None;
+        if let Transition::Recovered(after) = self.health.pass() {
+            tracing::info!(?after, "writes work again");
+        }
+    }
+
+    /// Closes and opens the file after a failure; once a probe write goes through, takes
+    /// the state in memory back from the file (the failed batches left nothing in it).
+    fn reopen(&mut self) {
+        let reopened = self.file.reopen().and_then(|db| {
+            probe(&db)?;
+            recover(&db)
+        });
+        match reopened {
+            Ok((recent, window, next_log_id)) => {
+                self.trimmed = window.first().unwrap_or(next_log_id);
+                self.window = window;
+                self.next_log_id = next_log_id;
+                *lock(&self.recent) = recent;
+                self.passed();
+            }
+            Err(e) => self.failed(&e),
         }
     }
 

@@ -489,3 +489,138 @@ async fn postgres_a_duplicate_racing_in_from_another_process_fails_nothing_else(
     assert_eq!(fetch_all(&*store, 7, 0, 10).await, vec![1]);
     assert!(fetch_all(&*store, 6, 0, 10).await.is_empty());
 }
+
+/// A file that fails every write with "no space left on device" while `full` is set, as a
+/// full disk does.
+#[derive(Debug)]
+struct Disk {
+    file: ::redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Disk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
+    }
+}
+
+impl ::redb::StorageBackend for Disk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+}
+
+/// A full disk fails writes cleanly and makes the store unready; once space is back, the
+/// store reopens by itself and writes work again, with nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_full_disk_the_store_recovers_without_a_restart() {
+    use super::{AccountStore, InboxStore};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let dir = TempDir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("im.redb");
+    let full = Arc::new(AtomicBool::new(false));
+    let open = {
+        let (path, full) = (path.clone(), full.clone());
+        move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| super::StoreError(e.to_string()))?;
+            let disk = Disk {
+                file: ::redb::backends::FileBackend::new(file)
+                    .map_err(|e| super::StoreError(e.to_string()))?,
+                full: full.clone(),
+            };
+            ::redb::Database::builder()
+                .create_with_backend(disk)
+                .map_err(|e| super::StoreError(e.to_string()))
+        }
+    };
+    let health = svrkit_runtime::monitor::health::check(super::WRITES_CHECK);
+    {
+        let store = super::Redb::open_with(&eager(), open.clone()).unwrap();
+        assert_eq!(
+            store.append(append(1, "a", &[(7, 1)])).await.unwrap(),
+            Appended::Stored
+        );
+
+        full.store(true, Ordering::Relaxed);
+        let e = store.append(append(1, "b", &[(7, 2)])).await.unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        assert!(health.is_failing(), "unready while writes fail");
+        // While it stays full, writes keep failing cleanly, at once or after a retry.
+        assert!(store.create_user("ann", "h").await.is_err());
+
+        full.store(false, Ordering::Relaxed);
+        // The store reopens after its backoff (at most 5 s): the write goes through then.
+        let mut tries = 0;
+        let uid = loop {
+            match store.create_user("ann", "h").await {
+                Ok(uid) => break uid,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 200, "still failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert!(uid.is_some());
+        assert!(!health.is_failing(), "ready again");
+        assert_eq!(
+            store.append(append(1, "c", &[(7, 2)])).await.unwrap(),
+            Appended::Stored
+        );
+        assert_eq!(fetch_all(&store, 7, 0, 10).await, vec![1, 2]);
+    }
+    // And all of it is on disk.
+    let store = super::Redb::open_with(&eager(), open).unwrap();
+    assert_eq!(fetch_all(&store, 7, 0, 10).await, vec![1, 2]);
+    assert!(store.user_by_name("ann").await.unwrap().is_some());
+}
