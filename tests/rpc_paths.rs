@@ -47,6 +47,7 @@ static MISSING: MethodDescriptor = MethodDescriptor {
     retry: Retry::None,
     priority: Priority::Normal,
     oneway: false,
+    long_poll: false,
 };
 
 #[derive(Clone, Copy, Debug)]

@@ -162,6 +162,8 @@ pub(crate) struct Method {
     pub(crate) priority: Option<Text>,
     /// `oneway`.
     pub(crate) oneway: Option<Text>,
+    /// `long_poll`.
+    pub(crate) long_poll: Option<Text>,
     /// Documentation.
     pub(crate) doc: Option<Text>,
 }

@@ -348,6 +348,9 @@ pub struct Method {
     pub retry: Retry,
     /// Business priority for overload control.
     pub priority: Priority,
+    /// Whether a call may wait for an event up to its deadline (`long_poll="true"`): its
+    /// latency is the wait, so it is neither logged as slow nor judged by latency alarms.
+    pub long_poll: bool,
     /// The start tag.
     pub span: Span,
 }

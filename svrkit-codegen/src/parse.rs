@@ -196,6 +196,7 @@ fn parse_method(el: &Element, diags: &mut Diagnostics) -> Option<ast::Method> {
             "max_attempts",
             "priority",
             "oneway",
+            "long_poll",
         ],
         diags,
     );
@@ -211,6 +212,7 @@ fn parse_method(el: &Element, diags: &mut Diagnostics) -> Option<ast::Method> {
         max_attempts: a.optional("max_attempts"),
         priority: a.optional("priority"),
         oneway: a.optional("oneway"),
+        long_poll: a.optional("long_poll"),
         doc: doc_only(el, diags),
     };
     Some(method)

@@ -31,6 +31,7 @@ static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
     retry: Retry::None,
     priority: Priority::Normal,
     oneway: false,
+    long_poll: false,
 }];
 static GREETER: ServiceDescriptor = ServiceDescriptor {
     name: "hello.Greeter",

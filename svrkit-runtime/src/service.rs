@@ -78,6 +78,10 @@ pub struct MethodDescriptor {
     pub priority: Priority,
     /// Whether the method has no response.
     pub oneway: bool,
+    /// Whether a call may wait for an event up to its deadline (IDL `long_poll="true"`): its
+    /// latency is the wait, not slowness, so it is not logged as a slow call and latency
+    /// alarms do not judge it.
+    pub long_poll: bool,
 }
 
 /// A service, as the IDL declares it.

@@ -290,7 +290,11 @@ impl MsgSvr for MsgService {
                 });
             }
             tokio::select! {
-                () = notified => {}
+                () = notified => {
+                    if waiter.as_ref().is_some_and(Waiter::is_ended) {
+                        return Ok(FetchResp::default());
+                    }
+                }
                 () = tokio::time::sleep_until(until.into()) => {
                     return Ok(FetchResp::default());
                 }
@@ -300,45 +304,84 @@ impl MsgSvr for MsgService {
     }
 }
 
+/// Long polls one user may have waiting at once. One more ends the oldest (it answers
+/// with nothing new, as if its wait had run out): a client that polls again is always
+/// heard, and one user's polls cannot pile up on the server.
+pub const MAX_POLLS_PER_USER: usize = 8;
+
 /// Long polls waiting per user.
 #[derive(Debug, Default)]
 struct Waiters {
-    shards: [Mutex<HashMap<u64, Arc<Notify>>>; 16],
+    shards: [Mutex<HashMap<u64, Polls>>; 16],
+}
+
+/// One user's waiting polls.
+#[derive(Debug, Default)]
+struct Polls {
+    notify: Arc<Notify>,
+    /// Tickets of the polls waiting, oldest first.
+    tickets: std::collections::VecDeque<u64>,
+    next: u64,
+    /// Polls with a ticket below this are told to end.
+    ended_below: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A registered long poll; unregisters when dropped.
 struct Waiter<'a> {
     waiters: &'a Waiters,
     uid: u64,
+    ticket: u64,
     notify: Arc<Notify>,
+    ended_below: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Waiter<'_> {
+    /// Whether a newer poll of the user ended this one.
+    fn is_ended(&self) -> bool {
+        self.ticket < self.ended_below.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Waiters {
-    fn shard(&self, uid: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Notify>>> {
+    fn shard(&self, uid: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Polls>> {
         let i = usize::try_from(uid % 16).unwrap_or(0);
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn register(&self, uid: u64) -> Waiter<'_> {
-        let notify = self.shard(uid).entry(uid).or_default().clone();
+        let mut shard = self.shard(uid);
+        let polls = shard.entry(uid).or_default();
+        let ticket = polls.next;
+        polls.next += 1;
+        polls.tickets.push_back(ticket);
+        if polls.tickets.len() > MAX_POLLS_PER_USER
+            && let Some(oldest) = polls.tickets.pop_front()
+        {
+            polls
+                .ended_below
+                .store(oldest + 1, std::sync::atomic::Ordering::Release);
+            polls.notify.notify_waiters();
+        }
         Waiter {
             waiters: self,
             uid,
-            notify,
+            ticket,
+            notify: polls.notify.clone(),
+            ended_below: polls.ended_below.clone(),
         }
     }
 
     fn wake(&self, uid: u64) {
-        if let Some(notify) = self.shard(uid).get(&uid) {
-            notify.notify_waiters();
+        if let Some(polls) = self.shard(uid).get(&uid) {
+            polls.notify.notify_waiters();
         }
     }
 
     fn wake_all(&self) {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for notify in shard.values() {
-                notify.notify_waiters();
+            for polls in shard.values() {
+                polls.notify.notify_waiters();
             }
         }
     }
@@ -347,9 +390,11 @@ impl Waiters {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut shard = self.waiters.shard(self.uid);
-        // The map's reference and this one: no other poll of the user is waiting.
-        if Arc::strong_count(&self.notify) == 2 {
-            shard.remove(&self.uid);
+        if let Some(polls) = shard.get_mut(&self.uid) {
+            polls.tickets.retain(|&t| t != self.ticket);
+            if polls.tickets.is_empty() {
+                shard.remove(&self.uid);
+            }
         }
     }
 }

@@ -3,7 +3,11 @@
 
 mod support;
 
-on_both_engines!(a_waiting_sync_is_woken_within_100_ms_of_a_message_landing,);
+on_both_engines!(
+    a_waiting_sync_is_woken_within_100_ms_of_a_message_landing,
+    a_users_polls_past_the_cap_end_the_oldest_and_leave_others_waiting,
+    a_long_poll_is_not_logged_as_a_slow_call,
+);
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +84,93 @@ async fn a_waiting_sync_is_woken_within_100_ms_of_a_message_landing(engine: Engi
         started.elapsed()
     );
     backend.shutdown().await;
+}
+
+/// One user's pile of waiting syncs is held to the cap: each one past it ends the oldest
+/// (which answers with nothing new), and another user's poll is not touched.
+async fn a_users_polls_past_the_cap_end_the_oldest_and_leave_others_waiting(engine: Engine) {
+    use svrkit_im::msg::MAX_POLLS_PER_USER;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let data = TempDir::new("poll-cap");
+    let backend = start_on(&engine, &data, "").await;
+    let c = client(backend.addr().unwrap());
+    let alice = user(&c, "alice").await;
+    let bob = user(&c, "bob").await;
+    let carol = user(&c, "carol").await;
+    let carols = waiting_sync(&c, &carol, 0).await;
+    let piled = MAX_POLLS_PER_USER + 12;
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..piled {
+        let (c, bob, done) = (c.clone(), bob.clone(), done.clone());
+        tokio::spawn(async move {
+            let resp = sync(&c, &bob, 0, Duration::from_secs(20)).await.unwrap();
+            let _ = done.send(resp.msgs.len());
+        });
+    }
+    // The ones past the cap end at once, empty; no message has been sent.
+    for _ in 0..piled - MAX_POLLS_PER_USER {
+        let ended = tokio::time::timeout(Duration::from_secs(10), finished.recv())
+            .await
+            .expect("polls past the cap end without waiting")
+            .unwrap();
+        assert_eq!(ended, 0);
+    }
+    until_waiting(i64::try_from(MAX_POLLS_PER_USER + 1).unwrap()).await;
+    // The rest still wait, and get the message.
+    send(&c, &alice, "bob", "for the newest", "n1")
+        .await
+        .unwrap();
+    for _ in 0..MAX_POLLS_PER_USER {
+        assert_eq!(finished.recv().await.unwrap(), 1);
+    }
+    // Carol's poll waited through all of it.
+    send(&c, &alice, "carol", "yours", "c1").await.unwrap();
+    assert_eq!(carols.await.unwrap().0.msgs.len(), 1);
+    backend.shutdown().await;
+}
+
+/// What the process logged, from the first test that asked on.
+fn logged() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOG: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        #[derive(Clone, Copy)]
+        struct Sink;
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                logged().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .try_init();
+        std::sync::Mutex::default()
+    })
+}
+
+/// A sync that waits is doing its job: past the slow-call threshold it is not a slow call
+/// (the IDL says `long_poll="true"`), while an ordinary call that slow would be one.
+async fn a_long_poll_is_not_logged_as_a_slow_call(engine: Engine) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let _ = logged();
+    let data = TempDir::new("poll-log");
+    let extra = format!("{}\n[monitor]\nslow_call_ms = 20\n", engine.store_keys());
+    let backend = Backend::start(&Role::ALL, &config(&data.0, "", &extra))
+        .await
+        .unwrap();
+    let c = client(backend.addr().unwrap());
+    let bob = user(&c, "bob").await;
+    logged().lock().unwrap().clear();
+    let resp = sync(&c, &bob, 0, Duration::from_millis(200)).await.unwrap();
+    assert!(resp.msgs.is_empty());
+    backend.shutdown().await;
+    let log = String::from_utf8_lossy(&logged().lock().unwrap()).into_owned();
+    assert!(!log.contains("slow call"), "{log}");
 }
 
 /// Two message replicas on one PostgreSQL database: a long poll waiting in one is woken by

@@ -94,16 +94,8 @@ impl Checker<'_> {
                 self.diags
                     .push(error::duplicate_id(&m.id, "method id", first));
             }
-            let oneway = match &m.oneway {
-                None => Some(false),
-                Some(t) if t.value == "true" => Some(true),
-                Some(t) if t.value == "false" => Some(false),
-                Some(t) => {
-                    self.diags
-                        .push(error::invalid_choice(t, "oneway", &["true", "false"]));
-                    None
-                }
-            };
+            let oneway = self.flag(m.oneway.as_ref(), "oneway");
+            let long_poll = self.flag(m.long_poll.as_ref(), "long_poll");
             let request = self.message_type(file, &m.request, "request");
             let response = match (&m.response, oneway) {
                 (Some(r), Some(true)) => {
@@ -147,8 +139,10 @@ impl Checker<'_> {
                 Some(timeout_ms),
                 Some(retry),
                 Some(priority),
-            ) = (name_ok, id, request, response, timeout_ms, retry, priority)
-            {
+                Some(long_poll),
+            ) = (
+                name_ok, id, request, response, timeout_ms, retry, priority, long_poll,
+            ) {
                 out.push(Method {
                     name: m.name.value.clone(),
                     fn_name,
@@ -159,11 +153,26 @@ impl Checker<'_> {
                     timeout_ms,
                     retry,
                     priority,
+                    long_poll,
                     span: m.span,
                 });
             }
         }
         out
+    }
+
+    /// A `true`/`false` attribute (absent: false).
+    fn flag(&mut self, value: Option<&ast::Text>, attribute: &str) -> Option<bool> {
+        match value {
+            None => Some(false),
+            Some(t) if t.value == "true" => Some(true),
+            Some(t) if t.value == "false" => Some(false),
+            Some(t) => {
+                self.diags
+                    .push(error::invalid_choice(t, attribute, &["true", "false"]));
+                None
+            }
+        }
     }
 
     fn retry(&mut self, m: &ast::Method) -> Option<Retry> {

@@ -38,6 +38,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
             Priority::Low => quote!(Low),
         };
         let oneway = m.response.is_none();
+        let long_poll = m.long_poll;
         quote! {
             #rt::MethodDescriptor {
                 name: #name,
@@ -48,6 +49,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                 retry: #retry,
                 priority: #rt::Priority::#priority,
                 oneway: #oneway,
+                long_poll: #long_poll,
             }
         }
     });
@@ -67,7 +69,13 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
             m.id,
             m.timeout_ms,
             m.priority.name(),
-            if m.response.is_none() { ", oneway" } else { "" }
+            if m.response.is_none() {
+                ", oneway"
+            } else if m.long_poll {
+                ", long poll"
+            } else {
+                ""
+            }
         );
         let doc = doc_attrs(&m.doc);
         if m.doc.is_some() {

@@ -717,6 +717,7 @@ pub(crate) fn test_call(user_key: u64) -> Call {
         retry: Retry::Idempotent { max_attempts: 3 },
         priority: Priority::Normal,
         oneway: false,
+        long_poll: false,
     };
     Call {
         method: &METHOD,

@@ -119,7 +119,12 @@ impl Board {
                 continue;
             }
             let who = (t.service.descriptor.name, t.rollup.metrics.descriptor.name);
+            let long_poll = t.rollup.metrics.descriptor.long_poll;
             for (d, figure) in t.detectors.iter_mut().zip(Figure::ALL) {
+                // A long poll's latency is its wait, not a symptom.
+                if long_poll && figure == Figure::P99Latency {
+                    continue;
+                }
                 match d.step(figure, &t.rollup.server, &self.config, who) {
                     Some(Change::Fired(alarm)) => changes.push(Event {
                         state: "firing",

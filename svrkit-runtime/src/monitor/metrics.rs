@@ -374,6 +374,7 @@ mod tests {
         retry: Retry::None,
         priority: Priority::Normal,
         oneway: false,
+        long_poll: false,
     };
     static METHODS: [MethodDescriptor; 1] = [GET];
     static SERVICE: ServiceDescriptor = ServiceDescriptor {

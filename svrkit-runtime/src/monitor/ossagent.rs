@@ -357,6 +357,7 @@ impl OssAgentClient {
                 retry: ::svrkit_runtime::codegen::Retry::None,
                 priority: ::svrkit_runtime::codegen::Priority::Low,
                 oneway: true,
+                long_poll: false,
             },
         ],
     };

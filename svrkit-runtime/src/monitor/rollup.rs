@@ -254,6 +254,7 @@ mod tests {
         retry: Retry::None,
         priority: Priority::Normal,
         oneway: false,
+        long_poll: false,
     }];
     static SERVICE: ServiceDescriptor = ServiceDescriptor {
         name: "r.S",

@@ -778,7 +778,9 @@ impl Running {
             let latency = self.arrived.elapsed();
             let code = Code(reply.header.status_code);
             m.server_finished(code, latency, reply.body.len());
-            if code == Code::INTERNAL || latency >= self.router.slow_call {
+            // A long poll's latency is its wait.
+            let slow = latency >= self.router.slow_call && !self.method.long_poll;
+            if code == Code::INTERNAL || slow {
                 self.warn(code, latency, &reply.header.status_message);
             }
         }

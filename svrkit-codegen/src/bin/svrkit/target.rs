@@ -51,6 +51,7 @@ impl Target {
                 ir::Priority::Low => Priority::Low,
             },
             oneway: m.response.is_none(),
+            long_poll: m.long_poll,
         }));
         Ok(Target {
             descriptor,
