@@ -13,6 +13,13 @@
 //! the recipient is looked up, so that a message refused as spam does not tell whether the
 //! recipient exists.
 //!
+//! **Quotas.** A user's messages are charged to `sends_per_minute` and their inbox copies
+//! (messages times recipients) to `deliveries_per_minute`; past either a send is refused
+//! `RESOURCE_EXHAUSTED`, saying which and when to try again. A group message's copies are
+//! counted when the group service says how many it made (it may leave the budget in debt,
+//! which the next sends wait out). Users the gateway meets through a trusted peer that names
+//! no client (a tool inside the network, a load test) are not charged.
+//!
 //! The client's address, which the account service throttles logins and registrations by,
 //! is the caller's own when it is a stranger; a trusted caller (a proxy in front) names it
 //! in the `client-addr` metadata, or names none and speaks for many users.
@@ -36,6 +43,7 @@ use crate::im::gateway::{
 use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, SendReq as GroupSend};
 use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
 use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
+use crate::throttle::Budget;
 
 /// `[app.gateway]` settings.
 #[derive(Clone, Debug, Deserialize)]
@@ -46,6 +54,11 @@ pub struct GatewayConfig {
     /// How long a checked session token is taken without asking again (default 5 s): the
     /// longest a session ended through another gateway still works here.
     pub session_cache_ms: u64,
+    /// Messages a user may send a minute (default 60).
+    pub sends_per_minute: u32,
+    /// Inbox copies a user's messages may make a minute: one message to a group of 1,000 is
+    /// 1,000 (default 2,000).
+    pub deliveries_per_minute: u32,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +66,8 @@ impl Default for GatewayConfig {
         GatewayConfig {
             spam_timeout_ms: 50,
             session_cache_ms: 5_000,
+            sends_per_minute: 60,
+            deliveries_per_minute: 2_000,
         }
     }
 }
@@ -90,6 +105,9 @@ pub struct Gateway {
     /// The highest user id known to exist: ids are handed out in order and never deleted,
     /// so every id up to it exists.
     max_uid: AtomicU64,
+    /// Per user: messages, and their inbox copies.
+    sends: Budget,
+    deliveries: Budget,
 }
 
 /// A checked token.
@@ -143,6 +161,8 @@ impl Gateway {
             names: Mutex::default(),
             users: Mutex::default(),
             max_uid: AtomicU64::new(0),
+            sends: Budget::per(config.sends_per_minute, 60_000),
+            deliveries: Budget::per(config.deliveries_per_minute, 60_000),
         }
     }
 
@@ -194,6 +214,20 @@ impl Gateway {
         if let Some(uid) = uid {
             sessions.retain(|_, s| s.uid != uid);
         }
+    }
+
+    /// Charges a message to `user`'s quotas, `deliveries` copies of it up front.
+    fn charge(&self, user: &User, deliveries: u64) -> Result<(), Status> {
+        let (key, now) = (user.uid.to_string(), crate::now_ms());
+        self.sends
+            .take(&key, now)
+            .map_err(|l| quota("messages a minute", l.retry_after_ms))?;
+        self.deliveries.take_n(&key, deliveries, now).map_err(|l| {
+            quota(
+                "deliveries a minute (messages times recipients)",
+                l.retry_after_ms,
+            )
+        })
     }
 
     fn learn(&self, uid: u64, name: &FastStr) {
@@ -333,9 +367,12 @@ impl GatewaySvr for Gateway {
         })
     }
 
-    async fn send(&self, _ctx: Context, request: SendReq) -> Result<SendResp, Status> {
+    async fn send(&self, ctx: Context, request: SendReq) -> Result<SendResp, Status> {
         let user = self.auth(&request.token).await?;
         crate::msg::check_message(&request.client_msg_id, &request.text)?;
+        if metered(&ctx) {
+            self.charge(&user, 1)?;
+        }
         let spam_checked = self.spam_check(&user, &request.text).await?;
         let to = self.resolve(&request.to, request.to_uid, &user).await?;
         let append = AppendReq {
@@ -420,11 +457,16 @@ impl GatewaySvr for Gateway {
 
     async fn group_send(
         &self,
-        _ctx: Context,
+        ctx: Context,
         request: GroupSendReq,
     ) -> Result<GroupSendResp, Status> {
         let user = self.auth(&request.token).await?;
         crate::msg::check_message(&request.client_msg_id, &request.text)?;
+        let metered = metered(&ctx);
+        if metered {
+            // The copies are counted once the group service says how many there were.
+            self.charge(&user, 0)?;
+        }
         let spam_checked = self.spam_check(&user, &request.text).await?;
         let send = GroupSend {
             from_uid: user.uid,
@@ -435,6 +477,11 @@ impl GatewaySvr for Gateway {
             ..GroupSend::default()
         };
         let sent = self.down.group.send_with(&send, &user.options()).await?;
+        if metered {
+            let key = user.uid.to_string();
+            let copies = u64::from(sent.recipients);
+            self.deliveries.spend(&key, copies, crate::now_ms());
+        }
         Ok(GroupSendResp {
             recipients: sent.recipients,
             seq: sent.seq,
@@ -490,6 +537,22 @@ impl GatewaySvr for Gateway {
             ..LoginResp::default()
         })
     }
+}
+
+/// Whether the caller's user is held to the quotas: a stranger, or one a trusted front
+/// names (see the module docs).
+fn metered(ctx: &Context) -> bool {
+    !ctx.trusted || ctx.metadata.contains_key(CLIENT_ADDR)
+}
+
+fn quota(what: &str, retry_after_ms: u64) -> Status {
+    Status::new(
+        Code::RESOURCE_EXHAUSTED,
+        format!(
+            "{what} used up: try again in {} s",
+            retry_after_ms.div_ceil(1000)
+        ),
+    )
 }
 
 /// The client's address as the account service should count it (see the module docs).

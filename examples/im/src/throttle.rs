@@ -9,9 +9,10 @@
 //! forgets its failures `forget` after the last one. A lock is a delay, not a ban: the owner
 //! of a name under attack gets in once it lapses, and the lock says when.
 //!
-//! **Registrations** ([`Budget`]): a token bucket per address, `per_hour` deep and refilled
-//! at `per_hour` an hour; taken names cost the same as free ones, so probing which names exist
-//! is held to the same rate.
+//! **Budgets** ([`Budget`]): a token bucket per key, as deep as a period's allowance and
+//! refilled over the period: registrations per address an hour (taken names cost the same as
+//! free ones, so probing which names exist is held to the same rate), and a user's sends and
+//! deliveries (messages times recipients) a minute.
 //!
 //! Both live in one process's memory, bounded in entries ([`MAX_KEYS`]): the gateway calls
 //! logins with the name as its user key, so a name's attempts reach the same account replica
@@ -168,8 +169,8 @@ fn make_room(keys: &mut HashMap<String, Entry>, policy: &FailurePolicy, now_ms: 
     }
 }
 
-/// A token bucket per key, `per_hour` deep and refilled at `per_hour` an hour, kept as
-/// the time its bucket will be full again (GCRA: one integer per key, exact).
+/// A token bucket per key, `count` deep and refilled at `count` per `period`, kept as the
+/// time its bucket will be full again (GCRA: one integer per key, exact).
 #[derive(Debug)]
 pub struct Budget {
     /// Milliseconds a token takes to come back.
@@ -180,13 +181,18 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Full buckets of `per_hour` (at least 1).
+    /// Full buckets of `per_hour` (at least 1) an hour.
     pub fn new(per_hour: u32) -> Budget {
-        let per_hour = u64::from(per_hour.max(1));
-        let every_ms = 3_600_000 / per_hour;
+        Budget::per(per_hour, 3_600_000)
+    }
+
+    /// Full buckets of `count` (at least 1) per `period_ms`.
+    pub fn per(count: u32, period_ms: u64) -> Budget {
+        let count = u64::from(count.max(1));
+        let every_ms = (period_ms / count).max(1);
         Budget {
             every_ms,
-            depth_ms: every_ms * per_hour,
+            depth_ms: every_ms * count,
             keys: Mutex::default(),
         }
     }
@@ -196,6 +202,29 @@ impl Budget {
     /// # Errors
     /// [`Locked`], saying when the next token comes, when the bucket is empty.
     pub fn take(&self, key: &str, now_ms: u64) -> Result<(), Locked> {
+        self.take_n(key, 1, now_ms)
+    }
+
+    /// Spends `n` of `key`'s tokens at `now_ms` whether it has them or not (what was already
+    /// done, such as a group message's deliveries, counted when they are known): past what
+    /// the bucket holds it goes into debt, at most one bucket deep, and [`take`](Self::take)
+    /// refuses until it is paid back.
+    pub fn spend(&self, key: &str, n: u64, now_ms: u64) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
+            keys.retain(|_, full_at| *full_at > now_ms);
+        }
+        let full_at = keys.entry(key.to_owned()).or_insert(now_ms);
+        let after = (*full_at).max(now_ms) + self.every_ms.saturating_mul(n);
+        *full_at = after.min(now_ms + 2 * self.depth_ms);
+    }
+
+    /// Takes `n` of `key`'s tokens at once at `now_ms`, or none.
+    ///
+    /// # Errors
+    /// [`Locked`], saying when there will be `n`, when there are fewer now (never, when
+    /// `n` is more than the bucket holds: then it says the bucket's whole period).
+    pub fn take_n(&self, key: &str, n: u64, now_ms: u64) -> Result<(), Locked> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
             // Full buckets carry no information.
@@ -206,8 +235,14 @@ impl Budget {
                 });
             }
         }
+        let cost = self.every_ms.saturating_mul(n);
+        if cost > self.depth_ms {
+            return Err(Locked {
+                retry_after_ms: self.depth_ms,
+            });
+        }
         let full_at = keys.entry(key.to_owned()).or_insert(now_ms);
-        let after = (*full_at).max(now_ms) + self.every_ms;
+        let after = (*full_at).max(now_ms) + cost;
         if after - now_ms > self.depth_ms {
             return Err(Locked {
                 retry_after_ms: after - now_ms - self.depth_ms,
@@ -346,6 +381,31 @@ mod tests {
         budget.take("10.0.0.2", 0).unwrap();
         budget.take("10.0.0.1", 360_000).unwrap();
         assert!(budget.take("10.0.0.1", 360_000).is_err());
+    }
+
+    #[test]
+    fn a_budget_takes_many_at_once_or_none() {
+        // 6,000 deliveries a minute: 10 ms each.
+        let budget = Budget::per(6_000, 60_000);
+        budget.take_n("ann", 1_000, 0).unwrap();
+        for _ in 0..5 {
+            budget.take_n("ann", 1_000, 0).unwrap();
+        }
+        let locked = budget.take_n("ann", 1_000, 0).unwrap_err();
+        assert_eq!(locked.retry_after_ms, 10_000, "a thousand more in 10 s");
+        budget.take_n("ann", 1, 9_990).unwrap();
+        assert!(budget.take_n("ann", 1_000, 9_990).is_err(), "all or none");
+        budget.take_n("ann", 998, 9_990).unwrap();
+        assert!(
+            budget.take_n("ben", 6_001, 0).is_err(),
+            "more than it ever holds"
+        );
+        budget.take_n("ben", 6_000, 0).unwrap();
+        // Spent past what it holds: in debt, refused until paid back.
+        let budget = Budget::per(60, 60_000);
+        budget.spend("cat", 90, 0);
+        assert_eq!(budget.take("cat", 0).unwrap_err().retry_after_ms, 31_000);
+        budget.take("cat", 31_000).unwrap();
     }
 
     #[test]

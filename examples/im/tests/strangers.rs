@@ -1,5 +1,6 @@
-//! Accounts attacked as a stranger would: guessing passwords, probing names, stealing the
-//! data files, holding on to a token after logout or a password change.
+//! The backend attacked as a stranger would: guessing passwords, probing names, stealing the
+//! data files, holding on to a token after logout or a password change, sending and fanning
+//! out without end.
 
 mod support;
 
@@ -10,9 +11,14 @@ on_both_engines!(
     logout_ends_a_session_at_once_and_everywhere_ends_them_all,
     a_password_change_ends_the_other_sessions_and_the_old_password,
     a_spam_message_to_an_unknown_name_says_spam_not_unknown,
+    a_strangers_sends_are_held_to_the_quota_and_counted,
+    group_messages_past_the_delivery_quota_stop_the_next_sends,
 );
 
-use support::{Engine, TempDir, client, send, start_on, user};
+use support::{
+    Engine, TempDir, client, config, group_add, group_create, group_send, send, start_on, user,
+};
+use svrkit_im::backend::{Backend, Role};
 use svrkit_im::im::account::{AccountSvrClient, CheckTokenReq, LoginReq, LogoutReq};
 use svrkit_im::im::gateway::{ChangePasswordReq, Credentials, GatewaySvrClient};
 use svrkit_runtime::{Code, FastStr, Status};
@@ -273,6 +279,68 @@ async fn a_spam_message_to_an_unknown_name_says_spam_not_unknown(engine: Engine)
             .unwrap_err();
         assert_eq!(e.code(), Code::PERMISSION_DENIED, "{to}: {e}");
     }
+}
+
+async fn start_with(engine: &Engine, data: &TempDir, extra: &str) -> Backend {
+    let extra = format!("{}{extra}", engine.store_keys());
+    Backend::start(&Role::ALL, &config(&data.0, "", &extra))
+        .await
+        .expect("backend starts")
+}
+
+async fn a_strangers_sends_are_held_to_the_quota_and_counted(engine: Engine) {
+    let data = TempDir::new("quota");
+    let gateway = "\n[app.gateway]\nsends_per_minute = 5\n";
+    let backend = start_with(&engine, &data, &format!("{gateway}{STRANGERS}")).await;
+    let c = client(backend.addr().unwrap());
+    let (alice, bob) = (user(&c, "alice").await, user(&c, "bob").await);
+    let send_method = &svrkit_im::im::gateway::GatewaySvrClient::DESCRIPTOR.methods[2];
+    let metrics = svrkit_runtime::monitor::find_method(send_method).unwrap();
+    let refused_before = metrics.server_totals().responses[Code::RESOURCE_EXHAUSTED.0 as usize];
+    for n in 0..5 {
+        send(&c, &alice, "bob", "hi", &format!("q{n}"))
+            .await
+            .unwrap();
+    }
+    let e = send(&c, &alice, "bob", "one too many", "q5")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+    assert!(e.message().contains("messages a minute"), "{e}");
+    let refused = metrics.server_totals().responses[Code::RESOURCE_EXHAUSTED.0 as usize];
+    assert!(refused > refused_before, "counted under resource_exhausted");
+    // Bob has a quota of his own.
+    send(&c, &bob, "alice", "my turn", "b1").await.unwrap();
+}
+
+async fn group_messages_past_the_delivery_quota_stop_the_next_sends(engine: Engine) {
+    let data = TempDir::new("fanout");
+    let gateway = "\n[app.gateway]\ndeliveries_per_minute = 10\n";
+    let backend = start_with(&engine, &data, &format!("{gateway}{STRANGERS}")).await;
+    let c = client(backend.addr().unwrap());
+    let owner = user(&c, "owner").await;
+    for name in ["m1", "m2", "m3"] {
+        user(&c, name).await;
+    }
+    let group = group_create(&c, &owner, "four").await.unwrap();
+    group_add(&c, &owner, group.group_id, &["m1", "m2", "m3"])
+        .await
+        .unwrap();
+    // Four copies each: 4, 8, then 12 (the third goes into debt) ...
+    for n in 0..3 {
+        let sent = group_send(&c, &owner, group.group_id, "to all", &format!("g{n}"))
+            .await
+            .unwrap();
+        assert_eq!(sent.recipients, 4);
+    }
+    // ... which the next sends wait out, to the group or to one.
+    let e = group_send(&c, &owner, group.group_id, "again", "g3")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+    assert!(e.message().contains("deliveries"), "{e}");
+    let e = send(&c, &owner, "m1", "just you", "o1").await.unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
 }
 
 /// A copy of the data files logs nobody in: the store keeps no token, raw or in hex.
