@@ -13,9 +13,22 @@
 //! still arriving. Reports beyond the caps are dropped, not stored. Each open minute keeps
 //! the running sum of its reports, so intake costs the same however many instances report;
 //! pages are rendered from a copy, outside the lock that intake takes.
+//!
+//! **Whom it believes.** Only trusted reporters ([`crate::server::Trust`]: by default
+//! loopback and the private ranges; with TLS, `[trust] identities` and `peers = []` make it
+//! take reports only from processes holding a client certificate for a trusted name). A
+//! report must also be plausible: errors and refusals at most the calls, histograms adding
+//! up to at most the calls, at most [`MAX_CALLS_PER_MINUTE`] calls a minute per method. One
+//! address holds at most [`MAX_INSTANCES_PER_PEER`] instances, and at the cap the instance
+//! silent longest gives way to a new one once it has been silent [`LIVE`]: a process that
+//! restarts always appears. Every report dropped is counted by reason
+//! ([`Agent::dropped`], on the dashboard and in `/system.json`) and logged at most once a
+//! minute.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -40,12 +53,55 @@ pub const MAX_LIST: usize = 1024;
 pub const MAX_INSTANCE_LIST: usize = 64;
 /// Most (series, minute, instance) reports held for merging at once (about 400 bytes each).
 pub const MAX_OPEN: usize = 131_072;
+/// Calls a minute one method of one process may report (17 million a second: far above
+/// anything real; a forged 2^64 - 1 is refused).
+pub const MAX_CALLS_PER_MINUTE: u64 = 1 << 30;
+/// Instances one reporting address may hold.
+pub const MAX_INSTANCES_PER_PEER: usize = 64;
 /// An instance silent this long is forgotten.
 const FORGET: Duration = Duration::from_secs(24 * 3600);
 /// Minutes whose per-instance histograms are kept for merging.
 const OPEN_MINUTES: u64 = 3;
-/// An instance silent for longer is shown as not reporting.
-const LIVE: Duration = Duration::from_secs(90);
+/// An instance silent for longer is shown as not reporting (and may give its place to a new
+/// one when the agent is full).
+pub const LIVE: Duration = Duration::from_secs(90);
+
+/// Why a report was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// From a peer the agent does not trust.
+    Untrusted,
+    /// Its figures cannot be true.
+    Implausible,
+    /// A new instance, and the agent holds all it can.
+    Full,
+    /// A new instance from an address that holds all it may.
+    PeerFull,
+    /// Its name is too long.
+    BadName,
+}
+
+impl Dropped {
+    /// Every reason, in counter order.
+    pub const ALL: [Dropped; 5] = [
+        Dropped::Untrusted,
+        Dropped::Implausible,
+        Dropped::Full,
+        Dropped::PeerFull,
+        Dropped::BadName,
+    ];
+
+    /// Its name in `/system.json` and the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::Untrusted => "untrusted",
+            Dropped::Implausible => "implausible",
+            Dropped::Full => "instances_full",
+            Dropped::PeerFull => "address_full",
+            Dropped::BadName => "bad_name",
+        }
+    }
+}
 
 type SeriesKey = (String, String, bool);
 
@@ -115,6 +171,8 @@ impl Default for Series {
 
 #[derive(Debug)]
 struct Instance {
+    /// The address it reports from (`None` in process).
+    peer: Option<IpAddr>,
     services: Vec<String>,
     firing: Vec<String>,
     last_seen: Instant,
@@ -150,21 +208,92 @@ fn histogram(counts: &[u64]) -> Histogram {
 #[derive(Debug, Default)]
 pub struct Agent {
     state: Mutex<State>,
+    /// Reports dropped, by [`Dropped`] reason.
+    dropped: [AtomicU64; 5],
+    /// The counts last logged, and when.
+    logged: Mutex<Option<(Instant, [u64; 5])>>,
 }
 
 impl OssAgent for Agent {
-    async fn report(&self, _ctx: Context, request: Report) -> Result<(), Status> {
-        self.take(request);
-        Ok(())
+    async fn report(&self, ctx: Context, request: Report) -> Result<(), Status> {
+        if !ctx.trusted {
+            self.drop_report(Dropped::Untrusted);
+            return Err(Status::permission_denied(
+                "reports are taken from trusted peers",
+            ));
+        }
+        self.take_from(ctx.peer.map(|p| p.ip()), request)
+            .map_err(|why| Status::invalid_argument(format!("report dropped: {}", why.name())))
     }
 }
 
+/// Why `report` cannot be true, if it cannot.
+fn implausible(report: &Report) -> bool {
+    report.minutes.iter().flat_map(|m| &m.methods).any(|m| {
+        let sum = |h: &[u64]| h.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+        m.calls > MAX_CALLS_PER_MINUTE
+            || m.errors > m.calls
+            || m.rejected > m.calls
+            || sum(&m.latency).is_none_or(|n| n > m.calls)
+            || sum(&m.queue_wait).is_none_or(|n| n > m.calls)
+    })
+}
+
 impl Agent {
-    /// Takes in a report (what it holds that cannot be kept is dropped).
+    /// Takes in a report from this process (what it holds that cannot be kept is dropped).
     pub fn take(&self, report: Report) {
-        let Some(instance) = name(&report.instance) else {
+        let _ = self.take_from(None, report);
+    }
+
+    /// Reports dropped so far, by reason.
+    pub fn dropped(&self) -> Vec<(Dropped, u64)> {
+        Dropped::ALL
+            .iter()
+            .map(|&d| (d, self.dropped[d as usize].load(Relaxed)))
+            .collect()
+    }
+
+    /// Counts a dropped report; logs the counts at most once a minute.
+    fn drop_report(&self, why: Dropped) {
+        self.dropped[why as usize].fetch_add(1, Relaxed);
+        let Ok(mut logged) = self.logged.try_lock() else {
             return;
         };
+        let now = Instant::now();
+        if logged.is_some_and(|(at, _)| now.duration_since(at) < Duration::from_secs(60)) {
+            return;
+        }
+        let counts: [u64; 5] = std::array::from_fn(|i| self.dropped[i].load(Relaxed));
+        let before = logged.map_or([0; 5], |(_, c)| c);
+        let since: Vec<String> = Dropped::ALL
+            .iter()
+            .map(|&d| (d, counts[d as usize] - before[d as usize]))
+            .filter(|(_, n)| *n > 0)
+            .map(|(d, n)| format!("{} {n}", d.name()))
+            .collect();
+        tracing::warn!(
+            "ossagent: reports dropped since the last note: {}",
+            since.join(", ")
+        );
+        *logged = Some((now, counts));
+    }
+
+    /// Takes in a report that came from `peer`.
+    fn take_from(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
+        let result = self.take_checked(peer, report);
+        if let Err(why) = result {
+            self.drop_report(why);
+        }
+        result
+    }
+
+    fn take_checked(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
+        let Some(instance) = name(&report.instance) else {
+            return Err(Dropped::BadName);
+        };
+        if implausible(&report) {
+            return Err(Dropped::Implausible);
+        }
         let key = (instance, report.pid);
         let now = this_minute();
         // Minutes the agent's clock says are still arriving; a minute ahead for clocks
@@ -180,8 +309,32 @@ impl Agent {
         state
             .instances
             .retain(|_, i| i.last_seen.elapsed() < FORGET);
-        if !state.instances.contains_key(&key) && state.instances.len() >= MAX_INSTANCES {
-            return;
+        if !state.instances.contains_key(&key) {
+            if let Some(peer) = peer
+                && state
+                    .instances
+                    .values()
+                    .filter(|i| i.peer == Some(peer))
+                    .count()
+                    >= MAX_INSTANCES_PER_PEER
+            {
+                return Err(Dropped::PeerFull);
+            }
+            if state.instances.len() >= MAX_INSTANCES {
+                // The one silent longest gives way, once it is not reporting.
+                let silent = state
+                    .instances
+                    .iter()
+                    .max_by_key(|(_, i)| i.last_seen.elapsed())
+                    .filter(|(_, i)| i.last_seen.elapsed() >= LIVE)
+                    .map(|(k, _)| k.clone());
+                match silent {
+                    Some(k) => {
+                        state.instances.remove(&k);
+                    }
+                    None => return Err(Dropped::Full),
+                }
+            }
         }
         let (mut calls, mut errors) = (0u64, 0u64);
         for minute in report
@@ -244,6 +397,7 @@ impl Agent {
         state.instances.insert(
             key,
             Instance {
+                peer,
                 services: list(&report.services),
                 firing: list(&report.firing),
                 last_seen: Instant::now(),
@@ -251,6 +405,7 @@ impl Agent {
                 errors,
             },
         );
+        Ok(())
     }
 
     /// Instances that reported, by name.
@@ -383,9 +538,10 @@ impl Agent {
         let page = Page {
             title: "ossagent: the whole system".into(),
             subtitle: format!(
-                "{} instances, {live} reporting · {} series",
+                "{} instances, {live} reporting · {} series · {} reports dropped",
                 instances.len(),
-                snapshot.series.len()
+                snapshot.series.len(),
+                self.dropped().iter().map(|(_, n)| n).sum::<u64>()
             ),
             refresh_secs: 10,
             window: minutes,
@@ -458,9 +614,15 @@ impl Pages for Agent {
                         })
                     })
                     .collect();
+                let dropped: serde_json::Map<String, serde_json::Value> = self
+                    .dropped()
+                    .into_iter()
+                    .map(|(why, n)| (why.name().to_owned(), n.into()))
+                    .collect();
                 Some(admin::json(&serde_json::json!({
                     "instances": instances,
                     "series": series,
+                    "dropped": dropped,
                 })))
             }
             _ => None,
@@ -554,17 +716,103 @@ mod tests {
         let agent = Agent::default();
         agent.take(report(&"x".repeat(MAX_NAME + 1), now, 1, 0));
         assert!(agent.instances().is_empty());
-        let mut r = report("big", now, u64::MAX, 0);
-        r.minutes[0].methods[0].latency = vec![u64::MAX; 100_000];
+        let mut r = report("big", now, 10, 0);
+        r.minutes[0].methods[0].latency = vec![1; 100_000];
         r.minutes[0].methods[0].method = "y".repeat(MAX_NAME + 1).into();
         agent.take(r.clone());
         assert!(agent.series("s.S", "M", false).is_empty());
         r.minutes[0].methods[0].method = "M".into();
+        r.minutes[0].methods[0].latency = vec![1; 10];
         agent.take(r.clone());
         r.instance = "big2".into();
         agent.take(r);
-        // Sums wrap rather than panic (forged counts give forged sums, nothing worse).
-        assert_eq!(agent.series("s.S", "M", false)[0].calls, u64::MAX - 1);
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, 20);
         assert!(agent.page(30).contains("data-calls"));
+    }
+
+    #[test]
+    fn figures_that_cannot_be_true_are_refused_and_counted() {
+        let now = this_minute();
+        let agent = Agent::default();
+        let forged = [
+            |m: &mut MethodMinute| m.calls = u64::MAX,
+            |m: &mut MethodMinute| m.errors = m.calls + 1, // a 10,000% error rate
+            |m: &mut MethodMinute| m.rejected = m.calls + 1,
+            |m: &mut MethodMinute| m.latency[0] = m.calls + 1,
+            |m: &mut MethodMinute| m.queue_wait = vec![u64::MAX, 2],
+        ];
+        for (i, forge) in forged.iter().enumerate() {
+            let mut r = report(&format!("f{i}"), now, 10, 0);
+            forge(&mut r.minutes[0].methods[0]);
+            agent.take(r);
+        }
+        assert!(agent.instances().is_empty());
+        assert!(agent.series("s.S", "M", false).is_empty());
+        let dropped = agent.dropped();
+        assert_eq!(
+            dropped[Dropped::Implausible as usize],
+            (Dropped::Implausible, 5)
+        );
+        // A true report still goes in.
+        agent.take(report("real", now, 10, 0));
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, 10);
+    }
+
+    #[tokio::test]
+    async fn reports_from_untrusted_peers_are_refused_and_counted() {
+        let agent = Agent::default();
+        let mut ctx = Context::default();
+        ctx.trusted = false;
+        ctx.peer = Some("203.0.113.9:5000".parse().unwrap());
+        let forged = report("forged", this_minute(), 10, 0);
+        let e = agent.report(ctx, forged.clone()).await.unwrap_err();
+        assert_eq!(e.code(), crate::Code::PERMISSION_DENIED);
+        assert!(agent.instances().is_empty());
+        assert_eq!(agent.dropped()[0], (Dropped::Untrusted, 1));
+        let mut ctx = Context::default();
+        ctx.peer = Some("10.0.0.7:5000".parse().unwrap());
+        agent.report(ctx, forged).await.unwrap();
+        assert_eq!(agent.instances(), ["forged"]);
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_slot_and_a_restarted_process_appears() {
+        let now = this_minute();
+        let agent = Agent::default();
+        let attacker: IpAddr = "10.0.0.66".parse().unwrap();
+        for i in 0..MAX_INSTANCES_PER_PEER + 5 {
+            let _ = agent.take_from(Some(attacker), report(&format!("x{i}"), now, 1, 0));
+        }
+        assert_eq!(agent.instances().len(), MAX_INSTANCES_PER_PEER);
+        assert_eq!(agent.dropped()[Dropped::PeerFull as usize].1, 5);
+        let real: IpAddr = "10.0.0.1".parse().unwrap();
+        agent
+            .take_from(Some(real), report("real", now, 1, 0))
+            .unwrap();
+
+        // Full: a new instance waits until one has been silent long enough to give way.
+        let agent = Agent::default();
+        for i in 0..MAX_INSTANCES {
+            agent.take(report(&format!("i{i}"), now, 1, 0));
+        }
+        let mut restarted = report("i0", now, 1, 0);
+        restarted.pid = 2;
+        assert_eq!(
+            agent.take_from(Some(real), restarted.clone()),
+            Err(Dropped::Full)
+        );
+        {
+            let mut state = agent.state.lock().unwrap();
+            let old = state.instances.get_mut(&("i0".to_owned(), 0)).unwrap();
+            old.last_seen = Instant::now() - LIVE;
+        }
+        agent.take_from(Some(real), restarted).unwrap();
+        let instances = agent.instances();
+        assert_eq!(instances.len(), MAX_INSTANCES);
+        assert_eq!(
+            instances.iter().filter(|i| *i == "i0").count(),
+            1,
+            "the new i0"
+        );
     }
 }
