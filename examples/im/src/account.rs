@@ -14,6 +14,12 @@
 //!   listed and ended one by one or all at once, and a password change ends all but the
 //!   one asking. A user keeps at most [`MAX_SESSIONS`](crate::store::MAX_SESSIONS).
 //!
+//! - **Contacts.** A relation is stored from both sides (`Link`: contact, request sent,
+//!   request received, blocked) and changed atomically as a pair, so two users who ask each
+//!   other at once become contacts once. A block is never told: the blocked user's requests
+//!   still answer `SENT`, and go nowhere. A user holds at most [`MAX_WAITING`] requests
+//!   received; more are refused to the askers.
+//!
 //! Hashing runs on blocking threads, at most one per core at a time: each takes argon2's
 //! memory (19 MiB by default), and a burst of logins must not take it all.
 
@@ -29,11 +35,12 @@ use svrkit_runtime::{Code, Context, Status};
 use tokio::sync::Semaphore;
 
 use crate::im::account::{
-    AccountSvr, ChangePasswordReq, CheckTokenReq, FindReq, LoginReq, LogoutReq, LogoutResp,
-    RegisterReq, RegisterResp, Session, SessionList,
+    AccountSvr, ChangePasswordReq, CheckTokenReq, Contact, ContactList, ContactReq, FindReq,
+    Link as WireLink, ListReq, LoginReq, LogoutReq, LogoutResp, RegisterReq, RegisterResp, Session,
+    SessionList,
 };
 use crate::im::common::UserRef;
-use crate::store::{AccountStore, Revoke, SessionRecord};
+use crate::store::{Edge, Link, Pair, Revoke, SessionRecord, Store};
 use crate::throttle::{Budget, FailurePolicy, Failures, Locked, address_key};
 
 /// `[app.account]` settings.
@@ -78,7 +85,7 @@ impl Default for AccountConfig {
 
 /// The account service.
 pub struct Account {
-    store: Arc<dyn AccountStore>,
+    store: Arc<dyn Store>,
     ttl: Duration,
     argon: Argon2<'static>,
     /// What a login for an unknown name is verified against.
@@ -99,6 +106,11 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// Contact requests a user may have waiting for an answer.
+pub const MAX_WAITING: usize = 500;
+/// Longest request note, in bytes.
+pub const MAX_NOTE: usize = 4096;
+
 /// Longest name, in bytes.
 pub const MAX_NAME: usize = 32;
 /// Password length bounds, in bytes.
@@ -109,7 +121,7 @@ impl Account {
     ///
     /// # Errors
     /// When the argon2 settings are out of range.
-    pub fn new(store: Arc<dyn AccountStore>, config: &AccountConfig) -> Result<Account, String> {
+    pub fn new(store: Arc<dyn Store>, config: &AccountConfig) -> Result<Account, String> {
         let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, 1, None)
             .map_err(|e| format!("app.account.argon2_*: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -295,6 +307,69 @@ fn hex(bytes: &[u8; 32]) -> String {
     })
 }
 
+/// `edge` as `uid`'s side of the relation with `other`, named.
+fn contact(other: u64, name: &str, edge: Option<&Edge>) -> Contact {
+    let link = match edge.map(|e| e.link) {
+        None => WireLink::NONE,
+        Some(Link::Contact) => WireLink::CONTACT,
+        Some(Link::Sent) => WireLink::SENT,
+        Some(Link::Received) => WireLink::RECEIVED,
+        Some(Link::Blocked) => WireLink::BLOCKED,
+    };
+    Contact {
+        uid: other,
+        name: name.to_owned().into(),
+        link,
+        at_ms: edge.map_or(0, |e| e.at_ms),
+        note: edge.map_or(String::new(), |e| e.note.clone()).into(),
+        ..Contact::default()
+    }
+}
+
+fn linked(link: Link, note: &str) -> Option<Edge> {
+    Some(Edge {
+        link,
+        at_ms: crate::now_ms(),
+        note: note.to_owned(),
+    })
+}
+
+/// Whether `e` is a link of this kind.
+fn is(e: &Option<Edge>, link: Link) -> bool {
+    e.as_ref().is_some_and(|e| e.link == link)
+}
+
+impl Account {
+    /// Checks the two users of a contact request exist and differ; the other's name.
+    async fn other(&self, request: &ContactReq) -> Result<String, Status> {
+        if request.uid == 0 || request.other_uid == 0 || request.uid == request.other_uid {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                "two different users, neither 0",
+            ));
+        }
+        self.store
+            .user_by_id(request.other_uid)
+            .await?
+            .map(|u| u.name)
+            .ok_or_else(|| Status::new(Code::NOT_FOUND, "no such user"))
+    }
+
+    /// Changes the relation, answering the asker's side of it.
+    async fn relate(
+        &self,
+        request: &ContactReq,
+        change: impl FnOnce(Pair) -> Result<Pair, Status> + Send + 'static,
+    ) -> Result<Contact, Status> {
+        let name = self.other(request).await?;
+        let (mine, _) = self
+            .store
+            .relate(request.uid, request.other_uid, Box::new(change))
+            .await??;
+        Ok(contact(request.other_uid, &name, mine.as_ref()))
+    }
+}
+
 fn check_password(password: &str) -> Result<(), Status> {
     if PASSWORD_BYTES.contains(&password.len()) {
         Ok(())
@@ -466,6 +541,118 @@ impl AccountSvr for Account {
             .set_password(session.uid, &hash, Some(own))
             .await?;
         Ok(session_message(&own, &session, &name))
+    }
+
+    async fn request(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        if request.note.len() > MAX_NOTE {
+            return Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("a note is at most {MAX_NOTE} bytes"),
+            ));
+        }
+        let waiting = self
+            .store
+            .edges(request.other_uid)
+            .await?
+            .iter()
+            .filter(|(_, e)| e.link == Link::Received)
+            .count();
+        let full = waiting >= MAX_WAITING;
+        let note = request.note.to_string();
+        self.relate(&request, move |(mine, theirs)| {
+            if is(&mine, Link::Contact) {
+                return Ok((mine, theirs));
+            }
+            if is(&mine, Link::Blocked) {
+                return Err(Status::new(
+                    Code::PERMISSION_DENIED,
+                    "you blocked this user: unblock them first",
+                ));
+            }
+            if is(&mine, Link::Received) {
+                // They asked first: both asked, so they are contacts.
+                return Ok((linked(Link::Contact, ""), linked(Link::Contact, "")));
+            }
+            if is(&theirs, Link::Blocked) {
+                // Not told: it looks sent, and goes nowhere.
+                return Ok((linked(Link::Sent, &note), theirs));
+            }
+            if full && !is(&theirs, Link::Received) {
+                return Err(Status::new(
+                    Code::RESOURCE_EXHAUSTED,
+                    "this user has too many requests waiting",
+                ));
+            }
+            Ok((linked(Link::Sent, &note), linked(Link::Received, &note)))
+        })
+        .await
+    }
+
+    async fn answer(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let accept = request.yes;
+        self.relate(&request, move |(mine, theirs)| {
+            if !is(&mine, Link::Received) {
+                return Err(Status::new(Code::NOT_FOUND, "no request from this user"));
+            }
+            if !accept {
+                return Ok((None, None));
+            }
+            if is(&theirs, Link::Sent) {
+                Ok((linked(Link::Contact, ""), linked(Link::Contact, "")))
+            } else {
+                // Their side changed meanwhile (they withdrew): nothing to accept.
+                Ok((None, theirs))
+            }
+        })
+        .await
+    }
+
+    async fn remove(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        self.relate(&request, |(mine, theirs)| {
+            if is(&mine, Link::Blocked) {
+                return Ok((mine, theirs));
+            }
+            // Their block stays theirs; anything else between the two ends.
+            let theirs = theirs.filter(|e| e.link == Link::Blocked);
+            Ok((None, theirs))
+        })
+        .await
+    }
+
+    async fn block(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let block = request.yes;
+        self.relate(&request, move |(mine, theirs)| {
+            if !block {
+                let mine = mine.filter(|e| e.link != Link::Blocked);
+                return Ok((mine, theirs));
+            }
+            // A contact ends; a request they sent stays on their side (they are not told).
+            let theirs = theirs.filter(|e| e.link != Link::Contact);
+            Ok((linked(Link::Blocked, ""), theirs))
+        })
+        .await
+    }
+
+    async fn relation(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let name = self.other(&request).await?;
+        let (mine, _) = self.store.pair(request.uid, request.other_uid).await?;
+        Ok(contact(request.other_uid, &name, mine.as_ref()))
+    }
+
+    async fn contacts(&self, _ctx: Context, request: ListReq) -> Result<ContactList, Status> {
+        let mut contacts = Vec::new();
+        for (other, edge) in self.store.edges(request.uid).await? {
+            let name = self
+                .store
+                .user_by_id(other)
+                .await?
+                .map_or(String::new(), |u| u.name);
+            contacts.push(contact(other, &name, Some(&edge)));
+        }
+        Ok(ContactList {
+            contacts,
+            ..ContactList::default()
+        })
     }
 
     async fn find(&self, _ctx: Context, request: FindReq) -> Result<UserRef, Status> {

@@ -33,14 +33,16 @@ use serde::Deserialize;
 use svrkit_runtime::{CallOptions, Code, Context, FastStr, Status};
 
 use crate::im::account::{
-    AccountSvrClient, ChangePasswordReq as AccountChangePassword, CheckTokenReq, FindReq, LoginReq,
-    LogoutReq, LogoutResp, RegisterReq, SessionList,
+    AccountSvrClient, ChangePasswordReq as AccountChangePassword, CheckTokenReq, Contact,
+    ContactList, ContactReq as AccountContact, FindReq, Link, ListReq, LoginReq, LogoutReq,
+    LogoutResp, RegisterReq, SessionList,
 };
 use crate::im::gateway::{
-    ChangePasswordReq, Credentials, GatewaySvr, GroupAddReq, GroupCreateReq, GroupResp,
-    GroupSendReq, GroupSendResp, LoginResp, SendReq, SendResp, SyncReq, SyncResp,
+    ChangePasswordReq, ContactReq, Credentials, GatewaySvr, GroupAddReq, GroupCreateReq,
+    GroupMemberReq, GroupResp, GroupSendReq, GroupSendResp, LoginResp, SendReq, SendResp, SyncReq,
+    SyncResp,
 };
-use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, SendReq as GroupSend};
+use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, MemberReq, SendReq as GroupSend};
 use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
 use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
 use crate::throttle::Budget;
@@ -319,12 +321,48 @@ impl Gateway {
         for &uid in &group.members {
             members.push(self.name_of(uid, user).await?);
         }
+        let owner = match group.owner_uid {
+            0 => FastStr::empty(),
+            uid => self.name_of(uid, user).await?,
+        };
         Ok(GroupResp {
             group_id: group.group_id,
             name: group.name,
             members,
+            owner,
             ..GroupResp::default()
         })
+    }
+
+    /// The token's user and the user the request names.
+    async fn contact_pair(&self, request: &ContactReq) -> Result<(User, u64), Status> {
+        let user = self.auth(&request.token).await?;
+        let other = self.resolve(&request.name, 0, &user).await?;
+        Ok((user, other))
+    }
+
+    fn account_contact(&self, user: &User, other: u64, note: FastStr, yes: bool) -> AccountContact {
+        AccountContact {
+            uid: user.uid,
+            other_uid: other,
+            note,
+            yes,
+            ..AccountContact::default()
+        }
+    }
+
+    /// Whether `other` is a contact of `user`.
+    async fn is_contact(&self, user: &User, other: u64) -> Result<bool, Status> {
+        if other == user.uid {
+            return Ok(true);
+        }
+        let ask = self.account_contact(user, other, FastStr::empty(), false);
+        let link = self
+            .down
+            .account
+            .relation_with(&ask, &user.options())
+            .await?;
+        Ok(link.link == Link::CONTACT)
     }
 }
 
@@ -375,6 +413,19 @@ impl GatewaySvr for Gateway {
         }
         let spam_checked = self.spam_check(&user, &request.text).await?;
         let to = self.resolve(&request.to, request.to_uid, &user).await?;
+        if metered(&ctx) && !self.is_contact(&user, to).await? {
+            // Not a contact yet: the message is a request (its note) they may accept.
+            let ask = self.account_contact(&user, to, request.text.clone(), false);
+            self.down
+                .account
+                .request_with(&ask, &user.options())
+                .await?;
+            return Ok(SendResp {
+                spam_checked,
+                request: true,
+                ..SendResp::default()
+            });
+        }
         let append = AppendReq {
             from_uid: user.uid,
             from_name: user.name.clone(),
@@ -436,14 +487,22 @@ impl GatewaySvr for Gateway {
         self.group_resp(group, &user).await
     }
 
-    async fn group_add(&self, _ctx: Context, request: GroupAddReq) -> Result<GroupResp, Status> {
+    async fn group_add(&self, ctx: Context, request: GroupAddReq) -> Result<GroupResp, Status> {
         let user = self.auth(&request.token).await?;
         if request.names.is_empty() {
             return Err(Status::new(Code::INVALID_ARGUMENT, "no one to add"));
         }
+        let metered = metered(&ctx);
         let mut uids = Vec::with_capacity(request.names.len());
         for name in &request.names {
-            uids.push(self.resolve(name, 0, &user).await?);
+            let uid = self.resolve(name, 0, &user).await?;
+            if metered && !self.is_contact(&user, uid).await? {
+                return Err(Status::new(
+                    Code::PERMISSION_DENIED,
+                    format!("{name} is not your contact: ask them to be one first"),
+                ));
+            }
+            uids.push(uid);
         }
         let add = AddReq {
             group_id: request.group_id,
@@ -488,6 +547,105 @@ impl GatewaySvr for Gateway {
             spam_checked,
             ..GroupSendResp::default()
         })
+    }
+
+    async fn contact_request(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&request).await?;
+        let ask = self.account_contact(&user, other, request.note.clone(), false);
+        self.down.account.request_with(&ask, &user.options()).await
+    }
+
+    async fn contact_answer(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&request).await?;
+        let answer = self.account_contact(&user, other, FastStr::empty(), request.yes);
+        self.down
+            .account
+            .answer_with(&answer, &user.options())
+            .await
+    }
+
+    async fn contact_remove(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&request).await?;
+        let remove = self.account_contact(&user, other, FastStr::empty(), false);
+        self.down
+            .account
+            .remove_with(&remove, &user.options())
+            .await
+    }
+
+    async fn contact_block(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&request).await?;
+        let block = self.account_contact(&user, other, FastStr::empty(), request.yes);
+        self.down.account.block_with(&block, &user.options()).await
+    }
+
+    async fn contacts(&self, _ctx: Context, request: CheckTokenReq) -> Result<ContactList, Status> {
+        let user = self.auth(&request.token).await?;
+        let list = ListReq {
+            uid: user.uid,
+            ..ListReq::default()
+        };
+        self.down
+            .account
+            .contacts_with(&list, &user.options())
+            .await
+    }
+
+    async fn group_leave(
+        &self,
+        _ctx: Context,
+        request: GroupMemberReq,
+    ) -> Result<GroupResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let leave = MemberReq {
+            group_id: request.group_id,
+            by_uid: user.uid,
+            ..MemberReq::default()
+        };
+        let group = self.down.group.leave_with(&leave, &user.options()).await?;
+        self.group_resp(group, &user).await
+    }
+
+    async fn group_remove(
+        &self,
+        _ctx: Context,
+        request: GroupMemberReq,
+    ) -> Result<GroupResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let uid = self.resolve(&request.name, 0, &user).await?;
+        let remove = MemberReq {
+            group_id: request.group_id,
+            by_uid: user.uid,
+            uid,
+            ..MemberReq::default()
+        };
+        let group = self
+            .down
+            .group
+            .remove_with(&remove, &user.options())
+            .await?;
+        self.group_resp(group, &user).await
+    }
+
+    async fn group_transfer(
+        &self,
+        _ctx: Context,
+        request: GroupMemberReq,
+    ) -> Result<GroupResp, Status> {
+        let user = self.auth(&request.token).await?;
+        let uid = self.resolve(&request.name, 0, &user).await?;
+        let transfer = MemberReq {
+            group_id: request.group_id,
+            by_uid: user.uid,
+            uid,
+            ..MemberReq::default()
+        };
+        let group = self
+            .down
+            .group
+            .transfer_with(&transfer, &user.options())
+            .await?;
+        self.group_resp(group, &user).await
     }
 
     async fn logout(&self, _ctx: Context, request: LogoutReq) -> Result<LogoutResp, Status> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use svrkit_runtime::{CallOptions, Code, Context, Status};
 
-use crate::im::group::{AddReq, CreateReq, GetReq, Group, GroupSvr, SendReq, SendResp};
+use crate::im::group::{AddReq, CreateReq, GetReq, Group, GroupSvr, MemberReq, SendReq, SendResp};
 use crate::im::msg::{AppendReq, MsgSvrClient};
 use crate::store::{GroupChange, GroupStore};
 
@@ -33,11 +33,38 @@ impl GroupService {
         GroupService { store, msg }
     }
 
+    /// Applies `edit` to the group atomically; the group after, or the refusal.
+    async fn edit(
+        &self,
+        group_id: u64,
+        edit: impl FnOnce(&mut Group) -> Result<(), Status> + Send + 'static,
+    ) -> Result<Group, Status> {
+        match self.store.update_group(group_id, Box::new(edit)).await? {
+            GroupChange::Done(group) => Ok(group),
+            GroupChange::NoGroup => {
+                Err(Status::new(Code::NOT_FOUND, format!("no group {group_id}")))
+            }
+            GroupChange::Refused(refusal) => Err(refusal),
+        }
+    }
+
     async fn get(&self, group_id: u64) -> Result<Group, Status> {
         self.store
             .group(group_id)
             .await?
             .ok_or_else(|| Status::new(Code::NOT_FOUND, format!("no group {group_id}")))
+    }
+}
+
+/// Refuses anyone but the group's owner.
+fn owner_only(group: &Group, by: u64) -> Result<(), Status> {
+    if group.owner_uid == by {
+        Ok(())
+    } else {
+        Err(Status::new(
+            Code::PERMISSION_DENIED,
+            "only the group's owner does that",
+        ))
     }
 }
 
@@ -62,25 +89,81 @@ impl GroupSvr for GroupService {
         if request.uids.contains(&0) {
             return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
         }
-        match self
-            .store
-            .add_members(request.group_id, request.by_uid, request.uids, MAX_MEMBERS)
-            .await?
-        {
-            GroupChange::Done(group) => Ok(group),
-            GroupChange::NoGroup => Err(Status::new(
-                Code::NOT_FOUND,
-                format!("no group {}", request.group_id),
-            )),
-            GroupChange::NotMember => Err(Status::new(
-                Code::PERMISSION_DENIED,
-                "only a member adds members",
-            )),
-            GroupChange::TooMany => Err(Status::new(
-                Code::INVALID_ARGUMENT,
-                format!("a group has at most {MAX_MEMBERS} members"),
-            )),
-        }
+        let (by, uids) = (request.by_uid, request.uids);
+        self.edit(request.group_id, move |group| {
+            if !group.members.contains(&by) {
+                return Err(Status::new(
+                    Code::PERMISSION_DENIED,
+                    "only a member adds members",
+                ));
+            }
+            for uid in uids {
+                if !group.members.contains(&uid) {
+                    group.members.push(uid);
+                }
+            }
+            if group.members.len() > MAX_MEMBERS {
+                return Err(Status::new(
+                    Code::INVALID_ARGUMENT,
+                    format!("a group has at most {MAX_MEMBERS} members"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leave(&self, _ctx: Context, request: MemberReq) -> Result<Group, Status> {
+        let by = request.by_uid;
+        self.edit(request.group_id, move |group| {
+            let before = group.members.len();
+            group.members.retain(|&m| m != by);
+            if group.members.len() == before {
+                return Err(Status::new(Code::NOT_FOUND, "not a member"));
+            }
+            if group.owner_uid == by {
+                // The member who joined first after them; nobody, when none is left.
+                group.owner_uid = group.members.first().copied().unwrap_or(0);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove(&self, _ctx: Context, request: MemberReq) -> Result<Group, Status> {
+        let (by, uid) = (request.by_uid, request.uid);
+        self.edit(request.group_id, move |group| {
+            owner_only(group, by)?;
+            if uid == by {
+                return Err(Status::new(
+                    Code::INVALID_ARGUMENT,
+                    "the owner leaves, or passes the group on first",
+                ));
+            }
+            let before = group.members.len();
+            group.members.retain(|&m| m != uid);
+            if group.members.len() == before {
+                return Err(Status::new(Code::NOT_FOUND, "not a member"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn transfer(&self, _ctx: Context, request: MemberReq) -> Result<Group, Status> {
+        let (by, uid) = (request.by_uid, request.uid);
+        self.edit(request.group_id, move |group| {
+            owner_only(group, by)?;
+            if !group.members.contains(&uid) {
+                return Err(Status::new(
+                    Code::NOT_FOUND,
+                    "the new owner must be a member",
+                ));
+            }
+            group.owner_uid = uid;
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, _ctx: Context, request: GetReq) -> Result<Group, Status> {

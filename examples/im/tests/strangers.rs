@@ -13,14 +13,20 @@ on_both_engines!(
     a_spam_message_to_an_unknown_name_says_spam_not_unknown,
     a_strangers_sends_are_held_to_the_quota_and_counted,
     group_messages_past_the_delivery_quota_stop_the_next_sends,
+    a_strangers_first_message_is_a_request_the_other_accepts_or_declines,
+    a_block_is_silent_and_stops_requests_and_messages,
+    groups_take_only_contacts_members_leave_and_owners_remove_and_pass_on,
 );
 
 use support::{
-    Engine, TempDir, client, config, group_add, group_create, group_send, send, start_on, user,
+    Engine, TempDir, befriend, client, config, group_add, group_create, group_send, send, start_on,
+    sync_all, user,
 };
 use svrkit_im::backend::{Backend, Role};
+use svrkit_im::im::account::Link;
 use svrkit_im::im::account::{AccountSvrClient, CheckTokenReq, LoginReq, LogoutReq};
 use svrkit_im::im::gateway::{ChangePasswordReq, Credentials, GatewaySvrClient};
+use svrkit_im::im::gateway::{ContactReq, GroupMemberReq};
 use svrkit_runtime::{Code, FastStr, Status};
 
 /// The gateway trusts nobody: the test's calls come from a stranger at 127.0.0.1.
@@ -322,6 +328,14 @@ async fn group_messages_past_the_delivery_quota_stop_the_next_sends(engine: Engi
     for name in ["m1", "m2", "m3"] {
         user(&c, name).await;
     }
+    for name in ["m1", "m2", "m3"] {
+        let member = support::User {
+            name: name.into(),
+            token: login(&c, name, &format!("{name}-password")).await.unwrap(),
+            uid: 0,
+        };
+        befriend(&c, &owner, &member).await;
+    }
     let group = group_create(&c, &owner, "four").await.unwrap();
     group_add(&c, &owner, group.group_id, &["m1", "m2", "m3"])
         .await
@@ -341,6 +355,183 @@ async fn group_messages_past_the_delivery_quota_stop_the_next_sends(engine: Engi
     assert!(e.message().contains("deliveries"), "{e}");
     let e = send(&c, &owner, "m1", "just you", "o1").await.unwrap_err();
     assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+}
+
+fn contact_req(user: &support::User, name: &str, yes: bool) -> ContactReq {
+    ContactReq {
+        token: user.token.clone(),
+        name: FastStr::new(name),
+        yes,
+        ..ContactReq::default()
+    }
+}
+
+/// `user`'s side of each relation, by the other's name.
+async fn links(c: &GatewaySvrClient, user: &support::User) -> Vec<(String, Link, String)> {
+    let list = c
+        .contacts(&CheckTokenReq {
+            token: user.token.clone(),
+            ..CheckTokenReq::default()
+        })
+        .await
+        .unwrap();
+    list.contacts
+        .into_iter()
+        .map(|e| (e.name.to_string(), e.link, e.note.to_string()))
+        .collect()
+}
+
+async fn a_strangers_first_message_is_a_request_the_other_accepts_or_declines(engine: Engine) {
+    let data = TempDir::new("consent");
+    let backend = start_with(&engine, &data, STRANGERS).await;
+    let c = client(backend.addr().unwrap());
+    let alice = user(&c, "alice").await;
+    let bob = user(&c, "bob").await;
+    let carol = user(&c, "carol").await;
+    let first = send(&c, &alice, "bob", "hi, I'm alice", "a1")
+        .await
+        .unwrap();
+    assert!(first.request && first.seq == 0, "{first:?}");
+    assert!(sync_all(&c, &bob, 0).await.is_empty(), "nothing delivered");
+    assert_eq!(
+        links(&c, &bob).await,
+        [("alice".into(), Link::RECEIVED, "hi, I'm alice".into())]
+    );
+    // Asking again only updates the note.
+    assert!(
+        send(&c, &alice, "bob", "please?", "a2")
+            .await
+            .unwrap()
+            .request
+    );
+    assert_eq!(links(&c, &bob).await[0].2, "please?");
+    assert_eq!(links(&c, &alice).await[0].1, Link::SENT);
+    // Bob accepts: messages flow both ways.
+    c.contact_answer(&contact_req(&bob, "alice", true))
+        .await
+        .unwrap();
+    let sent = send(&c, &alice, "bob", "thanks", "a3").await.unwrap();
+    assert!(!sent.request && sent.seq > 0);
+    assert!(
+        !send(&c, &bob, "alice", "welcome", "b1")
+            .await
+            .unwrap()
+            .request
+    );
+    assert_eq!(sync_all(&c, &bob, 0).await.len(), 1);
+    // Carol declines: the request is gone from both sides.
+    send(&c, &alice, "carol", "hello?", "a4").await.unwrap();
+    c.contact_answer(&contact_req(&carol, "alice", false))
+        .await
+        .unwrap();
+    assert!(links(&c, &carol).await.is_empty());
+    assert!(links(&c, &alice).await.iter().all(|(n, _, _)| n != "carol"));
+    // Answering a request that is not there.
+    let none = c.contact_answer(&contact_req(&carol, "bob", true)).await;
+    assert_eq!(code(none), Code::NOT_FOUND);
+    // Two who ask each other become contacts.
+    c.contact_request(&contact_req(&bob, "carol", false))
+        .await
+        .unwrap();
+    let both = c
+        .contact_request(&contact_req(&carol, "bob", false))
+        .await
+        .unwrap();
+    assert_eq!(both.link, Link::CONTACT);
+    // Removing ends it for both.
+    c.contact_remove(&contact_req(&bob, "alice", false))
+        .await
+        .unwrap();
+    assert!(
+        send(&c, &alice, "bob", "still there?", "a5")
+            .await
+            .unwrap()
+            .request
+    );
+}
+
+async fn a_block_is_silent_and_stops_requests_and_messages(engine: Engine) {
+    let data = TempDir::new("block");
+    let backend = start_with(&engine, &data, STRANGERS).await;
+    let c = client(backend.addr().unwrap());
+    let alice = user(&c, "alice").await;
+    let bob = user(&c, "bob").await;
+    let mallory = user(&c, "mallory").await;
+    c.contact_block(&contact_req(&alice, "mallory", true))
+        .await
+        .unwrap();
+    // Mallory is not told: the request looks sent, and never arrives.
+    let sent = send(&c, &mallory, "alice", "it's me", "m1").await.unwrap();
+    assert!(sent.request);
+    assert_eq!(
+        links(&c, &alice).await,
+        [("mallory".into(), Link::BLOCKED, String::new())]
+    );
+    assert_eq!(links(&c, &mallory).await[0].1, Link::SENT);
+    // A contact who is blocked can no longer message.
+    befriend(&c, &alice, &bob).await;
+    send(&c, &bob, "alice", "hi", "b1").await.unwrap();
+    c.contact_block(&contact_req(&alice, "bob", true))
+        .await
+        .unwrap();
+    assert!(
+        send(&c, &bob, "alice", "hello?", "b2")
+            .await
+            .unwrap()
+            .request
+    );
+    assert_eq!(sync_all(&c, &alice, 0).await.len(), 1, "only the first");
+    // The blocker cannot ask while blocking.
+    let e = c.contact_request(&contact_req(&alice, "bob", false)).await;
+    assert_eq!(code(e), Code::PERMISSION_DENIED);
+    c.contact_block(&contact_req(&alice, "bob", false))
+        .await
+        .unwrap();
+    assert!(links(&c, &alice).await.iter().all(|(n, _, _)| n != "bob"));
+}
+
+async fn groups_take_only_contacts_members_leave_and_owners_remove_and_pass_on(engine: Engine) {
+    let data = TempDir::new("groups");
+    let backend = start_with(&engine, &data, STRANGERS).await;
+    let c = client(backend.addr().unwrap());
+    let owner = user(&c, "owner").await;
+    let ann = user(&c, "ann").await;
+    let ben = user(&c, "ben").await;
+    user(&c, "eve").await;
+    let id = group_create(&c, &owner, "club").await.unwrap().group_id;
+    let e = group_add(&c, &owner, id, &["eve"]).await.unwrap_err();
+    assert_eq!(e.code(), Code::PERMISSION_DENIED, "{e}");
+    assert!(e.message().contains("not your contact"), "{e}");
+    befriend(&c, &owner, &ann).await;
+    befriend(&c, &owner, &ben).await;
+    let group = group_add(&c, &owner, id, &["ann", "ben"]).await.unwrap();
+    assert_eq!(group.members, ["owner", "ann", "ben"]);
+    let member = |who: &support::User, name: &str| GroupMemberReq {
+        token: who.token.clone(),
+        group_id: id,
+        name: FastStr::new(name),
+        ..GroupMemberReq::default()
+    };
+    // Only the owner removes and passes on.
+    let e = c.group_remove(&member(&ann, "ben")).await;
+    assert_eq!(code(e), Code::PERMISSION_DENIED);
+    let after = c.group_remove(&member(&owner, "ben")).await.unwrap();
+    assert_eq!(after.members, ["owner", "ann"]);
+    assert!(group_send(&c, &ben, id, "still in?", "b1").await.is_err());
+    let after = c.group_transfer(&member(&owner, "ann")).await.unwrap();
+    assert_eq!(after.owner, "ann");
+    let e = c.group_remove(&member(&owner, "ann")).await;
+    assert_eq!(code(e), Code::PERMISSION_DENIED);
+    // Members leave; an owner who leaves passes the group on.
+    let after = c.group_leave(&member(&ann, "")).await.unwrap();
+    assert_eq!(after.members, ["owner"]);
+    assert_eq!(after.owner, "owner");
+    let after = c.group_leave(&member(&owner, "")).await.unwrap();
+    assert!(after.members.is_empty() && after.owner.is_empty());
+    assert_eq!(
+        code(c.group_leave(&member(&owner, "")).await),
+        Code::NOT_FOUND
+    );
 }
 
 /// A copy of the data files logs nobody in: the store keeps no token, raw or in hex.

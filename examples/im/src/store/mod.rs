@@ -85,9 +85,9 @@ impl Default for StoreConfig {
 }
 
 /// Every service's storage, from one engine.
-pub trait Store: AccountStore + SeqStore + InboxStore + GroupStore {}
+pub trait Store: AccountStore + ContactStore + SeqStore + InboxStore + GroupStore {}
 
-impl<T: AccountStore + SeqStore + InboxStore + GroupStore> Store for T {}
+impl<T: AccountStore + ContactStore + SeqStore + InboxStore + GroupStore> Store for T {}
 
 /// Opens the engine `config` names: redb in directory `data`, or PostgreSQL at `url`
 /// (migrating its schema).
@@ -250,18 +250,20 @@ pub trait InboxStore: Send + Sync + 'static {
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)>;
 }
 
-/// Why a member change was refused.
+/// What [`GroupStore::update_group`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupChange {
     /// Done: the group as it is now.
     Done(Group),
     /// No such group.
     NoGroup,
-    /// The user asking is not a member.
-    NotMember,
-    /// The group would have more members than allowed; nothing changed.
-    TooMany,
+    /// The edit refused; nothing changed.
+    Refused(svrkit_runtime::Status),
 }
+
+/// A change to one group, applied to its stored value atomically: it sees the group as it
+/// is, and returns the refusal when the change may not be made.
+pub type GroupEdit = Box<dyn FnOnce(&mut Group) -> Result<(), svrkit_runtime::Status> + Send>;
 
 /// Groups (`im.group`).
 pub trait GroupStore: Send + Sync + 'static {
@@ -269,15 +271,70 @@ pub trait GroupStore: Send + Sync + 'static {
     fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group>;
     /// The group with this id.
     fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>>;
-    /// Adds members (ones already in are skipped) if `by_uid` is a member and the group
-    /// then has at most `max_members`.
-    fn add_members(
+    /// Applies `edit` to the group, atomically with every other change to it (two adds
+    /// that each fit a cap cannot pass it together).
+    fn update_group(&self, group_id: u64, edit: GroupEdit) -> StoreFuture<'_, GroupChange>;
+}
+
+/// How one user stands to another, from the first one's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Contacts (both sides say so).
+    Contact = 1,
+    /// This side asked the other to be a contact.
+    Sent = 2,
+    /// The other side asked this one.
+    Received = 3,
+    /// This side blocked the other.
+    Blocked = 4,
+}
+
+impl Link {
+    /// The link stored as `n`.
+    pub fn from_u8(n: u8) -> Option<Link> {
+        Some(match n {
+            1 => Link::Contact,
+            2 => Link::Sent,
+            3 => Link::Received,
+            4 => Link::Blocked,
+            _ => return None,
+        })
+    }
+}
+
+/// One side of a relation between two users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    /// What it is.
+    pub link: Link,
+    /// Unix milliseconds it was set.
+    pub at_ms: u64,
+    /// A request's note (its first message).
+    pub note: String,
+}
+
+/// Both sides of the relation between two users: `(a to b, b to a)`.
+pub type Pair = (Option<Edge>, Option<Edge>);
+
+/// A change to a relation, applied atomically: it sees both sides as they are, and returns
+/// them as they should be, or the refusal.
+pub type Relate = Box<dyn FnOnce(Pair) -> Result<Pair, svrkit_runtime::Status> + Send>;
+
+/// Contacts, requests and blocks (`im.account`'s contact methods). Every relation is stored
+/// from both sides, so that one user's side lists everything about them.
+pub trait ContactStore: Send + Sync + 'static {
+    /// `uid`'s side of every relation it has, by the other user's id.
+    fn edges(&self, uid: u64) -> StoreFuture<'_, Vec<(u64, Edge)>>;
+    /// Both sides of the relation between `a` and `b`.
+    fn pair(&self, a: u64, b: u64) -> StoreFuture<'_, Pair>;
+    /// Changes the relation between `a` and `b` as `relate` says, atomically; both sides as
+    /// they are now.
+    fn relate(
         &self,
-        group_id: u64,
-        by_uid: u64,
-        uids: Vec<u64>,
-        max_members: usize,
-    ) -> StoreFuture<'_, GroupChange>;
+        a: u64,
+        b: u64,
+        relate: Relate,
+    ) -> StoreFuture<'_, Result<Pair, svrkit_runtime::Status>>;
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 
 use super::{
-    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, MAX_SESSIONS, Revoke,
-    SeqStore, SessionRecord, StoreError, StoreFuture, User,
+    AccountStore, Append, Appended, ContactStore, Edge, GroupChange, GroupEdit, GroupStore,
+    InboxStore, Link, MAX_SESSIONS, Pair, Relate, Revoke, SeqStore, SessionRecord, StoreError,
+    StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::Msg;
@@ -84,6 +85,15 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at_ms bigint NOT NULL
     );
     CREATE INDEX sessions_by_user ON sessions (uid, created_at_ms);",
+    // 3: contacts, requests and blocks, each relation from both sides.
+    "CREATE TABLE edges (
+        a bigint NOT NULL,
+        b bigint NOT NULL,
+        link smallint NOT NULL,
+        at_ms bigint NOT NULL,
+        note text NOT NULL,
+        PRIMARY KEY (a, b)
+    );",
 ];
 
 /// `[app.store]` keys of the PostgreSQL engine.
@@ -799,6 +809,108 @@ fn session(row: &tokio_postgres::Row) -> SessionRecord {
     }
 }
 
+fn edge_of(row: &tokio_postgres::Row) -> Option<Edge> {
+    let link: i16 = row.get("link");
+    Some(Edge {
+        link: Link::from_u8(u8::try_from(link).ok()?)?,
+        at_ms: unbig(row.get("at_ms")),
+        note: row.get("note"),
+    })
+}
+
+impl ContactStore for Postgres {
+    fn edges(&self, uid: u64) -> StoreFuture<'_, Vec<(u64, Edge)>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT b, link, at_ms, note FROM edges WHERE a = $1 ORDER BY b",
+                    &[&big(uid)?],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| Some((unbig(r.get("b")), edge_of(r)?)))
+                .collect())
+        })
+    }
+
+    fn pair(&self, a: u64, b: u64) -> StoreFuture<'_, Pair> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT a, link, at_ms, note FROM edges
+                     WHERE (a = $1 AND b = $2) OR (a = $2 AND b = $1)",
+                    &[&big(a)?, &big(b)?],
+                )
+                .await?;
+            let side = |from: u64| {
+                rows.iter()
+                    .find(|r| unbig(r.get("a")) == from)
+                    .and_then(edge_of)
+            };
+            Ok((side(a), side(b)))
+        })
+    }
+
+    fn relate(
+        &self,
+        a: u64,
+        b: u64,
+        relate: Relate,
+    ) -> StoreFuture<'_, Result<Pair, svrkit_runtime::Status>> {
+        Box::pin(async move {
+            let (ia, ib) = (big(a)?, big(b)?);
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(err)?;
+            // The pair's rows may not exist yet: a lock on the pair itself serializes its
+            // changes (two users asking each other at once become contacts, once).
+            let key = ia.min(ib).wrapping_mul(0x9E37_79B9) ^ ia.max(ib);
+            txn.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await
+                .map_err(err)?;
+            let rows = txn
+                .query(
+                    "SELECT a, link, at_ms, note FROM edges
+                     WHERE (a = $1 AND b = $2) OR (a = $2 AND b = $1)",
+                    &[&ia, &ib],
+                )
+                .await
+                .map_err(err)?;
+            let side = |from: i64| {
+                rows.iter()
+                    .find(|r| r.get::<_, i64>("a") == from)
+                    .and_then(edge_of)
+            };
+            let (ab, ba) = match relate((side(ia), side(ib))) {
+                Ok(pair) => pair,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            for (from, to, edge) in [(ia, ib, &ab), (ib, ia, &ba)] {
+                match edge {
+                    Some(e) => {
+                        let link = i16::from(e.link as u8);
+                        txn.execute(
+                            "INSERT INTO edges (a, b, link, at_ms, note) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (a, b) DO UPDATE SET link = excluded.link,
+                               at_ms = excluded.at_ms, note = excluded.note",
+                            &[&from, &to, &link, &big(e.at_ms)?, &e.note],
+                        )
+                        .await
+                        .map_err(err)?;
+                    }
+                    None => {
+                        txn.execute("DELETE FROM edges WHERE a = $1 AND b = $2", &[&from, &to])
+                            .await
+                            .map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().await.map_err(err)?;
+            Ok(Ok((ab, ba)))
+        })
+    }
+}
+
 fn user(row: &tokio_postgres::Row) -> User {
     User {
         uid: unbig(row.get(0)),
@@ -921,18 +1033,12 @@ impl GroupStore for Postgres {
         })
     }
 
-    fn add_members(
-        &self,
-        group_id: u64,
-        by_uid: u64,
-        uids: Vec<u64>,
-        max_members: usize,
-    ) -> StoreFuture<'_, GroupChange> {
+    fn update_group(&self, group_id: u64, edit: GroupEdit) -> StoreFuture<'_, GroupChange> {
         Box::pin(async move {
             let mut client = self.client().await?;
             let txn = client.transaction().await.map_err(err)?;
             let id = big(group_id)?;
-            // Locked: two adds that each fit cannot pass the cap together.
+            // Locked: two edits that each fit a cap cannot pass it together.
             let Some(row) = txn
                 .query_opt(
                     "SELECT body FROM groups WHERE group_id = $1 FOR UPDATE",
@@ -944,16 +1050,8 @@ impl GroupStore for Postgres {
                 return Ok(GroupChange::NoGroup);
             };
             let mut group = decode_group(row.get(0))?;
-            if !group.members.contains(&by_uid) {
-                return Ok(GroupChange::NotMember);
-            }
-            for uid in uids {
-                if !group.members.contains(&uid) {
-                    group.members.push(uid);
-                }
-            }
-            if group.members.len() > max_members {
-                return Ok(GroupChange::TooMany);
+            if let Err(refusal) = edit(&mut group) {
+                return Ok(GroupChange::Refused(refusal));
             }
             txn.execute(
                 "UPDATE groups SET body = $2 WHERE group_id = $1",

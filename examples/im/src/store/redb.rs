@@ -23,8 +23,9 @@ use tokio::sync::oneshot;
 use super::recent::{Logged, Recent, Window};
 use super::reopen::{DbFile, probe};
 use super::{
-    AccountStore, Append, Appended, GroupChange, GroupStore, InboxStore, MAX_SESSIONS, Revoke,
-    SeqStore, SessionRecord, StoreConfig, StoreError, StoreFuture, User,
+    AccountStore, Append, Appended, ContactStore, Edge, GroupChange, GroupEdit, GroupStore,
+    InboxStore, Link, MAX_SESSIONS, Pair, Relate, Revoke, SeqStore, SessionRecord, StoreConfig,
+    StoreError, StoreFuture, User,
 };
 use crate::im::group::Group;
 use crate::im::msg::{InboxChunk, LogRecord, Msg};
@@ -53,6 +54,8 @@ const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox_ch
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox_log");
 /// group id → encoded `im.group.Group`.
 const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+/// (user, other user) → the user's side of their relation: (link, at_ms, note).
+const EDGES: TableDefinition<(u64, u64), (u8, u64, &str)> = TableDefinition::new("edges");
 
 /// Operations a batch takes at most, so that one flush does not keep the first writer
 /// waiting behind an unbounded queue.
@@ -239,12 +242,16 @@ enum Op {
         name: String,
         reply: Reply<Group>,
     },
-    AddMembers {
+    UpdateGroup {
         group_id: u64,
-        by: u64,
-        uids: Vec<u64>,
-        max_members: usize,
+        edit: GroupEdit,
         reply: Reply<GroupChange>,
+    },
+    Relate {
+        a: u64,
+        b: u64,
+        relate: Relate,
+        reply: Reply<Result<Pair, svrkit_runtime::Status>>,
     },
 }
 
@@ -261,7 +268,8 @@ impl Op {
             Op::RaiseMax { reply, .. } => send(reply, e),
             Op::Append { reply, .. } => send(reply, e),
             Op::CreateGroup { reply, .. } => send(reply, e),
-            Op::AddMembers { reply, .. } => send(reply, e),
+            Op::UpdateGroup { reply, .. } => send(reply, e),
+            Op::Relate { reply, .. } => send(reply, e),
         }
     }
 }
@@ -296,6 +304,7 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
     txn.open_table(SECTIONS).map_err(err)?;
     txn.open_table(INBOX).map_err(err)?;
     txn.open_table(GROUPS).map_err(err)?;
+    txn.open_table(EDGES).map_err(err)?;
     txn.open_table(LOG).map_err(err)?;
     txn.commit().map_err(err)
 }
@@ -728,34 +737,50 @@ impl Committer {
                     .map_err(err)?;
                 answer(reply, group)
             }
-            Op::AddMembers {
+            Op::UpdateGroup {
                 group_id,
-                by,
-                uids,
-                max_members,
+                edit,
                 reply,
             } => {
+                // Applied here, one after another: two edits that each fit a cap cannot
+                // pass it together.
                 let mut groups = txn.open_table(GROUPS).map_err(err)?;
                 let Some(mut group) = decode_group(groups.get(group_id).map_err(err)?)? else {
                     return Ok(answer(reply, GroupChange::NoGroup));
                 };
-                if !group.members.contains(&by) {
-                    return Ok(answer(reply, GroupChange::NotMember));
-                }
-                for uid in uids {
-                    if !group.members.contains(&uid) {
-                        group.members.push(uid);
-                    }
-                }
-                // Checked here, where adds are applied one after another: two adds that
-                // each fit could pass a check made before them together.
-                if group.members.len() > max_members {
-                    return Ok(answer(reply, GroupChange::TooMany));
+                if let Err(refusal) = edit(&mut group) {
+                    return Ok(answer(reply, GroupChange::Refused(refusal)));
                 }
                 groups
                     .insert(group_id, group.encode_to_vec().as_slice())
                     .map_err(err)?;
                 answer(reply, GroupChange::Done(group))
+            }
+            Op::Relate {
+                a,
+                b,
+                relate,
+                reply,
+            } => {
+                let mut edges = txn.open_table(EDGES).map_err(err)?;
+                let now = (read_edge(&edges, a, b)?, read_edge(&edges, b, a)?);
+                let (ab, ba) = match relate(now) {
+                    Ok(pair) => pair,
+                    Err(refusal) => return Ok(answer(reply, Err(refusal))),
+                };
+                for (from, to, edge) in [(a, b, &ab), (b, a, &ba)] {
+                    match edge {
+                        Some(e) => {
+                            edges
+                                .insert((from, to), (e.link as u8, e.at_ms, e.note.as_str()))
+                                .map_err(err)?;
+                        }
+                        None => {
+                            edges.remove((from, to)).map_err(err)?;
+                        }
+                    }
+                }
+                answer(reply, Ok((ab, ba)))
             }
         })
     }
@@ -897,6 +922,63 @@ fn end_sessions(
     Ok(ended.len() as u64)
 }
 
+/// `a`'s side of its relation with `b`.
+fn read_edge(
+    edges: &impl ReadableTable<(u64, u64), (u8, u64, &'static str)>,
+    a: u64,
+    b: u64,
+) -> Result<Option<Edge>, StoreError> {
+    Ok(edges
+        .get((a, b))
+        .map_err(err)?
+        .and_then(|v| edge(v.value())))
+}
+
+fn edge((link, at_ms, note): (u8, u64, &str)) -> Option<Edge> {
+    Some(Edge {
+        link: Link::from_u8(link)?,
+        at_ms,
+        note: note.to_owned(),
+    })
+}
+
+impl ContactStore for Redb {
+    fn edges(&self, uid: u64) -> StoreFuture<'_, Vec<(u64, Edge)>> {
+        self.read(move |txn| {
+            let edges = txn.open_table(EDGES).map_err(err)?;
+            let mut out = Vec::new();
+            for entry in edges.range((uid, 0)..=(uid, u64::MAX)).map_err(err)? {
+                let (key, value) = entry.map_err(err)?;
+                if let Some(e) = edge(value.value()) {
+                    out.push((key.value().1, e));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn pair(&self, a: u64, b: u64) -> StoreFuture<'_, Pair> {
+        self.read(move |txn| {
+            let edges = txn.open_table(EDGES).map_err(err)?;
+            Ok((read_edge(&edges, a, b)?, read_edge(&edges, b, a)?))
+        })
+    }
+
+    fn relate(
+        &self,
+        a: u64,
+        b: u64,
+        relate: Relate,
+    ) -> StoreFuture<'_, Result<Pair, svrkit_runtime::Status>> {
+        self.write(|reply| Op::Relate {
+            a,
+            b,
+            relate,
+            reply,
+        })
+    }
+}
+
 fn read_user(txn: &redb::ReadTransaction, uid: u64) -> Result<Option<User>, StoreError> {
     let users = txn.open_table(USERS).map_err(err)?;
     Ok(users.get(uid).map_err(err)?.map(|v| {
@@ -1002,18 +1084,10 @@ impl GroupStore for Redb {
         })
     }
 
-    fn add_members(
-        &self,
-        group_id: u64,
-        by_uid: u64,
-        uids: Vec<u64>,
-        max_members: usize,
-    ) -> StoreFuture<'_, GroupChange> {
-        self.write(|reply| Op::AddMembers {
+    fn update_group(&self, group_id: u64, edit: GroupEdit) -> StoreFuture<'_, GroupChange> {
+        self.write(|reply| Op::UpdateGroup {
             group_id,
-            by: by_uid,
-            uids,
-            max_members,
+            edit,
             reply,
         })
     }

@@ -93,7 +93,8 @@ both!(
     an_append_is_stored_once_per_sender_and_id_in_a_batch_later_and_after_a_restart,
     appends_are_read_back_after_a_restart,
     a_section_bound_only_rises_and_survives_a_restart,
-    adds_racing_past_the_member_cap_leave_the_group_within_it,
+    edits_racing_past_the_member_cap_leave_the_group_within_it,
+    relations_change_as_pairs_one_change_at_a_time,
     accounts_and_sessions_are_kept,
     sessions_are_listed_revoked_capped_and_ended_by_a_password_change,
 );
@@ -269,12 +270,23 @@ async fn a_section_bound_only_rises_and_survives_a_restart(engine: Engine) {
     assert_eq!(store.max_seq(1).await.unwrap(), 20_000);
 }
 
-async fn adds_racing_past_the_member_cap_leave_the_group_within_it(engine: Engine) {
+/// Adds `uids` while the group stays within `cap` members (the group service's rule).
+fn add(uids: Vec<u64>, cap: usize) -> super::GroupEdit {
+    Box::new(move |group| {
+        group.members.extend(uids);
+        if group.members.len() > cap {
+            return Err(svrkit_runtime::Status::invalid_argument("too many"));
+        }
+        Ok(())
+    })
+}
+
+async fn edits_racing_past_the_member_cap_leave_the_group_within_it(engine: Engine) {
     let store = engine.open(&StoreConfig::default()).await;
     let group = store.create_group(1, "g").await.unwrap();
     let (a, b) = tokio::join!(
-        store.add_members(group.group_id, 1, vec![2, 3], 4),
-        store.add_members(group.group_id, 1, vec![4, 5], 4)
+        store.update_group(group.group_id, add(vec![2, 3], 4)),
+        store.update_group(group.group_id, add(vec![4, 5], 4))
     );
     let done = [&a, &b]
         .iter()
@@ -282,26 +294,79 @@ async fn adds_racing_past_the_member_cap_leave_the_group_within_it(engine: Engin
         .count();
     let refused = [&a, &b]
         .iter()
-        .filter(|r| matches!(r, Ok(GroupChange::TooMany)))
+        .filter(|r| matches!(r, Ok(GroupChange::Refused(_))))
         .count();
     assert_eq!((done, refused), (1, 1), "{a:?} {b:?}");
+    let members = store.group(group.group_id).await.unwrap().unwrap().members;
+    assert_eq!(members.len(), 3, "the refused edit left nothing");
     assert_eq!(
-        store
-            .group(group.group_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .members
-            .len(),
-        3
+        store.update_group(999, add(vec![6], 4)).await.unwrap(),
+        GroupChange::NoGroup
     );
+}
+
+/// Both sides of a relation change together, and concurrent changes to one pair are
+/// applied one after the other (the second sees the first).
+async fn relations_change_as_pairs_one_change_at_a_time(engine: Engine) {
+    use super::{Edge, Link};
+    let store = engine.open(&StoreConfig::default()).await;
+    fn edge(link: Link) -> Edge {
+        Edge {
+            link,
+            at_ms: 1,
+            note: "hi".into(),
+        }
+    }
+    // Each side asks the other at once: whichever comes second sees the first's request.
+    fn ask((mine, _): super::Pair) -> Result<super::Pair, svrkit_runtime::Status> {
+        if mine.as_ref().is_some_and(|e| e.link == Link::Received) {
+            return Ok((Some(edge(Link::Contact)), Some(edge(Link::Contact))));
+        }
+        Ok((Some(edge(Link::Sent)), Some(edge(Link::Received))))
+    }
+    let (a, b) = tokio::join!(
+        store.relate(1, 2, Box::new(ask)),
+        store.relate(2, 1, Box::new(ask))
+    );
+    a.unwrap().unwrap();
+    b.unwrap().unwrap();
+    let (one, two) = store.pair(1, 2).await.unwrap();
+    assert_eq!(one.map(|e| e.link), Some(Link::Contact));
+    assert_eq!(two.map(|e| e.link), Some(Link::Contact));
+    store
+        .relate(3, 1, Box::new(|_| Ok((Some(edge(Link::Blocked)), None))))
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = store
+        .relate(
+            1,
+            4,
+            Box::new(|_| Err(svrkit_runtime::Status::not_found("no"))),
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    let edges: Vec<(u64, Link)> = store
+        .edges(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(other, e)| (other, e.link))
+        .collect();
     assert_eq!(
-        store
-            .add_members(group.group_id, 9, vec![6], 4)
-            .await
-            .unwrap(),
-        GroupChange::NotMember
+        edges,
+        vec![(2, Link::Contact)],
+        "3's block is 3's side only"
     );
+    assert_eq!(store.edges(3).await.unwrap()[0].1.note, "hi");
+    // Removing both sides.
+    store
+        .relate(1, 2, Box::new(|_| Ok((None, None))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.edges(2).await.unwrap().is_empty());
 }
 
 async fn accounts_and_sessions_are_kept(engine: Engine) {

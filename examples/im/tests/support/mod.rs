@@ -255,3 +255,21 @@ pub async fn group_send(
     };
     client.group_send(&request).await
 }
+
+/// Makes `a` and `b` contacts: `a` asks, `b` accepts.
+pub async fn befriend(client: &GatewaySvrClient, a: &User, b: &User) {
+    use svrkit_im::im::gateway::ContactReq;
+    let ask = ContactReq {
+        token: a.token.clone(),
+        name: b.name.clone().into(),
+        ..ContactReq::default()
+    };
+    client.contact_request(&ask).await.expect("request");
+    let accept = ContactReq {
+        token: b.token.clone(),
+        name: a.name.clone().into(),
+        yes: true,
+        ..ContactReq::default()
+    };
+    client.contact_answer(&accept).await.expect("accept");
+}

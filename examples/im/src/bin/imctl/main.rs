@@ -6,6 +6,8 @@
 //! imctl sync --follow                   # every new message, as it arrives
 //! imctl group create friends; imctl group add 1 bob carol; imctl group send 1 'hi all'
 //! imctl sessions; imctl logout [--everywhere | --id ID]; imctl passwd OLD NEW
+//! imctl contact add bob 'hi'; imctl contact accept alice; imctl contacts
+//! imctl group leave 1; imctl group remove 1 carol; imctl group transfer 1 bob
 //! imctl bench --users 200 -c 64 -d 10s  # load: sends and syncs, with percentiles
 //! ```
 //!
@@ -21,10 +23,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use svrkit_im::im::account::{CheckTokenReq, LogoutReq};
+use svrkit_im::im::account::{CheckTokenReq, Contact, Link, LogoutReq};
 use svrkit_im::im::gateway::{
-    ChangePasswordReq, Credentials, GatewaySvrClient, GroupAddReq, GroupCreateReq, GroupResp,
-    GroupSendReq, SendReq, SyncReq,
+    ChangePasswordReq, ContactReq, Credentials, GatewaySvrClient, GroupAddReq, GroupCreateReq,
+    GroupMemberReq, GroupResp, GroupSendReq, SendReq, SyncReq,
 };
 use svrkit_im::im::msg::Msg;
 use svrkit_runtime::{CallOptions, Config, Status};
@@ -75,6 +77,11 @@ enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Contacts: strangers' first messages arrive as requests to accept or decline.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Lists your contacts, requests both ways and blocks.
+    Contacts,
     /// Lists your live sessions (the one in use is marked `*`).
     Sessions,
     /// Ends this session (or another one, or every one) and forgets it here.
@@ -93,6 +100,27 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum ContactCommand {
+    /// Asks a user to be a contact.
+    Add {
+        name: String,
+        /// A line for them.
+        #[arg(default_value = "")]
+        note: String,
+    },
+    /// Accepts a user's request.
+    Accept { name: String },
+    /// Declines a user's request.
+    Decline { name: String },
+    /// Ends a contact, or withdraws your request.
+    Remove { name: String },
+    /// Blocks a user: their requests and messages stop arriving (they are not told).
+    Block { name: String },
+    /// Unblocks a user.
+    Unblock { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum GroupCommand {
     /// Creates a group with you in it.
     Create { name: String },
@@ -105,6 +133,12 @@ enum GroupCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Leaves a group (an owner passes it to the member who joined next).
+    Leave { group: u64 },
+    /// Removes a member (the owner only).
+    Remove { group: u64, name: String },
+    /// Makes a member the owner (the owner only).
+    Transfer { group: u64, name: String },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -265,10 +299,31 @@ fn print_msg(msg: &Msg) {
     println!("[{}] {}{group}: {}", msg.seq, msg.from_name, msg.text);
 }
 
+fn print_contact(contact: &Contact) {
+    let what = match contact.link {
+        Link::CONTACT => "contact",
+        Link::SENT => "request sent, waiting",
+        Link::RECEIVED => "asks to be a contact",
+        Link::BLOCKED => "blocked",
+        _ => "none",
+    };
+    let note = if contact.note.is_empty() {
+        String::new()
+    } else {
+        format!(": \"{}\"", contact.note)
+    };
+    println!("{}: {what}{note}", contact.name);
+}
+
 fn print_group(group: &GroupResp) {
     let members: Vec<&str> = group.members.iter().map(|m| m.as_str()).collect();
+    let owner = if group.owner.is_empty() {
+        String::new()
+    } else {
+        format!(" (owner {})", group.owner)
+    };
     println!(
-        "group {} \"{}\": {}",
+        "group {} \"{}\"{owner}: {}",
         group.group_id,
         group.name,
         members.join(", ")
@@ -386,7 +441,11 @@ async fn run(args: Args) -> Result<(), String> {
             } else {
                 " (spam check skipped)"
             };
-            println!("sent to {to}: seq {}{note}", resp.seq);
+            if resp.request {
+                println!("{to} is not a contact yet: sent as a contact request{note}");
+            } else {
+                println!("sent to {to}: seq {}{note}", resp.seq);
+            }
         }
         Command::Sync { follow, from } => {
             let mut s = session()?;
@@ -470,6 +529,83 @@ async fn run(args: Args) -> Result<(), String> {
                 "sent to group {group}: {} recipients, your copy seq {}",
                 resp.recipients, resp.seq
             );
+        }
+        Command::Group(
+            ref g @ (GroupCommand::Leave { group }
+            | GroupCommand::Remove { group, .. }
+            | GroupCommand::Transfer { group, .. }),
+        ) => {
+            let s = session()?;
+            let name = match g {
+                GroupCommand::Remove { name, .. } | GroupCommand::Transfer { name, .. } => {
+                    name.clone()
+                }
+                _ => String::new(),
+            };
+            let request = GroupMemberReq {
+                token: s.token.clone().into(),
+                group_id: group,
+                name: name.into(),
+                ..GroupMemberReq::default()
+            };
+            let c = client()?;
+            let options = s.options();
+            let group = match g {
+                GroupCommand::Leave { .. } => c.group_leave_with(&request, &options).await,
+                GroupCommand::Remove { .. } => c.group_remove_with(&request, &options).await,
+                _ => c.group_transfer_with(&request, &options).await,
+            }
+            .map_err(line)?;
+            print_group(&group);
+        }
+        Command::Contact(command) => {
+            let s = session()?;
+            let (name, note, yes) = match &command {
+                ContactCommand::Add { name, note } => (name, note.as_str(), false),
+                ContactCommand::Accept { name } | ContactCommand::Block { name } => {
+                    (name, "", true)
+                }
+                ContactCommand::Decline { name }
+                | ContactCommand::Remove { name }
+                | ContactCommand::Unblock { name } => (name, "", false),
+            };
+            let request = ContactReq {
+                token: s.token.clone().into(),
+                name: name.clone().into(),
+                note: note.to_owned().into(),
+                yes,
+                ..ContactReq::default()
+            };
+            let (c, options) = (client()?, s.options());
+            let contact = match command {
+                ContactCommand::Add { .. } => c.contact_request_with(&request, &options).await,
+                ContactCommand::Accept { .. } | ContactCommand::Decline { .. } => {
+                    c.contact_answer_with(&request, &options).await
+                }
+                ContactCommand::Remove { .. } => c.contact_remove_with(&request, &options).await,
+                ContactCommand::Block { .. } | ContactCommand::Unblock { .. } => {
+                    c.contact_block_with(&request, &options).await
+                }
+            }
+            .map_err(line)?;
+            print_contact(&contact);
+        }
+        Command::Contacts => {
+            let s = session()?;
+            let request = CheckTokenReq {
+                token: s.token.clone().into(),
+                ..CheckTokenReq::default()
+            };
+            let list = client()?
+                .contacts_with(&request, &s.options())
+                .await
+                .map_err(line)?;
+            if list.contacts.is_empty() {
+                println!("no contacts, requests or blocks");
+            }
+            for contact in &list.contacts {
+                print_contact(contact);
+            }
         }
         Command::Bench(bench) => bench::run(&at, bench).await?,
     }
