@@ -350,7 +350,7 @@ fn logged(log_id: u64, at: Instant, record: LogRecord) -> Logged {
 /// How long after a failed write the store first tries to reopen; it doubles up to
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// While writes keep failing, the log says so at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 

@@ -664,7 +664,7 @@ async fn after_a_full_disk_the_store_recovers_without_a_restart() {
         assert!(store.create_user("ann", "h").await.is_err());
 
         full.store(false, Ordering::Relaxed);
-        // The store reopens after its backoff (at most 5 s): the write goes through then.
+        // The store reopens after its backoff (at most 2 s): the write goes through then.
         let mut tries = 0;
         let uid = loop {
             match store.create_user("ann", "h").await {
