@@ -150,16 +150,21 @@ impl Account {
 
     /// Charges a password attempt to `name` and `address`, or refuses it while either is
     /// locked.
+    ///
+    /// The address first: a locked address touches no name's count (it can neither grow
+    /// the names' table nor keep a victim's name locked for free).
     fn charge(&self, name: &str, address: Option<&str>) -> Result<(), Status> {
         let now = crate::now_ms();
-        self.by_name
-            .charge(name, now)
-            .map_err(|l| throttled(l, "failed logins for this name"))?;
-        if let Some(address) = address
-            && let Err(l) = self.by_address.charge(address, now)
-        {
-            self.by_name.refund(name, false);
-            return Err(throttled(l, "failed logins from this address"));
+        if let Some(address) = address {
+            self.by_address
+                .charge(address, now)
+                .map_err(|l| throttled(l, "failed logins from this address"))?;
+        }
+        if let Err(l) = self.by_name.charge(name, now) {
+            if let Some(address) = address {
+                self.by_address.refund(address, false);
+            }
+            return Err(throttled(l, "failed logins for this name"));
         }
         Ok(())
     }
@@ -422,6 +427,11 @@ impl AccountSvr for Account {
     }
 
     async fn login(&self, ctx: Context, request: LoginReq) -> Result<Session, Status> {
+        // A name no one can have is the same wrong login, without a hash or a throttle
+        // entry (whose key it would be, at any length).
+        if check_name(&request.name).is_err() {
+            return Err(Status::new(Code::UNAUTHENTICATED, "wrong name or password"));
+        }
         let address = client_key(&ctx, &request.client);
         self.charge(&request.name, address.as_deref())?;
         let user = self.store.user_by_name(&request.name).await;

@@ -15,10 +15,12 @@
 //!
 //! **Quotas.** A user's messages are charged to `sends_per_minute` and their inbox copies
 //! (messages times recipients) to `deliveries_per_minute`; past either a send is refused
-//! `RESOURCE_EXHAUSTED`, saying which and when to try again. A group message's copies are
-//! counted when the group service says how many it made (it may leave the budget in debt,
-//! which the next sends wait out). Users the gateway meets through a trusted peer that names
-//! no client (a tool inside the network, a load test) are not charged.
+//! `RESOURCE_EXHAUSTED`, saying which and when to try again. Everything else that names a
+//! user (a contact request, answer, removal or block, a group add per name, a removal or
+//! transfer) counts as one message too, before the name is looked up: asking whether names
+//! exist costs what sending does. A group message is charged for every member before it is
+//! sent. Users the gateway meets through a trusted peer that names no client (a tool inside
+//! the network, a load test) are not charged.
 //!
 //! The client's address, which the account service throttles logins and registrations by,
 //! is the caller's own when it is a stranger; a trusted caller (a proxy in front) names it
@@ -42,7 +44,9 @@ use crate::im::gateway::{
     GroupMemberReq, GroupResp, GroupSendReq, GroupSendResp, LoginResp, SendReq, SendResp, SyncReq,
     SyncResp,
 };
-use crate::im::group::{AddReq, CreateReq, Group, GroupSvrClient, MemberReq, SendReq as GroupSend};
+use crate::im::group::{
+    AddReq, CreateReq, GetReq, Group, GroupSvrClient, MemberReq, SendReq as GroupSend,
+};
 use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
 use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
 use crate::throttle::Budget;
@@ -219,11 +223,18 @@ impl Gateway {
     }
 
     /// Charges a message to `user`'s quotas, `deliveries` copies of it up front.
-    fn charge(&self, user: &User, deliveries: u64) -> Result<(), Status> {
+    ///
+    /// `actions` counts against `sends_per_minute`: messages, and everything else that names
+    /// a user (a contact request, an answer, a group add per name), so that asking whether
+    /// names exist costs what sending does.
+    fn charge(&self, user: &User, actions: u64, deliveries: u64) -> Result<(), Status> {
         let (key, now) = (user.uid.to_string(), crate::now_ms());
-        self.sends
-            .take(&key, now)
-            .map_err(|l| quota("messages a minute", l.retry_after_ms))?;
+        self.sends.take_n(&key, actions, now).map_err(|l| {
+            quota(
+                "messages and contact or group actions a minute",
+                l.retry_after_ms,
+            )
+        })?;
         self.deliveries.take_n(&key, deliveries, now).map_err(|l| {
             quota(
                 "deliveries a minute (messages times recipients)",
@@ -334,9 +345,18 @@ impl Gateway {
         })
     }
 
-    /// The token's user and the user the request names.
-    async fn contact_pair(&self, request: &ContactReq) -> Result<(User, u64), Status> {
+    /// The token's user and the user the request names, charged as an action with
+    /// `deliveries` copies before the name is looked up.
+    async fn contact_pair(
+        &self,
+        ctx: &Context,
+        request: &ContactReq,
+        deliveries: u64,
+    ) -> Result<(User, u64), Status> {
         let user = self.auth(&request.token).await?;
+        if metered(ctx) {
+            self.charge(&user, 1, deliveries)?;
+        }
         let other = self.resolve(&request.name, 0, &user).await?;
         Ok((user, other))
     }
@@ -409,7 +429,7 @@ impl GatewaySvr for Gateway {
         let user = self.auth(&request.token).await?;
         crate::msg::check_message(&request.client_msg_id, &request.text)?;
         if metered(&ctx) {
-            self.charge(&user, 1)?;
+            self.charge(&user, 1, 1)?;
         }
         let spam_checked = self.spam_check(&user, &request.text).await?;
         let to = self.resolve(&request.to, request.to_uid, &user).await?;
@@ -493,6 +513,9 @@ impl GatewaySvr for Gateway {
             return Err(Status::new(Code::INVALID_ARGUMENT, "no one to add"));
         }
         let metered = metered(&ctx);
+        if metered {
+            self.charge(&user, request.names.len() as u64, 0)?;
+        }
         let mut uids = Vec::with_capacity(request.names.len());
         for name in &request.names {
             let uid = self.resolve(name, 0, &user).await?;
@@ -521,10 +544,20 @@ impl GatewaySvr for Gateway {
     ) -> Result<GroupSendResp, Status> {
         let user = self.auth(&request.token).await?;
         crate::msg::check_message(&request.client_msg_id, &request.text)?;
-        let metered = metered(&ctx);
-        if metered {
-            // The copies are counted once the group service says how many there were.
-            self.charge(&user, 0)?;
+        if metered(&ctx) {
+            // Charged for every member before the send, so that sends in flight together
+            // cannot pass the quota together.
+            let get = GetReq {
+                group_id: request.group_id,
+                ..GetReq::default()
+            };
+            let members = self
+                .down
+                .group
+                .get_with(&get, &user.options())
+                .await?
+                .members;
+            self.charge(&user, 1, members.len() as u64)?;
         }
         let spam_checked = self.spam_check(&user, &request.text).await?;
         let send = GroupSend {
@@ -536,11 +569,6 @@ impl GatewaySvr for Gateway {
             ..GroupSend::default()
         };
         let sent = self.down.group.send_with(&send, &user.options()).await?;
-        if metered {
-            let key = user.uid.to_string();
-            let copies = u64::from(sent.recipients);
-            self.deliveries.spend(&key, copies, crate::now_ms());
-        }
         Ok(GroupSendResp {
             recipients: sent.recipients,
             seq: sent.seq,
@@ -549,14 +577,18 @@ impl GatewaySvr for Gateway {
         })
     }
 
-    async fn contact_request(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
-        let (user, other) = self.contact_pair(&request).await?;
+    async fn contact_request(&self, ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        // A request's note is a message to a stranger: charged and checked as one.
+        let (user, other) = self.contact_pair(&ctx, &request, 1).await?;
+        if !request.note.is_empty() {
+            self.spam_check(&user, &request.note).await?;
+        }
         let ask = self.account_contact(&user, other, request.note.clone(), false);
         self.down.account.request_with(&ask, &user.options()).await
     }
 
-    async fn contact_answer(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
-        let (user, other) = self.contact_pair(&request).await?;
+    async fn contact_answer(&self, ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&ctx, &request, 0).await?;
         let answer = self.account_contact(&user, other, FastStr::empty(), request.yes);
         self.down
             .account
@@ -564,8 +596,8 @@ impl GatewaySvr for Gateway {
             .await
     }
 
-    async fn contact_remove(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
-        let (user, other) = self.contact_pair(&request).await?;
+    async fn contact_remove(&self, ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&ctx, &request, 0).await?;
         let remove = self.account_contact(&user, other, FastStr::empty(), false);
         self.down
             .account
@@ -573,8 +605,8 @@ impl GatewaySvr for Gateway {
             .await
     }
 
-    async fn contact_block(&self, _ctx: Context, request: ContactReq) -> Result<Contact, Status> {
-        let (user, other) = self.contact_pair(&request).await?;
+    async fn contact_block(&self, ctx: Context, request: ContactReq) -> Result<Contact, Status> {
+        let (user, other) = self.contact_pair(&ctx, &request, 0).await?;
         let block = self.account_contact(&user, other, FastStr::empty(), request.yes);
         self.down.account.block_with(&block, &user.options()).await
     }
@@ -608,10 +640,13 @@ impl GatewaySvr for Gateway {
 
     async fn group_remove(
         &self,
-        _ctx: Context,
+        ctx: Context,
         request: GroupMemberReq,
     ) -> Result<GroupResp, Status> {
         let user = self.auth(&request.token).await?;
+        if metered(&ctx) {
+            self.charge(&user, 1, 0)?;
+        }
         let uid = self.resolve(&request.name, 0, &user).await?;
         let remove = MemberReq {
             group_id: request.group_id,
@@ -629,10 +664,13 @@ impl GatewaySvr for Gateway {
 
     async fn group_transfer(
         &self,
-        _ctx: Context,
+        ctx: Context,
         request: GroupMemberReq,
     ) -> Result<GroupResp, Status> {
         let user = self.auth(&request.token).await?;
+        if metered(&ctx) {
+            self.charge(&user, 1, 0)?;
+        }
         let uid = self.resolve(&request.name, 0, &user).await?;
         let transfer = MemberReq {
             group_id: request.group_id,

@@ -5,9 +5,10 @@
 //! Rules match the *normalized* text ([`normalize`]), so that the ways of writing a phrase
 //! a reader sees the same do not get past them: compatibility forms (full-width letters,
 //! ligatures) are folded by NFKC, invisible characters (zero-width spaces and joiners, soft
-//! hyphens, bidirectional marks) are dropped, runs of white space become one space, and
-//! look-alike letters from other scripts (Cyrillic `е` for Latin `e`) fold to one prototype
-//! by Unicode's confusables table (UTS #39 skeletons, the `unicode-security` crate).
+//! hyphens, bidirectional marks) and accents are dropped, look-alike letters from other
+//! scripts (Cyrillic `е` for Latin `e`) fold to one prototype by Unicode's confusables
+//! table (UTS #39 skeletons, the `unicode-security` crate), and a phrase matches whole words
+//! whatever stands between them (spaces, dashes, dots).
 
 use serde::Deserialize;
 use svrkit_runtime::{Context, Status};
@@ -42,7 +43,8 @@ impl Default for SpamConfig {
 /// The spam check.
 #[derive(Debug)]
 pub struct Spam {
-    banned: Vec<String>,
+    /// Each phrase normalized, and as configured (what a refusal names).
+    banned: Vec<(String, String)>,
     max_links: usize,
 }
 
@@ -50,45 +52,64 @@ impl Spam {
     /// A check with these rules.
     pub fn new(config: &SpamConfig) -> Spam {
         Spam {
-            banned: config.banned.iter().map(|b| normalize(b)).collect(),
+            banned: config
+                .banned
+                .iter()
+                .map(|b| (normalize(b), b.clone()))
+                .filter(|(folded, _)| !folded.is_empty())
+                .collect(),
             max_links: config.max_links,
         }
     }
 
     /// Why `text` is spam, if it is.
     pub fn judge(&self, text: &str) -> Option<String> {
-        let folded = normalize(text);
-        if let Some(phrase) = self.banned.iter().find(|b| folded.contains(b.as_str())) {
+        // Whole words: " free money " in " free money worries ", not in "freemoney".
+        let words = format!(" {} ", normalize(text));
+        if let Some((_, phrase)) = self
+            .banned
+            .iter()
+            .find(|(b, _)| words.contains(&format!(" {b} ")))
+        {
             return Some(format!("contains \"{phrase}\""));
         }
-        let joined = folded.replace(' ', "");
+        let joined: String = fold(text).chars().filter(|c| !c.is_whitespace()).collect();
         let links = ["http://", "https://"]
             .iter()
-            .map(|scheme| joined.matches(normalize(scheme).as_str()).count())
+            .map(|scheme| joined.matches(fold(scheme).as_str()).count())
             .sum::<usize>();
         (links > self.max_links).then(|| format!("{links} links (at most {})", self.max_links))
     }
 }
 
-/// `text` as the rules see it: NFKC, lower case, without invisible characters, each run of
-/// white space one space, each letter its confusables prototype (see the module docs).
-pub fn normalize(text: &str) -> String {
-    let visible: String = text
+/// `text` with what a reader does not see folded away: NFKC, lower case, invisible
+/// characters dropped, accents dropped (NFD without combining marks), each letter its
+/// confusables prototype. Punctuation and spacing stay.
+fn fold(text: &str) -> String {
+    let plain: String = text
         .nfkc()
         .flat_map(char::to_lowercase)
         .filter(|&c| !is_invisible(c))
+        .nfd()
+        .filter(|&c| !unicode_normalization::char::is_combining_mark(c))
         .collect();
-    let mut out = String::with_capacity(visible.len());
-    let mut space = true;
-    for c in unicode_security::skeleton(&visible).flat_map(char::to_lowercase) {
-        if c.is_whitespace() {
-            if !space {
-                out.push(' ');
-            }
-            space = true;
-        } else {
+    unicode_security::skeleton(&plain)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// `text` as the phrase rules see it: [`fold`]ed, then its words (letters and digits)
+/// with one space between them, whatever stood between them (spaces, dashes, dots).
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut gap = true;
+    for c in fold(text).chars() {
+        if c.is_alphanumeric() {
             out.push(c);
-            space = false;
+            gap = false;
+        } else if !gap {
+            out.push(' ');
+            gap = true;
         }
     }
     if out.ends_with(' ') {
@@ -145,6 +166,11 @@ mod tests {
         for text in ["free of money worries", "freemoney is one word", "hello"] {
             assert!(spam.judge(text).is_none(), "{text:?} refused");
         }
+        // The refusal names the phrase as configured, not its folded form.
+        assert_eq!(
+            spam.judge("FREE MONEY").as_deref(),
+            Some("contains \"free money\"")
+        );
     }
 
     #[test]

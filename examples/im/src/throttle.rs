@@ -205,20 +205,6 @@ impl Budget {
         self.take_n(key, 1, now_ms)
     }
 
-    /// Spends `n` of `key`'s tokens at `now_ms` whether it has them or not (what was already
-    /// done, such as a group message's deliveries, counted when they are known): past what
-    /// the bucket holds it goes into debt, at most one bucket deep, and [`take`](Self::take)
-    /// refuses until it is paid back.
-    pub fn spend(&self, key: &str, n: u64, now_ms: u64) {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
-            keys.retain(|_, full_at| *full_at > now_ms);
-        }
-        let full_at = keys.entry(key.to_owned()).or_insert(now_ms);
-        let after = (*full_at).max(now_ms) + self.every_ms.saturating_mul(n);
-        *full_at = after.min(now_ms + 2 * self.depth_ms);
-    }
-
     /// Takes `n` of `key`'s tokens at once at `now_ms`, or none.
     ///
     /// # Errors
@@ -401,11 +387,6 @@ mod tests {
             "more than it ever holds"
         );
         budget.take_n("ben", 6_000, 0).unwrap();
-        // Spent past what it holds: in debt, refused until paid back.
-        let budget = Budget::per(60, 60_000);
-        budget.spend("cat", 90, 0);
-        assert_eq!(budget.take("cat", 0).unwrap_err().retry_after_ms, 31_000);
-        budget.take("cat", 31_000).unwrap();
     }
 
     #[test]

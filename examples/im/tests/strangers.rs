@@ -284,7 +284,22 @@ async fn a_spam_message_to_an_unknown_name_says_spam_not_unknown(engine: Engine)
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PERMISSION_DENIED, "{to}: {e}");
+        assert!(
+            e.message().contains("\"free money\""),
+            "the phrase as configured: {e}"
+        );
     }
+    // A contact request's note is checked as a message is.
+    let note = ContactReq {
+        token: alice.token.clone(),
+        name: "bob".into(),
+        note: "free-money here".into(),
+        ..ContactReq::default()
+    };
+    assert_eq!(
+        code(c.contact_request(&note).await),
+        Code::PERMISSION_DENIED
+    );
 }
 
 async fn start_with(engine: &Engine, data: &TempDir, extra: &str) -> Backend {
@@ -312,16 +327,24 @@ async fn a_strangers_sends_are_held_to_the_quota_and_counted(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
-    assert!(e.message().contains("messages a minute"), "{e}");
+    assert!(e.message().contains("messages and contact"), "{e}");
     let refused = metrics.server_totals().responses[Code::RESOURCE_EXHAUSTED.0 as usize];
     assert!(refused > refused_before, "counted under resource_exhausted");
-    // Bob has a quota of his own.
+    // Bob has a quota of his own, which asking about names spends as sending does.
     send(&c, &bob, "alice", "my turn", "b1").await.unwrap();
+    for n in 0..4 {
+        let probe = contact_req(&bob, &format!("nobody{n}"), false);
+        assert_eq!(code(c.contact_request(&probe).await), Code::NOT_FOUND);
+    }
+    let e = c
+        .contact_request(&contact_req(&bob, "nobody9", false))
+        .await;
+    assert_eq!(code(e), Code::RESOURCE_EXHAUSTED);
 }
 
 async fn group_messages_past_the_delivery_quota_stop_the_next_sends(engine: Engine) {
     let data = TempDir::new("fanout");
-    let gateway = "\n[app.gateway]\ndeliveries_per_minute = 10\n";
+    let gateway = "\n[app.gateway]\ndeliveries_per_minute = 11\n";
     let backend = start_with(&engine, &data, &format!("{gateway}{STRANGERS}")).await;
     let c = client(backend.addr().unwrap());
     let owner = user(&c, "owner").await;
@@ -336,25 +359,37 @@ async fn group_messages_past_the_delivery_quota_stop_the_next_sends(engine: Engi
         };
         befriend(&c, &owner, &member).await;
     }
-    let group = group_create(&c, &owner, "four").await.unwrap();
-    group_add(&c, &owner, group.group_id, &["m1", "m2", "m3"])
+    let id = group_create(&c, &owner, "four").await.unwrap().group_id;
+    group_add(&c, &owner, id, &["m1", "m2", "m3"])
         .await
         .unwrap();
-    // Four copies each: 4, 8, then 12 (the third goes into debt) ...
-    for n in 0..3 {
-        let sent = group_send(&c, &owner, group.group_id, "to all", &format!("g{n}"))
-            .await
-            .unwrap();
-        assert_eq!(sent.recipients, 4);
+    // The three contact requests were a copy each: 8 of the 11 are left, two sends to
+    // the four members, however many are sent at once.
+    let sends = (0..5).map(|n| {
+        let (c, owner) = (c.clone(), owner.clone());
+        async move { group_send(&c, &owner, id, "to all", &format!("g{n}")).await }
+    });
+    let results = futures_join(sends).await;
+    let sent = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(sent, 2, "{results:?}");
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+        assert!(e.message().contains("deliveries"), "{e}");
     }
-    // ... which the next sends wait out, to the group or to one.
-    let e = group_send(&c, &owner, group.group_id, "again", "g3")
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
-    assert!(e.message().contains("deliveries"), "{e}");
     let e = send(&c, &owner, "m1", "just you", "o1").await.unwrap_err();
     assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+}
+
+/// Runs the futures at once; their results in order.
+async fn futures_join<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
 
 fn contact_req(user: &support::User, name: &str, yes: bool) -> ContactReq {

@@ -21,7 +21,7 @@ use svrkit_runtime::codec::Message;
 use tokio::sync::oneshot;
 
 use super::recent::{Logged, Recent, Window};
-use super::reopen::{DbFile, probe};
+use super::reopen::{DbFile, probe_dir};
 use super::{
     AccountStore, Append, Appended, ContactStore, Edge, GroupChange, GroupEdit, GroupStore,
     InboxStore, Link, MAX_SESSIONS, Pair, Relate, Revoke, SeqStore, SessionRecord, StoreConfig,
@@ -105,34 +105,39 @@ impl Redb {
             .map_err(|e| StoreError(format!("cannot create {}: {e}", data.display())))?;
         let path = data.join("im.redb");
         let cache = config.cache_bytes;
-        Redb::open_with(config, move || {
-            Database::builder()
-                .set_cache_size(cache)
-                .create(&path)
-                .map_err(|e| StoreError(format!("{}: {e}", path.display())))
-        })
+        let dir = data.to_owned();
+        Redb::open_with(
+            config,
+            move || {
+                Database::builder()
+                    .set_cache_size(cache)
+                    .create(&path)
+                    .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+            },
+            move || probe_dir(&dir),
+        )
     }
 
     /// Opens the store on the database `open` opens, each time the store opens it (at
     /// start, and again after an I/O error): a file, or in tests a storage backend that
-    /// fails on demand.
+    /// fails on demand. After an I/O error, writes resume once `probe` says there is room.
     ///
     /// # Errors
     /// As [`Redb::open`].
     pub fn open_with(
         config: &StoreConfig,
         open: impl Fn() -> Result<Database, StoreError> + Send + Sync + 'static,
+        probe: impl Fn() -> Result<(), StoreError> + Send + Sync + 'static,
     ) -> Result<Redb, StoreError> {
         if config.move_chunk == 0 || config.move_at == 0 {
             return Err(StoreError(
                 "app.store.move_at and move_chunk: at least 1".into(),
             ));
         }
-        let file = Arc::new(DbFile::open(Box::new(move || {
-            let db = open()?;
-            create_tables(&db)?;
-            Ok(db)
-        }))?);
+        // Opening again after an I/O error writes nothing: the tables exist by then, and
+        // the disk may still be full.
+        let file = Arc::new(DbFile::open(Box::new(open), Box::new(probe))?);
+        create_tables(&*file.get()?)?;
         let db = file.get()?;
         let (recent, window, next_log_id) = recover(&db)?;
         let trimmed = window.first().unwrap_or(next_log_id);
@@ -441,7 +446,14 @@ impl Committer {
             // writes not yet applied when it failed were dropped, and their callers see that.
             let failed = result.as_ref().err().cloned();
             match result {
-                Err(e) => self.failed(&e),
+                Err(e) => {
+                    self.failed(&e);
+                    // At once, so that reads work again meanwhile (redb latched the error,
+                    // and reads fail with it too); writes stay refused until the probe.
+                    if let Err(e) = self.file.reopen() {
+                        tracing::debug!("reopen after a failed write: {e}");
+                    }
+                }
                 Ok(trimmed) => {
                     self.passed();
                     self.trimmed = trimmed;
@@ -498,13 +510,18 @@ impl Committer {
         }
     }
 
-    /// Closes and opens the file after a failure; once a probe write goes through, takes
-    /// the state in memory back from the file (the failed batches left nothing in it).
+    /// After a failure: opens the file if it is not open, and once the probe says there is
+    /// room, takes the state in memory back from the file (the failed batches left nothing
+    /// in it) and lets writes through.
     fn reopen(&mut self) {
-        let reopened = self.file.reopen().and_then(|db| {
-            probe(&db)?;
-            recover(&db)
-        });
+        let reopened = self
+            .file
+            .get()
+            .or_else(|_| self.file.reopen())
+            .and_then(|db| {
+                self.file.probe()?;
+                recover(&db)
+            });
         match reopened {
             Ok((recent, window, next_log_id)) => {
                 self.trimmed = window.first().unwrap_or(next_log_id);
