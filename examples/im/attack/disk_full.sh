@@ -1,7 +1,7 @@
 #!/bin/bash
 # A full disk under im-server: sends fail cleanly, /readyz says 503, the log says it once;
-# Needs root (it mounts a 48 MB tmpfs) and release binaries: cargo build --release -p svrkit-im --bin im-server --bin imctl
 # space freed, writes work again without a restart. Prints the figures.
+# Needs root (it mounts a 48 MB tmpfs) and release binaries: cargo build --release -p svrkit-im --bin im-server --bin imctl
 set -u
 BIN=${BIN:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release}
 D=/tmp/dfull
