@@ -14,6 +14,8 @@ use crate::store::{GroupChange, GroupStore};
 pub const MAX_MEMBERS: usize = crate::msg::MAX_RECIPIENTS;
 /// Longest group name, in bytes.
 pub const MAX_GROUP_NAME: usize = 64;
+/// Groups one user may own: past it, a user leaves or passes one on before creating more.
+pub const MAX_GROUPS_OWNED: usize = 100;
 
 /// The group service.
 pub struct GroupService {
@@ -79,10 +81,18 @@ impl GroupSvr for GroupService {
         if request.owner_uid == 0 {
             return Err(Status::new(Code::INVALID_ARGUMENT, "no owner"));
         }
-        Ok(self
-            .store
-            .create_group(request.owner_uid, &request.name)
-            .await?)
+        self.store
+            .create_group(request.owner_uid, &request.name, MAX_GROUPS_OWNED)
+            .await?
+            .ok_or_else(|| {
+                Status::new(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!(
+                        "you own {MAX_GROUPS_OWNED} groups, the most one user may: leave one or \
+                         pass it on first"
+                    ),
+                )
+            })
     }
 
     async fn add(&self, _ctx: Context, request: AddReq) -> Result<Group, Status> {

@@ -267,12 +267,21 @@ pub type GroupEdit = Box<dyn FnOnce(&mut Group) -> Result<(), svrkit_runtime::St
 
 /// Groups (`im.group`).
 pub trait GroupStore: Send + Sync + 'static {
-    /// Creates a group with the next id, its owner as first member.
-    fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group>;
+    /// Creates a group with the next id, its owner as first member; `None` when the owner
+    /// already owns `max_owned` groups.
+    fn create_group(
+        &self,
+        owner_uid: u64,
+        name: &str,
+        max_owned: usize,
+    ) -> StoreFuture<'_, Option<Group>>;
+    /// Groups `uid` owns.
+    fn groups_owned(&self, uid: u64) -> StoreFuture<'_, usize>;
     /// The group with this id.
     fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>>;
     /// Applies `edit` to the group, atomically with every other change to it (two adds
-    /// that each fit a cap cannot pass it together).
+    /// that each fit a cap cannot pass it together); an owner it changes is counted as the
+    /// new owner's.
     fn update_group(&self, group_id: u64, edit: GroupEdit) -> StoreFuture<'_, GroupChange>;
 }
 

@@ -94,6 +94,10 @@ pub const MIGRATIONS: &[&str] = &[
         note text NOT NULL,
         PRIMARY KEY (a, b)
     );",
+    // 4: each group's owner as a column, to count the groups a user owns (filled in from
+    // the bodies of groups made before it when the store opens).
+    "ALTER TABLE groups ADD COLUMN owner_uid bigint;
+    CREATE INDEX groups_by_owner ON groups (owner_uid);",
 ];
 
 /// `[app.store]` keys of the PostgreSQL engine.
@@ -194,6 +198,7 @@ impl Postgres {
             .map_err(err)?;
         let mut client = connect(&pg).await?;
         migrate(&mut client).await?;
+        index_owners(&client).await?;
         let (appends, queue) = mpsc::unbounded_channel();
         tokio::spawn(commit_appends(pg.clone(), client, queue));
         let (appended, _) = broadcast::channel(1024);
@@ -262,6 +267,31 @@ async fn connect(pg: &tokio_postgres::Config) -> Result<Client, StoreError> {
 }
 
 /// Runs the migrations this database has not run yet.
+/// Fills in the owner column of groups made before it existed, from their bodies.
+async fn index_owners(client: &Client) -> Result<(), StoreError> {
+    let rows = client
+        .query(
+            "SELECT group_id, body FROM groups WHERE owner_uid IS NULL",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    for row in rows {
+        let id: i64 = row.get(0);
+        let group = decode_group(row.get(1))?;
+        if group.owner_uid != 0 {
+            client
+                .execute(
+                    "UPDATE groups SET owner_uid = $2 WHERE group_id = $1 AND owner_uid IS NULL",
+                    &[&id, &big(group.owner_uid)?],
+                )
+                .await
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let txn = client.transaction().await.map_err(err)?;
     // One process migrates at a time; the others then find the work done.
@@ -993,11 +1023,35 @@ impl InboxStore for Postgres {
 }
 
 impl GroupStore for Postgres {
-    fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group> {
+    fn create_group(
+        &self,
+        owner_uid: u64,
+        name: &str,
+        max_owned: usize,
+    ) -> StoreFuture<'_, Option<Group>> {
         let name = name.to_owned();
         Box::pin(async move {
+            let owner = big(owner_uid)?;
             let mut client = self.client().await?;
             let txn = client.transaction().await.map_err(err)?;
+            // One creation per owner at a time: two cannot pass the cap together.
+            txn.execute(
+                "SELECT pg_advisory_xact_lock(1, hashtext($1::text))",
+                &[&owner.to_string()],
+            )
+            .await
+            .map_err(err)?;
+            let owned: i64 = txn
+                .query_one(
+                    "SELECT count(*) FROM groups WHERE owner_uid = $1",
+                    &[&owner],
+                )
+                .await
+                .map_err(err)?
+                .get(0);
+            if usize::try_from(owned).unwrap_or(usize::MAX) >= max_owned {
+                return Ok(None);
+            }
             let id: i64 = txn
                 .query_one("SELECT nextval('groups_group_id_seq')", &[])
                 .await
@@ -1011,13 +1065,26 @@ impl GroupStore for Postgres {
                 ..Group::default()
             };
             txn.execute(
-                "INSERT INTO groups (group_id, body) VALUES ($1, $2)",
-                &[&id, &group.encode_to_vec()],
+                "INSERT INTO groups (group_id, body, owner_uid) VALUES ($1, $2, $3)",
+                &[&id, &group.encode_to_vec(), &owner],
             )
             .await
             .map_err(err)?;
             txn.commit().await.map_err(err)?;
-            Ok(group)
+            Ok(Some(group))
+        })
+    }
+
+    fn groups_owned(&self, uid: u64) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let row = self
+                .query_one(
+                    "SELECT count(*) FROM groups WHERE owner_uid = $1",
+                    &[&big(uid)?],
+                )
+                .await?;
+            let n: i64 = row.get(0);
+            Ok(usize::try_from(n).unwrap_or(0))
         })
     }
 
@@ -1053,9 +1120,12 @@ impl GroupStore for Postgres {
             if let Err(refusal) = edit(&mut group) {
                 return Ok(GroupChange::Refused(refusal));
             }
+            let owner = (group.owner_uid != 0)
+                .then(|| big(group.owner_uid))
+                .transpose()?;
             txn.execute(
-                "UPDATE groups SET body = $2 WHERE group_id = $1",
-                &[&id, &group.encode_to_vec()],
+                "UPDATE groups SET body = $2, owner_uid = $3 WHERE group_id = $1",
+                &[&id, &group.encode_to_vec(), &owner],
             )
             .await
             .map_err(err)?;

@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use svrkit_runtime::codec::Message;
 use tokio::sync::oneshot;
 
@@ -54,6 +57,8 @@ const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox_ch
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox_log");
 /// group id → encoded `im.group.Group`.
 const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+/// (owner, group id) → (): the groups each user owns.
+const OWNED: TableDefinition<(u64, u64), ()> = TableDefinition::new("groups_owned");
 /// (user, other user) → the user's side of their relation: (link, at_ms, note).
 const EDGES: TableDefinition<(u64, u64), (u8, u64, &str)> = TableDefinition::new("edges");
 
@@ -245,7 +250,8 @@ enum Op {
     CreateGroup {
         owner: u64,
         name: String,
-        reply: Reply<Group>,
+        max_owned: usize,
+        reply: Reply<Option<Group>>,
     },
     UpdateGroup {
         group_id: u64,
@@ -311,6 +317,23 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
     txn.open_table(GROUPS).map_err(err)?;
     txn.open_table(EDGES).map_err(err)?;
     txn.open_table(LOG).map_err(err)?;
+    {
+        // Stores from before owners were indexed: index them once.
+        let groups = txn.open_table(GROUPS).map_err(err)?;
+        let mut owned = txn.open_table(OWNED).map_err(err)?;
+        if owned.is_empty().map_err(err)? {
+            for entry in groups.iter().map_err(err)? {
+                let (id, body) = entry.map_err(err)?;
+                let group = Group::decode(body.value())
+                    .map_err(|e| StoreError(format!("group record: {e}")))?;
+                if group.owner_uid != 0 {
+                    owned
+                        .insert((group.owner_uid, id.value()), ())
+                        .map_err(err)?;
+                }
+            }
+        }
+    }
     txn.commit().map_err(err)
 }
 
@@ -740,7 +763,16 @@ impl Committer {
                 pending.logged.push(logged(log_id, Instant::now(), record));
                 answer(reply, Appended::Stored)
             }
-            Op::CreateGroup { owner, name, reply } => {
+            Op::CreateGroup {
+                owner,
+                name,
+                max_owned,
+                reply,
+            } => {
+                let mut owned = txn.open_table(OWNED).map_err(err)?;
+                if count_owned(&owned, owner)? >= max_owned {
+                    return Ok(answer(reply, None));
+                }
                 let group = Group {
                     group_id: next_id(txn, "next_group_id")?,
                     name: name.into(),
@@ -752,7 +784,8 @@ impl Committer {
                 groups
                     .insert(group.group_id, group.encode_to_vec().as_slice())
                     .map_err(err)?;
-                answer(reply, group)
+                owned.insert((owner, group.group_id), ()).map_err(err)?;
+                answer(reply, Some(group))
             }
             Op::UpdateGroup {
                 group_id,
@@ -765,12 +798,20 @@ impl Committer {
                 let Some(mut group) = decode_group(groups.get(group_id).map_err(err)?)? else {
                     return Ok(answer(reply, GroupChange::NoGroup));
                 };
+                let owner = group.owner_uid;
                 if let Err(refusal) = edit(&mut group) {
                     return Ok(answer(reply, GroupChange::Refused(refusal)));
                 }
                 groups
                     .insert(group_id, group.encode_to_vec().as_slice())
                     .map_err(err)?;
+                if group.owner_uid != owner {
+                    let mut owned = txn.open_table(OWNED).map_err(err)?;
+                    owned.remove((owner, group_id)).map_err(err)?;
+                    if group.owner_uid != 0 {
+                        owned.insert((group.owner_uid, group_id), ()).map_err(err)?;
+                    }
+                }
                 answer(reply, GroupChange::Done(group))
             }
             Op::Relate {
@@ -939,6 +980,17 @@ fn end_sessions(
     Ok(ended.len() as u64)
 }
 
+/// Groups `owner` owns.
+fn count_owned(
+    owned: &impl ReadableTable<(u64, u64), ()>,
+    owner: u64,
+) -> Result<usize, StoreError> {
+    Ok(owned
+        .range((owner, 0)..=(owner, u64::MAX))
+        .map_err(err)?
+        .count())
+}
+
 /// `a`'s side of its relation with `b`.
 fn read_edge(
     edges: &impl ReadableTable<(u64, u64), (u8, u64, &'static str)>,
@@ -1085,13 +1137,23 @@ impl InboxStore for Redb {
 }
 
 impl GroupStore for Redb {
-    fn create_group(&self, owner_uid: u64, name: &str) -> StoreFuture<'_, Group> {
+    fn create_group(
+        &self,
+        owner_uid: u64,
+        name: &str,
+        max_owned: usize,
+    ) -> StoreFuture<'_, Option<Group>> {
         let name = name.to_owned();
         self.write(|reply| Op::CreateGroup {
             owner: owner_uid,
             name,
+            max_owned,
             reply,
         })
+    }
+
+    fn groups_owned(&self, uid: u64) -> StoreFuture<'_, usize> {
+        self.read(move |txn| count_owned(&txn.open_table(OWNED).map_err(err)?, uid))
     }
 
     fn group(&self, group_id: u64) -> StoreFuture<'_, Option<Group>> {

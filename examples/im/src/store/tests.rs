@@ -95,6 +95,7 @@ both!(
     a_section_bound_only_rises_and_survives_a_restart,
     edits_racing_past_the_member_cap_leave_the_group_within_it,
     relations_change_as_pairs_one_change_at_a_time,
+    groups_owned_are_capped_and_follow_their_owner,
     accounts_and_sessions_are_kept,
     sessions_are_listed_revoked_capped_and_ended_by_a_password_change,
 );
@@ -283,7 +284,7 @@ fn add(uids: Vec<u64>, cap: usize) -> super::GroupEdit {
 
 async fn edits_racing_past_the_member_cap_leave_the_group_within_it(engine: Engine) {
     let store = engine.open(&StoreConfig::default()).await;
-    let group = store.create_group(1, "g").await.unwrap();
+    let group = store.create_group(1, "g", 10).await.unwrap().unwrap();
     let (a, b) = tokio::join!(
         store.update_group(group.group_id, add(vec![2, 3], 4)),
         store.update_group(group.group_id, add(vec![4, 5], 4))
@@ -303,6 +304,37 @@ async fn edits_racing_past_the_member_cap_leave_the_group_within_it(engine: Engi
         store.update_group(999, add(vec![6], 4)).await.unwrap(),
         GroupChange::NoGroup
     );
+}
+
+async fn groups_owned_are_capped_and_follow_their_owner(engine: Engine) {
+    {
+        let store = engine.open(&StoreConfig::default()).await;
+        let a = store.create_group(1, "a", 2).await.unwrap().unwrap();
+        store.create_group(1, "b", 2).await.unwrap().unwrap();
+        assert_eq!(
+            store.create_group(1, "c", 2).await.unwrap(),
+            None,
+            "at the cap"
+        );
+        assert_eq!(store.groups_owned(1).await.unwrap(), 2);
+        // Passed on: the old owner has room again, the new one owns it.
+        let pass: super::GroupEdit = Box::new(|g| {
+            g.members.push(2);
+            g.owner_uid = 2;
+            Ok(())
+        });
+        store.update_group(a.group_id, pass).await.unwrap();
+        assert_eq!(store.groups_owned(1).await.unwrap(), 1);
+        assert_eq!(store.groups_owned(2).await.unwrap(), 1);
+        store.create_group(1, "c", 2).await.unwrap().unwrap();
+    }
+    let store = engine.open(&StoreConfig::default()).await;
+    assert_eq!(
+        store.groups_owned(1).await.unwrap(),
+        2,
+        "kept across a restart"
+    );
+    assert_eq!(store.groups_owned(2).await.unwrap(), 1);
 }
 
 /// Both sides of a relation change together, and concurrent changes to one pair are
@@ -390,7 +422,7 @@ async fn accounts_and_sessions_are_kept(engine: Engine) {
     assert_eq!(store.user_by_name("cat").await.unwrap(), None);
     assert_eq!(store.session([7; 32]).await.unwrap().unwrap().uid, ann.uid);
     assert_eq!(store.session([8; 32]).await.unwrap(), None);
-    let group = store.create_group(ann.uid, "g").await.unwrap();
+    let group = store.create_group(ann.uid, "g", 10).await.unwrap().unwrap();
     assert_eq!(store.group(group.group_id).await.unwrap(), Some(group));
     assert_eq!(store.group(999).await.unwrap(), None);
 }
