@@ -345,6 +345,27 @@ impl Gateway {
         })
     }
 
+    /// The token's user, and the group service's request for the member the request names
+    /// (charged as an action before the name is looked up).
+    async fn member_req(
+        &self,
+        ctx: &Context,
+        request: &GroupMemberReq,
+    ) -> Result<(User, MemberReq), Status> {
+        let user = self.auth(&request.token).await?;
+        if metered(ctx) {
+            self.charge(&user, 1, 0)?;
+        }
+        let uid = self.resolve(&request.name, 0, &user).await?;
+        let member = MemberReq {
+            group_id: request.group_id,
+            by_uid: user.uid,
+            uid,
+            ..MemberReq::default()
+        };
+        Ok((user, member))
+    }
+
     /// The token's user and the user the request names, charged as an action with
     /// `deliveries` copies before the name is looked up.
     async fn contact_pair(
@@ -643,17 +664,7 @@ impl GatewaySvr for Gateway {
         ctx: Context,
         request: GroupMemberReq,
     ) -> Result<GroupResp, Status> {
-        let user = self.auth(&request.token).await?;
-        if metered(&ctx) {
-            self.charge(&user, 1, 0)?;
-        }
-        let uid = self.resolve(&request.name, 0, &user).await?;
-        let remove = MemberReq {
-            group_id: request.group_id,
-            by_uid: user.uid,
-            uid,
-            ..MemberReq::default()
-        };
+        let (user, remove) = self.member_req(&ctx, &request).await?;
         let group = self
             .down
             .group
@@ -667,17 +678,7 @@ impl GatewaySvr for Gateway {
         ctx: Context,
         request: GroupMemberReq,
     ) -> Result<GroupResp, Status> {
-        let user = self.auth(&request.token).await?;
-        if metered(&ctx) {
-            self.charge(&user, 1, 0)?;
-        }
-        let uid = self.resolve(&request.name, 0, &user).await?;
-        let transfer = MemberReq {
-            group_id: request.group_id,
-            by_uid: user.uid,
-            uid,
-            ..MemberReq::default()
-        };
+        let (user, transfer) = self.member_req(&ctx, &request).await?;
         let group = self
             .down
             .group

@@ -210,8 +210,7 @@ async fn answer(shared: &Shared, req: &Request<Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
     match path.as_str() {
         // Probes: at once, never behind a page, never behind the token.
-        "/livez" => return (StatusCode::OK, "text/plain", "ok\n".into()),
-        "/healthz" | "/readyz" => return readiness(),
+        "/livez" | "/healthz" | "/readyz" => return builtin(&path, 0, ""),
         "/metrics" => {}
         _ => {
             if let Some(token) = &shared.options.token

@@ -7,8 +7,8 @@
 //! answers `/livez` with 200 while the process serves, and `/readyz` and `/healthz` with 503
 //! and the failing checks while any fails. `/alerts.json` and the dashboard list them too.
 //!
-//! A check is a few atomics and a mutex taken only when its state changes: a part may report
-//! on every operation.
+//! Reporting success is one atomic load while nothing changes, so a part may report on every
+//! operation; a failure takes the check's mutex (failures are rare).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -59,14 +59,18 @@ impl Check {
     /// Reports a failure (`reason` is shown as is: no secrets).
     pub fn fail(&self, reason: impl Into<String>) -> Transition {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let began = !self.failing.swap(true, Ordering::AcqRel);
+        if began {
+            state.since = Some(Instant::now());
+            state.count = 0;
+        }
         state.reason = reason.into();
         state.count += 1;
-        if self.failing.swap(true, Ordering::AcqRel) {
-            return Transition::Same;
+        if began {
+            Transition::Failed
+        } else {
+            Transition::Same
         }
-        state.since = Some(Instant::now());
-        state.count = 1;
-        Transition::Failed
     }
 
     /// Reports success.
