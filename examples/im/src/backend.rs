@@ -31,6 +31,7 @@ use crate::im::group::{GroupSvrClient, GroupSvrServer};
 use crate::im::msg::{MsgSvrClient, MsgSvrServer};
 use crate::im::seq::{SeqAllocSvrClient, SeqAllocSvrServer, SeqStoreSvrClient, SeqStoreSvrServer};
 use crate::im::spam::{SpamSvrClient, SpamSvrServer};
+use crate::msg::MsgConfig;
 use crate::msg::MsgService;
 use crate::seq::{SeqAlloc, SeqStoreService};
 use crate::spam::{Spam, SpamConfig};
@@ -102,6 +103,8 @@ pub struct ImConfig {
     pub spam: SpamConfig,
     /// `[app.gateway]`.
     pub gateway: GatewayConfig,
+    /// `[app.msg]`.
+    pub msg: MsgConfig,
     /// `[app.store]`.
     pub store: StoreConfig,
 }
@@ -114,6 +117,7 @@ impl Default for ImConfig {
             account: AccountConfig::default(),
             spam: SpamConfig::default(),
             gateway: GatewayConfig::default(),
+            msg: MsgConfig::default(),
             store: StoreConfig::default(),
         }
     }
@@ -207,7 +211,7 @@ impl Backend {
                 }
                 Role::Msg => {
                     let seq = SeqAllocSvrClient::new(wiring.channel(Role::SeqAlloc)?);
-                    internal.add_service(MsgSvrServer::new(MsgService::new(store(), seq)))
+                    internal.add_service(MsgSvrServer::new(MsgService::new(store(), seq, &app.msg)))
                 }
                 Role::Spam => internal.add_service(SpamSvrServer::new(Spam::new(&app.spam))),
                 Role::Group => {

@@ -41,9 +41,29 @@ const STRIPES: usize = 1024;
 /// Allocations one append tries when a shared store keeps answering `Stale`.
 const STALE_ATTEMPTS: usize = 8;
 
+/// `[app.msg]`: the message service's settings.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MsgConfig {
+    /// Bytes each sender's stored messages may take, every recipient's copy counted
+    /// (default 1 GiB; 0: no limit). A message that would pass it is refused with
+    /// `RESOURCE_EXHAUSTED`. The backend keeps every message, so the count only grows.
+    pub storage_bytes_per_user: u64,
+}
+
+impl Default for MsgConfig {
+    fn default() -> MsgConfig {
+        MsgConfig {
+            storage_bytes_per_user: 1 << 30,
+        }
+    }
+}
+
 /// The message service.
 pub struct MsgService {
     store: Arc<dyn InboxStore>,
+    /// Each sender's storage quota in bytes.
+    quota: Option<u64>,
     seq: SeqAllocSvrClient,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     waiters: Arc<Waiters>,
@@ -80,7 +100,11 @@ impl MsgService {
     ///
     /// On a store other processes append to as well, a task (of the current runtime) wakes
     /// the long polls waiting here for their appends.
-    pub fn new(store: Arc<dyn InboxStore>, seq: SeqAllocSvrClient) -> MsgService {
+    pub fn new(
+        store: Arc<dyn InboxStore>,
+        seq: SeqAllocSvrClient,
+        config: &MsgConfig,
+    ) -> MsgService {
         let waiters = Arc::new(Waiters::default());
         if let Some(mut appended) = store.appended() {
             let waiters = Arc::downgrade(&waiters);
@@ -105,6 +129,7 @@ impl MsgService {
         }
         MsgService {
             store,
+            quota: (config.storage_bytes_per_user > 0).then_some(config.storage_bytes_per_user),
             seq,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             waiters,
@@ -177,12 +202,15 @@ impl MsgService {
             .zip(seqs.iter().copied())
             .collect();
         // Handed to the store under the locks: visible in sequence order.
-        let stored = self.store.append(Append {
+        let append = Append {
             from_uid: request.from_uid,
             client_msg_id: request.client_msg_id.to_string(),
             msg,
             to,
-        });
+            quota: self.quota,
+        };
+        let charge = append.charge();
+        let stored = self.store.append(append);
         drop(guards);
         match stored.await? {
             Appended::Stored => {
@@ -192,6 +220,14 @@ impl MsgService {
                 Ok(Some((seqs, false)))
             }
             Appended::Stale => Ok(None),
+            Appended::OverQuota { used } => Err(Status::new(
+                Code::RESOURCE_EXHAUSTED,
+                format!(
+                    "storage quota: your messages take {used} of {} bytes, and this one \
+                     needs {charge} more",
+                    self.quota.unwrap_or(0)
+                ),
+            )),
             // A concurrent retry of the same message won: ours took sequences that stay
             // unused (sequences increase, they need not be dense).
             Appended::Duplicate(pairs) => {

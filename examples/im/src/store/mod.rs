@@ -216,6 +216,25 @@ pub struct Append {
     pub msg: Msg,
     /// (recipient, sequence) pairs.
     pub to: Vec<(u64, u64)>,
+    /// The sender's storage quota in bytes ([`Append::charge`] summed over what the sender
+    /// has stored); `None`: no limit. Checked and charged in the append's transaction, so
+    /// concurrent appends cannot pass it together.
+    pub quota: Option<u64>,
+}
+
+/// Bytes a stored copy costs beyond its encoded message: the inbox key (user, sequence)
+/// and the engines' per-row overhead, roughly.
+const COPY_OVERHEAD: u64 = 32;
+
+impl Append {
+    /// The bytes this append charges its sender: each recipient's copy, its encoded message
+    /// and [`COPY_OVERHEAD`]. The sender pays for every copy, not the recipients: no one can
+    /// use up someone else's quota.
+    pub fn charge(&self) -> u64 {
+        use svrkit_runtime::codec::Message as _;
+        let copy = self.msg.encoded_len() as u64 + COPY_OVERHEAD;
+        copy.saturating_mul(self.to.len() as u64)
+    }
 }
 
 /// What an append did.
@@ -230,6 +249,11 @@ pub enum Appended {
     /// after this append's sequences were allocated); nothing was stored. Allocate again.
     /// Only a store shared by several processes answers this.
     Stale,
+    /// Storing it would take the sender past [`Append::quota`]; nothing was stored.
+    OverQuota {
+        /// Bytes the sender has stored.
+        used: u64,
+    },
 }
 
 /// Inboxes (`im.msg`).
@@ -248,6 +272,9 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Up to `limit` messages of `uid`'s inbox after `after_seq`, in order, and whether
     /// there are more.
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)>;
+    /// Bytes `uid` has stored as a sender ([`Append::charge`] summed since the store began
+    /// counting: messages stored by versions before it are not counted).
+    fn stored_bytes(&self, uid: u64) -> StoreFuture<'_, u64>;
 }
 
 /// What [`GroupStore::update_group`] did.

@@ -98,6 +98,12 @@ pub const MIGRATIONS: &[&str] = &[
     // the bodies of groups made before it when the store opens).
     "ALTER TABLE groups ADD COLUMN owner_uid bigint;
     CREATE INDEX groups_by_owner ON groups (owner_uid);",
+    // 5: what each sender's stored messages cost, for the storage quota (counted from here
+    // on: messages stored before are not charged).
+    "CREATE TABLE stored_bytes (
+        uid bigint PRIMARY KEY,
+        bytes bigint NOT NULL
+    );",
 ];
 
 /// `[app.store]` keys of the PostgreSQL engine.
@@ -439,6 +445,12 @@ const RAISE_HEADS: &str = "UPDATE inbox_head h SET max_seq = x.s
     FROM unnest($1::bigint[], $2::bigint[]) AS x(u, s)
     WHERE h.uid = x.u AND h.max_seq < x.s";
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const ADD_STORED: &str = "INSERT INTO stored_bytes (uid, bytes)
+    SELECT u, 0 FROM unnest($1::bigint[]) AS u ON CONFLICT DO NOTHING";
+const LOCK_STORED: &str =
+    "SELECT uid, bytes FROM stored_bytes WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
+const SET_STORED: &str = "UPDATE stored_bytes s SET bytes = x.b
+    FROM unnest($1::bigint[], $2::bigint[]) AS x(u, b) WHERE s.uid = x.u";
 
 /// (recipient, sequence) pairs from the `to_uids` and `seqs` columns of `sends`.
 fn pairs(row: &Row, to: usize, seqs: usize) -> Vec<(u64, u64)> {
@@ -485,6 +497,18 @@ async fn commit(
         .iter()
         .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
         .collect();
+    // The senders' storage counts, locked after the heads (every committer takes them in
+    // that order), so that two processes' appends cannot pass a quota together.
+    let mut senders = froms.clone();
+    senders.sort_unstable();
+    senders.dedup();
+    cache.execute(&txn, ADD_STORED, &[&senders]).await?;
+    let mut stored: HashMap<u64, u64> = cache
+        .query(&txn, LOCK_STORED, &[&senders])
+        .await?
+        .iter()
+        .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
+        .collect();
 
     let mut results = Vec::with_capacity(appends.len());
     let mut accepted: Vec<usize> = Vec::new();
@@ -509,6 +533,12 @@ async fn commit(
             results.push(Appended::Stale);
             continue;
         }
+        let used = stored.entry(a.from_uid).or_default();
+        if a.quota.is_some_and(|q| used.saturating_add(a.charge()) > q) {
+            results.push(Appended::OverQuota { used: *used });
+            continue;
+        }
+        *used = used.saturating_add(a.charge());
         for &(uid, seq) in &a.to {
             heads.insert(uid, seq);
         }
@@ -557,6 +587,9 @@ async fn commit(
                 .await
                 .map_err(err)?;
             results[i] = Appended::Duplicate(pairs(&row, 0, 1));
+            if let Some(used) = stored.get_mut(&a.from_uid) {
+                *used = used.saturating_sub(a.charge());
+            }
             continue;
         }
         let mut msg = a.msg.clone();
@@ -579,6 +612,13 @@ async fn commit(
         .into_iter()
         .unzip();
     cache.execute(&txn, RAISE_HEADS, &[&h_uid, &h_seq]).await?;
+    let (b_uid, b_bytes): (Vec<i64>, Vec<i64>) = stored
+        .iter()
+        .map(|(&u, &b)| Ok::<_, StoreError>((big(u)?, i64::try_from(b).unwrap_or(i64::MAX))))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    cache.execute(&txn, SET_STORED, &[&b_uid, &b_bytes]).await?;
     // Long polls waiting in other processes are woken on commit (LISTEN/NOTIFY).
     for payload in notify_payloads(i_uid.iter().copied()) {
         cache.execute(&txn, NOTIFY, &[&CHANNEL, &payload]).await?;
@@ -1018,6 +1058,18 @@ impl InboxStore for Postgres {
                 })
                 .collect::<Result<_, _>>()?;
             Ok((msgs, more))
+        })
+    }
+
+    fn stored_bytes(&self, uid: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT bytes FROM stored_bytes WHERE uid = $1",
+                    &[&big(uid)?],
+                )
+                .await?;
+            Ok(rows.first().map_or(0, |row| unbig(row.get(0))))
         })
     }
 }

@@ -59,6 +59,8 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox_log");
 const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 /// (owner, group id) → (): the groups each user owns.
 const OWNED: TableDefinition<(u64, u64), ()> = TableDefinition::new("groups_owned");
+/// sender → bytes its stored messages cost ([`Append::charge`] summed).
+const STORED_BYTES: TableDefinition<u64, u64> = TableDefinition::new("stored_bytes");
 /// (user, other user) → the user's side of their relation: (link, at_ms, note).
 const EDGES: TableDefinition<(u64, u64), (u8, u64, &str)> = TableDefinition::new("edges");
 
@@ -317,6 +319,7 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
     txn.open_table(GROUPS).map_err(err)?;
     txn.open_table(EDGES).map_err(err)?;
     txn.open_table(LOG).map_err(err)?;
+    txn.open_table(STORED_BYTES).map_err(err)?;
     {
         // Stores from before owners were indexed: index them once.
         let groups = txn.open_table(GROUPS).map_err(err)?;
@@ -733,6 +736,7 @@ impl Committer {
                 answer(reply, max)
             }
             Op::Append { append, reply } => {
+                let (charge, quota) = (append.charge(), append.quota);
                 let key = (append.from_uid, append.client_msg_id);
                 let earlier = match pending.keys.get(&key) {
                     Some(pairs) => Some(pairs.clone()),
@@ -744,6 +748,16 @@ impl Committer {
                 if let Some(pairs) = earlier {
                     return Ok(answer(reply, Appended::Duplicate(pairs)));
                 }
+                // Charged in this transaction: appends are applied one after another, so
+                // two that each fit the quota cannot pass it together.
+                let mut stored = txn.open_table(STORED_BYTES).map_err(err)?;
+                let used = stored.get(key.0).map_err(err)?.map_or(0, |v| v.value());
+                if quota.is_some_and(|q| used.saturating_add(charge) > q) {
+                    return Ok(answer(reply, Appended::OverQuota { used }));
+                }
+                stored
+                    .insert(key.0, used.saturating_add(charge))
+                    .map_err(err)?;
                 let log_id = self.next_log_id;
                 self.next_log_id += 1;
                 let (to_uids, seqs) = append.to.iter().copied().unzip();
@@ -1076,6 +1090,13 @@ impl SeqStore for Redb {
 impl InboxStore for Redb {
     fn append(&self, append: Append) -> StoreFuture<'static, Appended> {
         self.write(|reply| Op::Append { append, reply })
+    }
+
+    fn stored_bytes(&self, uid: u64) -> StoreFuture<'_, u64> {
+        self.read(move |txn| {
+            let stored = txn.open_table(STORED_BYTES).map_err(err)?;
+            Ok(stored.get(uid).map_err(err)?.map_or(0, |v| v.value()))
+        })
     }
 
     fn fetch(&self, uid: u64, after_seq: u64, limit: usize) -> StoreFuture<'_, (Vec<Msg>, bool)> {

@@ -92,6 +92,7 @@ both!(
     reads_see_every_message_once_in_order,
     an_append_is_stored_once_per_sender_and_id_in_a_batch_later_and_after_a_restart,
     appends_are_read_back_after_a_restart,
+    appends_racing_past_a_senders_quota_store_what_fits_and_the_count_survives_a_restart,
     a_section_bound_only_rises_and_survives_a_restart,
     edits_racing_past_the_member_cap_leave_the_group_within_it,
     relations_change_as_pairs_one_change_at_a_time,
@@ -121,6 +122,7 @@ fn append(from: u64, id: &str, to: &[(u64, u64)]) -> Append {
             ..Msg::default()
         },
         to: to.to_vec(),
+        quota: None,
     }
 }
 
@@ -212,6 +214,64 @@ async fn an_append_is_stored_once_per_sender_and_id_in_a_batch_later_and_after_a
         fetch_all(&*store, 2, 0, 100).await,
         (1..=10).collect::<Vec<_>>()
     );
+}
+
+async fn appends_racing_past_a_senders_quota_store_what_fits_and_the_count_survives_a_restart(
+    engine: Engine,
+) {
+    let capped = |id: &str, to: &[(u64, u64)], quota: u64| Append {
+        quota: Some(quota),
+        ..append(5, id, to)
+    };
+    let charge = capped("m0", &[(1, 1), (2, 1)], 0).charge();
+    let quota = 3 * charge + charge / 2;
+    {
+        let store = engine.open(&eager()).await;
+        // Ten at once, each for two recipients: three fit.
+        let pending: Vec<_> = (0..10)
+            .map(|i| {
+                let to = [(1, i + 1), (2, i + 1)];
+                store.append(capped(&format!("m{i}"), &to, quota))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for p in pending {
+            results.push(p.await);
+        }
+        let stored: Vec<u64> = (0..10u64)
+            .filter(|&i| results[i as usize].as_ref().unwrap() == &Appended::Stored)
+            .collect();
+        // In the order they were sent, whatever batches they fell into.
+        assert_eq!(stored, [0, 1, 2], "{results:?}");
+        for r in &results {
+            match r.as_ref().unwrap() {
+                Appended::Stored => {}
+                Appended::OverQuota { used } => assert!(*used <= quota, "{used}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(store.stored_bytes(5).await.unwrap(), 3 * charge);
+        assert_eq!(fetch_all(&*store, 1, 0, 100).await.len(), 3);
+        // A retry of a stored one is answered, not refused, and costs nothing.
+        let first = stored[0];
+        let to = [(1, 50), (2, 50)];
+        let again = store.append(capped(&format!("m{first}"), &to, quota));
+        assert!(matches!(again.await.unwrap(), Appended::Duplicate(_)));
+        // Another sender has a count of its own.
+        let other = Append {
+            quota: Some(charge),
+            ..append(6, "o", &[(1, 60)])
+        };
+        assert_eq!(store.append(other).await.unwrap(), Appended::Stored);
+    }
+    let store = engine.open(&StoreConfig::default()).await;
+    assert_eq!(store.stored_bytes(5).await.unwrap(), 3 * charge);
+    let more = store.append(capped("late", &[(1, 70), (2, 70)], quota));
+    assert_eq!(
+        more.await.unwrap(),
+        Appended::OverQuota { used: 3 * charge }
+    );
+    assert_eq!(store.stored_bytes(7).await.unwrap(), 0, "never sent");
 }
 
 async fn appends_are_read_back_after_a_restart(engine: Engine) {
@@ -501,6 +561,44 @@ async fn sessions_are_listed_revoked_capped_and_ended_by_a_password_change(engin
         store.set_password(999, "h", None).await.is_err(),
         "no such user"
     );
+}
+
+/// Two processes' committers append for one sender at once, to recipients of their own
+/// (so that no inbox head orders them): the sender's quota holds across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_quota_holds_across_processes() {
+    let Some(engine) = postgres().await else {
+        return;
+    };
+    let (one, two) = (
+        engine.open(&StoreConfig::default()).await,
+        engine.open(&StoreConfig::default()).await,
+    );
+    let charge = append(5, "m000", &[(1, 1)]).charge();
+    let quota = 20 * charge;
+    let mut pending = Vec::new();
+    for i in 0..200u64 {
+        let (store, uid) = if i % 2 == 0 {
+            (&one, 1000)
+        } else {
+            (&two, 2000)
+        };
+        let a = Append {
+            quota: Some(quota),
+            ..append(5, &format!("m{i:03}"), &[(uid + i, 1)])
+        };
+        pending.push(tokio::spawn(store.append(a)));
+    }
+    let mut stored = 0;
+    for p in pending {
+        match p.await.unwrap().unwrap() {
+            Appended::Stored => stored += 1,
+            Appended::OverQuota { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 20);
+    assert_eq!(one.stored_bytes(5).await.unwrap(), quota);
 }
 
 /// Only a shared store can be appended to from two processes at once; it refuses an append
