@@ -1,6 +1,7 @@
 #!/bin/bash
 # A full disk under im-server: sends fail cleanly, /readyz says 503, the log says it once;
-# space freed, writes work again without a restart. Prints the figures.
+# space freed, writes work again without a restart; the alarm webhook hears the readiness
+# alarm fire and clear. Prints the figures.
 # Needs root (it mounts a 48 MB tmpfs) and release binaries: cargo build --release -p svrkit-im --bin im-server --bin imctl
 set -u
 BIN=${BIN:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release}
@@ -8,7 +9,21 @@ D=/tmp/dfull
 umount $D 2>/dev/null; rm -rf $D; mkdir -p $D
 mount -t tmpfs -o size=48m tmpfs $D
 cd /tmp && rm -rf /tmp/dfull-home && export IMCTL_HOME=/tmp/dfull-home
-$BIN/im-server all --data $D/d --listen 127.0.0.1:7630 --admin 127.0.0.1:7631 > /tmp/dfull.log 2>&1 &
+# The alarm webhook's receiver: each POSTed change, one JSON line.
+rm -f /tmp/dfull.hook
+python3 -c '
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        open("/tmp/dfull.hook", "ab").write(body + b"\n")
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", 7632), H).serve_forever()
+' &
+HOOK=$!
+printf '[monitor.alarms]\nwebhook = "http://127.0.0.1:7632/hook"\n' > /tmp/dfull.toml
+$BIN/im-server all --config /tmp/dfull.toml --data $D/d --listen 127.0.0.1:7630 --admin 127.0.0.1:7631 > /tmp/dfull.log 2>&1 &
 PID=$!
 sleep 2
 I="$BIN/imctl --addr 127.0.0.1:7630"
@@ -35,5 +50,7 @@ echo "readyz after: $(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:7631/read
 n=$($I --as ben sync --from 0 | wc -l)
 echo "ben's inbox: $n messages (20 before + $acked acknowledged while full + 1 after)"
 grep -E "ERROR|INFO.*writes work" /tmp/dfull.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-200
-kill $PID; wait $PID 2>/dev/null
+sleep 1.5
+echo "alarm webhook received:"; cut -c1-300 /tmp/dfull.hook
+kill $PID $HOOK; wait $PID 2>/dev/null
 umount $D

@@ -85,6 +85,9 @@ pub enum Figure {
     Volume,
     /// Refusals per call.
     RejectionRate,
+    /// A readiness check fails ([`health`](super::health)); the value is how many failures
+    /// it has seen. Not judged against history, and not in [`Figure::ALL`].
+    Unready,
 }
 
 impl Figure {
@@ -103,6 +106,7 @@ impl Figure {
             Figure::P99Latency => "p99_latency",
             Figure::Volume => "volume",
             Figure::RejectionRate => "rejection_rate",
+            Figure::Unready => "unready",
         }
     }
 
@@ -113,6 +117,7 @@ impl Figure {
             Figure::P99Latency => f.p99_ms,
             Figure::Volume => f.calls as f64,
             Figure::RejectionRate => f.rejection_rate(),
+            Figure::Unready => 0.0,
         }
     }
 
@@ -175,6 +180,7 @@ pub fn judge(
         Figure::RejectionRate => config.rejection_rate_rise,
         Figure::P99Latency => (config.latency_rise * baseline).max(config.latency_rise_min_ms),
         Figure::Volume => (config.volume_rise * baseline).max(config.min_calls as f64),
+        Figure::Unready => return Verdict::Unknown,
     };
     let up = value > baseline + rise.max(config.mad_factor * spread);
     let down = figure == Figure::Volume

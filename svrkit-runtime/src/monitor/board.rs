@@ -72,6 +72,9 @@ pub struct Event {
     pub state: &'static str,
     /// The alarm.
     pub alarm: Alarm,
+    /// Why, when the figure alone does not say (a readiness check's last failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Alarm changes kept for `/alerts.json`.
@@ -129,10 +132,12 @@ impl Board {
                     Some(Change::Fired(alarm)) => changes.push(Event {
                         state: "firing",
                         alarm,
+                        reason: None,
                     }),
                     Some(Change::Cleared(alarm)) => changes.push(Event {
                         state: "cleared",
                         alarm,
+                        reason: None,
                     }),
                     None => {}
                 }

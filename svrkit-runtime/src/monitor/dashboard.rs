@@ -65,6 +65,7 @@ impl AlertRow {
             }
             super::alarm::Figure::P99Latency => format!("{v:.1} ms"),
             super::alarm::Figure::Volume => format!("{v:.0}/min"),
+            super::alarm::Figure::Unready => format!("{v:.0} failures"),
         };
         AlertRow {
             what: format!("{}.{}", alarm.service, alarm.method),

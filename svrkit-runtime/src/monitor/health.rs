@@ -9,16 +9,25 @@
 //!
 //! Reporting success is one atomic load while nothing changes, so a part may report on every
 //! operation; a failure takes the check's mutex (failures are rare).
+//!
+//! A check that starts failing is also an alarm: [`watch`] looks at the checks every second
+//! and hands a `firing` change (figure `unready`, with the reason) and later a `cleared`
+//! one to the same place as the history alarms' changes (the log, and the webhook when
+//! one is configured). A failure that began and ended between two looks still fires and
+//! clears.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// One part's readiness (see the module docs).
 #[derive(Debug)]
 pub struct Check {
-    name: String,
+    /// Leaked once per name: checks are registered for the life of the process.
+    name: &'static str,
     failing: AtomicBool,
+    /// How many times it started failing.
+    episodes: AtomicU64,
     state: Mutex<Failure>,
 }
 
@@ -63,6 +72,7 @@ impl Check {
         if began {
             state.since = Some(Instant::now());
             state.count = 0;
+            self.episodes.fetch_add(1, Ordering::AcqRel);
         }
         state.reason = reason.into();
         state.count += 1;
@@ -92,7 +102,7 @@ impl Check {
 
     /// Its name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name
     }
 
     fn failing(&self) -> Option<Failing> {
@@ -101,7 +111,7 @@ impl Check {
         }
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         Some(Failing {
-            name: self.name.clone(),
+            name: self.name.to_owned(),
             reason: state.reason.clone(),
             for_seconds: state.since.map_or(0.0, |s| s.elapsed().as_secs_f64()),
             failures: state.count,
@@ -122,8 +132,9 @@ pub fn check(name: &str) -> Arc<Check> {
         return c.clone();
     }
     let c = Arc::new(Check {
-        name: name.to_owned(),
+        name: Box::leak(name.into()),
         failing: AtomicBool::new(false),
+        episodes: AtomicU64::new(0),
         state: Mutex::default(),
     });
     checks.push(c.clone());
@@ -136,9 +147,113 @@ pub fn failing() -> Vec<Failing> {
     checks.iter().filter_map(|c| c.failing()).collect()
 }
 
+/// What the alarm side last saw of each check.
+#[derive(Debug, Default)]
+pub(crate) struct Watcher {
+    /// By check: the episodes seen, and the minute of a `firing` sent and not yet cleared.
+    seen: std::collections::HashMap<&'static str, (u64, Option<u64>)>,
+}
+
+impl Watcher {
+    /// The alarm changes since the last look.
+    pub(crate) fn step(&mut self) -> Vec<super::board::Event> {
+        use super::alarm::{Alarm, Figure};
+        let checks: Vec<Arc<Check>> = checks().lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let minute = super::board::this_minute();
+        let mut events = Vec::new();
+        for c in checks {
+            // Episodes first: a failure that begins between the two loads shows as failing.
+            let episodes = c.episodes.load(Ordering::Acquire);
+            let failing = c.failing();
+            let (seen, firing) = self.seen.entry(c.name).or_default();
+            let (count, reason) = failing
+                .as_ref()
+                .map_or((0, None), |f| (f.failures, Some(f.reason.clone())));
+            let event = |state, since_minute, cleared_minute| super::board::Event {
+                state,
+                alarm: Alarm {
+                    service: "readiness",
+                    method: c.name,
+                    figure: Figure::Unready,
+                    value: count as f64,
+                    baseline: 0.0,
+                    since_minute,
+                    cleared_minute,
+                },
+                reason: reason.clone(),
+            };
+            if episodes != *seen {
+                if let Some(since) = firing.take() {
+                    events.push(event("cleared", since, Some(minute)));
+                }
+                events.push(event("firing", minute, None));
+                (*seen, *firing) = (episodes, Some(minute));
+            }
+            if failing.is_none()
+                && let Some(since) = firing.take()
+            {
+                events.push(event("cleared", since, Some(minute)));
+            }
+        }
+        events
+    }
+}
+
+/// Hands readiness alarms to `changed` as checks start and stop failing (see the module
+/// docs). Runs for the life of the process.
+pub(crate) async fn watch(changed: impl Fn(Vec<super::board::Event>)) {
+    let mut watcher = Watcher::default();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let events = watcher.step();
+        if !events.is_empty() {
+            changed(events);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The changes `watcher` finds for the check `name`, as (state, reason).
+    fn changes(watcher: &mut Watcher, name: &str) -> Vec<(&'static str, Option<String>)> {
+        watcher
+            .step()
+            .into_iter()
+            .filter(|e| e.alarm.method == name)
+            .map(|e| (e.state, e.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_check_fires_an_alarm_once_and_clears_it_when_it_passes() {
+        let name = "test.health.alarm";
+        let c = check(name);
+        let mut watcher = Watcher::default();
+        assert!(changes(&mut watcher, name).is_empty(), "passing: quiet");
+        c.fail("No space left on device");
+        let fired = changes(&mut watcher, name);
+        assert_eq!(
+            fired,
+            [("firing", Some("No space left on device".to_owned()))]
+        );
+        c.fail("still no space");
+        assert!(changes(&mut watcher, name).is_empty(), "fired once");
+        c.pass();
+        assert_eq!(changes(&mut watcher, name), [("cleared", None)]);
+        assert!(changes(&mut watcher, name).is_empty());
+        // Failing and passing again between two looks: not lost.
+        c.fail("a blip");
+        c.pass();
+        let blip = changes(&mut watcher, name);
+        assert_eq!(
+            blip.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            ["firing", "cleared"]
+        );
+    }
 
     #[test]
     fn a_check_reports_its_transitions_once_and_lists_while_failing() {

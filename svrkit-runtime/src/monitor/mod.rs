@@ -373,13 +373,15 @@ pub fn start(config: &MonitorConfig, listen: &str) -> Result<(), String> {
     }
     board::board().config = config.alarms.clone();
     #[cfg(feature = "admin")]
-    let changed: Box<dyn Fn(Vec<board::Event>) + Send + Sync> = match webhook {
-        Some(url) => Box::new(webhook::start(url)),
-        None => Box::new(|events| log_changes(&events)),
+    let changed: std::sync::Arc<dyn Fn(Vec<board::Event>) + Send + Sync> = match webhook {
+        Some(url) => std::sync::Arc::new(webhook::start(url)),
+        None => std::sync::Arc::new(|events| log_changes(&events)),
     };
     #[cfg(not(feature = "admin"))]
-    let changed = |events: Vec<board::Event>| log_changes(&events);
-    tokio::spawn(board::tick_every_minute(changed));
+    let changed = std::sync::Arc::new(|events: Vec<board::Event>| log_changes(&events));
+    let readiness = changed.clone();
+    tokio::spawn(board::tick_every_minute(move |events| changed(events)));
+    tokio::spawn(health::watch(move |events| readiness(events)));
     if let Some(agent) = &config.agent {
         let interval = std::time::Duration::from_millis(config.report_interval_ms.max(100));
         let instance = config
@@ -398,6 +400,7 @@ fn log_changes(events: &[board::Event]) {
             state = e.state,
             value = e.alarm.value,
             baseline = e.alarm.baseline,
+            reason = e.reason.as_deref().unwrap_or(""),
             "alarm"
         );
     }

@@ -127,6 +127,7 @@ mod tests {
         send(vec![Event {
             state: "firing",
             alarm,
+            reason: None,
         }]);
         let (mut conn, _) = listener.accept().await.unwrap();
         let mut request = Vec::new();
