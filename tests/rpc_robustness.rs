@@ -305,3 +305,50 @@ async fn what_came_before_the_end_of_stream_is_served() {
             .await;
     }
 }
+
+/// What a subscriber wrote, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A client whose every call is slow (or fails `INTERNAL`: the same gate) costs the log a
+/// line a second per method, saying how many it held back, not a line a call.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_slow_calls_is_logged_a_line_a_second_not_a_line_a_call() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // On this thread only: the server's tasks run here too (a current-thread runtime).
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let running = echo::start_built(Limits::default(), None, |b| {
+        b.slow_call_threshold(Duration::from_millis(1))
+    })
+    .await;
+    let client = echo::client(&running.addr, 1);
+    let slow = EchoReq {
+        delay_ms: 2,
+        ..EchoReq::default()
+    };
+    for _ in 0..200 {
+        client.slow(&slow).await.unwrap();
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines = log.lines().filter(|l| l.contains("slow call")).count();
+    // The first is logged; the rest within the same second are not (a stall of more
+    // than a few seconds on a busy machine may let one more through per second).
+    assert!((1..=5).contains(&lines), "{lines} lines:\n{log}");
+    assert!(log.contains("held_back=0"), "{log}");
+}

@@ -117,6 +117,38 @@ pub struct MethodMetrics {
     pub service: &'static str,
     server: Box<[ServerShard]>,
     client: Box<[ClientShard]>,
+    /// Its per-call warnings (`INTERNAL`, slow calls), at most one a second.
+    warnings: WarnGate,
+}
+
+/// Lets one warning a second through, counting the ones it holds back: a failing
+/// dependency or a flood of bad calls costs a line a second per method, not a line a call.
+#[derive(Debug, Default)]
+pub(crate) struct WarnGate {
+    /// Milliseconds (on the process's clock) before which warnings are held back.
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+/// Warnings let through per method, at most.
+const WARN_EVERY_MS: u64 = 1000;
+
+impl WarnGate {
+    /// `Some(n)` when a warning may be logged at `now_ms`, `n` being how many were held back
+    /// since the last one; `None` when this one is held back.
+    pub(crate) fn pass(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Relaxed);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now_ms + WARN_EVERY_MS, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Relaxed));
+        }
+        self.held.fetch_add(1, Relaxed);
+        None
+    }
 }
 
 impl std::fmt::Debug for MethodMetrics {
@@ -135,7 +167,18 @@ impl MethodMetrics {
             service,
             server: (0..n).map(|_| ServerShard::default()).collect(),
             client: (0..n).map(|_| ClientShard::default()).collect(),
+            warnings: WarnGate::default(),
         }
+    }
+
+    /// Whether a per-call warning may be logged now (see [`WarnGate`]); `Some` with the
+    /// number held back since the last one.
+    pub(crate) fn may_warn(&self) -> Option<u64> {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        // +1: the first warning of the process passes at 0 ms too.
+        let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.warnings.pass(now_ms)
     }
 
     #[inline]
@@ -362,6 +405,17 @@ impl ServiceMetrics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn warnings_pass_one_a_second_and_count_the_ones_held_back() {
+        let gate = super::WarnGate::default();
+        assert_eq!(gate.pass(1), Some(0));
+        assert_eq!(gate.pass(2), None);
+        assert_eq!(gate.pass(999), None);
+        assert_eq!(gate.pass(1001), Some(2));
+        assert_eq!(gate.pass(1500), None);
+        assert_eq!(gate.pass(5000), Some(1));
+    }
+
     use super::*;
     use crate::service::{Priority, Retry};
 

@@ -780,8 +780,10 @@ impl Running {
             m.server_finished(code, latency, reply.body.len());
             // A long poll's latency is its wait.
             let slow = latency >= self.router.slow_call && !self.method.long_poll;
-            if code == Code::INTERNAL || slow {
-                self.warn(code, latency, &reply.header.status_message);
+            if (code == Code::INTERNAL || slow)
+                && let Some(held) = m.may_warn()
+            {
+                self.warn(code, latency, &reply.header.status_message, held);
             }
         }
         if let Some(ctx) = &self.hooked {
@@ -791,11 +793,13 @@ impl Running {
     }
 
     /// Logs a call that failed `INTERNAL` or took longer than the slow-call threshold, with
-    /// its trace id (cold: most calls never come here).
+    /// its trace id and how many such calls of the method were not logged since the last
+    /// (cold: most calls never come here).
     #[cold]
-    fn warn(&self, code: Code, latency: Duration, message: &str) {
+    fn warn(&self, code: Code, latency: Duration, message: &str, held_back: u64) {
         tracing::warn!(
             method = self.method.full_name,
+            held_back,
             request_id = self.request_id,
             trace_id = %trace::Hex(&self.trace_id),
             status = code.name().unwrap_or("application"),
