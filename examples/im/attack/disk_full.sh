@@ -40,7 +40,7 @@ done
 echo "while full: $fails sends failed, $acked acknowledged; last error: $(cat /tmp/dfull.err)"
 echo "readyz while full: $(curl -s -w ' %{http_code}' 127.0.0.1:7631/readyz | tr '\n' ' ')"
 sleep 3
-echo "error lines logged while full: $(grep -c ERROR /tmp/dfull.log)"
+echo "log lines while full: $(sed 's/\x1b\[[0-9;]*m//g' /tmp/dfull.log | grep -cE '^\S+ +(ERROR|WARN)') at WARN or ERROR, $(sed 's/\x1b\[[0-9;]*m//g' /tmp/dfull.log | grep -cE '^\S+ +ERROR') at ERROR"
 rm -f $D/filler
 t0=$(date +%s%N)
 while ! $I --as ann send ben "after" --id a1 >/dev/null 2>&1; do sleep 0.02; done

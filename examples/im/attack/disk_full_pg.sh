@@ -50,7 +50,7 @@ echo "while full: $fails sends failed, $acked acknowledged; last error: $(cat /t
 echo "readyz while full: $(curl -s -w ' %{http_code}' 127.0.0.1:7641/readyz | tr '\n' ' ')"
 echo "postgres still running: $(as_pg $PGBIN/pg_ctl -D $D/pg status >/dev/null && echo yes || echo no)"
 sleep 3
-echo "error lines logged while full: $(grep -c ERROR /tmp/pgfull.log)"
+echo "log lines while full: $(sed 's/\x1b\[[0-9;]*m//g' /tmp/pgfull.log | grep -cE '^\S+ +(ERROR|WARN)') at WARN or ERROR, $(sed 's/\x1b\[[0-9;]*m//g' /tmp/pgfull.log | grep -cE '^\S+ +ERROR') at ERROR"
 rm -f $D/filler
 t0=$(date +%s%N)
 while ! $I --as ann send ben "after" --id a1 >/dev/null 2>&1; do
@@ -63,7 +63,7 @@ echo "readyz after: $(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:7641/read
 n=$($I --as ben sync --from 0 | wc -l)
 echo "ben's inbox: $n messages (20 before + $acked acknowledged while full + 1 after)"
 grep -E "ERROR|INFO.*writes work" /tmp/pgfull.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-220
-echo "postgres log:"; grep -E "PANIC|FATAL|ERROR|ready to accept" /tmp/pgfull.pglog | cut -c1-200 | sort | uniq -c | head
+echo "postgres log:"; grep -E "PANIC|FATAL|ERROR|ready to accept" /tmp/pgfull.pglog | sed 's/^[^]]*] //' | cut -c1-120 | sort | uniq -c | head
 sleep 1.5
 echo "alarm webhook received:"; cut -c1-300 /tmp/pgfull.hook 2>/dev/null
 kill $PID $HOOK; wait $PID 2>/dev/null
