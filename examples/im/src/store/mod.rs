@@ -107,6 +107,7 @@ pub async fn open(data: &Path, config: &StoreConfig) -> Result<Arc<dyn Store>, S
                 Postgres::open(&PostgresConfig {
                     url: config.url.clone(),
                     connections: config.connections,
+                    readiness: WRITES_CHECK.into(),
                 })
                 .await?,
             )

@@ -113,6 +113,9 @@ pub struct PostgresConfig {
     pub url: String,
     /// Pooled connections for reads and single writes (the committer has its own).
     pub connections: usize,
+    /// The readiness check the append committer reports into ([`super::WRITES_CHECK`];
+    /// tests name their own, since checks are shared by name across the process).
+    pub readiness: String,
 }
 
 /// Appends one commit takes at most.
@@ -206,7 +209,8 @@ impl Postgres {
         migrate(&mut client).await?;
         index_owners(&client).await?;
         let (appends, queue) = mpsc::unbounded_channel();
-        tokio::spawn(commit_appends(pg.clone(), client, queue));
+        let health = svrkit_runtime::monitor::health::check(&config.readiness);
+        tokio::spawn(commit_appends(pg.clone(), client, queue, health));
         let (appended, _) = broadcast::channel(1024);
         let listener = tokio::spawn(listen(pg, appended.clone()));
         Ok(Postgres {
@@ -344,9 +348,9 @@ async fn commit_appends(
     pg: tokio_postgres::Config,
     mut client: Client,
     mut queue: mpsc::UnboundedReceiver<Pending>,
+    health: Arc<svrkit_runtime::monitor::health::Check>,
 ) {
-    use svrkit_runtime::monitor::health::{self, Transition};
-    let health = health::check(super::WRITES_CHECK);
+    use svrkit_runtime::monitor::health::Transition;
     let mut logged_at = std::time::Instant::now();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut statements = Statements::default();
@@ -354,7 +358,11 @@ async fn commit_appends(
         let appends: Vec<&Append> = batch.iter().map(|p| &p.append).collect();
         match commit(&mut client, &mut statements, &appends).await {
             Ok(results) => {
-                if let Transition::Recovered(after) = health.pass() {
+                // Only a batch that stored something says writes work: one whose appends
+                // were all refused (quota, duplicates, stale) commits an empty transaction,
+                // which goes through even while every insert would fail.
+                let wrote = results.iter().any(|r| *r == Appended::Stored);
+                if wrote && let Transition::Recovered(after) = health.pass() {
                     tracing::info!(?after, "postgres: writes work again");
                 }
                 for (pending, result) in batch.drain(..).zip(results) {

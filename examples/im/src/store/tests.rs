@@ -685,6 +685,68 @@ async fn postgres_a_duplicate_racing_in_from_another_process_fails_nothing_else(
     assert!(fetch_all(&*store, 6, 0, 10).await.is_empty());
 }
 
+/// While inserts fail (a full disk, here a trigger that refuses them), a batch whose appends
+/// were all refused before writing (over quota, duplicates) commits nothing and must not
+/// make the store ready again: readiness and its alarm would flap at a stranger's will.
+#[tokio::test]
+async fn postgres_a_batch_that_writes_nothing_leaves_failing_writes_unready() {
+    let Some(engine) = postgres().await else {
+        return;
+    };
+    let Engine::Postgres(_, url) = &engine else {
+        unreachable!()
+    };
+    let readiness = "test.postgres.writes";
+    let health = svrkit_runtime::monitor::health::check(readiness);
+    let store = super::Postgres::open(&super::PostgresConfig {
+        url: url.clone(),
+        connections: 2,
+        readiness: readiness.into(),
+    })
+    .await
+    .unwrap();
+    use super::InboxStore as _;
+    assert_eq!(
+        store.append(append(1, "stored", &[(9, 1)])).await.unwrap(),
+        Appended::Stored
+    );
+    let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'could not extend file (a test)'; END $$;
+             CREATE TRIGGER full_disk BEFORE INSERT ON inbox
+               FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    assert!(store.append(append(1, "a", &[(9, 2)])).await.is_err());
+    assert!(health.is_failing(), "unready while inserts fail");
+    let over = Append {
+        quota: Some(1),
+        ..append(2, "b", &[(9, 3)])
+    };
+    assert!(matches!(
+        store.append(over).await.unwrap(),
+        Appended::OverQuota { .. }
+    ));
+    let again = store.append(append(1, "stored", &[(9, 4)])).await.unwrap();
+    assert!(matches!(again, Appended::Duplicate(_)), "{again:?}");
+    assert!(health.is_failing(), "still unready: nothing was written");
+    admin
+        .batch_execute("DROP TRIGGER full_disk ON inbox")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.append(append(1, "c", &[(9, 5)])).await.unwrap(),
+        Appended::Stored
+    );
+    assert!(!health.is_failing(), "ready once a write went through");
+}
+
 /// A file that fails every write with "no space left on device" while `full` is set, as a
 /// full disk does.
 #[derive(Debug)]
