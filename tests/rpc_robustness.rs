@@ -320,8 +320,9 @@ impl std::io::Write for Captured {
     }
 }
 
-/// A client whose every call is slow (or fails `INTERNAL`: the same gate) costs the log a
-/// line a second per method, saying how many it held back, not a line a call.
+/// A client whose every call is slow (or fails `INTERNAL`: the same kind of gate) costs the
+/// log a line a second per method, saying how many it held back, not a line a call; an error
+/// in the middle of the slow calls is still logged.
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_of_slow_calls_is_logged_a_line_a_second_not_a_line_a_call() {
     let captured = Captured::default();
@@ -345,10 +346,20 @@ async fn a_flood_of_slow_calls_is_logged_a_line_a_second_not_a_line_a_call() {
     for _ in 0..200 {
         client.slow(&slow).await.unwrap();
     }
+    let fails = EchoReq {
+        panic: true,
+        ..EchoReq::default()
+    };
+    // (Time enough for the panic's backtrace to print.)
+    let patient = svrkit_runtime::CallOptions::timeout(Duration::from_secs(30));
+    let e = client.slow_with(&fails, &patient).await.unwrap_err();
+    assert_eq!(e.code(), Code::INTERNAL, "{e}");
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines = log.lines().filter(|l| l.contains("slow call")).count();
     // The first is logged; the rest within the same second are not (a stall of more
     // than a few seconds on a busy machine may let one more through per second).
     assert!((1..=5).contains(&lines), "{lines} lines:\n{log}");
     assert!(log.contains("held_back=0"), "{log}");
+    let errors = log.lines().filter(|l| l.contains("status=\"internal\""));
+    assert_eq!(errors.count(), 1, "the error is logged:\n{log}");
 }

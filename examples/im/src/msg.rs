@@ -47,7 +47,9 @@ const STALE_ATTEMPTS: usize = 8;
 pub struct MsgConfig {
     /// Bytes each sender's stored messages may take, every recipient's copy counted
     /// (default 1 GiB; 0: no limit). A message that would pass it is refused with
-    /// `RESOURCE_EXHAUSTED`. The backend keeps every message, so the count only grows.
+    /// `RESOURCE_EXHAUSTED`. The backend keeps every message, so the count only grows: a
+    /// lifetime cap until messages are deleted after a retention period (not built), which
+    /// an operator raises for a user who needs more.
     pub storage_bytes_per_user: u64,
 }
 
@@ -224,7 +226,7 @@ impl MsgService {
                 Code::RESOURCE_EXHAUSTED,
                 format!(
                     "storage quota: your messages take {used} of {} bytes, and this one \
-                     needs {charge} more",
+                     needs {charge} more (messages are kept: this does not clear by itself)",
                     self.quota.unwrap_or(0)
                 ),
             )),

@@ -33,6 +33,7 @@ pub struct Check {
 
 #[derive(Debug, Default)]
 struct Failure {
+    /// The last failure reported (kept once it passes, for an alarm that fires late).
     reason: String,
     since: Option<Instant>,
     /// Failures reported since it began.
@@ -166,9 +167,15 @@ impl Watcher {
             let episodes = c.episodes.load(Ordering::Acquire);
             let failing = c.failing();
             let (seen, firing) = self.seen.entry(c.name).or_default();
-            let (count, reason) = failing
-                .as_ref()
-                .map_or((0, None), |f| (f.failures, Some(f.reason.clone())));
+            let (count, reason) = match &failing {
+                Some(f) => (f.failures, f.reason.clone()),
+                // Passed again before this look: the failure it had.
+                None => {
+                    let state = c.state.lock().unwrap_or_else(|e| e.into_inner());
+                    (state.count, state.reason.clone())
+                }
+            };
+            let reason = (!reason.is_empty()).then_some(reason);
             let event = |state, since_minute, cleared_minute| super::board::Event {
                 state,
                 alarm: Alarm {
@@ -243,16 +250,17 @@ mod tests {
         c.fail("still no space");
         assert!(changes(&mut watcher, name).is_empty(), "fired once");
         c.pass();
-        assert_eq!(changes(&mut watcher, name), [("cleared", None)]);
+        assert_eq!(
+            changes(&mut watcher, name),
+            [("cleared", Some("still no space".to_owned()))]
+        );
         assert!(changes(&mut watcher, name).is_empty());
         // Failing and passing again between two looks: not lost.
         c.fail("a blip");
         c.pass();
         let blip = changes(&mut watcher, name);
-        assert_eq!(
-            blip.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            ["firing", "cleared"]
-        );
+        let reason = Some("a blip".to_owned());
+        assert_eq!(blip, [("firing", reason.clone()), ("cleared", reason)]);
     }
 
     #[test]

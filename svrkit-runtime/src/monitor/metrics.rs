@@ -117,8 +117,9 @@ pub struct MethodMetrics {
     pub service: &'static str,
     server: Box<[ServerShard]>,
     client: Box<[ClientShard]>,
-    /// Its per-call warnings (`INTERNAL`, slow calls), at most one a second.
-    warnings: WarnGate,
+    /// Its per-call warnings, at most one a second of each kind: `INTERNAL` errors, slow
+    /// calls (apart, so that a stream of slow calls cannot hide a new error).
+    warnings: [WarnGate; 2],
 }
 
 /// Lets one warning a second through, counting the ones it holds back: a failing
@@ -167,18 +168,19 @@ impl MethodMetrics {
             service,
             server: (0..n).map(|_| ServerShard::default()).collect(),
             client: (0..n).map(|_| ClientShard::default()).collect(),
-            warnings: WarnGate::default(),
+            warnings: Default::default(),
         }
     }
 
-    /// Whether a per-call warning may be logged now (see [`WarnGate`]); `Some` with the
-    /// number held back since the last one.
-    pub(crate) fn may_warn(&self) -> Option<u64> {
+    /// Whether a per-call warning may be logged now (see [`WarnGate`]), for an `INTERNAL`
+    /// error or else a slow call; `Some` with the number of its kind held back since the
+    /// last one.
+    pub(crate) fn may_warn(&self, internal: bool) -> Option<u64> {
         static START: OnceLock<std::time::Instant> = OnceLock::new();
         let start = *START.get_or_init(std::time::Instant::now);
         // +1: the first warning of the process passes at 0 ms too.
         let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
-        self.warnings.pass(now_ms)
+        self.warnings[usize::from(internal)].pass(now_ms)
     }
 
     #[inline]

@@ -781,7 +781,7 @@ impl Running {
             // A long poll's latency is its wait.
             let slow = latency >= self.router.slow_call && !self.method.long_poll;
             if (code == Code::INTERNAL || slow)
-                && let Some(held) = m.may_warn()
+                && let Some(held) = m.may_warn(code == Code::INTERNAL)
             {
                 self.warn(code, latency, &reply.header.status_message, held);
             }
