@@ -361,7 +361,7 @@ async fn commit_appends(
                 // Only a batch that stored something says writes work: one whose appends
                 // were all refused (quota, duplicates, stale) commits an empty transaction,
                 // which goes through even while every insert would fail.
-                let wrote = results.iter().any(|r| *r == Appended::Stored);
+                let wrote = results.contains(&Appended::Stored);
                 if wrote && let Transition::Recovered(after) = health.pass() {
                     tracing::info!(?after, "postgres: writes work again");
                 }
