@@ -4,6 +4,7 @@
 # alarm fire and clear. Prints the figures.
 # Needs root (it mounts a 48 MB tmpfs) and release binaries: cargo build --release -p svrkit-im --bin im-server --bin imctl
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release}
 D=/tmp/dfull
 umount $D 2>/dev/null; rm -rf $D; mkdir -p $D
@@ -11,16 +12,7 @@ mount -t tmpfs -o size=48m tmpfs $D
 cd /tmp && rm -rf /tmp/dfull-home && export IMCTL_HOME=/tmp/dfull-home
 # The alarm webhook's receiver: each POSTed change, one JSON line.
 rm -f /tmp/dfull.hook
-python3 -c '
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        open("/tmp/dfull.hook", "ab").write(body + b"\n")
-        self.send_response(204); self.end_headers()
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", 7632), H).serve_forever()
-' &
+python3 "$HERE/webhook_sink.py" 7632 /tmp/dfull.hook &
 HOOK=$!
 printf '[monitor.alarms]\nwebhook = "http://127.0.0.1:7632/hook"\n' > /tmp/dfull.toml
 $BIN/im-server all --config /tmp/dfull.toml --data $D/d --listen 127.0.0.1:7630 --admin 127.0.0.1:7631 > /tmp/dfull.log 2>&1 &

@@ -5,6 +5,7 @@
 # Needs root (a 160 MB tmpfs, the server run as the postgres user), PostgreSQL's server
 # binaries, and release binaries: cargo build --release -p svrkit-im --bin im-server --bin imctl
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 D=/tmp/pgfull
@@ -20,16 +21,7 @@ as_pg $PGBIN/pg_ctl -D $D/pg -l /tmp/pgfull.pglog -w \
 as_pg $PGBIN/createdb -h $D -U im im
 cd /tmp && rm -rf /tmp/pgfull-home && export IMCTL_HOME=/tmp/pgfull-home
 rm -f /tmp/pgfull.hook
-python3 -c '
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        open("/tmp/pgfull.hook", "ab").write(body + b"\n")
-        self.send_response(204); self.end_headers()
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", 7642), H).serve_forever()
-' &
+python3 "$HERE/webhook_sink.py" 7642 /tmp/pgfull.hook &
 HOOK=$!
 printf '[monitor.alarms]\nwebhook = "http://127.0.0.1:7642/hook"\n[app.store]\nkind = "postgres"\nurl = "host=%s user=im dbname=im"\n' $D > /tmp/pgfull.toml
 $BIN/im-server all --config /tmp/pgfull.toml --listen 127.0.0.1:7640 --admin 127.0.0.1:7641 > /tmp/pgfull.log 2>&1 &

@@ -211,7 +211,6 @@ impl MsgService {
             to,
             quota: self.quota,
         };
-        let charge = append.charge();
         let stored = self.store.append(append);
         drop(guards);
         match stored.await? {
@@ -222,11 +221,11 @@ impl MsgService {
                 Ok(Some((seqs, false)))
             }
             Appended::Stale => Ok(None),
-            Appended::OverQuota { used } => Err(Status::new(
+            Appended::OverQuota { used, needed } => Err(Status::new(
                 Code::RESOURCE_EXHAUSTED,
                 format!(
                     "storage quota: your messages take {used} of {} bytes, and this one \
-                     needs {charge} more (messages are kept: this does not clear by itself)",
+                     needs {needed} more (messages are kept: this does not clear by itself)",
                     self.quota.unwrap_or(0)
                 ),
             )),

@@ -254,6 +254,8 @@ pub enum Appended {
     OverQuota {
         /// Bytes the sender has stored.
         used: u64,
+        /// Bytes this append would have added ([`Append::charge`]).
+        needed: u64,
     },
 }
 

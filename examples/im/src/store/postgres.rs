@@ -460,6 +460,26 @@ const LOCK_STORED: &str =
 const SET_STORED: &str = "UPDATE stored_bytes s SET bytes = x.b
     FROM unnest($1::bigint[], $2::bigint[]) AS x(u, b) WHERE s.uid = x.u";
 
+/// Makes sure a row exists for each user of `uids` (`add`), then locks them until commit
+/// (`lock`, in uid order, so that two committers never wait on each other in a cycle): each
+/// user's value.
+async fn lock_rows(
+    cache: &mut Statements,
+    txn: &tokio_postgres::Transaction<'_>,
+    [add, lock]: [&'static str; 2],
+    mut uids: Vec<i64>,
+) -> Result<HashMap<u64, u64>, StoreError> {
+    uids.sort_unstable();
+    uids.dedup();
+    cache.execute(txn, add, &[&uids]).await?;
+    Ok(cache
+        .query(txn, lock, &[&uids])
+        .await?
+        .iter()
+        .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
+        .collect())
+}
+
 /// (recipient, sequence) pairs from the `to_uids` and `seqs` columns of `sends`.
 fn pairs(row: &Row, to: usize, seqs: usize) -> Vec<(u64, u64)> {
     let to: Vec<i64> = row.get(to);
@@ -489,35 +509,19 @@ async fn commit(
         .iter()
         .map(|row| ((unbig(row.get(0)), row.get(1)), pairs(row, 2, 3)))
         .collect();
-    // The recipients' heads, locked until commit (in uid order, so that two committers
-    // never wait on each other in a cycle): an append to one of them by another process
-    // waits for this one, and then sees what it raised.
-    let mut recipients: Vec<i64> = appends
+    // The recipients' heads, locked until commit: an append to one of them by another
+    // process waits for this one, and then sees what it raised.
+    let recipients: Vec<i64> = appends
         .iter()
         .flat_map(|a| a.to.iter().map(|&(uid, _)| big(uid)))
         .collect::<Result<_, _>>()?;
-    recipients.sort_unstable();
-    recipients.dedup();
-    cache.execute(&txn, ADD_HEADS, &[&recipients]).await?;
-    let mut heads: HashMap<u64, u64> = cache
-        .query(&txn, LOCK_HEADS, &[&recipients])
-        .await?
-        .iter()
-        .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
-        .collect();
+    let mut heads = lock_rows(cache, &txn, [ADD_HEADS, LOCK_HEADS], recipients).await?;
     // The senders' storage counts, locked after the heads (every committer takes them in
     // that order), so that two processes' appends cannot pass a quota together.
-    let mut senders = froms.clone();
-    senders.sort_unstable();
-    senders.dedup();
-    cache.execute(&txn, ADD_STORED, &[&senders]).await?;
-    let mut stored: HashMap<u64, u64> = cache
-        .query(&txn, LOCK_STORED, &[&senders])
-        .await?
-        .iter()
-        .map(|row| (unbig(row.get(0)), unbig(row.get(1))))
-        .collect();
+    let mut stored = lock_rows(cache, &txn, [ADD_STORED, LOCK_STORED], froms).await?;
 
+    // What each append costs its sender: computed once, used to charge and to refund.
+    let charges: Vec<u64> = appends.iter().map(|a| a.charge()).collect();
     let mut results = Vec::with_capacity(appends.len());
     let mut accepted: Vec<usize> = Vec::new();
     for (i, a) in appends.iter().enumerate() {
@@ -542,11 +546,15 @@ async fn commit(
             continue;
         }
         let used = stored.entry(a.from_uid).or_default();
-        if a.quota.is_some_and(|q| used.saturating_add(a.charge()) > q) {
-            results.push(Appended::OverQuota { used: *used });
+        let needed = charges[i];
+        if a.quota.is_some_and(|q| used.saturating_add(needed) > q) {
+            results.push(Appended::OverQuota {
+                used: *used,
+                needed,
+            });
             continue;
         }
-        *used = used.saturating_add(a.charge());
+        *used = used.saturating_add(needed);
         for &(uid, seq) in &a.to {
             heads.insert(uid, seq);
         }
@@ -596,7 +604,7 @@ async fn commit(
                 .map_err(err)?;
             results[i] = Appended::Duplicate(pairs(&row, 0, 1));
             if let Some(used) = stored.get_mut(&a.from_uid) {
-                *used = used.saturating_sub(a.charge());
+                *used = used.saturating_sub(charges[i]);
             }
             continue;
         }

@@ -753,7 +753,8 @@ impl Committer {
                 let mut stored = txn.open_table(STORED_BYTES).map_err(err)?;
                 let used = stored.get(key.0).map_err(err)?.map_or(0, |v| v.value());
                 if quota.is_some_and(|q| used.saturating_add(charge) > q) {
-                    return Ok(answer(reply, Appended::OverQuota { used }));
+                    let needed = charge;
+                    return Ok(answer(reply, Appended::OverQuota { used, needed }));
                 }
                 stored
                     .insert(key.0, used.saturating_add(charge))

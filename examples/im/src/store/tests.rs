@@ -246,7 +246,7 @@ async fn appends_racing_past_a_senders_quota_store_what_fits_and_the_count_survi
         for r in &results {
             match r.as_ref().unwrap() {
                 Appended::Stored => {}
-                Appended::OverQuota { used } => assert!(*used <= quota, "{used}"),
+                Appended::OverQuota { used, .. } => assert!(*used <= quota, "{used}"),
                 other => panic!("{other:?}"),
             }
         }
@@ -266,10 +266,14 @@ async fn appends_racing_past_a_senders_quota_store_what_fits_and_the_count_survi
     }
     let store = engine.open(&StoreConfig::default()).await;
     assert_eq!(store.stored_bytes(5).await.unwrap(), 3 * charge);
-    let more = store.append(capped("late", &[(1, 70), (2, 70)], quota));
+    let late = capped("late", &[(1, 70), (2, 70)], quota);
+    let needed = late.charge();
     assert_eq!(
-        more.await.unwrap(),
-        Appended::OverQuota { used: 3 * charge }
+        store.append(late).await.unwrap(),
+        Appended::OverQuota {
+            used: 3 * charge,
+            needed
+        }
     );
     assert_eq!(store.stored_bytes(7).await.unwrap(), 0, "never sent");
 }
@@ -601,6 +605,15 @@ async fn postgres_a_quota_holds_across_processes() {
     assert_eq!(one.stored_bytes(5).await.unwrap(), quota);
 }
 
+/// A plain connection to the test's database, as another process (or an operator) has.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// Only a shared store can be appended to from two processes at once; it refuses an append
 /// below what a recipient already has, rather than make it visible out of order.
 #[tokio::test]
@@ -641,10 +654,7 @@ async fn postgres_a_duplicate_racing_in_from_another_process_fails_nothing_else(
     let Engine::Postgres(_, url) = &engine else {
         unreachable!()
     };
-    let (other, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let other = connect(url).await;
     let store = engine.open(&StoreConfig::default()).await;
     // The other process's append, not yet committed.
     other
@@ -658,10 +668,7 @@ async fn postgres_a_duplicate_racing_in_from_another_process_fails_nothing_else(
     let unrelated = store.append(append(2, "z", &[(7, 1)]));
     let commit_when_waited_on = async {
         // Once this one's insert waits on the other's key, let the other commit.
-        let (watch, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let watch = connect(url).await;
         loop {
             let waiting: i64 = watch
                 .query_one(
@@ -710,10 +717,7 @@ async fn postgres_a_batch_that_writes_nothing_leaves_failing_writes_unready() {
         store.append(append(1, "stored", &[(9, 1)])).await.unwrap(),
         Appended::Stored
     );
-    let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let admin = connect(url).await;
     admin
         .batch_execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
