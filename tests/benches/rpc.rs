@@ -5,6 +5,7 @@
 //! cargo bench -p svrkit-tests --bench rpc                 # throughput, latency, server CPU
 //! cargo bench -p svrkit-tests --bench rpc -- idle 5000     # memory per idle connection
 //! cargo bench -p svrkit-tests --bench rpc -- --seconds 5 --concurrency 1,64 --systems svrkit,tonic
+//! cargo bench -p svrkit-tests --bench rpc -- --runs 3      # medians of three interleaved runs
 //! ```
 //!
 //! Each server runs in a child process pinned to core 0 with one tokio worker; the load
@@ -226,8 +227,9 @@ async fn floor_serve(listener: TcpListener) {
     }
 }
 
-/// A multiplexed client for the floor protocol, shaped like svrkit's: a writer task that
-/// batches, a reader that matches responses by id.
+/// A multiplexed client for the floor protocol, shaped like svrkit's: a call alone on its
+/// connection writes its frame itself; otherwise a writer task batches (yielding once for
+/// company); a reader matches responses by id.
 #[derive(Clone)]
 struct FloorClient {
     conns: Arc<Vec<FloorConn>>,
@@ -237,6 +239,15 @@ struct FloorClient {
 struct FloorConn {
     tx: mpsc::Sender<Vec<u8>>,
     pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+    out: Arc<FloorOut>,
+}
+
+/// The socket, shared by callers and the writer task: callers write only while nothing is
+/// queued, deciding under `turn`.
+struct FloorOut {
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    queued: AtomicU64,
+    turn: std::sync::Mutex<()>,
 }
 
 impl FloorClient {
@@ -245,25 +256,44 @@ impl FloorClient {
         for _ in 0..connections {
             let stream = TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, wr) = stream.into_split();
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+            let out = Arc::new(FloorOut {
+                socket: wr,
+                queued: AtomicU64::new(0),
+                turn: std::sync::Mutex::new(()),
+            });
+            let writer = out.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::new();
                 while let Some(first) = rx.recv().await {
                     batch.clear();
                     batch.extend_from_slice(&first);
+                    let mut frames = 1;
                     // Gathers like svrkit's client writer: drain, yield once so that the
                     // other ready callers can queue, drain again.
                     while let Ok(more) = rx.try_recv() {
                         batch.extend_from_slice(&more);
+                        frames += 1;
                     }
                     tokio::task::yield_now().await;
                     while let Ok(more) = rx.try_recv() {
                         batch.extend_from_slice(&more);
+                        frames += 1;
                     }
-                    if wr.write_all(&batch).await.is_err() {
-                        return;
+                    let mut at = 0;
+                    while at < batch.len() {
+                        match writer.socket.try_write(&batch[at..]) {
+                            Ok(n) => at += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                if writer.socket.writable().await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        }
                     }
+                    writer.queued.fetch_sub(frames, Ordering::AcqRel);
                 }
             });
             let pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<()>>>> = Arc::default();
@@ -289,7 +319,7 @@ impl FloorClient {
                     }
                 }
             });
-            conns.push(FloorConn { tx, pending });
+            conns.push(FloorConn { tx, pending, out });
         }
         FloorClient {
             conns: Arc::new(conns),
@@ -301,12 +331,32 @@ impl FloorClient {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = &self.conns[id as usize % self.conns.len()];
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().unwrap().insert(id, tx);
+        let alone = {
+            let mut pending = conn.pending.lock().unwrap();
+            pending.insert(id, tx);
+            pending.len() == 1
+        };
         let mut frame = Vec::with_capacity(12 + payload.len());
         frame.extend_from_slice(&(8 + payload.len() as u32).to_be_bytes());
         frame.extend_from_slice(&id.to_be_bytes());
         frame.extend_from_slice(payload);
-        conn.tx.send(frame).await.unwrap();
+        {
+            let _turn = conn.out.turn.lock().unwrap();
+            if alone && conn.out.queued.load(Ordering::Acquire) == 0 {
+                let written = conn.out.socket.try_write(&frame).unwrap_or(0);
+                if written < frame.len() {
+                    // The rest goes first in the (empty) queue.
+                    conn.out.queued.fetch_add(1, Ordering::AcqRel);
+                    conn.tx.try_send(frame.split_off(written)).unwrap();
+                }
+                frame.clear();
+            } else {
+                conn.out.queued.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        if !frame.is_empty() {
+            conn.tx.send(frame).await.unwrap();
+        }
         rx.await.unwrap();
     }
 }
@@ -523,6 +573,33 @@ struct Row {
     cpu_per_request: Duration,
 }
 
+impl Row {
+    /// Each figure's median over the runs (for an even count, the upper middle).
+    fn median(rows: &[Row]) -> Row {
+        fn mid<T: Copy + PartialOrd>(rows: &[Row], f: impl Fn(&Row) -> T) -> T {
+            let mut all: Vec<T> = rows.iter().map(f).collect();
+            all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            all[all.len() / 2]
+        }
+        Row {
+            qps: mid(rows, |r| r.qps),
+            p50: mid(rows, |r| r.p50),
+            p99: mid(rows, |r| r.p99),
+            cpu_per_request: mid(rows, |r| r.cpu_per_request),
+        }
+    }
+
+    fn line(&self, system: &str, concurrency: usize) -> String {
+        format!(
+            "| {system} | {concurrency} | {:.0} | {} µs | {} µs | {:.1} µs |",
+            self.qps,
+            self.p50.as_micros(),
+            self.p99.as_micros(),
+            self.cpu_per_request.as_secs_f64() * 1e6
+        )
+    }
+}
+
 /// Runs `concurrency` callers for `seconds` (after a warm-up) and measures.
 async fn measure(server: &ServerProcess, client: &Client, concurrency: usize, seconds: f64) -> Row {
     let stop = Arc::new(AtomicBool::new(false));
@@ -584,29 +661,38 @@ fn throughput(args: &[String]) {
         .map(|c| c.iter().map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|| vec![1, 64, 512]);
     let seconds: f64 = list_arg(args, "--seconds").map_or(3.0, |s| s[0].parse().unwrap());
+    let runs: usize = list_arg(args, "--runs").map_or(1, |s| s[0].parse().unwrap());
     pin_to_core(1);
     let rt = one_worker_runtime();
+    // Runs interleave the systems, so that a slow spell of the machine hits all of them; each
+    // run's rows go to stderr, the medians to stdout.
+    let mut rows: Vec<(String, usize, Vec<Row>)> = Vec::new();
+    for run in 1..=runs {
+        for system in &systems {
+            if system == "tonic" && cfg!(not(svrkit_protoc)) {
+                continue;
+            }
+            let server = ServerProcess::start(&["--serve", system]);
+            rt.block_on(async {
+                let client = Client::connect(system, &server.addr).await;
+                for &c in &concurrency {
+                    let row = measure(&server, &client, c, seconds).await;
+                    eprintln!("run {run}: {}", row.line(system, c));
+                    match rows.iter_mut().find(|(s, n, _)| s == system && *n == c) {
+                        Some((_, _, all)) => all.push(row),
+                        None => rows.push((system.clone(), c, vec![row])),
+                    }
+                }
+            });
+        }
+    }
     println!("| system | concurrency | QPS | p50 | p99 | server CPU / request |");
     println!("|---|---|---|---|---|---|");
-    for system in &systems {
-        if system == "tonic" && cfg!(not(svrkit_protoc)) {
-            println!("| tonic | left out: svrkit-tests was built without protoc | | | | |");
-            continue;
-        }
-        let server = ServerProcess::start(&["--serve", system]);
-        rt.block_on(async {
-            let client = Client::connect(system, &server.addr).await;
-            for &c in &concurrency {
-                let row = measure(&server, &client, c, seconds).await;
-                println!(
-                    "| {system} | {c} | {:.0} | {} µs | {} µs | {:.1} µs |",
-                    row.qps,
-                    row.p50.as_micros(),
-                    row.p99.as_micros(),
-                    row.cpu_per_request.as_secs_f64() * 1e6
-                );
-            }
-        });
+    if systems.iter().any(|s| s == "tonic") && cfg!(not(svrkit_protoc)) {
+        println!("| tonic | left out: svrkit-tests was built without protoc | | | | |");
+    }
+    for (system, c, all) in &rows {
+        println!("{}", Row::median(all).line(system, *c));
     }
 }
 

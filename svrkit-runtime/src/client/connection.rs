@@ -8,15 +8,24 @@
 //! round trip, once per connection; bounded by the connect timeout). The connection opens
 //! with a PING, so that an older server, which sends no list, answers a PONG without one,
 //! and oneway calls then go out unchecked, as before.
+//!
+//! Frames normally go through the writer task, which gathers the callers made ready by one
+//! batch of responses into one write. A call alone on a plain TCP connection (no other call
+//! waiting for an answer, nothing queued) writes its frame itself: there is nobody to batch
+//! with, and the trip through the writer task (a wakeup, and a yield for company that never
+//! comes) is pure latency. Every caller decides under one lock (`Direct::turn`), and the
+//! writer task writes only while frames are counted queued, a caller only while none are,
+//! so frames never interleave.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ChannelOptions;
@@ -30,15 +39,81 @@ type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>;
 /// its first PONG, empty when it does not say.
 type Hosted = Option<Arc<[u32]>>;
 
-/// A frame for the writer: encoded there, straight into the batch it goes out in.
-struct Outgoing {
-    header: Header,
-    body: Bytes,
+/// A frame for the writer.
+// Boxing the header would cost every call an allocation for the sake of the rare rest of a
+// frame; the channel's slots are as large as they were before it existed.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    /// Encoded there, straight into the batch it goes out in.
+    Frame { header: Header, body: Bytes },
+    /// Encoded already: the rest of a frame a caller began to write itself.
+    Encoded(Vec<u8>),
+}
+
+impl Outgoing {
+    fn control(kind: FrameKind, request_id: u64) -> Outgoing {
+        Outgoing::Frame {
+            header: Header {
+                kind,
+                request_id,
+                ..Header::default()
+            },
+            body: Bytes::new(),
+        }
+    }
+
+    fn encode(&self, batch: &mut Vec<u8>) {
+        match self {
+            Outgoing::Frame { header, body } => frame::encode(header, body, batch),
+            Outgoing::Encoded(bytes) => batch.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// The way to the writer task, shared by callers, the reader (its pings) and the writer.
+struct Outbound {
+    /// Frames handed to the writer task (or about to be) and not yet written.
+    queued: AtomicUsize,
+    /// The socket, when callers may write it themselves (plain TCP).
+    direct: Option<Direct>,
+}
+
+struct Direct {
+    socket: OwnedWriteHalf,
+    /// Held while deciding between writing and queueing, and while writing.
+    turn: Mutex<()>,
+}
+
+impl Outbound {
+    /// Counts a frame about to be handed to the writer task: from now until it is written,
+    /// no caller writes the socket itself.
+    fn count_one(&self) {
+        match &self.direct {
+            Some(direct) => {
+                let _turn = direct.turn.lock();
+                self.queued.fetch_add(1, Ordering::AcqRel);
+            }
+            None => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Hands a frame to the writer task without waiting; false if it is closed or full.
+    fn try_send(&self, tx: &mpsc::Sender<Outgoing>, frame: Outgoing) -> bool {
+        self.count_one();
+        if tx.try_send(frame).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 /// A connection to one endpoint. Cheap to share; closes when the last handle is dropped.
 pub(crate) struct ClientConn {
     tx: mpsc::Sender<Outgoing>,
+    outbound: Arc<Outbound>,
     pending: Arc<Pending>,
     next_id: AtomicU64,
     /// Set when the server said GOAWAY or the connection broke or went silent: no new calls.
@@ -72,34 +147,50 @@ impl ClientConn {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
             let (reader, writer) = tokio::io::split(tls);
-            return Ok(ClientConn::start(reader, writer, options, health));
+            return Ok(ClientConn::start(
+                reader,
+                Writer::Boxed(Box::new(writer)),
+                options,
+                health,
+            ));
         }
         let (reader, writer) = stream.into_split();
-        Ok(ClientConn::start(reader, writer, options, health))
+        Ok(ClientConn::start(
+            reader,
+            Writer::Tcp(writer),
+            options,
+            health,
+        ))
     }
 
     /// Starts the writer and reader tasks of a connected stream.
-    fn start<R, W>(
+    fn start<R>(
         reader: R,
-        writer: W,
+        writer: Writer,
         options: &ChannelOptions,
         health: Arc<Health>,
     ) -> ClientConn
     where
         R: AsyncRead + Send + Unpin + 'static,
-        W: AsyncWrite + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel::<Outgoing>(4096);
+        let (direct, boxed) = match writer {
+            Writer::Tcp(socket) => (
+                Some(Direct {
+                    socket,
+                    turn: Mutex::new(()),
+                }),
+                None,
+            ),
+            Writer::Boxed(writer) => (None, Some(writer)),
+        };
+        let outbound = Arc::new(Outbound {
+            queued: AtomicUsize::new(0),
+            direct,
+        });
         // Answered by servers of every version: one that sends no list of methods is known
         // as such by the PONG.
-        let ping = Header {
-            kind: FrameKind::PING,
-            ..Header::default()
-        };
-        let _ = tx.try_send(Outgoing {
-            header: ping,
-            body: Bytes::new(),
-        });
+        outbound.try_send(&tx, Outgoing::control(FrameKind::PING, 0));
         let (hosted_tx, hosted) = watch::channel(None);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -109,7 +200,8 @@ impl ClientConn {
         // waits for an answer: oneway traffic).
         let stalled = crate::sync::Cancel::new();
         tokio::spawn(write_loop(
-            writer,
+            boxed,
+            outbound.clone(),
             rx,
             options.write_timeout,
             stalled.clone(),
@@ -120,6 +212,7 @@ impl ClientConn {
                 closed: closed.clone(),
                 ended: ended.clone(),
                 tx: tx.downgrade(),
+                outbound: Arc::downgrade(&outbound),
                 health,
                 stalled,
                 max_frame: options.max_frame,
@@ -130,6 +223,7 @@ impl ClientConn {
         );
         ClientConn {
             tx,
+            outbound,
             pending,
             next_id: AtomicU64::new(1),
             closed,
@@ -175,19 +269,22 @@ impl ClientConn {
         header.request_id = request_id;
         if header.kind == FrameKind::ONEWAY {
             self.check_hosted(&header).await?;
-            self.send(header, body).await?;
+            let alone = self.pending.lock().is_ok_and(|m| m.is_empty());
+            self.send(header, body, alone).await?;
             return Ok(Frame {
                 header: Header::default(),
                 body: Bytes::new(),
             });
         }
         let (tx, rx) = oneshot::channel();
+        let mut alone = false;
         if let Ok(mut m) = self.pending.lock() {
             // The reader records why it stopped before it fails the waiters (under this
             // lock): a call that comes later must not wait for an answer nobody will read.
             if let Some(why) = self.ended.get() {
                 return Err(why.clone());
             }
+            alone = m.is_empty();
             m.insert(request_id, tx);
         }
         let mut guard = CancelOnDrop {
@@ -195,7 +292,7 @@ impl ClientConn {
             request_id,
             armed: true,
         };
-        self.send(header, body).await?;
+        self.send(header, body, alone).await?;
         let frame = rx
             .await
             .unwrap_or_else(|_| Err(Status::unavailable("the connection closed")));
@@ -203,11 +300,48 @@ impl ClientConn {
         frame
     }
 
-    async fn send(&self, header: Header, body: Bytes) -> Result<(), Status> {
-        self.tx.send(Outgoing { header, body }).await.map_err(|_| {
-            self.closed.store(true, Ordering::Release);
-            Status::unavailable("the connection is closed")
+    /// Writes the frame at once when the call is `alone` and nothing is queued (see the
+    /// module's docs); otherwise hands it to the writer task.
+    async fn send(&self, header: Header, body: Bytes, alone: bool) -> Result<(), Status> {
+        let mut outgoing = Outgoing::Frame { header, body };
+        if alone && let Some(direct) = &self.outbound.direct {
+            let mut frame = Vec::new();
+            outgoing.encode(&mut frame);
+            let Ok(_turn) = direct.turn.lock() else {
+                return Err(self.closing());
+            };
+            if self.outbound.queued.load(Ordering::Acquire) == 0 {
+                if self.tx.is_closed() {
+                    return Err(self.closing());
+                }
+                match direct.socket.try_write(&frame) {
+                    Ok(n) if n == frame.len() => return Ok(()),
+                    Ok(n) => drop(frame.drain(..n)),
+                    // A broken socket: the writer task meets the same error and closes the
+                    // connection, as for any write.
+                    Err(_) => {}
+                }
+                // The rest waits for the socket, in the writer task. Nothing is queued, so
+                // there is room.
+                self.outbound.queued.fetch_add(1, Ordering::AcqRel);
+                if self.tx.try_send(Outgoing::Encoded(frame)).is_err() {
+                    self.outbound.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(self.closing());
+                }
+                return Ok(());
+            }
+            outgoing = Outgoing::Encoded(frame);
+        }
+        self.outbound.count_one();
+        self.tx.send(outgoing).await.map_err(|_| {
+            self.outbound.queued.fetch_sub(1, Ordering::AcqRel);
+            self.closing()
         })
+    }
+
+    fn closing(&self) -> Status {
+        self.closed.store(true, Ordering::Release);
+        Status::unavailable("the connection is closed")
     }
 }
 
@@ -243,21 +377,26 @@ impl Drop for CancelOnDrop<'_> {
             if let Ok(mut m) = self.conn.pending.lock() {
                 m.remove(&self.request_id);
             }
-            let header = Header {
-                kind: FrameKind::CANCEL,
-                request_id: self.request_id,
-                ..Header::default()
-            };
-            let _ = self.conn.tx.try_send(Outgoing {
-                header,
-                body: Bytes::new(),
-            });
+            let cancel = Outgoing::control(FrameKind::CANCEL, self.request_id);
+            self.conn.outbound.try_send(&self.conn.tx, cancel);
         }
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
+/// The writing half of a connection.
+enum Writer {
+    /// Plain TCP: callers may write it themselves.
+    Tcp(OwnedWriteHalf),
+    /// TLS: written by the writer task only.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Boxed(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+/// The writer task: writes what callers queued, `writer` if the connection has no socket
+/// callers may write themselves.
+async fn write_loop(
+    mut writer: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    outbound: Arc<Outbound>,
     mut rx: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     stalled: crate::sync::Cancel,
@@ -265,14 +404,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
-        frame::encode(&first.header, &first.body, &mut batch);
+        first.encode(&mut batch);
+        let mut frames = 1;
         // The caller that woke this writer is often one of many made ready by the same
         // batch of responses. Letting them run first turns their requests into one write
         // instead of one each, for the client's CPU and the server's.
         let mut yielded = false;
         while batch.len() < 64 * 1024 {
             match rx.try_recv() {
-                Ok(more) => frame::encode(&more.header, &more.body, &mut batch),
+                Ok(more) => {
+                    more.encode(&mut batch);
+                    frames += 1;
+                }
                 Err(_) if !yielded => {
                     yielded = true;
                     tokio::task::yield_now().await;
@@ -280,13 +423,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        // TLS may hold back ciphertext until flushed (TCP's flush does nothing). A peer that
-        // stops reading gets its connection closed (the queue is dropped with it).
-        let write = async {
-            writer.write_all(&batch).await?;
-            writer.flush().await
+        // A peer that stops reading gets its connection closed (the queue is dropped with
+        // it).
+        let written = match (&mut writer, &outbound.direct) {
+            // TLS may hold back ciphertext until flushed.
+            (Some(writer), _) => {
+                let write = async {
+                    writer.write_all(&batch).await?;
+                    writer.flush().await
+                };
+                matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(())))
+            }
+            (None, Some(direct)) => write_direct(direct, &batch, write_timeout).await,
+            (None, None) => false,
         };
-        if !matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(()))) {
+        outbound.queued.fetch_sub(frames, Ordering::AcqRel);
+        if !written {
             stalled.cancel();
             return;
         }
@@ -294,7 +446,36 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             batch = Vec::new();
         }
     }
-    let _ = writer.shutdown().await;
+    if let Some(writer) = &mut writer {
+        let _ = writer.shutdown().await;
+    }
+    // A TCP socket's write side shuts down when its last handle goes.
+}
+
+/// Writes all of `bytes` to the socket, waiting at most `timeout` for each bit of progress.
+async fn write_direct(direct: &Direct, mut bytes: &[u8], timeout: Duration) -> bool {
+    while !bytes.is_empty() {
+        // The turn keeps callers from deciding to write while these bytes go out; they
+        // see them counted in `queued` anyway, so it is held only for the syscall.
+        let wrote = match direct.turn.lock() {
+            Ok(_turn) => direct.socket.try_write(bytes),
+            Err(_) => return false,
+        };
+        match wrote {
+            Ok(0) => return false,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !matches!(
+                    tokio::time::timeout(timeout, direct.socket.writable()).await,
+                    Ok(Ok(()))
+                ) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// The reading side: matches responses to waiters, and pings a silent peer while calls wait.
@@ -304,6 +485,8 @@ struct Reader {
     ended: Arc<OnceLock<Status>>,
     /// Weak, so that dropping the last `ClientConn` still closes the writer.
     tx: mpsc::WeakSender<Outgoing>,
+    /// Weak too: a TCP socket's write side shuts down when the last strong handle goes.
+    outbound: Weak<Outbound>,
     health: Arc<Health>,
     /// Cancelled when the writer gave up on the peer.
     stalled: crate::sync::Cancel,
@@ -354,9 +537,8 @@ impl Reader {
                             ));
                         }
                         pinged = true;
-                        let ping = Header { kind: FrameKind::PING, ..Header::default() };
-                        if let Some(tx) = self.tx.upgrade() {
-                            let _ = tx.try_send(Outgoing { header: ping, body: Bytes::new() });
+                        if let (Some(tx), Some(outbound)) = (self.tx.upgrade(), self.outbound.upgrade()) {
+                            outbound.try_send(&tx, Outgoing::control(FrameKind::PING, 0));
                         }
                     }
                     continue;

@@ -106,6 +106,8 @@ pub struct Admission {
     waits: AtomicU64,
     /// The least scheduling lag the probe saw since it last published `lag_floor` (µs).
     lag_min: AtomicU64,
+    /// The least it saw in the interval before (µs).
+    lag_before: AtomicU64,
     /// Held by the thread closing a window; the others do not wait for it.
     closing: Mutex<()>,
     /// Whether the last window was overloaded.
@@ -136,9 +138,11 @@ pub struct Admission {
     /// shedding again before.
     settle_until: AtomicU64,
     /// The scheduling lag the runtime shows throughout (µs): the least of the probe's
-    /// samples over the last `queue_interval`. A handler that holds the worker makes some
-    /// samples late, but not all of them; a queue of tasks waiting for the worker (and the
-    /// frames unread in the kernel behind them) makes every sample late.
+    /// samples over the last two `queue_interval`s. A handler that holds the worker makes
+    /// some samples late, but not all of them; a queue of tasks waiting for the worker (and
+    /// the frames unread in the kernel behind them) makes every sample late. Two intervals,
+    /// because a worker held for about one interval delays the probe's only sample of it: a
+    /// lag that ended must not be added to the waits of the requests that come after it.
     lag_floor: AtomicU64,
 }
 
@@ -229,6 +233,8 @@ impl Admission {
             wait_us: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             lag_min: AtomicU64::new(u64::MAX),
+            // No lag before the server started.
+            lag_before: AtomicU64::new(0),
             closing: Mutex::new(()),
             overloaded: AtomicBool::new(false),
             probed: AtomicBool::new(false),
@@ -398,12 +404,14 @@ impl Admission {
         self.lag_min.fetch_min(lag.as_micros() as u64, Relaxed);
     }
 
-    /// Takes the least lag sampled since the last call as the lag the runtime shows
-    /// throughout (the probe calls this every `queue_interval`).
+    /// Takes the least lag sampled since the call before the last as the lag the runtime
+    /// shows throughout (the probe calls this every `queue_interval`).
     pub fn publish_lag(&self) {
         let least = self.lag_min.swap(u64::MAX, Relaxed);
+        let before = self.lag_before.swap(least, Relaxed);
+        let floor = least.min(before);
         self.lag_floor
-            .store(if least == u64::MAX { 0 } else { least }, Relaxed);
+            .store(if floor == u64::MAX { 0 } else { floor }, Relaxed);
     }
 
     /// Closes the window if its time is up; and every [`QUICK_LOOK`], while shedding,
@@ -997,10 +1005,41 @@ mod tests {
         admission.lagged(Duration::from_millis(30));
         admission.lagged(Duration::from_millis(45));
         admission.publish_lag();
+        admission.lagged(Duration::from_millis(40));
+        admission.publish_lag();
         let report = admission
             .close_window(super::super::millis(now) + 10_000, Close::Due)
             .unwrap();
         assert_eq!(report.queue_wait, Duration::from_millis(31));
         assert!(report.overloaded);
+    }
+
+    #[test]
+    fn one_late_sample_after_a_held_worker_adds_no_lag() {
+        let admission = Admission::new(AdmissionConfig::default());
+        let admits = |admission: &Admission| {
+            let now = Instant::now();
+            admission.admit(
+                0,
+                now,
+                Duration::from_micros(20),
+                Duration::from_millis(200),
+            ) == Verdict::Admit
+        };
+        // A handler held the worker as the server started: the first interval's only
+        // sample is late.
+        admission.lagged(Duration::from_millis(150));
+        admission.publish_lag();
+        assert!(admits(&admission));
+        // And later.
+        admission.lagged(Duration::ZERO);
+        admission.publish_lag();
+        admission.lagged(Duration::from_millis(150));
+        admission.publish_lag();
+        assert!(admits(&admission));
+        // A lag that stands is counted.
+        admission.lagged(Duration::from_millis(150));
+        admission.publish_lag();
+        assert!(!admits(&admission));
     }
 }

@@ -37,6 +37,11 @@ const FREE_BUFFER: usize = 2 * READ_STEP;
 const MAX_BATCH_HINT: usize = 64 * 1024;
 /// How long the reader runs handlers inline before it lets other connections' readers run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
+/// How long a read's handlers may run for their replies to be written at once. Past that
+/// they go out once the reader waits for input again: bytes the reader then finds without
+/// waiting are dated halfway since its last read, and a client's answer to a reply written
+/// early would look that old.
+const WRITE_AT_ONCE_WITHIN: Duration = Duration::from_millis(1);
 
 struct Conn {
     router: Arc<Router>,
@@ -302,7 +307,7 @@ pub(super) async fn run(
             }
             // Handlers that compute without awaiting must not starve other connections.
             if now.duration_since(slice) >= TIME_SLICE {
-                if !out.is_empty() && !conn.outbox.push(std::mem::take(&mut out)) {
+                if !out.is_empty() && !conn.outbox.push_later(std::mem::take(&mut out)) {
                     break 'read End::Gone;
                 }
                 tokio::task::yield_now().await;
@@ -323,7 +328,14 @@ pub(super) async fn run(
             }
         };
         last_batch = out.len().min(MAX_BATCH_HINT);
-        if !out.is_empty() && !conn.outbox.push(out) {
+        let pushed = if out.is_empty() {
+            true
+        } else if now.elapsed() < WRITE_AT_ONCE_WITHIN {
+            conn.outbox.push(out)
+        } else {
+            conn.outbox.push_later(out)
+        };
+        if !pushed {
             break 'read End::Gone;
         }
         if broken || hung_up {

@@ -1,6 +1,15 @@
 //! A connection's outgoing side: a queue of encoded frames counted in bytes, and the writer
 //! task that coalesces them into as few writes as the load allows.
 //!
+//! On plain TCP, frames pushed while nothing is queued are written at once by the pusher
+//! (a non-blocking `send`), and only what the socket does not take goes to the writer task.
+//! A reply then costs no wakeup of another task: with one call at a time, the writer task
+//! is never involved. The reader already gathers the replies of one read into one push, and
+//! the queue forms again as soon as the socket is full, so batching under load is kept.
+//! Pushes that find bytes queued join the queue behind them, and every push decides under
+//! one lock, so frames never interleave: the writer task writes only while bytes are
+//! queued, a pusher only while none are.
+//!
 //! The queue itself never refuses a frame (a finished call must be able to hand over its
 //! reply), but every byte in it is charged to the server's memory budget until it is written:
 //! the same budget that request bodies and running handlers draw on, so that replies waiting
@@ -11,18 +20,22 @@
 //! bounded by the budget that admitted them), and is closed once writes make no progress for
 //! `write_timeout`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc};
 
+use super::stream::WriteHalf;
 use crate::sync::{self, Share};
 
 /// Replies gathered into one write at most.
 const MAX_BATCH: usize = 64 * 1024;
+
+type Queue = mpsc::UnboundedReceiver<(Vec<u8>, sync::Bytes)>;
 
 /// Encoded frames waiting to be written, counted in bytes.
 ///
@@ -36,36 +49,89 @@ pub(super) struct Outbox {
 
 /// What the writer shares with the outbox's holders.
 struct State {
+    /// Bytes pushed to the writer task and not yet written. Raised only under `turn`.
     queued: AtomicUsize,
     /// Signalled when the writer has written something, or stopped.
     drained: Notify,
     max: usize,
+    /// The socket, when pushers may write it themselves (plain TCP).
+    direct: Option<OwnedWriteHalf>,
+    /// Taken by a push to decide between writing and queueing, so that a frame written at
+    /// once can never overtake (or split) one queued before it.
+    turn: Mutex<()>,
 }
 
 impl Outbox {
     /// An outbox and the writer task that empties it into `writer`.
-    pub(super) fn start<W>(
-        writer: W,
+    pub(super) fn start(
+        writer: WriteHalf,
         max: usize,
         timeout: Duration,
         budget: Arc<Share>,
-    ) -> (Arc<Outbox>, tokio::task::JoinHandle<()>)
-    where
-        W: AsyncWrite + Send + Unpin + 'static,
-    {
+    ) -> (Arc<Outbox>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (direct, boxed) = match writer {
+            WriteHalf::Tcp(socket) => (Some(socket), None),
+            WriteHalf::Boxed(writer) => (None, Some(writer)),
+        };
         let state = Arc::new(State {
             queued: AtomicUsize::new(0),
             drained: Notify::new(),
             max,
+            direct,
+            turn: Mutex::new(()),
         });
-        let task = tokio::spawn(write_loop(writer, rx, state.clone(), timeout));
+        let task = match boxed {
+            Some(writer) => tokio::spawn(write_loop(writer, rx, state.clone(), timeout)),
+            None => tokio::spawn(write_direct(rx, state.clone(), timeout)),
+        };
         let outbox = Arc::new(Outbox { tx, state, budget });
         (outbox, task)
     }
 
-    /// Queues frames for writing; false if the connection is closed.
-    pub(super) fn push(&self, frames: Vec<u8>) -> bool {
+    /// Hands frames to the writer task, which writes them once the pushing task yields;
+    /// false if the connection is closed.
+    ///
+    /// For a reader that ran handlers for long: written at once, its replies could bring the
+    /// client's next requests before it looks for input again, and they would look as if
+    /// they had waited since its last read (see `connection.rs` on arrival times).
+    pub(super) fn push_later(&self, frames: Vec<u8>) -> bool {
+        match &self.state.direct {
+            Some(_) => match self.state.turn.lock() {
+                Ok(_turn) => self.enqueue(frames),
+                Err(_) => false,
+            },
+            None => self.enqueue(frames),
+        }
+    }
+
+    /// Writes frames at once if nothing is queued before them (on TCP), else queues them;
+    /// false if the connection is closed.
+    pub(super) fn push(&self, mut frames: Vec<u8>) -> bool {
+        let Some(socket) = &self.state.direct else {
+            return self.enqueue(frames);
+        };
+        let Ok(_turn) = self.state.turn.lock() else {
+            return false;
+        };
+        if self.state.queued.load(Ordering::Acquire) == 0 {
+            if self.is_closed() {
+                return false;
+            }
+            match socket.try_write(&frames) {
+                Ok(n) if n == frames.len() => return true,
+                // The rest waits for the socket, in the writer task.
+                Ok(n) => drop(frames.drain(..n)),
+                // A broken socket: the writer task meets the same error and closes the
+                // connection, as for any write.
+                Err(_) => {}
+            }
+        }
+        self.enqueue(frames)
+    }
+
+    /// Hands frames to the writer task (under `turn` on TCP).
+    fn enqueue(&self, frames: Vec<u8>) -> bool {
         let len = frames.len();
         let charge = self.budget.charge(frames.capacity());
         self.state.queued.fetch_add(len, Ordering::AcqRel);
@@ -103,57 +169,113 @@ impl Outbox {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, sync::Bytes)>,
-    outbox: Arc<State>,
-    timeout: Duration,
-) {
-    let mut batch = Vec::new();
-    while let Some((first, mut charge)) = rx.recv().await {
-        // Everything already queued goes out in the same write; a lone buffer is written as
-        // it is, without copying. The budget is given back once the bytes are written.
-        let to_write = match rx.try_recv() {
-            Err(_) => first,
-            Ok((second, more)) => {
-                charge.merge(more);
-                batch.clear();
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok((frames, more)) => {
-                            batch.extend_from_slice(&frames);
-                            charge.merge(more);
-                        }
-                        Err(_) => break,
+/// Takes the next frames off the queue: everything already there, up to [`MAX_BATCH`], in
+/// one buffer (a lone buffer as it is, without copying), with the budget they hold.
+async fn next_batch(rx: &mut Queue, batch: &mut Vec<u8>) -> Option<(Vec<u8>, sync::Bytes)> {
+    let (first, mut charge) = rx.recv().await?;
+    let to_write = match rx.try_recv() {
+        Err(_) => first,
+        Ok((second, more)) => {
+            charge.merge(more);
+            batch.clear();
+            batch.extend_from_slice(&first);
+            batch.extend_from_slice(&second);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok((frames, more)) => {
+                        batch.extend_from_slice(&frames);
+                        charge.merge(more);
                     }
+                    Err(_) => break,
                 }
-                std::mem::take(&mut batch)
             }
-        };
-        // TLS may hold back ciphertext until flushed (TCP's flush does nothing).
-        let written = tokio::time::timeout(timeout, async {
-            writer.write_all(&to_write).await?;
-            writer.flush().await
-        })
-        .await;
-        outbox.queued.fetch_sub(to_write.len(), Ordering::AcqRel);
-        drop(charge);
-        outbox.drained.notify_waiters();
-        if to_write.capacity() <= 4 * MAX_BATCH {
-            batch = to_write;
+            std::mem::take(batch)
         }
-        if !matches!(written, Ok(Ok(()))) {
-            // The peer stopped reading or went away: close this connection only.
-            break;
-        }
+    };
+    Some((to_write, charge))
+}
+
+/// After a batch is written (or failed): its bytes leave the count, its budget is given
+/// back, and its buffer is kept for the next batch unless it grew large.
+fn written(outbox: &State, to_write: Vec<u8>, charge: sync::Bytes, batch: &mut Vec<u8>) {
+    outbox.queued.fetch_sub(to_write.len(), Ordering::AcqRel);
+    drop(charge);
+    outbox.drained.notify_waiters();
+    if to_write.capacity() <= 4 * MAX_BATCH {
+        *batch = to_write;
     }
+}
+
+/// After the writer stopped: what is still queued will never be written.
+fn abandon(mut rx: Queue, outbox: &State) {
     rx.close();
-    // What is still queued will never be written.
     while let Ok((frames, _charge)) = rx.try_recv() {
         outbox.queued.fetch_sub(frames.len(), Ordering::AcqRel);
     }
     outbox.drained.notify_waiters();
+}
+
+/// The writer task of a TCP outbox: writes what pushers queued because bytes were queued
+/// before them, or because the socket was full.
+async fn write_direct(mut rx: Queue, outbox: Arc<State>, timeout: Duration) {
+    let Some(socket) = &outbox.direct else {
+        return;
+    };
+    let mut batch = Vec::new();
+    while let Some((to_write, charge)) = next_batch(&mut rx, &mut batch).await {
+        // No pusher writes while these bytes are counted in `queued`.
+        let mut at = 0;
+        let ok = loop {
+            match socket.try_write(&to_write[at..]) {
+                Ok(0) => break false,
+                Ok(n) => {
+                    at += n;
+                    if at == to_write.len() {
+                        break true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // No progress for the write timeout: the peer stopped reading.
+                    if !matches!(
+                        tokio::time::timeout(timeout, socket.writable()).await,
+                        Ok(Ok(()))
+                    ) {
+                        break false;
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        written(&outbox, to_write, charge, &mut batch);
+        if !ok {
+            // The peer stopped reading or went away: close this connection only.
+            break;
+        }
+    }
+    abandon(rx, &outbox);
+    // The socket's write side shuts down when the last handle to it goes.
+}
+
+async fn write_loop(
+    mut writer: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: Queue,
+    outbox: Arc<State>,
+    timeout: Duration,
+) {
+    let mut batch = Vec::new();
+    while let Some((to_write, charge)) = next_batch(&mut rx, &mut batch).await {
+        // TLS may hold back ciphertext until flushed.
+        let ok = tokio::time::timeout(timeout, async {
+            writer.write_all(&to_write).await?;
+            writer.flush().await
+        })
+        .await;
+        written(&outbox, to_write, charge, &mut batch);
+        if !matches!(ok, Ok(Ok(()))) {
+            // The peer stopped reading or went away: close this connection only.
+            break;
+        }
+    }
+    abandon(rx, &outbox);
     let _ = writer.shutdown().await;
 }

@@ -5,20 +5,17 @@
 //! then non-blocking reads), so an idle connection holds no read buffer. TLS can only find
 //! out by decrypting, so its wait reads into a small buffer.
 
+use std::future::Future;
 use std::io;
-#[cfg(feature = "tls")]
-use std::{
-    future::Future,
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
 #[cfg(feature = "tls")]
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// An accepted connection, after its TLS handshake if it has one.
 pub(super) enum Stream {
@@ -28,7 +25,14 @@ pub(super) enum Stream {
 }
 
 /// The writing half, for the outbox.
-pub(super) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+pub(super) enum WriteHalf {
+    /// Plain TCP, which can be written without waiting (`try_write`): the outbox writes
+    /// replies straight from the task that made them when nothing is queued before them.
+    Tcp(OwnedWriteHalf),
+    /// Anything else (TLS), written by the outbox's writer task only.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Boxed(Box<dyn AsyncWrite + Send + Unpin>),
+}
 
 impl Stream {
     /// Whether the peer proved an identity the server trusts (a client certificate valid
@@ -51,12 +55,15 @@ impl Stream {
         match self {
             Stream::Tcp(stream) => {
                 let (reader, writer) = stream.into_split();
-                (ReadHalf::Tcp(reader), Box::new(writer))
+                (ReadHalf::Tcp(reader), WriteHalf::Tcp(writer))
             }
             #[cfg(feature = "tls")]
             Stream::Tls(stream) => {
                 let (reader, writer) = tokio::io::split(*stream);
-                (ReadHalf::Tls(Box::new(reader)), Box::new(writer))
+                (
+                    ReadHalf::Tls(Box::new(reader)),
+                    WriteHalf::Boxed(Box::new(writer)),
+                )
             }
         }
     }
@@ -93,19 +100,23 @@ impl ReadHalf {
     }
 
     /// Reads what has arrived into `buf` without waiting: `WouldBlock` if nothing has.
+    ///
+    /// One poll of a read with a waker that does nothing: the reader's next `ready` polls
+    /// again with its task's waker, so no wakeup is lost. For TCP this is a read through
+    /// `AsyncRead` rather than `try_read_buf`, because a read that leaves room in the buffer
+    /// has drained the socket and tokio then forgets its readiness: the next `ready` waits
+    /// for new bytes instead of returning at once for a `recv` that finds none (one syscall
+    /// less per request when calls come one at a time).
     pub(super) fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            ReadHalf::Tcp(reader) => reader.try_read_buf(buf),
+        let mut cx = Context::from_waker(Waker::noop());
+        let poll = match self {
+            ReadHalf::Tcp(reader) => pin!(reader.read_buf(buf)).as_mut().poll(&mut cx),
             #[cfg(feature = "tls")]
-            ReadHalf::Tls(reader) => {
-                // One poll with a waker that does nothing: the reader's next `ready` polls
-                // again with its task's waker, so no wakeup is lost.
-                let mut cx = Context::from_waker(Waker::noop());
-                match pin!(reader.read_buf(buf)).as_mut().poll(&mut cx) {
-                    Poll::Ready(read) => read,
-                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-                }
-            }
+            ReadHalf::Tls(reader) => pin!(reader.read_buf(buf)).as_mut().poll(&mut cx),
+        };
+        match poll {
+            Poll::Ready(read) => read,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }
