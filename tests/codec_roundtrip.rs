@@ -11,6 +11,13 @@ use svrkit_tests::svrkit::test::all_types::{Color, Defaults, Scalars};
 fn check<M: Message + PartialEq + std::fmt::Debug>(value: &M) -> Result<(), TestCaseError> {
     let encoded = value.encode_to_vec();
     prop_assert_eq!(encoded.len(), value.encoded_len(), "encoded_len is exact");
+    // The buffer sized by encoded_len never had to grow (the encoder's fixed-size copies
+    // must stay within the room left for them).
+    prop_assert_eq!(
+        encoded.capacity(),
+        encoded.len() + svrkit_runtime::codec::ENCODE_ROOM,
+        "encode_to_vec never grows"
+    );
     prop_assert_eq!(&M::decode(&encoded).unwrap(), value, "decode from a slice");
     let shared = Bytes::from(encoded.clone());
     prop_assert_eq!(

@@ -1,6 +1,8 @@
 //! svrkit's codec against prost on the same schema (`idl/bench/chat.xml`), side by side.
 //!
-//! Run: `cargo bench -p svrkit-tests --bench codec`. Three workloads: a chat send request
+//! Run: `cargo bench -p svrkit-tests --bench codec` (criterion), or
+//! `cargo bench -p svrkit-tests --bench codec -- --side-by-side` for one table of medians with
+//! the contenders taking turns. Three workloads: a chat send request
 //! with 128 bytes of content ("small"), the same with 1 KiB ("1k"), and a list of 1,000 small
 //! ones ("list"). Each is encoded into a reused buffer and decoded from shared `Bytes`, by
 //! svrkit, by prost configured with `bytes::Bytes` fields (its fastest setting, like svrkit's
@@ -13,8 +15,20 @@
 #[path = "codec/against_prost.rs"]
 mod against_prost;
 
+/// Criterion's groups, or with `--side-by-side [rounds]` the contenders taking turns (see
+/// `against_prost::side_by_side`): `cargo bench -p svrkit-tests --bench codec -- --side-by-side`.
 #[cfg(svrkit_protoc)]
-criterion::criterion_main!(against_prost::benches);
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--side-by-side") {
+        let rounds = args.get(at + 1).and_then(|r| r.parse().ok()).unwrap_or(200);
+        return against_prost::side_by_side(rounds);
+    }
+    against_prost::benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
 
 #[cfg(not(svrkit_protoc))]
 fn main() {

@@ -578,7 +578,7 @@ impl Channel {
         }
         let len = request.encoded_len();
         frame::check_len(len, self.max_frame, "request")?;
-        let mut body = Vec::with_capacity(len);
+        let mut body = Vec::with_capacity(len + crate::codec::ENCODE_ROOM);
         request.encode_raw(&mut body);
         let mut header = Header {
             kind: if method.oneway {

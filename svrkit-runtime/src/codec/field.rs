@@ -28,19 +28,13 @@ pub fn is_default<K: Kind>(value: &K::Value) -> bool {
 /// Writes a singular field unless it is at its type's default.
 #[inline]
 pub fn encode_singular<K: Kind>(key: u32, value: &K::Value, buf: &mut Vec<u8>) {
-    if !K::is_default(value) {
-        encode::<K>(key, value, buf);
-    }
+    K::encode_singular(key, value, buf);
 }
 
 /// Bytes a singular field takes (nothing at its type's default).
 #[inline]
 pub fn encoded_len_singular<K: Kind>(key_len: usize, value: &K::Value) -> usize {
-    if K::is_default(value) {
-        0
-    } else {
-        encoded_len::<K>(key_len, value)
-    }
+    K::encoded_len_singular(key_len, value)
 }
 
 /// Writes one field: key, then value.

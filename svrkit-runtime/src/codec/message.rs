@@ -6,6 +6,15 @@ use super::decoder::Decoder;
 use super::error::DecodeError;
 use super::wire;
 
+/// Room to leave after a message's exact length in a buffer sized for it.
+///
+/// The encoder copies short strings and long varints in fixed-size chunks and cuts back
+/// (faster than a copy of a length known only at run time), and reserves a nested message's
+/// length prefix before it knows the length: each can reach a few bytes past the end for a
+/// moment. It does so only where the buffer has the room; this much spare lets it do so up to
+/// the last field, and never makes the buffer grow (a reallocation and copy of everything).
+pub const ENCODE_ROOM: usize = 16;
+
 /// A struct generated from an IDL `<struct>`: it knows how to encode and decode itself.
 ///
 /// Generated code implements the four required items; everything else is provided. Encoding
@@ -53,9 +62,10 @@ pub trait Message: Default + Sized {
         self.encode_raw(buf);
     }
 
-    /// Encodes into a new, exactly sized vector.
+    /// Encodes into a new vector, sized by [`encoded_len`](Message::encoded_len) plus
+    /// [`ENCODE_ROOM`] bytes, so that it never grows.
     fn encode_to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
+        let mut buf = Vec::with_capacity(self.encoded_len() + ENCODE_ROOM);
         self.encode_raw(&mut buf);
         buf
     }

@@ -22,6 +22,6 @@ pub mod wire;
 pub use decoder::{DECODE_FACTOR, DECODE_SLACK, Decoder, MAX_DEPTH};
 pub use encoded::Encoded;
 pub use error::{DecodeError, DecodeErrorKind};
-pub use message::{Enumeration, Message};
+pub use message::{ENCODE_ROOM, Enumeration, Message};
 pub use unknown::{UnknownField, UnknownFields};
 pub use wire::WireType;
