@@ -16,7 +16,8 @@ from pathlib import Path
 from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
-ROW = re.compile(r"^\| ([\w-]+) \| (\d+) \| (\d+) \| (\d+) µs \| (\d+) µs \| ([\d.]+) µs \|$")
+# The bench's rows; the client CPU column (newer benches) is left out of the table here.
+ROW = re.compile(r"^\| ([\w-]+) \| (\d+) \| (\d+) \| (\d+) µs \| (\d+) µs \| ([\d.]+) µs \|(?: [\d.]+ µs \|)?$")
 
 
 ORDER = ["svrkit", "svrkit-nomon", "svrkit-nopolicy", "tonic", "tarpc", "floor"]
@@ -41,7 +42,7 @@ def main():
             m = ROW.match(line.strip())
             if m:
                 system, c = m.group(1), int(m.group(2))
-                rows[(system, c)].append(tuple(float(x) for x in m.groups()[2:]))
+                rows[(system, c)].append(tuple(float(x) for x in m.groups()[2:6]))
     med = {k: tuple(median(v[i] for v in vals) for i in range(4)) for k, vals in rows.items()}
     print("| system | concurrency | QPS | p50 | p99 | server CPU / request |")
     print("|---|---|---|---|---|---|")

@@ -463,7 +463,12 @@ fn serve(system: &str) {
 
 /// User plus system CPU time of the server process so far.
 fn server_cpu(server: &ServerProcess) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+    process_cpu(&format!("/proc/{}/stat", server.child.id()))
+}
+
+/// User plus system CPU time of the process whose `stat` file is at `path`.
+fn process_cpu(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap();
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -571,6 +576,9 @@ struct Row {
     p50: Duration,
     p99: Duration,
     cpu_per_request: Duration,
+    /// The load generator's CPU per request (this process: the client, its callers and the
+    /// measuring).
+    client_cpu_per_request: Duration,
 }
 
 impl Row {
@@ -586,16 +594,18 @@ impl Row {
             p50: mid(rows, |r| r.p50),
             p99: mid(rows, |r| r.p99),
             cpu_per_request: mid(rows, |r| r.cpu_per_request),
+            client_cpu_per_request: mid(rows, |r| r.client_cpu_per_request),
         }
     }
 
     fn line(&self, system: &str, concurrency: usize) -> String {
         format!(
-            "| {system} | {concurrency} | {:.0} | {} µs | {} µs | {:.1} µs |",
+            "| {system} | {concurrency} | {:.0} | {} µs | {} µs | {:.1} µs | {:.1} µs |",
             self.qps,
             self.p50.as_micros(),
             self.p99.as_micros(),
-            self.cpu_per_request.as_secs_f64() * 1e6
+            self.cpu_per_request.as_secs_f64() * 1e6,
+            self.client_cpu_per_request.as_secs_f64() * 1e6
         )
     }
 }
@@ -628,12 +638,14 @@ async fn measure(server: &ServerProcess, client: &Client, concurrency: usize, se
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_before = server_cpu(server);
+    let client_before = process_cpu("/proc/self/stat");
     recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let cpu = server_cpu(server) - cpu_before;
+    let client_cpu = process_cpu("/proc/self/stat") - client_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -646,6 +658,7 @@ async fn measure(server: &ServerProcess, client: &Client, concurrency: usize, se
         p50: Duration::from_micros(u64::from(l[n / 2])),
         p99: Duration::from_micros(u64::from(l[(n * 99 / 100).min(n - 1)])),
         cpu_per_request: cpu / n as u32,
+        client_cpu_per_request: client_cpu / n as u32,
     }
 }
 
@@ -686,10 +699,12 @@ fn throughput(args: &[String]) {
             });
         }
     }
-    println!("| system | concurrency | QPS | p50 | p99 | server CPU / request |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| system | concurrency | QPS | p50 | p99 | server CPU / request | client CPU / request |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     if systems.iter().any(|s| s == "tonic") && cfg!(not(svrkit_protoc)) {
-        println!("| tonic | left out: svrkit-tests was built without protoc | | | | |");
+        println!("| tonic | left out: svrkit-tests was built without protoc | | | | | |");
     }
     for (system, c, all) in &rows {
         println!("{}", Row::median(all).line(system, *c));
