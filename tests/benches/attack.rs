@@ -502,7 +502,11 @@ async fn read_statuses(c: &mut TcpStream, n: usize, limit: Duration) -> Vec<u32>
     let _ = tokio::time::timeout(limit, async {
         while codes.len() < n {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => codes.push(frame.header.status_code),
+                // Responses only: the server opens with a PONG listing its methods.
+                Ok(Some(frame)) if frame.header.kind == FrameKind::RESPONSE => {
+                    codes.push(frame.header.status_code)
+                }
+                Ok(Some(_)) => {}
                 Ok(None) => {
                     if c.read_buf(&mut buf).await.map_or(true, |n| n == 0) {
                         return;
