@@ -14,7 +14,7 @@ use super::wire;
 /// moment. It does so only where the buffer has the room; this much spare lets it do so up to
 /// the last field, and never makes the buffer grow (a reallocation and copy of everything).
 /// 32 rather than the 16 the copies need: with 8 or 16 bytes of room, `encode_to_vec` of the
-/// codec bench's 207-byte request measured 15-20% slower than with none or 32, in repeated
+/// codec bench's 199-byte request measured 15-20% slower than with none or 32, in repeated
 /// side-by-side runs, for a reason not found (both sizes are in the allocator's thread cache).
 pub const ENCODE_ROOM: usize = 32;
 
