@@ -42,6 +42,7 @@ pub mod monitor;
 pub mod policy;
 pub mod server;
 pub mod service;
+mod socket;
 pub mod status;
 pub mod sync;
 #[cfg(feature = "tls")]

@@ -13,9 +13,8 @@
 //! batch of responses into one write. A call alone on a plain TCP connection (no other call
 //! waiting for an answer, nothing queued) writes its frame itself: there is nobody to batch
 //! with, and the trip through the writer task (a wakeup, and a yield for company that never
-//! comes) is pure latency. Every caller decides under one lock (`Direct::turn`), and the
-//! writer task writes only while frames are counted queued, a caller only while none are,
-//! so frames never interleave.
+//! comes) is pure latency. Callers and the writer task take turns on the socket as
+//! `socket.rs` describes, counting frames queued, so frames never interleave.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::ChannelOptions;
 use super::endpoint::Health;
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
+use crate::socket::SharedSocket;
 use crate::status::{Code, Status};
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>;
@@ -62,6 +62,13 @@ impl Outgoing {
         }
     }
 
+    fn body_len(&self) -> usize {
+        match self {
+            Outgoing::Frame { body, .. } => body.len(),
+            Outgoing::Encoded(bytes) => bytes.len(),
+        }
+    }
+
     fn encode(&self, batch: &mut Vec<u8>) {
         match self {
             Outgoing::Frame { header, body } => frame::encode(header, body, batch),
@@ -70,33 +77,24 @@ impl Outgoing {
     }
 }
 
+/// Room for a frame's prefix and header when a caller encodes one itself: a request's header
+/// (ids, deadline, caller, trace id) fits, so the buffer is allocated once.
+const FRAME_ROOM: usize = 128;
+
 /// The way to the writer task, shared by callers, the reader (its pings) and the writer.
 struct Outbound {
     /// Frames handed to the writer task (or about to be) and not yet written.
     queued: AtomicUsize,
     /// The socket, when callers may write it themselves (plain TCP).
-    direct: Option<Direct>,
-}
-
-struct Direct {
-    socket: OwnedWriteHalf,
-    /// Held while deciding between writing and queueing, and while writing.
-    turn: Mutex<()>,
+    direct: Option<SharedSocket>,
 }
 
 impl Outbound {
     /// Counts a frame about to be handed to the writer task: from now until it is written,
     /// no caller writes the socket itself.
     fn count_one(&self) {
-        match &self.direct {
-            Some(direct) => {
-                let _turn = direct.turn.lock();
-                self.queued.fetch_add(1, Ordering::AcqRel);
-            }
-            None => {
-                self.queued.fetch_add(1, Ordering::AcqRel);
-            }
-        }
+        let _turn = self.direct.as_ref().and_then(SharedSocket::turn);
+        self.queued.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Hands a frame to the writer task without waiting; false if it is closed or full.
@@ -175,13 +173,7 @@ impl ClientConn {
     {
         let (tx, rx) = mpsc::channel::<Outgoing>(4096);
         let (direct, boxed) = match writer {
-            Writer::Tcp(socket) => (
-                Some(Direct {
-                    socket,
-                    turn: Mutex::new(()),
-                }),
-                None,
-            ),
+            Writer::Tcp(socket) => (Some(SharedSocket::new(socket)), None),
             Writer::Boxed(writer) => (None, Some(writer)),
         };
         let outbound = Arc::new(Outbound {
@@ -304,22 +296,18 @@ impl ClientConn {
     /// module's docs); otherwise hands it to the writer task.
     async fn send(&self, header: Header, body: Bytes, alone: bool) -> Result<(), Status> {
         let mut outgoing = Outgoing::Frame { header, body };
-        if alone && let Some(direct) = &self.outbound.direct {
-            let mut frame = Vec::new();
+        if alone && let Some(socket) = &self.outbound.direct {
+            let mut frame = Vec::with_capacity(FRAME_ROOM + outgoing.body_len());
             outgoing.encode(&mut frame);
-            let Ok(_turn) = direct.turn.lock() else {
+            let Some(turn) = socket.turn() else {
                 return Err(self.closing());
             };
             if self.outbound.queued.load(Ordering::Acquire) == 0 {
                 if self.tx.is_closed() {
                     return Err(self.closing());
                 }
-                match direct.socket.try_write(&frame) {
-                    Ok(n) if n == frame.len() => return Ok(()),
-                    Ok(n) => drop(frame.drain(..n)),
-                    // A broken socket: the writer task meets the same error and closes the
-                    // connection, as for any write.
-                    Err(_) => {}
+                if socket.write_now(&turn, &mut frame) {
+                    return Ok(());
                 }
                 // The rest waits for the socket, in the writer task. Nothing is queued, so
                 // there is room.
@@ -434,7 +422,8 @@ async fn write_loop(
                 };
                 matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(())))
             }
-            (None, Some(direct)) => write_direct(direct, &batch, write_timeout).await,
+            // Callers write nothing while these frames are counted in `queued`.
+            (None, Some(socket)) => socket.write_all(&batch, write_timeout).await,
             (None, None) => false,
         };
         outbound.queued.fetch_sub(frames, Ordering::AcqRel);
@@ -450,32 +439,6 @@ async fn write_loop(
         let _ = writer.shutdown().await;
     }
     // A TCP socket's write side shuts down when its last handle goes.
-}
-
-/// Writes all of `bytes` to the socket, waiting at most `timeout` for each bit of progress.
-async fn write_direct(direct: &Direct, mut bytes: &[u8], timeout: Duration) -> bool {
-    while !bytes.is_empty() {
-        // The turn keeps callers from deciding to write while these bytes go out; they
-        // see them counted in `queued` anyway, so it is held only for the syscall.
-        let wrote = match direct.turn.lock() {
-            Ok(_turn) => direct.socket.try_write(bytes),
-            Err(_) => return false,
-        };
-        match wrote {
-            Ok(0) => return false,
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if !matches!(
-                    tokio::time::timeout(timeout, direct.socket.writable()).await,
-                    Ok(Ok(()))
-                ) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    true
 }
 
 /// The reading side: matches responses to waiters, and pings a silent peer while calls wait.

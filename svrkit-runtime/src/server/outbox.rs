@@ -20,16 +20,16 @@
 //! bounded by the budget that admitted them), and is closed once writes make no progress for
 //! `write_timeout`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc};
 
 use super::stream::WriteHalf;
+use crate::socket::SharedSocket;
 use crate::sync::{self, Share};
 
 /// Replies gathered into one write at most.
@@ -49,16 +49,14 @@ pub(super) struct Outbox {
 
 /// What the writer shares with the outbox's holders.
 struct State {
-    /// Bytes pushed to the writer task and not yet written. Raised only under `turn`.
+    /// Bytes pushed to the writer task and not yet written. Raised only under the socket's
+    /// turn (`socket.rs`).
     queued: AtomicUsize,
     /// Signalled when the writer has written something, or stopped.
     drained: Notify,
     max: usize,
     /// The socket, when pushers may write it themselves (plain TCP).
-    direct: Option<OwnedWriteHalf>,
-    /// Taken by a push to decide between writing and queueing, so that a frame written at
-    /// once can never overtake (or split) one queued before it.
-    turn: Mutex<()>,
+    direct: Option<SharedSocket>,
 }
 
 impl Outbox {
@@ -71,7 +69,7 @@ impl Outbox {
     ) -> (Arc<Outbox>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (direct, boxed) = match writer {
-            WriteHalf::Tcp(socket) => (Some(socket), None),
+            WriteHalf::Tcp(socket) => (Some(SharedSocket::new(socket)), None),
             WriteHalf::Boxed(writer) => (None, Some(writer)),
         };
         let state = Arc::new(State {
@@ -79,7 +77,6 @@ impl Outbox {
             drained: Notify::new(),
             max,
             direct,
-            turn: Mutex::new(()),
         });
         let task = match boxed {
             Some(writer) => tokio::spawn(write_loop(writer, rx, state.clone(), timeout)),
@@ -97,10 +94,7 @@ impl Outbox {
     /// they had waited since its last read (see `connection.rs` on arrival times).
     pub(super) fn push_later(&self, frames: Vec<u8>) -> bool {
         match &self.state.direct {
-            Some(_) => match self.state.turn.lock() {
-                Ok(_turn) => self.enqueue(frames),
-                Err(_) => false,
-            },
+            Some(socket) => socket.turn().is_some_and(|_turn| self.enqueue(frames)),
             None => self.enqueue(frames),
         }
     }
@@ -111,26 +105,22 @@ impl Outbox {
         let Some(socket) = &self.state.direct else {
             return self.enqueue(frames);
         };
-        let Ok(_turn) = self.state.turn.lock() else {
+        let Some(turn) = socket.turn() else {
             return false;
         };
         if self.state.queued.load(Ordering::Acquire) == 0 {
             if self.is_closed() {
                 return false;
             }
-            match socket.try_write(&frames) {
-                Ok(n) if n == frames.len() => return true,
-                // The rest waits for the socket, in the writer task.
-                Ok(n) => drop(frames.drain(..n)),
-                // A broken socket: the writer task meets the same error and closes the
-                // connection, as for any write.
-                Err(_) => {}
+            if socket.write_now(&turn, &mut frames) {
+                return true;
             }
         }
+        // The rest waits for the socket, in the writer task.
         self.enqueue(frames)
     }
 
-    /// Hands frames to the writer task (under `turn` on TCP).
+    /// Hands frames to the writer task (under the socket's turn on TCP).
     fn enqueue(&self, frames: Vec<u8>) -> bool {
         let len = frames.len();
         let charge = self.budget.charge(frames.capacity());
@@ -224,28 +214,7 @@ async fn write_direct(mut rx: Queue, outbox: Arc<State>, timeout: Duration) {
     let mut batch = Vec::new();
     while let Some((to_write, charge)) = next_batch(&mut rx, &mut batch).await {
         // No pusher writes while these bytes are counted in `queued`.
-        let mut at = 0;
-        let ok = loop {
-            match socket.try_write(&to_write[at..]) {
-                Ok(0) => break false,
-                Ok(n) => {
-                    at += n;
-                    if at == to_write.len() {
-                        break true;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // No progress for the write timeout: the peer stopped reading.
-                    if !matches!(
-                        tokio::time::timeout(timeout, socket.writable()).await,
-                        Ok(Ok(()))
-                    ) {
-                        break false;
-                    }
-                }
-                Err(_) => break false,
-            }
-        };
+        let ok = socket.write_all(&to_write, timeout).await;
         written(&outbox, to_write, charge, &mut batch);
         if !ok {
             // The peer stopped reading or went away: close this connection only.
