@@ -48,6 +48,7 @@ static MISSING: MethodDescriptor = MethodDescriptor {
     priority: Priority::Normal,
     oneway: false,
     long_poll: false,
+    classes: svrkit_runtime::status::Classes::DEFAULT,
 };
 
 #[derive(Clone, Copy, Debug)]

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
+use svrkit_runtime::status::Class;
 use svrkit_runtime::{Channel, Code};
 use svrkit_tests::echo;
 use svrkit_tests::svrkit::test::all_types::AllTypesSvrClient;
@@ -160,4 +161,17 @@ async fn unreachable_endpoints_fail_fast_and_others_take_their_calls() {
     assert_eq!((ok, unavailable), (10, 0));
     let dead = &channel.endpoints().expect("a remote channel").snapshot()[0];
     assert!(!dead.is_healthy(), "{dead:?}");
+}
+
+/// `faults` and `caller_errors` in the IDL reach the method's descriptor, over the
+/// runtime's defaults, and only that method's.
+#[test]
+fn the_idl_moves_status_codes_between_classes_for_one_method() {
+    let relay = EchoSvrClient::DESCRIPTOR.method(4).unwrap();
+    assert_eq!(relay.classes.of(Code::NOT_FOUND), Class::Fault);
+    assert_eq!(relay.classes.of(Code::UNAVAILABLE), Class::Caller);
+    assert_eq!(relay.classes.of(Code::INVALID_ARGUMENT), Class::Caller);
+    assert_eq!(relay.classes.of(Code::INTERNAL), Class::Fault);
+    let echo = EchoSvrClient::DESCRIPTOR.method(1).unwrap();
+    assert_eq!(echo.classes, svrkit_runtime::status::Classes::DEFAULT);
 }

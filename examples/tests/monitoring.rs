@@ -135,11 +135,18 @@ fn metrics_and_stats_count_exactly_what_was_called() {
     for method in ["SayHello", "Relay", "Visited"] {
         let l = [("service", "hello.Greeter"), ("method", method)];
         assert_eq!(sample(&before, "svrkit_server_requests_total", &l), 0.0);
-        for status in ["ok", "internal", "not_found", "application"] {
+        for (status, class) in [
+            ("ok", "ok"),
+            ("internal", "fault"),
+            ("not_found", "caller"),
+            ("application", "caller"),
+            ("cancelled", "cancelled"),
+        ] {
             let l = [
                 ("service", "hello.Greeter"),
                 ("method", method),
                 ("status", status),
+                ("class", class),
             ];
             assert_eq!(sample(&before, "svrkit_server_responses_total", &l), 0.0);
         }
@@ -156,17 +163,46 @@ fn metrics_and_stats_count_exactly_what_was_called() {
     }
 
     // 200 calls, every 10th failing INTERNAL; 40 more, every 4th failing with an
-    // application code; 30 relayed (two hops each); 5 oneway visits.
+    // application code; 30 more, every 3rd asking for a name that is not there
+    // (NOT_FOUND); 6 that the caller gives up on; 30 relayed (two hops each); 5 oneway
+    // visits.
     hello_client(&server.addr, &["--calls", "200", "--fail-every", "10"]);
     hello_client(
         &server.addr,
         &["--calls", "40", "--fail-every", "4", "--fail-code", "1001"],
     );
+    hello_client(
+        &server.addr,
+        &["--calls", "30", "--fail-every", "3", "--fail-code", "4"],
+    );
+    hello_client(
+        &server.addr,
+        &[
+            "--calls",
+            "6",
+            "--concurrency",
+            "6",
+            "--delay-ms",
+            "3000",
+            "--give-up-ms",
+            "100",
+        ],
+    );
     hello_client(&server.addr, &["--calls", "30", "--relay", "--visits", "5"]);
 
-    let after = scrape(&admin);
+    // The server counts a hang-up once it has seen it.
+    let cancelled = [
+        ("service", "hello.Greeter"),
+        ("method", "SayHello"),
+        ("status", "cancelled"),
+        ("class", "cancelled"),
+    ];
+    let after = eventually(Duration::from_secs(10), || {
+        let s = scrape(&admin);
+        (sample(&s, "svrkit_server_responses_total", &cancelled) == 6.0).then_some(s)
+    });
     let say = [("service", "hello.Greeter"), ("method", "SayHello")];
-    let status = |method: &str, status: &str| {
+    let status = |method: &str, status: &str, class: &str| {
         sample(
             &after,
             "svrkit_server_responses_total",
@@ -174,22 +210,24 @@ fn metrics_and_stats_count_exactly_what_was_called() {
                 ("service", "hello.Greeter"),
                 ("method", method),
                 ("status", status),
+                ("class", class),
             ],
         )
     };
-    assert_eq!(sample(&after, "svrkit_server_requests_total", &say), 270.0);
-    assert_eq!(status("SayHello", "ok"), 180.0 + 30.0 + 30.0);
-    assert_eq!(status("SayHello", "internal"), 20.0);
-    assert_eq!(status("SayHello", "application"), 10.0);
-    assert_eq!(status("Relay", "ok"), 30.0);
-    assert_eq!(status("Visited", "ok"), 5.0);
+    assert_eq!(sample(&after, "svrkit_server_requests_total", &say), 306.0);
+    assert_eq!(status("SayHello", "ok", "ok"), 180.0 + 30.0 + 20.0 + 30.0);
+    assert_eq!(status("SayHello", "internal", "fault"), 20.0);
+    assert_eq!(status("SayHello", "application", "caller"), 10.0);
+    assert_eq!(status("SayHello", "not_found", "caller"), 10.0);
+    assert_eq!(status("Relay", "ok", "ok"), 30.0);
+    assert_eq!(status("Visited", "ok", "ok"), 5.0);
     assert_eq!(
         sample(&after, "svrkit_server_latency_seconds_count", &say),
-        270.0
+        306.0
     );
     assert_eq!(
         sample(&after, "svrkit_server_queue_wait_seconds_count", &say),
-        270.0
+        306.0
     );
     assert_eq!(sample(&after, "svrkit_server_in_flight", &say), 0.0);
     // Relay's downstream calls, counted on the client side of the server's process.
@@ -201,7 +239,8 @@ fn metrics_and_stats_count_exactly_what_was_called() {
             &[
                 ("service", "hello.Greeter"),
                 ("method", "SayHello"),
-                ("status", "ok")
+                ("status", "ok"),
+                ("class", "ok"),
             ]
         ),
         30.0
@@ -215,9 +254,26 @@ fn metrics_and_stats_count_exactly_what_was_called() {
         .iter()
         .find(|m| m["method"] == "SayHello" && m["side"] == "server")
         .unwrap();
-    assert_eq!(server_say["requests"], 270);
+    assert_eq!(server_say["requests"], 306);
     assert_eq!(server_say["responses"]["internal"], 20);
     assert_eq!(server_say["responses"]["application"], 10);
+    assert_eq!(server_say["responses"]["not_found"], 10);
+    assert_eq!(server_say["responses"]["cancelled"], 6);
+    let classes = &server_say["classes"];
+    assert_eq!(
+        (
+            &classes["ok"],
+            &classes["fault"],
+            &classes["caller"],
+            &classes["cancelled"]
+        ),
+        (
+            &serde_json::json!(260),
+            &serde_json::json!(20),
+            &serde_json::json!(20),
+            &serde_json::json!(6)
+        )
+    );
     // The minute under way holds the calls (unless the minute turned during the test).
     let current = &server_say["current"];
     let in_history: u64 = server_say["minutes"]
@@ -226,17 +282,21 @@ fn metrics_and_stats_count_exactly_what_was_called() {
         .iter()
         .map(|m| m["calls"].as_u64().unwrap())
         .sum();
-    assert_eq!(current["calls"].as_u64().unwrap() + in_history, 270);
-    assert_eq!(
-        current["errors"].as_u64().unwrap()
+    assert_eq!(current["calls"].as_u64().unwrap() + in_history, 306);
+    // The error rate counts the server's faults only: the 20 INTERNAL, not the not-found
+    // names, the application answers or the hang-ups, which are counted apart.
+    let total = |field: &str| {
+        current[field].as_u64().unwrap()
             + server_say["minutes"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|m| m["errors"].as_u64().unwrap())
-                .sum::<u64>(),
-        30
-    );
+                .map(|m| m[field].as_u64().unwrap())
+                .sum::<u64>()
+    };
+    assert_eq!(total("errors"), 20);
+    assert_eq!(total("caller_errors"), 20);
+    assert_eq!(total("cancelled"), 6);
     assert_eq!(get(&admin, "/healthz"), "ok\n");
     let alerts: serde_json::Value = serde_json::from_str(&get(&admin, "/alerts.json")).unwrap();
     assert_eq!(alerts["firing"], serde_json::json!([]));

@@ -164,6 +164,10 @@ pub(crate) struct Method {
     pub(crate) oneway: Option<Text>,
     /// `long_poll`.
     pub(crate) long_poll: Option<Text>,
+    /// `faults`: status names counted as the server's faults.
+    pub(crate) faults: Option<Text>,
+    /// `caller_errors`: status names counted as the caller's errors.
+    pub(crate) caller_errors: Option<Text>,
     /// Documentation.
     pub(crate) doc: Option<Text>,
 }

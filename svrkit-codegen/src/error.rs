@@ -464,6 +464,15 @@ pub(crate) fn missing_response(m: &ast::Method) -> Diagnostic {
     .note("a method without a response must say `oneway=\"true\"`")
 }
 
+pub(crate) fn status_classed_twice(word: &Text) -> Diagnostic {
+    Diagnostic::error(
+        "E0403",
+        format!("status `{}` is listed twice", word.value),
+        word.span,
+    )
+    .label("a status goes in `faults` or in `caller_errors`, once")
+}
+
 pub(crate) fn max_attempts_without_retry(t: &Text) -> Diagnostic {
     Diagnostic::error(
         "E0402",

@@ -351,9 +351,41 @@ pub struct Method {
     /// Whether a call may wait for an event up to its deadline (`long_poll="true"`): its
     /// latency is the wait, so it is neither logged as slow nor judged by latency alarms.
     pub long_poll: bool,
+    /// Status codes this method's monitoring counts in another class than the runtime's
+    /// default, by their status names (`not_found`, `application`), in IDL order.
+    pub classes: Vec<(String, ErrorClass)>,
     /// The start tag.
     pub span: Span,
 }
+
+/// Where a method's IDL moves a status code for monitoring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// `faults`: the server's failure; drives the error rate and its alarms.
+    Fault,
+    /// `caller_errors`: the caller's doing; counted apart, never paged on.
+    Caller,
+}
+
+/// The status names a method may move between classes (`ok` may not move), each with its
+/// code: svrkit's codes, `application` for every code from 1000 up, `unknown` for codes the
+/// runtime does not know.
+pub const STATUS_NAMES: [(&str, u32); 14] = [
+    ("cancelled", 1),
+    ("invalid_argument", 2),
+    ("deadline_exceeded", 3),
+    ("not_found", 4),
+    ("unavailable", 5),
+    ("overloaded", 6),
+    ("unimplemented", 7),
+    ("internal", 8),
+    ("too_large", 9),
+    ("unauthenticated", 10),
+    ("permission_denied", 11),
+    ("resource_exhausted", 12),
+    ("application", 1000),
+    ("unknown", 13),
+];
 
 /// The retry rule of a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

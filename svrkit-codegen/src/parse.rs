@@ -197,6 +197,8 @@ fn parse_method(el: &Element, diags: &mut Diagnostics) -> Option<ast::Method> {
             "priority",
             "oneway",
             "long_poll",
+            "faults",
+            "caller_errors",
         ],
         diags,
     );
@@ -213,6 +215,8 @@ fn parse_method(el: &Element, diags: &mut Diagnostics) -> Option<ast::Method> {
         priority: a.optional("priority"),
         oneway: a.optional("oneway"),
         long_poll: a.optional("long_poll"),
+        faults: a.optional("faults"),
+        caller_errors: a.optional("caller_errors"),
         doc: doc_only(el, diags),
     };
     Some(method)

@@ -32,6 +32,7 @@ static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
     priority: Priority::Normal,
     oneway: false,
     long_poll: false,
+    classes: svrkit_runtime::status::Classes::DEFAULT,
 }];
 static GREETER: ServiceDescriptor = ServiceDescriptor {
     name: "hello.Greeter",

@@ -51,6 +51,7 @@ diagnostics!(
     wire_name_collision,
     protoc_name_rules,
     infinite_struct,
+    error_classes,
     every_stage,
 );
 

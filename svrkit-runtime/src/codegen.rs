@@ -19,7 +19,7 @@ pub use crate::{
     context::Context,
     monitor::{ServiceMetrics, register_client},
     service::{BoxFuture, MethodDescriptor, Priority, Retry, Service, ServiceDescriptor},
-    status::Status,
+    status::{Class, Classes, Code, Status},
 };
 
 /// Decodes a request for a generated server stub.

@@ -82,6 +82,10 @@ pub struct MethodDescriptor {
     /// latency is the wait, not slowness, so it is not logged as a slow call and latency
     /// alarms do not judge it.
     pub long_poll: bool,
+    /// Whose doing each status code is for this method's monitoring (the defaults of
+    /// [`Code::class`](crate::status::Code::class), unless the IDL moves codes with
+    /// `faults` or `caller_errors`).
+    pub classes: crate::status::Classes,
 }
 
 /// A service, as the IDL declares it.

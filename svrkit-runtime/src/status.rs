@@ -46,6 +46,52 @@ impl Code {
         matches!(self, Code::OVERLOADED | Code::UNAVAILABLE)
     }
 
+    /// Whose doing the code is, as monitoring counts it unless a method says otherwise
+    /// ([`Classes`]): see [`Class`].
+    pub const fn class(self) -> Class {
+        match self {
+            Code::OK => Class::Ok,
+            Code::CANCELLED => Class::Cancelled,
+            Code::OVERLOADED => Class::Shed,
+            Code::DEADLINE_EXCEEDED | Code::UNAVAILABLE | Code::INTERNAL => Class::Fault,
+            // The caller's request, credentials or quota; application codes are the
+            // service's own business answers ("blocked", "no such group").
+            Code(2 | 4 | 7 | 9..=12) => Class::Caller,
+            Code(n) if n >= Code::FIRST_APPLICATION.0 => Class::Caller,
+            // A code this runtime does not know: a newer peer's, or garbage; nobody can
+            // say it was the caller's doing.
+            _ => Class::Fault,
+        }
+    }
+
+    /// The monitoring slot of the code: svrkit's codes each have their own, application
+    /// codes share one, unknown codes another (see [`Code::slot_name`]).
+    #[inline]
+    pub const fn slot(self) -> usize {
+        match self.0 {
+            n @ 0..=12 => n as usize,
+            n if n >= Code::FIRST_APPLICATION.0 => 13,
+            _ => 14,
+        }
+    }
+
+    /// The `status` label of a monitoring slot: the code's name, `application` or
+    /// `unknown`.
+    pub const fn slot_name(slot: usize) -> &'static str {
+        SLOT_NAMES[slot]
+    }
+
+    /// The code a slot name stands for (`application` and `unknown` stand for their
+    /// slots' first code).
+    pub fn from_slot_name(name: &str) -> Option<Code> {
+        let slot = SLOT_NAMES.iter().position(|n| *n == name)?;
+        Some(match slot {
+            13 => Code::FIRST_APPLICATION,
+            14 => Code(13),
+            n => Code(n as u32),
+        })
+    }
+
     /// The name of an svrkit code.
     pub fn name(self) -> Option<&'static str> {
         Some(match self {
@@ -73,6 +119,127 @@ impl fmt::Debug for Code {
             Some(name) => f.write_str(name),
             None => write!(f, "code {}", self.0),
         }
+    }
+}
+
+/// Monitoring slots of status codes: svrkit's 13 codes, then application codes (1000 and
+/// up) together, then codes this runtime does not know.
+pub const SLOTS: usize = 15;
+
+/// The `status` label of each slot.
+pub const SLOT_NAMES: [&str; SLOTS] = [
+    "ok",
+    "cancelled",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "unavailable",
+    "overloaded",
+    "unimplemented",
+    "internal",
+    "too_large",
+    "unauthenticated",
+    "permission_denied",
+    "resource_exhausted",
+    "application",
+    "unknown",
+];
+
+/// Whose doing a call's outcome is. Availability, its error rate and its alarms count
+/// [`Class::Fault`] only, as SRE practice defines them: a user who mistypes a name or hangs
+/// up is not an outage, and must not look like one (`docs/monitoring.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Success.
+    Ok,
+    /// The server failed the caller: a bug (`internal`), a dependency down
+    /// (`unavailable`), an answer too late (`deadline_exceeded`), a code nobody knows.
+    Fault,
+    /// The caller's doing: a bad request, a name that does not exist, missing rights, a
+    /// quota of its own used up, an application's business answer.
+    Caller,
+    /// The caller gave up (hung up, or its own caller did).
+    Cancelled,
+    /// The server refused the call unrun to protect itself (`overloaded`): counted with
+    /// refusals, judged by the rejection-rate alarm.
+    Shed,
+}
+
+impl Class {
+    /// Every class, in label order.
+    pub const ALL: [Class; 5] = [
+        Class::Ok,
+        Class::Fault,
+        Class::Caller,
+        Class::Cancelled,
+        Class::Shed,
+    ];
+
+    /// The `class` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Class::Ok => "ok",
+            Class::Fault => "fault",
+            Class::Caller => "caller",
+            Class::Cancelled => "cancelled",
+            Class::Shed => "shed",
+        }
+    }
+}
+
+/// The class of each status slot for one method: [`Code::class`] unless the IDL moves a
+/// code (`faults="not_found"` where a missing record means lost data, say). Built in
+/// constant expressions by generated code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classes([Class; SLOTS]);
+
+impl Classes {
+    /// Every code in its default class.
+    pub const DEFAULT: Classes = {
+        let mut classes = [Class::Ok; SLOTS];
+        let mut slot = 0;
+        while slot < SLOTS {
+            classes[slot] = match slot {
+                13 => Code::FIRST_APPLICATION.class(),
+                14 => Code(13).class(),
+                n => Code(n as u32).class(),
+            };
+            slot += 1;
+        }
+        Classes(classes)
+    };
+
+    /// These classes with `code` (and every code of its slot) in `class`.
+    pub const fn with(mut self, code: Code, class: Class) -> Classes {
+        self.0[code.slot()] = class;
+        self
+    }
+
+    /// The class of `code`.
+    #[inline]
+    pub const fn of(&self, code: Code) -> Class {
+        self.0[code.slot()]
+    }
+
+    /// The class of a slot.
+    #[inline]
+    pub const fn of_slot(&self, slot: usize) -> Class {
+        self.0[slot]
+    }
+
+    /// The sum of `counts` (per slot) whose slot is in `class`.
+    pub fn count(&self, class: Class, counts: &[u64; SLOTS]) -> u64 {
+        counts
+            .iter()
+            .zip(&self.0)
+            .filter(|(_, c)| **c == class)
+            .fold(0u64, |n, (k, _)| n.saturating_add(*k))
+    }
+}
+
+impl Default for Classes {
+    fn default() -> Classes {
+        Classes::DEFAULT
     }
 }
 
@@ -174,5 +341,51 @@ impl std::error::Error for Status {}
 impl From<crate::codec::DecodeError> for Status {
     fn from(e: crate::codec::DecodeError) -> Status {
         Status::invalid_argument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_name_every_code() {
+        for n in 0..13 {
+            let code = Code(n);
+            assert_eq!(Code::slot_name(code.slot()), code.name().unwrap());
+            assert_eq!(Code::from_slot_name(code.name().unwrap()), Some(code));
+        }
+        assert_eq!(Code(1000).slot(), 13);
+        assert_eq!(Code(4711).slot(), 13);
+        assert_eq!(Code(77).slot(), 14);
+        assert_eq!(Code::from_slot_name("application"), Some(Code(1000)));
+        assert_eq!(Code::from_slot_name("bogus"), None);
+    }
+
+    #[test]
+    fn only_the_servers_failures_are_faults() {
+        let faults: Vec<_> = (0..15)
+            .filter(|&s| Classes::DEFAULT.of_slot(s) == Class::Fault)
+            .map(Code::slot_name)
+            .collect();
+        assert_eq!(
+            faults,
+            ["deadline_exceeded", "unavailable", "internal", "unknown"]
+        );
+        assert_eq!(Code::NOT_FOUND.class(), Class::Caller);
+        assert_eq!(Code(1001).class(), Class::Caller);
+        assert_eq!(Code::CANCELLED.class(), Class::Cancelled);
+        assert_eq!(Code::OVERLOADED.class(), Class::Shed);
+        let moved = Classes::DEFAULT
+            .with(Code::NOT_FOUND, Class::Fault)
+            .with(Code(1234), Class::Fault);
+        assert_eq!(moved.of(Code::NOT_FOUND), Class::Fault);
+        assert_eq!(moved.of(Code(1000)), Class::Fault);
+        let mut counts = [0; SLOTS];
+        counts[Code::NOT_FOUND.slot()] = 3;
+        counts[Code::INTERNAL.slot()] = 2;
+        counts[Code(1000).slot()] = 5;
+        assert_eq!(Classes::DEFAULT.count(Class::Fault, &counts), 2);
+        assert_eq!(moved.count(Class::Fault, &counts), 10);
     }
 }

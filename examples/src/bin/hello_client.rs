@@ -36,6 +36,10 @@ struct Args {
     /// Each call asks the server to wait this long.
     #[arg(long, default_value_t = 0)]
     delay_ms: u32,
+    /// Give up on each call after this long, hanging up as a user who stops waiting does
+    /// (0: wait for the answer).
+    #[arg(long, default_value_t = 0)]
+    give_up_ms: u64,
     /// Call `Relay` instead of `SayHello`.
     #[arg(long)]
     relay: bool,
@@ -61,12 +65,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (client, next) = (client.clone(), next.clone());
-        let (calls, fail_every, fail_code, delay_ms, relay) = (
+        let (calls, fail_every, fail_code, delay_ms, relay, give_up_ms) = (
             args.calls,
             args.fail_every,
             args.fail_code,
             args.delay_ms,
             args.relay,
+            args.give_up_ms,
         );
         workers.push(tokio::spawn(async move {
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
@@ -84,10 +89,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                     ..HelloReq::default()
                 };
                 let t = Instant::now();
-                let result = if relay {
-                    client.relay(&request).await
+                let call = async {
+                    if relay {
+                        client.relay(&request).await
+                    } else {
+                        client.say_hello(&request).await
+                    }
+                };
+                let result = if give_up_ms > 0 {
+                    // Dropping the call hangs up: the server is told, and counts it cancelled.
+                    tokio::time::timeout(Duration::from_millis(give_up_ms), call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(svrkit_runtime::Status::cancelled("gave up waiting"))
+                        })
                 } else {
-                    client.say_hello(&request).await
+                    call.await
                 };
                 latencies.push(t.elapsed());
                 let code = match result {

@@ -6,7 +6,7 @@ use super::{Checker, names, values};
 use crate::ast;
 use crate::error;
 use crate::ident;
-use crate::ir::{self, Method, Priority, Retry, Service, StructId, ValueType};
+use crate::ir::{self, ErrorClass, Method, Priority, Retry, Service, StructId, ValueType};
 use crate::span::Span;
 
 impl Checker<'_> {
@@ -96,6 +96,7 @@ impl Checker<'_> {
             }
             let oneway = self.flag(m.oneway.as_ref(), "oneway");
             let long_poll = self.flag(m.long_poll.as_ref(), "long_poll");
+            let classes = self.classes(m);
             let request = self.message_type(file, &m.request, "request");
             let response = match (&m.response, oneway) {
                 (Some(r), Some(true)) => {
@@ -140,8 +141,9 @@ impl Checker<'_> {
                 Some(retry),
                 Some(priority),
                 Some(long_poll),
+                Some(classes),
             ) = (
-                name_ok, id, request, response, timeout_ms, retry, priority, long_poll,
+                name_ok, id, request, response, timeout_ms, retry, priority, long_poll, classes,
             ) {
                 out.push(Method {
                     name: m.name.value.clone(),
@@ -154,11 +156,44 @@ impl Checker<'_> {
                     retry,
                     priority,
                     long_poll,
+                    classes,
                     span: m.span,
                 });
             }
         }
         out
+    }
+
+    /// `faults` and `caller_errors`: space-separated status names, each known, each in one
+    /// list once.
+    fn classes(&mut self, m: &ast::Method) -> Option<Vec<(String, ErrorClass)>> {
+        let mut out: Vec<(String, ErrorClass)> = Vec::new();
+        let mut ok = true;
+        let names: Vec<&str> = ir::STATUS_NAMES.iter().map(|(n, _)| *n).collect();
+        let lists = [
+            (m.faults.as_ref(), "faults", ErrorClass::Fault),
+            (
+                m.caller_errors.as_ref(),
+                "caller_errors",
+                ErrorClass::Caller,
+            ),
+        ];
+        for (text, attribute, class) in lists {
+            let Some(text) = text else { continue };
+            for word in values::words(text) {
+                if !names.contains(&word.value.as_str()) {
+                    self.diags
+                        .push(error::invalid_choice(&word, attribute, &names));
+                    ok = false;
+                } else if out.iter().any(|(n, _)| *n == word.value) {
+                    self.diags.push(error::status_classed_twice(&word));
+                    ok = false;
+                } else {
+                    out.push((word.value, class));
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     /// A `true`/`false` attribute (absent: false).

@@ -26,6 +26,35 @@ pub(super) fn integer(
     }
 }
 
+/// The words of a list attribute (`"not_found, application"` or `"not_found application"`),
+/// each with its own span when the attribute's text is what the file says (no entities),
+/// so that an error points at the word.
+pub(super) fn words(text: &Text) -> Vec<Text> {
+    let exact = text.span.end - text.span.start == text.value.len();
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.value.char_indices().chain([(text.value.len(), ',')]) {
+        let separator = c == ',' || c.is_whitespace();
+        match (start, separator) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                let mut span = text.span;
+                if exact {
+                    span.start = text.span.start + s;
+                    span.end = text.span.start + i;
+                }
+                out.push(Text {
+                    value: text.value[s..i].to_owned(),
+                    span,
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Parses `"2,6,11-15"` and `names="a,b"` into ranges and names.
 pub(super) fn reserved(
     list: &[crate::ast::Reserved],

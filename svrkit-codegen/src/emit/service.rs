@@ -39,6 +39,19 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
         };
         let oneway = m.response.is_none();
         let long_poll = m.long_poll;
+        // Codes the IDL moves, applied over the runtime's defaults in a constant.
+        let moves = m.classes.iter().map(|(name, class)| {
+            let code = crate::ir::STATUS_NAMES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, c)| *c);
+            let code = Literal::u32_unsuffixed(code);
+            let class = match class {
+                crate::ir::ErrorClass::Fault => quote!(Fault),
+                crate::ir::ErrorClass::Caller => quote!(Caller),
+            };
+            quote!(.with(#rt::Code(#code), #rt::Class::#class))
+        });
         quote! {
             #rt::MethodDescriptor {
                 name: #name,
@@ -50,6 +63,7 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
                 priority: #rt::Priority::#priority,
                 oneway: #oneway,
                 long_poll: #long_poll,
+                classes: #rt::Classes::DEFAULT #(#moves)*,
             }
         }
     });

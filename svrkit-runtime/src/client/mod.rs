@@ -718,6 +718,7 @@ pub(crate) fn test_call(user_key: u64) -> Call {
         priority: Priority::Normal,
         oneway: false,
         long_poll: false,
+        classes: crate::status::Classes::DEFAULT,
     };
     Call {
         method: &METHOD,

@@ -58,8 +58,18 @@ pub trait Pages: Send + Sync + 'static {
     fn page(&self, path: &str, minutes: usize) -> Option<Reply>;
 }
 
-/// The window the charts span unless the query says otherwise: three hours.
-pub const DEFAULT_WINDOW: usize = 180;
+/// The windows pages offer, in minutes; the default is the first that covers the process's
+/// age, so that a process minutes old is not squeezed into a sliver of a three-hour chart.
+pub const WINDOWS: [usize; 4] = [30, 180, 720, 1440];
+
+/// The window that fits a process `age` old: the shortest of [`WINDOWS`] that covers it.
+pub fn fitting_window(age: std::time::Duration) -> usize {
+    let minutes = age.as_secs().div_ceil(60) as usize;
+    WINDOWS
+        .into_iter()
+        .find(|&w| w >= minutes)
+        .unwrap_or(super::rollup::HISTORY)
+}
 
 /// How an admin endpoint serves.
 #[derive(Clone, Default)]
@@ -231,7 +241,8 @@ async fn answer(shared: &Shared, req: &Request<Incoming>) -> Reply {
             "busy rendering other pages: try again\n".into(),
         );
     };
-    let minutes = window(req.uri().query());
+    let minutes = window(req.uri().query())
+        .unwrap_or_else(|| fitting_window(super::process().started.0.elapsed()));
     let (pages, title) = (shared.options.pages.clone(), shared.title.clone());
     // Pages are rendered off the runtime's threads: a big page must not hold up the
     // process's other tasks (its RPC service, report intake).
@@ -331,8 +342,8 @@ pub fn json(value: &impl serde::Serialize) -> Reply {
     }
 }
 
-/// The `minutes` of the query: the chart window, 5 minutes to 24 hours.
-fn window(query: Option<&str>) -> usize {
+/// The `minutes` of the query, if it says: the chart window, 5 minutes to 24 hours.
+fn window(query: Option<&str>) -> Option<usize> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -343,16 +354,12 @@ fn window(query: Option<&str>) -> usize {
                 (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).then_some(usize::MAX)
             })
         })
-        .unwrap_or(DEFAULT_WINDOW)
-        .clamp(5, super::rollup::HISTORY)
+        .map(|m: usize| m.clamp(5, super::rollup::HISTORY))
 }
 
 /// The window sizes the page links to.
 pub fn windows(current: usize) -> Vec<(usize, bool)> {
-    [30, 180, 720, 1440]
-        .into_iter()
-        .map(|m| (m, m == current))
-        .collect()
+    WINDOWS.into_iter().map(|m| (m, m == current)).collect()
 }
 
 fn process_page(title: &str, minutes: usize) -> String {
@@ -436,13 +443,23 @@ mod tests {
 
     #[test]
     fn the_window_is_read_and_bounded() {
-        assert_eq!(window(None), DEFAULT_WINDOW);
-        assert_eq!(window(Some("minutes=60")), 60);
-        assert_eq!(window(Some("x=1&minutes=1")), 5);
-        assert_eq!(window(Some("minutes=99999")), 1440);
-        assert_eq!(window(Some("minutes=abc")), DEFAULT_WINDOW);
-        assert_eq!(window(Some("minutes=99999999999999999999999")), 1440);
-        assert_eq!(window(Some("minutes=-1")), DEFAULT_WINDOW);
+        assert_eq!(window(None), None);
+        assert_eq!(window(Some("minutes=60")), Some(60));
+        assert_eq!(window(Some("x=1&minutes=1")), Some(5));
+        assert_eq!(window(Some("minutes=99999")), Some(1440));
+        assert_eq!(window(Some("minutes=abc")), None);
+        assert_eq!(window(Some("minutes=99999999999999999999999")), Some(1440));
+        assert_eq!(window(Some("minutes=-1")), None);
+    }
+
+    #[test]
+    fn the_default_window_fits_the_processs_age() {
+        let min = |m: u64| fitting_window(Duration::from_secs(m * 60));
+        assert_eq!(fitting_window(Duration::from_secs(5)), 30);
+        assert_eq!(min(30), 30);
+        assert_eq!(fitting_window(Duration::from_secs(30 * 60 + 1)), 180);
+        assert_eq!(min(600), 720);
+        assert_eq!(min(5000), 1440);
     }
 
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -114,6 +114,8 @@ type InstanceKey = (String, u32);
 struct Counts {
     calls: u64,
     errors: u64,
+    caller_errors: u64,
+    cancelled: u64,
     rejected: u64,
     latency: Histogram,
     queue: Histogram,
@@ -132,6 +134,8 @@ impl Counts {
         };
         self.calls = op(self.calls, other.calls);
         self.errors = op(self.errors, other.errors);
+        self.caller_errors = op(self.caller_errors, other.caller_errors);
+        self.cancelled = op(self.cancelled, other.cancelled);
         self.rejected = op(self.rejected, other.rejected);
         for (mine, theirs) in [
             (&mut self.latency, &other.latency),
@@ -169,12 +173,79 @@ impl Default for Series {
     }
 }
 
+/// An alarm firing in a reporting process, as it reported it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Reported {
+    service: String,
+    method: String,
+    figure: String,
+    /// The figure, the minute it is of, its baseline and the minute it fired: `None` from
+    /// processes that report alarms by name only.
+    value: Option<f64>,
+    value_minute: Option<u64>,
+    baseline: Option<f64>,
+    since_minute: Option<u64>,
+}
+
+impl Reported {
+    /// The alarms of `report`: with their figures, or by name from older reporters.
+    fn of(report: &Report) -> Vec<Reported> {
+        let kept = |a: &&super::ossagent::Alarm| {
+            [&a.service, &a.method, &a.figure]
+                .iter()
+                .all(|n| n.len() <= MAX_NAME)
+        };
+        if !report.alarms.is_empty() {
+            return report
+                .alarms
+                .iter()
+                .filter(kept)
+                .take(MAX_INSTANCE_LIST)
+                .map(|a| Reported {
+                    service: a.service.to_string(),
+                    method: a.method.to_string(),
+                    figure: a.figure.to_string(),
+                    value: Some(a.value),
+                    value_minute: Some(a.value_minute),
+                    baseline: Some(a.baseline),
+                    since_minute: Some(a.since_minute),
+                })
+                .collect();
+        }
+        report
+            .firing
+            .iter()
+            .filter(|f| f.len() <= MAX_NAME)
+            .take(MAX_INSTANCE_LIST)
+            .map(|f| {
+                // `service.method figure`
+                let (what, figure) = f.rsplit_once(' ').unwrap_or((f, ""));
+                let (service, method) = what.rsplit_once('.').unwrap_or((what, ""));
+                Reported {
+                    service: service.into(),
+                    method: method.into(),
+                    figure: figure.into(),
+                    value: None,
+                    value_minute: None,
+                    baseline: None,
+                    since_minute: None,
+                }
+            })
+            .collect()
+    }
+
+    /// `service.method figure`.
+    fn name(&self) -> String {
+        format!("{}.{} {}", self.service, self.method, self.figure)
+    }
+}
+
 #[derive(Debug)]
 struct Instance {
     /// The address it reports from (`None` in process).
     peer: Option<IpAddr>,
     services: Vec<String>,
-    firing: Vec<String>,
+    alarms: Vec<Reported>,
     last_seen: Instant,
     /// Server-side calls and errors in its newest reported minute.
     calls: u64,
@@ -232,7 +303,10 @@ fn implausible(report: &Report) -> bool {
     report.minutes.iter().flat_map(|m| &m.methods).any(|m| {
         let sum = |h: &[u64]| h.iter().try_fold(0u64, |a, &c| a.checked_add(c));
         m.calls > MAX_CALLS_PER_MINUTE
-            || m.errors > m.calls
+            || [m.errors, m.caller_errors, m.cancelled]
+                .iter()
+                .try_fold(0u64, |a, &c| a.checked_add(c))
+                .is_none_or(|n| n > m.calls)
             || m.rejected > m.calls
             || sum(&m.latency).is_none_or(|n| n > m.calls)
             || sum(&m.queue_wait).is_none_or(|n| n > m.calls)
@@ -359,6 +433,8 @@ impl Agent {
                 let counts = Counts {
                     calls: m.calls,
                     errors: m.errors,
+                    caller_errors: m.caller_errors,
+                    cancelled: m.cancelled,
                     rejected: m.rejected,
                     latency: histogram(&m.latency),
                     queue: histogram(&m.queue_wait),
@@ -399,7 +475,7 @@ impl Agent {
             Instance {
                 peer,
                 services: list(&report.services),
-                firing: list(&report.firing),
+                alarms: Reported::of(&report),
                 last_seen: Instant::now(),
                 calls,
                 errors,
@@ -451,7 +527,7 @@ impl Agent {
                         name.clone(),
                         *pid,
                         i.services.clone(),
-                        i.firing.clone(),
+                        i.alarms.clone(),
                         i.last_seen.elapsed(),
                         (i.calls, i.errors),
                     )
@@ -476,6 +552,8 @@ impl Agent {
                 });
                 o.calls = o.calls.saturating_add(f.calls);
                 o.errors = o.errors.saturating_add(f.errors);
+                o.caller_errors = o.caller_errors.saturating_add(f.caller_errors);
+                o.cancelled = o.cancelled.saturating_add(f.cancelled);
                 o.rejected = o.rejected.saturating_add(f.rejected);
                 o.p50_ms = o.p50_ms.max(f.p50_ms);
                 o.p99_ms = o.p99_ms.max(f.p99_ms);
@@ -504,19 +582,29 @@ impl Agent {
         let instances: Vec<InstanceRow> = snapshot
             .instances
             .iter()
-            .map(|(name, pid, services, firing, age, (calls, errors))| {
-                for f in firing {
-                    // Reported as `service.method figure`.
-                    let (what, figure) = f.rsplit_once(' ').unwrap_or((f, ""));
-                    alerts.push(super::dashboard::AlertRow {
-                        what: format!("{what} on {name} (pid {pid})"),
-                        figure: super::alarm::Figure::ALL
-                            .into_iter()
-                            .find(|x| x.name() == figure)
-                            .map_or("", super::alarm::Figure::name),
-                        value: "-".into(),
-                        baseline: "-".into(),
-                        since: "-".into(),
+            .map(|(name, pid, services, alarms, age, (calls, errors))| {
+                for a in alarms {
+                    let what = format!("{}.{} on {name} (pid {pid})", a.service, a.method);
+                    let figure = super::alarm::Figure::from_name(&a.figure);
+                    alerts.push(match (figure, a.value, a.value_minute, a.baseline) {
+                        // The row the process's own page shows, from the same figures.
+                        (Some(figure), Some(value), Some(minute), Some(baseline)) => {
+                            super::dashboard::AlertRow::new(
+                                what,
+                                figure,
+                                (value, minute),
+                                baseline,
+                                a.since_minute.unwrap_or(now),
+                                now,
+                            )
+                        }
+                        _ => super::dashboard::AlertRow {
+                            what,
+                            figure: figure.map_or("", super::alarm::Figure::name),
+                            value: "-".into(),
+                            baseline: "-".into(),
+                            since: "-".into(),
+                        },
                     });
                 }
                 InstanceRow {
@@ -526,10 +614,14 @@ impl Agent {
                     live: *age < LIVE,
                     calls: *calls,
                     errors: *errors,
-                    firing: if firing.is_empty() {
+                    firing: if alarms.is_empty() {
                         "-".into()
                     } else {
-                        firing.join(", ")
+                        alarms
+                            .iter()
+                            .map(Reported::name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     },
                 }
             })
@@ -560,7 +652,14 @@ struct Snapshot {
     series: Vec<(SeriesKey, Vec<Figures>)>,
     /// Name, pid, services, alarms firing, time since the last report, (calls, errors).
     #[allow(clippy::type_complexity)]
-    instances: Vec<(String, u32, Vec<String>, Vec<String>, Duration, (u64, u64))>,
+    instances: Vec<(
+        String,
+        u32,
+        Vec<String>,
+        Vec<Reported>,
+        Duration,
+        (u64, u64),
+    )>,
 }
 
 /// The figures of a minute from the sum of every instance's report of it: percentiles from
@@ -570,6 +669,8 @@ fn figures(minute: u64, total: &Counts) -> Figures {
         minute,
         calls: total.calls,
         errors: total.errors,
+        caller_errors: total.caller_errors,
+        cancelled: total.cancelled,
         rejected: total.rejected,
         p50_ms: total.latency.quantile_ms(0.5),
         p99_ms: total.latency.quantile_ms(0.99),
@@ -604,13 +705,13 @@ impl Pages for Agent {
                 let instances: Vec<_> = snapshot
                     .instances
                     .iter()
-                    .map(|(name, pid, services, firing, age, _)| {
+                    .map(|(name, pid, services, alarms, age, _)| {
                         serde_json::json!({
                             "instance": name,
                             "pid": pid,
                             "services": services,
                             "seconds_since_report": age.as_secs_f64(),
-                            "firing": firing,
+                            "firing": alarms.iter().map(Reported::name).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -623,6 +724,30 @@ impl Pages for Agent {
                     "instances": instances,
                     "series": series,
                     "dropped": dropped,
+                })))
+            }
+            // The system's alarms, as the page's table shows them, with the figures the
+            // reporting processes gave; the agent's own beside them.
+            "/alerts.json" => {
+                let snapshot = self.snapshot(1);
+                let firing: Vec<_> = snapshot
+                    .instances
+                    .iter()
+                    .flat_map(|(name, pid, _, alarms, _, _)| {
+                        alarms.iter().map(move |a| {
+                            let mut v = serde_json::to_value(a).unwrap_or_default();
+                            v["instance"] = name.as_str().into();
+                            v["pid"] = (*pid).into();
+                            v
+                        })
+                    })
+                    .collect();
+                let own = super::board::board();
+                Some(admin::json(&serde_json::json!({
+                    "firing": firing,
+                    "own": own.firing(),
+                    "events": own.events,
+                    "unready": super::health::failing(),
                 })))
             }
             _ => None,

@@ -110,6 +110,26 @@ impl Figure {
         }
     }
 
+    /// The figure named `name` (as [`Figure::name`] gives it).
+    pub fn from_name(name: &str) -> Option<Figure> {
+        Figure::ALL
+            .into_iter()
+            .chain([Figure::Unready])
+            .find(|f| f.name() == name)
+    }
+
+    /// A value of the figure as pages show it, to three significant digits: `12.9%`,
+    /// `1.86 ms`, `350 µs`, `10.0 s`, `1200/min`. Every place that shows a figure formats
+    /// it here, so the same number reads the same everywhere.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Figure::ErrorRate | Figure::RejectionRate => super::dashboard::percent(v),
+            Figure::P99Latency => super::dashboard::millis(v),
+            Figure::Volume => format!("{}/min", super::dashboard::significant(v)),
+            Figure::Unready => format!("{v:.0} failures"),
+        }
+    }
+
     /// Its value in a minute.
     pub fn of(self, f: &Figures) -> f64 {
         match self {
@@ -227,8 +247,11 @@ pub struct Alarm {
     pub method: &'static str,
     /// The figure.
     pub figure: Figure,
-    /// The figure when it fired (or, once firing, its latest value out of band).
+    /// The figure in minute `value_minute`: when it fired, then each minute judged while it
+    /// fires (in band or not), so that it is the figure the charts show for that minute.
     pub value: f64,
+    /// The minute `value` is of.
+    pub value_minute: u64,
     /// The baseline it was compared with.
     pub baseline: f64,
     /// The minute it fired (minutes since the Unix epoch).
@@ -276,6 +299,7 @@ impl Detector {
                 self.normal = 0;
                 if let Some(alarm) = &mut self.firing {
                     alarm.value = value;
+                    alarm.value_minute = minute;
                     return None;
                 }
                 if self.out >= config.fire_after.max(1) {
@@ -284,6 +308,7 @@ impl Detector {
                         method: who.1,
                         figure,
                         value,
+                        value_minute: minute,
                         baseline,
                         since_minute: minute,
                         cleared_minute: None,
@@ -302,6 +327,10 @@ impl Detector {
             Verdict::Normal => {
                 self.out = 0;
                 self.normal += 1;
+                if let (Some(alarm), Some(now)) = (&mut self.firing, ring.last()) {
+                    alarm.value = figure.of(now);
+                    alarm.value_minute = minute;
+                }
                 if self.firing.is_some() && self.normal >= config.clear_after.max(1) {
                     let mut alarm = self.firing.take()?;
                     alarm.cleared_minute = Some(minute);
@@ -352,6 +381,7 @@ mod tests {
                 p50_ms: 5.0,
                 p99_ms: 20.0 * (1.0 + noise * rng.next()),
                 queue_p99_ms: 0.1,
+                ..Figures::default()
             };
             shape(minute, &mut f);
             ring.push(f);

@@ -238,6 +238,12 @@ pub struct MethodStats {
     pub requests: u64,
     /// Responses by status name since startup (every status, zeros included).
     pub responses: serde_json::Map<String, serde_json::Value>,
+    /// Responses since startup by whose doing they were (`docs/monitoring.md`): `ok`,
+    /// `fault` (the error rate counts these only), `caller`, `cancelled`, `rejected`
+    /// (refused unrun: server, by this server; client, by a local policy before sending),
+    /// `shed` (the other `overloaded` answers: passed on from further down, or, on the
+    /// client, the server's refusals).
+    pub classes: serde_json::Map<String, serde_json::Value>,
     /// Server: refusals by reason since startup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<serde_json::Map<String, serde_json::Value>>,
@@ -265,6 +271,20 @@ fn names(values: &[u64], names: &[&str]) -> serde_json::Map<String, serde_json::
         .collect()
 }
 
+/// The class counts of `/stats.json` from figures since startup.
+fn by_class(ok: u64, f: &Figures) -> serde_json::Map<String, serde_json::Value> {
+    let shed = f
+        .calls
+        .saturating_sub(ok)
+        .saturating_sub(f.errors)
+        .saturating_sub(f.caller_errors)
+        .saturating_sub(f.cancelled)
+        .saturating_sub(f.rejected);
+    let values = [ok, f.errors, f.caller_errors, f.cancelled, f.rejected, shed];
+    let names = ["ok", "fault", "caller", "cancelled", "rejected", "shed"];
+    self::names(&values, &names)
+}
+
 impl Board {
     /// What `/stats.json` shows, with the last `minutes` minutes of history.
     pub fn stats(&self, minutes: usize) -> Stats {
@@ -279,14 +299,17 @@ impl Board {
                 let skip = ring.len().saturating_sub(minutes);
                 ring.iter().skip(skip).copied().collect()
             };
+            let classes = t.rollup.metrics.descriptor.classes;
             if t.service.is_served() {
                 let s = t.rollup.metrics.server_totals();
+                let all = Figures::server(minute, &s, &Default::default(), &classes);
                 methods.push(MethodStats {
                     service,
                     method,
                     side: "server",
                     requests: s.requests,
                     responses: names(&s.responses, &STATUS_NAMES),
+                    classes: by_class(s.responses[0], &all),
                     rejected: Some(names(&s.rejected, &REJECTION_NAMES)),
                     in_flight: Some(s.in_flight),
                     retries: None,
@@ -298,12 +321,14 @@ impl Board {
             }
             if t.service.is_called() {
                 let c = t.rollup.metrics.client_totals();
+                let all = Figures::client(minute, &c, &Default::default(), &classes);
                 methods.push(MethodStats {
                     service,
                     method,
                     side: "client",
                     requests: c.requests,
                     responses: names(&c.responses, &STATUS_NAMES),
+                    classes: by_class(c.responses[0], &all),
                     rejected: None,
                     in_flight: None,
                     retries: Some(c.retries),

@@ -4,7 +4,7 @@
 
 use askama::Template;
 
-use super::alarm::Alarm;
+use super::alarm::{Alarm, Figure};
 use super::rollup::Figures;
 
 /// A dashboard page.
@@ -37,7 +37,8 @@ pub struct AlertRow {
     pub what: String,
     /// The figure's name.
     pub figure: &'static str,
-    /// The figure's value and baseline, formatted.
+    /// The figure's value in the minute it is of, and its baseline, formatted as the charts
+    /// format them (`12.9% at 14:03`).
     pub value: String,
     #[allow(missing_docs)]
     pub baseline: String,
@@ -59,21 +60,72 @@ impl AlertRow {
 
     /// The row of `alarm`, at minute `now`.
     pub fn of(alarm: &Alarm, now: u64) -> AlertRow {
-        let fmt = |v: f64| match alarm.figure {
-            super::alarm::Figure::ErrorRate | super::alarm::Figure::RejectionRate => {
-                format!("{:.1}%", v * 100.0)
-            }
-            super::alarm::Figure::P99Latency => format!("{v:.1} ms"),
-            super::alarm::Figure::Volume => format!("{v:.0}/min"),
-            super::alarm::Figure::Unready => format!("{v:.0} failures"),
-        };
+        AlertRow::new(
+            format!("{}.{}", alarm.service, alarm.method),
+            alarm.figure,
+            (alarm.value, alarm.value_minute),
+            alarm.baseline,
+            alarm.since_minute,
+            now,
+        )
+    }
+
+    /// The row of an alarm on `what`: `figure` was `value` in a minute, against
+    /// `baseline`; it fired in `since_minute`.
+    pub fn new(
+        what: String,
+        figure: Figure,
+        (value, minute): (f64, u64),
+        baseline: f64,
+        since_minute: u64,
+        now: u64,
+    ) -> AlertRow {
         AlertRow {
-            what: format!("{}.{}", alarm.service, alarm.method),
-            figure: alarm.figure.name(),
-            value: fmt(alarm.value),
-            baseline: fmt(alarm.baseline),
-            since: format!("{} min ago", now.saturating_sub(alarm.since_minute)),
+            what,
+            figure: figure.name(),
+            value: format!("{} at {}", figure.format(value), clock(minute)),
+            baseline: figure.format(baseline),
+            since: format!("{} min ago", now.saturating_sub(since_minute)),
         }
+    }
+}
+
+/// `14:03`: the UTC time of day of a minute since the Unix epoch (pages say UTC).
+pub fn clock(minute: u64) -> String {
+    format!("{:02}:{:02}", minute / 60 % 24, minute % 60)
+}
+
+/// `v` to three significant digits, with no digits after the point beyond them and none
+/// invented before it: `12.9`, `1.86`, `0.0123`, `350`, `12000`.
+pub fn significant(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    // Rounded first, so that 9.996 reads 10.0, not 10.00.
+    let digits = |x: f64| x.abs().log10().floor() as i32;
+    let scale = 10f64.powi(2 - digits(v));
+    let rounded = (v * scale).round() / scale;
+    let decimals = (2 - digits(rounded)).max(0) as usize;
+    format!("{rounded:.decimals$}")
+}
+
+/// A fraction as a percentage to three significant digits: `12.9%`, `0.05%`.
+pub fn percent(v: f64) -> String {
+    format!("{}%", significant(v * 100.0))
+}
+
+/// A latency given in milliseconds, in the unit that suits it: `35.2 µs`, `1.86 ms`,
+/// `10.0 s`.
+pub fn millis(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{} s", significant(ms / 1000.0))
+    } else if ms > 0.0 && ms < 1.0 {
+        format!("{} µs", significant(ms * 1000.0))
+    } else {
+        format!("{} ms", significant(ms))
     }
 }
 
@@ -89,8 +141,12 @@ pub struct Row {
     pub calls: u64,
     /// Calls in the minute under way.
     pub calls_now: u64,
-    /// Errors per call over the window.
+    /// The server's faults per call over the window.
     pub error_rate: String,
+    /// Calls that failed by the caller's doing, and calls cancelled, in the window.
+    pub caller_errors: u64,
+    #[allow(missing_docs)]
+    pub cancelled: u64,
     /// Refusals in the window.
     pub rejected: u64,
     /// p50 and p99 of the last minute with calls.
@@ -152,6 +208,9 @@ pub struct InstanceRow {
 /// A line of a chart: its css class and the figure it draws.
 pub type Line = (&'static str, fn(&Figures) -> f64);
 
+/// How a line chart shows a figure (its raw value, before the chart's scale).
+pub type Format = fn(f64) -> String;
+
 /// Chart size, in SVG units.
 pub const WIDTH: f64 = 300.0;
 /// Chart height.
@@ -203,6 +262,24 @@ impl Window {
         self.minutes.iter().rev().flatten().find(|f| f.calls > 0)
     }
 
+    /// The newest minute with calls that has ended (the last minute of the window is the
+    /// one under way), else the minute under way: the minute charts label and alarms judge.
+    pub fn last_ended(&self) -> Option<(&Figures, bool)> {
+        let (under_way, ended) = self.minutes.split_last()?;
+        ended
+            .iter()
+            .rev()
+            .flatten()
+            .find(|f| f.calls > 0)
+            .map(|f| (f, true))
+            .or_else(|| {
+                under_way
+                    .as_ref()
+                    .filter(|f| f.calls > 0)
+                    .map(|f| (f, false))
+            })
+    }
+
     /// A bar chart of a count.
     pub fn bars(
         &self,
@@ -243,8 +320,7 @@ impl Window {
         &self,
         series: &'static str,
         title: &'static str,
-        unit: &'static str,
-        scale: f64,
+        (unit, scale, format): (&'static str, f64, Format),
         each: &[Line],
     ) -> Chart {
         let max = self
@@ -278,14 +354,19 @@ impl Window {
                 .collect();
             lines.push((*class, text.join(" ")));
         }
-        if let Some(f) = self.last_busy() {
+        // The newest ended minute, as alarms see it; a young process's first minute
+        // so far.
+        if let Some((f, ended)) = self.last_ended() {
             latest = each
                 .iter()
-                .map(|(_, g)| format!("{:.2}", g(f) * scale))
+                .map(|(_, g)| format(g(f)))
                 .collect::<Vec<_>>()
-                .join(" / ")
-                + " "
-                + unit;
+                .join(" / ");
+            latest += &if ended {
+                format!(" at {}", clock(f.minute))
+            } else {
+                " so far".to_owned()
+            };
         }
         Chart {
             series,
@@ -305,16 +386,14 @@ impl Window {
             self.bars("calls", "calls / min", |f| f.calls),
             self.lines(
                 "error_rate",
-                "error rate",
-                "%",
-                100.0,
+                "error rate (server faults)",
+                ("%", 100.0, percent),
                 &[("err", |f| f.error_rate())],
             ),
             self.lines(
                 "latency",
                 "latency p50 / p99",
-                "ms",
-                1.0,
+                ("ms", 1.0, millis),
                 &[("p50", |f| f.p50_ms), ("p99", |f| f.p99_ms)],
             ),
         ];
@@ -322,14 +401,23 @@ impl Window {
             charts.push(self.lines(
                 "queue_wait",
                 "queue wait p99",
-                "ms",
-                1.0,
+                ("ms", 1.0, millis),
                 &[("queue", |f| f.queue_p99_ms)],
             ));
         }
+        charts.push(self.lines(
+            "caller_errors",
+            "caller errors + cancelled",
+            ("%", 100.0, percent),
+            &[("caller", |f| f.caller_error_rate())],
+        ));
         charts.push(self.bars("rejected", "rejected / min", |f| f.rejected));
-        // The error count rides along on the error-rate chart, for readers and tests.
+        // The counts ride along on the rate charts, for readers and tests.
         charts[1].total = self.sum(|f| f.errors).to_string();
+        let caller = charts.len() - 2;
+        charts[caller].total = self
+            .sum(|f| f.caller_errors.saturating_add(f.cancelled))
+            .to_string();
         Panel {
             id,
             heading,
@@ -356,11 +444,13 @@ impl Window {
             error_rate: if calls == 0 {
                 "-".to_owned()
             } else {
-                format!("{:.2}%", errors as f64 / calls as f64 * 100.0)
+                percent(errors as f64 / calls as f64)
             },
+            caller_errors: self.sum(|f| f.caller_errors),
+            cancelled: self.sum(|f| f.cancelled),
             rejected: self.sum(|f| f.rejected),
-            p50: busy.map_or("-".to_owned(), |f| format!("{:.2} ms", f.p50_ms)),
-            p99: busy.map_or("-".to_owned(), |f| format!("{:.2} ms", f.p99_ms)),
+            p50: busy.map_or("-".to_owned(), |f| millis(f.p50_ms)),
+            p99: busy.map_or("-".to_owned(), |f| millis(f.p99_ms)),
         }
     }
 }
@@ -452,6 +542,22 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<svg"));
+    }
+
+    #[test]
+    fn figures_read_to_three_significant_digits() {
+        assert_eq!(significant(12.94), "12.9");
+        assert_eq!(significant(1.8612), "1.86");
+        assert_eq!(significant(0.012345), "0.0123");
+        assert_eq!(significant(9.996), "10.0");
+        assert_eq!(significant(350.4), "350");
+        assert_eq!(significant(12_345.0), "12300");
+        assert_eq!(significant(0.0), "0");
+        assert_eq!(percent(0.129), "12.9%");
+        assert_eq!(millis(10_000.0), "10.0 s");
+        assert_eq!(millis(0.0352), "35.2 µs");
+        assert_eq!(millis(1.86), "1.86 ms");
+        assert_eq!(clock(60 * 24 * 3 + 14 * 60 + 3), "14:03");
     }
 
     #[test]

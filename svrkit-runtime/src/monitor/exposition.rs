@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use super::histogram::{BOUNDS_NS, Histogram};
 use super::metrics::{REJECTION_NAMES, STATUS_NAMES};
 use super::{ClientTotals, ServerTotals, ServiceMetrics};
+use crate::status::Classes;
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -35,6 +36,7 @@ struct Everything;
 struct Read {
     service: &'static str,
     method: &'static str,
+    classes: Classes,
     server: Option<ServerTotals>,
     client: Option<ClientTotals>,
 }
@@ -54,6 +56,7 @@ impl Collector for Everything {
             .map(|(s, served, called, m)| Read {
                 service: s.descriptor.name,
                 method: m.descriptor.name,
+                classes: m.descriptor.classes,
                 server: served.then(|| m.server_totals()),
                 client: called.then(|| m.client_totals()),
             })
@@ -101,7 +104,8 @@ impl Collector for Everything {
         family(
             &mut e,
             "svrkit_server_responses",
-            "Requests answered (refusals included), per method and status.",
+            "Requests answered (refusals included), per method and status; class says whose \
+             doing the status is (fault, caller, cancelled, shed, ok).",
             MetricType::Counter,
             &mut |m| {
                 for (r, t) in servers() {
@@ -166,7 +170,8 @@ impl Collector for Everything {
         family(
             &mut e,
             "svrkit_client_responses",
-            "Calls ended, per method and the status the caller saw (cancelled: dropped).",
+            "Calls ended, per method and the status the caller saw (cancelled: dropped); class \
+             says whose doing the status is.",
             MetricType::Counter,
             &mut |m| {
                 for (r, t) in clients() {
@@ -348,11 +353,12 @@ fn by_status(
     r: &Read,
     responses: &[u64; STATUS_NAMES.len()],
 ) -> std::fmt::Result {
-    for (status, &n) in STATUS_NAMES.iter().zip(responses) {
+    for (slot, (status, &n)) in STATUS_NAMES.iter().zip(responses).enumerate() {
         let l = [
             ("service", r.service),
             ("method", r.method),
             ("status", status),
+            ("class", r.classes.of_slot(slot).name()),
         ];
         counter(m, &l, n)?;
     }

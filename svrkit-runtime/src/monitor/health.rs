@@ -183,6 +183,7 @@ impl Watcher {
                     method: c.name,
                     figure: Figure::Unready,
                     value: count as f64,
+                    value_minute: minute,
                     baseline: 0.0,
                     since_minute,
                     cleared_minute,

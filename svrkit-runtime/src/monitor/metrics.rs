@@ -15,36 +15,16 @@ use crate::service::{MethodDescriptor, ServiceDescriptor};
 use crate::status::Code;
 
 /// Status codes counted apart; application codes (1000 and up) share one slot, codes this
-/// runtime does not know another.
-pub const STATUS_SLOTS: usize = 15;
+/// runtime does not know another ([`Code::slot`]).
+pub const STATUS_SLOTS: usize = crate::status::SLOTS;
 
 /// The `status` label of each slot.
-pub const STATUS_NAMES: [&str; STATUS_SLOTS] = [
-    "ok",
-    "cancelled",
-    "invalid_argument",
-    "deadline_exceeded",
-    "not_found",
-    "unavailable",
-    "overloaded",
-    "unimplemented",
-    "internal",
-    "too_large",
-    "unauthenticated",
-    "permission_denied",
-    "resource_exhausted",
-    "application",
-    "unknown",
-];
+pub const STATUS_NAMES: [&str; STATUS_SLOTS] = crate::status::SLOT_NAMES;
 
 /// The slot of `code`.
 #[inline]
 pub(crate) fn status_slot(code: Code) -> usize {
-    match code.0 {
-        n @ 0..=12 => n as usize,
-        n if n >= Code::FIRST_APPLICATION.0 => 13,
-        _ => 14,
-    }
+    code.slot()
 }
 
 /// Why the server refused a request without running it.
@@ -431,6 +411,7 @@ mod tests {
         priority: Priority::Normal,
         oneway: false,
         long_poll: false,
+        classes: crate::status::Classes::DEFAULT,
     };
     static METHODS: [MethodDescriptor; 1] = [GET];
     static SERVICE: ServiceDescriptor = ServiceDescriptor {

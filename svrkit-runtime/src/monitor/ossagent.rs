@@ -9,11 +9,16 @@ pub struct MethodMinute {
     /// The calling side; false for the serving side.
     pub client: bool,
     pub calls: u64,
+    /// Calls the server failed (faults: internal, unavailable, deadline exceeded, unknown codes, or what the method's IDL adds). Reporters older than the error classes counted every failure that was not a refusal here.
     pub errors: u64,
     pub rejected: u64,
     /// Latency histogram: counts per bucket, in the runtime's fixed bucket order, so histograms from any process merge by adding.
     pub latency: ::std::vec::Vec<u64>,
     pub queue_wait: ::std::vec::Vec<u64>,
+    /// Calls that failed by the caller's doing (not found, invalid argument, unauthenticated, a quota, application answers): counted, never paged on.
+    pub caller_errors: u64,
+    /// Calls the caller gave up on.
+    pub cancelled: u64,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -29,6 +34,8 @@ impl ::core::fmt::Debug for MethodMinute {
         s.field("rejected", &self.rejected);
         s.field("latency", &self.latency);
         s.field("queue_wait", &self.queue_wait);
+        s.field("caller_errors", &self.caller_errors);
+        s.field("cancelled", &self.cancelled);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -50,6 +57,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
         field::encode_singular::<kind::Uint64>(48, &self.rejected, buf);
         field::encode_packed::<kind::Uint64>(58, &self.latency, buf);
         field::encode_packed::<kind::Uint64>(66, &self.queue_wait, buf);
+        field::encode_singular::<kind::Uint64>(72, &self.caller_errors, buf);
+        field::encode_singular::<kind::Uint64>(80, &self.cancelled, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -64,6 +73,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             + field::encoded_len_singular::<kind::Uint64>(1, &self.rejected)
             + field::encoded_len_packed::<kind::Uint64>(1, &self.latency)
             + field::encoded_len_packed::<kind::Uint64>(1, &self.queue_wait)
+            + field::encoded_len_singular::<kind::Uint64>(1, &self.caller_errors)
+            + field::encoded_len_singular::<kind::Uint64>(1, &self.cancelled)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -85,6 +96,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             56 => field::merge_repeated::<kind::Uint64>(&mut self.latency, d),
             66 => field::merge_packed::<kind::Uint64>(&mut self.queue_wait, d),
             64 => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d),
+            72 => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
+            80 => field::merge::<kind::Uint64>(&mut self.cancelled, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -98,6 +111,105 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             6 => ::core::option::Option::Some("rejected"),
             7 => ::core::option::Option::Some("latency"),
             8 => ::core::option::Option::Some("queue_wait"),
+            9 => ::core::option::Option::Some("caller_errors"),
+            10 => ::core::option::Option::Some("cancelled"),
+            _ => ::core::option::Option::None,
+        }
+    }
+}
+
+/// An alarm firing in a reporting process, with the figures its own page shows.
+#[derive(Clone, PartialEq, Default)]
+#[allow(missing_docs)]
+pub struct Alarm {
+    pub service: ::svrkit_runtime::codegen::FastStr,
+    pub method: ::svrkit_runtime::codegen::FastStr,
+    /// error_rate, p99_latency, volume or rejection_rate.
+    pub figure: ::svrkit_runtime::codegen::FastStr,
+    /// The figure in the minute it was last judged (a rate as a fraction, a latency in ms, a volume in calls a minute).
+    pub value: f64,
+    pub baseline: f64,
+    /// The minute it fired, minutes since the Unix epoch.
+    pub since_minute: u64,
+    /// The minute `value` is of.
+    pub value_minute: u64,
+    /// Fields this schema does not know, kept so that they are written back unchanged.
+    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+}
+#[automatically_derived]
+impl ::core::fmt::Debug for Alarm {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut s = f.debug_struct("Alarm");
+        s.field("service", &self.service);
+        s.field("method", &self.method);
+        s.field("figure", &self.figure);
+        s.field("value", &self.value);
+        s.field("baseline", &self.baseline);
+        s.field("since_minute", &self.since_minute);
+        s.field("value_minute", &self.value_minute);
+        if !self.unknown_fields.is_empty() {
+            s.field("unknown_fields", &self.unknown_fields);
+        }
+        s.finish()
+    }
+}
+#[automatically_derived]
+impl ::svrkit_runtime::codegen::Message for Alarm {
+    const NAME: &'static str = "svrkit.ossagent.Alarm";
+    #[inline]
+    fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codegen::{field, kind};
+        field::encode_singular::<kind::String>(10, &self.service, buf);
+        field::encode_singular::<kind::String>(18, &self.method, buf);
+        field::encode_singular::<kind::String>(26, &self.figure, buf);
+        field::encode_singular::<kind::Double>(33, &self.value, buf);
+        field::encode_singular::<kind::Double>(41, &self.baseline, buf);
+        field::encode_singular::<kind::Uint64>(48, &self.since_minute, buf);
+        field::encode_singular::<kind::Uint64>(56, &self.value_minute, buf);
+        self.unknown_fields.encode(buf);
+    }
+    #[inline]
+    fn encoded_len(&self) -> usize {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codegen::{field, kind};
+        field::encoded_len_singular::<kind::String>(1, &self.service)
+            + field::encoded_len_singular::<kind::String>(1, &self.method)
+            + field::encoded_len_singular::<kind::String>(1, &self.figure)
+            + field::encoded_len_singular::<kind::Double>(1, &self.value)
+            + field::encoded_len_singular::<kind::Double>(1, &self.baseline)
+            + field::encoded_len_singular::<kind::Uint64>(1, &self.since_minute)
+            + field::encoded_len_singular::<kind::Uint64>(1, &self.value_minute)
+            + self.unknown_fields.encoded_len()
+    }
+    #[inline]
+    fn merge_field(
+        &mut self,
+        key: u32,
+        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codegen::{field, kind};
+        match key {
+            10 => field::merge::<kind::String>(&mut self.service, d),
+            18 => field::merge::<kind::String>(&mut self.method, d),
+            26 => field::merge::<kind::String>(&mut self.figure, d),
+            33 => field::merge::<kind::Double>(&mut self.value, d),
+            41 => field::merge::<kind::Double>(&mut self.baseline, d),
+            48 => field::merge::<kind::Uint64>(&mut self.since_minute, d),
+            56 => field::merge::<kind::Uint64>(&mut self.value_minute, d),
+            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+        }
+    }
+    fn field_name(id: u32) -> ::core::option::Option<&'static str> {
+        match id {
+            1 => ::core::option::Option::Some("service"),
+            2 => ::core::option::Option::Some("method"),
+            3 => ::core::option::Option::Some("figure"),
+            4 => ::core::option::Option::Some("value"),
+            5 => ::core::option::Option::Some("baseline"),
+            6 => ::core::option::Option::Some("since_minute"),
+            7 => ::core::option::Option::Some("value_minute"),
             _ => ::core::option::Option::None,
         }
     }
@@ -184,8 +296,10 @@ pub struct Report {
     pub minutes: ::std::vec::Vec<Minute>,
     /// Every service the process serves.
     pub services: ::std::vec::Vec<::svrkit_runtime::codegen::FastStr>,
-    /// Alarms firing in the process, as service/method/figure.
+    /// Alarms firing in the process, as `service.method figure` (kept for agents older than `alarms`).
     pub firing: ::std::vec::Vec<::svrkit_runtime::codegen::FastStr>,
+    /// The same alarms with their figures.
+    pub alarms: ::std::vec::Vec<Alarm>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -199,6 +313,7 @@ impl ::core::fmt::Debug for Report {
         s.field("minutes", &self.minutes);
         s.field("services", &self.services);
         s.field("firing", &self.firing);
+        s.field("alarms", &self.alarms);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -218,6 +333,7 @@ impl ::svrkit_runtime::codegen::Message for Report {
         field::encode_repeated_messages(34, &self.minutes, buf);
         field::encode_repeated::<kind::String>(42, &self.services, buf);
         field::encode_repeated::<kind::String>(50, &self.firing, buf);
+        field::encode_repeated_messages(58, &self.alarms, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -230,6 +346,7 @@ impl ::svrkit_runtime::codegen::Message for Report {
             + field::encoded_len_repeated::<kind::Message<Minute>>(1, &self.minutes)
             + field::encoded_len_repeated::<kind::String>(1, &self.services)
             + field::encoded_len_repeated::<kind::String>(1, &self.firing)
+            + field::encoded_len_repeated::<kind::Message<Alarm>>(1, &self.alarms)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -247,6 +364,7 @@ impl ::svrkit_runtime::codegen::Message for Report {
             34 => field::merge_repeated::<kind::Message<Minute>>(&mut self.minutes, d),
             42 => field::merge_repeated::<kind::String>(&mut self.services, d),
             50 => field::merge_repeated::<kind::String>(&mut self.firing, d),
+            58 => field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -258,6 +376,7 @@ impl ::svrkit_runtime::codegen::Message for Report {
             4 => ::core::option::Option::Some("minutes"),
             5 => ::core::option::Option::Some("services"),
             6 => ::core::option::Option::Some("firing"),
+            7 => ::core::option::Option::Some("alarms"),
             _ => ::core::option::Option::None,
         }
     }
@@ -358,6 +477,7 @@ impl OssAgentClient {
                 priority: ::svrkit_runtime::codegen::Priority::Low,
                 oneway: true,
                 long_poll: false,
+                classes: ::svrkit_runtime::codegen::Classes::DEFAULT,
             },
         ],
     };

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::board::{Board, board, this_minute};
 use super::histogram::Histogram;
-use super::ossagent::{MethodMinute, Minute, OssAgentClient, Report};
+use super::ossagent::{Alarm, MethodMinute, Minute, OssAgentClient, Report};
 use super::rollup::Figures;
 use crate::client::{CallOptions, Channel, ChannelOptions};
 
@@ -133,6 +133,20 @@ pub fn report(board: &Board, instance: &str) -> Report {
             .into_iter()
             .map(|a| format!("{}.{} {}", a.service, a.method, a.figure.name()).into())
             .collect(),
+        alarms: board
+            .firing()
+            .into_iter()
+            .map(|a| Alarm {
+                service: a.service.into(),
+                method: a.method.into(),
+                figure: a.figure.name().into(),
+                value: a.value,
+                baseline: a.baseline,
+                since_minute: a.since_minute,
+                value_minute: a.value_minute,
+                ..Alarm::default()
+            })
+            .collect(),
         ..Report::default()
     }
 }
@@ -151,6 +165,8 @@ fn entry(
         client,
         calls: f.calls,
         errors: f.errors,
+        caller_errors: f.caller_errors,
+        cancelled: f.cancelled,
         rejected: f.rejected,
         latency: latency.counts.to_vec(),
         queue_wait: queue.counts.to_vec(),

@@ -10,20 +10,29 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use super::histogram::Histogram;
-use super::metrics::{ClientTotals, MethodMetrics, ServerTotals};
+use super::metrics::{ClientTotals, MethodMetrics, Rejection, ServerTotals};
+use crate::status::{Class, Classes, Code};
 
 /// Minutes of history kept: 24 hours.
 pub const HISTORY: usize = 24 * 60;
 
 /// What one side of a method did in one minute.
+///
+/// Calls are split by whose doing their outcome was ([`Class`]): `errors` are the server's
+/// faults only, the figure availability and the error-rate alarm judge; the caller's
+/// errors and cancellations are counted beside them and page nobody.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Figures {
     /// The minute, in minutes since the Unix epoch.
     pub minute: u64,
     /// Calls answered (server: refusals included; client: every call that ended).
     pub calls: u64,
-    /// Calls that failed, refusals not counted.
+    /// Calls the server failed (class `fault`), refusals not counted.
     pub errors: u64,
+    /// Calls that failed by the caller's doing (class `caller`).
+    pub caller_errors: u64,
+    /// Calls the caller gave up on (class `cancelled`).
+    pub cancelled: u64,
     /// Server: requests refused without running. Client: calls refused locally.
     pub rejected: u64,
     /// Median latency, milliseconds (0 with no calls).
@@ -35,9 +44,17 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// Errors per call (0 with no calls).
+    /// The server's faults per call (0 with no calls): the error rate.
     pub fn error_rate(&self) -> f64 {
         ratio(self.errors, self.calls)
+    }
+
+    /// The caller's errors and cancellations per call (0 with no calls).
+    pub fn caller_error_rate(&self) -> f64 {
+        ratio(
+            self.caller_errors.saturating_add(self.cancelled),
+            self.calls,
+        )
     }
 
     /// Refusals per call (0 with no calls).
@@ -45,32 +62,64 @@ impl Figures {
         ratio(self.rejected, self.calls)
     }
 
-    /// The figures of a server's minute from two readings of its counters.
-    pub fn server(minute: u64, now: &ServerTotals, before: &ServerTotals) -> Figures {
-        let calls = sum_since(&now.responses, &before.responses);
-        let ok = now.responses[0].saturating_sub(before.responses[0]);
-        let rejected = sum_since(&now.rejected, &before.rejected);
+    /// The figures of a server's minute from two readings of its counters, its codes
+    /// classed by `classes`.
+    pub fn server(
+        minute: u64,
+        now: &ServerTotals,
+        before: &ServerTotals,
+        classes: &Classes,
+    ) -> Figures {
+        let responses = since(&now.responses, &before.responses);
+        let rejected = since(&now.rejected, &before.rejected);
+        // Refusals are counted by their code too; those counted as refusals are not
+        // counted again in the class of their code.
+        let refused_as = |class| {
+            let mut n = 0u64;
+            if classes.of(Code::OVERLOADED) == class {
+                n += rejected[Rejection::Overload as usize]
+                    + rejected[Rejection::InFlightLimit as usize];
+            }
+            if classes.of(Code::DEADLINE_EXCEEDED) == class {
+                n += rejected[Rejection::Expired as usize];
+            }
+            n
+        };
+        let of = |class| {
+            classes
+                .count(class, &responses)
+                .saturating_sub(refused_as(class))
+        };
         let latency = now.latency.since(&before.latency);
         Figures {
             minute,
-            calls,
-            errors: calls.saturating_sub(ok).saturating_sub(rejected),
-            rejected,
+            calls: responses.iter().sum(),
+            errors: of(Class::Fault),
+            caller_errors: of(Class::Caller),
+            cancelled: of(Class::Cancelled),
+            rejected: rejected.iter().sum(),
             p50_ms: latency.quantile_ms(0.5),
             p99_ms: latency.quantile_ms(0.99),
             queue_p99_ms: now.queue_wait.since(&before.queue_wait).quantile_ms(0.99),
         }
     }
 
-    /// The figures of a client's minute from two readings of its counters.
-    pub fn client(minute: u64, now: &ClientTotals, before: &ClientTotals) -> Figures {
-        let calls = sum_since(&now.responses, &before.responses);
-        let ok = now.responses[0].saturating_sub(before.responses[0]);
+    /// The figures of a client's minute from two readings of its counters, its codes
+    /// classed by `classes`.
+    pub fn client(
+        minute: u64,
+        now: &ClientTotals,
+        before: &ClientTotals,
+        classes: &Classes,
+    ) -> Figures {
+        let responses = since(&now.responses, &before.responses);
         let latency = now.latency.since(&before.latency);
         Figures {
             minute,
-            calls,
-            errors: calls.saturating_sub(ok),
+            calls: responses.iter().sum(),
+            errors: classes.count(Class::Fault, &responses),
+            caller_errors: classes.count(Class::Caller, &responses),
+            cancelled: classes.count(Class::Cancelled, &responses),
             rejected: now.local_rejects.saturating_sub(before.local_rejects),
             p50_ms: latency.quantile_ms(0.5),
             p99_ms: latency.quantile_ms(0.99),
@@ -83,11 +132,8 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-fn sum_since<const N: usize>(now: &[u64; N], before: &[u64; N]) -> u64 {
-    now.iter()
-        .zip(before)
-        .map(|(n, b)| n.saturating_sub(*b))
-        .sum()
+fn since<const N: usize>(now: &[u64; N], before: &[u64; N]) -> [u64; N] {
+    std::array::from_fn(|i| now[i].saturating_sub(before[i]))
 }
 
 /// The last minutes of one series ([`HISTORY`] unless said otherwise), oldest first.
@@ -205,6 +251,10 @@ impl MethodRollup {
         self.last_client = client;
     }
 
+    fn classes(&self) -> Classes {
+        self.metrics.descriptor.classes
+    }
+
     /// The minute under way so far.
     pub fn current(&self, minute: u64) -> Measured {
         let server = self.metrics.server_totals();
@@ -214,8 +264,8 @@ impl MethodRollup {
 
     fn since_tick(&self, minute: u64, server: &ServerTotals, client: &ClientTotals) -> Measured {
         Measured {
-            server: Figures::server(minute, server, &self.last_server),
-            client: Figures::client(minute, client, &self.last_client),
+            server: Figures::server(minute, server, &self.last_server, &self.classes()),
+            client: Figures::client(minute, client, &self.last_client, &self.classes()),
             histograms: [
                 server.latency.since(&self.last_server.latency),
                 server.queue_wait.since(&self.last_server.queue_wait),
@@ -242,7 +292,7 @@ mod tests {
     use super::*;
     use crate::monitor::metrics::ServiceMetrics;
     use crate::service::{MethodDescriptor, Priority, Retry, ServiceDescriptor};
-    use crate::status::Code;
+    use crate::status::{Class, Code};
     use std::time::Duration;
 
     static METHODS: [MethodDescriptor; 1] = [MethodDescriptor {
@@ -255,6 +305,7 @@ mod tests {
         priority: Priority::Normal,
         oneway: false,
         long_poll: false,
+        classes: crate::status::Classes::DEFAULT,
     }];
     static SERVICE: ServiceDescriptor = ServiceDescriptor {
         name: "r.S",
@@ -299,6 +350,90 @@ mod tests {
         assert!((2.0..=5.0).contains(&first.p99_ms), "{first:?}");
         assert!((first.error_rate() - 10.0 / 105.0).abs() < 1e-12);
         assert_eq!(r.server.last().unwrap().p99_ms, 0.0);
+    }
+
+    fn answer(m: &MethodMetrics, code: Code, n: u64) {
+        for _ in 0..n {
+            m.server_request(1);
+            m.server_started(Duration::ZERO);
+            m.server_finished(code, Duration::from_millis(1), 1);
+        }
+    }
+
+    /// Counters to minutes to alarms: a minute of mistyped names and hang-ups is counted
+    /// apart and fires nothing; a minute of `INTERNAL` fires the error-rate alarm.
+    #[test]
+    fn only_the_servers_faults_make_the_error_rate_and_its_alarm() {
+        use crate::monitor::alarm::{AlarmConfig, Change, Detector, Figure};
+        let metrics: &'static ServiceMetrics =
+            Box::leak(Box::new(ServiceMetrics::new(&SERVICE, None)));
+        let m = &metrics.methods[0];
+        let mut r = MethodRollup::new(m);
+        let mut alarm = Detector::default();
+        let config = AlarmConfig::default();
+        let mut step = |r: &mut MethodRollup, minute| {
+            r.tick(minute);
+            alarm.step(Figure::ErrorRate, &r.server, &config, ("r.S", "Put"))
+        };
+        for minute in 0..30 {
+            answer(m, Code::OK, 1000);
+            answer(m, Code::INTERNAL, 2);
+            answer(m, Code::NOT_FOUND, 10);
+            assert_eq!(step(&mut r, minute), None);
+        }
+        answer(m, Code::OK, 1000);
+        answer(m, Code::NOT_FOUND, 600);
+        answer(m, Code::CANCELLED, 400);
+        answer(m, Code::PERMISSION_DENIED, 50);
+        answer(m, Code(1001), 50);
+        answer(m, Code::INTERNAL, 2);
+        assert_eq!(step(&mut r, 30), None);
+        let f = *r.server.last().unwrap();
+        assert_eq!(
+            (f.calls, f.errors, f.caller_errors, f.cancelled),
+            (2102, 2, 700, 400)
+        );
+        answer(m, Code::OK, 1000);
+        answer(m, Code::INTERNAL, 300);
+        answer(m, Code::DEADLINE_EXCEEDED, 20);
+        match step(&mut r, 31) {
+            Some(Change::Fired(a)) => {
+                assert_eq!(a.value, 320.0 / 1320.0);
+                assert_eq!(a.value_minute, 31);
+            }
+            other => panic!("no alarm: {other:?}"),
+        }
+    }
+
+    /// A method whose IDL says `faults="not_found"` counts a missing record as its fault,
+    /// and refusals are counted once, as refusals, whatever the class of their code.
+    #[test]
+    fn a_method_may_move_codes_between_classes() {
+        static MOVED: [MethodDescriptor; 1] = [MethodDescriptor {
+            classes: crate::status::Classes::DEFAULT
+                .with(Code::NOT_FOUND, Class::Fault)
+                .with(Code::OVERLOADED, Class::Fault),
+            ..METHODS[0]
+        }];
+        static MOVED_SERVICE: ServiceDescriptor = ServiceDescriptor {
+            name: "r.Moved",
+            id: 4,
+            methods: &MOVED,
+        };
+        let metrics: &'static ServiceMetrics =
+            Box::leak(Box::new(ServiceMetrics::new(&MOVED_SERVICE, None)));
+        let m = &metrics.methods[0];
+        let mut r = MethodRollup::new(m);
+        answer(m, Code::OK, 10);
+        answer(m, Code::NOT_FOUND, 3);
+        answer(m, Code::INVALID_ARGUMENT, 4);
+        serve(m, 0, 0, 5, Duration::ZERO); // refused OVERLOADED
+        r.tick(7);
+        let f = *r.server.last().unwrap();
+        assert_eq!(
+            (f.calls, f.errors, f.caller_errors, f.rejected),
+            (22, 3, 4, 5)
+        );
     }
 
     #[test]

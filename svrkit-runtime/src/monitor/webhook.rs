@@ -120,6 +120,7 @@ mod tests {
             method: "M",
             figure: super::super::alarm::Figure::ErrorRate,
             value: 0.3,
+            value_minute: 7,
             baseline: 0.01,
             since_minute: 7,
             cleared_minute: None,

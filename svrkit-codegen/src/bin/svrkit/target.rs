@@ -11,6 +11,7 @@ use svrkit_codegen::ir::{self, StructId};
 use svrkit_codegen::{Builder, Compiled};
 use svrkit_runtime::ChannelOptions;
 use svrkit_runtime::service::{MethodDescriptor, Priority, Retry};
+use svrkit_runtime::status::{Class, Classes, Code};
 
 use crate::Failure;
 
@@ -52,6 +53,17 @@ impl Target {
             },
             oneway: m.response.is_none(),
             long_poll: m.long_poll,
+            classes: m.classes.iter().fold(Classes::DEFAULT, |c, (name, class)| {
+                let code = ir::STATUS_NAMES
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, code)| *code);
+                let class = match class {
+                    ir::ErrorClass::Fault => Class::Fault,
+                    ir::ErrorClass::Caller => Class::Caller,
+                };
+                c.with(Code(code), class)
+            }),
         }));
         Ok(Target {
             descriptor,
