@@ -800,6 +800,102 @@ mod tests {
         assert!(html.contains(r#"data-instance="b (pid 0)""#), "{html}");
     }
 
+    /// One source for every figure: an alarm fired from a process's minutes reads the same
+    /// on the process's page, on the agent's page and in the agent's `/alerts.json`.
+    #[test]
+    fn the_agent_shows_and_serves_reported_alarms_with_the_processs_figures() {
+        use super::super::alarm::{AlarmConfig, Change, Detector, Figure};
+        use super::super::dashboard::{AlertRow, Window};
+        use super::super::rollup::Ring;
+        let now = this_minute();
+        let mut ring = Ring::default();
+        let mut detector = Detector::default();
+        let mut fired = None;
+        for minute in now - 40..now {
+            let errors = if minute == now - 1 { 129 } else { 1 };
+            ring.push(Figures {
+                minute,
+                calls: 1000,
+                errors,
+                ..Figures::default()
+            });
+            let change = detector.step(
+                Figure::ErrorRate,
+                &ring,
+                &AlarmConfig::default(),
+                ("s.S", "M"),
+            );
+            if let Some(Change::Fired(a)) = change {
+                fired = Some(a);
+            }
+        }
+        let alarm = fired.expect("the error rate rose from 0.1% to 12.9%");
+        // The process's own page: the alarm row and the chart's label.
+        let row = AlertRow::of(&alarm, now);
+        let chart = Window::new(now, 30, ring.iter()).panel("p".into(), "s.S.M".into(), "server");
+        assert_eq!(chart.charts[1].latest, row.value);
+        assert!(row.value.starts_with("12.9% at "), "{}", row.value);
+
+        // A minute back in band does not clear it yet (two are needed), but the alarm's
+        // value follows the minute, as the chart does: never "12.9% now" beside a chart at
+        // 0.1%.
+        let mut later = ring.clone();
+        later.push(Figures {
+            minute: now,
+            calls: 1000,
+            errors: 1,
+            ..Figures::default()
+        });
+        let mut still = detector.clone();
+        let config = AlarmConfig::default();
+        assert_eq!(
+            still.step(Figure::ErrorRate, &later, &config, ("s.S", "M")),
+            None
+        );
+        let firing = still.firing().expect("still firing");
+        let chart = Window::new(now + 1, 30, later.iter()).panel("p".into(), "s".into(), "server");
+        assert_eq!(chart.charts[1].latest, AlertRow::of(firing, now + 1).value);
+        assert!(
+            chart.charts[1].latest.starts_with("0.1% at "),
+            "{}",
+            chart.charts[1].latest
+        );
+
+        let agent = Agent::default();
+        let mut r = report("a", now - 1, 1000, 2);
+        r.alarms = vec![super::super::report::alarm(&alarm)];
+        r.firing = vec!["s.S.M error_rate".into()];
+        agent.take(r);
+        let html = agent.page(30);
+        assert!(html.contains(&format!("<td>{}</td>", row.value)), "{html}");
+        let Some((_, _, json)) = Pages::page(&agent, "/alerts.json", 30) else {
+            panic!("no /alerts.json");
+        };
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let firing = &json["firing"][0];
+        assert_eq!(firing["value"], alarm.value);
+        assert_eq!(firing["value_minute"], alarm.value_minute);
+        assert_eq!(firing["figure"], "error_rate");
+        assert_eq!(firing["instance"], "a");
+
+        // A process older than the alarm figures names its alarms only: listed, no figures.
+        let mut old = report("old", now - 1, 10, 2);
+        old.firing = vec!["s.S.M p99_latency".into()];
+        agent.take(old);
+        let json = Pages::page(&agent, "/alerts.json", 30).unwrap().2;
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let old = json["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["instance"] == "old")
+            .unwrap();
+        assert_eq!(
+            (&old["method"], &old["value"]),
+            (&"M".into(), &serde_json::Value::Null)
+        );
+    }
+
     #[test]
     fn processes_that_give_one_name_stay_apart() {
         let now = this_minute();

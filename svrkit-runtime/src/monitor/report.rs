@@ -133,21 +133,22 @@ pub fn report(board: &Board, instance: &str) -> Report {
             .into_iter()
             .map(|a| format!("{}.{} {}", a.service, a.method, a.figure.name()).into())
             .collect(),
-        alarms: board
-            .firing()
-            .into_iter()
-            .map(|a| Alarm {
-                service: a.service.into(),
-                method: a.method.into(),
-                figure: a.figure.name().into(),
-                value: a.value,
-                baseline: a.baseline,
-                since_minute: a.since_minute,
-                value_minute: a.value_minute,
-                ..Alarm::default()
-            })
-            .collect(),
+        alarms: board.firing().into_iter().map(alarm).collect(),
         ..Report::default()
+    }
+}
+
+/// An alarm as reports carry it: with the figures the process's own page shows.
+pub fn alarm(a: &super::alarm::Alarm) -> Alarm {
+    Alarm {
+        service: a.service.into(),
+        method: a.method.into(),
+        figure: a.figure.name().into(),
+        value: a.value,
+        baseline: a.baseline,
+        since_minute: a.since_minute,
+        value_minute: a.value_minute,
+        ..Alarm::default()
     }
 }
 
