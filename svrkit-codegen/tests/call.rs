@@ -151,6 +151,21 @@ fn bad_input_is_one_line_and_exit_status_1() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
+    // An HTTP server that answers anything with 400, as hyper does to a stranger.
+    let http = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in l.incoming().flatten() {
+                let mut stream = stream;
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        addr
+    };
     let cases: Vec<(Output, String)> = vec![
         (
             call(addr, "Greeter.SayHello", &["--json", r#"{"name": "#]),
@@ -187,8 +202,14 @@ fn bad_input_is_one_line_and_exit_status_1() {
             "error: hello.Greeter.Relay failed with UNIMPLEMENTED: ".into(),
         ),
         (
+            // What happened and what to check; no word of attempts that will not come.
             call(&unreachable, "Greeter.SayHello", &[]),
-            format!("error: hello.Greeter.SayHello failed with UNAVAILABLE: {unreachable} is down (cannot connect: Connection refused"),
+            format!("error: hello.Greeter.SayHello failed with UNAVAILABLE: {unreachable} is down: cannot connect: Connection refused (os error 111) (is the server running?)\n"),
+        ),
+        (
+            // An HTTP port (a dashboard, say) where the service's port was meant.
+            call(&http, "Greeter.SayHello", &[]),
+            "error: hello.Greeter.SayHello failed with UNAVAILABLE: broken response stream: not an svrkit frame but HTTP: the peer is an HTTP server (an admin or web port?), not an svrkit service\n".into(),
         ),
     ];
     for (o, expected) in cases {

@@ -6,7 +6,7 @@
 #   examples/im/deploy/sets.sh status [DIR]
 #   examples/im/deploy/sets.sh stop [DIR]     # SIGTERM: each process drains, then exits
 #
-# Layout (ports from BASE_PORT, default 7700):
+# Layout (ports from BASE_PORT, default 7800; the README's other demos use 7000-7700):
 #
 #   etcd                           BASE (clients), BASE+1 (peers)
 #   postgres                       BASE+2, and a socket in DIR/pg
@@ -21,7 +21,11 @@
 # Every process registers in etcd under /svrkit/<service>/<addr> with its SET, and calls
 # the others through etcd discovery; a process prefers the replicas of its own SET while
 # one is healthy. Clients map users to SETs by consistent hashing on the user over the
-# gateways: `imctl --etcd http://127.0.0.1:7700 bench ...`.
+# gateways: `imctl --etcd http://127.0.0.1:7800 bench ...`.
+#
+# `start` first checks that every port it needs is free, and names the one that is not. If
+# anything fails to start (etcd, PostgreSQL or a process), it shows the end of that log
+# and stops everything it started.
 #
 # im-server must be built with etcd discovery: `cargo build --release -p svrkit-im --features etcd`.
 #
@@ -31,7 +35,7 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-./im-sets}
-base=${BASE_PORT:-7700}
+base=${BASE_PORT:-7800}
 im_server=${IM_SERVER:-target/release/im-server}
 processes=(seq account spam msg-a msg-b gateway-a gateway-b)
 
@@ -58,6 +62,55 @@ as_pg() {
     fi
 }
 
+# Whether something listens on 127.0.0.1:$1 (bash's /dev/tcp: no tool needed).
+listening() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Fails, naming the port and its role, if a port the deployment needs is taken.
+check_ports() {
+    local port role taken=0
+    while read -r port role; do
+        if listening "$port"; then
+            echo "port $port ($role) on 127.0.0.1 is taken by another process: stop it, or set BASE_PORT (now $base) to use other ports" >&2
+            taken=1
+        fi
+    done <<PORTS
+$base etcd clients
+$((base + 1)) etcd peers
+$((base + 2)) postgres
+$((base + 10)) seq
+$((base + 11)) account
+$((base + 12)) spam
+$((base + 20)) msg-a
+$((base + 21)) msg-b
+$((base + 30)) gateway-a
+$((base + 31)) gateway-b
+$((base + 40)) gateway-a admin
+$((base + 41)) gateway-b admin
+PORTS
+    return $taken
+}
+
+# Fails with the end of log $3 unless $1 (pid $2) comes to listen on port $4 within 30 s.
+wait_listening() {
+    local name=$1 pid=$2 log=$3 port=$4
+    for _ in $(seq 1 300); do
+        if listening "$port"; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited instead of listening on 127.0.0.1:$port; the end of $log:" >&2
+            tail -5 "$log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name did not listen on 127.0.0.1:$port within 30 s; the end of $log:" >&2
+    tail -5 "$log" >&2
+    return 1
+}
+
 # Waits until the log of $1 says it serves, or fails with the log's end.
 wait_serving() {
     local name=$1 pid=$2
@@ -66,13 +119,14 @@ wait_serving() {
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "$name exited:" >&2
+            echo "$name exited; the end of $dir/$name.log:" >&2
             tail -5 "$dir/$name.log" >&2
             return 1
         fi
         sleep 0.1
     done
-    echo "$name did not start in 30 s" >&2
+    echo "$name did not start in 30 s; the end of $dir/$name.log:" >&2
+    tail -5 "$dir/$name.log" >&2
     return 1
 }
 
@@ -132,6 +186,10 @@ start() {
         fi
     done
 
+    check_ports || exit 1
+    # From here on, a failure stops whatever was started before it.
+    trap 'echo "sets.sh: start failed; stopping what it started" >&2; stop' EXIT
+
     echo "etcd on 127.0.0.1:$base"
     etcd --name sets --data-dir "$dir/etcd" \
         --listen-client-urls "http://127.0.0.1:$base" --advertise-client-urls "http://127.0.0.1:$base" \
@@ -139,6 +197,7 @@ start() {
         --initial-advertise-peer-urls "http://127.0.0.1:$((base + 1))" \
         --initial-cluster "sets=http://127.0.0.1:$((base + 1))" >"$dir/etcd.log" 2>&1 &
     echo $! >"$dir/etcd.pid"
+    wait_listening etcd "$(cat "$dir/etcd.pid")" "$dir/etcd.log" "$base"
 
     local bin
     bin=$(pg_bin)
@@ -150,10 +209,20 @@ start() {
     fi
     as_pg "$bin/postgres" -D "$dir/pg/data" -k "$dir/pg" -p $((base + 2)) \
         -c listen_addresses=127.0.0.1 -c max_connections=200 >"$dir/postgres.log" 2>&1 &
+    local postgres=$! ready=
     for _ in $(seq 1 300); do
-        "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2)) && break
+        if "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2)); then
+            ready=1
+            break
+        fi
+        kill -0 "$postgres" 2>/dev/null || break
         sleep 0.1
     done
+    if [ -z "$ready" ]; then
+        echo "postgres did not come up on 127.0.0.1:$((base + 2)); the end of $dir/postgres.log:" >&2
+        tail -5 "$dir/postgres.log" >&2
+        exit 1
+    fi
     "$bin/psql" -q -h "$dir/pg" -p $((base + 2)) -U postgres -tc \
         "SELECT 1 FROM pg_database WHERE datname = 'im'" | grep -q 1 ||
         "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres im
@@ -183,6 +252,7 @@ start() {
         wait_serving "$name" "$pid"
         echo "$name: $(grep -m1 'im-server serving' "$dir/$name.log")"
     done
+    trap - EXIT
     echo "gateways: 127.0.0.1:$((base + 30)),127.0.0.1:$((base + 31)); etcd http://127.0.0.1:$base"
 }
 
@@ -203,15 +273,21 @@ stop_pid() {
 
 stop() {
     [ -d "$dir" ] || return 0
-    local i
+    local i stoppers=()
     # Gateways first, so that nothing new comes in; then the rest, each draining at once.
+    # (Waiting for the stoppers by pid: after a failed start, this shell's other children
+    # are the very processes being stopped.)
     stop_pid "$dir/gateway-a.pid" &
+    stoppers+=($!)
     stop_pid "$dir/gateway-b.pid" &
-    wait
+    stoppers+=($!)
+    wait "${stoppers[@]}"
+    stoppers=()
     for ((i = ${#processes[@]} - 3; i >= 0; i--)); do
         stop_pid "$dir/${processes[$i]}.pid" &
+        stoppers+=($!)
     done
-    wait
+    wait "${stoppers[@]}"
     if [ -f "$dir/pg/data/postmaster.pid" ]; then
         # SIGINT: PostgreSQL's fast shutdown.
         echo "$(head -1 "$dir/pg/data/postmaster.pid")" >"$dir/postgres.pid"

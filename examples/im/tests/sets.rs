@@ -8,6 +8,9 @@
 //! it says it skipped (`svrkit_tests::external`).
 
 #[cfg(feature = "etcd")]
+#[path = "sets/start_failures.rs"]
+mod start_failures;
+#[cfg(feature = "etcd")]
 mod support;
 #[cfg(feature = "etcd")]
 #[path = "sets/under_kills.rs"]

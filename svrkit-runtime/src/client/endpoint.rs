@@ -237,20 +237,17 @@ impl Endpoint {
         if let Some(conn) = slot.ready() {
             return Ok(conn);
         }
-        if let Some(until) = self.health.down_until() {
-            let left = until.saturating_sub(policy::millis(Instant::now()));
+        if self.health.down_until().is_some() {
             // The cause, not only the effect: a caller whose first attempt was retried
-            // sees this message.
+            // sees this message. (When the endpoint is tried again is the channel's
+            // business: a one-shot caller would read it as a promise to retry.)
             let why = self
                 .last_connect_error
                 .load()
                 .as_deref()
-                .map(|e| format!(" ({e})"))
+                .map(|e| format!(": {e}"))
                 .unwrap_or_default();
-            return Err(Status::unavailable(format!(
-                "{} is down{why}; next attempt in {left} ms",
-                self.addr
-            )));
+            return Err(Status::unavailable(format!("{} is down{why}", self.addr)));
         }
         match ClientConn::connect(&self.addr, options, self.health.clone()).await {
             Ok(conn) => {
@@ -260,9 +257,14 @@ impl Endpoint {
             }
             Err(e) => {
                 self.health.mark_down();
-                let message = format!("cannot connect to {}: {e}", self.addr);
+                let hint = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => " (is the server running?)",
+                    std::io::ErrorKind::TimedOut => " (is the address right, and reachable?)",
+                    _ => "",
+                };
+                let message = format!("cannot connect to {}: {e}{hint}", self.addr);
                 self.last_connect_error
-                    .store(Some(Arc::new(format!("cannot connect: {e}"))));
+                    .store(Some(Arc::new(format!("cannot connect: {e}{hint}"))));
                 Err(Status::unavailable(message))
             }
         }

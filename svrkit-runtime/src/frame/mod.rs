@@ -67,6 +67,13 @@ impl std::fmt::Display for FrameError {
             FrameError::BadMagic([0x15 | 0x16, 0x03]) => f.write_str(
                 "not an svrkit frame but TLS: the peer speaks TLS and this side does not",
             ),
+            // HTTP/1 (`HTTP/1.1 400`, or a request: `GET `, `POST`, ...) or HTTP/2's
+            // preface (`PRI `): an admin or web port where an RPC port was meant.
+            FrameError::BadMagic([b'H', b'T'] | [b'G', b'E'] | [b'P', b'O'] | [b'P', b'R']) => f
+                .write_str(
+                    "not an svrkit frame but HTTP: the peer is an HTTP server (an admin or web \
+                     port?), not an svrkit service",
+                ),
             FrameError::BadMagic(m) => write!(
                 f,
                 "not an svrkit frame (starts with {m:02x?}, expected \"SK\")"

@@ -153,13 +153,22 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// A status as a line: its message, or its code when it has none.
+/// A status as a line: its message, or its code when it has none; what to do about a
+/// session token the gateway no longer takes (the one `login` saved has expired, was logged
+/// out elsewhere, or the backend's data was reset).
 fn line(status: Status) -> String {
-    if status.message().is_empty() {
+    let mut line = if status.message().is_empty() {
         format!("{:?}", status.code())
     } else {
         format!("{} ({:?})", status.message(), status.code())
+    };
+    if status.code() == svrkit_runtime::Code::UNAUTHENTICATED
+        && status.message().contains("session token")
+    {
+        line += ": the session saved by `imctl login` is no longer valid; log in again with \
+                 `imctl login NAME PASSWORD`";
     }
+    line
 }
 
 /// Where the gateways are: `--addr` (one or more) or `--etcd`.
