@@ -709,7 +709,7 @@ impl Config {
                 .await
                 .map(Some)
                 .map_err(|e| {
-                    ConfigError::key("server.admin", format!("cannot listen on {admin}: {e}"))
+                    ConfigError::key("server.admin", e.to_string())
                 });
         }
         let _ = title;

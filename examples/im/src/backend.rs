@@ -357,9 +357,9 @@ async fn register(
 
 /// Binds `addr` and serves `server` there on a task; the address bound.
 async fn serve(server: &Server, addr: &str) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = svrkit_runtime::server::listen(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let server = server.clone();
     tokio::spawn(async move {

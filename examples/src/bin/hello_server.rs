@@ -58,7 +58,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config.monitor.report_interval_ms = ms;
     }
 
-    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let listener = svrkit_runtime::server::listen(&config.server.listen).await?;
     let addr = listener.local_addr()?;
     // Reports name this process by the address it really serves on.
     config.server.listen = addr.to_string();

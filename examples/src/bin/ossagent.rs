@@ -42,7 +42,7 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     svrkit_examples::init_logging();
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let listener = svrkit_runtime::server::listen(&args.listen).await?;
     let addr = listener.local_addr()?;
     let config = match &args.config {
         Some(path) => Config::from_file(path)?,

@@ -109,7 +109,7 @@ pub async fn bind(
 /// # Errors
 /// When the address cannot be bound.
 pub async fn bind_with(addr: &str, options: AdminOptions) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = crate::server::listen(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(serve_with(listener, options));
     Ok(bound)

@@ -410,6 +410,25 @@ impl Drop for PeerSlot {
     }
 }
 
+/// Binds a listener on `addr` (`host:port`), with an error that says, in one line, which
+/// address and why, and what to do about the common cause: `cannot listen on
+/// 127.0.0.1:7000: Address already in use (os error 98): another process has the port;
+/// stop it or choose another`.
+///
+/// # Errors
+/// When the address cannot be bound; the error keeps the cause's kind.
+pub async fn listen(addr: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AddrInUse => ": another process has the port; stop it or choose another",
+            io::ErrorKind::PermissionDenied => ": ports below 1024 need privileges",
+            io::ErrorKind::AddrNotAvailable => ": no interface of this machine has that address",
+            _ => "",
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}{hint}"))
+    })
+}
+
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -419,4 +438,25 @@ fn is_transient(e: &io::Error) -> bool {
     ) || e
         .raw_os_error()
         .is_some_and(|code| code == 24 || code == 23) // EMFILE, ENFILE
+}
+
+#[cfg(test)]
+mod listen_tests {
+    #[tokio::test]
+    async fn a_taken_port_is_named_with_its_cause_in_one_line() {
+        let taken = super::listen("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let e = super::listen(&addr).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        let said = e.to_string();
+        assert!(
+            said.starts_with(&format!("cannot listen on {addr}: ")),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("another process has the port; stop it or choose another"),
+            "{said}"
+        );
+        assert_eq!(said.lines().count(), 1);
+    }
 }
