@@ -708,9 +708,7 @@ impl Config {
             return crate::monitor::admin::bind_with(admin, options)
                 .await
                 .map(Some)
-                .map_err(|e| {
-                    ConfigError::key("server.admin", e.to_string())
-                });
+                .map_err(|e| ConfigError::key("server.admin", e.to_string()));
         }
         let _ = title;
         Ok(None)

@@ -9,8 +9,9 @@
 //! [`MAX_LIST`] methods per minute and [`MAX_INSTANCE_LIST`] services or alarms per
 //! instance, histograms at most the runtime's buckets. Its memory is then bounded by bytes
 //! through its caps: [`MAX_INSTANCES`] instances, [`MAX_SERIES`] method series of 24 hours
-//! (about 80 KB each once full), [`MAX_OPEN`] instance reports held while their minutes are
-//! still arriving. Reports beyond the caps are dropped, not stored. Each open minute keeps
+//! (about 110 KB each once full), [`MAX_OPEN`] instance reports held while their minutes are
+//! still arriving, whose histograms (kept as their nonzero buckets) take at most
+//! [`MAX_OPEN_BYTES`], and a merged histogram per series and open minute (3.7 KB each). Reports beyond the caps are dropped, not stored. Each open minute keeps
 //! the running sum of its reports, so intake costs the same however many instances report;
 //! pages are rendered from a copy, outside the lock that intake takes.
 //!
@@ -37,7 +38,7 @@ use super::admin::{self, Pages, Reply};
 use super::board::this_minute;
 use super::dashboard::{InstanceRow, Page, Window};
 use super::histogram::Histogram;
-use super::ossagent::{OssAgent, Report};
+use super::ossagent::{MethodMinute, OssAgent, Report};
 use super::rollup::{Figures, Ring};
 use crate::{Context, Status};
 
@@ -51,8 +52,13 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_LIST: usize = 1024;
 /// Most services or alarms kept per instance.
 pub const MAX_INSTANCE_LIST: usize = 64;
-/// Most (series, minute, instance) reports held for merging at once (about 400 bytes each).
+/// Most (series, minute, instance) reports held for merging at once (about 150 bytes each,
+/// beside their histograms).
 pub const MAX_OPEN: usize = 131_072;
+/// Most bytes of histogram buckets those reports hold (a minute of one method in one
+/// process touches a few dozen buckets, 16 bytes each; a report that would pass the budget
+/// is dropped as the agent being full).
+pub const MAX_OPEN_BYTES: usize = 64 << 20;
 /// Calls a minute one method of one process may report (17 million a second: far above
 /// anything real; a forged 2^64 - 1 is refused).
 pub const MAX_CALLS_PER_MINUTE: u64 = 1 << 30;
@@ -109,9 +115,29 @@ type SeriesKey = (String, String, bool);
 /// processes that give the same name stay apart).
 type InstanceKey = (String, u32);
 
-/// One instance's report of one method side in one minute.
+/// One instance's report of one method side in one minute; its histograms as the pairs of
+/// bucket index and count of their nonzero buckets, as reports carry them.
 #[derive(Debug, Clone, Default)]
 struct Counts {
+    calls: u64,
+    errors: u64,
+    caller_errors: u64,
+    cancelled: u64,
+    rejected: u64,
+    latency: Box<[u64]>,
+    queue: Box<[u64]>,
+}
+
+impl Counts {
+    /// The heap bytes it holds.
+    fn bytes(&self) -> usize {
+        (self.latency.len() + self.queue.len()) * 8
+    }
+}
+
+/// The sum of every instance's report of one method side in one minute.
+#[derive(Debug, Clone, Default)]
+struct Total {
     calls: u64,
     errors: u64,
     caller_errors: u64,
@@ -121,10 +147,10 @@ struct Counts {
     queue: Histogram,
 }
 
-impl Counts {
-    /// Adds (`sign` true) or takes away `other`, wrapping: a total that had a report added
+impl Total {
+    /// Adds (`add` true) or takes away `report`, wrapping: a total that had a report added
     /// can have it taken away again exactly, whatever the numbers.
-    fn apply(&mut self, other: &Counts, add: bool) {
+    fn apply(&mut self, report: &Counts, add: bool) {
         let op = |a: u64, b: u64| {
             if add {
                 a.wrapping_add(b)
@@ -132,17 +158,20 @@ impl Counts {
                 a.wrapping_sub(b)
             }
         };
-        self.calls = op(self.calls, other.calls);
-        self.errors = op(self.errors, other.errors);
-        self.caller_errors = op(self.caller_errors, other.caller_errors);
-        self.cancelled = op(self.cancelled, other.cancelled);
-        self.rejected = op(self.rejected, other.rejected);
-        for (mine, theirs) in [
-            (&mut self.latency, &other.latency),
-            (&mut self.queue, &other.queue),
+        self.calls = op(self.calls, report.calls);
+        self.errors = op(self.errors, report.errors);
+        self.caller_errors = op(self.caller_errors, report.caller_errors);
+        self.cancelled = op(self.cancelled, report.cancelled);
+        self.rejected = op(self.rejected, report.rejected);
+        for (total, pairs) in [
+            (&mut self.latency, &report.latency),
+            (&mut self.queue, &report.queue),
         ] {
-            for (a, b) in mine.counts.iter_mut().zip(&theirs.counts) {
-                *a = op(*a, *b);
+            // Indices were checked when the report was taken.
+            for pair in pairs.chunks_exact(2) {
+                if let Some(c) = total.counts.get_mut(pair[0] as usize) {
+                    *c = op(*c, pair[1]);
+                }
             }
         }
     }
@@ -153,7 +182,7 @@ impl Counts {
 #[derive(Debug, Default)]
 struct Open {
     by: HashMap<InstanceKey, Counts>,
-    total: Counts,
+    total: Total,
 }
 
 /// One method side across every instance.
@@ -256,8 +285,9 @@ struct Instance {
 struct State {
     instances: BTreeMap<InstanceKey, Instance>,
     series: BTreeMap<SeriesKey, Series>,
-    /// Reports held in every series' open minutes.
+    /// Reports held in every series' open minutes, and the bytes of their histograms.
     open: usize,
+    open_bytes: usize,
 }
 
 /// A name from a report, if it is short enough to keep.
@@ -265,13 +295,22 @@ fn name(s: &str) -> Option<String> {
     (s.len() <= MAX_NAME).then(|| s.to_owned())
 }
 
-/// A histogram from a report: the runtime's buckets at most.
-fn histogram(counts: &[u64]) -> Histogram {
-    let mut h = Histogram::default();
-    for (slot, c) in h.counts.iter_mut().zip(counts) {
-        *slot = *c;
-    }
-    h
+/// The latency and queue-wait histograms of a method minute, as nonzero-bucket pairs: from
+/// the log-linear buckets, or from the 1-2-5 buckets of older reporters; `None` when they
+/// cannot be read (an index out of range, a pair cut short, counts that overflow).
+fn histograms(m: &MethodMinute) -> Option<(Histogram, Histogram)> {
+    let read = |pairs: &[u64], old: &[u64]| {
+        if pairs.is_empty() {
+            // At most the old buckets' number, as before.
+            (old.len() <= 23).then(|| Histogram::from_old_buckets(old))
+        } else {
+            Histogram::from_pairs(pairs)
+        }
+    };
+    Some((
+        read(&m.latency_buckets, &m.latency)?,
+        read(&m.queue_wait_buckets, &m.queue_wait)?,
+    ))
 }
 
 /// The ossagent service: host a shared one with `OssAgentServer::from_arc(agent.clone())`,
@@ -302,7 +341,12 @@ impl OssAgent for Agent {
 fn implausible(report: &Report) -> bool {
     report.minutes.iter().flat_map(|m| &m.methods).any(|m| {
         let sum = |h: &[u64]| h.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+        let Some((latency, queue)) = histograms(m) else {
+            return true;
+        };
         m.calls > MAX_CALLS_PER_MINUTE
+            || latency.count() > m.calls
+            || queue.count() > m.calls
             || [m.errors, m.caller_errors, m.cancelled]
                 .iter()
                 .try_fold(0u64, |a, &c| a.checked_add(c))
@@ -428,40 +472,47 @@ impl Agent {
                 if !state.series.contains_key(&series_key) && state.series.len() >= MAX_SERIES {
                     continue;
                 }
-                let held = state.open;
+                let (held, held_bytes) = (state.open, state.open_bytes);
                 let series = state.series.entry(series_key).or_default();
+                // Checked readable by `implausible`.
+                let (latency, queue) = histograms(m).unwrap_or_default();
                 let counts = Counts {
                     calls: m.calls,
                     errors: m.errors,
                     caller_errors: m.caller_errors,
                     cancelled: m.cancelled,
                     rejected: m.rejected,
-                    latency: histogram(&m.latency),
-                    queue: histogram(&m.queue_wait),
+                    latency: latency.to_pairs().into(),
+                    queue: queue.to_pairs().into(),
                 };
                 let open = series.open.entry(minute.minute).or_default();
-                let mut added = 0;
-                match open.by.get_mut(&key) {
-                    Some(old) => {
+                let (added, bytes_added) = match open.by.get_mut(&key) {
+                    Some(old) if held_bytes + counts.bytes() <= MAX_OPEN_BYTES + old.bytes() => {
                         open.total.apply(old, false);
+                        let more = counts.bytes() as isize - old.bytes() as isize;
                         *old = counts;
+                        (0, more)
                     }
-                    None if held < MAX_OPEN => {
+                    None if held < MAX_OPEN && held_bytes + counts.bytes() <= MAX_OPEN_BYTES => {
+                        let more = counts.bytes() as isize;
                         open.by.insert(key.clone(), counts);
-                        added = 1;
+                        (1, more)
                     }
-                    None => continue,
-                }
+                    _ => continue,
+                };
                 let latest = &open.by[&key];
                 open.total.apply(latest, true);
                 series.minutes.upsert(figures(minute.minute, &open.total));
-                let mut removed = 0;
+                let (mut removed, mut bytes_removed) = (0, 0);
                 while series.open.len() as u64 > OPEN_MINUTES + 2 {
                     if let Some((_, gone)) = series.open.pop_first() {
                         removed += gone.by.len();
+                        bytes_removed += gone.by.values().map(Counts::bytes).sum::<usize>();
                     }
                 }
                 state.open = state.open + added - removed;
+                state.open_bytes =
+                    (state.open_bytes as isize + bytes_added) as usize - bytes_removed;
             }
         }
         let list = |l: &[crate::FastStr]| -> Vec<String> {
@@ -664,7 +715,7 @@ struct Snapshot {
 
 /// The figures of a minute from the sum of every instance's report of it: percentiles from
 /// the merged histograms.
-fn figures(minute: u64, total: &Counts) -> Figures {
+fn figures(minute: u64, total: &Total) -> Figures {
     Figures {
         minute,
         calls: total.calls,
@@ -757,13 +808,13 @@ impl Pages for Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::super::histogram::BUCKETS;
+    use super::super::histogram::bucket;
     use super::super::ossagent::{MethodMinute, Minute};
     use super::*;
 
-    fn report(instance: &str, minute: u64, calls: u64, latency_bucket: usize) -> Report {
-        let mut latency = vec![0; BUCKETS];
-        latency[latency_bucket] = calls;
+    /// A report of `calls` calls of `s.S.M`, each taking `latency_us`.
+    fn report(instance: &str, minute: u64, calls: u64, latency_us: u64) -> Report {
+        let latency_buckets = vec![bucket(latency_us * 1000) as u64, calls];
         Report {
             instance: instance.to_owned().into(),
             minutes: vec![Minute {
@@ -773,7 +824,7 @@ mod tests {
                     method: "M".into(),
                     calls,
                     errors: 1,
-                    latency,
+                    latency_buckets,
                     ..MethodMinute::default()
                 }],
                 ..Minute::default()
@@ -786,10 +837,10 @@ mod tests {
     fn instances_merge_and_later_reports_replace_earlier() {
         let now = this_minute();
         let agent = Agent::default();
-        agent.take(report("a", now - 1, 5, 2));
-        agent.take(report("a", now - 1, 50, 2)); // the same minute, later: replaces
-        agent.take(report("b", now - 1, 50, 8)); // another instance, slower
-        agent.take(report("b", now, 4, 8));
+        agent.take(report("a", now - 1, 5, 15));
+        agent.take(report("a", now - 1, 50, 15)); // the same minute, later: replaces
+        agent.take(report("b", now - 1, 50, 1500)); // another instance, slower
+        agent.take(report("b", now, 4, 1500));
         let s = agent.series("s.S", "M", false);
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].minute, s[0].calls, s[0].errors), (now - 1, 100, 2));
@@ -896,6 +947,24 @@ mod tests {
         );
     }
 
+    /// A process from before the log-linear buckets reports the 1-2-5 ones: its latencies
+    /// merge with a newer process's, as roughly as they were measured.
+    #[test]
+    fn reports_in_the_old_buckets_merge_with_the_new() {
+        let now = this_minute();
+        let agent = Agent::default();
+        let mut old = report("old", now, 10, 0);
+        let m = &mut old.minutes[0].methods[0];
+        m.latency_buckets = Vec::new();
+        m.latency = vec![0, 0, 0, 0, 0, 10]; // (100, 200] µs
+        agent.take(old);
+        agent.take(report("new", now, 10, 150));
+        let s = agent.series("s.S", "M", false);
+        assert_eq!(s[0].calls, 20);
+        assert!((s[0].p50_ms / 0.150 - 1.0).abs() < 0.07, "{:?}", s[0]);
+        assert!((s[0].p99_ms / 0.150 - 1.0).abs() < 0.07, "{:?}", s[0]);
+    }
+
     #[test]
     fn processes_that_give_one_name_stay_apart() {
         let now = this_minute();
@@ -959,8 +1028,10 @@ mod tests {
             |m: &mut MethodMinute| m.calls = u64::MAX,
             |m: &mut MethodMinute| m.errors = m.calls + 1, // a 10,000% error rate
             |m: &mut MethodMinute| m.rejected = m.calls + 1,
-            |m: &mut MethodMinute| m.latency[0] = m.calls + 1,
+            |m: &mut MethodMinute| m.latency_buckets = vec![0, m.calls + 1],
             |m: &mut MethodMinute| m.queue_wait = vec![u64::MAX, 2],
+            |m: &mut MethodMinute| m.queue_wait_buckets = vec![9_999, 1], // no such bucket
+            |m: &mut MethodMinute| m.latency_buckets = vec![3],           // a pair cut short
         ];
         for (i, forge) in forged.iter().enumerate() {
             let mut r = report(&format!("f{i}"), now, 10, 0);
@@ -972,7 +1043,7 @@ mod tests {
         let dropped = agent.dropped();
         assert_eq!(
             dropped[Dropped::Implausible as usize],
-            (Dropped::Implausible, 5)
+            (Dropped::Implausible, 7)
         );
         // A true report still goes in.
         agent.take(report("real", now, 10, 0));

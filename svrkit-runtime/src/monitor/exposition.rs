@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::histogram::{BOUNDS_NS, Histogram};
+use super::histogram::{BUCKETS, Histogram, lower_ns};
 use super::metrics::{REJECTION_NAMES, STATUS_NAMES};
 use super::{ClientTotals, ServerTotals, ServiceMetrics};
 use crate::status::Classes;
@@ -370,18 +370,20 @@ fn histogram(
     labels: &[(&str, &str)],
     h: &Histogram,
 ) -> std::fmt::Result {
-    let buckets: Vec<(f64, u64)> = BOUNDS_NS
-        .iter()
-        .zip(h.counts)
-        .map(|(&b, c)| {
-            let bound = if b == u64::MAX {
-                f64::MAX
-            } else {
-                b as f64 / 1e9
-            };
-            (bound, c)
-        })
-        .collect();
+    // Prometheus gets a bucket per power of two (`le` 512 ns, 1.024 µs, ... 137 s, +Inf):
+    // as fine as the 1-2-5 buckets it had, exact as cumulative counts, and 30 series per
+    // histogram instead of the 233 the percentiles on the pages are read from.
+    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(32);
+    let mut open = 0u64;
+    for (i, &c) in h.counts.iter().enumerate() {
+        open = open.saturating_add(c);
+        if i == BUCKETS - 1 {
+            buckets.push((f64::MAX, open));
+        } else if (i + 1) % 8 == 0 {
+            buckets.push((lower_ns(i + 1) as f64 / 1e9, open));
+            open = 0;
+        }
+    }
     m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
         h.sum_ns as f64 / 1e9,
         h.count(),

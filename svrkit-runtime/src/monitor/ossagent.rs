@@ -12,13 +12,18 @@ pub struct MethodMinute {
     /// Calls the server failed (faults: internal, unavailable, deadline exceeded, unknown codes, or what the method's IDL adds). Reporters older than the error classes counted every failure that was not a refusal here.
     pub errors: u64,
     pub rejected: u64,
-    /// Latency histogram: counts per bucket, in the runtime's fixed bucket order, so histograms from any process merge by adding.
+    /// Latency histogram in the 1-2-5 buckets of runtimes before the log-linear ones (5 µs to 50 s and one above), for agents that read no `latency_buckets`; an agent that reads those ignores this.
     pub latency: ::std::vec::Vec<u64>,
+    /// Queue wait, as `latency`.
     pub queue_wait: ::std::vec::Vec<u64>,
     /// Calls that failed by the caller's doing (not found, invalid argument, unauthenticated, a quota, application answers): counted, never paged on.
     pub caller_errors: u64,
     /// Calls the caller gave up on.
     pub cancelled: u64,
+    /// Latency histogram in the runtime's log-linear buckets (8 per power of two from 512 ns, docs/monitoring.md), as pairs of bucket index and count for the buckets that are not empty: histograms from any process merge by adding.
+    pub latency_buckets: ::std::vec::Vec<u64>,
+    /// Queue wait, as `latency_buckets`.
+    pub queue_wait_buckets: ::std::vec::Vec<u64>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
 }
@@ -36,6 +41,8 @@ impl ::core::fmt::Debug for MethodMinute {
         s.field("queue_wait", &self.queue_wait);
         s.field("caller_errors", &self.caller_errors);
         s.field("cancelled", &self.cancelled);
+        s.field("latency_buckets", &self.latency_buckets);
+        s.field("queue_wait_buckets", &self.queue_wait_buckets);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -59,6 +66,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
         field::encode_packed::<kind::Uint64>(66, &self.queue_wait, buf);
         field::encode_singular::<kind::Uint64>(72, &self.caller_errors, buf);
         field::encode_singular::<kind::Uint64>(80, &self.cancelled, buf);
+        field::encode_packed::<kind::Uint64>(90, &self.latency_buckets, buf);
+        field::encode_packed::<kind::Uint64>(98, &self.queue_wait_buckets, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -75,6 +84,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             + field::encoded_len_packed::<kind::Uint64>(1, &self.queue_wait)
             + field::encoded_len_singular::<kind::Uint64>(1, &self.caller_errors)
             + field::encoded_len_singular::<kind::Uint64>(1, &self.cancelled)
+            + field::encoded_len_packed::<kind::Uint64>(1, &self.latency_buckets)
+            + field::encoded_len_packed::<kind::Uint64>(1, &self.queue_wait_buckets)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -98,6 +109,10 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             64 => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d),
             72 => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
             80 => field::merge::<kind::Uint64>(&mut self.cancelled, d),
+            90 => field::merge_packed::<kind::Uint64>(&mut self.latency_buckets, d),
+            88 => field::merge_repeated::<kind::Uint64>(&mut self.latency_buckets, d),
+            98 => field::merge_packed::<kind::Uint64>(&mut self.queue_wait_buckets, d),
+            96 => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait_buckets, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -113,6 +128,8 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
             8 => ::core::option::Option::Some("queue_wait"),
             9 => ::core::option::Option::Some("caller_errors"),
             10 => ::core::option::Option::Some("cancelled"),
+            11 => ::core::option::Option::Some("latency_buckets"),
+            12 => ::core::option::Option::Some("queue_wait_buckets"),
             _ => ::core::option::Option::None,
         }
     }

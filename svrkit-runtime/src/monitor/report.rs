@@ -169,8 +169,10 @@ fn entry(
         caller_errors: f.caller_errors,
         cancelled: f.cancelled,
         rejected: f.rejected,
-        latency: latency.counts.to_vec(),
-        queue_wait: queue.counts.to_vec(),
+        latency: latency.to_old_buckets(),
+        queue_wait: queue.to_old_buckets(),
+        latency_buckets: latency.to_pairs(),
+        queue_wait_buckets: queue.to_pairs(),
         ..MethodMinute::default()
     }
 }
