@@ -123,9 +123,9 @@ impl Figure {
     /// it here, so the same number reads the same everywhere.
     pub fn format(self, v: f64) -> String {
         match self {
-            Figure::ErrorRate | Figure::RejectionRate => super::dashboard::percent(v),
-            Figure::P99Latency => super::dashboard::millis(v),
-            Figure::Volume => format!("{}/min", super::dashboard::significant(v)),
+            Figure::ErrorRate | Figure::RejectionRate => super::format::percent(v),
+            Figure::P99Latency => super::format::millis(v),
+            Figure::Volume => format!("{}/min", super::format::significant(v)),
             Figure::Unready => format!("{v:.0} failures"),
         }
     }

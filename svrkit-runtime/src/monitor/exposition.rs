@@ -379,7 +379,7 @@ fn histogram(
         open = open.saturating_add(c);
         if i == BUCKETS - 1 {
             buckets.push((f64::MAX, open));
-        } else if (i + 1) % 8 == 0 {
+        } else if (i + 1).is_multiple_of(8) {
             buckets.push((lower_ns(i + 1) as f64 / 1e9, open));
             open = 0;
         }

@@ -152,7 +152,7 @@ impl Histogram {
     /// A histogram from [`to_pairs`](Histogram::to_pairs)' form; `None` if an index is out
     /// of range, a pair is cut short or the counts overflow.
     pub fn from_pairs(pairs: &[u64]) -> Option<Histogram> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return None;
         }
         let mut h = Histogram::default();

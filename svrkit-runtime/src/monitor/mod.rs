@@ -23,6 +23,7 @@ pub mod board;
 #[cfg(feature = "admin")]
 pub mod dashboard;
 pub mod exposition;
+pub mod format;
 pub mod health;
 pub mod histogram;
 pub mod metrics;
