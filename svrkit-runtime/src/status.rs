@@ -52,8 +52,11 @@ impl Code {
         match self {
             Code::OK => Class::Ok,
             Code::CANCELLED => Class::Cancelled,
-            Code::OVERLOADED => Class::Shed,
-            Code::DEADLINE_EXCEEDED | Code::UNAVAILABLE | Code::INTERNAL => Class::Fault,
+            // `OVERLOADED` too: a server's own refusals are counted apart as rejections;
+            // one passed on from further down failed this service's caller.
+            Code::DEADLINE_EXCEEDED | Code::UNAVAILABLE | Code::INTERNAL | Code::OVERLOADED => {
+                Class::Fault
+            }
             // The caller's request, credentials or quota; application codes are the
             // service's own business answers ("blocked", "no such group").
             Code(2 | 4 | 7 | 9..=12) => Class::Caller,
@@ -153,27 +156,20 @@ pub enum Class {
     /// Success.
     Ok,
     /// The server failed the caller: a bug (`internal`), a dependency down
-    /// (`unavailable`), an answer too late (`deadline_exceeded`), a code nobody knows.
+    /// (`unavailable`) or shedding (`overloaded`), an answer too late
+    /// (`deadline_exceeded`), a code nobody knows. A server's own refusals of requests it
+    /// did not run are counted apart, as rejections, whatever their code.
     Fault,
     /// The caller's doing: a bad request, a name that does not exist, missing rights, a
     /// quota of its own used up, an application's business answer.
     Caller,
     /// The caller gave up (hung up, or its own caller did).
     Cancelled,
-    /// The server refused the call unrun to protect itself (`overloaded`): counted with
-    /// refusals, judged by the rejection-rate alarm.
-    Shed,
 }
 
 impl Class {
     /// Every class, in label order.
-    pub const ALL: [Class; 5] = [
-        Class::Ok,
-        Class::Fault,
-        Class::Caller,
-        Class::Cancelled,
-        Class::Shed,
-    ];
+    pub const ALL: [Class; 4] = [Class::Ok, Class::Fault, Class::Caller, Class::Cancelled];
 
     /// The `class` label.
     pub const fn name(self) -> &'static str {
@@ -182,7 +178,6 @@ impl Class {
             Class::Fault => "fault",
             Class::Caller => "caller",
             Class::Cancelled => "cancelled",
-            Class::Shed => "shed",
         }
     }
 }
@@ -370,12 +365,18 @@ mod tests {
             .collect();
         assert_eq!(
             faults,
-            ["deadline_exceeded", "unavailable", "internal", "unknown"]
+            [
+                "deadline_exceeded",
+                "unavailable",
+                "overloaded",
+                "internal",
+                "unknown"
+            ]
         );
         assert_eq!(Code::NOT_FOUND.class(), Class::Caller);
         assert_eq!(Code(1001).class(), Class::Caller);
         assert_eq!(Code::CANCELLED.class(), Class::Cancelled);
-        assert_eq!(Code::OVERLOADED.class(), Class::Shed);
+
         let moved = Classes::DEFAULT
             .with(Code::NOT_FOUND, Class::Fault)
             .with(Code(1234), Class::Fault);

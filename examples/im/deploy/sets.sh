@@ -176,6 +176,7 @@ start() {
         echo "$im_server was built without etcd discovery: cargo build --release -p svrkit-im --features etcd" >&2
         exit 1
     fi
+    check_ports || exit 1
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     local file
@@ -186,7 +187,6 @@ start() {
         fi
     done
 
-    check_ports || exit 1
     # From here on, a failure stops whatever was started before it.
     trap 'echo "sets.sh: start failed; stopping what it started" >&2; stop' EXIT
 

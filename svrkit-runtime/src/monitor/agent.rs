@@ -288,11 +288,34 @@ struct State {
     /// Reports held in every series' open minutes, and the bytes of their histograms.
     open: usize,
     open_bytes: usize,
+    /// The minute open minutes were last swept for ones no report can reach any more.
+    swept: u64,
 }
 
 /// A name from a report, if it is short enough to keep.
 fn name(s: &str) -> Option<String> {
     (s.len() <= MAX_NAME).then(|| s.to_owned())
+}
+
+impl State {
+    /// Lets go of the open minutes before `first`, which no report is taken for any more:
+    /// a series that went silent (a method gone, an instance stopped) would otherwise hold
+    /// its last reports against the caps for ever.
+    fn sweep(&mut self, first: u64) {
+        let (mut reports, mut bytes) = (0, 0);
+        for series in self.series.values_mut() {
+            while let Some(entry) = series.open.first_entry() {
+                if *entry.key() >= first {
+                    break;
+                }
+                let gone = entry.remove();
+                reports += gone.by.len();
+                bytes += gone.by.values().map(Counts::bytes).sum::<usize>();
+            }
+        }
+        self.open -= reports;
+        self.open_bytes -= bytes;
+    }
 }
 
 /// The latency and queue-wait histograms of a method minute, as nonzero-bucket pairs: from
@@ -427,6 +450,10 @@ impl Agent {
         state
             .instances
             .retain(|_, i| i.last_seen.elapsed() < FORGET);
+        if state.swept < now {
+            state.sweep(*accepted.start());
+            state.swept = now;
+        }
         if !state.instances.contains_key(&key) {
             if let Some(peer) = peer
                 && state
@@ -963,6 +990,26 @@ mod tests {
         assert_eq!(s[0].calls, 20);
         assert!((s[0].p50_ms / 0.150 - 1.0).abs() < 0.07, "{:?}", s[0]);
         assert!((s[0].p99_ms / 0.150 - 1.0).abs() < 0.07, "{:?}", s[0]);
+    }
+
+    /// Held reports of a series that went silent are let go once no report can reach their
+    /// minute, so they do not hold the caps for ever; the minutes' figures stay.
+    #[test]
+    fn reports_of_minutes_no_report_can_reach_are_let_go() {
+        let now = this_minute();
+        let agent = Agent::default();
+        agent.take(report("a", now, 10, 15));
+        agent.take(report("b", now, 10, 1500));
+        {
+            let mut state = agent.state.lock().unwrap();
+            assert_eq!(state.open, 2);
+            assert_eq!(state.open_bytes, 2 * 2 * 8);
+            state.sweep(now); // still open
+            assert_eq!(state.open, 2);
+            state.sweep(now + 1);
+            assert_eq!((state.open, state.open_bytes), (0, 0));
+        }
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, 20);
     }
 
     #[test]

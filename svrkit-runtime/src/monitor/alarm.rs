@@ -118,14 +118,15 @@ impl Figure {
             .find(|f| f.name() == name)
     }
 
-    /// A value of the figure as pages show it, to three significant digits: `12.9%`,
-    /// `1.86 ms`, `350 µs`, `10.0 s`, `1200/min`. Every place that shows a figure formats
+    /// A value of the figure as pages show it, rates and latencies to three significant
+    /// digits: `12.9%`, `1.86 ms`, `350 µs`, `10 s`, `1234/min`. Every place that shows a figure formats
     /// it here, so the same number reads the same everywhere.
     pub fn format(self, v: f64) -> String {
         match self {
             Figure::ErrorRate | Figure::RejectionRate => super::format::percent(v),
             Figure::P99Latency => super::format::millis(v),
-            Figure::Volume => format!("{}/min", super::format::significant(v)),
+            // A count is exact: no digits to drop.
+            Figure::Volume => format!("{v:.0}/min"),
             Figure::Unready => format!("{v:.0} failures"),
         }
     }

@@ -239,10 +239,10 @@ pub struct MethodStats {
     /// Responses by status name since startup (every status, zeros included).
     pub responses: serde_json::Map<String, serde_json::Value>,
     /// Responses since startup by whose doing they were (`docs/monitoring.md`): `ok`,
-    /// `fault` (the error rate counts these only), `caller`, `cancelled`, `rejected`
+    /// `fault` (the error rate counts these only), `caller`, `cancelled`, and `rejected`
     /// (refused unrun: server, by this server; client, by a local policy before sending),
-    /// `shed` (the other `overloaded` answers: passed on from further down, or, on the
-    /// client, the server's refusals).
+    /// which are not counted again in the class of their code. They add up to the
+    /// responses.
     pub classes: serde_json::Map<String, serde_json::Value>,
     /// Server: refusals by reason since startup.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,15 +273,8 @@ fn names(values: &[u64], names: &[&str]) -> serde_json::Map<String, serde_json::
 
 /// The class counts of `/stats.json` from figures since startup.
 fn by_class(ok: u64, f: &Figures) -> serde_json::Map<String, serde_json::Value> {
-    let shed = f
-        .calls
-        .saturating_sub(ok)
-        .saturating_sub(f.errors)
-        .saturating_sub(f.caller_errors)
-        .saturating_sub(f.cancelled)
-        .saturating_sub(f.rejected);
-    let values = [ok, f.errors, f.caller_errors, f.cancelled, f.rejected, shed];
-    let names = ["ok", "fault", "caller", "cancelled", "rejected", "shed"];
+    let values = [ok, f.errors, f.caller_errors, f.cancelled, f.rejected];
+    let names = ["ok", "fault", "caller", "cancelled", "rejected"];
     self::names(&values, &names)
 }
 

@@ -112,7 +112,7 @@ pub struct Row {
     pub cancelled: u64,
     /// Refusals in the window.
     pub rejected: u64,
-    /// p50 and p99 of the last minute with calls.
+    /// p50 and p99 of the newest ended minute with calls (the minute the charts label).
     pub p50: String,
     #[allow(missing_docs)]
     pub p99: String,
@@ -393,7 +393,7 @@ impl Window {
     pub fn row(&self, id: String, name: String, side: &'static str) -> Row {
         let calls = self.sum(|f| f.calls);
         let errors = self.sum(|f| f.errors);
-        let busy = self.last_busy();
+        let busy = self.last_ended().map(|(f, _)| f);
         Row {
             id,
             name,

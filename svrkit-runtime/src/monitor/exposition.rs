@@ -318,7 +318,7 @@ impl Collector for Everything {
             )?;
             family(
                 &mut e,
-                "svrkit_server_queue_wait_seconds",
+                "svrkit_server_admission_queue_wait_seconds",
                 "Average queue wait (with scheduling lag) of the last overload-control window.",
                 MetricType::Gauge,
                 &mut |m| m.encode_gauge(&wait),

@@ -17,10 +17,8 @@ pub fn significant(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
-    // Rounded first, so that 9.996 reads 10, not 10.00.
+    let rounded = round3(v);
     let digits = |x: f64| x.abs().log10().floor() as i32;
-    let scale = 10f64.powi(2 - digits(v));
-    let rounded = (v * scale).round() / scale;
     let decimals = (2 - digits(rounded)).max(0) as usize;
     let text = format!("{rounded:.decimals$}");
     // Zeros after the point say nothing a reader needs: `0.1%`, not `0.100%`.
@@ -31,6 +29,15 @@ pub fn significant(v: f64) -> String {
     }
 }
 
+/// `v` rounded to three significant digits (first, so that 9.996 reads 10, not 10.00).
+fn round3(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(2 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
 /// A fraction as a percentage to three significant digits: `12.9%`, `0.05%`.
 pub fn percent(v: f64) -> String {
     format!("{}%", significant(v * 100.0))
@@ -39,9 +46,11 @@ pub fn percent(v: f64) -> String {
 /// A latency given in milliseconds, in the unit that suits it: `35.2 µs`, `1.86 ms`,
 /// `10 s`.
 pub fn millis(ms: f64) -> String {
-    if ms >= 1000.0 {
+    // The unit is chosen after rounding: 999.6 ms reads 1 s, not 1000 ms.
+    let rounded = round3(ms);
+    if rounded >= 1000.0 {
         format!("{} s", significant(ms / 1000.0))
-    } else if ms > 0.0 && ms < 1.0 {
+    } else if rounded > 0.0 && rounded < 1.0 {
         format!("{} µs", significant(ms * 1000.0))
     } else {
         format!("{} ms", significant(ms))
@@ -67,6 +76,8 @@ mod tests {
         assert_eq!(millis(10_000.0), "10 s");
         assert_eq!(millis(0.0352), "35.2 µs");
         assert_eq!(millis(1.86), "1.86 ms");
+        assert_eq!(millis(999.6), "1 s");
+        assert_eq!(millis(0.9996), "1 ms");
         assert_eq!(clock(60 * 24 * 3 + 14 * 60 + 3), "14:03");
     }
 }

@@ -114,13 +114,24 @@ impl Figures {
     ) -> Figures {
         let responses = since(&now.responses, &before.responses);
         let latency = now.latency.since(&before.latency);
+        let rejected = now.local_rejects.saturating_sub(before.local_rejects);
+        // A call a client policy dropped before sending ends `OVERLOADED`: counted as a
+        // rejection, not again in that code's class.
+        let of = |class| {
+            let n = classes.count(class, &responses);
+            if classes.of(Code::OVERLOADED) == class {
+                n.saturating_sub(rejected)
+            } else {
+                n
+            }
+        };
         Figures {
             minute,
             calls: responses.iter().sum(),
-            errors: classes.count(Class::Fault, &responses),
-            caller_errors: classes.count(Class::Caller, &responses),
-            cancelled: classes.count(Class::Cancelled, &responses),
-            rejected: now.local_rejects.saturating_sub(before.local_rejects),
+            errors: of(Class::Fault),
+            caller_errors: of(Class::Caller),
+            cancelled: of(Class::Cancelled),
+            rejected,
             p50_ms: latency.quantile_ms(0.5),
             p99_ms: latency.quantile_ms(0.99),
             queue_p99_ms: 0.0,
@@ -412,7 +423,7 @@ mod tests {
         static MOVED: [MethodDescriptor; 1] = [MethodDescriptor {
             classes: crate::status::Classes::DEFAULT
                 .with(Code::NOT_FOUND, Class::Fault)
-                .with(Code::OVERLOADED, Class::Fault),
+                .with(Code::OVERLOADED, Class::Caller),
             ..METHODS[0]
         }];
         static MOVED_SERVICE: ServiceDescriptor = ServiceDescriptor {
@@ -434,6 +445,37 @@ mod tests {
             (f.calls, f.errors, f.caller_errors, f.rejected),
             (22, 3, 4, 5)
         );
+    }
+
+    /// `OVERLOADED` passed on from a dependency that sheds failed this service's caller: a
+    /// fault. This server's own refusals are rejections, counted once; and on the client,
+    /// calls a local policy dropped are rejections too.
+    #[test]
+    fn an_overloaded_answer_passed_on_is_a_fault_and_a_refusal_a_rejection() {
+        static SHEDDING: ServiceDescriptor = ServiceDescriptor {
+            name: "r.Shedding",
+            id: 5,
+            methods: &METHODS,
+        };
+        let metrics: &'static ServiceMetrics =
+            Box::leak(Box::new(ServiceMetrics::new(&SHEDDING, None)));
+        let m = &metrics.methods[0];
+        let mut r = MethodRollup::new(m);
+        answer(m, Code::OK, 10);
+        answer(m, Code::OVERLOADED, 7); // the handler passed a refusal on
+        serve(m, 0, 0, 5, Duration::ZERO); // refused here
+        for _ in 0..3 {
+            m.client_request();
+            m.client_local_reject();
+            m.client_finished(Code::OVERLOADED, Duration::ZERO);
+        }
+        m.client_request();
+        m.client_finished(Code::OVERLOADED, Duration::ZERO); // the server refused it
+        r.tick(9);
+        let f = *r.server.last().unwrap();
+        assert_eq!((f.calls, f.errors, f.rejected), (22, 7, 5));
+        let c = *r.client.last().unwrap();
+        assert_eq!((c.calls, c.errors, c.rejected), (4, 1, 3));
     }
 
     #[test]

@@ -412,15 +412,18 @@ impl Drop for PeerSlot {
 
 /// Binds a listener on `addr` (`host:port`), with an error that says, in one line, which
 /// address and why, and what to do about the common cause: `cannot listen on
-/// 127.0.0.1:7000: Address already in use (os error 98): another process has the port;
-/// stop it or choose another`.
+/// 127.0.0.1:7000: Address already in use (os error 98): the port is taken (by another
+/// process, or another listener of this one); free it or choose another`.
 ///
 /// # Errors
 /// When the address cannot be bound; the error keeps the cause's kind.
 pub async fn listen(addr: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         let hint = match e.kind() {
-            io::ErrorKind::AddrInUse => ": another process has the port; stop it or choose another",
+            io::ErrorKind::AddrInUse => {
+                ": the port is taken (by another process, or another listener of this one); \
+                 free it or choose another"
+            }
             io::ErrorKind::PermissionDenied => ": ports below 1024 need privileges",
             io::ErrorKind::AddrNotAvailable => ": no interface of this machine has that address",
             _ => "",
@@ -453,10 +456,7 @@ mod listen_tests {
             said.starts_with(&format!("cannot listen on {addr}: ")),
             "{said}"
         );
-        assert!(
-            said.ends_with("another process has the port; stop it or choose another"),
-            "{said}"
-        );
+        assert!(said.ends_with("free it or choose another"), "{said}");
         assert_eq!(said.lines().count(), 1);
     }
 }
