@@ -18,8 +18,10 @@
 //! **Whom it believes.** Only trusted reporters ([`crate::server::Trust`]: by default
 //! loopback and the private ranges; with TLS, `[trust] identities` and `peers = []` make it
 //! take reports only from processes holding a client certificate for a trusted name). A
-//! report must also be plausible: errors and refusals at most the calls, histograms adding
-//! up to at most the calls, at most [`MAX_CALLS_PER_MINUTE`] calls a minute per method. One
+//! report must also be plausible: errors and refusals at most the calls, histograms that
+//! read whole, at most [`MAX_CALLS_PER_MINUTE`] calls (and observations) a minute per
+//! method. (Not "histograms at most the calls": a minute's queue waits count long polls
+//! still waiting, so a live reporter's honest report broke that rule.) One
 //! address holds at most [`MAX_INSTANCES_PER_PEER`] instances, and at the cap the instance
 //! silent longest gives way to a new one once it has been silent [`LIVE`]: a process that
 //! restarts always appears. Every report dropped is counted by reason
@@ -367,16 +369,20 @@ fn implausible(report: &Report) -> bool {
         let Some((latency, queue)) = histograms(m) else {
             return true;
         };
-        m.calls > MAX_CALLS_PER_MINUTE
-            || latency.count() > m.calls
-            || queue.count() > m.calls
+        // Histograms are bounded by the cap, not by the calls: a minute's queue waits count
+        // the handlers started in it, long polls still waiting included, and a reporter
+        // reads a call's latency and its answer a moment apart.
+        let most = MAX_CALLS_PER_MINUTE;
+        m.calls > most
+            || latency.count() > most
+            || queue.count() > most
             || [m.errors, m.caller_errors, m.cancelled]
                 .iter()
                 .try_fold(0u64, |a, &c| a.checked_add(c))
                 .is_none_or(|n| n > m.calls)
             || m.rejected > m.calls
-            || sum(&m.latency).is_none_or(|n| n > m.calls)
-            || sum(&m.queue_wait).is_none_or(|n| n > m.calls)
+            || sum(&m.latency).is_none_or(|n| n > most)
+            || sum(&m.queue_wait).is_none_or(|n| n > most)
     })
 }
 
@@ -1075,10 +1081,11 @@ mod tests {
             |m: &mut MethodMinute| m.calls = u64::MAX,
             |m: &mut MethodMinute| m.errors = m.calls + 1, // a 10,000% error rate
             |m: &mut MethodMinute| m.rejected = m.calls + 1,
-            |m: &mut MethodMinute| m.latency_buckets = vec![0, m.calls + 1],
+            |m: &mut MethodMinute| m.latency_buckets = vec![0, MAX_CALLS_PER_MINUTE + 1],
             |m: &mut MethodMinute| m.queue_wait = vec![u64::MAX, 2],
+            |m: &mut MethodMinute| m.caller_errors = m.calls, // with the one error: one too many
             |m: &mut MethodMinute| m.queue_wait_buckets = vec![9_999, 1], // no such bucket
-            |m: &mut MethodMinute| m.latency_buckets = vec![3],           // a pair cut short
+            |m: &mut MethodMinute| m.latency_buckets = vec![3], // a pair cut short
         ];
         for (i, forge) in forged.iter().enumerate() {
             let mut r = report(&format!("f{i}"), now, 10, 0);
@@ -1090,11 +1097,17 @@ mod tests {
         let dropped = agent.dropped();
         assert_eq!(
             dropped[Dropped::Implausible as usize],
-            (Dropped::Implausible, 7)
+            (Dropped::Implausible, 8)
         );
-        // A true report still goes in.
+        // A true report still goes in, one with more queue waits than answers too: long
+        // polls still waiting were started in the minute (honest reports of a live
+        // im-server were refused for it).
         agent.take(report("real", now, 10, 0));
         assert_eq!(agent.series("s.S", "M", false)[0].calls, 10);
+        let mut waiting = report("polls", now, 3, 0);
+        waiting.minutes[0].methods[0].queue_wait_buckets = vec![bucket(20_000) as u64, 11];
+        agent.take(waiting);
+        assert_eq!(agent.series("s.S", "M", false)[0].calls, 13);
     }
 
     #[tokio::test]
