@@ -92,41 +92,22 @@ PORTS
     return $taken
 }
 
-# Fails with the end of log $3 unless $1 (pid $2) comes to listen on port $4 within 30 s.
-wait_listening() {
-    local name=$1 pid=$2 log=$3 port=$4
+# Waits up to 30 s for the command "${@:5}" to succeed while $1 (pid $2) runs; otherwise
+# fails with the end of its log $3. $4 says what coming up means, for the message.
+wait_up() {
+    local name=$1 pid=$2 log=$3 what=$4
+    shift 4
     for _ in $(seq 1 300); do
-        if listening "$port"; then
-            return 0
-        fi
+        "$@" && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "$name exited instead of listening on 127.0.0.1:$port; the end of $log:" >&2
+            echo "$name exited before coming up ($what); the end of $log:" >&2
             tail -5 "$log" >&2
             return 1
         fi
         sleep 0.1
     done
-    echo "$name did not listen on 127.0.0.1:$port within 30 s; the end of $log:" >&2
+    echo "$name did not come up ($what) within 30 s; the end of $log:" >&2
     tail -5 "$log" >&2
-    return 1
-}
-
-# Waits until the log of $1 says it serves, or fails with the log's end.
-wait_serving() {
-    local name=$1 pid=$2
-    for _ in $(seq 1 300); do
-        if grep -q "im-server serving" "$dir/$name.log" 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "$name exited; the end of $dir/$name.log:" >&2
-            tail -5 "$dir/$name.log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "$name did not start in 30 s; the end of $dir/$name.log:" >&2
-    tail -5 "$dir/$name.log" >&2
     return 1
 }
 
@@ -197,7 +178,8 @@ start() {
         --initial-advertise-peer-urls "http://127.0.0.1:$((base + 1))" \
         --initial-cluster "sets=http://127.0.0.1:$((base + 1))" >"$dir/etcd.log" 2>&1 &
     echo $! >"$dir/etcd.pid"
-    wait_listening etcd "$(cat "$dir/etcd.pid")" "$dir/etcd.log" "$base"
+    wait_up etcd "$(cat "$dir/etcd.pid")" "$dir/etcd.log" "listening on 127.0.0.1:$base" \
+        listening "$base"
 
     local bin
     bin=$(pg_bin)
@@ -209,20 +191,8 @@ start() {
     fi
     as_pg "$bin/postgres" -D "$dir/pg/data" -k "$dir/pg" -p $((base + 2)) \
         -c listen_addresses=127.0.0.1 -c max_connections=200 >"$dir/postgres.log" 2>&1 &
-    local postgres=$! ready=
-    for _ in $(seq 1 300); do
-        if "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2)); then
-            ready=1
-            break
-        fi
-        kill -0 "$postgres" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$ready" ]; then
-        echo "postgres did not come up on 127.0.0.1:$((base + 2)); the end of $dir/postgres.log:" >&2
-        tail -5 "$dir/postgres.log" >&2
-        exit 1
-    fi
+    wait_up postgres $! "$dir/postgres.log" "accepting connections on 127.0.0.1:$((base + 2))" \
+        "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2))
     "$bin/psql" -q -h "$dir/pg" -p $((base + 2)) -U postgres -tc \
         "SELECT 1 FROM pg_database WHERE datname = 'im'" | grep -q 1 ||
         "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres im
@@ -249,7 +219,7 @@ start() {
         "$im_server" $roles --config "$dir/$name.toml" >"$dir/$name.log" 2>&1 &
         pid=$!
         echo $pid >"$dir/$name.pid"
-        wait_serving "$name" "$pid"
+        wait_up "$name" "$pid" "$dir/$name.log" serving grep -q "im-server serving" "$dir/$name.log"
         echo "$name: $(grep -m1 'im-server serving' "$dir/$name.log")"
     done
     trap - EXIT

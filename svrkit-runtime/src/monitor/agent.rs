@@ -117,20 +117,85 @@ type SeriesKey = (String, String, bool);
 /// processes that give the same name stay apart).
 type InstanceKey = (String, u32);
 
-/// One instance's report of one method side in one minute; its histograms as the pairs of
-/// bucket index and count of their nonzero buckets, as reports carry them.
-#[derive(Debug, Clone, Default)]
-struct Counts {
+/// The counts of one method side in one minute, as a report gives them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
     calls: u64,
     errors: u64,
     caller_errors: u64,
     cancelled: u64,
     rejected: u64,
+}
+
+impl Tally {
+    /// The tally of a method minute.
+    fn of(m: &MethodMinute) -> Tally {
+        Tally {
+            calls: m.calls,
+            errors: m.errors,
+            caller_errors: m.caller_errors,
+            cancelled: m.cancelled,
+            rejected: m.rejected,
+        }
+    }
+
+    /// Each count `op` the other's.
+    fn apply(&mut self, other: &Tally, op: impl Fn(u64, u64) -> u64) {
+        self.calls = op(self.calls, other.calls);
+        self.errors = op(self.errors, other.errors);
+        self.caller_errors = op(self.caller_errors, other.caller_errors);
+        self.cancelled = op(self.cancelled, other.cancelled);
+        self.rejected = op(self.rejected, other.rejected);
+    }
+}
+
+/// One instance's report of one method side in one minute; its histograms as the pairs of
+/// bucket index and count of their nonzero buckets ([`Histogram::to_pairs`]).
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    tally: Tally,
     latency: Box<[u64]>,
     queue: Box<[u64]>,
 }
 
 impl Counts {
+    /// A method minute of a report, if it can be true: its counts add up, its histograms
+    /// read whole (log-linear pairs, or the 1-2-5 buckets of older reporters) and nothing
+    /// passes [`MAX_CALLS_PER_MINUTE`].
+    ///
+    /// Histograms are bounded by that cap, not by the calls: a minute's queue waits count
+    /// the handlers started in it, long polls still waiting included, and a reporter reads
+    /// a call's latency and its answer a moment apart.
+    fn plausible(m: &MethodMinute) -> Option<Counts> {
+        let read = |pairs: &[u64], old: &[u64]| {
+            if pairs.is_empty() {
+                // At most the old buckets' number, as before.
+                (old.len() <= 23).then(|| Histogram::from_old_buckets(old))
+            } else {
+                Histogram::from_pairs(pairs)
+            }
+        };
+        let latency = read(&m.latency_buckets, &m.latency)?;
+        let queue = read(&m.queue_wait_buckets, &m.queue_wait)?;
+        let sum = |h: &[u64]| h.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+        let most = MAX_CALLS_PER_MINUTE;
+        let implausible = m.calls > most
+            || latency.count() > most
+            || queue.count() > most
+            || [m.errors, m.caller_errors, m.cancelled]
+                .iter()
+                .try_fold(0u64, |a, &c| a.checked_add(c))
+                .is_none_or(|n| n > m.calls)
+            || m.rejected > m.calls
+            || sum(&m.latency).is_none_or(|n| n > most)
+            || sum(&m.queue_wait).is_none_or(|n| n > most);
+        (!implausible).then(|| Counts {
+            tally: Tally::of(m),
+            latency: latency.to_pairs().into(),
+            queue: queue.to_pairs().into(),
+        })
+    }
+
     /// The heap bytes it holds.
     fn bytes(&self) -> usize {
         (self.latency.len() + self.queue.len()) * 8
@@ -140,11 +205,7 @@ impl Counts {
 /// The sum of every instance's report of one method side in one minute.
 #[derive(Debug, Clone, Default)]
 struct Total {
-    calls: u64,
-    errors: u64,
-    caller_errors: u64,
-    cancelled: u64,
-    rejected: u64,
+    tally: Tally,
     latency: Histogram,
     queue: Histogram,
 }
@@ -160,11 +221,7 @@ impl Total {
                 a.wrapping_sub(b)
             }
         };
-        self.calls = op(self.calls, report.calls);
-        self.errors = op(self.errors, report.errors);
-        self.caller_errors = op(self.caller_errors, report.caller_errors);
-        self.cancelled = op(self.cancelled, report.cancelled);
-        self.rejected = op(self.rejected, report.rejected);
+        self.tally.apply(&report.tally, op);
         for (total, pairs) in [
             (&mut self.latency, &report.latency),
             (&mut self.queue, &report.queue),
@@ -320,24 +377,6 @@ impl State {
     }
 }
 
-/// The latency and queue-wait histograms of a method minute, as nonzero-bucket pairs: from
-/// the log-linear buckets, or from the 1-2-5 buckets of older reporters; `None` when they
-/// cannot be read (an index out of range, a pair cut short, counts that overflow).
-fn histograms(m: &MethodMinute) -> Option<(Histogram, Histogram)> {
-    let read = |pairs: &[u64], old: &[u64]| {
-        if pairs.is_empty() {
-            // At most the old buckets' number, as before.
-            (old.len() <= 23).then(|| Histogram::from_old_buckets(old))
-        } else {
-            Histogram::from_pairs(pairs)
-        }
-    };
-    Some((
-        read(&m.latency_buckets, &m.latency)?,
-        read(&m.queue_wait_buckets, &m.queue_wait)?,
-    ))
-}
-
 /// The ossagent service: host a shared one with `OssAgentServer::from_arc(agent.clone())`,
 /// and serve its dashboard by passing it to [`admin::bind`] as well.
 #[derive(Debug, Default)]
@@ -360,30 +399,6 @@ impl OssAgent for Agent {
         self.take_from(ctx.peer.map(|p| p.ip()), request)
             .map_err(|why| Status::invalid_argument(format!("report dropped: {}", why.name())))
     }
-}
-
-/// Why `report` cannot be true, if it cannot.
-fn implausible(report: &Report) -> bool {
-    report.minutes.iter().flat_map(|m| &m.methods).any(|m| {
-        let sum = |h: &[u64]| h.iter().try_fold(0u64, |a, &c| a.checked_add(c));
-        let Some((latency, queue)) = histograms(m) else {
-            return true;
-        };
-        // Histograms are bounded by the cap, not by the calls: a minute's queue waits count
-        // the handlers started in it, long polls still waiting included, and a reporter
-        // reads a call's latency and its answer a moment apart.
-        let most = MAX_CALLS_PER_MINUTE;
-        m.calls > most
-            || latency.count() > most
-            || queue.count() > most
-            || [m.errors, m.caller_errors, m.cancelled]
-                .iter()
-                .try_fold(0u64, |a, &c| a.checked_add(c))
-                .is_none_or(|n| n > m.calls)
-            || m.rejected > m.calls
-            || sum(&m.latency).is_none_or(|n| n > most)
-            || sum(&m.queue_wait).is_none_or(|n| n > most)
-    })
 }
 
 impl Agent {
@@ -438,9 +453,14 @@ impl Agent {
         let Some(instance) = name(&report.instance) else {
             return Err(Dropped::BadName);
         };
-        if implausible(&report) {
-            return Err(Dropped::Implausible);
-        }
+        // Every method minute read and checked once, before anything is kept: one that
+        // cannot be true drops the whole report.
+        let mut counts: Vec<Vec<Counts>> = report
+            .minutes
+            .iter()
+            .map(|minute| minute.methods.iter().map(Counts::plausible).collect())
+            .collect::<Option<_>>()
+            .ok_or(Dropped::Implausible)?;
         let key = (instance, report.pid);
         let now = this_minute();
         // Minutes the agent's clock says are still arriving; a minute ahead for clocks
@@ -488,12 +508,13 @@ impl Agent {
             }
         }
         let (mut calls, mut errors) = (0u64, 0u64);
-        for minute in report
+        for (minute, counts) in report
             .minutes
             .iter()
-            .filter(|m| accepted.contains(&m.minute))
+            .zip(&mut counts)
+            .filter(|(m, _)| accepted.contains(&m.minute))
         {
-            for m in minute.methods.iter().take(MAX_LIST) {
+            for (m, counts) in minute.methods.iter().zip(counts.drain(..)).take(MAX_LIST) {
                 let (Some(service), Some(method)) = (name(&m.service), name(&m.method)) else {
                     continue;
                 };
@@ -507,17 +528,6 @@ impl Agent {
                 }
                 let (held, held_bytes) = (state.open, state.open_bytes);
                 let series = state.series.entry(series_key).or_default();
-                // Checked readable by `implausible`.
-                let (latency, queue) = histograms(m).unwrap_or_default();
-                let counts = Counts {
-                    calls: m.calls,
-                    errors: m.errors,
-                    caller_errors: m.caller_errors,
-                    cancelled: m.cancelled,
-                    rejected: m.rejected,
-                    latency: latency.to_pairs().into(),
-                    queue: queue.to_pairs().into(),
-                };
                 let open = series.open.entry(minute.minute).or_default();
                 let (added, bytes_added) = match open.by.get_mut(&key) {
                     Some(old) if held_bytes + counts.bytes() <= MAX_OPEN_BYTES + old.bytes() => {
@@ -749,13 +759,14 @@ struct Snapshot {
 /// The figures of a minute from the sum of every instance's report of it: percentiles from
 /// the merged histograms.
 fn figures(minute: u64, total: &Total) -> Figures {
+    let t = &total.tally;
     Figures {
         minute,
-        calls: total.calls,
-        errors: total.errors,
-        caller_errors: total.caller_errors,
-        cancelled: total.cancelled,
-        rejected: total.rejected,
+        calls: t.calls,
+        errors: t.errors,
+        caller_errors: t.caller_errors,
+        cancelled: t.cancelled,
+        rejected: t.rejected,
         p50_ms: total.latency.quantile_ms(0.5),
         p99_ms: total.latency.quantile_ms(0.99),
         queue_p99_ms: total.queue.quantile_ms(0.99),

@@ -220,11 +220,6 @@ impl Window {
             .fold(0u64, u64::saturating_add)
     }
 
-    /// The newest minute with calls.
-    pub fn last_busy(&self) -> Option<&Figures> {
-        self.minutes.iter().rev().flatten().find(|f| f.calls > 0)
-    }
-
     /// The newest minute with calls that has ended (the last minute of the window is the
     /// one under way), else the minute under way: the minute charts label and alarms judge.
     pub fn last_ended(&self) -> Option<(&Figures, bool)> {

@@ -21,12 +21,6 @@ pub const STATUS_SLOTS: usize = crate::status::SLOTS;
 /// The `status` label of each slot.
 pub const STATUS_NAMES: [&str; STATUS_SLOTS] = crate::status::SLOT_NAMES;
 
-/// The slot of `code`.
-#[inline]
-pub(crate) fn status_slot(code: Code) -> usize {
-    code.slot()
-}
-
 /// Why the server refused a request without running it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -185,7 +179,7 @@ impl MethodMetrics {
     #[inline]
     pub(crate) fn server_refused(&self, code: Code, rejection: Option<Rejection>) {
         let s = self.server_shard();
-        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        s.responses[code.slot()].fetch_add(1, Relaxed);
         if let Some(r) = rejection {
             s.rejected[r as usize].fetch_add(1, Relaxed);
         }
@@ -204,7 +198,7 @@ impl MethodMetrics {
     #[inline]
     pub(crate) fn server_finished(&self, code: Code, latency: Duration, bytes: usize) {
         let s = self.server_shard();
-        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        s.responses[code.slot()].fetch_add(1, Relaxed);
         s.response_bytes.fetch_add(bytes as u64, Relaxed);
         s.latency.observe(latency);
     }
@@ -219,7 +213,7 @@ impl MethodMetrics {
     #[inline]
     pub(crate) fn client_finished(&self, code: Code, latency: Duration) {
         let s = self.client_shard();
-        s.responses[status_slot(code)].fetch_add(1, Relaxed);
+        s.responses[code.slot()].fetch_add(1, Relaxed);
         s.latency.observe(latency);
     }
 
@@ -485,9 +479,9 @@ mod tests {
     fn status_slots_cover_every_code() {
         for (i, name) in STATUS_NAMES.iter().enumerate().take(13) {
             assert_eq!(Code(i as u32).name(), Some(*name));
-            assert_eq!(status_slot(Code(i as u32)), i);
+            assert_eq!(Code(i as u32).slot(), i);
         }
-        assert_eq!(status_slot(Code(1000)), 13);
-        assert_eq!(status_slot(Code(77)), 14);
+        assert_eq!(Code(1000).slot(), 13);
+        assert_eq!(Code(77).slot(), 14);
     }
 }

@@ -122,18 +122,18 @@ pub fn report(board: &Board, instance: &str) -> Report {
         .1
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let firing = board.firing();
     Report {
         instance: instance.to_owned().into(),
         pid: std::process::id(),
         started_unix,
         minutes: vec![previous, current],
         services: services.into_iter().map(Into::into).collect(),
-        firing: board
-            .firing()
-            .into_iter()
+        firing: firing
+            .iter()
             .map(|a| format!("{}.{} {}", a.service, a.method, a.figure.name()).into())
             .collect(),
-        alarms: board.firing().into_iter().map(alarm).collect(),
+        alarms: firing.into_iter().map(alarm).collect(),
         ..Report::default()
     }
 }

@@ -203,6 +203,73 @@ criterion_group! {
 /// One contender of the side-by-side run: a name and one operation to time.
 type Contender<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
 
+/// svrkit's, prost's (`Bytes` fields) and prost's default build's encoders of one message,
+/// timed on `operation` (`encode` into a reused buffer, `encoded_len`, `encode_to_vec`).
+fn encoders<'a>(
+    operation: &str,
+    s: &'a impl svrkit_runtime::codec::Message,
+    p: &'a impl prost::Message,
+    d: &'a impl prost::Message,
+    capacity: usize,
+) -> Vec<Contender<'a>> {
+    match operation {
+        "encode" => {
+            // Each contender encodes into its own reused buffer.
+            let buf = || Vec::with_capacity(capacity);
+            let (mut b1, mut b2, mut b3) = (buf(), buf(), buf());
+            vec![
+                (
+                    "svrkit",
+                    Box::new(move || {
+                        b1.clear();
+                        black_box(s).encode(&mut b1);
+                        b1.len()
+                    }),
+                ),
+                (
+                    "prost",
+                    Box::new(move || {
+                        b2.clear();
+                        black_box(p).encode(&mut b2).unwrap();
+                        b2.len()
+                    }),
+                ),
+                (
+                    "prost_default",
+                    Box::new(move || {
+                        b3.clear();
+                        black_box(d).encode(&mut b3).unwrap();
+                        b3.len()
+                    }),
+                ),
+            ]
+        }
+        "encoded_len" => vec![
+            ("svrkit", Box::new(move || black_box(s).encoded_len())),
+            ("prost", Box::new(move || black_box(p).encoded_len())),
+            (
+                "prost_default",
+                Box::new(move || black_box(d).encoded_len()),
+            ),
+        ],
+        "encode_to_vec" => vec![
+            (
+                "svrkit",
+                Box::new(move || black_box(s).encode_to_vec().len()),
+            ),
+            (
+                "prost",
+                Box::new(move || black_box(p).encode_to_vec().len()),
+            ),
+            (
+                "prost_default",
+                Box::new(move || black_box(d).encode_to_vec().len()),
+            ),
+        ],
+        _ => unreachable!("{operation}"),
+    }
+}
+
 /// The side-by-side run (`-- --side-by-side`): for each operation and shape, the contenders
 /// take turns, a few milliseconds each, for `rounds` rounds, and each one's median time per
 /// operation is reported with its ratio to svrkit's. Turns spread a slow spell of a shared
@@ -213,144 +280,21 @@ pub fn side_by_side(rounds: usize) {
     );
     println!("|---|---|---|---|---|---|---|");
     for w in workloads() {
-        // Each contender encodes into its own reused buffer.
-        let buf: Vec<u8> = Vec::with_capacity(w.encoded.len() * 2);
+        let capacity = w.encoded.len() * 2;
         let input = w.encoded.clone();
         for operation in ["encoded_len", "encode", "encode_to_vec", "decode"] {
             let contenders: Vec<Contender<'_>> =
                 match (operation, &w.svrkit, &w.prost, &w.prost_default) {
-                    (
-                        "encode",
-                        WorkloadValue::One(s),
-                        WorkloadValue::One(p),
-                        WorkloadValue::One(d),
-                    ) => {
-                        let (mut b1, mut b2, mut b3) = (buf.clone(), buf.clone(), buf.clone());
-                        vec![
-                            (
-                                "svrkit",
-                                Box::new(move || {
-                                    b1.clear();
-                                    black_box(s).encode(&mut b1);
-                                    b1.len()
-                                }),
-                            ),
-                            (
-                                "prost",
-                                Box::new(move || {
-                                    b2.clear();
-                                    black_box(p).encode(&mut b2).unwrap();
-                                    b2.len()
-                                }),
-                            ),
-                            (
-                                "prost_default",
-                                Box::new(move || {
-                                    b3.clear();
-                                    black_box(d).encode(&mut b3).unwrap();
-                                    b3.len()
-                                }),
-                            ),
-                        ]
+                    (_, WorkloadValue::One(s), WorkloadValue::One(p), WorkloadValue::One(d))
+                        if operation != "decode" =>
+                    {
+                        encoders(operation, s, p, d, capacity)
                     }
-                    (
-                        "encode",
-                        WorkloadValue::List(s),
-                        WorkloadValue::List(p),
-                        WorkloadValue::List(d),
-                    ) => {
-                        let (mut b1, mut b2, mut b3) = (buf.clone(), buf.clone(), buf.clone());
-                        vec![
-                            (
-                                "svrkit",
-                                Box::new(move || {
-                                    b1.clear();
-                                    black_box(s).encode(&mut b1);
-                                    b1.len()
-                                }),
-                            ),
-                            (
-                                "prost",
-                                Box::new(move || {
-                                    b2.clear();
-                                    black_box(p).encode(&mut b2).unwrap();
-                                    b2.len()
-                                }),
-                            ),
-                            (
-                                "prost_default",
-                                Box::new(move || {
-                                    b3.clear();
-                                    black_box(d).encode(&mut b3).unwrap();
-                                    b3.len()
-                                }),
-                            ),
-                        ]
+                    (_, WorkloadValue::List(s), WorkloadValue::List(p), WorkloadValue::List(d))
+                        if operation != "decode" =>
+                    {
+                        encoders(operation, s, p, d, capacity)
                     }
-                    (
-                        "encoded_len",
-                        WorkloadValue::One(s),
-                        WorkloadValue::One(p),
-                        WorkloadValue::One(d),
-                    ) => vec![
-                        ("svrkit", Box::new(move || black_box(s).encoded_len())),
-                        ("prost", Box::new(move || black_box(p).encoded_len())),
-                        (
-                            "prost_default",
-                            Box::new(move || black_box(d).encoded_len()),
-                        ),
-                    ],
-                    (
-                        "encoded_len",
-                        WorkloadValue::List(s),
-                        WorkloadValue::List(p),
-                        WorkloadValue::List(d),
-                    ) => vec![
-                        ("svrkit", Box::new(move || black_box(s).encoded_len())),
-                        ("prost", Box::new(move || black_box(p).encoded_len())),
-                        (
-                            "prost_default",
-                            Box::new(move || black_box(d).encoded_len()),
-                        ),
-                    ],
-                    (
-                        "encode_to_vec",
-                        WorkloadValue::One(s),
-                        WorkloadValue::One(p),
-                        WorkloadValue::One(d),
-                    ) => vec![
-                        (
-                            "svrkit",
-                            Box::new(move || black_box(s).encode_to_vec().len()),
-                        ),
-                        (
-                            "prost",
-                            Box::new(move || black_box(p).encode_to_vec().len()),
-                        ),
-                        (
-                            "prost_default",
-                            Box::new(move || black_box(d).encode_to_vec().len()),
-                        ),
-                    ],
-                    (
-                        "encode_to_vec",
-                        WorkloadValue::List(s),
-                        WorkloadValue::List(p),
-                        WorkloadValue::List(d),
-                    ) => vec![
-                        (
-                            "svrkit",
-                            Box::new(move || black_box(s).encode_to_vec().len()),
-                        ),
-                        (
-                            "prost",
-                            Box::new(move || black_box(p).encode_to_vec().len()),
-                        ),
-                        (
-                            "prost_default",
-                            Box::new(move || black_box(d).encode_to_vec().len()),
-                        ),
-                    ],
                     ("decode", WorkloadValue::One(_), _, _) => vec![
                         (
                             "svrkit",
