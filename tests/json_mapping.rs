@@ -5,8 +5,8 @@ mod support;
 
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
+use svrkit_cli::dynamic::DynamicCodec;
 use svrkit_codegen::Compiled;
-use svrkit_codegen::dynamic::DynamicCodec;
 use svrkit_codegen::ir::StructId;
 use svrkit_runtime::codec::Message;
 use svrkit_tests::svrkit::test::all_types as s;

@@ -21,7 +21,8 @@
 //! }
 //! ```
 //!
-//! The same library backs the `svrkit` command line tool and the `svrkit_macros::idl!` macro.
+//! The same library backs the `svrkit` command line tool (crate `svrkit-cli`) and the
+//! `svrkit_macros::idl!` macro. It depends on no part of the runtime.
 //! Inside, compilation is a pipeline with a gate after each stage: `load` reads and parses
 //! the files and their includes into an AST with spans, `check` resolves and validates it into
 //! the [`ir`], and only a clean IR reaches the generators (`emit`, [`proto`], [`compat`]).
@@ -31,9 +32,6 @@ mod ast;
 mod check;
 pub mod compat;
 pub mod diag;
-pub mod doc;
-#[cfg(feature = "dynamic")]
-pub mod dynamic;
 mod emit;
 mod error;
 mod ident;
@@ -62,6 +60,12 @@ pub const OUT_SUBDIR: &str = "svrkit";
 /// `svrkit new`).
 pub fn rust_ident(name: &str) -> String {
     ident::ident(name).to_string()
+}
+
+/// A field's JSON name, as protobuf's JSON mapping spells it (lowerCamelCase: `sender_uin`
+/// -> `senderUin`), for tools that read and write JSON against a schema.
+pub fn json_name(name: &str) -> String {
+    ident::json_name(name)
 }
 
 /// Compiles IDL files into `OUT_DIR/svrkit` with default settings (includes resolve relative to
@@ -300,12 +304,6 @@ impl Compiled {
     /// One `.proto` file per package, equivalent on the wire.
     pub fn proto_files(&self) -> Vec<GeneratedFile> {
         proto::render(&self.schema)
-    }
-
-    /// The reference documentation: `index.html` and one `<package>.html` per package, and
-    /// the same as Markdown (`.md`).
-    pub fn doc_files(&self) -> Vec<GeneratedFile> {
-        doc::render(&self.schema)
     }
 }
 

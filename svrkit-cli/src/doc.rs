@@ -8,11 +8,11 @@
 
 use askama::Template;
 
-use crate::GeneratedFile;
-use crate::ir::{
+use svrkit_codegen::GeneratedFile;
+use svrkit_codegen::ir::{
     DefaultValue, FieldType, Item, Method, Package, PackageId, Retry, Schema, ValueType,
 };
-use crate::proto::enum_value_name;
+use svrkit_codegen::proto::enum_value_name;
 
 /// Which of the two formats links are made for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -278,7 +278,7 @@ impl Site<'_> {
         page
     }
 
-    fn service(&self, s: &crate::ir::Service) -> ServiceView {
+    fn service(&self, s: &svrkit_codegen::ir::Service) -> ServiceView {
         ServiceView {
             name: s.name.clone(),
             page: format!(
@@ -315,7 +315,7 @@ impl Site<'_> {
         }
     }
 
-    fn struct_(&self, id: crate::ir::StructId) -> StructView {
+    fn struct_(&self, id: svrkit_codegen::ir::StructId) -> StructView {
         let s = self.schema.struct_(id);
         StructView {
             name: s.name.clone(),
@@ -344,7 +344,7 @@ impl Site<'_> {
         }
     }
 
-    fn enum_(&self, id: crate::ir::EnumId) -> EnumView {
+    fn enum_(&self, id: svrkit_codegen::ir::EnumId) -> EnumView {
         let e = self.schema.enum_(id);
         EnumView {
             name: e.name.clone(),
@@ -574,7 +574,7 @@ fn show_default(d: &DefaultValue) -> String {
     }
 }
 
-fn reserved(r: &crate::ir::Reserved) -> String {
+fn reserved(r: &svrkit_codegen::ir::Reserved) -> String {
     let mut parts: Vec<String> = r
         .ids
         .iter()

@@ -21,9 +21,7 @@ fn docs(files: &[&str]) -> BTreeMap<String, String> {
         .include_dir(repo().join("idl"))
         .base_dir(repo());
     // Relative to the repository (`base_dir`), so the pages name the files as `idl/...`.
-    b.check(files)
-        .unwrap()
-        .doc_files()
+    svrkit_cli::doc::render(b.check(files).unwrap().schema())
         .into_iter()
         .map(|f| (f.name, f.content))
         .collect()

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use svrkit_cli::dynamic::DynamicCodec;
 use svrkit_codegen::Compiled;
-use svrkit_codegen::dynamic::DynamicCodec;
 use svrkit_runtime::service::{
     BoxFuture, MethodDescriptor, Priority, Retry, Service, ServiceDescriptor,
 };

@@ -10,23 +10,19 @@
 //!
 //! The rule checked: a change is wire-breaking exactly when some outcome is not `equal`,
 //! except the few whose harm is to versions not in the pair (a removed id left free for
-//! reuse), which say why. The whole table is committed as `tests/compat/matrix.md`;
+//! reuse), which say why. The whole table is committed as `tests/compat_matrix.md`;
 //! `SVRKIT_BLESS=1` rewrites it.
-
-#![cfg(feature = "dynamic")]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value as Json;
+use svrkit_cli::dynamic::DynamicCodec;
 use svrkit_codegen::compat::{self, Severity};
-use svrkit_codegen::dynamic::DynamicCodec;
 use svrkit_codegen::{Builder, Compiled};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../tests/src/external.rs"]
-mod external;
+use svrkit_tests::external;
 
 /// One change: its name, the two versions' items, a value of v1's range in each version's
 /// JSON (`s2` empty, or out of v2's range, when v2 cannot hold it), and why it is
@@ -752,7 +748,7 @@ fn run(protoc: Option<&Path>) -> Vec<Row> {
 
 fn render(rows: &[Row]) -> String {
     let mut out = String::from(
-        "<!-- Written by `SVRKIT_BLESS=1 cargo test -p svrkit-codegen --test compat_matrix`; checked by the same test. -->\n\
+        "<!-- Written by `SVRKIT_BLESS=1 cargo test -p svrkit-tests --test compat_matrix`; checked by the same test. -->\n\
          # `svrkit compat` against the wire\n\n\
          Each row is one change from v1 to v2 (the cases are in `tests/compat_matrix.rs`). The verdict is\n\
          `svrkit compat`'s worst; the outcomes are what a value of v1's range became when written by one\n\
@@ -821,7 +817,7 @@ fn compat_verdicts_match_what_happens_on_the_wire() {
     }
 
     let table = render(&rows);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/matrix.md");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat_matrix.md");
     if std::env::var_os("SVRKIT_BLESS").is_some() {
         std::fs::write(&path, &table).unwrap();
     }
@@ -843,6 +839,6 @@ fn compat_verdicts_match_what_happens_on_the_wire() {
     assert_eq!(
         strip(&table),
         strip(&committed),
-        "the table differs from tests/compat/matrix.md (SVRKIT_BLESS=1 rewrites it):\n{table}"
+        "the table differs from tests/compat_matrix.md (SVRKIT_BLESS=1 rewrites it):\n{table}"
     );
 }

@@ -38,7 +38,7 @@ use std::fmt;
 use serde_json::Value as Json;
 use svrkit_runtime::codec::{DecodeError, Decoder};
 
-use crate::ir::{Method, Schema, Service, StructId};
+use svrkit_codegen::ir::{Method, Schema, Service, StructId};
 
 /// Encodes and decodes the structs of a schema from and to JSON.
 #[derive(Clone, Copy)]

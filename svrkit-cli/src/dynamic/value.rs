@@ -7,8 +7,8 @@ use svrkit_runtime::codec::kind::{self, Kind};
 use svrkit_runtime::codec::{DecodeError, Decoder, WireType};
 use svrkit_runtime::{Bytes, FastStr};
 
-use crate::ir::{DefaultValue, Enum, Scalar, Schema, ValueType};
-use crate::proto::enum_value_name;
+use svrkit_codegen::ir::{DefaultValue, Enum, Scalar, Schema, ValueType};
+use svrkit_codegen::proto::enum_value_name;
 
 /// A value of a scalar or enum field (enums are their `int32` number).
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use svrkit_runtime::codec::wire::{self, WireType};
 use svrkit_runtime::codec::{DecodeError, Decoder};
 
 use super::value::{Leaf, MapKey, Val};
-use crate::ir::{FieldType, Schema, StructId, ValueType};
+use svrkit_codegen::ir::{FieldType, Schema, StructId, ValueType};
 
 /// A decode error and where it happened, outermost field first.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use svrkit_codegen::dynamic::DynamicCodec;
+use svrkit_cli::dynamic::DynamicCodec;
 use svrkit_codegen::ir::{self, StructId};
 use svrkit_codegen::{Builder, Compiled};
 use svrkit_runtime::ChannelOptions;

@@ -308,7 +308,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Doc { idl, out, includes } => {
             let compiled = builder(&includes).check(&idl)?;
-            write_all(&out, compiled.doc_files())?;
+            write_all(&out, svrkit_cli::doc::render(compiled.schema()))?;
         }
         Command::Call { call: c } => {
             let target = c.target()?;

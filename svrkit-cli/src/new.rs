@@ -473,7 +473,7 @@ fn dependencies(
             let codegen = toml_string(&path.join("svrkit-codegen").display().to_string());
             (
                 format!("{{ path = {runtime} }}"),
-                format!("{{ path = {codegen}, default-features = false }}"),
+                format!("{{ path = {codegen} }}"),
                 format!("the checkout at {}", path.display()),
                 std::fs::read_to_string(path.join("Cargo.lock")).ok(),
             )
@@ -486,7 +486,7 @@ fn dependencies(
             );
             (
                 format!("\"{version}\""),
-                format!("{{ version = \"{version}\", default-features = false }}"),
+                format!("\"{version}\""),
                 format!("crates.io, version {version}"),
                 None,
             )

@@ -9,8 +9,8 @@ use svrkit_runtime::codec::{MAX_DEPTH, kind::put_len_prefixed};
 use super::JsonError;
 use super::path::Path;
 use super::value::{Leaf, MapKey};
-use crate::ident::json_name;
-use crate::ir::{Field, FieldType, Schema, StructId, ValueType};
+use svrkit_codegen::ir::{Field, FieldType, Schema, StructId, ValueType};
+use svrkit_codegen::json_name;
 
 pub(super) struct Encoder<'s> {
     pub(super) schema: &'s Schema,
