@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-15}
-cargo build -q -p svrkit-examples --bins
+cargo build -q -p svrkit-examples -p svrkit-ossagent --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
 logs=$(mktemp -d)

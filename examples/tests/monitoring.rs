@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Skips when a program from outside the Rust toolchain is missing (see the file).
@@ -51,6 +53,31 @@ fn start(bin: &str, args: &[&str]) -> Proc {
         None => (rest.trim().to_owned(), None),
     };
     Proc { child, addr, admin }
+}
+
+/// The `ossagent` binary, which lives in its own crate (`svrkit-ossagent`), so cargo gives
+/// this crate's tests no `CARGO_BIN_EXE_` for it. `cargo test --workspace` builds it beside
+/// this crate's binaries (for that crate's own tests); run alone, these tests build it once.
+fn ossagent() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_BIN_EXE_hello-server"));
+        let dir = dir.parent().unwrap();
+        let bin = dir.join(format!("ossagent{}", std::env::consts::EXE_SUFFIX));
+        if !bin.exists() {
+            // `target/<profile>/`: build into the same target directory and profile.
+            let target = dir.parent().unwrap();
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cargo.args(["build", "-q", "-p", "svrkit-ossagent", "--bin", "ossagent"]);
+            cargo.arg("--target-dir").arg(target);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo to build the ossagent");
+            assert!(status.success(), "cargo build -p svrkit-ossagent failed");
+        }
+        bin.to_string_lossy().into_owned()
+    })
 }
 
 fn hello_server(extra: &[&str]) -> Proc {
@@ -316,6 +343,8 @@ fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn a_service_serves_without_its_agent_and_reports_once_it_is_back() {
+    // Found (or built) before any of the waits below starts its clock.
+    let ossagent = ossagent();
     let agent_addr = free_port();
     let server = hello_server(&["--agent", &agent_addr, "--report-interval-ms", "100"]);
     let admin = server.admin.clone().unwrap();
@@ -334,7 +363,7 @@ fn a_service_serves_without_its_agent_and_reports_once_it_is_back() {
 
     // The agent comes up on the address the server reports to: reports arrive by themselves.
     let agent = start(
-        env!("CARGO_BIN_EXE_ossagent"),
+        ossagent,
         &["--listen", &agent_addr, "--admin", "127.0.0.1:0"],
     );
     let agent_admin = agent.admin.clone().unwrap();
@@ -395,7 +424,7 @@ fn the_dashboards_show_the_calls_in_a_real_browser() {
         return;
     };
     let agent = start(
-        env!("CARGO_BIN_EXE_ossagent"),
+        ossagent(),
         &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
     );
     let server = hello_server(&["--agent", &agent.addr, "--report-interval-ms", "100"]);

@@ -420,7 +420,7 @@ fn process_page(title: &str, minutes: usize) -> String {
         instances: Vec::new(),
         windows: windows(minutes),
     };
-    askama::Template::render(&page).unwrap_or_else(|e| format!("cannot render: {e}"))
+    page.render()
 }
 
 fn respond((status, content_type, body): Reply) -> Response<Full<Bytes>> {

@@ -31,6 +31,13 @@ pub struct Page {
     pub windows: Vec<(usize, bool)>,
 }
 
+impl Page {
+    /// The page as HTML.
+    pub fn render(&self) -> String {
+        Template::render(self).unwrap_or_else(|e| format!("cannot render: {e}"))
+    }
+}
+
 /// A firing alarm on the page.
 pub struct AlertRow {
     /// `service.method`.
@@ -490,7 +497,7 @@ mod tests {
             instances: Vec::new(),
             windows: vec![(60, false), (5, true)],
         };
-        let html = page.render().unwrap();
+        let html = page.render();
         assert!(
             html.contains("t &#60;b&#62;") || html.contains("t &lt;b&gt;"),
             "escaped"

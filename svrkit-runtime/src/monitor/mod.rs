@@ -16,8 +16,6 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
-#[cfg(feature = "admin")]
-pub mod agent;
 pub mod alarm;
 pub mod board;
 #[cfg(feature = "admin")]

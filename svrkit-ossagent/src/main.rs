@@ -3,19 +3,19 @@
 //! system.
 //!
 //! ```text
-//! cargo run -p svrkit-examples --bin ossagent -- --listen 127.0.0.1:7400 --admin 127.0.0.1:7401
+//! cargo run -p svrkit-ossagent -- --listen 127.0.0.1:7400 --admin 127.0.0.1:7401
 //! ```
 //!
 //! It takes reports only from peers it trusts (loopback and the private ranges unless a
 //! `--config` file's `[trust]` says otherwise; with `[server] tls_cert`, `tls_key` and
 //! `tls_client_ca`, `[trust] peers = []` and `identities = [...]`, only from processes with
 //! a client certificate for one of those names), and drops reports whose figures cannot be
-//! true; see `svrkit_runtime::monitor::agent`.
+//! true; see the `svrkit_ossagent` library.
 
 use std::sync::Arc;
 
 use clap::Parser;
-use svrkit_runtime::monitor::agent::Agent;
+use svrkit_ossagent::Agent;
 use svrkit_runtime::monitor::ossagent::OssAgentServer;
 use svrkit_runtime::{Config, monitor};
 
@@ -36,11 +36,22 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    svrkit_examples::exit_code("ossagent", run().await)
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ossagent: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    svrkit_examples::init_logging();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let listener = svrkit_runtime::server::listen(&args.listen).await?;
     let addr = listener.local_addr()?;

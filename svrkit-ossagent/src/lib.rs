@@ -1,0 +1,340 @@
+//! The ossagent: takes every process's per-minute reports and shows the whole system (an
+//! overview, every service and method across instances, and every instance) on its
+//! dashboard.
+//!
+//! It is an ordinary generated service ([`OssAgent`], from `idl/svrkit/ossagent.xml`); the
+//! `ossagent` binary of this crate hosts it, and any process can host it beside its own
+//! services. Reports are checked before anything is kept:
+//! minutes must be within a few minutes of the agent's clock (so one instance with a clock
+//! ahead cannot hide everyone else's minutes), names at most [`MAX_NAME`] bytes, at most
+//! [`MAX_LIST`] methods per minute and [`MAX_INSTANCE_LIST`] services or alarms per
+//! instance, histograms at most the runtime's buckets. Its memory is then bounded by bytes
+//! through its caps: [`MAX_INSTANCES`] instances, [`MAX_SERIES`] method series of 24 hours
+//! (about 110 KB each once full), [`MAX_OPEN`] instance reports held while their minutes are
+//! still arriving, whose histograms (kept as their nonzero buckets) take at most
+//! [`MAX_OPEN_BYTES`], and a merged histogram per series and open minute (3.7 KB each). Reports beyond the caps are dropped, not stored. Each open minute keeps
+//! the running sum of its reports, so intake costs the same however many instances report;
+//! pages are rendered from a copy, outside the lock that intake takes.
+//!
+//! **Whom it believes.** Only trusted reporters ([`svrkit_runtime::Trust`]: by default
+//! loopback and the private ranges; with TLS, `[trust] identities` and `peers = []` make it
+//! take reports only from processes holding a client certificate for a trusted name). A
+//! report must also be plausible: errors and refusals at most the calls, histograms that
+//! read whole, at most [`MAX_CALLS_PER_MINUTE`] calls (and observations) a minute per
+//! method. (Not "histograms at most the calls": a minute's queue waits count long polls
+//! still waiting, so a live reporter's honest report broke that rule.) One
+//! address holds at most [`MAX_INSTANCES_PER_PEER`] instances, and at the cap the instance
+//! silent longest gives way to a new one once it has been silent [`LIVE`]: a process that
+//! restarts always appears. Every report dropped is counted by reason
+//! ([`Agent::dropped`], on the dashboard and in `/system.json`) and logged at most once a
+//! minute.
+
+mod counts;
+mod pages;
+mod state;
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use svrkit_runtime::monitor::board::this_minute;
+use svrkit_runtime::monitor::ossagent::{OssAgent, Report};
+use svrkit_runtime::monitor::rollup::Figures;
+use svrkit_runtime::{Context, Status};
+
+use counts::{Counts, figures};
+use state::{Instance, Reported, State, name};
+
+/// Instances tracked at most.
+pub const MAX_INSTANCES: usize = 1024;
+/// Method series (service, method, side) tracked at most.
+pub const MAX_SERIES: usize = 2048;
+/// Longest instance, service, method or alarm name kept (longer ones are dropped).
+pub const MAX_NAME: usize = 256;
+/// Most methods per minute in a report kept.
+pub const MAX_LIST: usize = 1024;
+/// Most services or alarms kept per instance.
+pub const MAX_INSTANCE_LIST: usize = 64;
+/// Most (series, minute, instance) reports held for merging at once (about 150 bytes each,
+/// beside their histograms).
+pub const MAX_OPEN: usize = 131_072;
+/// Most bytes of histogram buckets those reports hold (a minute of one method in one
+/// process touches a few dozen buckets, 16 bytes each; a report that would pass the budget
+/// is dropped as the agent being full).
+pub const MAX_OPEN_BYTES: usize = 64 << 20;
+/// Calls a minute one method of one process may report (17 million a second: far above
+/// anything real; a forged 2^64 - 1 is refused).
+pub const MAX_CALLS_PER_MINUTE: u64 = 1 << 30;
+/// Instances one reporting address may hold.
+pub const MAX_INSTANCES_PER_PEER: usize = 64;
+/// An instance silent this long is forgotten.
+const FORGET: Duration = Duration::from_secs(24 * 3600);
+/// Minutes whose per-instance histograms are kept for merging.
+const OPEN_MINUTES: u64 = 3;
+/// An instance silent for longer is shown as not reporting (and may give its place to a new
+/// one when the agent is full).
+pub const LIVE: Duration = Duration::from_secs(90);
+
+/// Why a report was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// From a peer the agent does not trust.
+    Untrusted,
+    /// Its figures cannot be true.
+    Implausible,
+    /// A new instance, and the agent holds all it can.
+    Full,
+    /// A new instance from an address that holds all it may.
+    PeerFull,
+    /// Its name is too long.
+    BadName,
+}
+
+impl Dropped {
+    /// Every reason, in counter order.
+    pub const ALL: [Dropped; 5] = [
+        Dropped::Untrusted,
+        Dropped::Implausible,
+        Dropped::Full,
+        Dropped::PeerFull,
+        Dropped::BadName,
+    ];
+
+    /// Its name in `/system.json` and the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::Untrusted => "untrusted",
+            Dropped::Implausible => "implausible",
+            Dropped::Full => "instances_full",
+            Dropped::PeerFull => "address_full",
+            Dropped::BadName => "bad_name",
+        }
+    }
+}
+
+/// The ossagent service: host a shared one with `OssAgentServer::from_arc(agent.clone())`,
+/// and serve its dashboard by passing it to [`admin::bind`] as well.
+#[derive(Debug, Default)]
+pub struct Agent {
+    state: Mutex<State>,
+    /// Reports dropped, by [`Dropped`] reason.
+    dropped: [AtomicU64; 5],
+    /// The counts last logged, and when.
+    logged: Mutex<Option<(Instant, [u64; 5])>>,
+}
+
+impl OssAgent for Agent {
+    async fn report(&self, ctx: Context, request: Report) -> Result<(), Status> {
+        if !ctx.trusted {
+            self.drop_report(Dropped::Untrusted);
+            return Err(Status::permission_denied(
+                "reports are taken from trusted peers",
+            ));
+        }
+        self.take_from(ctx.peer.map(|p| p.ip()), request)
+            .map_err(|why| Status::invalid_argument(format!("report dropped: {}", why.name())))
+    }
+}
+
+impl Agent {
+    /// Takes in a report from this process (what it holds that cannot be kept is dropped).
+    pub fn take(&self, report: Report) {
+        let _ = self.take_from(None, report);
+    }
+
+    /// Reports dropped so far, by reason.
+    pub fn dropped(&self) -> Vec<(Dropped, u64)> {
+        Dropped::ALL
+            .iter()
+            .map(|&d| (d, self.dropped[d as usize].load(Relaxed)))
+            .collect()
+    }
+
+    /// Counts a dropped report; logs the counts at most once a minute.
+    fn drop_report(&self, why: Dropped) {
+        self.dropped[why as usize].fetch_add(1, Relaxed);
+        let Ok(mut logged) = self.logged.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if logged.is_some_and(|(at, _)| now.duration_since(at) < Duration::from_secs(60)) {
+            return;
+        }
+        let counts: [u64; 5] = std::array::from_fn(|i| self.dropped[i].load(Relaxed));
+        let before = logged.map_or([0; 5], |(_, c)| c);
+        let since: Vec<String> = Dropped::ALL
+            .iter()
+            .map(|&d| (d, counts[d as usize] - before[d as usize]))
+            .filter(|(_, n)| *n > 0)
+            .map(|(d, n)| format!("{} {n}", d.name()))
+            .collect();
+        tracing::warn!(
+            "ossagent: reports dropped since the last note: {}",
+            since.join(", ")
+        );
+        *logged = Some((now, counts));
+    }
+
+    /// Takes in a report that came from `peer`.
+    fn take_from(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
+        let result = self.take_checked(peer, report);
+        if let Err(why) = result {
+            self.drop_report(why);
+        }
+        result
+    }
+
+    fn take_checked(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
+        let Some(instance) = name(&report.instance) else {
+            return Err(Dropped::BadName);
+        };
+        // Every method minute read and checked once, before anything is kept: one that
+        // cannot be true drops the whole report.
+        let mut counts: Vec<Vec<Counts>> = report
+            .minutes
+            .iter()
+            .map(|minute| minute.methods.iter().map(Counts::plausible).collect())
+            .collect::<Option<_>>()
+            .ok_or(Dropped::Implausible)?;
+        let key = (instance, report.pid);
+        let now = this_minute();
+        // Minutes the agent's clock says are still arriving; a minute ahead for clocks
+        // a little ahead.
+        let accepted = now.saturating_sub(OPEN_MINUTES)..=now + 1;
+        let newest = report
+            .minutes
+            .iter()
+            .map(|m| m.minute)
+            .filter(|m| accepted.contains(m))
+            .max();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .instances
+            .retain(|_, i| i.last_seen.elapsed() < FORGET);
+        if state.swept < now {
+            state.sweep(*accepted.start());
+            state.swept = now;
+        }
+        if !state.instances.contains_key(&key) {
+            if let Some(peer) = peer
+                && state
+                    .instances
+                    .values()
+                    .filter(|i| i.peer == Some(peer))
+                    .count()
+                    >= MAX_INSTANCES_PER_PEER
+            {
+                return Err(Dropped::PeerFull);
+            }
+            if state.instances.len() >= MAX_INSTANCES {
+                // The one silent longest gives way, once it is not reporting.
+                let silent = state
+                    .instances
+                    .iter()
+                    .max_by_key(|(_, i)| i.last_seen.elapsed())
+                    .filter(|(_, i)| i.last_seen.elapsed() >= LIVE)
+                    .map(|(k, _)| k.clone());
+                match silent {
+                    Some(k) => {
+                        state.instances.remove(&k);
+                    }
+                    None => return Err(Dropped::Full),
+                }
+            }
+        }
+        let (mut calls, mut errors) = (0u64, 0u64);
+        for (minute, counts) in report
+            .minutes
+            .iter()
+            .zip(&mut counts)
+            .filter(|(m, _)| accepted.contains(&m.minute))
+        {
+            for (m, counts) in minute.methods.iter().zip(counts.drain(..)).take(MAX_LIST) {
+                let (Some(service), Some(method)) = (name(&m.service), name(&m.method)) else {
+                    continue;
+                };
+                if Some(minute.minute) == newest && !m.client {
+                    calls = calls.saturating_add(m.calls);
+                    errors = errors.saturating_add(m.errors);
+                }
+                let series_key = (service, method, m.client);
+                if !state.series.contains_key(&series_key) && state.series.len() >= MAX_SERIES {
+                    continue;
+                }
+                let (held, held_bytes) = (state.open, state.open_bytes);
+                let series = state.series.entry(series_key).or_default();
+                let open = series.open.entry(minute.minute).or_default();
+                let (added, bytes_added) = match open.by.get_mut(&key) {
+                    Some(old) if held_bytes + counts.bytes() <= MAX_OPEN_BYTES + old.bytes() => {
+                        open.total.apply(old, false);
+                        let more = counts.bytes() as isize - old.bytes() as isize;
+                        *old = counts;
+                        (0, more)
+                    }
+                    None if held < MAX_OPEN && held_bytes + counts.bytes() <= MAX_OPEN_BYTES => {
+                        let more = counts.bytes() as isize;
+                        open.by.insert(key.clone(), counts);
+                        (1, more)
+                    }
+                    _ => continue,
+                };
+                let latest = &open.by[&key];
+                open.total.apply(latest, true);
+                series.minutes.upsert(figures(minute.minute, &open.total));
+                let (mut removed, mut bytes_removed) = (0, 0);
+                while series.open.len() as u64 > OPEN_MINUTES + 2 {
+                    if let Some((_, gone)) = series.open.pop_first() {
+                        removed += gone.by.len();
+                        bytes_removed += gone.by.values().map(Counts::bytes).sum::<usize>();
+                    }
+                }
+                state.open = state.open + added - removed;
+                state.open_bytes =
+                    (state.open_bytes as isize + bytes_added) as usize - bytes_removed;
+            }
+        }
+        let list = |l: &[svrkit_runtime::FastStr]| -> Vec<String> {
+            l.iter()
+                .take(MAX_INSTANCE_LIST)
+                .filter_map(|s| name(s))
+                .collect()
+        };
+        state.instances.insert(
+            key,
+            Instance {
+                peer,
+                services: list(&report.services),
+                alarms: Reported::of(&report),
+                last_seen: Instant::now(),
+                calls,
+                errors,
+            },
+        );
+        Ok(())
+    }
+
+    /// Instances that reported, by name.
+    pub fn instances(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .instances
+            .keys()
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The figures of one method side across instances, oldest minute first.
+    pub fn series(&self, service: &str, method: &str, client: bool) -> Vec<Figures> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (service.to_owned(), method.to_owned(), client);
+        state
+            .series
+            .get(&key)
+            .map(|s| s.minutes.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;
