@@ -165,7 +165,7 @@ async fn a_channel_reconnects_when_its_endpoint_comes_back() {
 /// has closes its connection, counted too, while other connections are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_server_does_not_host_is_answered_counted_and_closed() {
-    use svrkit_runtime::monitor::{Unknown, process};
+    use svrkit_runtime::metrics::{Unknown, process};
     let running = echo::start().await;
     let counts = || Unknown::ALL.map(|kind| process().unknown(kind));
     let [service, method, frames] = counts();
@@ -366,7 +366,7 @@ async fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout(
 /// fail with INVALID_ARGUMENT, a caller's error, after counting the call as `ok`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_that_does_not_decode_is_counted_as_an_internal_error() {
-    use svrkit_runtime::monitor::metrics::STATUS_NAMES;
+    use svrkit_runtime::metrics::STATUS_NAMES;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -399,7 +399,7 @@ async fn a_response_that_does_not_decode_is_counted_as_an_internal_error() {
     let method = &EchoSvrClient::DESCRIPTOR.methods[0];
     let counted = |status: &str| {
         let slot = STATUS_NAMES.iter().position(|s| *s == status).unwrap();
-        svrkit_runtime::monitor::find_method(method)
+        svrkit_runtime::metrics::find_method(method)
             .map_or(0, |m| m.client_totals().responses[slot])
     };
     let (ok, internal) = (counted("ok"), counted("internal"));

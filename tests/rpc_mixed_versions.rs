@@ -99,7 +99,7 @@ async fn a_new_client_talks_to_an_old_server_which_relays_new_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_an_old_server_does_not_host_fail_at_the_caller_oneway_included() {
     use svrkit_runtime::Code;
-    use svrkit_runtime::monitor::{Unknown, process};
+    use svrkit_runtime::metrics::{Unknown, process};
     let old = serve(
         Server::builder()
             .add_service(v1::ProfileSvrServer::new(V1Echo))

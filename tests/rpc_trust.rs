@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use svrkit_runtime::frame::{self, FrameKind, Header};
-use svrkit_runtime::monitor::{Untrusted, process};
+use svrkit_runtime::metrics::{Untrusted, process};
 use svrkit_runtime::server::{Hook, Trust};
 use svrkit_runtime::service::{MethodDescriptor, Priority};
 use svrkit_runtime::{Code, Context, Limits, Status};

@@ -48,7 +48,7 @@ pub mod hello_service {
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    use svrkit_runtime::monitor::trace::Hex;
+    use svrkit_runtime::trace::Hex;
     use svrkit_runtime::{Channel, Code, Context, Status};
 
     use crate::hello::{Greeter, GreeterClient, HelloReq, HelloResp, Visit};

@@ -499,7 +499,7 @@ fn the_dashboards_show_the_calls_in_a_real_browser() {
 fn a_dropped_call_counts_as_cancelled_on_both_sides() {
     use svrkit_examples::hello::{GreeterClient, GreeterServer, HelloReq};
     use svrkit_examples::hello_service::Hello;
-    use svrkit_runtime::monitor;
+    use svrkit_runtime::metrics;
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -514,7 +514,7 @@ fn a_dropped_call_counts_as_cancelled_on_both_sides() {
         };
         let gave_up = tokio::time::timeout(Duration::from_millis(50), client.say_hello(&slow));
         assert!(gave_up.await.is_err());
-        let say = monitor::services()
+        let say = metrics::services()
             .into_iter()
             .find(|s| s.descriptor.name == "hello.Greeter")
             .unwrap()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use svrkit_examples::hello::{GreeterClient, GreeterServer, HelloReq};
 use svrkit_examples::hello_service::Hello;
-use svrkit_runtime::monitor::trace::Hex;
+use svrkit_runtime::trace::Hex;
 use svrkit_runtime::{Channel, ChannelOptions, Context, Server};
 
 /// Log output, captured.

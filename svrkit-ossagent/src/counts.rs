@@ -1,7 +1,7 @@
 //! What a report says of one method side in one minute: its counts and histograms, checked
 //! to be plausible before anything is kept, and their sum over every instance.
 
-use svrkit_runtime::monitor::histogram::Histogram;
+use svrkit_runtime::metrics::histogram::Histogram;
 use svrkit_runtime::monitor::ossagent::MethodMinute;
 use svrkit_runtime::monitor::rollup::Figures;
 

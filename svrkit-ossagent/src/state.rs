@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use svrkit_runtime::monitor::ossagent::Report;
-use svrkit_runtime::monitor::rollup::Ring;
+use svrkit_runtime::monitor::rollup::History;
 
 use crate::counts::{Counts, Total};
 use crate::{MAX_INSTANCE_LIST, MAX_NAME};
@@ -30,7 +30,7 @@ pub(crate) struct Open {
 /// One method side across every instance.
 #[derive(Debug)]
 pub(crate) struct Series {
-    pub(crate) minutes: Ring,
+    pub(crate) minutes: History,
     pub(crate) open: BTreeMap<u64, Open>,
 }
 
@@ -38,7 +38,7 @@ impl Default for Series {
     fn default() -> Series {
         Series {
             // Grown as minutes come, up to a day.
-            minutes: Ring::with_capacity(0).bounded(svrkit_runtime::monitor::rollup::HISTORY),
+            minutes: History::with_capacity(0).bounded(svrkit_runtime::monitor::rollup::HISTORY),
             open: BTreeMap::new(),
         }
     }

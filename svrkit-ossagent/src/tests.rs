@@ -1,7 +1,7 @@
 //! The agent's intake and pages, driven in process.
 use super::*;
+use svrkit_runtime::metrics::histogram::bucket;
 use svrkit_runtime::monitor::admin::Pages;
-use svrkit_runtime::monitor::histogram::bucket;
 use svrkit_runtime::monitor::ossagent::{MethodMinute, Minute};
 
 /// A report of `calls` calls of `s.S.M`, each taking `latency_us`.
@@ -49,9 +49,9 @@ fn instances_merge_and_later_reports_replace_earlier() {
 fn the_agent_shows_and_serves_reported_alarms_with_the_processs_figures() {
     use svrkit_runtime::monitor::alarm::{AlarmConfig, Change, Detector, Figure};
     use svrkit_runtime::monitor::dashboard::{AlertRow, Window};
-    use svrkit_runtime::monitor::rollup::Ring;
+    use svrkit_runtime::monitor::rollup::History;
     let now = this_minute();
-    let mut ring = Ring::default();
+    let mut ring = History::default();
     let mut detector = Detector::default();
     let mut fired = None;
     for minute in now - 40..now {

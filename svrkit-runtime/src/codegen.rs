@@ -1,23 +1,18 @@
-//! The stable facade that generated code is written against.
+//! The stable facade that generated service stubs are written against.
 //!
-//! Code produced by `svrkit-codegen` names only items under `::svrkit_runtime::codegen`, never
-//! the runtime's internals, so the runtime can change its insides without breaking code that
-//! was generated earlier. Nothing here is meant to be called by hand.
+//! Code produced by `svrkit-codegen` names only items under `::svrkit_runtime::codegen` (service
+//! stubs) and `::svrkit_runtime::codec::generated` (structs and enums), never the runtime's
+//! internals, so the runtime can change its insides without breaking code that was generated
+//! earlier. This facade re-exports the codec's too, so code generated before the split still
+//! builds. Nothing here is meant to be called by hand.
 
 #[doc(hidden)]
-pub use bytes::Bytes;
-#[doc(hidden)]
-pub use faststr::FastStr;
-#[doc(hidden)]
-pub use std::collections::BTreeMap;
-
-#[doc(hidden)]
-pub use crate::codec::{DecodeError, Decoder, Enumeration, Message, UnknownFields, field, kind};
+pub use crate::codec::generated::*;
 #[doc(hidden)]
 pub use crate::{
     client::{CallOptions, Channel},
     context::Context,
-    monitor::{ServiceMetrics, register_client},
+    metrics::{ServiceMetrics, register_client},
     service::{BoxFuture, MethodDescriptor, Priority, Retry, Service, ServiceDescriptor},
     status::{Class, Classes, Code, Status},
 };

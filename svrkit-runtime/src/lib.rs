@@ -9,7 +9,13 @@
 //!
 //! Generated code is brought into a crate with [`include_idl!`] (after a build script ran
 //! `svrkit_codegen::compile`) or expanded in place by `svrkit_macros::idl!`. Either way it talks
-//! to the runtime only through the [`codegen`] facade.
+//! to the runtime only through its facades: structs and enums through `codec::generated`,
+//! service stubs through [`codegen`].
+//!
+//! The modules form layers, each using only those below it (`docs/runtime.md`, "Modules in
+//! layers"; checked by `tests/layers.rs`): the codec and frames at the bottom, then the
+//! context, the counters and the policies, then the server and the client (which never use
+//! each other), then monitoring, discovery and configuration on top.
 //!
 //! ```
 //! use svrkit_runtime::codec::{Decoder, wire};
@@ -32,14 +38,18 @@
 extern crate self as svrkit_runtime;
 
 pub mod client;
+mod clock;
 pub mod codec;
 pub mod codegen;
 pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod frame;
+mod local;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
+mod random;
 pub mod server;
 pub mod service;
 mod socket;
@@ -47,9 +57,10 @@ pub mod status;
 pub mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod trace;
 
 pub use client::{CallOptions, Channel, ChannelOptions};
-pub use config::Config;
+pub use config::{Config, ConfigError, ConfigErrorKind};
 pub use context::Context;
 pub use server::{Limits, Server, Trust};
 pub use status::{Code, Status};

@@ -7,45 +7,11 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 use crate::context::Context;
+pub use crate::context::Priority;
 use crate::status::Status;
 
 /// A boxed future, as type-erased service methods return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Business priority of a method, from the IDL: what overload control sheds last.
-///
-/// On the wire (the frame header's `priority`) 0 means unspecified and reads as
-/// [`Normal`](Priority::Normal), so a peer that leaves the field out is never treated as
-/// critical.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    /// Never shed before anything else.
-    Critical = 1,
-    /// More important than most.
-    High = 2,
-    /// The default.
-    #[default]
-    Normal = 3,
-    /// Shed first.
-    Low = 4,
-}
-
-impl Priority {
-    /// The priority with this wire number (0 and unknown numbers read as `Normal`).
-    pub fn from_wire(n: u32) -> Priority {
-        match n {
-            1 => Priority::Critical,
-            2 => Priority::High,
-            4 => Priority::Low,
-            _ => Priority::Normal,
-        }
-    }
-
-    /// The wire number of this priority.
-    pub fn to_wire(self) -> u32 {
-        self as u32
-    }
-}
 
 /// Whether a failed call may be tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -206,7 +206,7 @@ pub(crate) struct Share {
 
 impl Share {
     /// `n` bytes, if the budget has them for this share.
-    pub(crate) fn try_take(self: &Arc<Share>, n: usize) -> Option<Bytes> {
+    pub(crate) fn try_take(self: &Arc<Share>, n: usize) -> Option<Charge> {
         let budget = &*self.budget;
         // Read without synchronising with the budget: racing takes of one share can overstep
         // its part of the reserve by one take each, never the budget.
@@ -225,7 +225,7 @@ impl Share {
             {
                 Ok(_) => {
                     self.held.fetch_add(n, Ordering::Relaxed);
-                    return Some(Bytes {
+                    return Some(Charge {
                         share: self.clone(),
                         n,
                     });
@@ -237,17 +237,17 @@ impl Share {
 
     /// `n` bytes whether or not the budget has them: for memory that exists already (a decoded
     /// request, a finished reply) and must be counted, so that what is taken next waits.
-    pub(crate) fn charge(self: &Arc<Share>, n: usize) -> Bytes {
+    pub(crate) fn charge(self: &Arc<Share>, n: usize) -> Charge {
         self.budget.used.fetch_add(n, Ordering::AcqRel);
         self.held.fetch_add(n, Ordering::Relaxed);
-        Bytes {
+        Charge {
             share: self.clone(),
             n,
         }
     }
 
     /// `n` bytes, waiting for holders to give them back.
-    pub(crate) async fn take(self: &Arc<Share>, n: usize) -> Bytes {
+    pub(crate) async fn take(self: &Arc<Share>, n: usize) -> Charge {
         if let Some(bytes) = self.try_take(n) {
             return bytes;
         }
@@ -270,14 +270,14 @@ impl Share {
     }
 }
 
-/// Bytes taken from a [`Budget`] through a [`Share`], given back to both when dropped.
+/// Bytes charged to a [`Budget`] through a [`Share`], given back to both when dropped.
 #[derive(Debug)]
-pub(crate) struct Bytes {
+pub(crate) struct Charge {
     share: Arc<Share>,
     n: usize,
 }
 
-impl Bytes {
+impl Charge {
     /// How many bytes this holds.
     pub(crate) fn len(&self) -> usize {
         self.n
@@ -289,7 +289,7 @@ impl Bytes {
     }
 
     /// Adds `other`'s bytes to these (and to their share, if `other` came through another).
-    pub(crate) fn merge(&mut self, mut other: Bytes) {
+    pub(crate) fn merge(&mut self, mut other: Charge) {
         let n = std::mem::take(&mut other.n);
         if !Arc::ptr_eq(&self.share, &other.share) {
             other.share.held.fetch_sub(n, Ordering::Relaxed);
@@ -299,7 +299,7 @@ impl Bytes {
     }
 }
 
-impl Drop for Bytes {
+impl Drop for Charge {
     fn drop(&mut self) {
         if self.n > 0 {
             self.share.held.fetch_sub(self.n, Ordering::Relaxed);

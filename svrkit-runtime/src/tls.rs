@@ -32,17 +32,48 @@ pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-/// Why a TLS configuration could not be built.
+/// Why a TLS configuration could not be built: what was being read or built, and the
+/// error rustls or the PEM reader gave (its [`source`](std::error::Error::source)). The
+/// message says both.
 #[derive(Debug)]
-pub struct Error(String);
+pub struct Error {
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Error {
+    fn wrap(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    fn msg(context: impl Into<String>) -> Error {
+        Error {
+            context: context.into(),
+            source: None,
+        }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // Named explicitly rather than taken from the process default, which is ambiguous (and
@@ -61,10 +92,10 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .map_err(|e| Error::wrap("TLS protocol versions", e))?
         .with_no_client_auth()
         .with_single_cert(cert_chain, key)
-        .map_err(|e| Error(format!("TLS certificate or key: {e}")))?;
+        .map_err(|e| Error::wrap("TLS certificate or key", e))?;
     Ok(Arc::new(config))
 }
 
@@ -86,13 +117,13 @@ pub fn server_config_for_clients(
     )
     .allow_unauthenticated()
     .build()
-    .map_err(|e| Error(format!("client certificate authorities: {e}")))?;
+    .map_err(|e| Error::wrap("client certificate authorities", e))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .map_err(|e| Error::wrap("TLS protocol versions", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(cert_chain, key)
-        .map_err(|e| Error(format!("TLS certificate or key: {e}")))?;
+        .map_err(|e| Error::wrap("TLS certificate or key", e))?;
     Ok(Arc::new(config))
 }
 
@@ -105,7 +136,7 @@ pub fn identity_from_pem(
     key_pem: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
     let chain = certificates_from_pem(cert_chain_pem, "certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error(format!("key PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::wrap("key PEM", e))?;
     Ok((chain, key))
 }
 
@@ -119,9 +150,9 @@ pub fn certificates_from_pem(
 ) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error(format!("{what} PEM: {e}")))?;
+        .map_err(|e| Error::wrap(format!("{what} PEM"), e))?;
     if certs.is_empty() {
-        return Err(Error(format!("{what} PEM holds no certificate")));
+        return Err(Error::msg(format!("{what} PEM holds no certificate")));
     }
     Ok(certs)
 }
@@ -133,7 +164,7 @@ fn roots(
     for root in roots {
         store
             .add(root)
-            .map_err(|e| Error(format!("trusted certificate: {e}")))?;
+            .map_err(|e| Error::wrap("trusted certificate", e))?;
     }
     Ok(store)
 }
@@ -160,7 +191,7 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .map_err(|e| Error::wrap("TLS protocol versions", e))?
         .with_root_certificates(self::roots(roots)?)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -187,10 +218,10 @@ pub fn client_config_with_identity(
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error(format!("TLS protocol versions: {e}")))?
+        .map_err(|e| Error::wrap("TLS protocol versions", e))?
         .with_root_certificates(self::roots(roots)?)
         .with_client_auth_cert(cert_chain, key)
-        .map_err(|e| Error(format!("TLS client certificate or key: {e}")))?;
+        .map_err(|e| Error::wrap("TLS client certificate or key", e))?;
     Ok(Arc::new(config))
 }
 
@@ -249,7 +280,7 @@ impl ClientTls {
     /// If `name` is neither a DNS name nor an IP address.
     pub fn with_server_name(mut self, name: &str) -> Result<ClientTls, Error> {
         let name = ServerName::try_from(name.to_owned())
-            .map_err(|e| Error(format!("server name {name:?}: {e}")))?;
+            .map_err(|e| Error::wrap(format!("server name {name:?}"), e))?;
         self.server_name = Some(name);
         Ok(self)
     }

@@ -23,7 +23,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// message service.
 async fn until_waiting(n: i64) {
     let fetch = &MsgSvrClient::DESCRIPTOR.methods[1];
-    let metrics = svrkit_runtime::monitor::find_method(fetch).expect("registered");
+    let metrics = svrkit_runtime::metrics::find_method(fetch).expect("registered");
     let give_up = Instant::now() + Duration::from_secs(10);
     while metrics.server_totals().in_flight < n {
         assert!(

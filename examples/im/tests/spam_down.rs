@@ -12,7 +12,7 @@ use svrkit_runtime::{Code, Context, Server, Status};
 
 fn skips() -> u64 {
     let check = &SpamSvrClient::DESCRIPTOR.methods[0];
-    svrkit_runtime::monitor::find_method(check).map_or(0, |m| m.client_totals().weak_skips)
+    svrkit_runtime::metrics::find_method(check).map_or(0, |m| m.client_totals().weak_skips)
 }
 
 /// Everything but spam here; spam where `spam` says.

@@ -317,7 +317,7 @@ async fn a_strangers_sends_are_held_to_the_quota_and_counted(engine: Engine) {
     let c = client(backend.addr().unwrap());
     let (alice, bob) = (user(&c, "alice").await, user(&c, "bob").await);
     let send_method = &svrkit_im::im::gateway::GatewaySvrClient::DESCRIPTOR.methods[2];
-    let metrics = svrkit_runtime::monitor::find_method(send_method).unwrap();
+    let metrics = svrkit_runtime::metrics::find_method(send_method).unwrap();
     let refused_before = metrics.server_totals().responses[Code::RESOURCE_EXHAUSTED.0 as usize];
     for n in 0..5 {
         send(&c, &alice, "bob", "hi", &format!("q{n}"))
@@ -389,7 +389,7 @@ async fn a_senders_stored_bytes_are_capped_and_bystanders_still_send(engine: Eng
     let c = client(backend.addr().unwrap());
     let (alice, bob) = (user(&c, "alice").await, user(&c, "bob").await);
     let send_method = &svrkit_im::im::gateway::GatewaySvrClient::DESCRIPTOR.methods[2];
-    let metrics = svrkit_runtime::monitor::find_method(send_method).unwrap();
+    let metrics = svrkit_runtime::metrics::find_method(send_method).unwrap();
     let refused_before = metrics.server_totals().responses[Code::RESOURCE_EXHAUSTED.0 as usize];
     let big = "x".repeat(4000);
     for n in 0..4 {

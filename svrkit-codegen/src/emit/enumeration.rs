@@ -33,7 +33,7 @@ pub(super) fn generate(schema: &Schema, id: EnumId) -> TokenStream {
         let text = &v.name;
         quote!(#text => ::core::option::Option::Some(Self::#value),)
     });
-    let rt = quote!(::svrkit_runtime::codegen);
+    let rt = quote!(::svrkit_runtime::codec::generated);
     quote! {
         #doc
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

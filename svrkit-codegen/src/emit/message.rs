@@ -47,7 +47,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     let name = ident::ident(&s.name);
     let full_name = &s.full_name;
     let doc = doc_attrs(&s.doc);
-    let rt = quote!(::svrkit_runtime::codegen);
+    let rt = quote!(::svrkit_runtime::codec::generated);
 
     let fields = s.fields.iter().map(|f| {
         let doc = doc_attrs(&f.doc);

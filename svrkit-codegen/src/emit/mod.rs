@@ -1,8 +1,10 @@
 //! Rust emission: one generator per artifact, each returning tokens built with `quote!`.
 //!
-//! Generated code names the runtime only through `::svrkit_runtime::codegen`, and other
-//! packages through relative `super::` paths, so each package's file can be included at the
-//! module path its package name spells.
+//! Generated code names the runtime only through its facades: structs and enums through
+//! `::svrkit_runtime::codec::generated` (the codec alone, so that the runtime's own generated
+//! frame header depends on nothing above the codec), service stubs through
+//! `::svrkit_runtime::codegen`. It names other packages through relative `super::` paths, so
+//! each package's file can be included at the module path its package name spells.
 
 mod enumeration;
 mod message;

@@ -45,8 +45,8 @@ fn scalar_type(s: Scalar) -> TokenStream {
         Scalar::Uint64 | Scalar::Fixed64 => quote!(u64),
         Scalar::Float => quote!(f32),
         Scalar::Double => quote!(f64),
-        Scalar::String => quote!(::svrkit_runtime::codegen::FastStr),
-        Scalar::Bytes => quote!(::svrkit_runtime::codegen::Bytes),
+        Scalar::String => quote!(::svrkit_runtime::codec::generated::FastStr),
+        Scalar::Bytes => quote!(::svrkit_runtime::codec::generated::Bytes),
     }
 }
 
@@ -74,14 +74,14 @@ pub(super) fn field_type(
         FieldType::Map(k, v) => {
             let k = scalar_type(k);
             let v = value_type(schema, from, v);
-            quote!(::svrkit_runtime::codegen::BTreeMap<#k, #v>)
+            quote!(::svrkit_runtime::codec::generated::BTreeMap<#k, #v>)
         }
     }
 }
 
 /// The runtime's `kind` marker for a value type.
 pub(super) fn kind(schema: &Schema, from: PackageId, ty: ValueType) -> TokenStream {
-    // Generated methods start with `use ::svrkit_runtime::codegen::{field, kind};`.
+    // Generated methods start with `use ::svrkit_runtime::codec::generated::{field, kind};`.
     let k = quote!(kind);
     match ty {
         ValueType::Scalar(s) => {
@@ -124,11 +124,11 @@ pub(super) fn default_expr(
 ) -> TokenStream {
     match (value, ty) {
         (DefaultValue::String(s), _) => {
-            quote!(::svrkit_runtime::codegen::FastStr::from_static_str(#s))
+            quote!(::svrkit_runtime::codec::generated::FastStr::from_static_str(#s))
         }
         (DefaultValue::Bytes(b), _) => {
             let lit = Literal::byte_string(b);
-            quote!(::svrkit_runtime::codegen::Bytes::from_static(#lit))
+            quote!(::svrkit_runtime::codec::generated::Bytes::from_static(#lit))
         }
         _ => default_literal(schema, from, ty, value),
     }

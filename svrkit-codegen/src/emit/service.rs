@@ -193,10 +193,15 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
     };
     let client_doc =
         format!(" Calls `{full_name}` through a channel (remote replicas or in process).");
+    // A blank line between the IDL's doc and the trait's own, and none above it when the IDL
+    // has no doc.
+    let trait_doc = if s.doc.is_some() {
+        quote! { #doc #[doc = ""] #[doc = #trait_doc] }
+    } else {
+        quote! { #[doc = #trait_doc] }
+    };
     quote! {
-        #doc
-        #[doc = ""]
-        #[doc = #trait_doc]
+        #trait_doc
         pub trait #trait_name: ::core::marker::Send + ::core::marker::Sync + 'static {
             #(#trait_methods)*
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Call;
 use super::endpoint::Endpoint;
-use crate::policy;
+use crate::random;
 
 /// Chooses an endpoint for each call attempt.
 ///
@@ -55,7 +55,7 @@ impl Balancer for PowerOfTwo {
         if n == 1 {
             return Some(0);
         }
-        let r = policy::random();
+        let r = random::random();
         let a = (r % n as u64) as usize;
         // A different second choice: an offset of 1..n from the first.
         let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;

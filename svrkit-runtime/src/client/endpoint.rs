@@ -13,7 +13,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::ChannelOptions;
 use super::connection::ClientConn;
-use crate::policy;
+use crate::clock;
 use crate::status::Status;
 
 /// Whether an endpoint should get calls: down for a while after a failed connect, a connection
@@ -50,7 +50,7 @@ impl Health {
         };
         self.backoff.store(backoff, Relaxed);
         self.down_until
-            .store(policy::millis(Instant::now()) + backoff, Relaxed);
+            .store(clock::millis(Instant::now()) + backoff, Relaxed);
     }
 
     fn mark_up(&self) {
@@ -64,7 +64,7 @@ impl Health {
     /// down.
     fn down_until(&self) -> Option<u64> {
         let until = self.down_until.load(Relaxed);
-        (until != 0 && policy::millis(Instant::now()) < until).then_some(until)
+        (until != 0 && clock::millis(Instant::now()) < until).then_some(until)
     }
 }
 

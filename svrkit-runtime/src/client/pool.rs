@@ -9,9 +9,12 @@ use std::time::Instant;
 use super::balance::Balancer;
 use super::endpoint::{Endpoint, EndpointSet};
 use super::route::Routing;
-use super::{Call, CallFuture, ChannelOptions, Transport, remaining_ms};
+use super::{Call, CallFuture, ChannelOptions, Transport};
+use crate::clock;
 use crate::frame::Frame;
-use crate::policy::{self, priority, throttle::Throttle};
+use crate::frame::remaining_ms;
+use crate::policy::{priority, throttle::Throttle};
+use crate::random;
 use crate::status::{Code, Status};
 
 /// Sends each attempt to the endpoint the balancer picks.
@@ -124,9 +127,9 @@ impl Transport for Pool {
     fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
         Box::pin(async move {
             let now = Instant::now();
-            let now_ms = policy::millis(now);
+            let now_ms = clock::millis(now);
             if let Some(throttle) = &self.throttle
-                && !throttle.admit(now_ms, policy::random_unit)
+                && !throttle.admit(now_ms, random::random_unit)
             {
                 if let Some(m) = call.metrics {
                     m.client_local_reject();
@@ -181,7 +184,7 @@ impl Transport for Pool {
             if let Ok(frame) = &result {
                 // Stamped with the answer's time: its level is fresh now, however long the
                 // call took.
-                endpoint.note_level(frame.header.admission_level, policy::millis(Instant::now()));
+                endpoint.note_level(frame.header.admission_level, clock::millis(Instant::now()));
             }
             let (refused, failed) = judge(&result, level);
             if failed {

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Call, CallFuture, Transport};
+use crate::clock;
 use crate::frame::Frame;
-use crate::policy::{self, budget::RetryBudget};
+use crate::policy::budget::RetryBudget;
+use crate::random;
 use crate::service::Retry;
 use crate::status::{Code, Status};
 
@@ -85,7 +87,7 @@ impl Retrying {
             .backoff
             .saturating_mul(1 << retry.saturating_sub(1).min(16))
             .min(self.config.max_backoff);
-        bound.mul_f64(policy::random_unit())
+        bound.mul_f64(random::random_unit())
     }
 }
 
@@ -104,7 +106,7 @@ fn retryable(result: &Result<Frame, Status>) -> bool {
 impl Transport for Retrying {
     fn call<'a>(&'a self, call: &'a mut Call) -> CallFuture<'a> {
         let now = Instant::now();
-        self.budget.deposit(policy::millis(now));
+        self.budget.deposit(clock::millis(now));
         let max_attempts = self.max_attempts(call);
         if max_attempts <= 1 {
             return self.inner.call(call);
@@ -122,7 +124,7 @@ impl Transport for Retrying {
                 }
                 let wait = self.backoff(call.header.attempt + 1);
                 if Instant::now() + wait >= call.deadline
-                    || !self.budget.withdraw(policy::millis(Instant::now()))
+                    || !self.budget.withdraw(clock::millis(Instant::now()))
                 {
                     return result;
                 }
@@ -153,7 +155,7 @@ impl Retrying {
             result = &mut first => return result,
             _ = tokio::time::sleep(share) => {}
         }
-        if !self.budget.withdraw(policy::millis(Instant::now())) {
+        if !self.budget.withdraw(clock::millis(Instant::now())) {
             return first.await;
         }
         if let Some(m) = hedge.metrics {

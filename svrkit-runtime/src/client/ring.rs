@@ -11,7 +11,7 @@ use arc_swap::ArcSwapOption;
 use super::Call;
 use super::balance::{Balancer, PowerOfTwo};
 use super::endpoint::{DEFAULT_WEIGHT, Endpoint};
-use crate::policy;
+use crate::random;
 
 /// The consistent-hash balancer, keyed by [`Call::key`] (the user key, unless a layer set
 /// another), with points per endpoint in proportion to its [weight](Endpoint::weight). Calls
@@ -61,7 +61,7 @@ impl Ring {
                 .div_ceil(u64::from(DEFAULT_WEIGHT))
                 .max(1);
             for v in 0..n {
-                points.push((policy::mix(base ^ policy::mix(v + 1)), i));
+                points.push((random::mix(base ^ random::mix(v + 1)), i));
             }
         }
         points.sort_unstable();
@@ -97,7 +97,7 @@ impl Balancer for Ring {
             return PowerOfTwo.pick(call, endpoints);
         }
         let ring = self.ring(endpoints);
-        let hash = policy::mix(call.key);
+        let hash = random::mix(call.key);
         let start = ring.points.partition_point(|&(h, _)| h < hash);
         let total: usize = endpoints.iter().map(|e| e.load()).sum();
         // The bound counts this call: an idle set always has room.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::endpoint::EndpointSet;
 use super::{Call, ChannelOptions};
-use crate::policy;
+use crate::random;
 
 /// A rule sending some calls to a named endpoint group (`[[services."<name>".routes]]`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -59,9 +59,9 @@ fn unit(call: &Call) -> f64 {
         call.header
             .trace_id
             .iter()
-            .fold(0x9e37_79b9, |h: u64, &b| policy::mix(h ^ u64::from(b)))
+            .fold(0x9e37_79b9, |h: u64, &b| random::mix(h ^ u64::from(b)))
     };
-    (policy::mix(key ^ 0x6772_6179) >> 11) as f64 / (1u64 << 53) as f64
+    (random::mix(key ^ 0x6772_6179) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The groups of a channel and the rules choosing among them.
@@ -71,17 +71,28 @@ pub(crate) struct Routing {
     options: ChannelOptions,
 }
 
-/// Why route rules were refused.
-#[derive(Debug)]
-pub struct RouteError(pub String);
-
-impl std::fmt::Display for RouteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why route rules or endpoint groups were refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// A rule sends calls to a group that has no endpoints.
+    #[error("route to group `{group}`, which has no endpoints")]
+    UnknownGroup {
+        /// The group the rule names.
+        group: String,
+    },
+    /// A rule's fraction of calls is not between 0 and 1.
+    #[error("route to group `{group}`: fraction {fraction} is not between 0 and 1")]
+    BadFraction {
+        /// The group the rule names.
+        group: String,
+        /// The fraction it gave.
+        fraction: f64,
+    },
+    /// The channel calls in process: it has no endpoints to group.
+    #[error("an in-process channel has no endpoint groups")]
+    InProcess,
 }
-
-impl std::error::Error for RouteError {}
 
 impl Routing {
     pub(super) fn new(options: ChannelOptions) -> Routing {
@@ -125,16 +136,15 @@ impl Routing {
         let groups = self.groups.load();
         for r in &routes {
             if !groups.contains_key(r.group.as_str()) {
-                return Err(RouteError(format!(
-                    "route to group `{}`, which has no endpoints",
-                    r.group
-                )));
+                return Err(RouteError::UnknownGroup {
+                    group: r.group.clone(),
+                });
             }
             if !(0.0..=1.0).contains(&r.fraction) {
-                return Err(RouteError(format!(
-                    "route to group `{}`: fraction {} is not between 0 and 1",
-                    r.group, r.fraction
-                )));
+                return Err(RouteError::BadFraction {
+                    group: r.group.clone(),
+                    fraction: r.fraction,
+                });
             }
         }
         self.routes.store(Arc::new(routes));

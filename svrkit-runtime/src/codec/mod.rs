@@ -14,6 +14,8 @@ mod decoder;
 mod encoded;
 mod error;
 pub mod field;
+#[doc(hidden)]
+pub mod generated;
 pub mod kind;
 mod message;
 mod unknown;

@@ -25,20 +25,51 @@ use super::{DiscoveryConfig, Instance, Listing};
 use crate::client::Channel;
 use crate::client::pool::Pool;
 
-/// Why the registry could not be used.
+/// Why the registry could not be used: what was being done, and what went wrong, with the
+/// etcd client's (or the encoder's) error as its [`source`](std::error::Error::source)
+/// where there is one.
 #[derive(Clone, Debug)]
-pub struct DiscoveryError(pub String);
+pub struct DiscoveryError {
+    what: String,
+    problem: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
 
-impl std::fmt::Display for DiscoveryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl DiscoveryError {
+    /// What was being done (`connect`, `watch`, `keep-alive`...).
+    pub fn what(&self) -> &str {
+        &self.what
     }
 }
 
-impl std::error::Error for DiscoveryError {}
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "etcd: {}: {}", self.what, self.problem)
+    }
+}
 
-fn error(what: &str, e: impl std::fmt::Display) -> DiscoveryError {
-    DiscoveryError(format!("etcd: {what}: {e}"))
+impl std::error::Error for DiscoveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// `what` failed with `e`.
+fn error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DiscoveryError {
+    DiscoveryError {
+        what: what.to_owned(),
+        problem: e.to_string(),
+        source: Some(Arc::new(e)),
+    }
+}
+
+/// `what` went wrong without an error to show for it (a stream that closed, no answer).
+fn problem(what: &str, problem: impl Into<String>) -> DiscoveryError {
+    DiscoveryError {
+        what: what.to_owned(),
+        problem: problem.into(),
+        source: None,
+    }
 }
 
 /// Time allowed for one request to etcd (a grant, a put, a read).
@@ -71,7 +102,7 @@ async fn timed<T>(
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error(what, e)),
-        Err(_) => Err(error(what, "no answer in time")),
+        Err(_) => Err(problem(what, "no answer in time")),
     }
 }
 
@@ -232,7 +263,7 @@ impl Shared {
             match timed("keep-alive", stream.message()).await {
                 Ok(Some(answer)) if answer.ttl() > 0 => {}
                 Ok(Some(_)) => return Renewal::Expired,
-                Ok(None) => return Renewal::Failed(error("keep-alive", "stream closed")),
+                Ok(None) => return Renewal::Failed(problem("keep-alive", "stream closed")),
                 Err(e) => return Renewal::Failed(e),
             }
             round += 1;
@@ -380,11 +411,11 @@ impl Watcher {
                 }
             };
             let Some(answer) = message.map_err(|e| error("watch", e))? else {
-                return Err(error("watch", "stream closed"));
+                return Err(problem("watch", "stream closed"));
             };
             if answer.canceled() {
                 // Compacted past our revision, or refused: read afresh.
-                return Err(error(
+                return Err(problem(
                     "watch",
                     format!("cancelled ({})", answer.cancel_reason()),
                 ));

@@ -85,7 +85,7 @@ impl ::core::convert::From<FrameKind> for i32 {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Enumeration for FrameKind {
+impl ::svrkit_runtime::codec::generated::Enumeration for FrameKind {
     #[inline]
     fn from_i32(value: i32) -> Self {
         Self(value)
@@ -112,28 +112,28 @@ pub struct Header {
     pub priority: u32,
     /// Identifies the end user, so overload control can admit or shed a user's calls together.
     pub user_key: u64,
-    pub trace_id: ::svrkit_runtime::codegen::Bytes,
+    pub trace_id: ::svrkit_runtime::codec::generated::Bytes,
     /// The calling service's name.
-    pub caller: ::svrkit_runtime::codegen::FastStr,
+    pub caller: ::svrkit_runtime::codec::generated::FastStr,
     /// Dye or gray-release tag, passed along the call chain.
-    pub dye: ::svrkit_runtime::codegen::FastStr,
+    pub dye: ::svrkit_runtime::codec::generated::FastStr,
     /// Retry attempt, 0 for the first try.
     pub attempt: u32,
     pub status_code: u32,
-    pub status_message: ::svrkit_runtime::codegen::FastStr,
+    pub status_message: ::svrkit_runtime::codec::generated::FastStr,
     /// In responses: how many of the server's priority levels it admits (1 to 512; 0 unknown), so callers drop what it would shed.
     pub admission_level: u32,
     /// In requests: what client interceptors add (credentials, say), for server interceptors to check.
-    pub metadata: ::svrkit_runtime::codegen::BTreeMap<
-        ::svrkit_runtime::codegen::FastStr,
-        ::svrkit_runtime::codegen::FastStr,
+    pub metadata: ::svrkit_runtime::codec::generated::BTreeMap<
+        ::svrkit_runtime::codec::generated::FastStr,
+        ::svrkit_runtime::codec::generated::FastStr,
     >,
     /// In requests: sent while serving a retry (or a request that carried this), so the callee must not retry its own calls. In responses: the failure came from further down the chain, where it was retried already, so the caller must not retry it. Either way retries stay bounded along a call chain.
     pub no_retry: bool,
     /// In the PONG a server sends unasked as the first frame of every connection: the methods it hosts, each as service_id * 65536 + method_id, so that a client refuses a oneway call the server could not serve instead of losing it. Empty from servers that do not say.
     pub hosted: ::std::vec::Vec<u32>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
-    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
 #[automatically_derived]
 impl ::core::fmt::Debug for Header {
@@ -163,12 +163,12 @@ impl ::core::fmt::Debug for Header {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Message for Header {
+impl ::svrkit_runtime::codec::generated::Message for Header {
     const NAME: &'static str = "svrkit.frame.Header";
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encode_singular::<kind::Enum<FrameKind>>(8, &self.kind, buf);
         field::encode_singular::<kind::Uint64>(16, &self.request_id, buf);
         field::encode_singular::<kind::Uint32>(24, &self.service_id, buf);
@@ -191,7 +191,7 @@ impl ::svrkit_runtime::codegen::Message for Header {
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encoded_len_singular::<kind::Enum<FrameKind>>(1, &self.kind)
             + field::encoded_len_singular::<kind::Uint64>(1, &self.request_id)
             + field::encoded_len_singular::<kind::Uint32>(1, &self.service_id)
@@ -215,10 +215,10 @@ impl ::svrkit_runtime::codegen::Message for Header {
     fn merge_field(
         &mut self,
         key: u32,
-        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
-    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         match key {
             8 => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
             16 => field::merge::<kind::Uint64>(&mut self.request_id, d),

@@ -310,3 +310,9 @@ impl FrameReader {
         Ok(Some(Read::Oversized { header, len }))
     }
 }
+
+/// What is left of `deadline`, as a header's `deadline_ms` (at least 1: 0 would mean "none").
+pub fn remaining_ms(deadline: std::time::Instant) -> u32 {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1)
+}

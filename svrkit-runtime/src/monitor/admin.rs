@@ -242,7 +242,7 @@ async fn answer(shared: &Shared, req: &Request<Incoming>) -> Reply {
         );
     };
     let minutes = window(req.uri().query())
-        .unwrap_or_else(|| fitting_window(super::process().started.0.elapsed()));
+        .unwrap_or_else(|| fitting_window(crate::metrics::process().started.0.elapsed()));
     let (pages, title) = (shared.options.pages.clone(), shared.title.clone());
     // Pages are rendered off the runtime's threads: a big page must not hold up the
     // process's other tasks (its RPC service, report intake).
@@ -398,7 +398,7 @@ fn process_page(title: &str, minutes: usize) -> String {
             rows.push(row);
         }
     }
-    let p = super::process();
+    let p = crate::metrics::process();
     let page = Page {
         title: title.to_owned(),
         subtitle: format!(

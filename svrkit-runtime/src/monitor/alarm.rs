@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rollup::{Figures, Ring};
+use super::rollup::{Figures, History};
 
 /// What alarms compare, and how far a figure may go: `[monitor.alarms]` in the
 /// configuration file.
@@ -168,7 +168,7 @@ pub enum Verdict {
 /// while an alarm fires: an outage must not become the baseline it is judged against).
 pub fn judge(
     figure: Figure,
-    ring: &Ring,
+    ring: &History,
     config: &AlarmConfig,
     firing_since: Option<u64>,
 ) -> Verdict {
@@ -288,7 +288,7 @@ impl Detector {
     pub fn step(
         &mut self,
         figure: Figure,
-        ring: &Ring,
+        ring: &History,
         config: &AlarmConfig,
         who: (&'static str, &'static str),
     ) -> Option<Change> {
@@ -368,7 +368,7 @@ mod tests {
     ) -> Vec<(u64, Figure, Change)> {
         let config = AlarmConfig::default();
         let mut rng = Noise(7);
-        let mut ring = Ring::default();
+        let mut ring = History::default();
         let mut detectors: Vec<Detector> =
             Figure::ALL.iter().map(|_| Detector::default()).collect();
         let mut changes = Vec::new();

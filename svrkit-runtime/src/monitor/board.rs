@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::alarm::{Alarm, AlarmConfig, Change, Detector, Figure};
-use super::metrics::{REJECTION_NAMES, STATUS_NAMES, ServiceMetrics};
 use super::rollup::{Figures, MethodRollup};
+use crate::metrics::{REJECTION_NAMES, STATUS_NAMES, ServiceMetrics};
 
 /// `[monitor]` in the configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -99,7 +99,7 @@ impl Board {
     pub fn sync(&mut self) {
         // By method, not by service name: a second version of a service brings methods
         // of its own and shares the rest with the first.
-        for service in super::services() {
+        for service in crate::metrics::services() {
             for &m in service.methods.iter() {
                 if self.known.insert(std::ptr::from_ref(m) as usize) {
                     self.methods.push(Tracked {
@@ -281,14 +281,14 @@ fn by_class(ok: u64, f: &Figures) -> serde_json::Map<String, serde_json::Value> 
 impl Board {
     /// What `/stats.json` shows, with the last `minutes` minutes of history.
     pub fn stats(&self, minutes: usize) -> Stats {
-        let p = super::process();
+        let p = crate::metrics::process();
         let minute = this_minute();
         let mut methods = Vec::new();
         for t in &self.methods {
             let now = t.rollup.current(minute);
             let service = t.service.descriptor.name;
             let method = t.rollup.metrics.descriptor.name;
-            let last = |ring: &super::rollup::Ring| -> Vec<Figures> {
+            let last = |ring: &super::rollup::History| -> Vec<Figures> {
                 let skip = ring.len().saturating_sub(minutes);
                 ring.iter().skip(skip).copied().collect()
             };

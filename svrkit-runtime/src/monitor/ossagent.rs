@@ -4,8 +4,8 @@
 #[derive(Clone, PartialEq, Default)]
 #[allow(missing_docs)]
 pub struct MethodMinute {
-    pub service: ::svrkit_runtime::codegen::FastStr,
-    pub method: ::svrkit_runtime::codegen::FastStr,
+    pub service: ::svrkit_runtime::codec::generated::FastStr,
+    pub method: ::svrkit_runtime::codec::generated::FastStr,
     /// The calling side; false for the serving side.
     pub client: bool,
     pub calls: u64,
@@ -25,7 +25,7 @@ pub struct MethodMinute {
     /// Queue wait, as `latency_buckets`.
     pub queue_wait_buckets: ::std::vec::Vec<u64>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
-    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
 #[automatically_derived]
 impl ::core::fmt::Debug for MethodMinute {
@@ -50,12 +50,12 @@ impl ::core::fmt::Debug for MethodMinute {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Message for MethodMinute {
+impl ::svrkit_runtime::codec::generated::Message for MethodMinute {
     const NAME: &'static str = "svrkit.ossagent.MethodMinute";
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encode_singular::<kind::String>(10, &self.service, buf);
         field::encode_singular::<kind::String>(18, &self.method, buf);
         field::encode_singular::<kind::Bool>(24, &self.client, buf);
@@ -73,7 +73,7 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encoded_len_singular::<kind::String>(1, &self.service)
             + field::encoded_len_singular::<kind::String>(1, &self.method)
             + field::encoded_len_singular::<kind::Bool>(1, &self.client)
@@ -92,10 +92,10 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
     fn merge_field(
         &mut self,
         key: u32,
-        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
-    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         match key {
             10 => field::merge::<kind::String>(&mut self.service, d),
             18 => field::merge::<kind::String>(&mut self.method, d),
@@ -139,10 +139,10 @@ impl ::svrkit_runtime::codegen::Message for MethodMinute {
 #[derive(Clone, PartialEq, Default)]
 #[allow(missing_docs)]
 pub struct Alarm {
-    pub service: ::svrkit_runtime::codegen::FastStr,
-    pub method: ::svrkit_runtime::codegen::FastStr,
+    pub service: ::svrkit_runtime::codec::generated::FastStr,
+    pub method: ::svrkit_runtime::codec::generated::FastStr,
     /// error_rate, p99_latency, volume or rejection_rate.
-    pub figure: ::svrkit_runtime::codegen::FastStr,
+    pub figure: ::svrkit_runtime::codec::generated::FastStr,
     /// The figure in the minute it was last judged (a rate as a fraction, a latency in ms, a volume in calls a minute).
     pub value: f64,
     pub baseline: f64,
@@ -151,7 +151,7 @@ pub struct Alarm {
     /// The minute `value` is of.
     pub value_minute: u64,
     /// Fields this schema does not know, kept so that they are written back unchanged.
-    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
 #[automatically_derived]
 impl ::core::fmt::Debug for Alarm {
@@ -171,12 +171,12 @@ impl ::core::fmt::Debug for Alarm {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Message for Alarm {
+impl ::svrkit_runtime::codec::generated::Message for Alarm {
     const NAME: &'static str = "svrkit.ossagent.Alarm";
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encode_singular::<kind::String>(10, &self.service, buf);
         field::encode_singular::<kind::String>(18, &self.method, buf);
         field::encode_singular::<kind::String>(26, &self.figure, buf);
@@ -189,7 +189,7 @@ impl ::svrkit_runtime::codegen::Message for Alarm {
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encoded_len_singular::<kind::String>(1, &self.service)
             + field::encoded_len_singular::<kind::String>(1, &self.method)
             + field::encoded_len_singular::<kind::String>(1, &self.figure)
@@ -203,10 +203,10 @@ impl ::svrkit_runtime::codegen::Message for Alarm {
     fn merge_field(
         &mut self,
         key: u32,
-        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
-    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         match key {
             10 => field::merge::<kind::String>(&mut self.service, d),
             18 => field::merge::<kind::String>(&mut self.method, d),
@@ -240,7 +240,7 @@ pub struct Minute {
     /// Methods with any calls in the minute.
     pub methods: ::std::vec::Vec<MethodMinute>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
-    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
 #[automatically_derived]
 impl ::core::fmt::Debug for Minute {
@@ -255,12 +255,12 @@ impl ::core::fmt::Debug for Minute {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Message for Minute {
+impl ::svrkit_runtime::codec::generated::Message for Minute {
     const NAME: &'static str = "svrkit.ossagent.Minute";
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encode_singular::<kind::Uint64>(8, &self.minute, buf);
         field::encode_repeated_messages(18, &self.methods, buf);
         self.unknown_fields.encode(buf);
@@ -268,7 +268,7 @@ impl ::svrkit_runtime::codegen::Message for Minute {
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encoded_len_singular::<kind::Uint64>(1, &self.minute)
             + field::encoded_len_repeated::<
                 kind::Message<MethodMinute>,
@@ -278,10 +278,10 @@ impl ::svrkit_runtime::codegen::Message for Minute {
     fn merge_field(
         &mut self,
         key: u32,
-        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
-    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         match key {
             8 => field::merge::<kind::Uint64>(&mut self.minute, d),
             18 => {
@@ -305,20 +305,20 @@ impl ::svrkit_runtime::codegen::Message for Minute {
 #[allow(missing_docs)]
 pub struct Report {
     /// Who reports: the address it serves on, or a name.
-    pub instance: ::svrkit_runtime::codegen::FastStr,
+    pub instance: ::svrkit_runtime::codec::generated::FastStr,
     pub pid: u32,
     /// When the process started, seconds since the Unix epoch.
     pub started_unix: u64,
     /// The minute under way so far and the one before it: a later report of a minute replaces an earlier one.
     pub minutes: ::std::vec::Vec<Minute>,
     /// Every service the process serves.
-    pub services: ::std::vec::Vec<::svrkit_runtime::codegen::FastStr>,
+    pub services: ::std::vec::Vec<::svrkit_runtime::codec::generated::FastStr>,
     /// Alarms firing in the process, as `service.method figure` (kept for agents older than `alarms`).
-    pub firing: ::std::vec::Vec<::svrkit_runtime::codegen::FastStr>,
+    pub firing: ::std::vec::Vec<::svrkit_runtime::codec::generated::FastStr>,
     /// The same alarms with their figures.
     pub alarms: ::std::vec::Vec<Alarm>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
-    pub unknown_fields: ::svrkit_runtime::codegen::UnknownFields,
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
 #[automatically_derived]
 impl ::core::fmt::Debug for Report {
@@ -338,12 +338,12 @@ impl ::core::fmt::Debug for Report {
     }
 }
 #[automatically_derived]
-impl ::svrkit_runtime::codegen::Message for Report {
+impl ::svrkit_runtime::codec::generated::Message for Report {
     const NAME: &'static str = "svrkit.ossagent.Report";
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encode_singular::<kind::String>(10, &self.instance, buf);
         field::encode_singular::<kind::Uint32>(16, &self.pid, buf);
         field::encode_singular::<kind::Uint64>(24, &self.started_unix, buf);
@@ -356,7 +356,7 @@ impl ::svrkit_runtime::codegen::Message for Report {
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         field::encoded_len_singular::<kind::String>(1, &self.instance)
             + field::encoded_len_singular::<kind::Uint32>(1, &self.pid)
             + field::encoded_len_singular::<kind::Uint64>(1, &self.started_unix)
@@ -370,10 +370,10 @@ impl ::svrkit_runtime::codegen::Message for Report {
     fn merge_field(
         &mut self,
         key: u32,
-        d: &mut ::svrkit_runtime::codegen::Decoder<'_>,
-    ) -> ::core::result::Result<(), ::svrkit_runtime::codegen::DecodeError> {
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codegen::{field, kind};
+        use ::svrkit_runtime::codec::generated::{field, kind};
         match key {
             10 => field::merge::<kind::String>(&mut self.instance, d),
             16 => field::merge::<kind::Uint32>(&mut self.pid, d),
@@ -399,7 +399,6 @@ impl ::svrkit_runtime::codegen::Message for Report {
     }
 }
 
-///
 /// The server side of `svrkit.ossagent.OssAgent`: implement it, then host it with [`OssAgentServer`].
 pub trait OssAgent: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Takes a process's report. Oneway: a dead or slow agent never holds a reporter up.

@@ -9,10 +9,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::board::{Board, board, this_minute};
-use super::histogram::Histogram;
 use super::ossagent::{Alarm, MethodMinute, Minute, OssAgentClient, Report};
 use super::rollup::Figures;
 use crate::client::{CallOptions, Channel, ChannelOptions};
+use crate::metrics::histogram::Histogram;
 
 /// Sends a report every `interval` to `agent`, as `instance`, for as long as the task runs.
 pub(crate) async fn run(agent: String, instance: String, interval: Duration) {
@@ -37,10 +37,10 @@ pub(crate) async fn run(agent: String, instance: String, interval: Duration) {
     loop {
         ticks.tick().await;
         let report = report(&board(), &instance);
-        let p = super::process();
+        let p = crate::metrics::process();
         match channel.call_oneway(method, &report, &options).await {
-            Ok(()) => super::count(&p.reports_sent),
-            Err(_) => super::count(&p.reports_failed),
+            Ok(()) => crate::metrics::count(&p.reports_sent),
+            Err(_) => crate::metrics::count(&p.reports_failed),
         }
     }
 }
@@ -116,7 +116,7 @@ pub fn report(board: &Board, instance: &str) -> Report {
             }
         }
     }
-    let p = super::process();
+    let p = crate::metrics::process();
     let started_unix = p
         .started
         .1

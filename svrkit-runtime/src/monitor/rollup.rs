@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::histogram::Histogram;
-use super::metrics::{ClientTotals, MethodMetrics, Rejection, ServerTotals};
+use crate::metrics::histogram::Histogram;
+use crate::metrics::{ClientTotals, MethodMetrics, Rejection, ServerTotals};
 use crate::status::{Class, Classes, Code};
 
 /// Minutes of history kept: 24 hours.
@@ -149,22 +149,22 @@ fn since<const N: usize>(now: &[u64; N], before: &[u64; N]) -> [u64; N] {
 
 /// The last minutes of one series ([`HISTORY`] unless said otherwise), oldest first.
 #[derive(Clone, Debug)]
-pub struct Ring(VecDeque<Figures>, usize);
+pub struct History(VecDeque<Figures>, usize);
 
-impl Default for Ring {
-    fn default() -> Ring {
-        Ring::with_capacity(HISTORY)
+impl Default for History {
+    fn default() -> History {
+        History::with_capacity(HISTORY)
     }
 }
 
-impl Ring {
+impl History {
     /// A ring of `minutes`, allocated now.
-    pub fn with_capacity(minutes: usize) -> Ring {
-        Ring(VecDeque::with_capacity(minutes), minutes.max(1))
+    pub fn with_capacity(minutes: usize) -> History {
+        History(VecDeque::with_capacity(minutes), minutes.max(1))
     }
 
     /// This ring holding at most `minutes` (allocated as they come).
-    pub fn bounded(mut self, minutes: usize) -> Ring {
+    pub fn bounded(mut self, minutes: usize) -> History {
         self.1 = minutes.max(1);
         self
     }
@@ -226,9 +226,9 @@ pub struct MethodRollup {
     /// The method's counters.
     pub metrics: &'static MethodMetrics,
     /// Server-side minutes.
-    pub server: Ring,
+    pub server: History,
     /// Client-side minutes.
-    pub client: Ring,
+    pub client: History,
     last_server: ServerTotals,
     last_client: ClientTotals,
     /// The histograms of the last minute ended (server latency, server queue wait, client
@@ -243,8 +243,8 @@ impl MethodRollup {
         MethodRollup {
             metrics,
             ended: Default::default(),
-            server: Ring::default(),
-            client: Ring::default(),
+            server: History::default(),
+            client: History::default(),
             last_server: ServerTotals::default(),
             last_client: ClientTotals::default(),
         }
@@ -301,7 +301,7 @@ pub struct Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::metrics::ServiceMetrics;
+    use crate::metrics::ServiceMetrics;
     use crate::service::{MethodDescriptor, Priority, Retry, ServiceDescriptor};
     use crate::status::{Class, Code};
     use std::time::Duration;
@@ -333,7 +333,7 @@ mod tests {
         }
         for _ in 0..refused {
             m.server_request(1);
-            m.server_refused(Code::OVERLOADED, Some(super::super::Rejection::Overload));
+            m.server_refused(Code::OVERLOADED, Some(crate::metrics::Rejection::Overload));
         }
     }
 
@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_a_day() {
-        let mut ring = Ring::default();
+        let mut ring = History::default();
         for minute in 0..(HISTORY as u64 + 10) {
             ring.push(Figures {
                 minute,
@@ -498,7 +498,7 @@ mod tests {
             calls,
             ..Figures::default()
         };
-        let mut ring = Ring::with_capacity(0).bounded(3);
+        let mut ring = History::with_capacity(0).bounded(3);
         ring.upsert(at(10, 1));
         ring.upsert(at(12, 1));
         ring.upsert(at(11, 1)); // late: goes between

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::priority::{LEVELS, USER_LEVELS};
+use crate::clock;
 
 /// How the server detects overload and how fast it sheds and re-admits (`[overload]` in the
 /// configuration file).
@@ -303,7 +304,7 @@ impl Admission {
         self.by_level[level as usize].fetch_add(1, Relaxed);
         self.recent.fetch_add(1, Relaxed);
         let n = self.requests.fetch_add(1, Relaxed) + 1;
-        let now_ms = super::millis(now);
+        let now_ms = clock::millis(now);
         if n >= self.config.window_requests.min(SHORT_WINDOW_REQUESTS) && self.is_due(now_ms)
             || now_ms >= self.window_end.load(Relaxed)
         {
@@ -392,7 +393,7 @@ impl Admission {
     pub fn started(&self, level: u32, now: Instant, wait: Duration) {
         self.started_by_level[level.min(LEVELS - 1) as usize].fetch_add(1, Relaxed);
         self.waits.fetch_add(1, Relaxed);
-        let arrived_ms = super::millis(now).saturating_sub(wait.as_millis() as u64);
+        let arrived_ms = clock::millis(now).saturating_sub(wait.as_millis() as u64);
         if arrived_ms >= self.moved_at.load(Relaxed) {
             self.wait_us.fetch_add(wait.as_micros() as u64, Relaxed);
             self.measured.fetch_add(1, Relaxed);
@@ -419,7 +420,7 @@ impl Admission {
     /// last seen: the overload ended (callers drop what the server would refuse, so what still
     /// arrives is what it admits), and admitting again should not wait for the window.
     pub(crate) fn tick(&self, now: Instant) {
-        let now_ms = super::millis(now);
+        let now_ms = clock::millis(now);
         if now_ms >= self.window_end.load(Relaxed) {
             self.close_window(now_ms, Close::Due);
             return;
@@ -721,6 +722,13 @@ pub(crate) fn next_level(
     }
 }
 
+/// The overload control of the first monitored server built in the process, whose state
+/// the process's `/metrics` shows as gauges.
+pub(crate) fn first_monitored() -> &'static std::sync::OnceLock<std::sync::Weak<Admission>> {
+    static FIRST: std::sync::OnceLock<std::sync::Weak<Admission>> = std::sync::OnceLock::new();
+    &FIRST
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -942,7 +950,7 @@ mod tests {
             // Arrivals up to the moment the worker is free, and the probe's ticks.
             while next_arrival <= free_at {
                 // Users drawn at random over the 128 user levels of normal priority.
-                queue.push_back((next_arrival, 256 + (super::super::mix(n) % 128) as u32));
+                queue.push_back((next_arrival, 256 + (crate::random::mix(n) % 128) as u32));
                 n += 1;
                 next_arrival += gap;
             }
@@ -1008,7 +1016,7 @@ mod tests {
         admission.lagged(Duration::from_millis(40));
         admission.publish_lag();
         let report = admission
-            .close_window(super::super::millis(now) + 10_000, Close::Due)
+            .close_window(clock::millis(now) + 10_000, Close::Due)
             .unwrap();
         assert_eq!(report.queue_wait, Duration::from_millis(31));
         assert!(report.overloaded);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::window::Window;
+use super::window::SlidingCounts;
 
 /// Retries allowed per client: at most `ratio` of the requests of the last ten seconds, plus
 /// `min_per_second` (so that a client making few calls can still retry).
@@ -13,7 +13,7 @@ pub struct RetryBudget {
     ratio: f64,
     floor: f64,
     /// Requests and retries, per second over ten seconds.
-    window: Window<2>,
+    window: SlidingCounts<2>,
 }
 
 const REQUESTS: usize = 0;
@@ -27,7 +27,7 @@ impl RetryBudget {
         RetryBudget {
             ratio: ratio.max(0.0),
             floor: min_per_second.max(0.0) * SPAN.as_secs_f64(),
-            window: Window::new(SPAN, 10),
+            window: SlidingCounts::new(SPAN, 10),
         }
     }
 

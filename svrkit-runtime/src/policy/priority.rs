@@ -12,6 +12,8 @@
 
 use std::time::Instant;
 
+use crate::clock;
+use crate::random;
 use crate::service::Priority;
 
 /// User priorities per business priority.
@@ -38,12 +40,12 @@ pub fn user_level(user_key: u64, trace_id: &[u8], now: Instant) -> u32 {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
     };
-    user_level_in_hour(key, super::unix_hour(now))
+    user_level_in_hour(key, clock::unix_hour(now))
 }
 
 /// The user priority of `key` in wall-clock hour `hour`.
 pub(crate) fn user_level_in_hour(key: u64, hour: u64) -> u32 {
-    (super::mix(key ^ super::mix(hour.wrapping_add(0x5eed))) % u64::from(USER_LEVELS)) as u32
+    (random::mix(key ^ random::mix(hour.wrapping_add(0x5eed))) % u64::from(USER_LEVELS)) as u32
 }
 
 /// The level of a request with this header's priority, user key and trace id.

@@ -24,6 +24,7 @@
 //!
 //! Trusted peers (a service's own callers, which speak for many users each) are not counted.
 
+use crate::random;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ pub struct Slot(usize);
 impl Shares {
     /// An empty table whose first epoch starts at `now`.
     pub fn new(now: Instant) -> Shares {
-        Shares::seeded(now, super::random())
+        Shares::seeded(now, random::random())
     }
 
     fn seeded(now: Instant, seed: u64) -> Shares {
@@ -79,7 +80,7 @@ impl Shares {
     /// if not known yet).
     pub fn check(&self, key: u64, now: Instant, capacity: f64) -> (Slot, bool) {
         self.roll(now, capacity);
-        let slot = (super::mix(key ^ self.seed) as usize) & (SLOTS - 1);
+        let slot = (random::mix(key ^ self.seed) as usize) & (SLOTS - 1);
         self.arrived[slot / 64].fetch_or(1 << (slot % 64), Relaxed);
         let over = self.admitted[slot].load(Relaxed) >= self.share.load(Relaxed);
         (Slot(slot), over)

@@ -6,14 +6,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use super::window::Window;
+use super::window::SlidingCounts;
 
 /// The refusal history of a client and the drop probability it gives.
 #[derive(Debug)]
 pub struct Throttle {
     k: f64,
     /// Requests and refusals, per second over two minutes.
-    window: Window<2>,
+    window: SlidingCounts<2>,
     /// The drop probability (`f64` bits), recomputed once a second: the hot path reads one
     /// word.
     drop: AtomicU64,
@@ -33,7 +33,7 @@ impl Throttle {
     pub fn new(k: f64) -> Throttle {
         Throttle {
             k: k.max(1.0),
-            window: Window::new(SPAN, 120),
+            window: SlidingCounts::new(SPAN, 120),
             drop: AtomicU64::new(0f64.to_bits()),
         }
     }
@@ -106,7 +106,7 @@ mod tests {
         let t = Throttle::new(2.0);
         let mut rng = 1u64;
         let mut sample = || {
-            rng = super::super::mix(rng.wrapping_add(1));
+            rng = crate::random::mix(rng.wrapping_add(1));
             (rng >> 11) as f64 / (1u64 << 53) as f64
         };
         let (mut sent, mut accepted) = (0u64, 0u64);

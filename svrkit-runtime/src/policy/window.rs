@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `K` counters over the last `span` of time, in buckets.
 #[derive(Debug)]
-pub(crate) struct Window<const K: usize> {
+pub(crate) struct SlidingCounts<const K: usize> {
     buckets: Box<[Bucket<K>]>,
     width_ms: u64,
 }
@@ -23,11 +23,11 @@ struct Bucket<const K: usize> {
     counts: [AtomicU64; K],
 }
 
-impl<const K: usize> Window<K> {
+impl<const K: usize> SlidingCounts<K> {
     /// A window of `span` in `buckets` slices (at least one, at least a millisecond each).
-    pub(crate) fn new(span: Duration, buckets: usize) -> Window<K> {
+    pub(crate) fn new(span: Duration, buckets: usize) -> SlidingCounts<K> {
         let buckets = buckets.max(1);
-        Window {
+        SlidingCounts {
             buckets: (0..buckets)
                 .map(|_| Bucket {
                     slice: AtomicU64::new(0),
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn counts_slide_out_of_the_window() {
-        let w = Window::<2>::new(Duration::from_secs(10), 10);
+        let w = SlidingCounts::<2>::new(Duration::from_secs(10), 10);
         assert!(w.add(0, 0, 5));
         assert!(!w.add(500, 0, 1));
         w.add(1_000, 1, 2);
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn concurrent_adds_within_a_slice_are_all_counted() {
-        let w = std::sync::Arc::new(Window::<1>::new(Duration::from_secs(60), 60));
+        let w = std::sync::Arc::new(SlidingCounts::<1>::new(Duration::from_secs(60), 60));
         w.add(0, 0, 0);
         let threads: Vec<_> = (0..4)
             .map(|_| {

@@ -4,7 +4,7 @@
 //! them on one server or on several; nothing else changes (the "logic container").
 //!
 //! The server is two layers (`docs/runtime.md` draws them):
-//! - the **router** (`server/router.rs`) decides: it dispatches a request to its service and method,
+//! - the **router** (`server/router/`) decides: it dispatches a request to its service and method,
 //!   runs the [`Hook`]s (authentication, admission), applies the limits and drives the
 //!   handler to its result, deadline or cancellation. In-process calls go through it too.
 //! - a **connection** only moves bytes: it reads frames into a byte-bounded buffer, hands
@@ -46,9 +46,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::Channel;
 use crate::frame::{self, FrameKind, Header};
-use crate::monitor;
+use crate::metrics;
 use crate::policy::AdmissionConfig;
 use crate::policy::admission::Admission;
 use crate::service::Service;
@@ -143,13 +142,10 @@ impl ServerBuilder {
         self
     }
 
-    /// A channel to the services of the server being built, in process (as
-    /// [`Server::local_channel`]): for co-hosted services that call each other, whose clients
-    /// exist before the server does. Calls made before [`build`](ServerBuilder::build) fail
-    /// `UNAVAILABLE`; a service not added by then answers `UNIMPLEMENTED`.
-    pub fn local_channel(&self) -> Channel {
-        let max_frame = self.limits.max_frame;
-        Channel::from_transport(Arc::new(router::Later(self.router.clone())), max_frame)
+    /// Where the router will be once the server is built, and the frame limit, for
+    /// [`local_channel`](ServerBuilder::local_channel) (`crate::local`).
+    pub(crate) fn router_to_be(&self) -> (Arc<OnceLock<Arc<Router>>>, usize) {
+        (self.router.clone(), self.limits.max_frame)
     }
 
     /// Builds the server; call [`Server::serve`] to accept connections.
@@ -163,7 +159,7 @@ impl ServerBuilder {
         if let Some(a) = &admission
             && !self.unmonitored
         {
-            let _ = monitor::process().admission.set(Arc::downgrade(a));
+            let _ = crate::policy::admission::first_monitored().set(Arc::downgrade(a));
         }
         let max_connections = limits.max_connections;
         let router = Arc::new(Router::new(
@@ -252,7 +248,7 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-                monitor::count(&monitor::process().refused);
+                metrics::count(&metrics::process().refused);
                 let max = shared.router.limits.max_connections;
                 self.refuse(
                     stream,
@@ -271,7 +267,7 @@ impl Server {
                 ) {
                     Some(slot) => Some(slot),
                     None => {
-                        monitor::count(&monitor::process().refused);
+                        metrics::count(&metrics::process().refused);
                         let max = shared.router.limits.max_connections_per_peer;
                         self.refuse(
                             stream,
@@ -281,7 +277,7 @@ impl Server {
                     }
                 }
             };
-            monitor::count(&monitor::process().accepted);
+            metrics::count(&metrics::process().accepted);
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             self.shared.tasks.spawn(async move {
@@ -291,7 +287,7 @@ impl Server {
                     let trusted = trusted || stream.trusted_identity(&shared.router.trust);
                     connection::run(shared, stream, Some(peer), trusted).await;
                 }
-                monitor::count(&monitor::process().closed);
+                metrics::count(&metrics::process().closed);
                 drop((permit, per_peer));
             });
         }
@@ -346,12 +342,9 @@ impl Server {
         let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
     }
 
-    /// A channel to this server's services that does not go through the network: calls take
-    /// the same client layers and the same router (hooks, limits, deadlines) as remote ones.
-    pub fn local_channel(&self) -> Channel {
-        let router = self.shared.router.clone();
-        let max_frame = router.limits.max_frame;
-        Channel::from_transport(Arc::new(router::Local(router)), max_frame)
+    /// The server's router, for [`local_channel`](Server::local_channel) (`crate::local`).
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.shared.router
     }
 }
 

@@ -35,14 +35,14 @@ use crate::sync::{self, Share};
 /// Replies gathered into one write at most.
 const MAX_BATCH: usize = 64 * 1024;
 
-type Queue = mpsc::UnboundedReceiver<(Vec<u8>, sync::Bytes)>;
+type Queue = mpsc::UnboundedReceiver<(Vec<u8>, sync::Charge)>;
 
 /// Encoded frames waiting to be written, counted in bytes.
 ///
 /// The writer stops (shutting the socket down) once every handle to the outbox is dropped and
 /// the queue is written, or when a write fails or times out.
 pub(super) struct Outbox {
-    tx: mpsc::UnboundedSender<(Vec<u8>, sync::Bytes)>,
+    tx: mpsc::UnboundedSender<(Vec<u8>, sync::Charge)>,
     state: Arc<State>,
     budget: Arc<Share>,
 }
@@ -161,7 +161,7 @@ impl Outbox {
 
 /// Takes the next frames off the queue: everything already there, up to [`MAX_BATCH`], in
 /// one buffer (a lone buffer as it is, without copying), with the budget they hold.
-async fn next_batch(rx: &mut Queue, batch: &mut Vec<u8>) -> Option<(Vec<u8>, sync::Bytes)> {
+async fn next_batch(rx: &mut Queue, batch: &mut Vec<u8>) -> Option<(Vec<u8>, sync::Charge)> {
     let (first, mut charge) = rx.recv().await?;
     let to_write = match rx.try_recv() {
         Err(_) => first,
@@ -187,7 +187,7 @@ async fn next_batch(rx: &mut Queue, batch: &mut Vec<u8>) -> Option<(Vec<u8>, syn
 
 /// After a batch is written (or failed): its bytes leave the count, its budget is given
 /// back, and its buffer is kept for the next batch unless it grew large.
-fn written(outbox: &State, to_write: Vec<u8>, charge: sync::Bytes, batch: &mut Vec<u8>) {
+fn written(outbox: &State, to_write: Vec<u8>, charge: sync::Charge, batch: &mut Vec<u8>) {
     outbox.queued.fetch_sub(to_write.len(), Ordering::AcqRel);
     drop(charge);
     outbox.drained.notify_waiters();

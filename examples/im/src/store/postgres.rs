@@ -155,7 +155,10 @@ fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
         }
         source = cause.source();
     }
-    StoreError(format!("postgres: {text}"))
+    StoreError {
+        message: format!("postgres: {text}"),
+        source: Some(std::sync::Arc::from(e)),
+    }
 }
 
 /// Time allowed to connect (and authenticate), for the store's connections and for a
@@ -164,7 +167,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A u64 id as PostgreSQL's bigint (ids never reach 2^63; one that did is refused).
 fn big(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError(format!("{v} does not fit a bigint")))
+    i64::try_from(v).map_err(|_| StoreError::new(format!("{v} does not fit a bigint")))
 }
 
 fn unbig(v: i64) -> u64 {
@@ -186,7 +189,7 @@ impl Postgres {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
-            .map_err(|e| StoreError(format!("app.store.url: {e}")))?;
+            .map_err(|e| StoreError::wrap("app.store.url", e))?;
         // Statements are prepared once per connection, but planned at each run: a plan
         // made once, when the tables were empty, scans `sends` whole forever after (seen:
         // throughput halving run after run until the process restarted).
@@ -321,7 +324,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .get(0);
     let done = usize::try_from(done).unwrap_or(0);
     if done > MIGRATIONS.len() {
-        return Err(StoreError(format!(
+        return Err(StoreError::new(format!(
             "postgres: the database has schema version {done}, newer than this build's {}",
             MIGRATIONS.len()
         )));
@@ -329,7 +332,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         txn.batch_execute(sql)
             .await
-            .map_err(|e| StoreError(format!("postgres: migration {}: {e}", i + 1)))?;
+            .map_err(|e| StoreError::wrap(format!("postgres: migration {}", i + 1), e))?;
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         txn.execute("INSERT INTO schema_version VALUES ($1)", &[&version])
             .await
@@ -879,7 +882,7 @@ impl AccountStore for Postgres {
                 )
                 .await?;
             if changed == 0 {
-                return Err(StoreError(format!("no user {uid}")));
+                return Err(StoreError::new(format!("no user {uid}")));
             }
             Ok(())
         })
@@ -1070,7 +1073,7 @@ impl InboxStore for Postgres {
                 .take(limit)
                 .map(|row| {
                     Msg::decode(row.get::<_, &[u8]>(0))
-                        .map_err(|e| StoreError(format!("inbox of {uid}: {e}")))
+                        .map_err(|e| StoreError::wrap(format!("inbox of {uid}"), e))
                 })
                 .collect::<Result<_, _>>()?;
             Ok((msgs, more))
@@ -1204,5 +1207,5 @@ impl GroupStore for Postgres {
 }
 
 fn decode_group(body: &[u8]) -> Result<Group, StoreError> {
-    Group::decode(body).map_err(|e| StoreError(format!("group: {e}")))
+    Group::decode(body).map_err(|e| StoreError::wrap("group", e))
 }

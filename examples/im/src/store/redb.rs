@@ -97,7 +97,7 @@ impl std::fmt::Debug for Redb {
 }
 
 fn err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError(e.into().to_string())
+    StoreError::engine(e.into())
 }
 
 impl Redb {
@@ -109,7 +109,7 @@ impl Redb {
     /// redb database (or is one already open in another process).
     pub fn open(data: &Path, config: &StoreConfig) -> Result<Redb, StoreError> {
         std::fs::create_dir_all(data)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", data.display())))?;
+            .map_err(|e| StoreError::wrap(format!("cannot create {}", data.display()), e))?;
         let path = data.join("im.redb");
         let cache = config.cache_bytes;
         let dir = data.to_owned();
@@ -119,7 +119,7 @@ impl Redb {
                 Database::builder()
                     .set_cache_size(cache)
                     .create(&path)
-                    .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+                    .map_err(|e| StoreError::wrap(path.display(), e))
             },
             move || probe_dir(&dir),
         )
@@ -137,8 +137,8 @@ impl Redb {
         probe: impl Fn() -> Result<(), StoreError> + Send + Sync + 'static,
     ) -> Result<Redb, StoreError> {
         if config.move_chunk == 0 || config.move_at == 0 {
-            return Err(StoreError(
-                "app.store.move_at and move_chunk: at least 1".into(),
+            return Err(StoreError::new(
+                "app.store.move_at and move_chunk: at least 1",
             ));
         }
         // Opening again after an I/O error writes nothing: the tables exist by then, and
@@ -164,7 +164,7 @@ impl Redb {
         let committer = thread::Builder::new()
             .name("im-redb-commit".into())
             .spawn(move || committer.run(&queue))
-            .map_err(|e| StoreError(format!("cannot start the committer: {e}")))?;
+            .map_err(|e| StoreError::wrap("cannot start the committer", e))?;
         Ok(Redb {
             file,
             writes: Some(writes),
@@ -189,11 +189,11 @@ impl Redb {
         };
         Box::pin(async move {
             if sent.is_err() {
-                return Err(StoreError("the committer has stopped".into()));
+                return Err(StoreError::new("the committer has stopped"));
             }
             rx.await.unwrap_or_else(|_| {
-                Err(StoreError(
-                    "the write failed with its batch (see the log)".into(),
+                Err(StoreError::new(
+                    "the write failed with its batch (see the log)",
                 ))
             })
         })
@@ -327,8 +327,8 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         if owned.is_empty().map_err(err)? {
             for entry in groups.iter().map_err(err)? {
                 let (id, body) = entry.map_err(err)?;
-                let group = Group::decode(body.value())
-                    .map_err(|e| StoreError(format!("group record: {e}")))?;
+                let group =
+                    Group::decode(body.value()).map_err(|e| StoreError::wrap("group record", e))?;
                 if group.owner_uid != 0 {
                     owned
                         .insert((group.owner_uid, id.value()), ())
@@ -355,7 +355,7 @@ fn recover(db: &Database) -> Result<(Recent, Window, u64), StoreError> {
         let (id, value) = entry.map_err(err)?;
         let id = id.value();
         let record = LogRecord::decode(value.value())
-            .map_err(|e| StoreError(format!("log record {id}: {e}")))?;
+            .map_err(|e| StoreError::wrap(format!("log record {id}"), e))?;
         next = next.max(id + 1);
         let m = &record.msg;
         window.push(id, m.from_uid, &m.client_msg_id, record.logged_at_ms);
@@ -444,8 +444,7 @@ impl Committer {
             if self.broken.is_some() {
                 // Until the file is open again and takes a write, writes fail at once,
                 // without touching it.
-                let e =
-                    StoreError("writes fail (an I/O error; the store retries by itself)".into());
+                let e = StoreError::new("writes fail (an I/O error; the store retries by itself)");
                 for op in batch.drain(..) {
                     op.fail(&e);
                 }
@@ -654,7 +653,7 @@ impl Committer {
             return Ok(None);
         };
         let record = LogRecord::decode(value.value())
-            .map_err(|e| StoreError(format!("log record {log_id}: {e}")))?;
+            .map_err(|e| StoreError::wrap(format!("log record {log_id}"), e))?;
         let same = record.msg.from_uid == from_uid && record.msg.client_msg_id == client_msg_id;
         Ok(same.then(|| record.to_uids.into_iter().zip(record.seqs).collect()))
     }
@@ -719,7 +718,7 @@ impl Committer {
                     .get(uid)
                     .map_err(err)?
                     .map(|v| v.value().0.to_owned())
-                    .ok_or_else(|| StoreError(format!("no user {uid}")))?;
+                    .ok_or_else(|| StoreError::new(format!("no user {uid}")))?;
                 users
                     .insert(uid, (name.as_str(), hash.as_str()))
                     .map_err(err)?;
@@ -871,7 +870,7 @@ fn merge_tiers(mut table: Vec<Msg>, recent: Vec<Msg>, limit: usize) -> (Vec<Msg>
 
 fn decode_group(stored: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<Option<Group>, StoreError> {
     stored
-        .map(|v| Group::decode(v.value()).map_err(|e| StoreError(format!("group record: {e}"))))
+        .map(|v| Group::decode(v.value()).map_err(|e| StoreError::wrap("group record", e)))
         .transpose()
 }
 
@@ -1129,7 +1128,7 @@ impl InboxStore for Redb {
                 for entry in inbox.range((uid, start)..=(uid, u64::MAX)).map_err(err)? {
                     let (_, value) = entry.map_err(err)?;
                     let chunk = InboxChunk::decode(value.value())
-                        .map_err(|e| StoreError(format!("inbox record: {e}")))?;
+                        .map_err(|e| StoreError::wrap("inbox record", e))?;
                     msgs.extend(chunk.msgs.into_iter().filter(|m| m.seq >= first));
                     if msgs.len() > limit {
                         break;
@@ -1145,7 +1144,7 @@ impl InboxStore for Redb {
                     .map_err(err)?;
                 let max = match last {
                     Some((_, value)) => InboxChunk::decode(value.value())
-                        .map_err(|e| StoreError(format!("inbox record: {e}")))?
+                        .map_err(|e| StoreError::wrap("inbox record", e))?
                         .msgs
                         .last()
                         .map_or(0, |m| m.seq),

@@ -59,7 +59,7 @@ impl DbFile {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| StoreError("the store is being reopened after an I/O error".into()))
+            .ok_or_else(|| StoreError::new("the store is being reopened after an I/O error"))
     }
 
     /// Closes the database and opens it again. Readers hold it for the length of a read:
@@ -89,5 +89,5 @@ pub(super) fn probe_dir(dir: &Path) -> Result<(), StoreError> {
         file.sync_all()
     })();
     let _ = std::fs::remove_file(&path);
-    written.map_err(|e| StoreError(format!("probe write in {}: {e}", dir.display())))
+    written.map_err(|e| StoreError::wrap(format!("probe write in {}", dir.display()), e))
 }

@@ -833,15 +833,15 @@ async fn after_a_full_disk_the_store_recovers_without_a_restart() {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| super::StoreError(e.to_string()))?;
+                .map_err(|e| super::StoreError::new(e.to_string()))?;
             let disk = Disk {
                 file: ::redb::backends::FileBackend::new(file)
-                    .map_err(|e| super::StoreError(e.to_string()))?,
+                    .map_err(|e| super::StoreError::new(e.to_string()))?,
                 full: full.clone(),
             };
             ::redb::Database::builder()
                 .create_with_backend(disk)
-                .map_err(|e| super::StoreError(e.to_string()))
+                .map_err(|e| super::StoreError::new(e.to_string()))
         }
     };
     // The room the store asks about before it lets writes through again.
@@ -849,7 +849,7 @@ async fn after_a_full_disk_the_store_recovers_without_a_restart() {
         let full = full.clone();
         move || {
             if full.load(Ordering::Relaxed) {
-                Err(super::StoreError("no room".into()))
+                Err(super::StoreError::new("no room"))
             } else {
                 Ok(())
             }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use svrkit_runtime::monitor;
+use svrkit_runtime::metrics;
 use svrkit_runtime::policy::AdmissionConfig;
 use svrkit_runtime::{CallOptions, ChannelOptions, Code};
 use svrkit_tests::svrkit::test::overload::{WorkReq, WorkSvrClient};
@@ -268,7 +268,7 @@ async fn run(settings: &Settings, p: &Point) {
     let cap = capacity(&client, &req, settings.capacity.min(Duration::from_secs(2))).await;
     let method = &WorkSvrClient::DESCRIPTOR.methods[2];
     assert_eq!(method.name, "Normal");
-    let queue_before = monitor::find_method(method).map(|m| m.server_totals().queue_wait);
+    let queue_before = metrics::find_method(method).map(|m| m.server_totals().queue_wait);
 
     let phase = phase(settings);
     let watch = crate::trace_admission(settings, &backend);
@@ -299,7 +299,7 @@ async fn run(settings: &Settings, p: &Point) {
         watch.abort();
     }
     let mut tally = load.await.expect("the load ran");
-    let queue = monitor::find_method(method)
+    let queue = metrics::find_method(method)
         .zip(queue_before)
         .map(|(m, before)| m.server_totals().queue_wait.since(&before));
 

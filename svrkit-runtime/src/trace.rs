@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
 
@@ -13,7 +12,7 @@ use bytes::Bytes;
 /// multiplications and a reference count rather than an allocation.
 pub fn new_id() -> Bytes {
     thread_local! {
-        static STATE: Cell<u64> = Cell::new(seed());
+        static STATE: Cell<u64> = Cell::new(crate::random::seed());
         static BATCH: RefCell<Bytes> = const { RefCell::new(Bytes::new()) };
     }
     BATCH.with(|batch| {
@@ -22,7 +21,7 @@ pub fn new_id() -> Bytes {
             let mut ids = Vec::with_capacity(ID_LEN * IDS_PER_BATCH);
             STATE.with(|s| {
                 for _ in 0..IDS_PER_BATCH * 2 {
-                    ids.extend_from_slice(&splitmix(s).to_be_bytes());
+                    ids.extend_from_slice(&crate::random::step(s).to_be_bytes());
                 }
             });
             *batch = Bytes::from(ids);
@@ -35,28 +34,6 @@ pub fn new_id() -> Bytes {
 const ID_LEN: usize = 16;
 /// Ids made at once.
 const IDS_PER_BATCH: usize = 256;
-
-pub(crate) fn seed() -> u64 {
-    // `RandomState` is keyed from the OS's randomness once per process and varies per thread
-    // after; hashing the thread's id and the time mixes in more.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write(format!("{:?}", std::thread::current().id()).as_bytes());
-    h.finish()
-}
-
-fn splitmix(state: &Cell<u64>) -> u64 {
-    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-    state.set(s);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Shows a trace id as lowercase hex (`-` when empty).
 pub struct Hex<'a>(pub &'a [u8]);

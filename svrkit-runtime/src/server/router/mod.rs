@@ -9,30 +9,32 @@
 //! whichever comes first. Connections only move bytes; this module decides.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use faststr::FastStr;
-use tokio::task::futures::TaskLocalFuture;
 
 use super::Limits;
 use super::hook::Hook;
 use super::trust::Trust;
 use crate::context::Context;
 use crate::frame::{self, FrameKind, Header};
-use crate::monitor::{self, MethodMetrics, Rejection, ServiceMetrics, Untrusted, trace};
+use crate::metrics::{self, Rejection, ServiceMetrics, Untrusted};
 use crate::policy::admission::{Admission, Verdict};
 use crate::policy::priority;
 use crate::policy::shares::Shares;
-use crate::service::{BoxFuture, MethodDescriptor, Priority, Service};
+use crate::service::{MethodDescriptor, Priority, Service};
 use crate::status::{Code, Status};
-use crate::sync::{self, Slot, Slots};
+use crate::sync::{self, Slots};
+use crate::trace;
+
+mod running;
+
+pub(crate) use running::{Answer, Running, note_decoded};
+use running::{CatchUnwind, Permits};
 
 /// Services, hooks and server-wide limits: what a request is dispatched through.
 pub(crate) struct Router {
@@ -132,49 +134,7 @@ pub(crate) struct Incoming {
     /// always.
     pub(crate) trusted: bool,
     /// Bytes of the connection's input budget the request holds until it ends.
-    pub(crate) bytes: Option<sync::Bytes>,
-}
-
-/// A response, ready to be framed.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) header: Header,
-    pub(crate) body: Bytes,
-    /// Whether the caller wants it: not for oneway requests, nor cancelled ones.
-    pub(crate) send: bool,
-}
-
-impl Reply {
-    /// A response to `request_id` with `result`.
-    fn new(request_id: u64, send: bool, result: Result<Bytes, Status>) -> Reply {
-        let mut header = Header {
-            kind: FrameKind::RESPONSE,
-            request_id,
-            ..Header::default()
-        };
-        let body = match result {
-            Ok(body) => body,
-            Err(status) => {
-                header.status_code = status.code().0;
-                header.status_message = status.message().to_owned().into();
-                Bytes::new()
-            }
-        };
-        Reply { header, body, send }
-    }
-
-    /// Appends the framed reply to `out`.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        frame::encode(&self.header, &self.body, out);
-    }
-
-    /// The reply as a status, for in-process callers.
-    pub(crate) fn into_frame(self) -> frame::Frame {
-        frame::Frame {
-            header: self.header,
-            body: self.body,
-        }
-    }
+    pub(crate) bytes: Option<sync::Charge>,
 }
 
 /// What dispatching a request gave.
@@ -183,7 +143,7 @@ impl Reply {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Dispatch {
     /// Answered without running: unknown method, refused, expired, over a limit.
-    Answered(Reply),
+    Answered(Answer),
     /// Admitted: poll it.
     Run(Running),
 }
@@ -202,7 +162,7 @@ impl Router {
         let services = services
             .into_iter()
             .map(|(id, service)| {
-                let metrics = monitor.map(|_| monitor::register_server(service.descriptor()));
+                let metrics = monitor.map(|_| metrics::register_server(service.descriptor()));
                 (id, (service, metrics))
             })
             .collect();
@@ -241,7 +201,7 @@ impl Router {
             .and_then(|id| self.services.get(&id))
         else {
             let what = format!("no service with id {}", header.service_id);
-            monitor::note_unknown(monitor::Unknown::Service, request.peer, &what);
+            metrics::note_unknown(metrics::Unknown::Service, request.peer, &what);
             return answer(Status::unimplemented(what));
         };
         let methods = service.descriptor().methods;
@@ -254,7 +214,7 @@ impl Router {
                 service.descriptor().name,
                 header.method_id
             );
-            monitor::note_unknown(monitor::Unknown::Method, request.peer, &what);
+            metrics::note_unknown(metrics::Unknown::Method, request.peer, &what);
             return answer(Status::unimplemented(what));
         };
         let method = &methods[index];
@@ -397,7 +357,7 @@ impl Router {
             ];
             for (field, set) in ignored {
                 if set {
-                    monitor::note_untrusted(field);
+                    metrics::note_untrusted(field);
                 }
             }
             asked = asked.min(method.timeout_ms);
@@ -433,8 +393,8 @@ impl Router {
 
     /// A reply from this server: with its admission level, so that callers drop what it
     /// would shed.
-    fn reply(&self, request_id: u64, send: bool, result: Result<Bytes, Status>) -> Reply {
-        let mut reply = Reply::new(request_id, send, result);
+    fn reply(&self, request_id: u64, send: bool, result: Result<Bytes, Status>) -> Answer {
+        let mut reply = Answer::new(request_id, send, result);
         if let Some(a) = &self.admission {
             reply.header.admission_level = a.level();
         }
@@ -578,7 +538,7 @@ impl Router {
         let first = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await;
         if let Poll::Ready(reply) = first {
             if oneway {
-                return Reply::new(0, false, Ok(Bytes::new())).into_frame();
+                return Answer::new(0, false, Ok(Bytes::new())).into_frame();
             }
             return reply.into_frame();
         }
@@ -606,13 +566,13 @@ impl Router {
         }));
         if oneway {
             cancel.disarm();
-            return Reply::new(0, false, Ok(Bytes::new())).into_frame();
+            return Answer::new(0, false, Ok(Bytes::new())).into_frame();
         }
         let reply = rx.await;
         cancel.disarm();
         match reply {
             Ok(reply) => reply.into_frame(),
-            Err(_) => Reply::new(
+            Err(_) => Answer::new(
                 0,
                 true,
                 Err(Status::internal("the call ended without a result")),
@@ -620,25 +580,6 @@ impl Router {
             .into_frame(),
         }
     }
-}
-
-/// The bottom of an in-process channel: calls go straight to the router.
-pub(crate) struct Local(pub(crate) Arc<Router>);
-
-impl crate::client::Transport for Local {
-    fn call<'a>(&'a self, call: &'a mut crate::client::Call) -> crate::client::CallFuture<'a> {
-        call_in_process(&self.0, call)
-    }
-}
-
-fn call_in_process<'a>(
-    router: &'a Arc<Router>,
-    call: &crate::client::Call,
-) -> crate::client::CallFuture<'a> {
-    let mut header = call.header.clone();
-    header.deadline_ms = crate::client::remaining_ms(call.deadline);
-    let body = call.body.clone();
-    Box::pin(async move { Ok(router.call_local(header, body).await) })
 }
 
 /// An in-process call running on its caller's task. If the caller gives up on it (drops
@@ -655,207 +596,6 @@ impl Drop for Inline {
                 running.cancel.cancel();
             }
             tokio::spawn(running.finish(|_| {}));
-        }
-    }
-}
-
-/// The in-process transport of a server still being built: [`Local`] once it is.
-pub(crate) struct Later(pub(crate) Arc<std::sync::OnceLock<Arc<Router>>>);
-
-impl crate::client::Transport for Later {
-    fn call<'a>(&'a self, call: &'a mut crate::client::Call) -> crate::client::CallFuture<'a> {
-        match self.0.get() {
-            Some(router) => call_in_process(router, call),
-            None => Box::pin(std::future::ready(Err(Status::new(
-                crate::status::Code::UNAVAILABLE,
-                "the server of this local channel is not built yet",
-            )))),
-        }
-    }
-}
-
-thread_local! {
-    /// While the router makes a call's first poll on this thread: the bytes of the memory
-    /// budget the call holds, to which its request's decode adds (see [`note_decoded`]).
-    /// Lent for the poll, so that the hot path moves a pointer rather than counting a
-    /// reference.
-    static DECODING: std::cell::RefCell<Option<sync::Bytes>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Takes `bytes` of memory that a generated stub's request decode allocated from the call's
-/// share of the memory budget. The stub decodes on its handler's first poll, which the router
-/// makes on this thread, before the handler runs: when the budget cannot take them the
-/// request is refused (`OVERLOADED`) without running, as one whose body did not fit would
-/// be. (Up to the codec's `DECODE_FACTOR` times the body, they are too much to add to the
-/// budget unchecked.)
-pub(crate) fn note_decoded(bytes: usize) -> Result<(), Status> {
-    if bytes == 0 {
-        return Ok(());
-    }
-    DECODING.with(|decoding| {
-        // Decoded outside the router (a stub called directly): nothing to charge.
-        let Some(held) = &mut *decoding.borrow_mut() else {
-            return Ok(());
-        };
-        let more = held.share().try_take(bytes).ok_or_else(|| {
-            Status::overloaded("the server's memory budget for requests is spent")
-        })?;
-        held.merge(more);
-        Ok(())
-    })
-}
-
-/// Server-wide and per-connection in-flight slots.
-type Permits = (Slot, Option<Slot>);
-
-/// An admitted call: its handler, its context and the permits it holds until it stops.
-pub(crate) struct Running {
-    call: Pin<Box<TaskLocalFuture<Context, CatchUnwind>>>,
-    /// The method's counters (`None` with monitoring off).
-    metrics: Option<&'static MethodMetrics>,
-    /// When the request's frame was read: latency counts from here.
-    arrived: Instant,
-    /// For the warnings about slow and failed calls.
-    trace_id: Bytes,
-    /// The context, for the hooks (kept only when there are hooks).
-    hooked: Option<Context>,
-    cancel: sync::Cancel,
-    deadline: Option<Instant>,
-    method: &'static MethodDescriptor,
-    router: Arc<Router>,
-    request_id: u64,
-    send: bool,
-    started: bool,
-    /// Released when the call is dropped, that is when its handler has stopped. (The bytes
-    /// are `None` only while lent to the first poll's decode.)
-    permits: (Permits, Option<sync::Bytes>),
-}
-
-impl Running {
-    /// The call's cancellation: cancelling it ends the call with `CANCELLED` (nothing sent).
-    pub(crate) fn cancel_token(&self) -> &sync::Cancel {
-        &self.cancel
-    }
-
-    /// Polls the handler once; the reply if it finished.
-    pub(crate) fn poll_once(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Reply> {
-        if self.started {
-            return self.call.as_mut().poll(cx).map(|result| self.reply(result));
-        }
-        self.started = true;
-        if let Some(ctx) = &self.hooked {
-            let now = Instant::now();
-            for hook in &self.router.hooks {
-                hook.on_start(self.method, ctx, now);
-            }
-        }
-        // The first poll decodes the request: what its lists and maps take is drawn from the
-        // call's share, and held for as long as the handler runs.
-        // (The handler's panics are caught inside the call, so the bytes always come back;
-        // whatever was lent before, by a poll this one runs within, is lent again after.)
-        let outer = DECODING.replace(self.permits.1.take());
-        let poll = self.call.as_mut().poll(cx);
-        self.permits.1 = DECODING.replace(outer);
-        poll.map(|result| self.reply(result))
-    }
-
-    fn reply(&self, result: Result<Bytes, Status>) -> Reply {
-        let result = match result {
-            // Checked here so that a response too big for the frame limit fails this call
-            // only, instead of being cut off by the peer together with the connection.
-            Ok(body) => frame::check_len(body.len(), self.router.limits.max_frame, "response")
-                .map(|()| body),
-            err => err,
-        };
-        let send = self.send && !(self.cancel.is_cancelled() && result.is_err());
-        let mut reply = self.router.reply(self.request_id, send, result);
-        // A refusal that came from further down was retried there already.
-        if Code(reply.header.status_code).is_refusal() && self.cancel.downstream_refused() {
-            reply.header.no_retry = true;
-        }
-        if let Some(m) = self.metrics {
-            let latency = self.arrived.elapsed();
-            let code = Code(reply.header.status_code);
-            m.server_finished(code, latency, reply.body.len());
-            // A long poll's latency is its wait.
-            let slow = latency >= self.router.slow_call && !self.method.long_poll;
-            if (code == Code::INTERNAL || slow)
-                && let Some(held) = m.may_warn(code == Code::INTERNAL)
-            {
-                self.warn(code, latency, &reply.header.status_message, held);
-            }
-        }
-        if let Some(ctx) = &self.hooked {
-            self.router.on_response(self.method, ctx, &mut reply.header);
-        }
-        reply
-    }
-
-    /// Logs a call that failed `INTERNAL` or took longer than the slow-call threshold, with
-    /// its trace id and how many such calls of the method were not logged since the last
-    /// (cold: most calls never come here).
-    #[cold]
-    fn warn(&self, code: Code, latency: Duration, message: &str, held_back: u64) {
-        tracing::warn!(
-            method = self.method.full_name,
-            held_back,
-            request_id = self.request_id,
-            trace_id = %trace::Hex(&self.trace_id),
-            status = code.name().unwrap_or("application"),
-            latency_ms = latency.as_secs_f64() * 1e3,
-            "{}",
-            if code == Code::INTERNAL { message } else { "slow call" },
-        );
-    }
-
-    /// Drives the call to its end: the handler's result, the deadline (answered
-    /// `DEADLINE_EXCEEDED`) or the caller's cancel (answered to nobody), whichever comes first;
-    /// `respond` gets the reply at once. After a deadline or cancel the handler is polled on
-    /// for a short grace so it can see the cancellation through its context and stop; its
-    /// permits are released when it stops or when the grace ends.
-    pub(crate) async fn finish(mut self, respond: impl FnOnce(Reply)) {
-        let deadline = self.deadline;
-        let token = self.cancel.clone();
-        let name = self.method.full_name;
-        let expired = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let cut_short = tokio::select! {
-            biased;
-            reply = std::future::poll_fn(|cx| self.poll_once(cx)) => {
-                respond(reply);
-                return;
-            }
-            _ = token.cancelled() => Status::cancelled("the caller cancelled the call"),
-            _ = expired => Status::deadline_exceeded(format!(
-                "{name} did not finish before its deadline"
-            )),
-        };
-        // Downstream calls the handler made see this at once and cancel their own servers.
-        token.cancel();
-        let mut reply = self.reply(Err(cut_short));
-        reply.send = self.send && reply.header.status_code == Code::DEADLINE_EXCEEDED.0;
-        respond(reply);
-        let grace = self.router.limits.cancel_grace;
-        let _ = tokio::time::timeout(grace, self.call.as_mut()).await;
-    }
-}
-
-/// Turns a panic while polling the handler into an `INTERNAL` status for that call only.
-pub(crate) struct CatchUnwind(BoxFuture<Result<Bytes, Status>>);
-
-impl Future for CatchUnwind {
-    type Output = Result<Bytes, Status>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(_) => Poll::Ready(Err(Status::internal("the handler panicked"))),
         }
     }
 }
