@@ -7,19 +7,34 @@ use super::{doc_attrs, paths};
 use crate::ident;
 use crate::ir::{Field, FieldType, Schema, StructId, ValueType};
 
-/// Wire type numbers, as in `svrkit_runtime::codec::WireType`.
-const VARINT: u32 = 0;
-const SIXTY_FOUR_BIT: u32 = 1;
-const LENGTH_DELIMITED: u32 = 2;
-const THIRTY_TWO_BIT: u32 = 5;
+/// A wire type, as the constant generated code names it (the runtime's
+/// `codec::generated::{VARINT, I64, LEN, I32}`, protobuf's names).
+#[derive(Clone, Copy)]
+enum Wire {
+    Varint,
+    I64,
+    Len,
+    I32,
+}
 
-fn wire_type(ty: ValueType) -> u32 {
+impl quote::ToTokens for Wire {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        tokens.extend(match self {
+            Wire::Varint => quote!(VARINT),
+            Wire::I64 => quote!(I64),
+            Wire::Len => quote!(LEN),
+            Wire::I32 => quote!(I32),
+        });
+    }
+}
+
+fn wire_type(ty: ValueType) -> Wire {
     use crate::ir::Scalar::*;
     match ty {
-        ValueType::Scalar(Fixed64 | Sfixed64 | Double) => SIXTY_FOUR_BIT,
-        ValueType::Scalar(Fixed32 | Sfixed32 | Float) => THIRTY_TWO_BIT,
-        ValueType::Scalar(String | Bytes) | ValueType::Struct(_) => LENGTH_DELIMITED,
-        ValueType::Scalar(_) | ValueType::Enum(_) => VARINT,
+        ValueType::Scalar(Fixed64 | Sfixed64 | Double) => Wire::I64,
+        ValueType::Scalar(Fixed32 | Sfixed32 | Float) => Wire::I32,
+        ValueType::Scalar(String | Bytes) | ValueType::Struct(_) => Wire::Len,
+        ValueType::Scalar(_) | ValueType::Enum(_) => Wire::Varint,
     }
 }
 
@@ -31,15 +46,23 @@ fn is_packable(ty: ValueType) -> bool {
     }
 }
 
-/// The key as a literal (`(id << 3) | wire_type`, computed here so the runtime never does).
-fn key(id: u32, wire_type: u32) -> Literal {
-    Literal::u32_unsuffixed((id << 3) | wire_type)
+/// A field's key, `key(3, LEN)`: a constant expression the compiler folds, so the runtime
+/// never computes it.
+fn key(id: u32, wire: Wire) -> TokenStream {
+    let id = Literal::u32_unsuffixed(id);
+    quote!(key(#id, #wire))
 }
 
-/// How many bytes a key takes.
-fn key_len(id: u32) -> Literal {
-    let bits = 64 - (u64::from(id) << 3 | 1).leading_zeros() as usize;
-    Literal::usize_unsuffixed(bits.div_ceil(7))
+/// How many bytes a field's key takes, `key_len(3)` (folded the same way).
+fn key_len(id: u32) -> TokenStream {
+    let id = Literal::u32_unsuffixed(id);
+    quote!(key_len(#id))
+}
+
+/// A `match` pattern for a field's key split into id and wire type: `(3, LEN)`.
+fn key_pattern(id: u32, wire: Wire) -> TokenStream {
+    let id = Literal::u32_unsuffixed(id);
+    quote!((#id, #wire))
 }
 
 pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
@@ -107,7 +130,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     let merge_body = if arms.is_empty() {
         unknown
     } else {
-        quote! { match key { #(#arms)* _ => #unknown, } }
+        quote! { match (key >> 3, key & 7) { #(#arms)* _ => #unknown, } }
     };
     let names = s.fields.iter().map(|f| {
         let id = Literal::u32_unsuffixed(f.id);
@@ -151,7 +174,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
             #[inline]
             fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
                 #[allow(unused_imports)]
-                use #rt::{field, kind};
+                use #rt::{I32, I64, LEN, VARINT, field, key, kind};
                 #(#encodes)*
                 self.unknown_fields.encode(buf);
             }
@@ -159,7 +182,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
             #[inline]
             fn encoded_len(&self) -> usize {
                 #[allow(unused_imports)]
-                use #rt::{field, kind};
+                use #rt::{field, key_len, kind};
                 #(#lens +)* self.unknown_fields.encoded_len()
             }
 
@@ -170,7 +193,7 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
                 d: &mut #rt::Decoder<'_>,
             ) -> ::core::result::Result<(), #rt::DecodeError> {
                 #[allow(unused_imports)]
-                use #rt::{field, kind};
+                use #rt::{I32, I64, LEN, VARINT, field, kind};
                 #merge_body
             }
 
@@ -219,7 +242,7 @@ impl FieldGen<'_> {
         let kind = self.kind(value);
         match f.ty {
             FieldType::Singular(ValueType::Struct(_)) => {
-                let key = key(f.id, LENGTH_DELIMITED);
+                let key = key(f.id, Wire::Len);
                 quote! { #rt::encode_message(#key, &self.#name, buf); }
             }
             FieldType::Singular(ty) if Self::has_custom_default(f) => {
@@ -240,11 +263,11 @@ impl FieldGen<'_> {
                 }
             }
             FieldType::Repeated(ty) if is_packable(ty) => {
-                let key = key(f.id, LENGTH_DELIMITED);
+                let key = key(f.id, Wire::Len);
                 quote! { #rt::encode_packed::<#kind>(#key, &self.#name, buf); }
             }
             FieldType::Repeated(ValueType::Struct(_)) => {
-                let key = key(f.id, LENGTH_DELIMITED);
+                let key = key(f.id, Wire::Len);
                 quote! { #rt::encode_repeated_messages(#key, &self.#name, buf); }
             }
             FieldType::Repeated(ty) => {
@@ -252,7 +275,7 @@ impl FieldGen<'_> {
                 quote! { #rt::encode_repeated::<#kind>(#key, &self.#name, buf); }
             }
             FieldType::Map(k, _) => {
-                let key = key(f.id, LENGTH_DELIMITED);
+                let key = key(f.id, Wire::Len);
                 let key_kind = self.kind(ValueType::Scalar(k));
                 quote! { #rt::encode_map::<#key_kind, #kind>(#key, &self.#name, buf); }
             }
@@ -300,34 +323,34 @@ impl FieldGen<'_> {
         let wt = wire_type(value);
         match f.ty {
             FieldType::Singular(_) => {
-                let key = key(f.id, wt);
+                let key = key_pattern(f.id, wt);
                 quote! { #key => #rt::merge::<#kind>(&mut self.#name, d), }
             }
             FieldType::Optional(ValueType::Struct(s)) if f.boxed => {
-                let key = key(f.id, wt);
+                let key = key_pattern(f.id, wt);
                 let ty = paths::value_type(self.schema, self.package, ValueType::Struct(s));
                 quote! { #key => #rt::merge_optional_boxed::<#ty>(&mut self.#name, d), }
             }
             FieldType::Optional(_) => {
-                let key = key(f.id, wt);
+                let key = key_pattern(f.id, wt);
                 quote! { #key => #rt::merge_optional::<#kind>(&mut self.#name, d), }
             }
             FieldType::Repeated(ty) if is_packable(ty) => {
                 // Both encodings are accepted: packed from svrkit and proto3 peers, one field
                 // per element from proto2-style peers.
-                let packed = key(f.id, LENGTH_DELIMITED);
-                let single = key(f.id, wt);
+                let packed = key_pattern(f.id, Wire::Len);
+                let single = key_pattern(f.id, wt);
                 quote! {
                     #packed => #rt::merge_packed::<#kind>(&mut self.#name, d),
                     #single => #rt::merge_repeated::<#kind>(&mut self.#name, d),
                 }
             }
             FieldType::Repeated(_) => {
-                let key = key(f.id, wt);
+                let key = key_pattern(f.id, wt);
                 quote! { #key => #rt::merge_repeated::<#kind>(&mut self.#name, d), }
             }
             FieldType::Map(k, _) => {
-                let key = key(f.id, LENGTH_DELIMITED);
+                let key = key_pattern(f.id, Wire::Len);
                 let key_kind = self.kind(ValueType::Scalar(k));
                 quote! {
                     #key => #rt::merge_map_entry::<#key_kind, #kind>(

@@ -168,47 +168,61 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encode_singular::<kind::Enum<FrameKind>>(8, &self.kind, buf);
-        field::encode_singular::<kind::Uint64>(16, &self.request_id, buf);
-        field::encode_singular::<kind::Uint32>(24, &self.service_id, buf);
-        field::encode_singular::<kind::Uint32>(32, &self.method_id, buf);
-        field::encode_singular::<kind::Uint32>(40, &self.deadline_ms, buf);
-        field::encode_singular::<kind::Uint32>(48, &self.priority, buf);
-        field::encode_singular::<kind::Uint64>(56, &self.user_key, buf);
-        field::encode_singular::<kind::Bytes>(66, &self.trace_id, buf);
-        field::encode_singular::<kind::String>(74, &self.caller, buf);
-        field::encode_singular::<kind::String>(82, &self.dye, buf);
-        field::encode_singular::<kind::Uint32>(88, &self.attempt, buf);
-        field::encode_singular::<kind::Uint32>(96, &self.status_code, buf);
-        field::encode_singular::<kind::String>(106, &self.status_message, buf);
-        field::encode_singular::<kind::Uint32>(112, &self.admission_level, buf);
-        field::encode_map::<kind::String, kind::String>(122, &self.metadata, buf);
-        field::encode_singular::<kind::Bool>(128, &self.no_retry, buf);
-        field::encode_packed::<kind::Uint32>(138, &self.hosted, buf);
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::Enum<FrameKind>>(key(1, VARINT), &self.kind, buf);
+        field::encode_singular::<kind::Uint64>(key(2, VARINT), &self.request_id, buf);
+        field::encode_singular::<kind::Uint32>(key(3, VARINT), &self.service_id, buf);
+        field::encode_singular::<kind::Uint32>(key(4, VARINT), &self.method_id, buf);
+        field::encode_singular::<kind::Uint32>(key(5, VARINT), &self.deadline_ms, buf);
+        field::encode_singular::<kind::Uint32>(key(6, VARINT), &self.priority, buf);
+        field::encode_singular::<kind::Uint64>(key(7, VARINT), &self.user_key, buf);
+        field::encode_singular::<kind::Bytes>(key(8, LEN), &self.trace_id, buf);
+        field::encode_singular::<kind::String>(key(9, LEN), &self.caller, buf);
+        field::encode_singular::<kind::String>(key(10, LEN), &self.dye, buf);
+        field::encode_singular::<kind::Uint32>(key(11, VARINT), &self.attempt, buf);
+        field::encode_singular::<kind::Uint32>(key(12, VARINT), &self.status_code, buf);
+        field::encode_singular::<kind::String>(key(13, LEN), &self.status_message, buf);
+        field::encode_singular::<
+            kind::Uint32,
+        >(key(14, VARINT), &self.admission_level, buf);
+        field::encode_map::<
+            kind::String,
+            kind::String,
+        >(key(15, LEN), &self.metadata, buf);
+        field::encode_singular::<kind::Bool>(key(16, VARINT), &self.no_retry, buf);
+        field::encode_packed::<kind::Uint32>(key(17, LEN), &self.hosted, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encoded_len_singular::<kind::Enum<FrameKind>>(1, &self.kind)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.request_id)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.service_id)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.method_id)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.deadline_ms)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.priority)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.user_key)
-            + field::encoded_len_singular::<kind::Bytes>(1, &self.trace_id)
-            + field::encoded_len_singular::<kind::String>(1, &self.caller)
-            + field::encoded_len_singular::<kind::String>(1, &self.dye)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.attempt)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.status_code)
-            + field::encoded_len_singular::<kind::String>(1, &self.status_message)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.admission_level)
-            + field::encoded_len_map::<kind::String, kind::String>(1, &self.metadata)
-            + field::encoded_len_singular::<kind::Bool>(2, &self.no_retry)
-            + field::encoded_len_packed::<kind::Uint32>(2, &self.hosted)
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::Enum<FrameKind>>(key_len(1), &self.kind)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(2), &self.request_id)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(3), &self.service_id)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(4), &self.method_id)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(5), &self.deadline_ms)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(6), &self.priority)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(7), &self.user_key)
+            + field::encoded_len_singular::<kind::Bytes>(key_len(8), &self.trace_id)
+            + field::encoded_len_singular::<kind::String>(key_len(9), &self.caller)
+            + field::encoded_len_singular::<kind::String>(key_len(10), &self.dye)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(11), &self.attempt)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(12), &self.status_code)
+            + field::encoded_len_singular::<
+                kind::String,
+            >(key_len(13), &self.status_message)
+            + field::encoded_len_singular::<
+                kind::Uint32,
+            >(key_len(14), &self.admission_level)
+            + field::encoded_len_map::<
+                kind::String,
+                kind::String,
+            >(key_len(15), &self.metadata)
+            + field::encoded_len_singular::<kind::Bool>(key_len(16), &self.no_retry)
+            + field::encoded_len_packed::<kind::Uint32>(key_len(17), &self.hosted)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -218,31 +232,31 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        match key {
-            8 => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
-            16 => field::merge::<kind::Uint64>(&mut self.request_id, d),
-            24 => field::merge::<kind::Uint32>(&mut self.service_id, d),
-            32 => field::merge::<kind::Uint32>(&mut self.method_id, d),
-            40 => field::merge::<kind::Uint32>(&mut self.deadline_ms, d),
-            48 => field::merge::<kind::Uint32>(&mut self.priority, d),
-            56 => field::merge::<kind::Uint64>(&mut self.user_key, d),
-            66 => field::merge::<kind::Bytes>(&mut self.trace_id, d),
-            74 => field::merge::<kind::String>(&mut self.caller, d),
-            82 => field::merge::<kind::String>(&mut self.dye, d),
-            88 => field::merge::<kind::Uint32>(&mut self.attempt, d),
-            96 => field::merge::<kind::Uint32>(&mut self.status_code, d),
-            106 => field::merge::<kind::String>(&mut self.status_message, d),
-            112 => field::merge::<kind::Uint32>(&mut self.admission_level, d),
-            122 => {
+        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
+        match (key >> 3, key & 7) {
+            (1, VARINT) => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
+            (2, VARINT) => field::merge::<kind::Uint64>(&mut self.request_id, d),
+            (3, VARINT) => field::merge::<kind::Uint32>(&mut self.service_id, d),
+            (4, VARINT) => field::merge::<kind::Uint32>(&mut self.method_id, d),
+            (5, VARINT) => field::merge::<kind::Uint32>(&mut self.deadline_ms, d),
+            (6, VARINT) => field::merge::<kind::Uint32>(&mut self.priority, d),
+            (7, VARINT) => field::merge::<kind::Uint64>(&mut self.user_key, d),
+            (8, LEN) => field::merge::<kind::Bytes>(&mut self.trace_id, d),
+            (9, LEN) => field::merge::<kind::String>(&mut self.caller, d),
+            (10, LEN) => field::merge::<kind::String>(&mut self.dye, d),
+            (11, VARINT) => field::merge::<kind::Uint32>(&mut self.attempt, d),
+            (12, VARINT) => field::merge::<kind::Uint32>(&mut self.status_code, d),
+            (13, LEN) => field::merge::<kind::String>(&mut self.status_message, d),
+            (14, VARINT) => field::merge::<kind::Uint32>(&mut self.admission_level, d),
+            (15, LEN) => {
                 field::merge_map_entry::<
                     kind::String,
                     kind::String,
                 >(key, &mut self.metadata, d, &mut self.unknown_fields)
             }
-            128 => field::merge::<kind::Bool>(&mut self.no_retry, d),
-            138 => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
-            136 => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
+            (16, VARINT) => field::merge::<kind::Bool>(&mut self.no_retry, d),
+            (17, LEN) => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
+            (17, VARINT) => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }

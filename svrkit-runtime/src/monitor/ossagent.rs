@@ -55,38 +55,47 @@ impl ::svrkit_runtime::codec::generated::Message for MethodMinute {
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encode_singular::<kind::String>(10, &self.service, buf);
-        field::encode_singular::<kind::String>(18, &self.method, buf);
-        field::encode_singular::<kind::Bool>(24, &self.client, buf);
-        field::encode_singular::<kind::Uint64>(32, &self.calls, buf);
-        field::encode_singular::<kind::Uint64>(40, &self.errors, buf);
-        field::encode_singular::<kind::Uint64>(48, &self.rejected, buf);
-        field::encode_packed::<kind::Uint64>(58, &self.latency, buf);
-        field::encode_packed::<kind::Uint64>(66, &self.queue_wait, buf);
-        field::encode_singular::<kind::Uint64>(72, &self.caller_errors, buf);
-        field::encode_singular::<kind::Uint64>(80, &self.cancelled, buf);
-        field::encode_packed::<kind::Uint64>(90, &self.latency_buckets, buf);
-        field::encode_packed::<kind::Uint64>(98, &self.queue_wait_buckets, buf);
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::String>(key(1, LEN), &self.service, buf);
+        field::encode_singular::<kind::String>(key(2, LEN), &self.method, buf);
+        field::encode_singular::<kind::Bool>(key(3, VARINT), &self.client, buf);
+        field::encode_singular::<kind::Uint64>(key(4, VARINT), &self.calls, buf);
+        field::encode_singular::<kind::Uint64>(key(5, VARINT), &self.errors, buf);
+        field::encode_singular::<kind::Uint64>(key(6, VARINT), &self.rejected, buf);
+        field::encode_packed::<kind::Uint64>(key(7, LEN), &self.latency, buf);
+        field::encode_packed::<kind::Uint64>(key(8, LEN), &self.queue_wait, buf);
+        field::encode_singular::<kind::Uint64>(key(9, VARINT), &self.caller_errors, buf);
+        field::encode_singular::<kind::Uint64>(key(10, VARINT), &self.cancelled, buf);
+        field::encode_packed::<kind::Uint64>(key(11, LEN), &self.latency_buckets, buf);
+        field::encode_packed::<
+            kind::Uint64,
+        >(key(12, LEN), &self.queue_wait_buckets, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encoded_len_singular::<kind::String>(1, &self.service)
-            + field::encoded_len_singular::<kind::String>(1, &self.method)
-            + field::encoded_len_singular::<kind::Bool>(1, &self.client)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.calls)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.errors)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.rejected)
-            + field::encoded_len_packed::<kind::Uint64>(1, &self.latency)
-            + field::encoded_len_packed::<kind::Uint64>(1, &self.queue_wait)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.caller_errors)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.cancelled)
-            + field::encoded_len_packed::<kind::Uint64>(1, &self.latency_buckets)
-            + field::encoded_len_packed::<kind::Uint64>(1, &self.queue_wait_buckets)
-            + self.unknown_fields.encoded_len()
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::String>(key_len(1), &self.service)
+            + field::encoded_len_singular::<kind::String>(key_len(2), &self.method)
+            + field::encoded_len_singular::<kind::Bool>(key_len(3), &self.client)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(4), &self.calls)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(5), &self.errors)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(6), &self.rejected)
+            + field::encoded_len_packed::<kind::Uint64>(key_len(7), &self.latency)
+            + field::encoded_len_packed::<kind::Uint64>(key_len(8), &self.queue_wait)
+            + field::encoded_len_singular::<
+                kind::Uint64,
+            >(key_len(9), &self.caller_errors)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(10), &self.cancelled)
+            + field::encoded_len_packed::<
+                kind::Uint64,
+            >(key_len(11), &self.latency_buckets)
+            + field::encoded_len_packed::<
+                kind::Uint64,
+            >(key_len(12), &self.queue_wait_buckets) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -95,24 +104,32 @@ impl ::svrkit_runtime::codec::generated::Message for MethodMinute {
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        match key {
-            10 => field::merge::<kind::String>(&mut self.service, d),
-            18 => field::merge::<kind::String>(&mut self.method, d),
-            24 => field::merge::<kind::Bool>(&mut self.client, d),
-            32 => field::merge::<kind::Uint64>(&mut self.calls, d),
-            40 => field::merge::<kind::Uint64>(&mut self.errors, d),
-            48 => field::merge::<kind::Uint64>(&mut self.rejected, d),
-            58 => field::merge_packed::<kind::Uint64>(&mut self.latency, d),
-            56 => field::merge_repeated::<kind::Uint64>(&mut self.latency, d),
-            66 => field::merge_packed::<kind::Uint64>(&mut self.queue_wait, d),
-            64 => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d),
-            72 => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
-            80 => field::merge::<kind::Uint64>(&mut self.cancelled, d),
-            90 => field::merge_packed::<kind::Uint64>(&mut self.latency_buckets, d),
-            88 => field::merge_repeated::<kind::Uint64>(&mut self.latency_buckets, d),
-            98 => field::merge_packed::<kind::Uint64>(&mut self.queue_wait_buckets, d),
-            96 => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait_buckets, d),
+        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
+        match (key >> 3, key & 7) {
+            (1, LEN) => field::merge::<kind::String>(&mut self.service, d),
+            (2, LEN) => field::merge::<kind::String>(&mut self.method, d),
+            (3, VARINT) => field::merge::<kind::Bool>(&mut self.client, d),
+            (4, VARINT) => field::merge::<kind::Uint64>(&mut self.calls, d),
+            (5, VARINT) => field::merge::<kind::Uint64>(&mut self.errors, d),
+            (6, VARINT) => field::merge::<kind::Uint64>(&mut self.rejected, d),
+            (7, LEN) => field::merge_packed::<kind::Uint64>(&mut self.latency, d),
+            (7, VARINT) => field::merge_repeated::<kind::Uint64>(&mut self.latency, d),
+            (8, LEN) => field::merge_packed::<kind::Uint64>(&mut self.queue_wait, d),
+            (8, VARINT) => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d),
+            (9, VARINT) => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
+            (10, VARINT) => field::merge::<kind::Uint64>(&mut self.cancelled, d),
+            (11, LEN) => {
+                field::merge_packed::<kind::Uint64>(&mut self.latency_buckets, d)
+            }
+            (11, VARINT) => {
+                field::merge_repeated::<kind::Uint64>(&mut self.latency_buckets, d)
+            }
+            (12, LEN) => {
+                field::merge_packed::<kind::Uint64>(&mut self.queue_wait_buckets, d)
+            }
+            (12, VARINT) => {
+                field::merge_repeated::<kind::Uint64>(&mut self.queue_wait_buckets, d)
+            }
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -176,27 +193,29 @@ impl ::svrkit_runtime::codec::generated::Message for Alarm {
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encode_singular::<kind::String>(10, &self.service, buf);
-        field::encode_singular::<kind::String>(18, &self.method, buf);
-        field::encode_singular::<kind::String>(26, &self.figure, buf);
-        field::encode_singular::<kind::Double>(33, &self.value, buf);
-        field::encode_singular::<kind::Double>(41, &self.baseline, buf);
-        field::encode_singular::<kind::Uint64>(48, &self.since_minute, buf);
-        field::encode_singular::<kind::Uint64>(56, &self.value_minute, buf);
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::String>(key(1, LEN), &self.service, buf);
+        field::encode_singular::<kind::String>(key(2, LEN), &self.method, buf);
+        field::encode_singular::<kind::String>(key(3, LEN), &self.figure, buf);
+        field::encode_singular::<kind::Double>(key(4, I64), &self.value, buf);
+        field::encode_singular::<kind::Double>(key(5, I64), &self.baseline, buf);
+        field::encode_singular::<kind::Uint64>(key(6, VARINT), &self.since_minute, buf);
+        field::encode_singular::<kind::Uint64>(key(7, VARINT), &self.value_minute, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encoded_len_singular::<kind::String>(1, &self.service)
-            + field::encoded_len_singular::<kind::String>(1, &self.method)
-            + field::encoded_len_singular::<kind::String>(1, &self.figure)
-            + field::encoded_len_singular::<kind::Double>(1, &self.value)
-            + field::encoded_len_singular::<kind::Double>(1, &self.baseline)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.since_minute)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.value_minute)
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::String>(key_len(1), &self.service)
+            + field::encoded_len_singular::<kind::String>(key_len(2), &self.method)
+            + field::encoded_len_singular::<kind::String>(key_len(3), &self.figure)
+            + field::encoded_len_singular::<kind::Double>(key_len(4), &self.value)
+            + field::encoded_len_singular::<kind::Double>(key_len(5), &self.baseline)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(6), &self.since_minute)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(7), &self.value_minute)
             + self.unknown_fields.encoded_len()
     }
     #[inline]
@@ -206,15 +225,15 @@ impl ::svrkit_runtime::codec::generated::Message for Alarm {
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        match key {
-            10 => field::merge::<kind::String>(&mut self.service, d),
-            18 => field::merge::<kind::String>(&mut self.method, d),
-            26 => field::merge::<kind::String>(&mut self.figure, d),
-            33 => field::merge::<kind::Double>(&mut self.value, d),
-            41 => field::merge::<kind::Double>(&mut self.baseline, d),
-            48 => field::merge::<kind::Uint64>(&mut self.since_minute, d),
-            56 => field::merge::<kind::Uint64>(&mut self.value_minute, d),
+        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
+        match (key >> 3, key & 7) {
+            (1, LEN) => field::merge::<kind::String>(&mut self.service, d),
+            (2, LEN) => field::merge::<kind::String>(&mut self.method, d),
+            (3, LEN) => field::merge::<kind::String>(&mut self.figure, d),
+            (4, I64) => field::merge::<kind::Double>(&mut self.value, d),
+            (5, I64) => field::merge::<kind::Double>(&mut self.baseline, d),
+            (6, VARINT) => field::merge::<kind::Uint64>(&mut self.since_minute, d),
+            (7, VARINT) => field::merge::<kind::Uint64>(&mut self.value_minute, d),
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
@@ -260,19 +279,21 @@ impl ::svrkit_runtime::codec::generated::Message for Minute {
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encode_singular::<kind::Uint64>(8, &self.minute, buf);
-        field::encode_repeated_messages(18, &self.methods, buf);
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::Uint64>(key(1, VARINT), &self.minute, buf);
+        field::encode_repeated_messages(key(2, LEN), &self.methods, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encoded_len_singular::<kind::Uint64>(1, &self.minute)
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::Uint64>(key_len(1), &self.minute)
             + field::encoded_len_repeated::<
                 kind::Message<MethodMinute>,
-            >(1, &self.methods) + self.unknown_fields.encoded_len()
+            >(key_len(2), &self.methods) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -281,10 +302,10 @@ impl ::svrkit_runtime::codec::generated::Message for Minute {
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        match key {
-            8 => field::merge::<kind::Uint64>(&mut self.minute, d),
-            18 => {
+        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
+        match (key >> 3, key & 7) {
+            (1, VARINT) => field::merge::<kind::Uint64>(&mut self.minute, d),
+            (2, LEN) => {
                 field::merge_repeated::<
                     kind::Message<MethodMinute>,
                 >(&mut self.methods, d)
@@ -343,28 +364,33 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
     #[inline]
     fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encode_singular::<kind::String>(10, &self.instance, buf);
-        field::encode_singular::<kind::Uint32>(16, &self.pid, buf);
-        field::encode_singular::<kind::Uint64>(24, &self.started_unix, buf);
-        field::encode_repeated_messages(34, &self.minutes, buf);
-        field::encode_repeated::<kind::String>(42, &self.services, buf);
-        field::encode_repeated::<kind::String>(50, &self.firing, buf);
-        field::encode_repeated_messages(58, &self.alarms, buf);
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::String>(key(1, LEN), &self.instance, buf);
+        field::encode_singular::<kind::Uint32>(key(2, VARINT), &self.pid, buf);
+        field::encode_singular::<kind::Uint64>(key(3, VARINT), &self.started_unix, buf);
+        field::encode_repeated_messages(key(4, LEN), &self.minutes, buf);
+        field::encode_repeated::<kind::String>(key(5, LEN), &self.services, buf);
+        field::encode_repeated::<kind::String>(key(6, LEN), &self.firing, buf);
+        field::encode_repeated_messages(key(7, LEN), &self.alarms, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
     fn encoded_len(&self) -> usize {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        field::encoded_len_singular::<kind::String>(1, &self.instance)
-            + field::encoded_len_singular::<kind::Uint32>(1, &self.pid)
-            + field::encoded_len_singular::<kind::Uint64>(1, &self.started_unix)
-            + field::encoded_len_repeated::<kind::Message<Minute>>(1, &self.minutes)
-            + field::encoded_len_repeated::<kind::String>(1, &self.services)
-            + field::encoded_len_repeated::<kind::String>(1, &self.firing)
-            + field::encoded_len_repeated::<kind::Message<Alarm>>(1, &self.alarms)
-            + self.unknown_fields.encoded_len()
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::String>(key_len(1), &self.instance)
+            + field::encoded_len_singular::<kind::Uint32>(key_len(2), &self.pid)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(3), &self.started_unix)
+            + field::encoded_len_repeated::<
+                kind::Message<Minute>,
+            >(key_len(4), &self.minutes)
+            + field::encoded_len_repeated::<kind::String>(key_len(5), &self.services)
+            + field::encoded_len_repeated::<kind::String>(key_len(6), &self.firing)
+            + field::encoded_len_repeated::<
+                kind::Message<Alarm>,
+            >(key_len(7), &self.alarms) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -373,15 +399,19 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{field, kind};
-        match key {
-            10 => field::merge::<kind::String>(&mut self.instance, d),
-            16 => field::merge::<kind::Uint32>(&mut self.pid, d),
-            24 => field::merge::<kind::Uint64>(&mut self.started_unix, d),
-            34 => field::merge_repeated::<kind::Message<Minute>>(&mut self.minutes, d),
-            42 => field::merge_repeated::<kind::String>(&mut self.services, d),
-            50 => field::merge_repeated::<kind::String>(&mut self.firing, d),
-            58 => field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d),
+        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
+        match (key >> 3, key & 7) {
+            (1, LEN) => field::merge::<kind::String>(&mut self.instance, d),
+            (2, VARINT) => field::merge::<kind::Uint32>(&mut self.pid, d),
+            (3, VARINT) => field::merge::<kind::Uint64>(&mut self.started_unix, d),
+            (4, LEN) => {
+                field::merge_repeated::<kind::Message<Minute>>(&mut self.minutes, d)
+            }
+            (5, LEN) => field::merge_repeated::<kind::String>(&mut self.services, d),
+            (6, LEN) => field::merge_repeated::<kind::String>(&mut self.firing, d),
+            (7, LEN) => {
+                field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d)
+            }
             _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
         }
     }
