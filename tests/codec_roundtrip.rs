@@ -5,7 +5,7 @@ mod support;
 use bytes::Bytes;
 use proptest::prelude::*;
 use svrkit_runtime::codec::Message;
-use svrkit_tests::svrkit::test::all_types::{Color, Defaults, Scalars};
+use svrkit_tests::svrkit::test::all_types::{Color, Defaults, KeyNames, Scalars};
 
 /// The properties every generated message must have.
 fn check<M: Message + PartialEq + std::fmt::Debug>(value: &M) -> Result<(), TestCaseError> {
@@ -170,4 +170,23 @@ fn the_example_in_the_wire_format_doc_is_what_we_encode() {
     };
     assert_eq!(msg.encode_to_vec(), documented);
     assert_eq!(message::Message::decode(&documented).unwrap(), msg);
+}
+
+/// Fields named like the constants generated decoding declares (`LEN`; `ITEMS_UNPACKED` for
+/// the second encoding of `items`) are decoded as themselves, in both encodings of the list.
+#[test]
+fn fields_named_like_key_constants_decode_as_themselves() {
+    let value = KeyNames {
+        len: 7,
+        items: vec![1, 300],
+        items_unpacked: "x".into(),
+        plain: -2,
+        ..KeyNames::default()
+    };
+    check(&value).unwrap();
+    // `items` one element per field (key 2 << 3 | varint), then `items_unpacked` (3, LEN).
+    let unpacked = [
+        0x10, 0x01, 0x10, 0xac, 0x02, 0x1a, 0x01, b'x', 0x08, 0x07, 0x20, 0x03,
+    ];
+    assert_eq!(KeyNames::decode(&unpacked).unwrap(), value);
 }

@@ -59,10 +59,34 @@ fn key_len(id: u32) -> TokenStream {
     quote!(key_len(#id))
 }
 
-/// A `match` pattern for a field's key split into id and wire type: `(3, LEN)`.
-fn key_pattern(id: u32, wire: Wire) -> TokenStream {
-    let id = Literal::u32_unsuffixed(id);
-    quote!((#id, #wire))
+/// The names of the key constants `merge_field` declares and matches on: each field's name
+/// in `SCREAMING_SNAKE` (`SENDER_UIN`), and `<NAME>_UNPACKED` for the second encoding of a
+/// packable list. A name that two fields would share, or that is one of the wire type
+/// constants in scope, falls back to `FIELD_<id>`.
+fn key_names(fields: &[Field]) -> Vec<(String, String)> {
+    let names = |base: &str| (base.to_owned(), format!("{base}_UNPACKED"));
+    let preferred: Vec<(String, String)> = fields
+        .iter()
+        .map(|f| names(&ident::screaming(&f.name)))
+        .collect();
+    let mut count = std::collections::HashMap::new();
+    for (a, b) in &preferred {
+        *count.entry(a.as_str()).or_insert(0) += 1;
+        *count.entry(b.as_str()).or_insert(0) += 1;
+    }
+    const IN_SCOPE: [&str; 4] = ["VARINT", "I64", "LEN", "I32"];
+    fields
+        .iter()
+        .zip(&preferred)
+        .map(|(f, (a, b))| {
+            let clash = |n: &String| count[n.as_str()] > 1 || IN_SCOPE.contains(&n.as_str());
+            if clash(a) || clash(b) {
+                names(&format!("FIELD_{}", f.id))
+            } else {
+                (a.clone(), b.clone())
+            }
+        })
+        .collect()
 }
 
 pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
@@ -121,16 +145,22 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
     };
     let encodes = s.fields.iter().map(|f| fields_gen.encode(f));
     let lens = s.fields.iter().map(|f| fields_gen.encoded_len(f));
-    let arms: Vec<TokenStream> = s.fields.iter().map(|f| fields_gen.merge_arms(f)).collect();
+    let key_names = key_names(&s.fields);
+    let (consts, arms): (Vec<TokenStream>, Vec<TokenStream>) = s
+        .fields
+        .iter()
+        .zip(&key_names)
+        .map(|(f, names)| fields_gen.merge_arms(f, names))
+        .unzip();
     let unknown = quote!(field::merge_unknown::<Self>(
-        key,
+        wire_key,
         d,
         &mut self.unknown_fields
     ));
     let merge_body = if arms.is_empty() {
         unknown
     } else {
-        quote! { match (key >> 3, key & 7) { #(#arms)* _ => #unknown, } }
+        quote! { #(#consts)* match wire_key { #(#arms)* _ => #unknown, } }
     };
     let names = s.fields.iter().map(|f| {
         let id = Literal::u32_unsuffixed(f.id);
@@ -189,11 +219,11 @@ pub(super) fn generate(schema: &Schema, id: StructId) -> TokenStream {
             #[inline]
             fn merge_field(
                 &mut self,
-                key: u32,
+                wire_key: u32,
                 d: &mut #rt::Decoder<'_>,
             ) -> ::core::result::Result<(), #rt::DecodeError> {
                 #[allow(unused_imports)]
-                use #rt::{I32, I64, LEN, VARINT, field, kind};
+                use #rt::{I32, I64, LEN, VARINT, field, key, kind};
                 #merge_body
             }
 
@@ -315,51 +345,79 @@ impl FieldGen<'_> {
         }
     }
 
-    fn merge_arms(&self, f: &Field) -> TokenStream {
+    /// The key constants a field's `merge_field` arms match on, and the arms.
+    fn merge_arms(
+        &self,
+        f: &Field,
+        (name, unpacked): &(String, String),
+    ) -> (TokenStream, TokenStream) {
         let rt = quote!(field);
-        let name = ident::ident(&f.name);
+        let field_name = ident::ident(&f.name);
         let value = f.ty.value();
         let kind = self.kind(value);
         let wt = wire_type(value);
+        let konst = |name: &str, wire: Wire| {
+            let name = proc_macro2::Ident::new(name, proc_macro2::Span::call_site());
+            let key = key(f.id, wire);
+            (quote! { const #name: u32 = #key; }, name)
+        };
         match f.ty {
             FieldType::Singular(_) => {
-                let key = key_pattern(f.id, wt);
-                quote! { #key => #rt::merge::<#kind>(&mut self.#name, d), }
+                let (c, k) = konst(name, wt);
+                (
+                    c,
+                    quote! { #k => #rt::merge::<#kind>(&mut self.#field_name, d), },
+                )
             }
             FieldType::Optional(ValueType::Struct(s)) if f.boxed => {
-                let key = key_pattern(f.id, wt);
+                let (c, k) = konst(name, wt);
                 let ty = paths::value_type(self.schema, self.package, ValueType::Struct(s));
-                quote! { #key => #rt::merge_optional_boxed::<#ty>(&mut self.#name, d), }
+                (
+                    c,
+                    quote! { #k => #rt::merge_optional_boxed::<#ty>(&mut self.#field_name, d), },
+                )
             }
             FieldType::Optional(_) => {
-                let key = key_pattern(f.id, wt);
-                quote! { #key => #rt::merge_optional::<#kind>(&mut self.#name, d), }
+                let (c, k) = konst(name, wt);
+                (
+                    c,
+                    quote! { #k => #rt::merge_optional::<#kind>(&mut self.#field_name, d), },
+                )
             }
             FieldType::Repeated(ty) if is_packable(ty) => {
                 // Both encodings are accepted: packed from svrkit and proto3 peers, one field
                 // per element from proto2-style peers.
-                let packed = key_pattern(f.id, Wire::Len);
-                let single = key_pattern(f.id, wt);
-                quote! {
-                    #packed => #rt::merge_packed::<#kind>(&mut self.#name, d),
-                    #single => #rt::merge_repeated::<#kind>(&mut self.#name, d),
-                }
+                let (c1, packed) = konst(name, Wire::Len);
+                let (c2, single) = konst(unpacked, wt);
+                (
+                    quote! { #c1 #c2 },
+                    quote! {
+                        #packed => #rt::merge_packed::<#kind>(&mut self.#field_name, d),
+                        #single => #rt::merge_repeated::<#kind>(&mut self.#field_name, d),
+                    },
+                )
             }
             FieldType::Repeated(_) => {
-                let key = key_pattern(f.id, wt);
-                quote! { #key => #rt::merge_repeated::<#kind>(&mut self.#name, d), }
+                let (c, k) = konst(name, wt);
+                (
+                    c,
+                    quote! { #k => #rt::merge_repeated::<#kind>(&mut self.#field_name, d), },
+                )
             }
             FieldType::Map(k, _) => {
-                let key = key_pattern(f.id, Wire::Len);
+                let (c, key_const) = konst(name, Wire::Len);
                 let key_kind = self.kind(ValueType::Scalar(k));
-                quote! {
-                    #key => #rt::merge_map_entry::<#key_kind, #kind>(
-                        key,
-                        &mut self.#name,
-                        d,
-                        &mut self.unknown_fields,
-                    ),
-                }
+                (
+                    c,
+                    quote! {
+                        #key_const => #rt::merge_map_entry::<#key_kind, #kind>(
+                            wire_key,
+                            &mut self.#field_name,
+                            d,
+                            &mut self.unknown_fields,
+                        ),
+                    },
+                )
             }
         }
     }

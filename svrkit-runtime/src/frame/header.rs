@@ -228,36 +228,56 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
     #[inline]
     fn merge_field(
         &mut self,
-        key: u32,
+        wire_key: u32,
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
-        match (key >> 3, key & 7) {
-            (1, VARINT) => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
-            (2, VARINT) => field::merge::<kind::Uint64>(&mut self.request_id, d),
-            (3, VARINT) => field::merge::<kind::Uint32>(&mut self.service_id, d),
-            (4, VARINT) => field::merge::<kind::Uint32>(&mut self.method_id, d),
-            (5, VARINT) => field::merge::<kind::Uint32>(&mut self.deadline_ms, d),
-            (6, VARINT) => field::merge::<kind::Uint32>(&mut self.priority, d),
-            (7, VARINT) => field::merge::<kind::Uint64>(&mut self.user_key, d),
-            (8, LEN) => field::merge::<kind::Bytes>(&mut self.trace_id, d),
-            (9, LEN) => field::merge::<kind::String>(&mut self.caller, d),
-            (10, LEN) => field::merge::<kind::String>(&mut self.dye, d),
-            (11, VARINT) => field::merge::<kind::Uint32>(&mut self.attempt, d),
-            (12, VARINT) => field::merge::<kind::Uint32>(&mut self.status_code, d),
-            (13, LEN) => field::merge::<kind::String>(&mut self.status_message, d),
-            (14, VARINT) => field::merge::<kind::Uint32>(&mut self.admission_level, d),
-            (15, LEN) => {
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const KIND: u32 = key(1, VARINT);
+        const REQUEST_ID: u32 = key(2, VARINT);
+        const SERVICE_ID: u32 = key(3, VARINT);
+        const METHOD_ID: u32 = key(4, VARINT);
+        const DEADLINE_MS: u32 = key(5, VARINT);
+        const PRIORITY: u32 = key(6, VARINT);
+        const USER_KEY: u32 = key(7, VARINT);
+        const TRACE_ID: u32 = key(8, LEN);
+        const CALLER: u32 = key(9, LEN);
+        const DYE: u32 = key(10, LEN);
+        const ATTEMPT: u32 = key(11, VARINT);
+        const STATUS_CODE: u32 = key(12, VARINT);
+        const STATUS_MESSAGE: u32 = key(13, LEN);
+        const ADMISSION_LEVEL: u32 = key(14, VARINT);
+        const METADATA: u32 = key(15, LEN);
+        const NO_RETRY: u32 = key(16, VARINT);
+        const HOSTED: u32 = key(17, LEN);
+        const HOSTED_UNPACKED: u32 = key(17, VARINT);
+        match wire_key {
+            KIND => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
+            REQUEST_ID => field::merge::<kind::Uint64>(&mut self.request_id, d),
+            SERVICE_ID => field::merge::<kind::Uint32>(&mut self.service_id, d),
+            METHOD_ID => field::merge::<kind::Uint32>(&mut self.method_id, d),
+            DEADLINE_MS => field::merge::<kind::Uint32>(&mut self.deadline_ms, d),
+            PRIORITY => field::merge::<kind::Uint32>(&mut self.priority, d),
+            USER_KEY => field::merge::<kind::Uint64>(&mut self.user_key, d),
+            TRACE_ID => field::merge::<kind::Bytes>(&mut self.trace_id, d),
+            CALLER => field::merge::<kind::String>(&mut self.caller, d),
+            DYE => field::merge::<kind::String>(&mut self.dye, d),
+            ATTEMPT => field::merge::<kind::Uint32>(&mut self.attempt, d),
+            STATUS_CODE => field::merge::<kind::Uint32>(&mut self.status_code, d),
+            STATUS_MESSAGE => field::merge::<kind::String>(&mut self.status_message, d),
+            ADMISSION_LEVEL => field::merge::<kind::Uint32>(&mut self.admission_level, d),
+            METADATA => {
                 field::merge_map_entry::<
                     kind::String,
                     kind::String,
-                >(key, &mut self.metadata, d, &mut self.unknown_fields)
+                >(wire_key, &mut self.metadata, d, &mut self.unknown_fields)
             }
-            (16, VARINT) => field::merge::<kind::Bool>(&mut self.no_retry, d),
-            (17, LEN) => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
-            (17, VARINT) => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
-            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+            NO_RETRY => field::merge::<kind::Bool>(&mut self.no_retry, d),
+            HOSTED => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
+            HOSTED_UNPACKED => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
     fn field_name(id: u32) -> ::core::option::Option<&'static str> {

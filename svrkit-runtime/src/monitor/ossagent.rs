@@ -100,37 +100,59 @@ impl ::svrkit_runtime::codec::generated::Message for MethodMinute {
     #[inline]
     fn merge_field(
         &mut self,
-        key: u32,
+        wire_key: u32,
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
-        match (key >> 3, key & 7) {
-            (1, LEN) => field::merge::<kind::String>(&mut self.service, d),
-            (2, LEN) => field::merge::<kind::String>(&mut self.method, d),
-            (3, VARINT) => field::merge::<kind::Bool>(&mut self.client, d),
-            (4, VARINT) => field::merge::<kind::Uint64>(&mut self.calls, d),
-            (5, VARINT) => field::merge::<kind::Uint64>(&mut self.errors, d),
-            (6, VARINT) => field::merge::<kind::Uint64>(&mut self.rejected, d),
-            (7, LEN) => field::merge_packed::<kind::Uint64>(&mut self.latency, d),
-            (7, VARINT) => field::merge_repeated::<kind::Uint64>(&mut self.latency, d),
-            (8, LEN) => field::merge_packed::<kind::Uint64>(&mut self.queue_wait, d),
-            (8, VARINT) => field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d),
-            (9, VARINT) => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
-            (10, VARINT) => field::merge::<kind::Uint64>(&mut self.cancelled, d),
-            (11, LEN) => {
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const SERVICE: u32 = key(1, LEN);
+        const METHOD: u32 = key(2, LEN);
+        const CLIENT: u32 = key(3, VARINT);
+        const CALLS: u32 = key(4, VARINT);
+        const ERRORS: u32 = key(5, VARINT);
+        const REJECTED: u32 = key(6, VARINT);
+        const LATENCY: u32 = key(7, LEN);
+        const LATENCY_UNPACKED: u32 = key(7, VARINT);
+        const QUEUE_WAIT: u32 = key(8, LEN);
+        const QUEUE_WAIT_UNPACKED: u32 = key(8, VARINT);
+        const CALLER_ERRORS: u32 = key(9, VARINT);
+        const CANCELLED: u32 = key(10, VARINT);
+        const LATENCY_BUCKETS: u32 = key(11, LEN);
+        const LATENCY_BUCKETS_UNPACKED: u32 = key(11, VARINT);
+        const QUEUE_WAIT_BUCKETS: u32 = key(12, LEN);
+        const QUEUE_WAIT_BUCKETS_UNPACKED: u32 = key(12, VARINT);
+        match wire_key {
+            SERVICE => field::merge::<kind::String>(&mut self.service, d),
+            METHOD => field::merge::<kind::String>(&mut self.method, d),
+            CLIENT => field::merge::<kind::Bool>(&mut self.client, d),
+            CALLS => field::merge::<kind::Uint64>(&mut self.calls, d),
+            ERRORS => field::merge::<kind::Uint64>(&mut self.errors, d),
+            REJECTED => field::merge::<kind::Uint64>(&mut self.rejected, d),
+            LATENCY => field::merge_packed::<kind::Uint64>(&mut self.latency, d),
+            LATENCY_UNPACKED => {
+                field::merge_repeated::<kind::Uint64>(&mut self.latency, d)
+            }
+            QUEUE_WAIT => field::merge_packed::<kind::Uint64>(&mut self.queue_wait, d),
+            QUEUE_WAIT_UNPACKED => {
+                field::merge_repeated::<kind::Uint64>(&mut self.queue_wait, d)
+            }
+            CALLER_ERRORS => field::merge::<kind::Uint64>(&mut self.caller_errors, d),
+            CANCELLED => field::merge::<kind::Uint64>(&mut self.cancelled, d),
+            LATENCY_BUCKETS => {
                 field::merge_packed::<kind::Uint64>(&mut self.latency_buckets, d)
             }
-            (11, VARINT) => {
+            LATENCY_BUCKETS_UNPACKED => {
                 field::merge_repeated::<kind::Uint64>(&mut self.latency_buckets, d)
             }
-            (12, LEN) => {
+            QUEUE_WAIT_BUCKETS => {
                 field::merge_packed::<kind::Uint64>(&mut self.queue_wait_buckets, d)
             }
-            (12, VARINT) => {
+            QUEUE_WAIT_BUCKETS_UNPACKED => {
                 field::merge_repeated::<kind::Uint64>(&mut self.queue_wait_buckets, d)
             }
-            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
     fn field_name(id: u32) -> ::core::option::Option<&'static str> {
@@ -221,20 +243,29 @@ impl ::svrkit_runtime::codec::generated::Message for Alarm {
     #[inline]
     fn merge_field(
         &mut self,
-        key: u32,
+        wire_key: u32,
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
-        match (key >> 3, key & 7) {
-            (1, LEN) => field::merge::<kind::String>(&mut self.service, d),
-            (2, LEN) => field::merge::<kind::String>(&mut self.method, d),
-            (3, LEN) => field::merge::<kind::String>(&mut self.figure, d),
-            (4, I64) => field::merge::<kind::Double>(&mut self.value, d),
-            (5, I64) => field::merge::<kind::Double>(&mut self.baseline, d),
-            (6, VARINT) => field::merge::<kind::Uint64>(&mut self.since_minute, d),
-            (7, VARINT) => field::merge::<kind::Uint64>(&mut self.value_minute, d),
-            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const SERVICE: u32 = key(1, LEN);
+        const METHOD: u32 = key(2, LEN);
+        const FIGURE: u32 = key(3, LEN);
+        const VALUE: u32 = key(4, I64);
+        const BASELINE: u32 = key(5, I64);
+        const SINCE_MINUTE: u32 = key(6, VARINT);
+        const VALUE_MINUTE: u32 = key(7, VARINT);
+        match wire_key {
+            SERVICE => field::merge::<kind::String>(&mut self.service, d),
+            METHOD => field::merge::<kind::String>(&mut self.method, d),
+            FIGURE => field::merge::<kind::String>(&mut self.figure, d),
+            VALUE => field::merge::<kind::Double>(&mut self.value, d),
+            BASELINE => field::merge::<kind::Double>(&mut self.baseline, d),
+            SINCE_MINUTE => field::merge::<kind::Uint64>(&mut self.since_minute, d),
+            VALUE_MINUTE => field::merge::<kind::Uint64>(&mut self.value_minute, d),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
     fn field_name(id: u32) -> ::core::option::Option<&'static str> {
@@ -298,19 +329,23 @@ impl ::svrkit_runtime::codec::generated::Message for Minute {
     #[inline]
     fn merge_field(
         &mut self,
-        key: u32,
+        wire_key: u32,
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
-        match (key >> 3, key & 7) {
-            (1, VARINT) => field::merge::<kind::Uint64>(&mut self.minute, d),
-            (2, LEN) => {
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const MINUTE: u32 = key(1, VARINT);
+        const METHODS: u32 = key(2, LEN);
+        match wire_key {
+            MINUTE => field::merge::<kind::Uint64>(&mut self.minute, d),
+            METHODS => {
                 field::merge_repeated::<
                     kind::Message<MethodMinute>,
                 >(&mut self.methods, d)
             }
-            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
     fn field_name(id: u32) -> ::core::option::Option<&'static str> {
@@ -395,24 +430,31 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
     #[inline]
     fn merge_field(
         &mut self,
-        key: u32,
+        wire_key: u32,
         d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
     ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
         #[allow(unused_imports)]
-        use ::svrkit_runtime::codec::generated::{I32, I64, LEN, VARINT, field, kind};
-        match (key >> 3, key & 7) {
-            (1, LEN) => field::merge::<kind::String>(&mut self.instance, d),
-            (2, VARINT) => field::merge::<kind::Uint32>(&mut self.pid, d),
-            (3, VARINT) => field::merge::<kind::Uint64>(&mut self.started_unix, d),
-            (4, LEN) => {
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const INSTANCE: u32 = key(1, LEN);
+        const PID: u32 = key(2, VARINT);
+        const STARTED_UNIX: u32 = key(3, VARINT);
+        const MINUTES: u32 = key(4, LEN);
+        const SERVICES: u32 = key(5, LEN);
+        const FIRING: u32 = key(6, LEN);
+        const ALARMS: u32 = key(7, LEN);
+        match wire_key {
+            INSTANCE => field::merge::<kind::String>(&mut self.instance, d),
+            PID => field::merge::<kind::Uint32>(&mut self.pid, d),
+            STARTED_UNIX => field::merge::<kind::Uint64>(&mut self.started_unix, d),
+            MINUTES => {
                 field::merge_repeated::<kind::Message<Minute>>(&mut self.minutes, d)
             }
-            (5, LEN) => field::merge_repeated::<kind::String>(&mut self.services, d),
-            (6, LEN) => field::merge_repeated::<kind::String>(&mut self.firing, d),
-            (7, LEN) => {
-                field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d)
-            }
-            _ => field::merge_unknown::<Self>(key, d, &mut self.unknown_fields),
+            SERVICES => field::merge_repeated::<kind::String>(&mut self.services, d),
+            FIRING => field::merge_repeated::<kind::String>(&mut self.firing, d),
+            ALARMS => field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
     fn field_name(id: u32) -> ::core::option::Option<&'static str> {
