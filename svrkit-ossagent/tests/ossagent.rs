@@ -81,8 +81,11 @@ fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// Sends one report of 42 calls of `s.S.M` this minute, as `instance`.
-fn send_report(addr: &str, instance: &str) {
+/// Sends one report of 42 calls of `s.S.M` this minute, as `instance`. A report is a oneway
+/// call, on its way when the call returns: keep the client and runtime it gives back until
+/// the agent has it, so that the connection's writer gets to write it.
+#[must_use]
+fn send_report(addr: &str, instance: &str) -> (tokio::runtime::Runtime, OssAgentClient) {
     let report = Report {
         instance: instance.to_owned().into(),
         pid: 7,
@@ -98,20 +101,24 @@ fn send_report(addr: &str, instance: &str) {
         }],
         ..Report::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Its worker goes on writing after the call returns.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let client = runtime.block_on(async {
         let client = OssAgentClient::new(Channel::lazy([addr], ChannelOptions::default()));
         client.report(&report).await.unwrap();
+        client
     });
+    (runtime, client)
 }
 
 #[test]
 fn a_report_over_the_network_shows_on_the_agents_pages() {
     let agent = agent(&[]);
-    send_report(&agent.addr, "10.1.2.3:7000");
+    let _sender = send_report(&agent.addr, "10.1.2.3:7000");
     let instance = eventually(|| {
         let system = system(&agent.admin);
         system["instances"].as_array()?.first().cloned()
@@ -141,7 +148,7 @@ fn reports_from_peers_it_does_not_trust_are_refused_and_counted() {
     // Not loopback: the test's own reports come from an untrusted peer.
     std::fs::write(&config, "[trust]\npeers = [\"10.0.0.0/8\"]\n").unwrap();
     let agent = agent(&["--config", config.to_str().unwrap()]);
-    send_report(&agent.addr, "10.1.2.3:7000");
+    let _sender = send_report(&agent.addr, "10.1.2.3:7000");
     eventually(|| (system(&agent.admin)["dropped"]["untrusted"] == 1).then_some(()));
     assert_eq!(system(&agent.admin)["instances"], serde_json::json!([]));
     let _ = std::fs::remove_dir_all(dir);

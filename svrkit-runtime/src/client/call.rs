@@ -91,6 +91,8 @@ impl Channel {
     ///
     /// # Errors
     /// As [`call`](Channel::call).
+    // For generated clients only: a person calls `call`, which finds the counters itself.
+    #[doc(hidden)]
     pub async fn call_counted<Req: Message, Resp: Message>(
         &self,
         method: &'static MethodMetrics,
@@ -114,6 +116,8 @@ impl Channel {
     ///
     /// # Errors
     /// As [`call_oneway`](Channel::call_oneway).
+    // For generated clients only, as `call_counted`.
+    #[doc(hidden)]
     pub async fn call_oneway_counted<Req: Message>(
         &self,
         method: &'static MethodMetrics,
