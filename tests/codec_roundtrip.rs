@@ -173,7 +173,8 @@ fn the_example_in_the_wire_format_doc_is_what_we_encode() {
 }
 
 /// Fields named like the constants generated decoding declares (`LEN`; `ITEMS_UNPACKED` for
-/// the second encoding of `items`) are decoded as themselves, in both encodings of the list.
+/// the second encoding of `items`), and like the names those fall back to (`FIELD_1`,
+/// `FIELD_2_UNPACKED`), are decoded as themselves, in both encodings of the list.
 #[test]
 fn fields_named_like_key_constants_decode_as_themselves() {
     let value = KeyNames {
@@ -181,12 +182,16 @@ fn fields_named_like_key_constants_decode_as_themselves() {
         items: vec![1, 300],
         items_unpacked: "x".into(),
         plain: -2,
+        field_1: "y".into(),
+        field_2_unpacked: true,
         ..KeyNames::default()
     };
     check(&value).unwrap();
-    // `items` one element per field (key 2 << 3 | varint), then `items_unpacked` (3, LEN).
+    // `items` one element per field (key 2 << 3 | varint), then `items_unpacked` (3, LEN),
+    // `len`, `plain`, `field_1` and `field_2_unpacked`.
     let unpacked = [
-        0x10, 0x01, 0x10, 0xac, 0x02, 0x1a, 0x01, b'x', 0x08, 0x07, 0x20, 0x03,
+        0x10, 0x01, 0x10, 0xac, 0x02, 0x1a, 0x01, b'x', 0x08, 0x07, 0x20, 0x03, 0x2a, 0x01, b'y',
+        0x30, 0x01,
     ];
     assert_eq!(KeyNames::decode(&unpacked).unwrap(), value);
 }

@@ -61,8 +61,9 @@ fn key_len(id: u32) -> TokenStream {
 
 /// The names of the key constants `merge_field` declares and matches on: each field's name
 /// in `SCREAMING_SNAKE` (`SENDER_UIN`), and `<NAME>_UNPACKED` for the second encoding of a
-/// packable list. A name that two fields would share, or that is one of the wire type
-/// constants in scope, falls back to `FIELD_<id>`.
+/// packable list. A field whose names another field's would share, or that are the wire
+/// type constants in scope, is named `FIELD_<id>` instead, with underscores added until
+/// no other name is the same.
 fn key_names(fields: &[Field]) -> Vec<(String, String)> {
     let names = |base: &str| (base.to_owned(), format!("{base}_UNPACKED"));
     let preferred: Vec<(String, String)> = fields
@@ -71,20 +72,32 @@ fn key_names(fields: &[Field]) -> Vec<(String, String)> {
         .collect();
     let mut count = std::collections::HashMap::new();
     for (a, b) in &preferred {
-        *count.entry(a.as_str()).or_insert(0) += 1;
-        *count.entry(b.as_str()).or_insert(0) += 1;
+        *count.entry(a.clone()).or_insert(0) += 1;
+        *count.entry(b.clone()).or_insert(0) += 1;
     }
     const IN_SCOPE: [&str; 4] = ["VARINT", "I64", "LEN", "I32"];
+    let clash = |n: &String| count[n] > 1 || IN_SCOPE.contains(&n.as_str());
+    // Every name in use: the preferred names (a clashing field's too, so that no fallback
+    // takes one of them), then each fallback as it is chosen.
+    let mut taken: std::collections::HashSet<String> = preferred
+        .iter()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
     fields
         .iter()
         .zip(&preferred)
         .map(|(f, (a, b))| {
-            let clash = |n: &String| count[n.as_str()] > 1 || IN_SCOPE.contains(&n.as_str());
-            if clash(a) || clash(b) {
-                names(&format!("FIELD_{}", f.id))
-            } else {
-                (a.clone(), b.clone())
+            if !clash(a) && !clash(b) {
+                return (a.clone(), b.clone());
             }
+            let mut base = format!("FIELD_{}", f.id);
+            while taken.contains(&base) || taken.contains(&format!("{base}_UNPACKED")) {
+                base.push('_');
+            }
+            let chosen = names(&base);
+            taken.insert(chosen.0.clone());
+            taken.insert(chosen.1.clone());
+            chosen
         })
         .collect()
 }
