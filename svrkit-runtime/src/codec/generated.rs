@@ -16,8 +16,8 @@ pub use std::collections::BTreeMap;
 #[doc(hidden)]
 pub use super::{DecodeError, Decoder, Enumeration, Message, UnknownFields, field, kind};
 
-/// Wire types as the plain numbers generated `match` patterns use: `(3, LEN)` is field 3,
-/// length-delimited.
+/// Wire types as the plain numbers generated code passes to [`key`]: `key(3, LEN)` is field
+/// 3, length-delimited.
 #[doc(hidden)]
 pub const VARINT: u32 = 0;
 #[doc(hidden)]

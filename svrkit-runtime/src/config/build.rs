@@ -99,7 +99,7 @@ impl Config {
                 Some(file) => {
                     let key = "server.admin_token_file";
                     let text = std::fs::read_to_string(file)
-                        .map_err(|e| ConfigError::key(key, format!("{file}: {e}")))?;
+                        .map_err(|e| ConfigError::key_source(&format!("{key}: {file}"), e))?;
                     let token = text.trim().to_owned();
                     if token.is_empty() {
                         return Err(ConfigError::key(key, format!("{file} is empty")));
@@ -115,7 +115,10 @@ impl Config {
             return crate::monitor::admin::bind_with(admin, options)
                 .await
                 .map(Some)
-                .map_err(|e| ConfigError::key("server.admin", e.to_string()));
+                .map_err(|e| {
+                    let message = format!("server.admin: {e}");
+                    ConfigError::new(ConfigErrorKind::Start, message, Some(Box::new(e)))
+                });
         }
         let _ = title;
         Ok(None)
@@ -279,5 +282,6 @@ impl Config {
 /// The contents of the file `key` names.
 #[cfg(feature = "tls")]
 fn read(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| ConfigError::key(key, format!("cannot read {path}: {e}")))
+    std::fs::read(path)
+        .map_err(|e| ConfigError::key_source(&format!("{key}: cannot read {path}"), e))
 }

@@ -200,3 +200,48 @@ fn a_missing_file_says_which() {
         .to_string();
     assert!(e.starts_with("cannot read /no/such/svrkit.toml: "), "{e}");
 }
+
+#[test]
+fn errors_say_their_kind_and_keep_their_cause() {
+    use std::error::Error as _;
+
+    let missing = Config::from_file("/no/such/svrkit.toml").unwrap_err();
+    assert_eq!(missing.kind(), ConfigErrorKind::Read);
+    let io = missing.source().unwrap().downcast_ref::<std::io::Error>();
+    assert_eq!(io.unwrap().kind(), std::io::ErrorKind::NotFound);
+
+    let syntax = Config::parse("[server\n").unwrap_err();
+    assert_eq!(syntax.kind(), ConfigErrorKind::Syntax);
+    assert!(syntax.source().unwrap().is::<toml::de::Error>());
+
+    let value = Config::parse("[limits]\nmax_connections = 0\n").unwrap_err();
+    assert_eq!(value.kind(), ConfigErrorKind::Value);
+    assert_eq!(
+        value.to_string(),
+        "limits.max_connections: must be at least 1"
+    );
+    assert!(value.source().is_none());
+
+    let routes = Config::parse(
+        r#"
+        [services."a.B"]
+        endpoints = ["127.0.0.1:1"]
+        routes = [{ group = "canary", fraction = 0.5 }]
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(routes.kind(), ConfigErrorKind::Value);
+}
+
+#[tokio::test]
+#[cfg(feature = "admin")]
+async fn an_admin_address_taken_is_a_start_error_with_its_io_error() {
+    use std::error::Error as _;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = Config::parse(&format!("[server]\nadmin = \"{addr}\"\n")).unwrap();
+    let e = config.start_monitoring("test").await.unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Start);
+    assert!(e.source().unwrap().is::<std::io::Error>(), "{e}");
+}
