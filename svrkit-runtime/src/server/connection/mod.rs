@@ -329,7 +329,8 @@ impl Reader {
     /// Serves every whole frame in the buffer, answering the requests that finish on their
     /// first poll in one write.
     async fn serve(&mut self, arrived: Instant, mut hung_up: bool) -> Result<(), End> {
-        let conn = self.conn.clone();
+        // Borrowed, not cloned: this runs once per read, on every call's path.
+        let conn = &self.conn;
         let limits = &conn.router.limits;
         // Answers to requests handled inline go out together: one write per read.
         // Sized like the last batch, so that a steady load does not grow it by doubling.
@@ -351,7 +352,8 @@ impl Reader {
                 }
             };
             let now = Instant::now();
-            if !self.serve_frame(read, arrived, now, &mut out).await {
+            let (input, called) = (&mut self.input, &mut self.called);
+            if !serve_frame(conn, input, called, self.peer, read, arrived, now, &mut out).await {
                 break true;
             }
             // Handlers that compute without awaiting must not starve other connections.
@@ -399,60 +401,6 @@ impl Reader {
         Ok(())
     }
 
-    /// Acts on one frame read; `false` when the connection must close (a frame of a kind no
-    /// version of the protocol has).
-    async fn serve_frame(
-        &mut self,
-        read: Read,
-        arrived: Instant,
-        now: Instant,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        match read {
-            Read::Frame(frame) if frame.header.kind.name().is_none() => {
-                // A kind from no version of the protocol this server speaks: the peer is
-                // broken or speaks something else, and what it sends next cannot be trusted.
-                // (A new kind will be sent only to servers that said they know it.)
-                let what = format!("a frame of unknown kind {}", frame.header.kind.0);
-                metrics::note_unknown(metrics::Unknown::Frame, self.peer, &what);
-                return false;
-            }
-            Read::Frame(frame) => {
-                // Requests hold input budget while they run; control frames never wait.
-                let kind = frame.header.kind;
-                let request = kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY;
-                let charge = if request {
-                    self.input.take(frame.body.len() + frame::PREFIX_LEN)
-                } else {
-                    Ok(None)
-                };
-                match charge {
-                    Ok(bytes) => {
-                        self.called |=
-                            handle(&self.conn, frame, bytes, arrived, now, self.peer, out).await;
-                    }
-                    Err(()) if kind == FrameKind::REQUEST => {
-                        let status =
-                            Status::overloaded("the server's memory budget for requests is spent");
-                        reply_now(frame.header.request_id, status, out);
-                    }
-                    Err(()) => {}
-                }
-            }
-            Read::Oversized { header, len } => {
-                metrics::count(&metrics::process().oversized);
-                if header.kind == FrameKind::REQUEST {
-                    let status = Status::too_large(format!(
-                        "request of {len} bytes exceeds the server's frame limit of {} bytes",
-                        self.conn.router.limits.max_frame
-                    ));
-                    reply_now(header.request_id, status, out);
-                }
-            }
-        }
-        true
-    }
-
     /// Says GOAWAY and lets the calls in flight finish (shutdown), or cancels them (the
     /// client went: nobody will read the answers).
     async fn finish(self, end: End) {
@@ -470,6 +418,64 @@ impl Reader {
             End::Gone => self.conn.cancel_all(),
         }
     }
+}
+
+/// Acts on one frame read; `false` when the connection must close (a frame of a kind no
+/// version of the protocol has). A function rather than a `Reader` method, so that `serve`
+/// lends it the reader's parts instead of cloning the connection on every read.
+#[allow(clippy::too_many_arguments)]
+async fn serve_frame(
+    conn: &Arc<Conn>,
+    input: &mut Input,
+    called: &mut bool,
+    peer: Option<SocketAddr>,
+    read: Read,
+    arrived: Instant,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    match read {
+        Read::Frame(frame) if frame.header.kind.name().is_none() => {
+            // A kind from no version of the protocol this server speaks: the peer is
+            // broken or speaks something else, and what it sends next cannot be trusted.
+            // (A new kind will be sent only to servers that said they know it.)
+            let what = format!("a frame of unknown kind {}", frame.header.kind.0);
+            metrics::note_unknown(metrics::Unknown::Frame, peer, &what);
+            return false;
+        }
+        Read::Frame(frame) => {
+            // Requests hold input budget while they run; control frames never wait.
+            let kind = frame.header.kind;
+            let request = kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY;
+            let charge = if request {
+                input.take(frame.body.len() + frame::PREFIX_LEN)
+            } else {
+                Ok(None)
+            };
+            match charge {
+                Ok(bytes) => {
+                    *called |= handle(conn, frame, bytes, arrived, now, peer, out).await;
+                }
+                Err(()) if kind == FrameKind::REQUEST => {
+                    let status =
+                        Status::overloaded("the server's memory budget for requests is spent");
+                    reply_now(frame.header.request_id, status, out);
+                }
+                Err(()) => {}
+            }
+        }
+        Read::Oversized { header, len } => {
+            metrics::count(&metrics::process().oversized);
+            if header.kind == FrameKind::REQUEST {
+                let status = Status::too_large(format!(
+                    "request of {len} bytes exceeds the server's frame limit of {} bytes",
+                    conn.router.limits.max_frame
+                ));
+                reply_now(header.request_id, status, out);
+            }
+        }
+    }
+    true
 }
 
 /// `t + d`, where a `d` too large for the clock (`Duration::MAX` for "never") means a
