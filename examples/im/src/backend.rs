@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 #[cfg(feature = "etcd")]
@@ -33,7 +34,9 @@ use crate::im::seq::{SeqAllocSvrClient, SeqAllocSvrServer, SeqStoreSvrClient, Se
 use crate::im::spam::{SpamSvrClient, SpamSvrServer};
 use crate::msg::MsgConfig;
 use crate::msg::MsgService;
-use crate::seq::{SeqAlloc, SeqStoreService};
+use crate::seq::lease::Leased;
+use crate::seq::route::Sequences;
+use crate::seq::{SeqAlloc, SeqConfig, SeqStoreService, StoreBounds};
 use crate::spam::{Spam, SpamConfig};
 use crate::store::StoreConfig;
 
@@ -107,6 +110,8 @@ pub struct ImConfig {
     pub msg: MsgConfig,
     /// `[app.store]`.
     pub store: StoreConfig,
+    /// `[app.seq]`.
+    pub seq: SeqConfig,
 }
 
 impl Default for ImConfig {
@@ -119,6 +124,7 @@ impl Default for ImConfig {
             gateway: GatewayConfig::default(),
             msg: MsgConfig::default(),
             store: StoreConfig::default(),
+            seq: SeqConfig::default(),
         }
     }
 }
@@ -131,6 +137,9 @@ pub struct Backend {
     /// `etcd` feature there are none: the configuration check refuses `[discovery] etcd`.
     #[cfg(feature = "etcd")]
     registrations: std::sync::Mutex<Vec<Registration>>,
+    /// The sequence allocator's shards, when it holds them under a lease
+    /// (`[app.seq] arbiter = "etcd"`): given back first on shutdown.
+    seq_lease: Option<(Arc<Leased>, tokio::task::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -194,6 +203,7 @@ impl Backend {
         };
         let mut internal = internal_builder;
         let mut hosts_internal = false;
+        let mut seq_lease = None::<Arc<Leased>>;
         let mut public = None::<ServerBuilder>;
         for &role in &roles {
             hosts_internal |= role != Role::Gateway;
@@ -203,14 +213,25 @@ impl Backend {
                     internal.add_service(AccountSvrServer::new(account))
                 }
                 Role::SeqAlloc => {
-                    let seq_store = SeqStoreSvrClient::new(wiring.channel(Role::SeqStore)?);
-                    internal.add_service(SeqAllocSvrServer::new(SeqAlloc::new(seq_store)))
+                    let alloc = if app.seq.leased() {
+                        let leased = crate::seq::leased(config, &app.seq).await?;
+                        seq_lease = Some(leased.clone());
+                        SeqAlloc::new(leased)
+                    } else {
+                        let store = SeqStoreSvrClient::new(wiring.channel(Role::SeqStore)?);
+                        SeqAlloc::new(Arc::new(StoreBounds(store)))
+                    };
+                    internal.add_service(SeqAllocSvrServer::new(alloc))
                 }
                 Role::SeqStore => {
                     internal.add_service(SeqStoreSvrServer::new(SeqStoreService::new(store())))
                 }
                 Role::Msg => {
-                    let seq = SeqAllocSvrClient::new(wiring.channel(Role::SeqAlloc)?);
+                    let seq = if app.seq.leased() {
+                        crate::seq::routed(config, &app.seq).await?
+                    } else {
+                        Sequences::One(SeqAllocSvrClient::new(wiring.channel(Role::SeqAlloc)?))
+                    };
                     internal.add_service(MsgSvrServer::new(MsgService::new(store(), seq, &app.msg)))
                 }
                 Role::Spam => internal.add_service(SpamSvrServer::new(Spam::new(&app.spam))),
@@ -255,6 +276,22 @@ impl Backend {
             }
             None => None,
         };
+        // Shards are claimed only once callers can reach the allocator.
+        let seq_lease = match (seq_lease, internal_addr) {
+            (Some(leased), Some(addr)) => {
+                let holder = config.discovery.advertised(addr)?;
+                let keeper = leased.start(holder);
+                Some((leased, keeper))
+            }
+            (Some(_), None) => {
+                return Err(
+                    "app.seq.arbiter = \"etcd\": the allocator must be served for \
+                            other processes (set app.internal_listen)"
+                        .into(),
+                );
+            }
+            (None, _) => None,
+        };
         // Found by others only once serving.
         #[cfg(feature = "etcd")]
         let registrations = register(
@@ -269,6 +306,7 @@ impl Backend {
             internal: Some((internal, internal_addr)),
             #[cfg(feature = "etcd")]
             registrations: std::sync::Mutex::new(registrations),
+            seq_lease,
         })
     }
 
@@ -293,6 +331,12 @@ impl Backend {
     /// the gateway, so nothing new comes in, then the internal services, each after
     /// answering what it is running (up to its grace period).
     pub async fn shutdown(&self) {
+        if let Some((leased, keeper)) = &self.seq_lease {
+            keeper.abort();
+            if let Err(e) = leased.stop().await {
+                tracing::warn!("giving back the seq shards: {e}; they free with the lease");
+            }
+        }
         #[cfg(feature = "etcd")]
         self.leave_the_registry().await;
         if let Some((server, _)) = &self.public {

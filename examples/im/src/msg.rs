@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::im::msg::{AppendReq, AppendResp, FetchReq, FetchResp, Msg, MsgSvr};
-use crate::im::seq::{AllocReq, SeqAllocSvrClient};
+use crate::seq::route::Sequences;
 use crate::store::{Append, Appended, InboxStore};
 
 /// Longest message text, in bytes.
@@ -66,7 +66,7 @@ pub struct MsgService {
     store: Arc<dyn InboxStore>,
     /// Each sender's storage quota in bytes.
     quota: Option<u64>,
-    seq: SeqAllocSvrClient,
+    seq: Sequences,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     waiters: Arc<Waiters>,
 }
@@ -102,11 +102,7 @@ impl MsgService {
     ///
     /// On a store other processes append to as well, a task (of the current runtime) wakes
     /// the long polls waiting here for their appends.
-    pub fn new(
-        store: Arc<dyn InboxStore>,
-        seq: SeqAllocSvrClient,
-        config: &MsgConfig,
-    ) -> MsgService {
+    pub fn new(store: Arc<dyn InboxStore>, seq: Sequences, config: &MsgConfig) -> MsgService {
         let waiters = Arc::new(Waiters::default());
         if let Some(mut appended) = store.appended() {
             let waiters = Arc::downgrade(&waiters);
@@ -171,23 +167,7 @@ impl MsgService {
             user_key: Some(request.from_uid),
             ..CallOptions::default()
         };
-        let seqs = self
-            .seq
-            .alloc_with(
-                &AllocReq {
-                    uids: request.to_uids.clone(),
-                    ..AllocReq::default()
-                },
-                &options,
-            )
-            .await?
-            .seqs;
-        if seqs.len() != request.to_uids.len() {
-            return Err(Status::new(
-                Code::INTERNAL,
-                "the allocator answered the wrong count",
-            ));
-        }
+        let seqs = self.seq.alloc(&request.to_uids, &options).await?;
         let msg = Msg {
             from_uid: request.from_uid,
             from_name: request.from_name.clone(),

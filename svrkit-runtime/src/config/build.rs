@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Config, ConfigError, ConfigErrorKind, DiscoveryKind};
+use super::{Config, ConfigError, ConfigErrorKind, DiscoveryKind, ServiceConfig};
 use crate::client::{Channel, ChannelOptions, RetryConfig};
 use crate::server::{Limits, ServerBuilder, Trust};
 
@@ -146,27 +146,7 @@ impl Config {
                 "missing: where does this service run?",
             )
         })?;
-        let c = &self.client;
-        let options = ChannelOptions {
-            caller: c.caller.clone().into(),
-            connections_per_endpoint: c.connections_per_endpoint,
-            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-            write_timeout: Duration::from_millis(c.write_timeout_ms),
-            balancer: entry.balancer.unwrap_or(c.balancer),
-            retry: RetryConfig {
-                enabled: c.retry,
-                budget_ratio: c.retry_budget_ratio,
-                min_per_second: c.retry_min_per_second,
-                backoff: Duration::from_millis(c.retry_backoff_ms),
-                max_backoff: Duration::from_millis(c.retry_max_backoff_ms),
-            },
-            throttle: (c.throttle != 0.0).then_some(c.throttle),
-            eject_after: c.eject_after,
-            weak: entry.weak_timeout_ms.map(Duration::from_millis),
-            #[cfg(feature = "tls")]
-            tls: self.client_tls()?,
-            ..ChannelOptions::default()
-        };
+        let options = self.channel_options(Some(entry))?;
         let key = |what: &str| format!("services.\"{service}\".{what}");
         let channel = match entry.discovery {
             DiscoveryKind::Static => Channel::lazy(entry.endpoints.iter().cloned(), options),
@@ -181,6 +161,52 @@ impl Config {
             .set_routes(entry.routes.clone())
             .map_err(|e| ConfigError::key_source(&key("routes"), e))?;
         Ok(channel)
+    }
+
+    /// A channel to `service` at exactly `endpoints`, with this configuration's client
+    /// settings (and the service's own, when it has a `[services."<name>"]` entry), for
+    /// callers that choose the replica themselves: a sharded service's owner of a key, as
+    /// the messaging backend's sequence allocators are reached.
+    ///
+    /// # Errors
+    /// When the client's TLS files cannot be read.
+    pub fn channel_to(
+        &self,
+        service: &str,
+        endpoints: impl IntoIterator<Item = String>,
+    ) -> Result<Channel, ConfigError> {
+        let options = self.channel_options(self.services.get(service))?;
+        Ok(Channel::lazy(endpoints, options))
+    }
+
+    /// The channel options of `[client]`, with a service's overrides.
+    fn channel_options(
+        &self,
+        entry: Option<&ServiceConfig>,
+    ) -> Result<ChannelOptions, ConfigError> {
+        let c = &self.client;
+        Ok(ChannelOptions {
+            caller: c.caller.clone().into(),
+            connections_per_endpoint: c.connections_per_endpoint,
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
+            balancer: entry.and_then(|e| e.balancer).unwrap_or(c.balancer),
+            retry: RetryConfig {
+                enabled: c.retry,
+                budget_ratio: c.retry_budget_ratio,
+                min_per_second: c.retry_min_per_second,
+                backoff: Duration::from_millis(c.retry_backoff_ms),
+                max_backoff: Duration::from_millis(c.retry_max_backoff_ms),
+            },
+            throttle: (c.throttle != 0.0).then_some(c.throttle),
+            eject_after: c.eject_after,
+            weak: entry
+                .and_then(|e| e.weak_timeout_ms)
+                .map(Duration::from_millis),
+            #[cfg(feature = "tls")]
+            tls: self.client_tls()?,
+            ..ChannelOptions::default()
+        })
     }
 
     /// A channel whose endpoints a task watching etcd keeps up to date.
