@@ -42,6 +42,12 @@ pub const POSTGRES: Need = Need {
     install: "apt-get install postgresql",
 };
 
+/// Patroni, the PostgreSQL high-availability engine on etcd, for the replicated store.
+pub const PATRONI: Need = Need {
+    what: "Patroni",
+    install: "apt-get install patroni",
+};
+
 /// A headless browser, for the tests that look at pages as a person would.
 pub const CHROMIUM: Need = Need {
     what: "Chromium",

@@ -95,6 +95,7 @@ pub mod echo;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod external;
+pub mod patroni;
 pub mod postgres;
 pub mod raw;
 pub mod work;

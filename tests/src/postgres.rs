@@ -40,7 +40,7 @@ pub fn bin_dir() -> Option<PathBuf> {
 }
 
 /// The (uid, gid) to run the server as: ours, or `postgres`'s when we are root.
-fn server_user() -> Option<(u32, u32)> {
+pub(crate) fn server_user() -> Option<(u32, u32)> {
     let id = |args: &[&str]| -> Option<u32> {
         let out = Command::new("id").args(args).output().ok()?;
         String::from_utf8(out.stdout).ok()?.trim().parse().ok()
@@ -54,7 +54,7 @@ fn server_user() -> Option<(u32, u32)> {
     ))
 }
 
-fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
+pub(crate) fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
     let mut command = Command::new(program);
     if let Some((uid, gid)) = user {
         command.uid(uid).gid(gid);

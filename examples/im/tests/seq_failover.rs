@@ -90,7 +90,10 @@ mod failover {
             if table.len() == SHARDS as usize && distinct.len() == owners {
                 return;
             }
-            assert!(Instant::now() < end, "shards not spread over {owners}: {table:?}");
+            assert!(
+                Instant::now() < end,
+                "shards not spread over {owners}: {table:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
