@@ -10,7 +10,8 @@
 #
 #   etcd                           BASE (clients), BASE+1 (peers)
 #   postgres                       BASE+2, and a socket in DIR/pg
-#   seq        seq-alloc seq-store BASE+10      one allocator for every SET
+#   seq-1      seq-alloc           BASE+10      two allocators sharing the shards of sections
+#   seq-2      seq-alloc           BASE+13      under etcd leases, bounds in etcd
 #   account    account group       BASE+11
 #   spam       spam                BASE+12
 #   msg-a      msg        (set-a)  BASE+20
@@ -19,7 +20,8 @@
 #   gateway-b  gateway    (set-b)  BASE+31, admin BASE+41
 #
 # Every process registers in etcd under /svrkit/<service>/<addr> with its SET, and calls
-# the others through etcd discovery; a process prefers the replicas of its own SET while
+# the others through etcd discovery (the message replicas reach the allocator that owns a
+# user's shard through the routing table under /svrkit/im.seq/); a process prefers the replicas of its own SET while
 # one is healthy. Clients map users to SETs by consistent hashing on the user over the
 # gateways: `imctl --etcd http://127.0.0.1:7800 bench ...`.
 #
@@ -37,7 +39,7 @@ cmd=${1:-}
 dir=${2:-./im-sets}
 base=${BASE_PORT:-7800}
 im_server=${IM_SERVER:-target/release/im-server}
-processes=(seq account spam msg-a msg-b gateway-a gateway-b)
+processes=(seq-1 seq-2 account spam msg-a msg-b gateway-a gateway-b)
 
 usage() {
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -79,7 +81,8 @@ check_ports() {
 $base etcd clients
 $((base + 1)) etcd peers
 $((base + 2)) postgres
-$((base + 10)) seq
+$((base + 10)) seq-1
+$((base + 13)) seq-2
 $((base + 11)) account
 $((base + 12)) spam
 $((base + 20)) msg-a
@@ -132,6 +135,9 @@ config() {
         done
         echo "[app]"
         echo "data = \"$dir/data-$name\""
+        echo
+        echo "[app.seq]"
+        echo "arbiter = \"etcd\""
         echo
         echo "[app.store]"
         echo "kind = \"postgres\""
@@ -197,11 +203,12 @@ start() {
         "SELECT 1 FROM pg_database WHERE datname = 'im'" | grep -q 1 ||
         "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres im
 
-    config seq "" $((base + 10)) "" ""
+    config seq-1 "" $((base + 10)) "" ""
+    config seq-2 "" $((base + 13)) "" ""
     config account "" $((base + 11)) "" "im.msg.MsgSvr"
     config spam "" $((base + 12)) "" ""
-    config msg-a set-a $((base + 20)) "" "im.seq.SeqAllocSvr"
-    config msg-b set-b $((base + 21)) "" "im.seq.SeqAllocSvr"
+    config msg-a set-a $((base + 20)) "" ""
+    config msg-b set-b $((base + 21)) "" ""
     local downstream="im.account.AccountSvr im.msg.MsgSvr im.spam.SpamSvr im.group.GroupSvr"
     config gateway-a set-a $((base + 30)) $((base + 40)) "$downstream"
     config gateway-b set-b $((base + 31)) $((base + 41)) "$downstream"
@@ -209,7 +216,7 @@ start() {
     local name roles pid
     for name in "${processes[@]}"; do
         case $name in
-            seq) roles="seq-alloc seq-store" ;;
+            seq-*) roles="seq-alloc" ;;
             account) roles="account group" ;;
             spam) roles="spam" ;;
             msg-*) roles="msg" ;;

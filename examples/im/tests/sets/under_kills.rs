@@ -106,7 +106,7 @@ fn as_user(user: &User) -> CallOptions {
 type Failures = Arc<Mutex<Vec<(Instant, String)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_gateway_and_a_message_replica_under_load_loses_nothing() {
+async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_nothing() {
     use svrkit_tests::external::{ETCD, POSTGRES, program};
     if ETCD.or_skip(program("etcd")).is_none()
         || POSTGRES
@@ -236,6 +236,19 @@ async fn killing_a_gateway_and_a_message_replica_under_load_loses_nothing() {
     // Load goes on for longer than the lease, so that etcd drops the dead replicas too.
     tokio::time::sleep(Duration::from_secs(5)).await;
     wait_for(at_kill + 300).await;
+    let first_phase = failures.lock().unwrap().clone();
+
+    // Then one of the two sequence allocators: its shards go to the other once its lease
+    // (3 s) has expired, and the message replicas follow the routing table there.
+    assert_eq!(
+        registered(&deployment.etcd(), "im.seq.SeqAllocSvr").await,
+        2
+    );
+    deployment.kill("seq-1");
+    let seq_killed = Instant::now();
+    let at_seq_kill = count.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(at_seq_kill + 300).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.unwrap();
@@ -248,9 +261,13 @@ async fn killing_a_gateway_and_a_message_replica_under_load_loses_nothing() {
         1
     );
     assert_eq!(channel.endpoints().unwrap().snapshot().len(), 1);
+    assert_eq!(
+        registered(&deployment.etcd(), "im.seq.SeqAllocSvr").await,
+        1
+    );
     let failures = failures.lock().unwrap().clone();
     assert_eq!(before_kill, 0, "failures before the kill: {failures:?}");
-    let late: Vec<_> = failures
+    let late: Vec<_> = first_phase
         .iter()
         .filter(|(at, _)| at.duration_since(killed) > Duration::from_secs(2))
         .collect();
@@ -258,10 +275,27 @@ async fn killing_a_gateway_and_a_message_replica_under_load_loses_nothing() {
         late.is_empty(),
         "errors more than 2 s after the kill: {late:?}"
     );
-    let last = failures.last().map(|(at, _)| at.duration_since(killed));
+    let last = first_phase.last().map(|(at, _)| at.duration_since(killed));
+    // An allocator's death costs at most its lease's TTL and a keeper round.
+    let after_seq: Vec<_> = failures[first_phase.len()..].iter().collect();
+    let late: Vec<_> = after_seq
+        .iter()
+        .filter(|(at, _)| at.duration_since(seq_killed) > Duration::from_secs(5))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "errors more than 5 s after the allocator's kill: {late:?}"
+    );
+    let last_seq = after_seq
+        .last()
+        .map(|(at, _)| at.duration_since(seq_killed));
     eprintln!(
-        "{} failed calls after the kill, the last {last:?} after it; {} sends acknowledged, {} messages synced",
-        failures.len(),
+        "{} failed calls after the allocator's kill, the last {last_seq:?} after it",
+        after_seq.len()
+    );
+    eprintln!(
+        "{} failed calls after the first kill, the last {last:?} after it; {} sends acknowledged, {} messages synced",
+        first_phase.len(),
         count.load(Ordering::Relaxed),
         synced.load(Ordering::Relaxed)
     );
