@@ -14,10 +14,18 @@
 #   seq-2      seq-alloc           BASE+13      under etcd leases, bounds in etcd
 #   account    account group       BASE+11
 #   spam       spam                BASE+12
-#   msg-a      msg        (set-a)  BASE+20
-#   msg-b      msg        (set-b)  BASE+21
+#   msg-a      msg        (set-a)  BASE+20      inboxes of set-a's users, in database im_a
+#   msg-b      msg        (set-b)  BASE+21      inboxes of set-b's users, in database im_b
+#   msg-a2     msg        (set-a)  BASE+22      a second replica of each
+#   msg-b2     msg        (set-b)  BASE+23
 #   gateway-a  gateway    (set-a)  BASE+30, admin BASE+40
 #   gateway-b  gateway    (set-b)  BASE+31, admin BASE+41
+#
+# Each user is homed in one SET ([app.homes], a consistent hash of the user id), whose
+# database keeps the user's inbox: a send to a user of the other SET is appended through that
+# SET's message replicas, and a group's fan-out is split by its members' homes. Accounts,
+# sessions, contacts and groups stay in the shared database im. (The databases share one
+# PostgreSQL server here, standing in for one per SET.)
 #
 # Every process registers in etcd under /svrkit/<service>/<addr> with its SET, and calls
 # the others through etcd discovery (the message replicas reach the allocator that owns a
@@ -39,7 +47,7 @@ cmd=${1:-}
 dir=${2:-./im-sets}
 base=${BASE_PORT:-7800}
 im_server=${IM_SERVER:-target/release/im-server}
-processes=(seq-1 seq-2 account spam msg-a msg-b gateway-a gateway-b)
+processes=(seq-1 seq-2 account spam msg-a msg-b msg-a2 msg-b2 gateway-a gateway-b)
 
 usage() {
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -87,6 +95,8 @@ $((base + 11)) account
 $((base + 12)) spam
 $((base + 20)) msg-a
 $((base + 21)) msg-b
+$((base + 22)) msg-a2
+$((base + 23)) msg-b2
 $((base + 30)) gateway-a
 $((base + 31)) gateway-b
 $((base + 40)) gateway-a admin
@@ -115,7 +125,7 @@ wait_up() {
 }
 
 config() {
-    local name=$1 set=$2 listen=$3 admin=$4 calls=$5
+    local name=$1 set=$2 listen=$3 admin=$4 calls=$5 db=${6:-im}
     {
         echo "[server]"
         echo "listen = \"127.0.0.1:$listen\""
@@ -139,9 +149,12 @@ config() {
         echo "[app.seq]"
         echo "arbiter = \"etcd\""
         echo
+        echo "[app.homes]"
+        echo "sets = [\"set-a\", \"set-b\"]"
+        echo
         echo "[app.store]"
         echo "kind = \"postgres\""
-        echo "url = \"host=$dir/pg port=$((base + 2)) user=postgres dbname=im\""
+        echo "url = \"host=$dir/pg port=$((base + 2)) user=postgres dbname=$db\""
         echo
         echo "[app.account]"
         echo "${ACCOUNT_TOML:-}"
@@ -199,16 +212,21 @@ start() {
         -c listen_addresses=127.0.0.1 -c max_connections=200 >"$dir/postgres.log" 2>&1 &
     wait_up postgres $! "$dir/postgres.log" "accepting connections on 127.0.0.1:$((base + 2))" \
         "$bin/pg_isready" -q -h "$dir/pg" -p $((base + 2))
-    "$bin/psql" -q -h "$dir/pg" -p $((base + 2)) -U postgres -tc \
-        "SELECT 1 FROM pg_database WHERE datname = 'im'" | grep -q 1 ||
-        "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres im
+    local db
+    for db in im im_a im_b; do
+        "$bin/psql" -q -h "$dir/pg" -p $((base + 2)) -U postgres -tc \
+            "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
+            "$bin/createdb" -h "$dir/pg" -p $((base + 2)) -U postgres "$db"
+    done
 
     config seq-1 "" $((base + 10)) "" ""
     config seq-2 "" $((base + 13)) "" ""
     config account "" $((base + 11)) "" "im.msg.MsgSvr"
     config spam "" $((base + 12)) "" ""
-    config msg-a set-a $((base + 20)) "" ""
-    config msg-b set-b $((base + 21)) "" ""
+    config msg-a set-a $((base + 20)) "" "" im_a
+    config msg-b set-b $((base + 21)) "" "" im_b
+    config msg-a2 set-a $((base + 22)) "" "" im_a
+    config msg-b2 set-b $((base + 23)) "" "" im_b
     local downstream="im.account.AccountSvr im.msg.MsgSvr im.spam.SpamSvr im.group.GroupSvr"
     config gateway-a set-a $((base + 30)) $((base + 40)) "$downstream"
     config gateway-b set-b $((base + 31)) $((base + 41)) "$downstream"

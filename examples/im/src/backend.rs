@@ -26,6 +26,7 @@ use svrkit_runtime::{Channel, Config, Server};
 use crate::account::{Account, AccountConfig};
 use crate::gateway::{Downstream, Gateway, GatewayConfig};
 use crate::group::GroupService;
+use crate::home::{HomesConfig, Inboxes};
 use crate::im::account::{AccountSvrClient, AccountSvrServer};
 use crate::im::gateway::{GatewaySvrClient, GatewaySvrServer};
 use crate::im::group::{GroupSvrClient, GroupSvrServer};
@@ -112,6 +113,8 @@ pub struct ImConfig {
     pub store: StoreConfig,
     /// `[app.seq]`.
     pub seq: SeqConfig,
+    /// `[app.homes]`.
+    pub homes: HomesConfig,
 }
 
 impl Default for ImConfig {
@@ -125,6 +128,7 @@ impl Default for ImConfig {
             msg: MsgConfig::default(),
             store: StoreConfig::default(),
             seq: SeqConfig::default(),
+            homes: HomesConfig::default(),
         }
     }
 }
@@ -172,6 +176,47 @@ impl Wiring<'_> {
              it, and the configuration does not say where it runs"
         ))
     }
+}
+
+impl Wiring<'_> {
+    /// The way to inboxes: one message service, or one per home SET.
+    fn inboxes(&self, homes: &HomesConfig) -> Result<Inboxes, String> {
+        if homes.sets.is_empty() {
+            return Ok(Inboxes::One(MsgSvrClient::new(self.channel(Role::Msg)?)));
+        }
+        let name = Role::Msg.service();
+        let clients = homes
+            .sets
+            .iter()
+            .map(|set| {
+                self.config
+                    .channel_in_set(name, set)
+                    .map(MsgSvrClient::new)
+                    .map_err(|e| format!("app.homes.sets: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Inboxes::BySet(clients))
+    }
+}
+
+/// This process's place among the homes: its SET's index, when inboxes are kept per SET.
+fn own_home(config: &Config, homes: &HomesConfig) -> Result<Option<usize>, String> {
+    if homes.sets.is_empty() {
+        return Ok(None);
+    }
+    let set = &config.discovery.set;
+    homes
+        .sets
+        .iter()
+        .position(|s| s == set)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "discovery.set: {set:?} is not one of app.homes.sets {:?}: a message replica \
+                 keeps the inboxes of one home SET",
+                homes.sets
+            )
+        })
 }
 
 impl Backend {
@@ -232,17 +277,21 @@ impl Backend {
                     } else {
                         Sequences::One(SeqAllocSvrClient::new(wiring.channel(Role::SeqAlloc)?))
                     };
-                    internal.add_service(MsgSvrServer::new(MsgService::new(store(), seq, &app.msg)))
+                    let mut service = MsgService::new(store(), seq, &app.msg);
+                    if let Some(index) = own_home(config, &app.homes)? {
+                        service = service.with_home(index, app.homes.sets.len());
+                    }
+                    internal.add_service(MsgSvrServer::new(service))
                 }
                 Role::Spam => internal.add_service(SpamSvrServer::new(Spam::new(&app.spam))),
                 Role::Group => {
-                    let msg = MsgSvrClient::new(wiring.channel(Role::Msg)?);
+                    let msg = wiring.inboxes(&app.homes)?;
                     internal.add_service(GroupSvrServer::new(GroupService::new(store(), msg)))
                 }
                 Role::Gateway => {
                     let down = Downstream {
                         account: AccountSvrClient::new(wiring.channel(Role::Account)?),
-                        msg: MsgSvrClient::new(wiring.channel(Role::Msg)?),
+                        msg: wiring.inboxes(&app.homes)?,
                         spam: SpamSvrClient::new(wiring.channel(Role::Spam)?),
                         group: GroupSvrClient::new(wiring.channel(Role::Group)?),
                     };

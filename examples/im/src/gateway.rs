@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use svrkit_runtime::{CallOptions, Code, Context, FastStr, Status};
 
+use crate::home::Inboxes;
 use crate::im::account::{
     AccountSvrClient, ChangePasswordReq as AccountChangePassword, CheckTokenReq, Contact,
     ContactList, ContactReq as AccountContact, FindReq, Link, ListReq, LoginReq, LogoutReq,
@@ -47,7 +48,7 @@ use crate::im::gateway::{
 use crate::im::group::{
     AddReq, CreateReq, GetReq, Group, GroupSvrClient, MemberReq, SendReq as GroupSend,
 };
-use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient};
+use crate::im::msg::{AppendReq, FetchReq};
 use crate::im::spam::{CheckReq, SpamSvrClient, Verdict};
 use crate::throttle::Budget;
 
@@ -89,8 +90,8 @@ const CACHE_ENTRIES: usize = 100_000;
 pub struct Downstream {
     /// `im.account.AccountSvr`.
     pub account: AccountSvrClient,
-    /// `im.msg.MsgSvr`.
-    pub msg: MsgSvrClient,
+    /// `im.msg.MsgSvr`, in each user's home SET.
+    pub msg: Inboxes,
     /// `im.spam.SpamSvr` (weak).
     pub spam: SpamSvrClient,
     /// `im.group.GroupSvr`.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use svrkit_runtime::{CallOptions, Code, Context, Status};
 
+use crate::home::Inboxes;
 use crate::im::group::{AddReq, CreateReq, GetReq, Group, GroupSvr, MemberReq, SendReq, SendResp};
-use crate::im::msg::{AppendReq, MsgSvrClient};
+use crate::im::msg::AppendReq;
 use crate::store::{GroupChange, GroupStore};
 
 /// Members a group may have.
@@ -20,7 +21,7 @@ pub const MAX_GROUPS_OWNED: usize = 100;
 /// The group service.
 pub struct GroupService {
     store: Arc<dyn GroupStore>,
-    msg: MsgSvrClient,
+    msg: Inboxes,
 }
 
 impl std::fmt::Debug for GroupService {
@@ -31,7 +32,7 @@ impl std::fmt::Debug for GroupService {
 
 impl GroupService {
     /// A group service over `store`, delivering through `msg`.
-    pub fn new(store: Arc<dyn GroupStore>, msg: MsgSvrClient) -> GroupService {
+    pub fn new(store: Arc<dyn GroupStore>, msg: Inboxes) -> GroupService {
         GroupService { store, msg }
     }
 

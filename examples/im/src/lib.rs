@@ -18,6 +18,7 @@ pub mod account;
 pub mod backend;
 pub mod gateway;
 pub mod group;
+pub mod home;
 pub mod msg;
 pub mod seq;
 pub mod spam;

@@ -67,6 +67,9 @@ pub struct MsgService {
     /// Each sender's storage quota in bytes.
     quota: Option<u64>,
     seq: Sequences,
+    /// This replica's SET among the users' homes (its index and their count), when
+    /// inboxes are kept per SET: appends and fetches for users homed elsewhere are refused.
+    home: Option<(usize, usize)>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     waiters: Arc<Waiters>,
 }
@@ -129,6 +132,7 @@ impl MsgService {
             store,
             quota: (config.storage_bytes_per_user > 0).then_some(config.storage_bytes_per_user),
             seq,
+            home: None,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             waiters,
         }
@@ -137,6 +141,24 @@ impl MsgService {
     fn stripe(uid: u64) -> usize {
         // Fibonacci hashing: consecutive ids land far apart.
         usize::try_from(uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54).unwrap_or(0) % STRIPES
+    }
+
+    /// This replica serves the users homed in SET `index` of `count` (`crate::home`), and
+    /// refuses the others': their inboxes are in another SET's database.
+    #[must_use]
+    pub fn with_home(mut self, index: usize, count: usize) -> MsgService {
+        self.home = Some((index, count));
+        self
+    }
+
+    fn check_home(&self, uid: u64) -> Result<(), Status> {
+        match self.home {
+            Some((index, count)) if crate::home::home_of(uid, count) != index => Err(Status::new(
+                Code::INVALID_ARGUMENT,
+                format!("user {uid} is homed in another SET: its inbox is not stored here"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Allocates and stores; again, with new sequences, when a shared store says another
@@ -261,6 +283,9 @@ impl MsgSvr for MsgService {
                 "a recipient twice, or id 0",
             ));
         }
+        for &uid in &request.to_uids {
+            self.check_home(uid)?;
+        }
         let (seqs, duplicate) = self.store_new(&request).await?;
         Ok(AppendResp {
             seqs,
@@ -273,6 +298,7 @@ impl MsgSvr for MsgService {
         if request.uid == 0 {
             return Err(Status::new(Code::INVALID_ARGUMENT, "user id 0"));
         }
+        self.check_home(request.uid)?;
         let limit = usize::try_from(request.limit.clamp(1, MAX_FETCH)).unwrap_or(1);
         let now = Instant::now();
         let mut until = now + Duration::from_millis(request.wait_ms.into());

@@ -150,7 +150,7 @@ impl Config {
         let key = |what: &str| format!("services.\"{service}\".{what}");
         let channel = match entry.discovery {
             DiscoveryKind::Static => Channel::lazy(entry.endpoints.iter().cloned(), options),
-            DiscoveryKind::Etcd => self.discovered(service, options, &key("discovery"))?,
+            DiscoveryKind::Etcd => self.discovered_in(service, options, &key("discovery"), None)?,
         };
         for (group, endpoints) in &entry.groups {
             channel
@@ -161,6 +161,18 @@ impl Config {
             .set_routes(entry.routes.clone())
             .map_err(|e| ConfigError::key_source(&key("routes"), e))?;
         Ok(channel)
+    }
+
+    /// A channel to the replicas of `service` registered in SET `set`, and no others, found
+    /// in etcd: for calls that touch data kept per SET (a user's inbox in the user's SET).
+    /// The service's `[services."<name>"]` entry, if any, gives its settings.
+    ///
+    /// # Errors
+    /// Without the `etcd` feature, or outside a tokio runtime.
+    pub fn channel_in_set(&self, service: &str, set: &str) -> Result<Channel, ConfigError> {
+        let options = self.channel_options(self.services.get(service))?;
+        let key = format!("services.\"{service}\".discovery");
+        self.discovered_in(service, options, &key, Some(set))
     }
 
     /// A channel to `service` at exactly `endpoints`, with this configuration's client
@@ -211,11 +223,12 @@ impl Config {
 
     /// A channel whose endpoints a task watching etcd keeps up to date.
     #[cfg(feature = "etcd")]
-    fn discovered(
+    fn discovered_in(
         &self,
         service: &str,
         options: ChannelOptions,
         key: &str,
+        set: Option<&str>,
     ) -> Result<Channel, ConfigError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::key(
@@ -224,16 +237,17 @@ impl Config {
             ));
         }
         let channel = Channel::unresolved(options);
-        crate::discovery::etcd::watch(&channel, service, &self.discovery);
+        crate::discovery::etcd::watch_in(&channel, service, &self.discovery, set);
         Ok(channel)
     }
 
     #[cfg(not(feature = "etcd"))]
-    fn discovered(
+    fn discovered_in(
         &self,
         _service: &str,
         _options: ChannelOptions,
         key: &str,
+        _set: Option<&str>,
     ) -> Result<Channel, ConfigError> {
         Err(ConfigError::key(key, super::NO_ETCD))
     }

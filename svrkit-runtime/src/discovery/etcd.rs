@@ -334,11 +334,21 @@ impl std::fmt::Display for Renewal {
 /// # Panics
 /// Outside a tokio runtime; on an in-process channel.
 pub fn watch(channel: &Channel, service: &str, config: &DiscoveryConfig) {
+    watch_in(channel, service, config, None);
+}
+
+/// As [`watch`], keeping only the instances registered in SET `only` when it is given: for
+/// calls that must reach one SET, such as those that touch data kept per SET.
+///
+/// # Panics
+/// Outside a tokio runtime; on an in-process channel.
+pub fn watch_in(channel: &Channel, service: &str, config: &DiscoveryConfig, only: Option<&str>) {
     let pool = Arc::downgrade(channel.pool().expect("a remote channel"));
     let watcher = Watcher {
         pool,
         prefix: config.service_prefix(service),
         service: service.to_owned(),
+        only: only.map(str::to_owned),
         config: config.clone(),
         groups: BTreeSet::new(),
         last: None,
@@ -350,6 +360,8 @@ struct Watcher {
     pool: Weak<Pool>,
     prefix: String,
     service: String,
+    /// The one SET whose instances are kept, if any.
+    only: Option<String>,
     config: DiscoveryConfig,
     /// The named groups given to the channel, to empty the ones that go.
     groups: BTreeSet<String>,
@@ -441,7 +453,10 @@ impl Watcher {
         let Some(pool) = self.pool.upgrade() else {
             return false;
         };
-        let listing = Listing::of(instances.values(), &self.config.set);
+        let kept = instances
+            .values()
+            .filter(|i| self.only.as_ref().is_none_or(|set| &i.set == set));
+        let listing = Listing::of(kept, &self.config.set);
         if self.last.as_ref() == Some(&listing) && pool.endpoints.is_resolved() {
             return true;
         }

@@ -54,6 +54,20 @@ impl Deployment {
         format!("http://127.0.0.1:{}", self.base)
     }
 
+    /// A connection to one of the deployment's databases.
+    async fn database(&self, name: &str) -> tokio_postgres::Client {
+        let url = format!(
+            "host={} port={} user=postgres dbname={name}",
+            self.dir.0.join("pg").display(),
+            self.base + 2
+        );
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the deployment's PostgreSQL");
+        tokio::spawn(connection);
+        client
+    }
+
     /// SIGKILLs one of the deployment's processes.
     fn kill(&self, name: &str) {
         let pid = std::fs::read_to_string(self.dir.0.join(format!("{name}.pid"))).unwrap();
@@ -227,7 +241,7 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
     };
     wait_for(300).await;
     assert_eq!(channel.endpoints().unwrap().snapshot().len(), 2);
-    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 2);
+    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 4);
     let before_kill = failures.lock().unwrap().len();
     deployment.kill("gateway-a");
     deployment.kill("msg-b");
@@ -255,7 +269,7 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
     }
 
     // Their leases expired: gone from etcd, and from the client's set.
-    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 1);
+    assert_eq!(registered(&deployment.etcd(), "im.msg.MsgSvr").await, 3);
     assert_eq!(
         registered(&deployment.etcd(), "im.gateway.GatewaySvr").await,
         1
@@ -300,10 +314,25 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
         synced.load(Ordering::Relaxed)
     );
 
-    // Every acknowledged message is in its recipient's inbox once, in sequence order.
+    // Every acknowledged message is in its recipient's inbox once, in sequence order, and
+    // the inbox is in its home SET's database only.
     let acked = acked.lock().unwrap().clone();
+    let databases = [deployment.database("im_a").await, deployment.database("im_b").await];
+    let mut homes = [0; 2];
     for (u, user) in users.iter().enumerate() {
         let inbox = sync_all(&c, user, 0).await;
+        let home = svrkit_im::home::home_of(user.uid, 2);
+        homes[home] += 1;
+        for (d, db) in databases.iter().enumerate() {
+            let uid = i64::try_from(user.uid).unwrap();
+            let row = db
+                .query_one("SELECT count(*) FROM inbox WHERE uid = $1", &[&uid])
+                .await
+                .unwrap();
+            let stored = usize::try_from(row.get::<_, i64>(0)).unwrap();
+            let expected = if d == home { inbox.len() } else { 0 };
+            assert_eq!(stored, expected, "{}: rows in database {d}", user.name);
+        }
         assert!(
             inbox.windows(2).all(|w| w[0].seq < w[1].seq),
             "{}: out of order",
@@ -323,4 +352,5 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
             );
         }
     }
+    assert!(homes[0] > 0 && homes[1] > 0, "every user in one SET: {homes:?}");
 }
