@@ -455,3 +455,68 @@ async fn a_registration_comes_back_after_its_lease_or_its_key_is_lost() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_stay_in_the_callers_zone_while_it_has_a_healthy_replica_then_cross() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let zoned = |zone: &str| DiscoveryConfig {
+        zone: zone.into(),
+        ..discovery(&etcd)
+    };
+    let near = echo::start().await;
+    let _rn = Registration::register(&zoned("z1"), &[SERVICE], &near.addr)
+        .await
+        .unwrap();
+    let far = [echo::start().await, echo::start().await];
+    let mut _registrations = Vec::new();
+    for replica in &far {
+        let registration = Registration::register(&zoned("z2"), &[SERVICE], &replica.addr)
+            .await
+            .unwrap();
+        _registrations.push(registration);
+    }
+    let config = Config::parse(&format!(
+        r#"
+        [client]
+        eject_after = 1
+        [discovery]
+        etcd = ["{}"]
+        zone = "z1"
+        [services."{SERVICE}"]
+        discovery = "etcd"
+        "#,
+        etcd.url
+    ))
+    .expect("config");
+    let channel = config.channel(SERVICE).expect("channel");
+    let client = EchoSvrClient::new(channel.clone());
+    listed(&client, &channel, 3).await;
+    let before = started(&near);
+    for _ in 0..50 {
+        client.echo(&EchoReq::default()).await.expect("call");
+    }
+    assert_eq!(
+        started(&near) - before,
+        50,
+        "every call in the caller's zone"
+    );
+    assert_eq!(started(&far[0]) + started(&far[1]), 0);
+
+    // The zone loses its replica (still registered: its lease lives). Calls cross to the
+    // other zone once it is ejected, without waiting for etcd.
+    near.task.abort();
+    near.server.shutdown().await;
+    let mut failed = 0;
+    for _ in 0..50 {
+        if client.echo(&EchoReq::default()).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed <= 1,
+        "{failed} calls failed after the zone's replica went"
+    );
+    assert!(started(&far[0]) + started(&far[1]) >= 49);
+}

@@ -294,9 +294,9 @@ impl Drop for InFlight {
 /// (within their deadlines) instead of failing for want of endpoints.
 pub struct EndpointSet {
     current: ArcSwap<Vec<Arc<Endpoint>>>,
-    /// The endpoints calls go to while any of them is healthy (the caller's SET); empty:
-    /// all of `current`.
-    preferred: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// Tiers of preference (the caller's SET and zone first): calls go to the first tier
+    /// with a healthy endpoint, and to all of `current` when none has one.
+    preferred: ArcSwap<Vec<Arc<Vec<Arc<Endpoint>>>>>,
     options: ChannelOptions,
     resolved: tokio::sync::watch::Sender<bool>,
 }
@@ -342,28 +342,44 @@ impl EndpointSet {
         self.current.load_full()
     }
 
-    /// The endpoints a call may choose from now: the preferred ones while any of them is
-    /// healthy, else all.
+    /// The endpoints a call may choose from now: the first preferred tier with a healthy
+    /// endpoint, else all.
     #[inline]
     pub fn choosable(&self) -> Arc<Vec<Arc<Endpoint>>> {
-        let preferred = self.preferred.load();
-        if preferred.iter().any(|e| e.is_healthy()) {
-            return preferred.clone();
+        let tiers = self.preferred.load();
+        for tier in tiers.iter() {
+            if tier.iter().any(|e| e.is_healthy()) {
+                return tier.clone();
+            }
         }
         self.snapshot()
     }
 
     /// Makes calls go to the endpoints of the set at these addresses while any of them is
-    /// healthy, and to all of the set otherwise (discovery prefers the caller's own SET this
-    /// way). An empty list, or one naming none of the set, prefers nothing.
+    /// healthy, and to all of the set otherwise. An empty list, or one naming none of the
+    /// set, prefers nothing.
     pub fn prefer(&self, addrs: &[String]) {
-        let preferred = self
-            .snapshot()
+        self.prefer_tiers(std::slice::from_ref(&addrs.to_vec()));
+    }
+
+    /// Like [`prefer`](EndpointSet::prefer) with tiers: calls go to the first tier that has
+    /// a healthy endpoint, and to all of the set when none has (discovery prefers the
+    /// caller's SET in its zone, then its SET, then its zone, this way). Tiers naming none
+    /// of the set are left out.
+    pub fn prefer_tiers(&self, tiers: &[Vec<String>]) {
+        let now = self.snapshot();
+        let tiers = tiers
             .iter()
-            .filter(|e| addrs.contains(&e.addr))
-            .cloned()
+            .map(|addrs| {
+                now.iter()
+                    .filter(|e| addrs.contains(&e.addr))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|tier| !tier.is_empty())
+            .map(Arc::new)
             .collect();
-        self.preferred.store(Arc::new(preferred));
+        self.preferred.store(Arc::new(tiers));
     }
 
     /// Replaces the set with `addrs`, keeping the endpoint (and its connections) of every
@@ -486,5 +502,28 @@ mod tests {
             2,
             "an update clears the preference"
         );
+    }
+
+    #[test]
+    fn calls_go_to_the_first_tier_with_a_healthy_endpoint() {
+        let options = ChannelOptions {
+            eject_after: 1,
+            min_backoff: Duration::from_secs(60),
+            ..ChannelOptions::default()
+        };
+        let set = EndpointSet::new(vec!["a:1".into(), "b:1".into(), "c:1".into()], options);
+        let addrs = |v: Arc<Vec<Arc<Endpoint>>>| -> Vec<String> {
+            v.iter().map(|e| e.addr.clone()).collect()
+        };
+        set.prefer_tiers(&[vec!["z:1".into()], vec!["a:1".into()], vec!["b:1".into()]]);
+        assert_eq!(
+            addrs(set.choosable()),
+            ["a:1"],
+            "a tier of strangers is skipped"
+        );
+        set.snapshot()[0].failed();
+        assert_eq!(addrs(set.choosable()), ["b:1"], "the next tier");
+        set.snapshot()[1].failed();
+        assert_eq!(addrs(set.choosable()).len(), 3, "no tier healthy: any");
     }
 }

@@ -143,6 +143,7 @@ impl Registration {
             weight: config.weight.max(1),
             set: config.set.clone(),
             group: config.group.clone(),
+            zone: config.zone.clone(),
         };
         let value = serde_json::to_string(&instance).map_err(|e| error("encode", e))?;
         let entries = services
@@ -456,14 +457,14 @@ impl Watcher {
         let kept = instances
             .values()
             .filter(|i| self.only.as_ref().is_none_or(|set| &i.set == set));
-        let listing = Listing::of(kept, &self.config.set);
+        let listing = Listing::of(kept, &self.config.set, &self.config.zone);
         if self.last.as_ref() == Some(&listing) && pool.endpoints.is_resolved() {
             return true;
         }
         tracing::info!(
             service = self.service,
             endpoints = ?listing.main,
-            own_set = ?listing.local,
+            preferred = ?listing.preferred,
             groups = ?listing.groups,
             "discovery: endpoints changed"
         );
@@ -480,7 +481,7 @@ impl Watcher {
             pool.routing.set_group(name, addrs.clone());
         }
         pool.endpoints.update_weighted(listing.main.iter().cloned());
-        pool.endpoints.prefer(&listing.local);
+        pool.endpoints.prefer_tiers(&listing.preferred);
         self.groups = listing.groups.keys().cloned().collect();
         self.last = Some(listing);
         true

@@ -58,6 +58,10 @@ pub struct DiscoveryConfig {
     pub set: String,
     /// The gray-release group this process's endpoints join (empty: the main group).
     pub group: String,
+    /// The zone (data centre) this process runs in (empty: none). Registered with its
+    /// endpoints; its channels prefer replicas in the same zone within the preferred SET,
+    /// then the SET's others, then the zone's, then any.
+    pub zone: String,
 }
 
 impl Default for DiscoveryConfig {
@@ -71,6 +75,7 @@ impl Default for DiscoveryConfig {
             weight: DEFAULT_WEIGHT,
             set: String::new(),
             group: String::new(),
+            zone: String::new(),
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct Instance {
     /// Its gray-release group (empty: the main group).
     #[serde(default)]
     pub group: String,
+    /// Its zone (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
 }
 
 fn default_weight() -> u32 {
@@ -151,21 +159,37 @@ impl Instance {
 pub struct Listing {
     /// The main group.
     pub main: Vec<(String, u32)>,
-    /// The addresses of the main group in the SET the listing was made for.
-    pub local: Vec<String>,
+    /// Tiers of the main group's addresses a caller prefers, best first: its SET in its
+    /// zone, its SET, its zone (tiers that do not apply are left out).
+    pub preferred: Vec<Vec<String>>,
     /// Named gray-release groups.
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Listing {
-    /// The listing of these instances for a caller in SET `set` (empty: none).
-    pub fn of<'a>(instances: impl IntoIterator<Item = &'a Instance>, set: &str) -> Listing {
+    /// The listing of these instances for a caller in SET `set` and zone `zone` (each
+    /// empty: none).
+    pub fn of<'a>(
+        instances: impl IntoIterator<Item = &'a Instance>,
+        set: &str,
+        zone: &str,
+    ) -> Listing {
         let mut listing = Listing::default();
+        // Same SET and zone, same SET, same zone.
+        let mut tiers: [Vec<String>; 3] = Default::default();
         for i in instances {
             if i.group.is_empty() {
                 listing.main.push((i.addr.clone(), i.weight.max(1)));
-                if !set.is_empty() && i.set == set {
-                    listing.local.push(i.addr.clone());
+                let in_set = !set.is_empty() && i.set == set;
+                let in_zone = !zone.is_empty() && i.zone == zone;
+                if in_set && in_zone {
+                    tiers[0].push(i.addr.clone());
+                }
+                if in_set {
+                    tiers[1].push(i.addr.clone());
+                }
+                if in_zone {
+                    tiers[2].push(i.addr.clone());
                 }
             } else {
                 listing
@@ -177,8 +201,13 @@ impl Listing {
         }
         listing.main.sort();
         listing.main.dedup_by(|a, b| a.0 == b.0);
-        listing.local.sort();
-        listing.local.dedup();
+        for mut tier in tiers {
+            tier.sort();
+            tier.dedup();
+            if !tier.is_empty() && !listing.preferred.contains(&tier) {
+                listing.preferred.push(tier);
+            }
+        }
         for addrs in listing.groups.values_mut() {
             addrs.sort();
             addrs.dedup();
@@ -222,8 +251,8 @@ mod tests {
         assert_eq!(Instance::parse(br#"{"addr":":7000"}"#), None);
         let b = Instance::parse(br#"{"addr":"10.0.0.2:7000","weight":300,"set":"s1"}"#).unwrap();
         let c = Instance::parse(br#"{"addr":"10.0.0.3:7000","group":"canary"}"#).unwrap();
-        let listing = Listing::of([&b, &a, &c, &a], "s1");
-        assert_eq!(listing.local, vec!["10.0.0.2:7000".to_owned()]);
+        let listing = Listing::of([&b, &a, &c, &a], "s1", "");
+        assert_eq!(listing.preferred, vec![vec!["10.0.0.2:7000".to_owned()]]);
         assert_eq!(
             listing.main,
             vec![
@@ -232,5 +261,34 @@ mod tests {
             ]
         );
         assert_eq!(listing.groups["canary"], vec!["10.0.0.3:7000".to_owned()]);
+    }
+
+    #[test]
+    fn a_caller_prefers_its_set_in_its_zone_then_its_set_then_its_zone() {
+        let at = |addr: &str, set: &str, zone: &str| Instance {
+            addr: addr.into(),
+            weight: DEFAULT_WEIGHT,
+            set: set.into(),
+            group: String::new(),
+            zone: zone.into(),
+        };
+        let all = [
+            at("a:1", "s1", "z1"),
+            at("b:1", "s1", "z2"),
+            at("c:1", "s2", "z1"),
+            at("d:1", "s2", "z2"),
+        ];
+        let tiers = |set: &str, zone: &str| Listing::of(&all, set, zone).preferred;
+        assert_eq!(
+            tiers("s1", "z1"),
+            [vec!["a:1"], vec!["a:1", "b:1"], vec!["a:1", "c:1"]]
+        );
+        assert_eq!(tiers("", "z2"), [vec!["b:1", "d:1"]]);
+        assert_eq!(tiers("s2", ""), [vec!["c:1", "d:1"]]);
+        assert!(tiers("", "").is_empty());
+        // An instance registered without a zone parses, and its value has no zone key.
+        let old = Instance::parse(br#"{"addr":"10.0.0.1:7000","set":"s1"}"#).unwrap();
+        assert_eq!(old.zone, "");
+        assert!(!serde_json::to_string(&old).unwrap().contains("zone"));
     }
 }

@@ -317,7 +317,10 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
     // Every acknowledged message is in its recipient's inbox once, in sequence order, and
     // the inbox is in its home SET's database only.
     let acked = acked.lock().unwrap().clone();
-    let databases = [deployment.database("im_a").await, deployment.database("im_b").await];
+    let databases = [
+        deployment.database("im_a").await,
+        deployment.database("im_b").await,
+    ];
     let mut homes = [0; 2];
     for (u, user) in users.iter().enumerate() {
         let inbox = sync_all(&c, user, 0).await;
@@ -352,5 +355,8 @@ async fn killing_a_gateway_a_message_replica_and_an_allocator_under_load_loses_n
             );
         }
     }
-    assert!(homes[0] > 0 && homes[1] > 0, "every user in one SET: {homes:?}");
+    assert!(
+        homes[0] > 0 && homes[1] > 0,
+        "every user in one SET: {homes:?}"
+    );
 }
