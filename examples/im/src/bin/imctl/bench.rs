@@ -40,6 +40,12 @@ pub(crate) struct BenchArgs {
     /// allocations the message service made during the run (through the RPC stubs).
     #[arg(long)]
     admin: Option<String>,
+    /// Keeps every acknowledged send and every delivery, and ends with one line of
+    /// `key=value` counts: acknowledged, lost, delivered twice, delivered out of order
+    /// within a conversation, sequence regressions, and the longest time a user could not
+    /// send (`deploy/chaos.sh` reads it).
+    #[arg(long)]
+    check: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -64,6 +70,8 @@ struct User {
     /// Messages acknowledged to this user, and received by its sync.
     acked: AtomicU64,
     received: AtomicU64,
+    /// With `--check`: what its sync received, in order, and since when its sends fail.
+    ledger: crate::ledger::UserLedger,
 }
 
 /// A small fast generator (xorshift64*), seeded from the OS.
@@ -147,9 +155,10 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
         .map(|_| {
             let (client, users, text) = (client.clone(), users.clone(), text.clone());
             let (stop, sent, failed) = (stop_sending.clone(), sent.clone(), failed.clone());
-            tokio::spawn(
-                async move { send_loop(&client, &users, &text, &stop, &sent, &failed).await },
-            )
+            let check = args.check;
+            tokio::spawn(async move {
+                send_loop(&client, &users, &text, &stop, &sent, &failed, check).await
+            })
         })
         .collect();
 
@@ -169,9 +178,11 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
     stop_sending.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     let mut errors = std::collections::BTreeMap::<Code, u64>::new();
+    let mut ledger = Vec::new();
     for sender in senders {
-        let (samples, errs) = sender.await.map_err(|e| e.to_string())?;
+        let (samples, errs, sends) = sender.await.map_err(|e| e.to_string())?;
         latencies.extend(samples);
+        ledger.extend(sends);
         for (code, n) in errs {
             *errors.entry(code).or_default() += n;
         }
@@ -194,6 +205,15 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
     for syncer in syncers {
         delivery.extend(syncer.await.map_err(|e| e.to_string())?);
     }
+    let checked = args.check.then(|| {
+        let received = users.iter().map(|u| (u.uid, u.ledger.received())).collect();
+        let longest = users
+            .iter()
+            .map(|u| u.ledger.longest_outage(Instant::now()))
+            .max()
+            .unwrap_or_default();
+        crate::ledger::Report::of(&ledger, &received, longest)
+    });
     let acked: u64 = users.iter().map(|u| u.acked.load(Ordering::Relaxed)).sum();
     let received: u64 = users
         .iter()
@@ -259,6 +279,12 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
             percentiles(&mut samples)
         );
     }
+    if let Some(report) = checked {
+        println!("{report}");
+        if !report.clean() {
+            return Err("the check found acknowledged messages lost, repeated or reordered".into());
+        }
+    }
     if missing != 0 {
         return Err("some acknowledged messages were not delivered".into());
     }
@@ -292,6 +318,7 @@ async fn register(client: &GatewaySvrClient, n: usize) -> Result<Arc<[Arc<User>]
                     token: login.token,
                     acked: AtomicU64::new(0),
                     received: AtomicU64::new(0),
+                    ledger: crate::ledger::UserLedger::default(),
                 }))
             }));
         }
@@ -318,8 +345,14 @@ async fn send_loop(
     stop: &AtomicBool,
     sent: &AtomicU64,
     failed: &AtomicU64,
-) -> (Vec<u32>, std::collections::BTreeMap<Code, u64>) {
+    check: bool,
+) -> (
+    Vec<u32>,
+    std::collections::BTreeMap<Code, u64>,
+    Vec<crate::ledger::Sent>,
+) {
     let mut rng = Rng::new();
+    let mut sends = Vec::new();
     let mut samples = Vec::with_capacity(1 << 16);
     let mut errors = std::collections::BTreeMap::new();
     let prefix = crate::message_id();
@@ -344,18 +377,33 @@ async fn send_loop(
         };
         let start = Instant::now();
         match client.send_with(&request, &options).await {
-            Ok(_) => {
-                samples.push(micros(start.elapsed()));
+            Ok(resp) => {
+                let acked = Instant::now();
+                samples.push(micros(acked - start));
                 to.acked.fetch_add(1, Ordering::Relaxed);
                 sent.fetch_add(1, Ordering::Relaxed);
+                if check {
+                    from.ledger.sent_ok(acked);
+                    sends.push(crate::ledger::Sent {
+                        from: from.uid,
+                        to: to.uid,
+                        id: request.client_msg_id.to_string(),
+                        seq: resp.seq,
+                        started: start,
+                        acked,
+                    });
+                }
             }
             Err(e) => {
                 *errors.entry(e.code()).or_default() += 1;
                 failed.fetch_add(1, Ordering::Relaxed);
+                if check {
+                    from.ledger.send_failed(start);
+                }
             }
         }
     }
-    (samples, errors)
+    (samples, errors, sends)
 }
 
 /// Long-polls `user`'s inbox until told to stop; the delivery latencies (store to receipt,
@@ -380,6 +428,7 @@ async fn sync_loop(client: &GatewaySvrClient, user: &User, stop: &AtomicBool) ->
             continue;
         };
         let now = svrkit_im::now_ms();
+        user.ledger.deliver(&resp.msgs);
         for msg in &resp.msgs {
             let ms = now.saturating_sub(msg.sent_at_ms);
             delivery.push(u32::try_from(ms.saturating_mul(1000)).unwrap_or(u32::MAX));

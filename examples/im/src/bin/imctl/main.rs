@@ -32,6 +32,7 @@ use svrkit_im::im::msg::Msg;
 use svrkit_runtime::{CallOptions, Config, Status};
 
 mod bench;
+mod ledger;
 
 #[derive(Parser, Debug)]
 #[command(about = "Talks to the svrkit messaging backend's gateway")]
