@@ -13,7 +13,7 @@
 //!   Only etcd saying a replica is gone removes it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -80,7 +80,20 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
-async fn connect(config: &DiscoveryConfig) -> Result<Client, DiscoveryError> {
+/// The member a connection tries first next time, rotated so that a client whose member
+/// died moves on instead of trying the dead one first again.
+static NEXT_MEMBER: AtomicUsize = AtomicUsize::new(0);
+
+/// Connects to one member of the etcd cluster that answers, trying them in turn from a
+/// rotating start. Any member serves reads, writes, leases and watches (it forwards to the
+/// leader). One member rather than a channel balanced over all of them: etcd-client's
+/// balanced channel kept sending requests to a member that had been killed, so lease
+/// renewals failed for half a minute after one of three members was lost (seen in
+/// `deploy/chaos.sh`). A caller whose requests fail connects again, and moves on.
+///
+/// # Errors
+/// When no member answers (the last member's error), or none is configured.
+pub async fn connect(config: &DiscoveryConfig) -> Result<Client, DiscoveryError> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
         // A silent etcd (a partition rather than a closed socket) is noticed by HTTP/2
@@ -88,11 +101,24 @@ async fn connect(config: &DiscoveryConfig) -> Result<Client, DiscoveryError> {
         // than once in 5 s (its --grpc-keepalive-min-time), which broke every watch.
         .with_keep_alive(PING_INTERVAL, Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
-    timed(
-        "connect",
-        Client::connect(config.etcd.clone(), Some(options)),
-    )
-    .await
+    let members = &config.etcd;
+    let start = NEXT_MEMBER.fetch_add(1, Relaxed);
+    let mut failure = problem("connect", "no etcd members configured");
+    for k in 0..members.len() {
+        let member = &members[(start + k) % members.len()];
+        let attempt = async {
+            let connecting = Client::connect([member.as_str()], Some(options.clone()));
+            let mut client = timed("connect", connecting).await?;
+            // The channel connects lazily: ask something to know the member answers.
+            timed("connect", client.status()).await?;
+            Ok::<_, DiscoveryError>(client)
+        };
+        match attempt.await {
+            Ok(client) => return Ok(client),
+            Err(e) => failure = e,
+        }
+    }
+    Err(failure)
 }
 
 async fn timed<T>(

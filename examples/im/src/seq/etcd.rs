@@ -16,12 +16,11 @@
 //! the loss of a member.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use svrkit_runtime::discovery::DiscoveryConfig;
 use svrkit_runtime::{Code, Status};
@@ -36,9 +35,10 @@ const MIN_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// The arbiter on etcd.
-#[derive(Clone)]
 pub struct EtcdArbiter {
-    client: Client,
+    config: DiscoveryConfig,
+    /// A client of one member; replaced by one of another when a request fails.
+    client: Mutex<Client>,
     prefix: String,
 }
 
@@ -71,16 +71,9 @@ fn base(config: &DiscoveryConfig) -> String {
 }
 
 async fn connect(config: &DiscoveryConfig) -> Result<Client, Status> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        // Not more often than etcd's --grpc-keepalive-min-time (5 s) allows.
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-        .with_keep_alive_while_idle(true);
-    timed(
-        "connect",
-        Client::connect(config.etcd.clone(), Some(options)),
-    )
-    .await
+    svrkit_runtime::discovery::etcd::connect(config)
+        .await
+        .map_err(|e| Status::new(Code::UNAVAILABLE, e.to_string()))
 }
 
 impl EtcdArbiter {
@@ -91,12 +84,12 @@ impl EtcdArbiter {
     /// When etcd cannot be reached, or the deployment was set up with another shard count.
     pub async fn connect(config: &DiscoveryConfig, shards: u32) -> Result<EtcdArbiter, Status> {
         let client = connect(config).await?;
-        let arbiter = EtcdArbiter {
-            client,
+        agree(&client, &base(config), shards).await?;
+        Ok(EtcdArbiter {
+            config: config.clone(),
+            client: Mutex::new(client),
             prefix: base(config),
-        };
-        agree(&arbiter.client, &arbiter.prefix, shards).await?;
-        Ok(arbiter)
+        })
     }
 
     fn key(&self, kind: &str, name: impl std::fmt::Display) -> String {
@@ -104,8 +97,34 @@ impl EtcdArbiter {
     }
 
     fn kv(&self) -> Client {
-        self.client.clone()
+        lock(&self.client).clone()
     }
+
+    /// Runs `op` on the client; when it fails (its member may be gone), connects to a
+    /// member that answers and runs it once more. Every operation here may run twice:
+    /// reads, puts of the same value, and transactions whose comparisons make a repeat a
+    /// no-op (a claim, a release) or re-read (a raise); a second grant leaves a lease that
+    /// expires unused.
+    async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Status>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match timed(what, op(self.kv())).await {
+            Ok(value) => Ok(value),
+            Err(first) => {
+                let Ok(client) = connect(&self.config).await else {
+                    return Err(first);
+                };
+                *lock(&self.client) = client;
+                timed(what, op(self.kv())).await
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Records `shards` as the deployment's shard count, or checks it against the one recorded.
@@ -145,7 +164,11 @@ impl Arbiter for EtcdArbiter {
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<(i64, Duration), Status>> {
         Box::pin(async move {
             let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-            let granted = timed("grant", self.kv().lease_grant(seconds, None)).await?;
+            let granted = self
+                .call("grant", |mut c| async move {
+                    c.lease_grant(seconds, None).await
+                })
+                .await?;
             let ttl = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(0));
             Ok((granted.id(), ttl))
         })
@@ -153,44 +176,51 @@ impl Arbiter for EtcdArbiter {
 
     fn renew(&self, lease: i64) -> BoxFuture<'_, Result<Option<Duration>, Status>> {
         Box::pin(async move {
-            let mut client = self.kv();
-            let opened = timed("keep-alive", client.lease_keep_alive(lease)).await;
-            let answer = match opened {
-                Ok((mut keeper, mut stream)) => {
-                    timed("keep-alive", keeper.keep_alive()).await?;
-                    timed("keep-alive", stream.message()).await?
-                }
-                Err(e) => {
-                    // The client refuses a stream for a lease etcd no longer has: ask.
-                    let left = timed("lease", client.lease_time_to_live(lease, None)).await?;
-                    if left.ttl() <= 0 {
-                        return Ok(None);
-                    }
-                    return Err(e);
-                }
-            };
-            match answer {
-                Some(a) if a.ttl() > 0 => Ok(Some(Duration::from_secs(
+            let renewed = self
+                .call("keep-alive", |mut c| async move {
+                    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                })
+                .await;
+            match renewed {
+                Ok(Some(a)) if a.ttl() > 0 => Ok(Some(Duration::from_secs(
                     u64::try_from(a.ttl()).unwrap_or(0),
                 ))),
-                Some(_) => Ok(None),
-                None => Err(unavailable("keep-alive", "stream closed")),
+                Ok(Some(_)) => Ok(None),
+                Ok(None) => Err(unavailable("keep-alive", "stream closed")),
+                Err(e) => {
+                    // The client refuses a stream for a lease etcd no longer has: ask.
+                    let left = self
+                        .call("lease", |mut c| async move {
+                            c.lease_time_to_live(lease, None).await
+                        })
+                        .await?;
+                    if left.ttl() <= 0 { Ok(None) } else { Err(e) }
+                }
             }
         })
     }
 
     fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<(), Status>> {
         Box::pin(async move {
-            timed("revoke", self.kv().lease_revoke(lease)).await?;
+            self.call("revoke", |mut c| async move { c.lease_revoke(lease).await })
+                .await?;
             Ok(())
         })
     }
 
     fn join<'a>(&'a self, holder: &'a str, lease: i64) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
-            let options = PutOptions::new().with_lease(lease);
             let key = self.key("allocators", holder);
-            timed("join", self.kv().put(key, holder, Some(options))).await?;
+            self.call("join", |mut c| {
+                let key = key.clone();
+                async move {
+                    let options = PutOptions::new().with_lease(lease);
+                    c.put(key, holder, Some(options)).await
+                }
+            })
+            .await?;
             Ok(())
         })
     }
@@ -198,11 +228,22 @@ impl Arbiter for EtcdArbiter {
     fn table(&self) -> BoxFuture<'_, Result<Table, Status>> {
         Box::pin(async move {
             let allocators = self.key("allocators", "");
-            let options = GetOptions::new().with_prefix().with_count_only();
-            let count = timed("table", self.kv().get(allocators, Some(options))).await?;
+            let count = self
+                .call("table", |mut c| {
+                    let allocators = allocators.clone();
+                    async move {
+                        let options = GetOptions::new().with_prefix().with_count_only();
+                        c.get(allocators, Some(options)).await
+                    }
+                })
+                .await?;
             let shards = self.key("shards", "");
-            let options = GetOptions::new().with_prefix();
-            let listed = timed("table", self.kv().get(shards.as_str(), Some(options))).await?;
+            let listed = self
+                .call("table", |mut c| {
+                    let shards = shards.clone();
+                    async move { c.get(shards, Some(GetOptions::new().with_prefix())).await }
+                })
+                .await?;
             let mut owners = BTreeMap::new();
             for kv in listed.kvs() {
                 let shard = kv
@@ -240,7 +281,13 @@ impl Arbiter for EtcdArbiter {
                     holder,
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
-            Ok(timed("claim", self.kv().txn(txn)).await?.succeeded())
+            let answer = self
+                .call("claim", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            Ok(answer.succeeded())
         })
     }
 
@@ -250,14 +297,24 @@ impl Arbiter for EtcdArbiter {
             let txn = Txn::new()
                 .when([Compare::lease(key.as_str(), CompareOp::Equal, lease)])
                 .and_then([TxnOp::delete(key.as_str(), None)]);
-            timed("release", self.kv().txn(txn)).await?;
+            self.call("release", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
             Ok(())
         })
     }
 
     fn load(&self, section: u32) -> BoxFuture<'_, Result<u64, Status>> {
         Box::pin(async move {
-            let got = timed("load", self.kv().get(self.key("max", section), None)).await?;
+            let key = self.key("max", section);
+            let got = self
+                .call("load", |mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                })
+                .await?;
             Ok(got
                 .kvs()
                 .first()
@@ -276,8 +333,14 @@ impl Arbiter for EtcdArbiter {
         Box::pin(async move {
             let owner = self.key("shards", shard);
             let bound = self.key("max", section);
+            let get = |key: String| {
+                move |mut c: Client| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                }
+            };
             loop {
-                let got = timed("raise", self.kv().get(bound.as_str(), None)).await?;
+                let got = self.call("raise", get(bound.clone())).await?;
                 let (stored, revision) = got.kvs().first().map_or((0, 0), |kv| {
                     (parse_u64(kv.value()).unwrap_or(0), kv.mod_revision())
                 });
@@ -288,15 +351,21 @@ impl Arbiter for EtcdArbiter {
                         Compare::mod_revision(bound.as_str(), CompareOp::Equal, revision),
                     ])
                     .and_then([TxnOp::put(bound.as_str(), new.to_string(), None)]);
-                if timed("raise", self.kv().txn(txn)).await?.succeeded() {
+                let answer = self
+                    .call("raise", |mut c| {
+                        let txn = txn.clone();
+                        async move { c.txn(txn).await }
+                    })
+                    .await?;
+                if answer.succeeded() {
                     return Ok(Some(new));
                 }
-                let got = timed("raise", self.kv().get(owner.as_str(), None)).await?;
+                let got = self.call("raise", get(owner.clone())).await?;
                 if got.kvs().first().is_none_or(|kv| kv.lease() != lease) {
                     return Ok(None);
                 }
-                // Still the owner: the bound changed under it (a raise of its own that
-                // timed out and landed late). Read it again.
+                // Still the owner: the bound changed under it (a write of its own that
+                // was answered late, or repeated). Read it again.
             }
         })
     }

@@ -257,6 +257,15 @@ impl Leased {
             // whatever it believed.
             s.owned
                 .retain(|shard, _| table.owners.get(shard).is_some_and(|o| o.lease == lease));
+            // And one it lists under this lease is: a claim whose answer was lost went
+            // through. Nobody else can have served it meanwhile, but its state starts anew.
+            for (&shard, owner) in &table.owners {
+                if owner.lease == lease && !s.owned.contains_key(&shard) {
+                    s.tenures += 1;
+                    let tenure = s.tenures;
+                    s.owned.insert(shard, tenure);
+                }
+            }
             let mut mine: Vec<u32> = s.owned.keys().copied().collect();
             mine.sort_unstable();
             mine

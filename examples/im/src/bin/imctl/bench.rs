@@ -279,6 +279,27 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
             percentiles(&mut samples)
         );
     }
+    if args.check {
+        let windows = users
+            .iter()
+            .flat_map(|u| u.ledger.windows(Instant::now()))
+            .collect();
+        let list: Vec<String> = crate::ledger::outages(windows, started)
+            .iter()
+            .take(8)
+            .map(|(at, length)| {
+                format!("{:.1} s at {:.1} s", length.as_secs_f64(), at.as_secs_f64())
+            })
+            .collect();
+        println!(
+            "outages (some user's sends failing; length at time into the run): {}",
+            if list.is_empty() {
+                "none".to_owned()
+            } else {
+                list.join(", ")
+            }
+        );
+    }
     if let Some(report) = checked {
         println!("{report}");
         if !report.clean() {

@@ -37,6 +37,8 @@ struct Outage {
     /// The start of the first failed send since the last success.
     since: Option<Instant>,
     longest: Duration,
+    /// Every outage that ended: (first failed send's start, next success).
+    windows: Vec<(Instant, Instant)>,
 }
 
 impl UserLedger {
@@ -62,7 +64,16 @@ impl UserLedger {
         let mut o = lock(&self.outage);
         if let Some(since) = o.since.take() {
             o.longest = o.longest.max(at.saturating_duration_since(since));
+            o.windows.push((since, at));
         }
+    }
+
+    /// This user's outages, one still going at `now` included.
+    pub(crate) fn windows(&self, now: Instant) -> Vec<(Instant, Instant)> {
+        let o = lock(&self.outage);
+        let mut windows = o.windows.clone();
+        windows.extend(o.since.map(|s| (s, now)));
+        windows
     }
 
     /// The longest time this user's sends failed, an outage still going at `now` included.
@@ -160,6 +171,28 @@ fn out_of_order(sends: &[Sent]) -> usize {
         }
     }
     count
+}
+
+/// The times some user could not send, from every user's outages merged where they
+/// overlap, longest first, as `(start, length)` with the start counted from `origin`.
+pub(crate) fn outages(
+    mut windows: Vec<(Instant, Instant)>,
+    origin: Instant,
+) -> Vec<(Duration, Duration)> {
+    windows.sort();
+    let mut merged: Vec<(Instant, Instant)> = Vec::new();
+    for (start, end) in windows {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut out: Vec<(Duration, Duration)> = merged
+        .into_iter()
+        .map(|(s, e)| (s.saturating_duration_since(origin), e - s))
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.1));
+    out
 }
 
 impl std::fmt::Display for Report {

@@ -41,8 +41,9 @@ struct Args {
     /// of them by consistent hashing of the user (the user's SET).
     #[arg(long, global = true, default_value = "127.0.0.1:7600")]
     addr: String,
-    /// Find the gateways in etcd (`http://host:port`) instead of `--addr`, as the backend's
-    /// processes find each other; users map to them by consistent hashing.
+    /// Find the gateways in etcd (`http://host:port`, or a cluster's members
+    /// comma-separated) instead of `--addr`, as the backend's processes find each other;
+    /// users map to them by consistent hashing.
     #[arg(long, global = true, value_name = "URL")]
     etcd: Option<String>,
     /// Act as this user (logged in before) instead of the last one who logged in.
@@ -183,9 +184,16 @@ pub(crate) struct Gateways<'a> {
 pub(crate) fn gateway(at: &Gateways<'_>, connections: usize) -> Result<GatewaySvrClient, String> {
     let name = GatewaySvrClient::DESCRIPTOR.name;
     let text = match at.etcd {
-        Some(etcd) => format!(
-            "[discovery]\netcd = [\"{etcd}\"]\n[services.\"{name}\"]\ndiscovery = \"etcd\"\n"
-        ),
+        Some(etcd) => {
+            let members: Vec<String> = etcd
+                .split(',')
+                .map(|m| format!("\"{}\"", m.trim()))
+                .collect();
+            format!(
+                "[discovery]\netcd = [{}]\n[services.\"{name}\"]\ndiscovery = \"etcd\"\n",
+                members.join(", ")
+            )
+        }
         None => {
             let addrs: Vec<String> = at
                 .addrs
