@@ -115,6 +115,7 @@ bootstrap:
     maximum_lag_on_failover: 1048576
     synchronous_mode: {sync}
     synchronous_mode_strict: {sync}
+    failsafe_mode: true
     postgresql:
       use_pg_rewind: true
       parameters:

@@ -132,6 +132,9 @@ bootstrap:
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     synchronous_mode_strict: true
+    # A primary that loses etcd (an election among the members, a saturated machine) but
+    # still reaches every other member keeps running instead of demoting itself.
+    failsafe_mode: true
     postgresql:
       use_pg_rewind: true
       parameters:

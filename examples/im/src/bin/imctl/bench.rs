@@ -197,7 +197,10 @@ pub(crate) async fn run(at: &crate::Gateways<'_>, args: BenchArgs) -> Result<(),
             .iter()
             .all(|u| u.received.load(Ordering::Relaxed) >= u.acked.load(Ordering::Relaxed))
     };
-    while !all_delivered() && wait_from.elapsed() < Duration::from_secs(10) {
+    // A checked run may end in the middle of a failover: it waits longer before it calls
+    // an undelivered message lost.
+    let patience = Duration::from_secs(if args.check { 45 } else { 10 });
+    while !all_delivered() && wait_from.elapsed() < patience {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop_syncing.store(true, Ordering::Relaxed);
