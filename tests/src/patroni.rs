@@ -3,7 +3,11 @@
 //! Without Patroni or PostgreSQL a test skips ([`crate::external`]).
 //!
 //! Synchronous mode is strict: a commit is acknowledged once a synchronous standby has it,
-//! and with no standby writes wait rather than go on alone. Three members, so that after
+//! and with no standby writes wait rather than go on alone. It comes with failsafe mode (a
+//! primary that loses etcd but reaches its peers keeps running). The asynchronous cluster,
+//! which stands for the mechanism removed, has neither: Patroni's failsafe mode refuses to
+//! promote a standby that lags the last primary, which would hide the loss it exists to
+//! show. Three members, so that after
 //! a primary is lost the new one still has a standby. Patroni's own TTL is 8 s (its minimum
 //! with a 1 s loop and 3 s retries), which sets how long a failover takes.
 
@@ -115,7 +119,7 @@ bootstrap:
     maximum_lag_on_failover: 1048576
     synchronous_mode: {sync}
     synchronous_mode_strict: {sync}
-    failsafe_mode: true
+    failsafe_mode: {sync}
     postgresql:
       use_pg_rewind: true
       parameters:
