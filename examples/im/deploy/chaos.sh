@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The messaging backend with no single point of failure, on one machine, under kills.
 #
-#   examples/im/deploy/chaos.sh [--short] [DIR]
+#   examples/im/deploy/chaos.sh [--short | --calm] [DIR]
 #
 # Starts the whole layout in three zones (process groups with their own ports; one machine
 # has no real data centres), drives `imctl bench --check` through it, and SIGKILLs in turn:
@@ -12,6 +12,8 @@
 #   acked=51234 lost=0 duplicated=0 out_of_order=0 seq_regressions=0 longest_outage_s=13.2
 #
 # and the exit status says whether it is clean. `--short` (CI) keeps every phase short.
+# `--calm` kills nothing and runs the load for CALM_SECONDS (default 20): the layout's
+# throughput with replication on, to compare with sets.sh's single database.
 #
 # Layout (ports from BASE_PORT, default 8800):
 #
@@ -41,10 +43,11 @@
 set -euo pipefail
 
 short=0
-if [ "${1:-}" = "--short" ]; then
-    short=1
-    shift
-fi
+calm=0
+case ${1:-} in
+    --short) short=1; shift ;;
+    --calm) calm=1; shift ;;
+esac
 dir=${1:-./im-chaos}
 base=${BASE_PORT:-8800}
 im_server=${IM_SERVER:-target/release/im-server}
@@ -348,6 +351,13 @@ say "services: 13 im-server processes"
 for name in seq-1 seq-2 account-1 account-2 spam-1 spam-2 msg-a1 msg-a2 msg-b1 msg-b2 gateway-1 gateway-2 gateway-3; do
     im_start "$name"
 done
+
+if [ $calm -eq 1 ]; then
+    seconds=${CALM_SECONDS:-20}
+    say "load, nothing killed: imctl bench --check for $seconds s"
+    "$imctl" --etcd "$(etcd_urls)" bench --users 100 -c 128 -d "${seconds}s" --check
+    exit
+fi
 
 if [ $short -eq 1 ]; then phase=8; pg_phase=20; else phase=20; pg_phase=40; fi
 # The zone's loss comes last and needs a database failover (about 13 s) and the bench's
