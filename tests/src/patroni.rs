@@ -40,6 +40,8 @@ pub struct Cluster {
     dir: PathBuf,
     etcd: String,
     synchronous: bool,
+    /// WAL receivers frozen by [`Cluster::freeze_standbys`].
+    frozen: std::sync::Mutex<Vec<u32>>,
 }
 
 fn patroni() -> Option<PathBuf> {
@@ -76,6 +78,7 @@ impl Cluster {
             dir,
             etcd: etcd_host,
             synchronous,
+            frozen: std::sync::Mutex::default(),
         };
         for i in 0..members {
             let member = Member {
@@ -198,20 +201,31 @@ postgresql:
     }
 
     async fn query(&self, port: u16, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
+        self.query_within(port, sql, Duration::from_secs(2))
+            .await
+            .ok()
+    }
+
+    async fn query_within(
+        &self,
+        port: u16,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
         let url =
-            format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=1");
+            format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2");
         let (client, connection) = tokio::time::timeout(
-            Duration::from_secs(2),
+            Duration::from_secs(3),
             tokio_postgres::connect(&url, tokio_postgres::NoTls),
         )
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| "connect: no answer".to_owned())?
+        .map_err(|e| format!("connect: {e:?}"))?;
         tokio::spawn(connection);
-        tokio::time::timeout(Duration::from_secs(2), client.query(sql, &[]))
+        tokio::time::timeout(limit, client.query(sql, &[]))
             .await
-            .ok()?
-            .ok()
+            .map_err(|_| format!("{sql}: no answer within {limit:?}"))?
+            .map_err(|e| format!("{sql}: {e}"))
     }
 
     /// The index of the member that is primary now, if one is.
@@ -255,12 +269,17 @@ postgresql:
         self.until(|c| Box::pin(c.ready())).await;
     }
 
-    /// Creates database `name` on the primary; its connection string.
+    /// Creates database `name` on the primary; its connection string. On a loaded machine
+    /// a commit that waits for the synchronous standby can take seconds: it is given 30.
+    ///
+    /// # Panics
+    /// When there is no primary or it refuses.
     pub async fn database(&self, name: &str) -> String {
         let p = self.primary().await.expect("a primary");
-        self.query(self.members[p].port, &format!("CREATE DATABASE {name}"))
+        let sql = format!("CREATE DATABASE {name}");
+        self.query_within(self.members[p].port, &sql, Duration::from_secs(30))
             .await
-            .expect("create the database");
+            .unwrap_or_else(|e| panic!("create the database: {e}"));
         self.url(name)
     }
 
@@ -294,12 +313,58 @@ postgresql:
         }
     }
 
-    /// Stops (`STOP`) or resumes (`CONT`) the WAL receivers of every standby: with them
-    /// stopped, nothing the primary commits reaches a standby.
-    pub fn standbys_receive(&self, on: bool) {
-        let title = format!("{}: walreceiver", self.scope);
-        let signal = if on { "-CONT" } else { "-STOP" };
-        let _ = Command::new("pkill").args([signal, "-f", &title]).status();
+    /// Freezes (SIGSTOP) the WAL receiver of every live standby, found by its pid in
+    /// `pg_stat_wal_receiver`: with them frozen, nothing the primary commits reaches a
+    /// standby's WAL. Tries for up to 30 s to find them all (a standby Patroni is restarting
+    /// has none for a moment); answers how many it froze. [`thaw`](Cluster::thaw) resumes
+    /// them.
+    pub async fn freeze_standbys(&self) -> usize {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let primary = self.primary().await;
+            let standbys: Vec<&Member> = self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|&(i, m)| m.patroni.is_some() && Some(i) != primary)
+                .map(|(_, m)| m)
+                .collect();
+            let mut pids = Vec::new();
+            for m in &standbys {
+                let sql = "SELECT pid FROM pg_stat_wal_receiver";
+                if let Ok(rows) = self.query_within(m.port, sql, Duration::from_secs(5)).await {
+                    pids.extend(
+                        rows.iter()
+                            .map(|row| u32::try_from(row.get::<_, i32>(0)).unwrap_or(0)),
+                    );
+                }
+            }
+            if pids.len() == standbys.len() || Instant::now() >= end {
+                for &pid in &pids {
+                    signal("STOP", pid);
+                }
+                let n = pids.len();
+                self.frozen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(pids);
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Resumes the WAL receivers [`freeze_standbys`](Cluster::freeze_standbys) froze.
+    pub fn thaw(&self) {
+        let frozen = std::mem::take(
+            &mut *self
+                .frozen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for pid in frozen {
+            signal("CONT", pid);
+        }
     }
 }
 
@@ -312,7 +377,7 @@ fn signal(name: &str, pid: u32) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.standbys_receive(true);
+        self.thaw();
         for i in 0..self.members.len() {
             let postmaster = self.postmaster(i);
             if let Some(mut child) = self.members[i].patroni.take() {

@@ -38,8 +38,8 @@
 #
 # Needs: im-server and imctl built with `--features etcd` (IM_SERVER, IMCTL; default
 # target/release), etcd, Patroni and PostgreSQL (Debian: etcd-server, patroni,
-# postgresql). No `tc netem` delay between zones: it needs CAP_NET_ADMIN and a real
-# interface per zone, and the zones here share loopback.
+# postgresql). No `tc netem` delay between zones: this machine's kernel lacks the qdisc, and
+# the zones here share 127.0.0.1.
 set -euo pipefail
 
 short=0
@@ -109,6 +109,14 @@ etcd_start() {
     echo $! >"$dir/e$i.pid"
     # Not this shell's job any more: its kill is not reported as one.
     disown
+}
+
+# Whether the member serving clients on port $1 says it is healthy (it is part of a quorum).
+etcd_member_healthy() {
+    local answer
+    answer=$(exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+        printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3) || return 1
+    [[ $answer == *'"health":"true"'* ]]
 }
 
 # --- Patroni --------------------------------------------------------------------------
@@ -254,12 +262,19 @@ im_config() {
 
 declare -A roles zones
 im_start() {
-    local name=$1
+    local name=$1 log=$dir/$1.log
+    # A fresh log each start (the last one kept beside it), so that the wait below sees
+    # this start's line, not the one before the kill.
+    if [ -f "$log" ]; then
+        cat "$log" >>"$log.before"
+        : >"$log"
+    fi
     # shellcheck disable=SC2086
-    "$im_server" ${roles[$name]} --config "$dir/$name.toml" >>"$dir/$name.log" 2>&1 &
+    "$im_server" ${roles[$name]} --config "$dir/$name.toml" >>"$log" 2>&1 &
     echo $! >"$dir/$name.pid"
     disown
-    wait_for "$name serving" 30 grep -q "im-server serving" "$dir/$name.log"
+    # Serving means registered in etcd too: im-server prints the line after registering.
+    wait_for "$name serving" 30 grep -q "im-server serving" "$log"
 }
 
 im_kill() {
@@ -268,14 +283,17 @@ im_kill() {
 
 stop_all() {
     local f
+    # Patroni first (as root its pid file holds runuser's pid), so that it cannot start a
+    # PostgreSQL again; then the postmasters, which take their backends with them; then the
+    # rest, the bench included.
+    pkill -KILL -f "patroni $dir/" 2>/dev/null || true
+    for f in "$dir"/[ab][123]/postmaster.pid; do
+        [ -f "$f" ] && kill -QUIT "$(head -1 "$f")" 2>/dev/null || true
+    done
     for f in "$dir"/*.pid; do
         [ -f "$f" ] || continue
         kill -KILL "$(cat "$f")" 2>/dev/null || true
     done
-    for f in "$dir"/[ab][123]/postmaster.pid; do
-        [ -f "$f" ] && kill -QUIT "$(head -1 "$f")" 2>/dev/null || true
-    done
-    pkill -KILL -f "patroni $dir/" 2>/dev/null || true
 }
 
 # --- the run --------------------------------------------------------------------------
@@ -291,7 +309,9 @@ dir=$(cd "$dir" && pwd)
 [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
 trap stop_all EXIT
 
-for port in $base $((base + 2)) $((base + 4)) $((base + 10)) $((base + 20)) $((base + 30)) $((base + 50)); do
+for port in $(seq "$base" $((base + 5))) $(seq $((base + 10)) $((base + 15))) \
+    $(seq $((base + 20)) $((base + 25))) $(seq $((base + 30)) $((base + 35))) \
+    $(seq $((base + 40)) $((base + 43))) $(seq $((base + 50)) $((base + 52))); do
     if listening "$port"; then
         say "port $port is taken: stop what uses it, or set BASE_PORT (now $base)"
         exit 1
@@ -367,12 +387,20 @@ say "load: imctl bench --check for $total s"
 "$imctl" --etcd "$(etcd_urls)" bench --users 40 -c 16 -d "${total}s" --check \
     >"$dir/bench.out" 2>"$dir/bench.err" &
 bench=$!
+echo $bench >"$dir/bench.pid"
 load_start=$SECONDS
 bench_end=$((SECONDS + total))
 sleep "$phase"
 
+# What was killed when (seconds into the load), to match the bench's outages to the kills.
+kills=()
+killed() {
+    kills+=("$((SECONDS - load_start)) $1")
+}
+
 kill_and_restart() {
-    local name=$1 wait=$2
+    local name=$1 wait=$2 what=$3
+    killed "$what"
     say "kill -9 $name"
     im_kill "$name"
     sleep "$wait"
@@ -380,27 +408,32 @@ kill_and_restart() {
     im_start "$name"
 }
 
-kill_and_restart msg-a1 "$phase"
-kill_and_restart gateway-1 "$phase"
-kill_and_restart seq-1 "$phase"
+kill_and_restart msg-a1 "$phase" msg_replica
+kill_and_restart gateway-1 "$phase" gateway
+kill_and_restart seq-1 "$phase" allocator
 
 port=$(primary_port x $((base + 20)))
 member=b$((port - base - 20 + 1))
+killed pg_primary
 say "kill -9 the PostgreSQL primary of set-b: $member (Patroni and PostgreSQL)"
 patroni_kill "$member"
 sleep "$pg_phase"
 say "restart $member"
 patroni_start "$member"
 
+killed etcd_member
 say "kill -9 etcd member e3"
 kill -KILL "$(cat "$dir/e3.pid")"
 sleep "$phase"
 say "restart e3"
 etcd_start 3
+# Losing z1 next leaves two members of three: e3 must be back first, or etcd loses quorum.
+wait_for "etcd member e3 healthy" 30 etcd_member_healthy $((base + 4))
 wait_for "set-b replicated again" 90 replicated $((base + 20))
 
 left=$((bench_end - SECONDS))
 [ $left -lt 25 ] && say "only $left s of load left after the zone's loss: the run is too short to judge it"
+killed zone
 say "lose zone z1: etcd e1, PostgreSQL a1 and b1, and every service process there"
 kill -KILL "$(cat "$dir/e1.pid")"
 patroni_kill a1
@@ -410,5 +443,23 @@ for name in "${!zones[@]}"; do
 done
 wait "$bench" && clean=0 || clean=1
 cat "$dir/bench.out" >&2
+
+# Each outage (the bench's "L s at T s") counts against the last kill before it began.
+declare -A worst
+for k in "${kills[@]}"; do worst[${k#* }]=0.0; done
+outages=$(sed -n 's/^outages ([^)]*): //p' "$dir/bench.out" | tr ',' '\n')
+while read -r length _ _ at _; do
+    [ -n "$length" ] && [ "$length" != none ] || continue
+    owner=
+    for k in "${kills[@]}"; do
+        # A second of slack: a kill and the first failed send it causes are logged apart.
+        awk -v t="${k%% *}" -v at="$at" 'BEGIN { exit !(t <= at + 1) }' && owner=${k#* }
+    done
+    [ -n "$owner" ] || continue
+    worst[$owner]=$(awk -v a="${worst[$owner]}" -v b="$length" 'BEGIN { print (b > a ? b : a) }')
+done <<<"$outages"
+line="outage_by_kill:"
+for k in "${kills[@]}"; do line+=" ${k#* }=${worst[${k#* }]}s"; done
+echo "$line" >&2
 tail -1 "$dir/bench.out"
 exit $clean

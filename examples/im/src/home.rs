@@ -132,7 +132,102 @@ impl Inboxes {
 
 #[cfg(test)]
 mod tests {
-    use super::home_of;
+    use std::sync::Arc;
+
+    use svrkit_runtime::Server;
+
+    use super::{Inboxes, home_of};
+    use crate::im::msg::{AppendReq, FetchReq, MsgSvrClient, MsgSvrServer};
+    use crate::im::seq::{
+        SeqAllocSvrClient, SeqAllocSvrServer, SeqStoreSvrClient, SeqStoreSvrServer,
+    };
+    use crate::msg::{MsgConfig, MsgService};
+    use crate::seq::route::Sequences;
+    use crate::seq::{SeqAlloc, SeqStoreService, StoreBounds};
+    use crate::store::{Redb, StoreConfig};
+
+    /// The first `n` user ids homed in SET `home` of 2.
+    fn homed(home: usize, n: usize) -> Vec<u64> {
+        (1..).filter(|&u| home_of(u, 2) == home).take(n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_is_split_by_home_and_each_part_lands_in_its_sets_store_only() {
+        let dir = std::env::temp_dir().join(format!("svrkit-im-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let open =
+            |name: &str| Arc::new(Redb::open(&dir.join(name), &StoreConfig::default()).unwrap());
+        // One allocator for both SETs, as in a deployment.
+        let seq_store = open("seq");
+        let seq = Server::builder()
+            .add_service(SeqStoreSvrServer::new(SeqStoreService::new(seq_store)))
+            .build();
+        let alloc = SeqAlloc::new(Arc::new(StoreBounds(SeqStoreSvrClient::new(
+            seq.local_channel(),
+        ))));
+        let alloc = Server::builder()
+            .add_service(SeqAllocSvrServer::new(alloc))
+            .build();
+        let stores = [open("set-a"), open("set-b")];
+        let sets: Vec<MsgSvrClient> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let sequences = Sequences::One(SeqAllocSvrClient::new(alloc.local_channel()));
+                let service = MsgService::new(store.clone(), sequences, &MsgConfig::default())
+                    .with_home(i, 2);
+                let server = Server::builder()
+                    .add_service(MsgSvrServer::new(service))
+                    .build();
+                MsgSvrClient::new(server.local_channel())
+            })
+            .collect();
+        let inboxes = Inboxes::BySet(sets.clone());
+        let (a, b) = (homed(0, 2), homed(1, 2));
+        let members = vec![a[0], b[0], a[1], b[1]];
+        let request = AppendReq {
+            from_uid: a[0],
+            to_uids: members.clone(),
+            group_id: 9,
+            client_msg_id: "fan-out-1".into(),
+            text: "to both SETs".into(),
+            ..AppendReq::default()
+        };
+        let options = svrkit_runtime::CallOptions::default();
+        let first = inboxes.append_with(&request, &options).await.unwrap();
+        assert_eq!(first.seqs.len(), 4);
+        assert!(!first.duplicate);
+        // Repeated (a client that was not answered): the same sequences, stored once.
+        let again = inboxes.append_with(&request, &options).await.unwrap();
+        assert_eq!(again.seqs, first.seqs);
+        assert!(again.duplicate);
+        for (i, &uid) in members.iter().enumerate() {
+            let fetch = FetchReq {
+                uid,
+                limit: 10,
+                ..FetchReq::default()
+            };
+            let got = inboxes.fetch_with(&fetch, &options).await.unwrap();
+            assert_eq!(got.msgs.len(), 1, "uid {uid}");
+            assert_eq!(got.msgs[0].seq, first.seqs[i]);
+            // The other SET holds nothing for this user, and refuses to be asked.
+            let other = &sets[1 - home_of(uid, 2)];
+            let refused = other.fetch_with(&fetch, &options).await.unwrap_err();
+            assert_eq!(
+                refused.code(),
+                svrkit_runtime::Code::INVALID_ARGUMENT,
+                "{refused}"
+            );
+        }
+        let misrouted = AppendReq {
+            to_uids: vec![b[0]],
+            client_msg_id: "misrouted".into(),
+            ..request.clone()
+        };
+        assert!(sets[0].append_with(&misrouted, &options).await.is_err());
+        drop((inboxes, sets, stores, alloc, seq));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn homes_spread_evenly_and_a_new_set_takes_only_its_share() {

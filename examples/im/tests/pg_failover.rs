@@ -3,8 +3,8 @@
 //! back from the promoted standby.
 //!
 //! To make a loss possible at all on one machine, where a standby is a millisecond behind,
-//! the standbys' WAL receivers are frozen (SIGSTOP) just before the kill, with a burst of
-//! sends in flight. With synchronous replication those sends are not acknowledged until a
+//! the standbys' WAL receivers are frozen (SIGSTOP, by their pids in
+//! `pg_stat_wal_receiver`) just before the kill, with a burst of sends in flight. With synchronous replication those sends are not acknowledged until a
 //! standby has them, so nothing acknowledged is lost. With asynchronous replication the
 //! same run loses the burst, and the loss check says so: the second test shows the check
 //! would catch the mechanism's removal.
@@ -34,14 +34,21 @@ mod failover {
 
     use super::support::{TempDir, befriend, client, config, send, sync_all, user};
 
+    /// One run at a time: two clusters of three members and their load would share two
+    /// cores, and a standby's lag is what the runs are about.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
     /// What one run saw: acknowledged sends lost, and how long no send succeeded.
     struct Outcome {
         acked: usize,
+        /// Sends of the burst acknowledged while no standby could receive anything.
+        burst_acked: usize,
         lost: usize,
         outage: Duration,
     }
 
     async fn kill_the_primary_mid_burst(synchronous: bool) -> Option<Outcome> {
+        let _alone = ONE_AT_A_TIME.lock().await;
         let etcd = Etcd::start().await?;
         let mut cluster = Cluster::start(&etcd.url, 3, synchronous).await?;
         let url = cluster.database("im").await;
@@ -71,7 +78,14 @@ mod failover {
         }
 
         // Standbys frozen, a burst in flight, then the primary dies.
-        cluster.standbys_receive(false);
+        // Both standbys streaming first: in the asynchronous cluster Patroni may still be
+        // restarting one after its first start.
+        cluster.settle().await;
+        assert_eq!(
+            cluster.freeze_standbys().await,
+            2,
+            "both standbys' WAL receivers"
+        );
         let mut burst = Vec::new();
         for i in 0..20 {
             let (c, alice, note) = (c.clone(), alice.clone(), note.clone());
@@ -82,11 +96,22 @@ mod failover {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Asynchronous: the burst is acknowledged at once. Synchronous: it waits for a
+        // standby, and is still waiting when the primary dies.
+        let until = Instant::now() + Duration::from_secs(5);
+        while !burst.iter().all(tokio::task::JoinHandle::is_finished) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let burst_acked = acked
+            .lock()
+            .await
+            .keys()
+            .filter(|id| id.starts_with("burst-"))
+            .count();
         let primary = cluster.primary().await.expect("a primary");
         cluster.kill(primary);
         let killed = Instant::now();
-        cluster.standbys_receive(true);
+        cluster.thaw();
 
         // Sends until one goes through on the new primary.
         let mut i = 0;
@@ -123,6 +148,7 @@ mod failover {
         drop((cluster, etcd));
         Some(Outcome {
             acked: acked.len(),
+            burst_acked,
             lost,
             outage,
         })
@@ -134,24 +160,33 @@ mod failover {
             return;
         };
         println!(
-            "synchronous: {} acknowledged, {} lost, first send after the kill {:?}",
-            run.acked, run.lost, run.outage
+            "synchronous: {} acknowledged ({} of the burst before the kill), {} lost, first \
+             send after the kill {:?}",
+            run.acked, run.burst_acked, run.lost, run.outage
         );
+        assert_eq!(run.burst_acked, 0, "acknowledged while no standby had it");
         assert_eq!(run.lost, 0, "acknowledged messages lost");
     }
 
+    /// The mechanism removed. With no synchronous standby the burst is acknowledged while
+    /// no standby can have it, which the synchronous test forbids. Whether it is then also
+    /// lost depends on timing this machine cannot force: a frozen WAL receiver still gets
+    /// the WAL into its socket buffer from the kernel, reads it when thawed, and the
+    /// promoted standby may have everything (no `tc`/`netem` or `iptables` here to drop it
+    /// on the way). So the loss is printed, not asserted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn with_asynchronous_replication_the_same_kill_loses_acknowledged_messages() {
+    async fn with_asynchronous_replication_a_send_is_acknowledged_before_any_standby_has_it() {
         let Some(run) = kill_the_primary_mid_burst(false).await else {
             return;
         };
         println!(
-            "asynchronous: {} acknowledged, {} lost, first send after the kill {:?}",
-            run.acked, run.lost, run.outage
+            "asynchronous: {} acknowledged ({} of the burst before the kill), {} lost, first \
+             send after the kill {:?}",
+            run.acked, run.burst_acked, run.lost, run.outage
         );
-        assert!(
-            run.lost > 0,
-            "the burst survived without replication: the check is blind"
+        assert_eq!(
+            run.burst_acked, 20,
+            "the burst waited for a standby without one"
         );
     }
 }

@@ -22,10 +22,13 @@ mod failover {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use svrkit_im::seq::etcd::EtcdArbiter;
+    use svrkit_im::seq::lease::Arbiter;
     use svrkit_im::seq::route::Sequences;
     use svrkit_im::seq::{SECTION_USERS, SeqConfig, routed};
     use svrkit_runtime::Config;
     use svrkit_runtime::client::CallOptions;
+    use svrkit_runtime::discovery::DiscoveryConfig;
     use svrkit_tests::etcd::Etcd;
 
     use super::support::TempDir;
@@ -165,5 +168,41 @@ mod failover {
         until_spread(&seq, 2).await;
         drive(&seq, &users, &mut last, Duration::from_millis(500)).await;
         drop((b, c, etcd));
+    }
+
+    /// etcd's own fence, without the allocator in front of it: a raise is written only while
+    /// the raiser's lease owns the shard.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_refuses_a_raise_from_a_lease_that_does_not_own_the_shard() {
+        let Some(etcd) = Etcd::start().await else {
+            return;
+        };
+        let config = DiscoveryConfig {
+            etcd: vec![etcd.url.clone()],
+            ..DiscoveryConfig::default()
+        };
+        let arbiter = EtcdArbiter::connect(&config, SHARDS).await.unwrap();
+        let ttl = Duration::from_secs(30);
+        let (old, _) = arbiter.grant(ttl).await.unwrap();
+        let (new, _) = arbiter.grant(ttl).await.unwrap();
+        assert!(arbiter.claim(0, "old:1", old).await.unwrap());
+        assert!(
+            !arbiter.claim(0, "new:1", new).await.unwrap(),
+            "owned already"
+        );
+        assert_eq!(arbiter.raise(0, old, 0, 100).await.unwrap(), Some(100));
+        assert_eq!(arbiter.raise(0, new, 0, 200).await.unwrap(), None);
+        // The shard changes hands: now the old lease is the stale one.
+        arbiter.release(0, old).await.unwrap();
+        assert!(arbiter.claim(0, "new:1", new).await.unwrap());
+        assert_eq!(arbiter.raise(0, old, 0, 300).await.unwrap(), None);
+        assert_eq!(arbiter.load(0).await.unwrap(), 100);
+        // The owner's raise keeps the larger bound.
+        assert_eq!(arbiter.raise(0, new, 0, 50).await.unwrap(), Some(100));
+        assert_eq!(arbiter.raise(0, new, 0, 400).await.unwrap(), Some(400));
+        // A lease that expired (revoked here) owns nothing.
+        arbiter.revoke(new).await.unwrap();
+        assert_eq!(arbiter.raise(0, new, 0, 500).await.unwrap(), None);
+        assert_eq!(arbiter.load(0).await.unwrap(), 400);
     }
 }

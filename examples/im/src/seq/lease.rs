@@ -3,8 +3,8 @@
 //! Sections are grouped in `shards` shards (`section % shards`). An [`Arbiter`] (etcd in a
 //! deployment, [`etcd::EtcdArbiter`](super::etcd::EtcdArbiter)) records which allocator
 //! owns each shard, under that allocator's lease, and keeps every section's bound. Each
-//! allocator runs a keeper ([`Leased::start`]) that renews its lease and claims free shards
-//! up to its fair share (shards divided by live allocators, rounded up), or gives back what
+//! allocator runs a keeper ([`Leased::start`]) that renews its lease (on a task of its own)
+//! and claims free shards up to its fair share (shards divided by live allocators, rounded up), or gives back what
 //! is above it.
 //!
 //! Why no sequence is ever handed out twice or goes backwards for a user, whatever dies when:
@@ -25,6 +25,13 @@
 //!   that, and raises it by a step before handing out anything above it.
 //! - **A new tenure starts from the bound.** An allocator that regains a shard forgets what
 //!   it knew of its sections ([`Bounds::tenure`]): another may have served them meanwhile.
+//!
+//! Uniqueness rests on the stored bounds alone. "Never backwards in time" rests also on the
+//! first rule, so on the two clocks differing in rate by less than the tenth: an arbiter
+//! whose clock runs faster can free a shard while its old owner still serves from memory
+//! (below the bound it raised, so nothing repeats, but after the new owner's larger
+//! numbers). One test runs exactly that case. The message store's own check, which refuses
+//! an append at or below an inbox's head, keeps such a number out of every inbox.
 //!
 //! Time is `tokio::time::Instant`, so the tests run these rules on a paused clock.
 
@@ -141,6 +148,18 @@ impl State {
     }
 }
 
+/// How often the keeper looks for a lease before the first is granted.
+const NO_LEASE_YET: Duration = Duration::from_millis(50);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The part of a granted TTL an allocator counts on (see the module's documentation).
 fn counted(ttl: Duration) -> Duration {
     ttl - ttl / 10
@@ -158,13 +177,33 @@ impl Leased {
 
     /// Starts the keeper, as `holder` (the address callers reach this allocator at): it
     /// renews the lease every third of the TTL and claims or gives back shards. It runs until
-    /// the returned handle is aborted or [`stop`](Leased::stop) is called.
+    /// the returned handle is aborted: abort it before [`stop`](Leased::stop), or its next
+    /// round takes a new lease and claims shards again.
     pub fn start(self: &Arc<Self>, holder: String) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            // Renewal runs on a task of its own, so that slow claims or table reads never
+            // hold it past the part of the TTL the allocator counts on. It ends with the
+            // keeper, whose abort drops this guard.
+            let renewer = {
+                let (this, holder) = (this.clone(), holder.clone());
+                tokio::spawn(async move {
+                    loop {
+                        if let Err(e) = this.keep_lease(&holder).await {
+                            tracing::warn!("seq lease: {e}");
+                        }
+                        tokio::time::sleep(this.config.ttl / 3).await;
+                    }
+                })
+            };
+            let _renewer = AbortOnDrop(renewer);
             loop {
-                if let Err(e) = this.round(&holder).await {
-                    tracing::warn!("seq keeper: {e}");
+                let Some(lease) = this.lease() else {
+                    tokio::time::sleep(NO_LEASE_YET).await;
+                    continue;
+                };
+                if let Err(e) = this.balance(&holder, lease).await {
+                    tracing::warn!("seq shards: {e}");
                 }
                 tokio::time::sleep(this.config.ttl / 3).await;
             }
@@ -202,13 +241,12 @@ impl Leased {
         lock(&self.state).lease
     }
 
-    /// One keeper round: the lease first, then the shards.
-    async fn round(&self, holder: &str) -> Result<(), Status> {
-        let lease = match self.renew().await? {
-            Some(lease) => lease,
-            None => self.grant(holder).await?,
-        };
-        self.balance(holder, lease).await
+    /// Renews the lease, or grants one when there is none (any more).
+    async fn keep_lease(&self, holder: &str) -> Result<(), Status> {
+        if self.renew().await?.is_none() {
+            self.grant(holder).await?;
+        }
+        Ok(())
     }
 
     /// Renews the lease held, if any: `None` when there is none (any more).

@@ -449,6 +449,8 @@ async fn sync_loop(client: &GatewaySvrClient, user: &User, stop: &AtomicBool) ->
             ..SyncReq::default()
         };
         let Ok(resp) = client.sync_with(&request, &options).await else {
+            // Not a spin through an outage: it would take the CPU the recovery needs.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let now = svrkit_im::now_ms();
