@@ -478,17 +478,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn calls_stay_with_the_preferred_while_one_is_healthy() {
+    /// Endpoints `a:1`, `b:1`, `c:1`, each ejected by its first failure for a minute.
+    fn three_ejected_at_once() -> EndpointSet {
         let options = ChannelOptions {
             eject_after: 1,
             min_backoff: Duration::from_secs(60),
             ..ChannelOptions::default()
         };
-        let set = EndpointSet::new(vec!["a:1".into(), "b:1".into(), "c:1".into()], options);
-        let addrs = |v: Arc<Vec<Arc<Endpoint>>>| -> Vec<String> {
-            v.iter().map(|e| e.addr.clone()).collect()
-        };
+        EndpointSet::new(vec!["a:1".into(), "b:1".into(), "c:1".into()], options)
+    }
+
+    fn addrs(v: Arc<Vec<Arc<Endpoint>>>) -> Vec<String> {
+        v.iter().map(|e| e.addr.clone()).collect()
+    }
+
+    #[test]
+    fn calls_stay_with_the_preferred_while_one_is_healthy() {
+        let set = three_ejected_at_once();
         assert_eq!(addrs(set.choosable()).len(), 3, "nothing preferred: all");
         set.prefer(&["b:1".into(), "c:1".into(), "z:1".into()]);
         assert_eq!(addrs(set.choosable()), ["b:1", "c:1"]);
@@ -506,15 +512,7 @@ mod tests {
 
     #[test]
     fn calls_go_to_the_first_tier_with_a_healthy_endpoint() {
-        let options = ChannelOptions {
-            eject_after: 1,
-            min_backoff: Duration::from_secs(60),
-            ..ChannelOptions::default()
-        };
-        let set = EndpointSet::new(vec!["a:1".into(), "b:1".into(), "c:1".into()], options);
-        let addrs = |v: Arc<Vec<Arc<Endpoint>>>| -> Vec<String> {
-            v.iter().map(|e| e.addr.clone()).collect()
-        };
+        let set = three_ejected_at_once();
         set.prefer_tiers(&[vec!["z:1".into()], vec!["a:1".into()], vec!["b:1".into()]]);
         assert_eq!(
             addrs(set.choosable()),
