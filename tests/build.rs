@@ -73,14 +73,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&prost_out)
         .compile_protos(&protos, &[&proto_dir])?;
 
-    // tonic, for the RPC benchmark: the same chat service as gRPC.
+    // tonic, for the RPC benchmark (the same chat service as gRPC) and for the gRPC tests
+    // (the test service, called by tonic on a svrkit server's port).
     let tonic_out = out.join("tonic");
     std::fs::create_dir_all(&tonic_out)?;
     tonic_prost_build::configure()
         .bytes(".")
         .out_dir(&tonic_out)
         .compile_protos(
-            &[proto_dir.join("bench.chat.proto")],
+            &[
+                proto_dir.join("bench.chat.proto"),
+                proto_dir.join("test.rpc.proto"),
+            ],
             std::slice::from_ref(&proto_dir),
         )?;
 

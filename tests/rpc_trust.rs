@@ -250,10 +250,14 @@ async fn connect_from(ip: &str, to: &str) -> tokio::net::TcpStream {
     socket.connect(to.parse().unwrap()).await.unwrap()
 }
 
-/// The first frame the server sends on a connection: PONG if it was accepted, GOAWAY if
-/// refused.
+/// The first frame the server sends on a connection: PONG if it was accepted (to the PING a
+/// client opens with), GOAWAY if refused.
 async fn first_frame(stream: &mut tokio::net::TcpStream) -> frame::Frame {
     use tokio::io::AsyncReadExt;
+    let mut ping = Vec::new();
+    frame::encode(&header(FrameKind::PING, 0, 0, 0), &[], &mut ping);
+    // A refused connection may be closed before this arrives.
+    let _ = stream.write_all(&ping).await;
     let decoder = frame::Decoder::new(1 << 20);
     let mut buf = bytes::BytesMut::new();
     tokio::time::timeout(Duration::from_secs(5), async {

@@ -40,6 +40,8 @@ pub const REJECTION_NAMES: [&str; 3] = ["overload", "in_flight_limit", "expired"
 #[repr(align(128))]
 struct ServerShard {
     requests: AtomicU64,
+    /// Of `requests`, those that came as gRPC calls.
+    grpc_requests: AtomicU64,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     responses: [AtomicU64; STATUS_SLOTS],
@@ -175,6 +177,12 @@ impl MethodMetrics {
         s.request_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
+    /// The request just counted came as a gRPC call.
+    #[inline]
+    pub(crate) fn server_grpc_request(&self) {
+        self.server_shard().grpc_requests.fetch_add(1, Relaxed);
+    }
+
     /// The request was answered with `code` without running.
     #[inline]
     pub(crate) fn server_refused(&self, code: Code, rejection: Option<Rejection>) {
@@ -240,6 +248,7 @@ impl MethodMetrics {
         let mut t = ServerTotals::default();
         for s in &self.server {
             t.requests += s.requests.load(Relaxed);
+            t.grpc_requests += s.grpc_requests.load(Relaxed);
             t.request_bytes += s.request_bytes.load(Relaxed);
             t.response_bytes += s.response_bytes.load(Relaxed);
             add(&mut t.responses, &s.responses);
@@ -278,6 +287,9 @@ fn add<const N: usize>(totals: &mut [u64; N], cells: &[AtomicU64; N]) {
 pub struct ServerTotals {
     /// Requests received.
     pub requests: u64,
+    /// Of the requests, those that came as gRPC calls (the rest came as svrkit frames or
+    /// in process).
+    pub grpc_requests: u64,
     /// Responses by status slot ([`STATUS_NAMES`]), refusals included.
     pub responses: [u64; STATUS_SLOTS],
     /// Requests refused without running, by [`Rejection`].

@@ -131,6 +131,27 @@ fn encode_servers(e: &mut DescriptorEncoder<'_>, read: &[Read]) -> std::fmt::Res
     }
     family(
         e,
+        "svrkit_server_protocol_requests",
+        "Requests received, per method and protocol: svrkit frames (and in-process calls) \
+         or gRPC.",
+        MetricType::Counter,
+        &mut |m| {
+            for (r, t) in servers(read) {
+                let grpc = t.grpc_requests.min(t.requests);
+                for (protocol, n) in [("svrkit", t.requests - grpc), ("grpc", grpc)] {
+                    let l = [
+                        ("service", r.service),
+                        ("method", r.method),
+                        ("protocol", protocol),
+                    ];
+                    counter(m, &l, n)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        e,
         "svrkit_server_responses",
         "Requests answered (refusals included), per method and status; class says whose \
          doing the status is (fault, caller, cancelled, shed, ok).",

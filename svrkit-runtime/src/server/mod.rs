@@ -23,6 +23,8 @@
 //! is bounded by bytes ([`Limits`]), whatever its clients and handlers do.
 
 mod connection;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod hook;
 mod limits;
 mod outbox;
@@ -37,7 +39,8 @@ pub use trust::Trust;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -174,6 +177,9 @@ impl ServerBuilder {
         let _ = self.router.set(router.clone());
         Server {
             shared: Arc::new(Shared {
+                #[cfg(feature = "grpc")]
+                grpc: grpc::Paths::new(router.methods()),
+                draining: AtomicBool::new(false),
                 connections: Arc::new(Semaphore::new(max_connections)),
                 peers: Arc::new(Mutex::new(HashMap::new())),
                 input,
@@ -204,6 +210,11 @@ pub(crate) struct Shared {
     tasks: TaskTracker,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The gRPC path of each hosted method.
+    #[cfg(feature = "grpc")]
+    grpc: grpc::Paths,
+    /// Set by [`Server::drain`]: still serving, but no longer ready.
+    draining: AtomicBool,
 }
 
 /// A running set of services. Cheap to clone; clones share everything.
@@ -285,7 +296,7 @@ impl Server {
                     // A client certificate can vouch for a peer its address does not (the
                     // per-address connection cap still counted it as a stranger).
                     let trusted = trusted || stream.trusted_identity(&shared.router.trust);
-                    connection::run(shared, stream, Some(peer), trusted).await;
+                    shared.serve_connection(stream, peer, trusted).await;
                 }
                 metrics::count(&metrics::process().closed);
                 drop((permit, per_peer));
@@ -333,6 +344,28 @@ impl Server {
         self.shared.router.admission.as_deref()
     }
 
+    /// Stops being ready at once, keeps serving for `period` (so that load balancers and
+    /// health probes see it and send no more), then [`shutdown`](Server::shutdown)s: the
+    /// future ends when that does. While it drains, the gRPC health check answers
+    /// `NOT_SERVING`.
+    pub fn drain(&self, period: Duration) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.draining.store(true, Ordering::Release);
+        let server = self.clone();
+        async move {
+            tokio::select! {
+                _ = server.shared.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
+            server.shutdown().await;
+        }
+    }
+
+    /// Whether the server is ready for more traffic: serving, not draining, and every
+    /// readiness check passing (`crate::monitor::health`).
+    pub fn is_ready(&self) -> bool {
+        self.shared.serving()
+    }
+
     /// Stops accepting connections, tells every client to go away, and waits (up to the
     /// grace period) for requests in flight to be answered.
     pub async fn shutdown(&self) {
@@ -349,6 +382,43 @@ impl Server {
 }
 
 impl Shared {
+    /// Whether the server is ready for more traffic (see [`Server::is_ready`]).
+    fn serving(&self) -> bool {
+        !self.draining.load(Ordering::Acquire)
+            && !self.shutdown.is_cancelled()
+            && crate::monitor::health::failing().is_empty()
+    }
+
+    /// Serves a connection in the protocol its client speaks: svrkit frames, or gRPC when it
+    /// opens with the HTTP/2 preface (or negotiated `h2` in TLS). A client that says nothing
+    /// within the time it would have to send its first frame is closed.
+    async fn serve_connection(self: Arc<Shared>, stream: Stream, peer: SocketAddr, trusted: bool) {
+        let limits = &self.router.limits;
+        let first = limits
+            .read_timeout
+            .min(limits.idle_timeout)
+            .min(if trusted {
+                Duration::MAX
+            } else {
+                limits.first_request_timeout
+            });
+        let sniffed = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            sniffed = tokio::time::timeout(first, stream.opens_with_http2()) => sniffed,
+        };
+        match sniffed {
+            Ok(Ok(false)) => connection::run(self, stream, Some(peer), trusted).await,
+            #[cfg(feature = "grpc")]
+            Ok(Ok(true)) => grpc::run(self, stream, Some(peer), trusted).await,
+            // Without the feature: an HTTP/2 client is told by the framing that this is not
+            // gRPC ("not svrkit" closes its connection).
+            #[cfg(not(feature = "grpc"))]
+            Ok(Ok(true)) => connection::run(self, stream, Some(peer), trusted).await,
+            // Gone or silent.
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
     /// The connection's stream: as accepted, or after its TLS handshake (`None` if that
     /// failed or took longer than the read timeout).
     async fn handshake(&self, stream: TcpStream) -> Option<Stream> {

@@ -51,6 +51,23 @@ impl Stream {
         }
     }
 
+    /// Whether the client speaks HTTP/2: over TCP, whether its first byte is the preface's
+    /// (svrkit frames start `S`, the preface `P`), waiting for that byte; over TLS, whether
+    /// the handshake chose `h2` by ALPN. An error if the client left before saying anything.
+    pub(super) async fn opens_with_http2(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tcp(stream) => {
+                let mut first = [0u8; 1];
+                if stream.peek(&mut first).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(first[0] == b'P')
+            }
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => Ok(tls.get_ref().1.alpn_protocol() == Some(b"h2")),
+        }
+    }
+
     pub(super) fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Stream::Tcp(stream) => {
@@ -117,6 +134,71 @@ impl ReadHalf {
         match poll {
             Poll::Ready(read) => read,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+// HTTP/2 (`server/grpc/`) reads and writes the stream whole, through tokio's traits.
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
         }
     }
 }

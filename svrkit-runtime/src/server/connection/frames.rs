@@ -87,6 +87,7 @@ pub(super) async fn handle(
         peer,
         trusted: conn.trusted,
         bytes,
+        grpc: false,
     };
     let mut running = match conn.router.dispatch(
         incoming,

@@ -135,6 +135,9 @@ pub(crate) struct Incoming {
     pub(crate) trusted: bool,
     /// Bytes of the connection's input budget the request holds until it ends.
     pub(crate) bytes: Option<sync::Charge>,
+    /// Whether it came as a gRPC call rather than a svrkit frame (for the metrics' protocol
+    /// label).
+    pub(crate) grpc: bool,
 }
 
 /// What dispatching a request gave.
@@ -181,6 +184,14 @@ impl Router {
         }
     }
 
+    /// Every hosted method.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn methods(&self) -> impl Iterator<Item = &'static MethodDescriptor> + '_ {
+        self.services
+            .values()
+            .flat_map(|(service, _)| service.descriptor().methods.iter())
+    }
+
     /// Dispatches one request. `now` is the time of pickup; `connection` is the connection
     /// it came on, if any.
     pub(crate) fn dispatch(
@@ -221,6 +232,9 @@ impl Router {
         let metrics = metrics.map(|m| m.methods[index]);
         if let Some(m) = metrics {
             m.server_request(request.body.len());
+            if request.grpc {
+                m.server_grpc_request();
+            }
         }
         let mut ctx = self.context(&mut request, method);
         let mut level = 0;
@@ -525,6 +539,7 @@ impl Router {
             peer: None,
             trusted: true,
             bytes: None,
+            grpc: false,
         };
         let capped = u64::from(incoming.header.deadline_ms)
             > u64::try_from(self.limits.max_deadline.as_millis()).unwrap_or(u64::MAX);

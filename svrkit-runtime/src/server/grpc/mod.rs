@@ -1,0 +1,519 @@
+//! gRPC on the svrkit port: a connection that opens with the HTTP/2 preface (or negotiates
+//! `h2` in TLS) is served as gRPC, through the same router as svrkit frames.
+//!
+//! Every hosted method answers at `/<package>.<Service>/<Method>` as a unary call whose
+//! request and response are the messages `svrkit proto` exports (the codec is protobuf's
+//! wire format). A call goes through the router like a native one: the same hooks,
+//! admission, limits, trust boundary, deadline handling and per-method metrics. What the
+//! headers carry and how statuses map is in `docs/grpc.md`; `wire.rs` holds the mapping.
+//!
+//! HTTP/2 itself is the `h2` crate, without hyper's layers: a call is a task that reads its
+//! body into the connection's share of the input budget, dispatches, and writes the answer.
+//! The standard health service (`grpc.health.v1.Health/Check`) answers from the server's
+//! readiness (`health.rs`).
+
+mod health;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Shared;
+use super::router::{Answer, Dispatch, Incoming, Origin};
+use crate::frame::{FrameKind, Header};
+use crate::metrics;
+use crate::service::MethodDescriptor;
+use crate::status::{Code, Status};
+use crate::sync::{Charge, Share, Slots};
+
+/// Header names whose value is svrkit's own header field: read from a trusted peer like the
+/// frame header's fields (`docs/grpc.md`).
+const PRIORITY: &str = "svrkit-priority";
+const USER_KEY: &str = "svrkit-user-key";
+const CALLER: &str = "svrkit-caller";
+const DYE: &str = "svrkit-dye";
+const ATTEMPT: &str = "svrkit-attempt";
+const NO_RETRY: &str = "svrkit-no-retry";
+const TRACE_ID: &str = "svrkit-trace-id";
+
+/// Responses up to this size are handed to HTTP/2 whole; larger ones are sent as the peer's
+/// flow-control window opens, so that a peer that stops reading holds at most a window of
+/// each.
+const SEND_WHOLE: usize = 64 * 1024;
+
+/// Each hosted method by its gRPC path, and the service names the health check knows.
+pub(crate) struct Paths {
+    methods: HashMap<Box<str>, &'static MethodDescriptor>,
+    services: HashMap<Box<str>, ()>,
+}
+
+impl Paths {
+    pub(crate) fn new<'a>(methods: impl Iterator<Item = &'a MethodDescriptor>) -> Paths
+    where
+        'a: 'static,
+    {
+        let mut paths = Paths {
+            methods: HashMap::new(),
+            services: HashMap::new(),
+        };
+        for method in methods {
+            // `full_name` is `<package>.<Service>.<Method>`: the path puts a slash before
+            // the method.
+            let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
+            paths
+                .methods
+                .insert(format!("/{service}/{}", method.name).into(), method);
+            paths.services.insert(service.into(), ());
+        }
+        paths
+    }
+
+    fn method(&self, path: &str) -> Option<&'static MethodDescriptor> {
+        self.methods.get(path).copied()
+    }
+
+    pub(crate) fn hosts_service(&self, name: &str) -> bool {
+        self.services.contains_key(name)
+    }
+}
+
+/// One gRPC connection's bookkeeping, shared with its calls.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    trusted: bool,
+    /// Calls in flight on it, for the per-connection limit.
+    slots: Arc<Slots>,
+    /// Its share of the server's input budget: request bodies are read into it.
+    memory: Arc<Share>,
+    /// Streams not yet answered, for the idle timeout.
+    open: AtomicUsize,
+    /// Whether a call reached a hosted method: an untrusted peer that makes none is closed
+    /// after the first-request timeout, as on svrkit's own framing.
+    called: AtomicBool,
+}
+
+/// Serves one connection whose first bytes are the HTTP/2 preface, until the client goes or
+/// the server shuts down.
+pub(super) async fn run<S>(shared: Arc<Shared>, io: S, peer: Option<SocketAddr>, trusted: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.router.limits.clone();
+    let streams = u32::try_from(limits.max_in_flight_per_connection).unwrap_or(u32::MAX);
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(streams)
+        // Bounds a client's headers (metadata) as svrkit bounds a frame header.
+        .max_header_list_size(64 * 1024)
+        // What a connection may have in flight unread by its calls: each call copies its
+        // body out (charged to the input budget) and gives the window back as it goes.
+        .initial_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .handshake::<_, Bytes>(io);
+    let Ok(Ok(mut connection)) = tokio::time::timeout(limits.read_timeout, handshake).await else {
+        return;
+    };
+    let conn = Arc::new(Conn {
+        peer,
+        trusted,
+        slots: Slots::new(limits.max_in_flight_per_connection),
+        memory: shared.input.share(),
+        open: AtomicUsize::new(0),
+        called: AtomicBool::new(trusted),
+        shared: shared.clone(),
+    });
+    let opened = Instant::now();
+    let mut last_stream = opened;
+    let mut timer = pin!(tokio::time::sleep(
+        limits.first_request_timeout.min(limits.idle_timeout)
+    ));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled(), if !closing => {
+                // GOAWAY; calls in flight finish, the loop ends when the last has.
+                connection.graceful_shutdown();
+                closing = true;
+                timer.as_mut().reset((Instant::now() + limits.shutdown_grace).into());
+            }
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    last_stream = Instant::now();
+                    conn.open.fetch_add(1, Ordering::AcqRel);
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        call(&conn, request, respond).await;
+                        conn.open.fetch_sub(1, Ordering::AcqRel);
+                    });
+                }
+                // The client went, or broke the protocol (h2 has told it with a GOAWAY).
+                Some(Err(_)) | None => break,
+            },
+            () = &mut timer => {
+                if closing {
+                    // The shutdown grace is over.
+                    break;
+                }
+                let now = Instant::now();
+                let untried = !conn.called.load(Ordering::Acquire)
+                    && now >= opened + limits.first_request_timeout;
+                let idle = conn.open.load(Ordering::Acquire) == 0
+                    && now >= last_stream + limits.idle_timeout;
+                if untried || idle {
+                    connection.graceful_shutdown();
+                    closing = true;
+                    timer.as_mut().reset((now + limits.write_timeout).into());
+                } else {
+                    let next = if conn.called.load(Ordering::Acquire) {
+                        last_stream.max(now) + limits.idle_timeout
+                    } else {
+                        opened + limits.first_request_timeout
+                    };
+                    timer.as_mut().reset(next.max(now + Duration::from_millis(1)).into());
+                }
+            }
+        }
+    }
+}
+
+/// One call: reads the request, dispatches it through the router, writes the answer.
+async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let arrived = Instant::now();
+    let (parts, body) = request.into_parts();
+    if parts.method != http::Method::POST {
+        plain(respond, StatusCode::METHOD_NOT_ALLOWED);
+        return;
+    }
+    let grpc_content = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_content {
+        plain(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return;
+    }
+    let shared = &conn.shared;
+    let path = parts.uri.path();
+    if path == health::CHECK {
+        let answer = match read_body(body, conn, 1024).await {
+            Ok((body, _charge)) => health::check(shared, body),
+            Err(status) => Err(status),
+        };
+        send(respond, answer, 0, &shared.router.limits).await;
+        return;
+    }
+    let Some(method) = shared.grpc.method(path) else {
+        let what = format!("no method at {path}");
+        metrics::note_unknown(metrics::Unknown::Method, conn.peer, &what);
+        send(
+            respond,
+            Err(Status::unimplemented(what)),
+            0,
+            &shared.router.limits,
+        )
+        .await;
+        return;
+    };
+    if parts
+        .headers
+        .get("grpc-encoding")
+        .is_some_and(|e| e.as_bytes() != b"identity")
+    {
+        let status = Status::unimplemented(
+            "compressed messages are not accepted; send them uncompressed (grpc-encoding identity)",
+        );
+        send(respond, Err(status), 0, &shared.router.limits).await;
+        return;
+    }
+    let header = request_header(&parts.headers, method);
+    let limits = &shared.router.limits;
+    let read = tokio::time::timeout(
+        limits.read_timeout,
+        read_body(body, conn, limits.max_frame + wire::PREFIX),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(
+            "the request's body did not arrive within the read timeout",
+        ))
+    });
+    let (body, charge) = match read {
+        Ok(read) => read,
+        Err(status) => return send(respond, Err(status), 0, limits).await,
+    };
+    let body = match wire::unframe(body) {
+        Ok(body) => body,
+        Err((code, message)) => {
+            return send(respond, Err(Status::new(code, message)), 0, limits).await;
+        }
+    };
+    let incoming = Incoming {
+        header,
+        body,
+        arrived,
+        peer: conn.peer,
+        trusted: conn.trusted,
+        bytes: Some(charge),
+        grpc: true,
+    };
+    let origin = Origin {
+        slots: &conn.slots,
+        memory: &conn.memory,
+    };
+    let mut running = match shared
+        .router
+        .dispatch(incoming, Instant::now(), Some(origin))
+    {
+        Dispatch::Answered(answer) => return answer_with(respond, answer, limits).await,
+        Dispatch::Run(running) => running,
+    };
+    conn.called.store(true, Ordering::Release);
+    // Most handlers finish on their first poll: answered here, with nothing more to wait on.
+    let first = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await;
+    if let Poll::Ready(answer) = first {
+        return answer_with(respond, answer, limits).await;
+    }
+    // The rest runs to its result, deadline or cancellation; a client's RST_STREAM cancels
+    // it, as a svrkit CANCEL frame would.
+    let cancel = running.cancel_token().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut finish = pin!(running.finish(move |answer| {
+        let _ = tx.send(answer);
+    }));
+    let mut rx = pin!(rx);
+    let mut finished = false;
+    let mut reset = false;
+    let answer = loop {
+        tokio::select! {
+            biased;
+            answer = &mut rx => break answer.ok(),
+            () = &mut finish, if !finished => finished = true,
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)), if !reset => {
+                reset = true;
+                cancel.cancel();
+            }
+        }
+    };
+    if let Some(answer) = answer {
+        answer_with(respond, answer, limits).await;
+    }
+    // After a deadline or cancel, the handler's grace to see it and stop.
+    if !finished {
+        finish.await;
+    }
+}
+
+/// The frame header a gRPC request stands for: the method, the deadline from
+/// `grpc-timeout`, the trace id from `traceparent`, svrkit's own fields from `svrkit-*`
+/// headers, and every other custom header as metadata. The router decides which of them a
+/// peer is trusted with.
+fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Header {
+    let mut header = Header {
+        kind: FrameKind::REQUEST,
+        service_id: u32::from(method.service_id),
+        method_id: u32::from(method.id),
+        ..Header::default()
+    };
+    for (name, value) in headers {
+        let bytes = value.as_bytes();
+        let text = || value.to_str().ok();
+        let number = || text().and_then(|t| t.parse::<u64>().ok());
+        match name.as_str() {
+            "grpc-timeout" => {
+                if let Some(ms) = wire::timeout_ms(bytes) {
+                    header.deadline_ms = ms;
+                }
+            }
+            "traceparent" => {
+                if header.trace_id.is_empty()
+                    && let Some(id) = wire::traceparent_trace_id(bytes)
+                {
+                    header.trace_id = id;
+                }
+            }
+            TRACE_ID => {
+                if let Some(id) = text().and_then(hex_id) {
+                    header.trace_id = id;
+                }
+            }
+            PRIORITY => header.priority = number().map_or(0, |n| n.min(4) as u32),
+            USER_KEY => header.user_key = number().unwrap_or(0),
+            ATTEMPT => header.attempt = number().map_or(0, |n| n.min(255) as u32),
+            NO_RETRY => header.no_retry = bytes == b"1" || bytes == b"true",
+            CALLER => header.caller = text().unwrap_or_default().to_owned().into(),
+            DYE => header.dye = text().unwrap_or_default().to_owned().into(),
+            // HTTP/2's and gRPC's own.
+            "content-type" | "te" | "user-agent" | "tracestate" | "content-length" => {}
+            n if n.starts_with("grpc-") => {}
+            n => {
+                if let Some(v) = text() {
+                    header
+                        .metadata
+                        .insert(n.to_owned().into(), v.to_owned().into());
+                }
+            }
+        }
+    }
+    header
+}
+
+/// A trace id written in hex (as `svrkit-trace-id` carries it), up to 32 bytes.
+fn hex_id(text: &str) -> Option<Bytes> {
+    if text.is_empty() || text.len() % 2 != 0 || text.len() > 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    bytes.map(Bytes::from)
+}
+
+/// Reads a request's body, up to `max` bytes, into the connection's share of the input
+/// budget, giving HTTP/2's flow-control window back as it goes.
+async fn read_body(
+    mut body: RecvStream,
+    conn: &Conn,
+    max: usize,
+) -> Result<(Bytes, Charge), Status> {
+    let mut charge = conn.memory.charge(0);
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk =
+            chunk.map_err(|e| Status::cancelled(format!("the request stream ended: {e}")))?;
+        let n = chunk.len();
+        let _ = body.flow_control().release_capacity(n);
+        let had = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if had + n > max {
+            return Err(Status::new(
+                Code::TOO_LARGE,
+                format!("the request is over the server's limit of {max} bytes"),
+            ));
+        }
+        let more = conn.memory.try_take(n).ok_or_else(|| {
+            Status::overloaded("the server's memory budget for requests is spent")
+        })?;
+        charge.merge(more);
+        // One DATA frame (the common case) is kept as it came; more are copied together.
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                rest.reserve(earlier.len() + n);
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let body = first.unwrap_or_else(|| rest.freeze());
+    Ok((body, charge))
+}
+
+/// Writes the router's answer: nothing to a caller that cancelled.
+async fn answer_with(respond: SendResponse<Bytes>, answer: Answer, limits: &super::Limits) {
+    if !answer.send {
+        let mut respond = respond;
+        respond.send_reset(h2::Reason::CANCEL);
+        return;
+    }
+    let code = Code(answer.header.status_code);
+    let result = if code == Code::OK {
+        Ok(answer.body)
+    } else {
+        Err(Status::new(code, answer.header.status_message.to_string()))
+    };
+    send(respond, result, answer.header.admission_level, limits).await;
+}
+
+/// Writes a gRPC response: the message and an OK status, or a status alone (a trailers-only
+/// response). `admission_level`, when the server has one, goes along as
+/// `svrkit-admission-level` for svrkit callers.
+async fn send(
+    mut respond: SendResponse<Bytes>,
+    result: Result<Bytes, Status>,
+    admission_level: u32,
+    limits: &super::Limits,
+) {
+    let mut status = HeaderMap::new();
+    if admission_level != 0 {
+        status.insert("svrkit-admission-level", admission_level.into());
+    }
+    let body = match result {
+        Ok(body) => body,
+        Err(failed) => {
+            let code = failed.code();
+            status.insert("grpc-status", wire::grpc_code(code).into());
+            if let Ok(message) = HeaderValue::from_str(&wire::percent_encode(failed.message())) {
+                status.insert("grpc-message", message);
+            }
+            // The exact code, for svrkit callers (gRPC's are fewer).
+            status.insert("svrkit-status", code.0.into());
+            let mut response = grpc_response();
+            response.headers_mut().extend(status);
+            let _ = respond.send_response(response, true);
+            return;
+        }
+    };
+    status.insert("grpc-status", HeaderValue::from_static("0"));
+    let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
+        return;
+    };
+    let framed = wire::framed(&body);
+    drop(body);
+    if framed.len() <= SEND_WHOLE {
+        let _ = stream.send_data(framed, false);
+    } else {
+        let sent = tokio::time::timeout(limits.write_timeout, send_windowed(&mut stream, framed));
+        if !matches!(sent.await, Ok(Ok(()))) {
+            stream.send_reset(h2::Reason::CANCEL);
+            return;
+        }
+    }
+    let _ = stream.send_trailers(status);
+}
+
+/// Sends `data` as the peer's window allows.
+async fn send_windowed(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(granted) => granted?,
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        stream.send_data(chunk, false)?;
+    }
+    Ok(())
+}
+
+fn grpc_response() -> Response<()> {
+    let mut response = Response::new(());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// A plain HTTP answer, for requests that are not gRPC.
+fn plain(mut respond: SendResponse<Bytes>, code: StatusCode) {
+    let mut response = Response::new(());
+    *response.status_mut() = code;
+    let _ = respond.send_response(response, true);
+}
