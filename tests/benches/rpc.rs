@@ -41,11 +41,14 @@ mod tonic_chat {
 /// `svrkit-nomon` is svrkit with its built-in monitoring turned off on both sides, to show
 /// what monitoring costs; `svrkit-nopolicy` is svrkit with its avalanche protection off
 /// (no admission control on the server; no retries, throttling or collaborative rejection
-/// on the client, which balances round robin), to show what that costs.
-const SYSTEMS: [&str; 6] = [
+/// on the client, which balances round robin), to show what that costs. `svrkit-grpc` is
+/// the svrkit server called over gRPC on its own port by tonic's client: against `tonic`
+/// only the server differs.
+const SYSTEMS: [&str; 7] = [
     "svrkit",
     "svrkit-nomon",
     "svrkit-nopolicy",
+    "svrkit-grpc",
     "tonic",
     "tarpc",
     "floor",
@@ -398,7 +401,7 @@ fn serve(system: &str) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         match system {
-            "svrkit" | "svrkit-nomon" | "svrkit-nopolicy" => {
+            "svrkit" | "svrkit-nomon" | "svrkit-nopolicy" | "svrkit-grpc" => {
                 let server = svrkit_runtime::Server::builder()
                     .add_service(sk::ChatSvrServer::new(SvrkitChat))
                     .monitoring(system != "svrkit-nomon")
@@ -511,7 +514,7 @@ impl Client {
                 Client::Svrkit(sk::ChatSvrClient::new(channel), Arc::new(svrkit_request()))
             }
             #[cfg(svrkit_protoc)]
-            "tonic" => {
+            "tonic" | "svrkit-grpc" => {
                 let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
                     .unwrap()
                     .connect()
@@ -682,7 +685,7 @@ fn throughput(args: &[String]) {
     let mut rows: Vec<(String, usize, Vec<Row>)> = Vec::new();
     for run in 1..=runs {
         for system in &systems {
-            if system == "tonic" && cfg!(not(svrkit_protoc)) {
+            if (system == "tonic" || system == "svrkit-grpc") && cfg!(not(svrkit_protoc)) {
                 continue;
             }
             let server = ServerProcess::start(&["--serve", system]);
@@ -703,8 +706,10 @@ fn throughput(args: &[String]) {
         "| system | concurrency | QPS | p50 | p99 | server CPU / request | client CPU / request |"
     );
     println!("|---|---|---|---|---|---|---|");
-    if systems.iter().any(|s| s == "tonic") && cfg!(not(svrkit_protoc)) {
-        println!("| tonic | left out: svrkit-tests was built without protoc | | | | | |");
+    for left_out in ["tonic", "svrkit-grpc"] {
+        if systems.iter().any(|s| s == left_out) && cfg!(not(svrkit_protoc)) {
+            println!("| {left_out} | left out: svrkit-tests was built without protoc | | | | | |");
+        }
     }
     for (system, c, all) in &rows {
         println!("{}", Row::median(all).line(system, *c));

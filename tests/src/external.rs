@@ -60,6 +60,13 @@ pub const PROTOC: Need = Need {
     install: "apt-get install protobuf-compiler, or set PROTOC",
 };
 
+/// Python's gRPC library and protoc's Python plugin, for the client of a language svrkit does
+/// not generate.
+pub const PYTHON_GRPC: Need = Need {
+    what: "Python with grpcio, and protoc's Python gRPC plugin",
+    install: "apt-get install python3-grpcio python3-protobuf protobuf-compiler-grpc",
+};
+
 /// Whether a missing program fails the test ([`REQUIRE`] is set to anything but `0`).
 pub fn required() -> bool {
     std::env::var_os(REQUIRE).is_some_and(|v| !v.is_empty() && v != "0")

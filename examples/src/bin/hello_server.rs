@@ -6,6 +6,9 @@
 //! ```
 //!
 //! Prints one line once serving: `hello-server listening on <addr>, admin http://<addr>/`.
+//! The port speaks svrkit frames and gRPC (`docs/grpc.md`). On SIGTERM or Ctrl-C it prints
+//! `hello-server draining`, keeps serving for `--drain-ms` while its gRPC health check says
+//! `NOT_SERVING`, then stops.
 
 use clap::Parser;
 use svrkit_examples::hello::GreeterServer;
@@ -33,6 +36,10 @@ struct Args {
     /// A configuration file (see `svrkit_runtime::config`); flags override it.
     #[arg(long)]
     config: Option<String>,
+    /// How long to keep serving, not ready, after SIGTERM or Ctrl-C: for load balancers and
+    /// health probes to stop sending.
+    #[arg(long, default_value_t = 1000)]
+    drain_ms: u64,
 }
 
 #[tokio::main]
@@ -80,6 +87,31 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(admin) => println!("hello-server listening on {addr}, admin http://{admin}/"),
         None => println!("hello-server listening on {addr}"),
     }
-    server.serve(listener).await?;
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    tokio::select! {
+        served = serving => return Ok(served??),
+        () = stop_signal() => {}
+    }
+    println!("hello-server draining");
+    server
+        .drain(std::time::Duration::from_millis(args.drain_ms))
+        .await;
     Ok(())
+}
+
+/// SIGTERM (what orchestrators send) or Ctrl-C.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
 }

@@ -24,13 +24,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
-use super::router::{Answer, Dispatch, Incoming, Origin};
+use super::router::{Answer, Dispatch, Incoming, Origin, Running};
 use crate::frame::{FrameKind, Header};
 use crate::metrics;
 use crate::service::MethodDescriptor;
@@ -106,6 +108,11 @@ struct Conn {
 
 /// Serves one connection whose first bytes are the HTTP/2 preface, until the client goes or
 /// the server shuts down.
+///
+/// A call is read on the connection's task (its headers checked, its body gathered), then
+/// dispatched there; a handler that finishes on its first poll (most do) is answered there
+/// too, so that the answers to one read's requests go out in one write (h2 writes what is
+/// queued each time the connection is polled). A handler that waits goes on in a task.
 pub(super) async fn run<S>(shared: Arc<Shared>, io: S, peer: Option<SocketAddr>, trusted: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -139,6 +146,8 @@ where
         limits.first_request_timeout.min(limits.idle_timeout)
     ));
     let mut closing = false;
+    // Calls whose requests are being read.
+    let mut reading = FuturesUnordered::new();
     loop {
         tokio::select! {
             biased;
@@ -148,19 +157,43 @@ where
                 closing = true;
                 timer.as_mut().reset((Instant::now() + limits.shutdown_grace).into());
             }
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    last_stream = Instant::now();
-                    conn.open.fetch_add(1, Ordering::AcqRel);
-                    let conn = conn.clone();
-                    tokio::spawn(async move {
-                        call(&conn, request, respond).await;
-                        conn.open.fetch_sub(1, Ordering::AcqRel);
-                    });
+            Some(read) = reading.next(), if !reading.is_empty() => {
+                if let Some(read) = read {
+                    serve(&conn, read);
                 }
-                // The client went, or broke the protocol (h2 has told it with a GOAWAY).
-                Some(Err(_)) | None => break,
-            },
+            }
+            accepted = connection.accept() => {
+                let Some(Ok((request, respond))) = accepted else {
+                    // The client went, or broke the protocol (h2 has told it with a GOAWAY).
+                    break;
+                };
+                last_stream = Instant::now();
+                reading.push(read(Opened::new(&conn), request, respond));
+                // The other streams of the same read, before any is answered.
+                let mut ended = false;
+                loop {
+                    match poll_now(pin!(connection.accept())) {
+                        Poll::Ready(Some(Ok((request, respond)))) => {
+                            reading.push(read(Opened::new(&conn), request, respond));
+                        }
+                        Poll::Ready(_) => {
+                            ended = true;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                // Those whose bodies came along are served now. (A waker that does nothing
+                // is fine here: the loop polls `reading` again before it waits.)
+                while let Poll::Ready(Some(read)) = poll_now(pin!(reading.next())) {
+                    if let Some(read) = read {
+                        serve(&conn, read);
+                    }
+                }
+                if ended {
+                    break;
+                }
+            }
             () = &mut timer => {
                 if closing {
                     // The shutdown grace is over.
@@ -188,13 +221,48 @@ where
     }
 }
 
-/// One call: reads the request, dispatches it through the router, writes the answer.
-async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+/// Polls `future` once, without a waker to call back.
+fn poll_now<F: Future + ?Sized>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
+/// A stream not yet answered, counted on its connection (for the idle timeout) until dropped.
+struct Opened(Arc<Conn>);
+
+impl Opened {
+    fn new(conn: &Arc<Conn>) -> Opened {
+        conn.open.fetch_add(1, Ordering::AcqRel);
+        Opened(conn.clone())
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request read whole, for the router.
+struct Read {
+    incoming: Incoming,
+    respond: SendResponse<Bytes>,
+    opened: Opened,
+}
+
+/// Reads a call's request: checks what HTTP/2 says of it, finds its method, gathers its body.
+/// Requests that cannot go to the router (not gRPC, no such method, a body that is not one
+/// message, the health check) are answered here, and give `None`.
+async fn read(
+    opened: Opened,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) -> Option<Read> {
     let arrived = Instant::now();
+    let conn = &*opened.0;
     let (parts, body) = request.into_parts();
     if parts.method != http::Method::POST {
         plain(respond, StatusCode::METHOD_NOT_ALLOWED);
-        return;
+        return None;
     }
     let grpc_content = parts
         .headers
@@ -202,29 +270,23 @@ async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendR
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if !grpc_content {
         plain(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return;
+        return None;
     }
     let shared = &conn.shared;
+    let limits = &shared.router.limits;
     let path = parts.uri.path();
     if path == health::CHECK {
-        let answer = match read_body(body, conn, 1024).await {
-            Ok((body, _charge)) => health::check(shared, body),
-            Err(status) => Err(status),
-        };
-        send(respond, answer, 0, &shared.router.limits).await;
-        return;
+        let answer = read_body(body, conn, 1024, limits.read_timeout)
+            .await
+            .and_then(|(body, _charge)| health::check(shared, body));
+        reply(respond, answer, 0, opened);
+        return None;
     }
     let Some(method) = shared.grpc.method(path) else {
         let what = format!("no method at {path}");
         metrics::note_unknown(metrics::Unknown::Method, conn.peer, &what);
-        send(
-            respond,
-            Err(Status::unimplemented(what)),
-            0,
-            &shared.router.limits,
-        )
-        .await;
-        return;
+        reply(respond, Err(Status::unimplemented(what)), 0, opened);
+        return None;
     };
     if parts
         .headers
@@ -234,29 +296,22 @@ async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendR
         let status = Status::unimplemented(
             "compressed messages are not accepted; send them uncompressed (grpc-encoding identity)",
         );
-        send(respond, Err(status), 0, &shared.router.limits).await;
-        return;
+        reply(respond, Err(status), 0, opened);
+        return None;
     }
     let header = request_header(&parts.headers, method);
-    let limits = &shared.router.limits;
-    let read = tokio::time::timeout(
-        limits.read_timeout,
-        read_body(body, conn, limits.max_frame + wire::PREFIX),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Status::deadline_exceeded(
-            "the request's body did not arrive within the read timeout",
-        ))
-    });
+    let max = limits.max_frame + wire::PREFIX;
+    let read = read_body(body, conn, max, limits.read_timeout)
+        .await
+        .and_then(|(body, charge)| {
+            let body = wire::unframe(body).map_err(|(code, message)| Status::new(code, message))?;
+            Ok((body, charge))
+        });
     let (body, charge) = match read {
         Ok(read) => read,
-        Err(status) => return send(respond, Err(status), 0, limits).await,
-    };
-    let body = match wire::unframe(body) {
-        Ok(body) => body,
-        Err((code, message)) => {
-            return send(respond, Err(Status::new(code, message)), 0, limits).await;
+        Err(status) => {
+            reply(respond, Err(status), 0, opened);
+            return None;
         }
     };
     let incoming = Incoming {
@@ -268,25 +323,46 @@ async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendR
         bytes: Some(charge),
         grpc: true,
     };
+    Some(Read {
+        incoming,
+        respond,
+        opened,
+    })
+}
+
+/// Dispatches a request read whole and answers it, or moves it to a task of its own if its
+/// handler does not finish on its first poll.
+fn serve(conn: &Arc<Conn>, read: Read) {
+    let Read {
+        incoming,
+        respond,
+        opened,
+    } = read;
     let origin = Origin {
         slots: &conn.slots,
         memory: &conn.memory,
     };
-    let mut running = match shared
+    let mut running = match conn
+        .shared
         .router
         .dispatch(incoming, Instant::now(), Some(origin))
     {
-        Dispatch::Answered(answer) => return answer_with(respond, answer, limits).await,
+        Dispatch::Answered(answer) => return answer_with(respond, answer, opened),
         Dispatch::Run(running) => running,
     };
     conn.called.store(true, Ordering::Release);
-    // Most handlers finish on their first poll: answered here, with nothing more to wait on.
-    let first = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await;
-    if let Poll::Ready(answer) = first {
-        return answer_with(respond, answer, limits).await;
+    // A first poll that registers a waker that does nothing is followed at once by a poll in
+    // the task it moves to (`Running::finish` polls the handler first).
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if let Poll::Ready(answer) = running.poll_once(&mut cx) {
+        return answer_with(respond, answer, opened);
     }
-    // The rest runs to its result, deadline or cancellation; a client's RST_STREAM cancels
-    // it, as a svrkit CANCEL frame would.
+    tokio::spawn(finish(running, respond, opened));
+}
+
+/// Drives a handler that waits to its end; a client's `RST_STREAM` cancels it, as a svrkit
+/// `CANCEL` frame would.
+async fn finish(running: Running, mut respond: SendResponse<Bytes>, opened: Opened) {
     let cancel = running.cancel_token().clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut finish = pin!(running.finish(move |answer| {
@@ -307,7 +383,7 @@ async fn call(conn: &Arc<Conn>, request: Request<RecvStream>, mut respond: SendR
         }
     };
     if let Some(answer) = answer {
-        answer_with(respond, answer, limits).await;
+        answer_with(respond, answer, opened);
     }
     // After a deadline or cancel, the handler's grace to see it and stop.
     if !finished {
@@ -371,7 +447,7 @@ fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Hea
 
 /// A trace id written in hex (as `svrkit-trace-id` carries it), up to 32 bytes.
 fn hex_id(text: &str) -> Option<Bytes> {
-    if text.is_empty() || text.len() % 2 != 0 || text.len() > 64 {
+    if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 64 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..text.len())
@@ -381,17 +457,38 @@ fn hex_id(text: &str) -> Option<Bytes> {
     bytes.map(Bytes::from)
 }
 
-/// Reads a request's body, up to `max` bytes, into the connection's share of the input
-/// budget, giving HTTP/2's flow-control window back as it goes.
+/// Reads a request's body, up to `max` bytes and within `timeout`, into the connection's
+/// share of the input budget, giving HTTP/2's flow-control window back as it goes.
 async fn read_body(
-    mut body: RecvStream,
+    body: RecvStream,
     conn: &Conn,
     max: usize,
+    timeout: Duration,
 ) -> Result<(Bytes, Charge), Status> {
+    let mut body = body;
     let mut charge = conn.memory.charge(0);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
-    while let Some(chunk) = body.data().await {
+    // No timer for a body that is here already (the usual case): only a wait needs one.
+    let mut deadline = None;
+    loop {
+        let here = body.poll_data(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let chunk = match here {
+            Poll::Ready(chunk) => chunk,
+            Poll::Pending => {
+                let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+                let data = std::future::poll_fn(|cx| body.poll_data(cx));
+                match tokio::time::timeout_at(until, data).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(
+                            "the request's body did not arrive within the read timeout",
+                        ));
+                    }
+                }
+            }
+        };
+        let Some(chunk) = chunk else { break };
         let chunk =
             chunk.map_err(|e| Status::cancelled(format!("the request stream ended: {e}")))?;
         let n = chunk.len();
@@ -423,9 +520,8 @@ async fn read_body(
 }
 
 /// Writes the router's answer: nothing to a caller that cancelled.
-async fn answer_with(respond: SendResponse<Bytes>, answer: Answer, limits: &super::Limits) {
+fn answer_with(mut respond: SendResponse<Bytes>, answer: Answer, opened: Opened) {
     if !answer.send {
-        let mut respond = respond;
         respond.send_reset(h2::Reason::CANCEL);
         return;
     }
@@ -435,17 +531,18 @@ async fn answer_with(respond: SendResponse<Bytes>, answer: Answer, limits: &supe
     } else {
         Err(Status::new(code, answer.header.status_message.to_string()))
     };
-    send(respond, result, answer.header.admission_level, limits).await;
+    reply(respond, result, answer.header.admission_level, opened);
 }
 
 /// Writes a gRPC response: the message and an OK status, or a status alone (a trailers-only
 /// response). `admission_level`, when the server has one, goes along as
-/// `svrkit-admission-level` for svrkit callers.
-async fn send(
+/// `svrkit-admission-level` for svrkit callers. A message too large to hand to HTTP/2 whole
+/// is sent by a task as the peer's window opens; the stream counts as open until then.
+fn reply(
     mut respond: SendResponse<Bytes>,
     result: Result<Bytes, Status>,
     admission_level: u32,
-    limits: &super::Limits,
+    opened: Opened,
 ) {
     let mut status = HeaderMap::new();
     if admission_level != 0 {
@@ -475,14 +572,19 @@ async fn send(
     drop(body);
     if framed.len() <= SEND_WHOLE {
         let _ = stream.send_data(framed, false);
-    } else {
-        let sent = tokio::time::timeout(limits.write_timeout, send_windowed(&mut stream, framed));
-        if !matches!(sent.await, Ok(Ok(()))) {
-            stream.send_reset(h2::Reason::CANCEL);
-            return;
-        }
+        let _ = stream.send_trailers(status);
+        return;
     }
-    let _ = stream.send_trailers(status);
+    let write_timeout = opened.0.shared.router.limits.write_timeout;
+    tokio::spawn(async move {
+        let sent = tokio::time::timeout(write_timeout, send_windowed(&mut stream, framed));
+        if matches!(sent.await, Ok(Ok(()))) {
+            let _ = stream.send_trailers(status);
+        } else {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        drop(opened);
+    });
 }
 
 /// Sends `data` as the peer's window allows.

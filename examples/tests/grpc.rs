@@ -1,0 +1,140 @@
+//! A client svrkit did not write, in a language it does not generate: Python's `grpcio`,
+//! with stubs that protoc makes from what `svrkit proto` exports, calls `hello-server` on its
+//! own port. Unary calls, a trace started by the caller, a deadline that expires, an error
+//! status, a oneway method, and the health service before and during the drain that SIGTERM
+//! starts (`tests/grpc/hello_client.py` holds the calls and their assertions).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Skips when a program from outside the Rust toolchain is missing (see the file).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../tests/src/external.rs"]
+mod external;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Python with `grpc`, protoc and its Python gRPC plugin, if all are here.
+fn python_grpc() -> Option<(PathBuf, PathBuf)> {
+    let imports = Command::new(PYTHON)
+        .args(["-c", "import grpc, google.protobuf"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let protoc = external::program("protoc")?;
+    let plugin = external::program("grpc_python_plugin")?;
+    imports.then_some((protoc, plugin))
+}
+
+/// Exports `idl/hello/hello.xml` as `.proto` into `dir` and runs protoc's Python generators.
+fn python_stubs(dir: &Path, protoc: &Path, plugin: &Path) {
+    let idl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idl");
+    let compiled = svrkit_codegen::Builder::new()
+        .emit_rerun_if_changed(false)
+        .include_dir(&idl)
+        .check(&[idl.join("hello/hello.xml")])
+        .expect("the hello IDL compiles");
+    for file in compiled.proto_files() {
+        std::fs::write(dir.join(&file.name), &file.content).unwrap();
+    }
+    let out = Command::new(protoc)
+        .current_dir(dir)
+        .arg(format!(
+            "--plugin=protoc-gen-grpc_python={}",
+            plugin.display()
+        ))
+        .args([
+            "-I.",
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "hello.proto",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "protoc: {out:?}");
+}
+
+/// Waits for a line of `from` that starts with `start`, and returns it.
+fn line_starting(from: &mut impl BufRead, start: &str, who: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = from.read_line(&mut line).unwrap();
+        assert!(n > 0, "{who} ended before saying {start:?}");
+        if line.starts_with(start) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn a_python_grpc_client_calls_hello_server_on_its_port() {
+    let Some((protoc, plugin)) = external::PYTHON_GRPC.or_skip(python_grpc()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("svrkit-grpc-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    python_stubs(&dir, &protoc, &plugin);
+
+    // A drain long enough that the client's check lands in it, however slow the machine.
+    let mut server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_hello-server"))
+            .args(["--listen", "127.0.0.1:0", "--drain-ms", "60000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = BufReader::new(server.0.stdout.take().unwrap());
+    let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
+    let addr = line["hello-server listening on ".len()..].trim().to_owned();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/hello_client.py");
+    let mut client = Proc(
+        Command::new(PYTHON)
+            .arg(&script)
+            .arg(&addr)
+            .env("PYTHONPATH", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut heard = BufReader::new(client.0.stdout.take().unwrap());
+    for step in [
+        "unary ok",
+        "deadline ok",
+        "error ok",
+        "oneway ok",
+        "health SERVING",
+    ] {
+        line_starting(&mut heard, step, "the Python client");
+    }
+
+    // SIGTERM: the server drains, and says so once it does.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    line_starting(&mut said, "hello-server draining", "hello-server");
+    writeln!(client.0.stdin.as_mut().unwrap()).unwrap();
+    line_starting(&mut heard, "health NOT_SERVING", "the Python client");
+    let status = client.0.wait().unwrap();
+    assert!(status.success(), "the Python client failed: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
