@@ -23,7 +23,7 @@ mod with_tonic {
     use tonic::codegen::http::uri::PathAndQuery;
     use tonic::transport::Channel;
 
-    #[allow(clippy::all, unreachable_pub, missing_docs)]
+    #[allow(clippy::all, unreachable_pub, missing_docs, dead_code)]
     mod pb {
         pub mod im {
             pub mod common {
@@ -282,7 +282,8 @@ mod with_tonic {
         two.extend_from_slice(&one);
         let mut compressed = one.clone();
         compressed[0] = 1;
-        let cases: [(&str, Vec<u8>, &[(&str, &str)], &str); 5] = [
+        type Case<'a> = (&'a str, Vec<u8>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 5] = [
             ("no message", Vec::new(), &[], "3"),
             ("two messages", two, &[], "3"),
             ("a cut message", one[..one.len() - 1].to_vec(), &[], "3"),
@@ -418,6 +419,145 @@ mod with_tonic {
         server.shutdown().await;
         drained.await.unwrap();
         assert!(health(probe, "").await.is_err());
+    }
+
+    /// `grpc.reflection.v1`'s messages, as far as the test reads them.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ReflectionRequest {
+        #[prost(string, tag = "1")]
+        host: String,
+        #[prost(string, optional, tag = "3")]
+        file_by_filename: Option<String>,
+        #[prost(string, optional, tag = "4")]
+        file_containing_symbol: Option<String>,
+        #[prost(string, optional, tag = "7")]
+        list_services: Option<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ReflectionResponse {
+        #[prost(message, optional, tag = "4")]
+        file_descriptor_response: Option<FileDescriptorResponse>,
+        #[prost(message, optional, tag = "6")]
+        list_services_response: Option<ListServiceResponse>,
+        #[prost(message, optional, tag = "7")]
+        error_response: Option<ErrorResponse>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileDescriptorResponse {
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        file_descriptor_proto: Vec<Vec<u8>>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ListServiceResponse {
+        #[prost(message, repeated, tag = "1")]
+        service: Vec<ServiceResponse>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ServiceResponse {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ErrorResponse {
+        #[prost(int32, tag = "1")]
+        error_code: i32,
+    }
+
+    /// Server reflection, as `grpcurl` uses it: one stream, several questions, each answered
+    /// in turn; the descriptors it gives describe the service the way protoc would.
+    #[tokio::test]
+    async fn reflection_lists_and_describes_the_hosted_services() {
+        use prost::Message;
+        let running = echo::start().await;
+        for path in [
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            let asks = vec![
+                ReflectionRequest {
+                    list_services: Some(String::new()),
+                    ..ReflectionRequest::default()
+                },
+                ReflectionRequest {
+                    file_containing_symbol: Some("test.rpc.EchoSvr.Echo".into()),
+                    ..ReflectionRequest::default()
+                },
+                ReflectionRequest {
+                    file_by_filename: Some("test.all_types.proto".into()),
+                    ..ReflectionRequest::default()
+                },
+                ReflectionRequest {
+                    file_containing_symbol: Some("no.Such".into()),
+                    ..ReflectionRequest::default()
+                },
+            ];
+            let mut grpc = tonic::client::Grpc::new(channel(&running.addr).await);
+            grpc.ready().await.unwrap();
+            let answers = grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream_of(asks)),
+                    PathAndQuery::from_static(path),
+                    tonic_prost::ProstCodec::<ReflectionRequest, ReflectionResponse>::default(),
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            let answers: Vec<ReflectionResponse> = collect(answers).await;
+            assert_eq!(answers.len(), 4, "{path}");
+
+            let listed = answers[0].list_services_response.as_ref().unwrap();
+            let names: Vec<&str> = listed.service.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["test.rpc.EchoSvr"]);
+
+            let files: Vec<prost_types::FileDescriptorProto> = answers[1]
+                .file_descriptor_response
+                .as_ref()
+                .unwrap()
+                .file_descriptor_proto
+                .iter()
+                .map(|b| prost_types::FileDescriptorProto::decode(&b[..]).unwrap())
+                .collect();
+            let names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+            assert_eq!(names[0], "test.rpc.proto");
+            for import in [
+                "test.all_types.proto",
+                "im.common.proto",
+                "google/protobuf/empty.proto",
+            ] {
+                assert!(names.contains(&import), "{import} missing from {names:?}");
+            }
+            let service = &files[0].service[0];
+            assert_eq!(service.name(), "EchoSvr");
+            let echo = service.method.iter().find(|m| m.name() == "Echo").unwrap();
+            assert_eq!(echo.input_type(), ".test.rpc.EchoReq");
+            let notify = service
+                .method
+                .iter()
+                .find(|m| m.name() == "Notify")
+                .unwrap();
+            assert_eq!(notify.output_type(), ".google.protobuf.Empty");
+
+            let by_name = &answers[2].file_descriptor_response.as_ref().unwrap();
+            let first =
+                prost_types::FileDescriptorProto::decode(&by_name.file_descriptor_proto[0][..])
+                    .unwrap();
+            assert_eq!(first.name(), "test.all_types.proto");
+
+            assert_eq!(answers[3].error_response.as_ref().unwrap().error_code, 5);
+        }
+    }
+
+    /// A stream of `items`, for a client-streaming call.
+    fn tokio_stream_of<T: Send + 'static>(items: Vec<T>) -> impl futures::Stream<Item = T> + Send {
+        futures::stream::iter(items)
+    }
+
+    async fn collect<T>(mut stream: tonic::Streaming<T>) -> Vec<T> {
+        let mut all = Vec::new();
+        while let Some(item) = stream.message().await.unwrap() {
+            all.push(item);
+        }
+        all
     }
 
     /// Requests are counted per protocol; native and gRPC calls share every other series.

@@ -1,8 +1,8 @@
 //! A client svrkit did not write, in a language it does not generate: Python's `grpcio`,
 //! with stubs that protoc makes from what `svrkit proto` exports, calls `hello-server` on its
 //! own port. Unary calls, a trace started by the caller, a deadline that expires, an error
-//! status, a oneway method, and the health service before and during the drain that SIGTERM
-//! starts (`tests/grpc/hello_client.py` holds the calls and their assertions).
+//! status, a oneway method, a call built from server reflection alone (as `grpcurl` does),
+//! and the health service before and during the drain that SIGTERM starts (`tests/grpc/hello_client.py` holds the calls and their assertions).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ const PYTHON: &str = "/usr/bin/python3";
 /// Python with `grpc`, protoc and its Python gRPC plugin, if all are here.
 fn python_grpc() -> Option<(PathBuf, PathBuf)> {
     let imports = Command::new(PYTHON)
-        .args(["-c", "import grpc, google.protobuf"])
+        .args(["-c", "import grpc, google.protobuf, grpc_reflection"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());

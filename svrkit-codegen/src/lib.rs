@@ -31,6 +31,7 @@
 mod ast;
 mod check;
 pub mod compat;
+pub mod descriptor;
 pub mod diag;
 mod emit;
 mod error;

@@ -28,17 +28,17 @@ struct ProtoFile {
     services: Vec<ProtoService>,
 }
 
-struct ProtoEnum {
+pub(crate) struct ProtoEnum {
     name: String,
     doc: Vec<String>,
-    values: Vec<ProtoValue>,
+    pub(crate) values: Vec<ProtoValue>,
     reserved_ids: String,
     reserved_names: String,
 }
 
-struct ProtoValue {
-    name: String,
-    number: i32,
+pub(crate) struct ProtoValue {
+    pub(crate) name: String,
+    pub(crate) number: i32,
     doc: Vec<String>,
     note: String,
 }
@@ -177,6 +177,11 @@ fn reserved_ids(r: &Reserved) -> String {
         .join(", ")
 }
 
+/// The files package `id`'s `.proto` imports, in the order it lists them.
+pub(crate) fn imports(schema: &Schema, id: PackageId) -> Vec<String> {
+    build(schema, id).imports
+}
+
 fn build(schema: &Schema, id: PackageId) -> ProtoFile {
     let package = schema.package(id);
     let mut imports = Vec::new();
@@ -280,7 +285,9 @@ fn quoted_names(names: &[String]) -> String {
         .join(", ")
 }
 
-fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
+/// An enum as exported: its values' proto names, the zero value first (added if the IDL has
+/// none).
+pub(crate) fn proto_enum(schema: &Schema, id: crate::ir::EnumId) -> ProtoEnum {
     let e = schema.enum_(id);
     let mut values: Vec<ProtoValue> = e
         .values

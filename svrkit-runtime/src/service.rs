@@ -78,6 +78,13 @@ pub trait Service: Send + Sync + 'static {
     /// What the service is.
     fn descriptor(&self) -> &'static ServiceDescriptor;
 
+    /// The service's `.proto` file and every file it imports, as an encoded protobuf
+    /// `FileDescriptorSet` (dependencies first): what gRPC server reflection answers from.
+    /// Generated servers return what `svrkit proto` exports; empty means nothing to say.
+    fn proto(&self) -> &'static [u8] {
+        &[]
+    }
+
     /// Runs method `method_id` on an encoded request; returns the encoded response (empty for
     /// oneway methods).
     fn call(

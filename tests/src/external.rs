@@ -63,8 +63,9 @@ pub const PROTOC: Need = Need {
 /// Python's gRPC library and protoc's Python plugin, for the client of a language svrkit does
 /// not generate.
 pub const PYTHON_GRPC: Need = Need {
-    what: "Python with grpcio, and protoc's Python gRPC plugin",
-    install: "apt-get install python3-grpcio python3-protobuf protobuf-compiler-grpc",
+    what: "Python with grpcio and grpcio-reflection, and protoc's Python gRPC plugin",
+    install: "apt-get install python3-grpcio python3-protobuf python3-pip protobuf-compiler-grpc; \
+              python3 -m pip install --break-system-packages --no-deps grpcio-reflection==1.51.1",
 };
 
 /// Whether a missing program fails the test ([`REQUIRE`] is set to anything but `0`).

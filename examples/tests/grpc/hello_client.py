@@ -1,4 +1,5 @@
-"""A Python gRPC client of hello-server, built from what `svrkit proto` exports.
+"""A Python gRPC client of hello-server, built from what `svrkit proto` exports, and one
+built from nothing but what the server says of itself (reflection).
 
 Run by examples/tests/grpc.rs with the generated modules (hello_pb2, hello_pb2_grpc) on its
 path: `python3 hello_client.py ADDR`. It makes the calls below, asserting what each gets,
@@ -68,6 +69,31 @@ def main():
     # A oneway method is a unary call returning google.protobuf.Empty.
     assert stub.Visited(hello_pb2.Visit(name="py"), timeout=5) == empty_pb2.Empty()
     print("oneway ok", flush=True)
+
+    # No .proto at hand: the server describes itself (reflection), and a request is built
+    # from what it says, as grpcurl does.
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    reflection = ProtoReflectionDescriptorDatabase(channel)
+    services = list(reflection.get_services())
+    assert services == ["hello.Greeter"], services
+    pool = descriptor_pool.DescriptorPool(reflection)
+    greeter = pool.FindServiceByName("hello.Greeter")
+    say_hello = greeter.FindMethodByName("SayHello")
+    factory = message_factory.MessageFactory(pool)
+    request_class = factory.GetPrototype(say_hello.input_type)
+    response_class = factory.GetPrototype(say_hello.output_type)
+    call = channel.unary_unary(
+        f"/{greeter.full_name}/{say_hello.name}",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response_class.FromString,
+    )
+    reply = call(request_class(name="reflected"), timeout=5)
+    assert reply.greeting == "Hello, reflected!", reply
+    print("reflection ok", flush=True)
 
     assert health(channel) == SERVING
     assert health(channel, "hello.Greeter") == SERVING

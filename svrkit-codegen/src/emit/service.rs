@@ -17,6 +17,9 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
     let doc = doc_attrs(&s.doc);
     let full_name = &s.full_name;
     let service_id = Literal::u16_unsuffixed(s.id);
+    // What the server says of itself to gRPC reflection: the package's `.proto` as
+    // descriptors, with everything it imports.
+    let proto = Literal::byte_string(&crate::descriptor::set_for(schema, s.package));
     let ty = |id| paths::value_type(schema, s.package, crate::ir::ValueType::Struct(id));
 
     let descriptors = s.methods.iter().map(|m| {
@@ -228,6 +231,10 @@ pub(super) fn generate(schema: &Schema, index: usize) -> TokenStream {
         impl<T: #trait_name> #rt::Service for #server<T> {
             fn descriptor(&self) -> &'static #rt::ServiceDescriptor {
                 &#client::DESCRIPTOR
+            }
+
+            fn proto(&self) -> &'static [u8] {
+                #proto
             }
 
             fn call(&self, method_id: u16, ctx: #rt::Context, request: #rt::Bytes)

@@ -178,7 +178,7 @@ impl ServerBuilder {
         Server {
             shared: Arc::new(Shared {
                 #[cfg(feature = "grpc")]
-                grpc: grpc::Paths::new(router.methods()),
+                grpc: grpc::Paths::new(router.hosted()),
                 draining: AtomicBool::new(false),
                 connections: Arc::new(Semaphore::new(max_connections)),
                 peers: Arc::new(Mutex::new(HashMap::new())),

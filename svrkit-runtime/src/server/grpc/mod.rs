@@ -13,6 +13,7 @@
 //! readiness (`health.rs`).
 
 mod health;
+mod reflection;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ use super::Shared;
 use super::router::{Answer, Dispatch, Incoming, Origin, Running};
 use crate::frame::{FrameKind, Header};
 use crate::metrics;
-use crate::service::MethodDescriptor;
+use crate::service::{MethodDescriptor, Service};
 use crate::status::{Code, Status};
 use crate::sync::{Charge, Share, Slots};
 
@@ -54,31 +55,36 @@ const TRACE_ID: &str = "svrkit-trace-id";
 /// each.
 const SEND_WHOLE: usize = 64 * 1024;
 
-/// Each hosted method by its gRPC path, and the service names the health check knows.
+/// Each hosted method by its gRPC path, the hosted services' names, and their schemas for
+/// reflection.
 pub(crate) struct Paths {
     methods: HashMap<Box<str>, &'static MethodDescriptor>,
     services: HashMap<Box<str>, ()>,
+    reflection: reflection::Reflection,
 }
 
 impl Paths {
-    pub(crate) fn new<'a>(methods: impl Iterator<Item = &'a MethodDescriptor>) -> Paths
-    where
-        'a: 'static,
-    {
-        let mut paths = Paths {
-            methods: HashMap::new(),
-            services: HashMap::new(),
-        };
-        for method in methods {
-            // `full_name` is `<package>.<Service>.<Method>`: the path puts a slash before
-            // the method.
-            let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
-            paths
-                .methods
-                .insert(format!("/{service}/{}", method.name).into(), method);
-            paths.services.insert(service.into(), ());
+    pub(crate) fn new<'a>(hosted: impl Iterator<Item = &'a Arc<dyn Service>>) -> Paths {
+        let mut methods = HashMap::new();
+        let mut services = HashMap::new();
+        let mut sets = Vec::new();
+        for service in hosted {
+            let descriptor = service.descriptor();
+            services.insert(descriptor.name.into(), ());
+            for method in descriptor.methods {
+                methods.insert(
+                    format!("/{}/{}", descriptor.name, method.name).into(),
+                    method,
+                );
+            }
+            sets.push(service.proto());
         }
-        paths
+        let names = services.keys().map(ToString::to_string).collect();
+        Paths {
+            methods,
+            services,
+            reflection: reflection::Reflection::new(sets.into_iter(), names),
+        }
     }
 
     fn method(&self, path: &str) -> Option<&'static MethodDescriptor> {
@@ -282,6 +288,10 @@ async fn read(
         reply(respond, answer, 0, opened);
         return None;
     }
+    if reflection::PATHS.contains(&path) {
+        tokio::spawn(reflect(opened, body, respond));
+        return None;
+    }
     let Some(method) = shared.grpc.method(path) else {
         let what = format!("no method at {path}");
         metrics::note_unknown(metrics::Unknown::Method, conn.peer, &what);
@@ -389,6 +399,72 @@ async fn finish(running: Running, mut respond: SendResponse<Bytes>, opened: Open
     if !finished {
         finish.await;
     }
+}
+
+/// Serves a reflection stream: answers each request message as it arrives, waiting for the
+/// client to take each answer (its flow-control window) before reading the next.
+async fn reflect(opened: Opened, mut body: RecvStream, mut respond: SendResponse<Bytes>) {
+    let shared = &opened.0.shared;
+    let limits = &shared.router.limits;
+    let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
+        return;
+    };
+    let mut pending = BytesMut::new();
+    let status = loop {
+        let chunk = match tokio::time::timeout(limits.idle_timeout, body.data()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break Ok(()),
+            // Reset by the client, or idle too long.
+            Ok(Some(Err(_))) | Err(_) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+        };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        pending.extend_from_slice(&chunk);
+        let mut failed = None;
+        while pending.len() >= wire::PREFIX {
+            let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+            if pending[0] != 0 || len > reflection::MAX_REQUEST {
+                failed = Some(Status::invalid_argument(
+                    "a reflection request must be uncompressed and at most 64 KiB",
+                ));
+                break;
+            }
+            if pending.len() < wire::PREFIX + len {
+                break;
+            }
+            let message = pending.split_to(wire::PREFIX + len);
+            let answer = shared.grpc.reflection.answer(&message[wire::PREFIX..]);
+            let sent = tokio::time::timeout(
+                limits.write_timeout,
+                send_windowed(&mut stream, wire::framed(&answer)),
+            );
+            if !matches!(sent.await, Ok(Ok(()))) {
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+        }
+        if let Some(status) = failed {
+            break Err(status);
+        }
+    };
+    let mut trailers = HeaderMap::new();
+    match status {
+        Ok(()) if pending.is_empty() => {
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        }
+        result => {
+            let failed = result
+                .err()
+                .unwrap_or_else(|| Status::invalid_argument("the stream ended inside a message"));
+            trailers.insert("grpc-status", wire::grpc_code(failed.code()).into());
+            if let Ok(message) = HeaderValue::from_str(&wire::percent_encode(failed.message())) {
+                trailers.insert("grpc-message", message);
+            }
+        }
+    }
+    let _ = stream.send_trailers(trailers);
 }
 
 /// The frame header a gRPC request stands for: the method, the deadline from

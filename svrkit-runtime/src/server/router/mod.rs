@@ -184,12 +184,10 @@ impl Router {
         }
     }
 
-    /// Every hosted method.
+    /// Every hosted service.
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
-    pub(crate) fn methods(&self) -> impl Iterator<Item = &'static MethodDescriptor> + '_ {
-        self.services
-            .values()
-            .flat_map(|(service, _)| service.descriptor().methods.iter())
+    pub(crate) fn hosted(&self) -> impl Iterator<Item = &Arc<dyn Service>> + '_ {
+        self.services.values().map(|(service, _)| service)
     }
 
     /// Dispatches one request. `now` is the time of pickup; `connection` is the connection

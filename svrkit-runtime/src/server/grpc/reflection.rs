@@ -1,0 +1,359 @@
+//! gRPC server reflection (`grpc.reflection.v1` and its older twin `v1alpha`, which many
+//! clients still ask first): lets `grpcurl`, Postman or a Python client list the hosted
+//! services and fetch their schemas, then call them with no `.proto` at hand.
+//!
+//! The schemas are the descriptors each generated service embeds ([`Service::proto`]: its
+//! package's `.proto` as `svrkit proto` exports it, with everything it imports), indexed
+//! once when the server is built. The stream answers each request as it arrives. Only the
+//! hosted svrkit services are listed (not the health and reflection services themselves,
+//! whose schemas are the gRPC project's).
+//!
+//! [`Service::proto`]: crate::service::Service::proto
+
+use std::collections::HashMap;
+
+use crate::codec::{DecodeError, Decoder, wire};
+
+/// The paths of the two versions' one method.
+pub(super) const PATHS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The largest request the stream takes (a request names one file or symbol).
+pub(super) const MAX_REQUEST: usize = 64 * 1024;
+
+/// Every file the hosted services' schemas need, and where each symbol is defined.
+#[derive(Default)]
+pub(crate) struct Reflection {
+    /// Encoded `FileDescriptorProto`s, by file name.
+    files: HashMap<String, File>,
+    /// The file that defines each fully qualified symbol (package, message, enum, service,
+    /// method).
+    symbols: HashMap<String, String>,
+    /// The hosted services' full names, sorted.
+    services: Vec<String>,
+}
+
+struct File {
+    bytes: Vec<u8>,
+    dependencies: Vec<String>,
+}
+
+/// What a `ServerReflectionRequest` asks.
+enum Ask {
+    File(String),
+    Symbol(String),
+    ListServices,
+    /// Extensions: proto3 has none to describe.
+    Extension,
+    Nothing,
+}
+
+impl Reflection {
+    /// Indexes the descriptor sets of the hosted services (`services`: their full names).
+    /// A set that does not decode is left out (it would only come from a hand-written
+    /// `Service::proto`).
+    pub(crate) fn new<'a>(
+        sets: impl Iterator<Item = &'a [u8]>,
+        services: Vec<String>,
+    ) -> Reflection {
+        let mut reflection = Reflection {
+            services,
+            ..Reflection::default()
+        };
+        reflection.services.sort();
+        reflection.services.dedup();
+        for set in sets {
+            let _ = reflection.index_set(set);
+        }
+        reflection
+    }
+
+    fn index_set(&mut self, set: &[u8]) -> Result<(), DecodeError> {
+        let mut decoder = Decoder::new(set);
+        while !decoder.is_empty() {
+            let key = decoder.read_key()?;
+            if key != wire::key(1, wire::WireType::LengthDelimited) {
+                decoder.skip_value(key)?;
+                continue;
+            }
+            let bytes = decoder.read_slice()?;
+            self.index_file(bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes one `FileDescriptorProto`: its name (1), package (2), dependencies (3),
+    /// messages (4, with their nested messages), enums (5) and services (6, with methods).
+    fn index_file(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let mut name = String::new();
+        let mut package = String::new();
+        let mut dependencies = Vec::new();
+        let mut symbols = Vec::new();
+        let mut decoder = Decoder::new(bytes);
+        while !decoder.is_empty() {
+            let key = decoder.read_key()?;
+            match key >> 3 {
+                1 => name = decoder.read_string()?.to_string(),
+                2 => package = decoder.read_string()?.to_string(),
+                3 => dependencies.push(decoder.read_string()?.to_string()),
+                4 => decoder.nested(|d| named(d, &[3], "", &mut symbols))?,
+                5 => decoder.nested(|d| named(d, &[], "", &mut symbols))?,
+                6 => decoder.nested(|d| named(d, &[2], "", &mut symbols))?,
+                _ => decoder.skip_value(key)?,
+            }
+        }
+        if self.files.contains_key(&name) {
+            return Ok(());
+        }
+        let prefix = if package.is_empty() {
+            String::new()
+        } else {
+            format!("{package}.")
+        };
+        if !package.is_empty() {
+            self.symbols.entry(package).or_insert_with(|| name.clone());
+        }
+        for symbol in symbols {
+            self.symbols
+                .insert(format!("{prefix}{symbol}"), name.clone());
+        }
+        self.files.insert(
+            name,
+            File {
+                bytes: bytes.to_vec(),
+                dependencies,
+            },
+        );
+        Ok(())
+    }
+
+    /// The encoded `ServerReflectionResponse` to an encoded `ServerReflectionRequest`.
+    pub(super) fn answer(&self, request: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let ask = match read_request(request) {
+            Ok(ask) => ask,
+            Err(e) => {
+                error(&mut out, 3, &format!("a request that does not decode: {e}"));
+                return out;
+            }
+        };
+        // original_request (2), echoed.
+        put_len(&mut out, 2, request);
+        match ask {
+            Ask::ListServices => {
+                let mut list = Vec::new();
+                for service in &self.services {
+                    let mut one = Vec::new();
+                    put_len(&mut one, 1, service.as_bytes());
+                    put_len(&mut list, 1, &one);
+                }
+                put_len(&mut out, 6, &list);
+            }
+            Ask::File(name) => match self.files.get(&name) {
+                Some(_) => self.files_response(&mut out, &name),
+                None => error(&mut out, 5, &format!("no file {name} here")),
+            },
+            Ask::Symbol(symbol) => match self.symbols.get(&symbol) {
+                Some(name) => self.files_response(&mut out, name),
+                None => error(&mut out, 5, &format!("no symbol {symbol} here")),
+            },
+            Ask::Extension => error(&mut out, 5, "proto3 schemas have no extensions"),
+            Ask::Nothing => error(&mut out, 3, "the request asks nothing"),
+        }
+        out
+    }
+
+    /// A `FileDescriptorResponse` (4) with `name` and every file it imports, itself first.
+    fn files_response(&self, out: &mut Vec<u8>, name: &str) {
+        let mut names = vec![name.to_owned()];
+        let mut at = 0;
+        while at < names.len() {
+            if let Some(file) = self.files.get(&names[at]) {
+                for dependency in &file.dependencies {
+                    if !names.contains(dependency) {
+                        names.push(dependency.clone());
+                    }
+                }
+            }
+            at += 1;
+        }
+        let mut files = Vec::new();
+        for name in &names {
+            if let Some(file) = self.files.get(name) {
+                put_len(&mut files, 1, &file.bytes);
+            }
+        }
+        put_len(out, 4, &files);
+    }
+}
+
+/// The names of the elements in a message, enum or service descriptor (field 1), and of the
+/// elements nested in it under `children` fields, as `Outer.Inner`.
+fn named(
+    decoder: &mut Decoder<'_>,
+    children: &[u32],
+    outer: &str,
+    symbols: &mut Vec<String>,
+) -> Result<(), DecodeError> {
+    let mut name = String::new();
+    let mut nested = Vec::new();
+    while !decoder.is_empty() {
+        let key = decoder.read_key()?;
+        let field = key >> 3;
+        if field == 1 {
+            name = decoder.read_string()?.to_string();
+        } else if children.contains(&field) {
+            // Nested messages (in a message) or methods (in a service); their own children
+            // are nested messages again.
+            nested.push(decoder.read_slice()?);
+        } else {
+            decoder.skip_value(key)?;
+        }
+    }
+    let full = if outer.is_empty() {
+        name
+    } else {
+        format!("{outer}.{name}")
+    };
+    for inner in nested {
+        let inner_children: &[u32] = if children == [2] { &[] } else { &[3] };
+        named(&mut Decoder::new(inner), inner_children, &full, symbols)?;
+    }
+    symbols.push(full);
+    Ok(())
+}
+
+/// What a `ServerReflectionRequest` asks: `file_by_filename` (3), `file_containing_symbol`
+/// (4), `file_containing_extension` (5), `all_extension_numbers_of_type` (6),
+/// `list_services` (7). `host` (1) is not used.
+fn read_request(request: &[u8]) -> Result<Ask, DecodeError> {
+    let mut decoder = Decoder::new(request);
+    let mut ask = Ask::Nothing;
+    while !decoder.is_empty() {
+        let key = decoder.read_key()?;
+        ask = match key >> 3 {
+            3 => Ask::File(decoder.read_string()?.to_string()),
+            4 => Ask::Symbol(decoder.read_string()?.to_string()),
+            5 | 6 => {
+                decoder.skip_value(key)?;
+                Ask::Extension
+            }
+            7 => {
+                decoder.skip_value(key)?;
+                Ask::ListServices
+            }
+            _ => {
+                decoder.skip_value(key)?;
+                continue;
+            }
+        };
+    }
+    Ok(ask)
+}
+
+/// An `ErrorResponse` (7): a gRPC status code and a message.
+fn error(out: &mut Vec<u8>, code: u64, message: &str) {
+    let mut error = Vec::new();
+    wire::put_varint(&mut error, u64::from(wire::key(1, wire::WireType::Varint)));
+    wire::put_varint(&mut error, code);
+    put_len(&mut error, 2, message.as_bytes());
+    put_len(out, 7, &error);
+}
+
+fn put_len(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    wire::put_varint(
+        out,
+        u64::from(wire::key(field, wire::WireType::LengthDelimited)),
+    );
+    wire::put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set of two files: `b.proto` (package `b`, message `B` with nested `E`, enum `K`)
+    /// importing `a.proto` (package `a`, service `S` with method `M`).
+    fn set() -> Vec<u8> {
+        let mut a = Vec::new();
+        put_len(&mut a, 1, b"a.proto");
+        put_len(&mut a, 2, b"a");
+        let mut method = Vec::new();
+        put_len(&mut method, 1, b"M");
+        let mut service = Vec::new();
+        put_len(&mut service, 1, b"S");
+        put_len(&mut service, 2, &method);
+        put_len(&mut a, 6, &service);
+        let mut b = Vec::new();
+        put_len(&mut b, 1, b"b.proto");
+        put_len(&mut b, 2, b"b");
+        put_len(&mut b, 3, b"a.proto");
+        let mut inner = Vec::new();
+        put_len(&mut inner, 1, b"E");
+        let mut message = Vec::new();
+        put_len(&mut message, 1, b"B");
+        put_len(&mut message, 3, &inner);
+        put_len(&mut b, 4, &message);
+        let mut en = Vec::new();
+        put_len(&mut en, 1, b"K");
+        put_len(&mut b, 5, &en);
+        let mut set = Vec::new();
+        put_len(&mut set, 1, &a);
+        put_len(&mut set, 1, &b);
+        set
+    }
+
+    #[test]
+    fn every_symbol_is_found_in_its_file() {
+        let r = Reflection::new([&set()[..]].into_iter(), vec!["a.S".into()]);
+        for (symbol, file) in [
+            ("a", "a.proto"),
+            ("a.S", "a.proto"),
+            ("a.S.M", "a.proto"),
+            ("b.B", "b.proto"),
+            ("b.B.E", "b.proto"),
+            ("b.K", "b.proto"),
+        ] {
+            assert_eq!(
+                r.symbols.get(symbol).map(String::as_str),
+                Some(file),
+                "{symbol}"
+            );
+        }
+        assert!(!r.symbols.contains_key("B"));
+    }
+
+    #[test]
+    fn a_file_comes_with_its_imports_and_an_unknown_one_is_not_found() {
+        let r = Reflection::new([&set()[..]].into_iter(), vec![]);
+        let mut ask = Vec::new();
+        put_len(&mut ask, 4, b"b.B.E");
+        let answer = r.answer(&ask);
+        // original_request, then a FileDescriptorResponse with b.proto, then a.proto.
+        let mut d = Decoder::new(&answer);
+        assert_eq!(d.read_key().unwrap() >> 3, 2);
+        assert_eq!(d.read_slice().unwrap(), &ask[..]);
+        assert_eq!(d.read_key().unwrap() >> 3, 4);
+        let mut files = Decoder::new(d.read_slice().unwrap());
+        let mut names = Vec::new();
+        while !files.is_empty() {
+            files.read_key().unwrap();
+            let mut file = Decoder::new(files.read_slice().unwrap());
+            file.read_key().unwrap();
+            names.push(file.read_string().unwrap().to_string());
+        }
+        assert_eq!(names, ["b.proto", "a.proto"]);
+
+        let mut ask = Vec::new();
+        put_len(&mut ask, 4, b"no.Such");
+        let answer = r.answer(&ask);
+        assert!(answer.windows(7).any(|w| w == b"no.Such"));
+        let mut d = Decoder::new(&answer);
+        d.read_key().unwrap();
+        d.read_slice().unwrap();
+        assert_eq!(d.read_key().unwrap() >> 3, 7, "an error response");
+    }
+}
