@@ -560,6 +560,194 @@ mod with_tonic {
         all
     }
 
+    /// A plain gRPC server of the test schema, as tonic serves it: what a svrkit client
+    /// meets when it calls a service that is not (or not yet) svrkit.
+    struct TonicEcho {
+        /// The headers of each call, as the server saw them.
+        seen: std::sync::Mutex<Vec<tonic::metadata::MetadataMap>>,
+        notes: tokio::sync::mpsc::UnboundedSender<String>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::test::rpc::echo_svr_server::EchoSvr for std::sync::Arc<TonicEcho> {
+        async fn echo(
+            &self,
+            request: tonic::Request<TonicReq>,
+        ) -> Result<tonic::Response<pb::test::rpc::EchoResp>, tonic::Status> {
+            self.seen.lock().unwrap().push(request.metadata().clone());
+            let request = request.into_inner();
+            if request.fail_code != 0 {
+                let code = tonic::Code::from(request.fail_code as i32);
+                return Err(tonic::Status::new(
+                    code,
+                    "tonic was asked to fail: 100% sure",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
+            Ok(tonic::Response::new(pb::test::rpc::EchoResp {
+                text: request.text,
+                seq: request.seq,
+                ..Default::default()
+            }))
+        }
+        async fn slow(
+            &self,
+            request: tonic::Request<TonicReq>,
+        ) -> Result<tonic::Response<pb::test::rpc::EchoResp>, tonic::Status> {
+            self.echo(request).await
+        }
+        async fn notify(
+            &self,
+            request: tonic::Request<TonicNote>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            let _ = self.notes.send(request.into_inner().text);
+            Ok(tonic::Response::new(()))
+        }
+        async fn relay(
+            &self,
+            _: tonic::Request<TonicReq>,
+        ) -> Result<tonic::Response<pb::test::rpc::EchoResp>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no relay here"))
+        }
+        async fn hang(
+            &self,
+            request: tonic::Request<TonicReq>,
+        ) -> Result<tonic::Response<pb::test::rpc::EchoResp>, tonic::Status> {
+            self.echo(request).await
+        }
+        async fn all_types(
+            &self,
+            request: tonic::Request<pb::test::all_types::AllTypes>,
+        ) -> Result<tonic::Response<pb::test::all_types::AllTypes>, tonic::Status> {
+            Ok(tonic::Response::new(request.into_inner()))
+        }
+    }
+
+    /// A generated svrkit client with a gRPC channel.
+    fn grpc_channel_client(addr: &str) -> EchoSvrClient {
+        let options = svrkit_runtime::ChannelOptions {
+            protocol: svrkit_runtime::client::Protocol::Grpc,
+            caller: "svrkit-client".into(),
+            ..Default::default()
+        };
+        EchoSvrClient::new(svrkit_runtime::Channel::lazy([addr.to_owned()], options))
+    }
+
+    #[tokio::test]
+    async fn a_svrkit_client_calls_a_tonic_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel();
+        let service = std::sync::Arc::new(TonicEcho {
+            notes,
+            seen: Default::default(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::test::rpc::echo_svr_server::EchoSvrServer::new(
+                    service.clone(),
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let client = grpc_channel_client(&addr);
+
+        let got = client
+            .echo(&EchoReq {
+                text: "to tonic".into(),
+                seq: 7,
+                ..EchoReq::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((got.text.as_str(), got.seq), ("to tonic", 7));
+        {
+            let seen = service.seen.lock().unwrap();
+            let headers = &seen[0];
+            assert_eq!(headers.get("svrkit-caller").unwrap(), "svrkit-client");
+            // The channel's deadline went along: the method's IDL timeout (2 s), less a
+            // little.
+            let timeout = headers.get("grpc-timeout").unwrap().to_str().unwrap();
+            let ms: u32 = timeout.trim_end_matches('m').parse().unwrap();
+            assert!((1_000..=2_000).contains(&ms), "{timeout}");
+            let traceparent = headers.get("traceparent").unwrap().to_str().unwrap();
+            assert_eq!(traceparent.len(), 55, "{traceparent}");
+        }
+
+        // gRPC's codes come back as svrkit's of the same meaning, with the message decoded.
+        let err = client
+            .echo(&EchoReq {
+                fail_code: 5,
+                ..EchoReq::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NOT_FOUND, "{err}");
+        assert!(
+            err.message().contains("tonic was asked to fail: 100% sure"),
+            "{err}"
+        );
+
+        // The deadline holds.
+        let started = std::time::Instant::now();
+        let err = client
+            .slow(&EchoReq {
+                delay_ms: 5_000,
+                ..EchoReq::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // A oneway method: sent, and the server has it.
+        client
+            .notify(&svrkit_tests::svrkit::test::rpc::Note {
+                text: "fire and forget".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(noted.recv().await.unwrap(), "fire and forget");
+
+        // A method the server does not serve.
+        let err = client.relay(&EchoReq::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::UNIMPLEMENTED, "{err}");
+    }
+
+    /// Both halves of svrkit's gRPC: a svrkit client on a gRPC channel to a svrkit server's
+    /// port keeps the exact status, the caller and the priority.
+    #[tokio::test]
+    async fn a_svrkit_client_on_grpc_keeps_svrkits_header_fields() {
+        let running = echo::start().await;
+        let client = grpc_channel_client(&running.addr);
+        let got = client.relay(&EchoReq::default()).await.unwrap_err();
+        // Relay's handler has no downstream: UNAVAILABLE, said by the handler.
+        assert_eq!(got.code(), Code::UNAVAILABLE, "{got}");
+        let err = client
+            .echo(&EchoReq {
+                fail_code: 1042,
+                ..EchoReq::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code(1042),
+            "an application code survives gRPC: {err}"
+        );
+        let got = client
+            .echo(&EchoReq {
+                text: "native".into(),
+                ..EchoReq::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.caller, "svrkit-client");
+        // Echo's IDL priority is normal; Relay's (high) is what a call made while serving it
+        // would carry. Here the caller sets none: normal.
+        assert_eq!(got.priority, 3);
+    }
+
     /// Requests are counted per protocol; native and gRPC calls share every other series.
     #[tokio::test]
     async fn calls_are_counted_by_protocol() {

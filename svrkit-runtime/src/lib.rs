@@ -45,6 +45,8 @@ pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod frame;
+#[cfg(feature = "grpc")]
+mod grpc_wire;
 mod local;
 pub mod metrics;
 pub mod monitor;

@@ -27,9 +27,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::ChannelOptions;
 use super::endpoint::Health;
+use super::{ChannelOptions, Protocol};
 use crate::frame::{self, Frame, FrameKind, FrameReader, Header, Read};
+use crate::service::MethodDescriptor;
 use crate::socket::SharedSocket;
 use crate::status::{Code, Status};
 
@@ -108,8 +109,67 @@ impl Outbound {
     }
 }
 
-/// A connection to one endpoint. Cheap to share; closes when the last handle is dropped.
-pub(crate) struct ClientConn {
+/// A connection to one endpoint, in the protocol its channel speaks. Cheap to share; closes
+/// when the last handle is dropped.
+pub(crate) enum ClientConn {
+    /// svrkit frames.
+    Frames(FrameConn),
+    /// gRPC over HTTP/2 (`client/grpc.rs`).
+    #[cfg(feature = "grpc")]
+    Grpc(super::grpc::GrpcConn),
+}
+
+impl ClientConn {
+    pub(crate) async fn connect(
+        addr: &str,
+        options: &ChannelOptions,
+        health: Arc<Health>,
+    ) -> std::io::Result<ClientConn> {
+        match options.protocol {
+            Protocol::Svrkit => FrameConn::connect(addr, options, health)
+                .await
+                .map(ClientConn::Frames),
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => super::grpc::GrpcConn::connect(addr, options, health)
+                .await
+                .map(ClientConn::Grpc),
+            #[cfg(not(feature = "grpc"))]
+            Protocol::Grpc => Err(std::io::Error::other(
+                "this svrkit-runtime was built without its `grpc` feature",
+            )),
+        }
+    }
+
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        match self {
+            ClientConn::Frames(conn) => conn.is_usable(),
+            #[cfg(feature = "grpc")]
+            ClientConn::Grpc(conn) => conn.is_usable(),
+        }
+    }
+
+    /// Sends a request and waits for its response (for oneway requests, until it is sent).
+    /// Dropping the future cancels the call at the server.
+    pub(crate) async fn call(
+        &self,
+        method: &'static MethodDescriptor,
+        header: Header,
+        body: Bytes,
+    ) -> Result<Frame, Status> {
+        match self {
+            ClientConn::Frames(conn) => {
+                let _ = method;
+                conn.call(header, body).await
+            }
+            #[cfg(feature = "grpc")]
+            ClientConn::Grpc(conn) => conn.call(method, header, body).await,
+        }
+    }
+}
+
+/// A connection speaking svrkit frames.
+pub(crate) struct FrameConn {
     tx: mpsc::Sender<Outgoing>,
     outbound: Arc<Outbound>,
     pending: Arc<Pending>,
@@ -125,12 +185,12 @@ pub(crate) struct ClientConn {
     hosted_waited: AtomicBool,
 }
 
-impl ClientConn {
-    pub(crate) async fn connect(
+impl FrameConn {
+    async fn connect(
         addr: &str,
         options: &ChannelOptions,
         health: Arc<Health>,
-    ) -> std::io::Result<ClientConn> {
+    ) -> std::io::Result<FrameConn> {
         let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -145,7 +205,7 @@ impl ClientConn {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
             let (reader, writer) = tokio::io::split(tls);
-            return Ok(ClientConn::start(
+            return Ok(FrameConn::start(
                 reader,
                 Writer::Boxed(Box::new(writer)),
                 options,
@@ -153,7 +213,7 @@ impl ClientConn {
             ));
         }
         let (reader, writer) = stream.into_split();
-        Ok(ClientConn::start(
+        Ok(FrameConn::start(
             reader,
             Writer::Tcp(writer),
             options,
@@ -167,7 +227,7 @@ impl ClientConn {
         writer: Writer,
         options: &ChannelOptions,
         health: Arc<Health>,
-    ) -> ClientConn
+    ) -> FrameConn
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
@@ -213,7 +273,7 @@ impl ClientConn {
             }
             .run(reader),
         );
-        ClientConn {
+        FrameConn {
             tx,
             outbound,
             pending,
@@ -249,14 +309,13 @@ impl ClientConn {
         }
     }
 
-    /// Whether new calls may use this connection.
-    pub(crate) fn is_usable(&self) -> bool {
+    fn is_usable(&self) -> bool {
         !self.closed.load(Ordering::Acquire) && !self.tx.is_closed()
     }
 
     /// Sends a request and waits for its response (for oneway requests, until it is queued).
     /// Dropping the future sends CANCEL.
-    pub(crate) async fn call(&self, mut header: Header, body: Bytes) -> Result<Frame, Status> {
+    async fn call(&self, mut header: Header, body: Bytes) -> Result<Frame, Status> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         header.request_id = request_id;
         if header.kind == FrameKind::ONEWAY {
@@ -354,7 +413,7 @@ fn hosts(table: &[u32], header: &Header) -> Result<(), Status> {
 
 /// Sends CANCEL for a call whose future was dropped before its response arrived.
 struct CancelOnDrop<'a> {
-    conn: &'a ClientConn,
+    conn: &'a FrameConn,
     request_id: u64,
     armed: bool,
 }
@@ -446,7 +505,7 @@ struct Reader {
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
     ended: Arc<OnceLock<Status>>,
-    /// Weak, so that dropping the last `ClientConn` still closes the writer.
+    /// Weak, so that dropping the last `FrameConn` still closes the writer.
     tx: mpsc::WeakSender<Outgoing>,
     /// Weak too: a TCP socket's write side shuts down when the last strong handle goes.
     outbound: Weak<Outbound>,

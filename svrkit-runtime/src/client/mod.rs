@@ -22,6 +22,8 @@ mod balance;
 mod call;
 mod connection;
 mod endpoint;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod intercept;
 mod options;
 pub(crate) mod pool;
@@ -33,7 +35,7 @@ mod transport;
 pub use balance::{Balancer, BalancerKind, PowerOfTwo, RoundRobin};
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint, EndpointSet};
 pub use intercept::{CallInfo, CallPolicy, Interceptor, NoPolicy, Outcome};
-pub use options::{CallOptions, ChannelOptions};
+pub use options::{CallOptions, ChannelOptions, Protocol};
 pub use retry::RetryConfig;
 pub use ring::Ring;
 pub use route::{Route, RouteError};

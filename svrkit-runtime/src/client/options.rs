@@ -83,6 +83,20 @@ pub struct ChannelOptions {
     /// Speak TLS to every endpoint (see [`crate::tls`]); plain TCP when `None`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
+    /// The protocol spoken to the endpoints: svrkit frames (the default), or gRPC, to call
+    /// a gRPC server of the same schema (`docs/grpc.md`; feature `grpc`).
+    pub protocol: Protocol,
+}
+
+/// Which protocol a channel speaks to its endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// svrkit's own framing (`docs/protocol.md`).
+    #[default]
+    Svrkit,
+    /// gRPC over HTTP/2 (`docs/grpc.md`): a gRPC server of the same schema, or a svrkit
+    /// server through its gRPC side. Plain TCP only (TLS is not offered for it yet).
+    Grpc,
 }
 
 impl Default for ChannelOptions {
@@ -104,6 +118,7 @@ impl Default for ChannelOptions {
             balancer: BalancerKind::default(),
             #[cfg(feature = "tls")]
             tls: None,
+            protocol: Protocol::Svrkit,
         }
     }
 }

@@ -180,7 +180,7 @@ impl Transport for Pool {
             // What is left now, after connecting, is what the server gets.
             let mut header = call.header.clone();
             header.deadline_ms = remaining_ms(call.deadline);
-            let result = conn.call(header, call.body.clone()).await;
+            let result = conn.call(call.method, header, call.body.clone()).await;
             if let Ok(frame) = &result {
                 // Stamped with the answer's time: its level is fresh now, however long the
                 // call took.

@@ -24,7 +24,7 @@ const NOT_SERVING: u8 = 2;
 /// `HealthCheckResponse` (field 1: the status).
 pub(super) fn check(shared: &Shared, request: Bytes) -> Result<Bytes, Status> {
     let request =
-        super::wire::unframe(request).map_err(|(code, message)| Status::new(code, message))?;
+        crate::grpc_wire::unframe(request).map_err(|(code, message)| Status::new(code, message))?;
     let service = service_name(&request).map_err(|e| {
         Status::invalid_argument(format!("a HealthCheckRequest that does not decode: {e}"))
     })?;

@@ -14,7 +14,6 @@
 
 mod health;
 mod reflection;
-pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Shared;
 use super::router::{Answer, Dispatch, Incoming, Origin, Running};
 use crate::frame::{FrameKind, Header};
+use crate::grpc_wire as wire;
 use crate::metrics;
 use crate::service::{MethodDescriptor, Service};
 use crate::status::{Code, Status};

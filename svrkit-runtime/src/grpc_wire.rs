@@ -1,6 +1,7 @@
-//! What gRPC's HTTP/2 mapping says beside the message: the five-byte message prefix, the
-//! `grpc-timeout` header, status codes both ways, `grpc-message`'s percent-encoding and the
-//! W3C `traceparent` header (see `docs/grpc.md`).
+//! What gRPC's HTTP/2 mapping says beside the message, for both sides (`server/grpc/`,
+//! `client/grpc.rs`): the five-byte message prefix, the `grpc-timeout` header, status codes
+//! both ways, `grpc-message`'s percent-encoding and the W3C `traceparent` header (see
+//! `docs/grpc.md`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -85,6 +86,48 @@ pub(crate) fn grpc_code(code: Code) -> u32 {
         Code::PERMISSION_DENIED => 7,
         _ => 2,
     }
+}
+
+/// The svrkit status code for a gRPC one (a svrkit client calling a gRPC server).
+pub(crate) fn svrkit_code(grpc: u32) -> Code {
+    match grpc {
+        0 => Code::OK,
+        1 => Code::CANCELLED,
+        3 | 9 | 11 => Code::INVALID_ARGUMENT,
+        4 => Code::DEADLINE_EXCEEDED,
+        5 => Code::NOT_FOUND,
+        7 => Code::PERMISSION_DENIED,
+        8 => Code::RESOURCE_EXHAUSTED,
+        12 => Code::UNIMPLEMENTED,
+        14 => Code::UNAVAILABLE,
+        16 => Code::UNAUTHENTICATED,
+        // UNKNOWN, ALREADY_EXISTS, ABORTED, DATA_LOSS and codes from the future.
+        _ => Code::INTERNAL,
+    }
+}
+
+/// A `grpc-message` value decoded: `%XX` sequences to bytes, then UTF-8 (lossily: the
+/// message is for people).
+pub(crate) fn percent_decode(value: &[u8]) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        let hex = value
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (value[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `message` percent-encoded as `grpc-message` requires: bytes outside printable ASCII, and
@@ -187,8 +230,31 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_percent_encoded() {
+    fn messages_are_percent_encoded_and_decoded() {
         assert_eq!(percent_encode("no 100% é\n"), "no 100%25 %C3%A9%0A");
+        assert_eq!(percent_decode(b"no 100%25 %C3%A9%0A"), "no 100% é\n");
+        // A stray `%` stays as it is.
+        assert_eq!(percent_decode(b"50% off %zz"), "50% off %zz");
+    }
+
+    #[test]
+    fn grpc_codes_map_back_to_the_svrkit_code_of_the_same_meaning() {
+        for code in [
+            Code::OK,
+            Code::CANCELLED,
+            Code::INVALID_ARGUMENT,
+            Code::DEADLINE_EXCEEDED,
+            Code::NOT_FOUND,
+            Code::UNAVAILABLE,
+            Code::UNIMPLEMENTED,
+            Code::INTERNAL,
+            Code::UNAUTHENTICATED,
+            Code::PERMISSION_DENIED,
+            Code::RESOURCE_EXHAUSTED,
+        ] {
+            assert_eq!(svrkit_code(grpc_code(code)), code, "{code:?}");
+        }
+        assert_eq!(svrkit_code(2), Code::INTERNAL, "UNKNOWN");
     }
 
     #[test]

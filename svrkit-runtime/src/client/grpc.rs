@@ -1,0 +1,288 @@
+//! A connection that speaks gRPC instead of svrkit frames, for channels whose
+//! [`ChannelOptions::protocol`] is [`Protocol::Grpc`](super::Protocol::Grpc): a generated svrkit client can call a
+//! plain gRPC server of the same schema (one built from `svrkit proto`'s export), so that
+//! services can move between the two in either direction.
+//!
+//! Everything above the connection is the channel's usual stack (balancing, retries,
+//! policies, metrics). A call is one HTTP/2 stream: the request header's fields go as the
+//! headers `docs/grpc.md` lists (`grpc-timeout`, W3C `traceparent`, `svrkit-*`, metadata),
+//! the answer's `grpc-status` comes back as a svrkit status (its exact code when the server
+//! is svrkit and sends `svrkit-status`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use tokio::net::TcpStream;
+
+use super::ChannelOptions;
+use super::endpoint::Health;
+use crate::frame::{Frame, FrameKind, Header};
+use crate::grpc_wire as wire;
+use crate::service::MethodDescriptor;
+use crate::status::{Code, Status};
+
+/// One HTTP/2 connection to a gRPC server.
+pub(crate) struct GrpcConn {
+    send: SendRequest<Bytes>,
+    /// `host:port`, the requests' authority.
+    authority: String,
+    closed: Arc<AtomicBool>,
+    max_frame: usize,
+}
+
+impl GrpcConn {
+    pub(crate) async fn connect(
+        addr: &str,
+        options: &ChannelOptions,
+        health: Arc<Health>,
+    ) -> std::io::Result<GrpcConn> {
+        #[cfg(feature = "tls")]
+        if options.tls.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "gRPC channels speak plain TCP only (TLS is not offered for them yet)",
+            ));
+        }
+        let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out("connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(256 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .handshake::<_, Bytes>(stream);
+        let (send, connection) = tokio::time::timeout(options.connect_timeout, handshake)
+            .await
+            .map_err(|_| timed_out("the HTTP/2 handshake timed out"))?
+            .map_err(std::io::Error::other)?;
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn({
+            let closed = closed.clone();
+            async move {
+                // The connection runs until the server or the network ends it; a broken one
+                // takes its endpoint out of rotation for a while, as on svrkit's framing.
+                if connection.await.is_err() {
+                    health.mark_down();
+                }
+                closed.store(true, Ordering::Release);
+            }
+        });
+        Ok(GrpcConn {
+            send,
+            authority: addr.to_owned(),
+            closed,
+            max_frame: options.max_frame,
+        })
+    }
+
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Makes the call; the answer as a svrkit response frame. Dropping the future resets the
+    /// stream (the server sees the cancel).
+    pub(crate) async fn call(
+        &self,
+        method: &'static MethodDescriptor,
+        header: Header,
+        body: Bytes,
+    ) -> Result<Frame, Status> {
+        let oneway = header.kind == FrameKind::ONEWAY;
+        let request = self.request(method, &header)?;
+        let mut send = self.send.clone();
+        send = send.ready().await.map_err(unavailable)?;
+        let (response, mut stream) = send.send_request(request, false).map_err(unavailable)?;
+        stream
+            .send_data(wire::framed(&body), true)
+            .map_err(unavailable)?;
+        let max = self.max_frame;
+        if oneway {
+            // gRPC has no oneway calls: the answer (`google.protobuf.Empty`) is read by a
+            // task, so that the call returns once sent, as on svrkit's framing.
+            tokio::spawn(async move {
+                let _ = read_response(response, max).await;
+                drop(stream);
+            });
+            return Ok(Frame {
+                header: Header::default(),
+                body: Bytes::new(),
+            });
+        }
+        let answer = read_response(response, max).await;
+        drop(stream);
+        answer
+    }
+
+    /// The HTTP/2 request for a call: its path, and its header's fields as headers.
+    fn request(
+        &self,
+        method: &'static MethodDescriptor,
+        header: &Header,
+    ) -> Result<Request<()>, Status> {
+        // `full_name` is `<package>.<Service>.<Method>`.
+        let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
+        let uri = format!("http://{}/{service}/{}", self.authority, method.name);
+        let mut request = Request::post(uri)
+            .body(())
+            .map_err(|e| Status::internal(format!("cannot build the gRPC request: {e}")))?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if header.deadline_ms != 0 {
+            insert(headers, "grpc-timeout", format!("{}m", header.deadline_ms));
+        }
+        if !header.trace_id.is_empty() {
+            let hex = hex(&header.trace_id);
+            // W3C trace context for gRPC peers; a span id of the caller's own making.
+            if header.trace_id.len() == 16 {
+                let span = hex_u64(crate::random::random());
+                insert(headers, "traceparent", format!("00-{hex}-{span}-01"));
+            }
+            insert(headers, "svrkit-trace-id", hex);
+        }
+        if !header.caller.is_empty() {
+            insert(headers, "svrkit-caller", header.caller.to_string());
+        }
+        if !header.dye.is_empty() {
+            insert(headers, "svrkit-dye", header.dye.to_string());
+        }
+        for (name, value) in [
+            ("svrkit-priority", u64::from(header.priority)),
+            ("svrkit-user-key", header.user_key),
+            ("svrkit-attempt", u64::from(header.attempt)),
+            ("svrkit-no-retry", u64::from(header.no_retry)),
+        ] {
+            if value != 0 {
+                insert(headers, name, value.to_string());
+            }
+        }
+        for (key, value) in &header.metadata {
+            // Metadata whose key or value HTTP/2 cannot carry is a caller's mistake.
+            let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes());
+            let value = HeaderValue::from_str(value);
+            match (name, value) {
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "metadata {key:?} cannot be sent as an HTTP/2 header"
+                    )));
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_u64(n: u64) -> String {
+    format!("{:016x}", n.max(1))
+}
+
+fn unavailable(e: h2::Error) -> Status {
+    Status::unavailable(format!("the gRPC connection failed: {e}"))
+}
+
+/// Reads a gRPC answer: its message (at most `max` bytes) and its status, from the trailers
+/// or a trailers-only response.
+async fn read_response(response: h2::client::ResponseFuture, max: usize) -> Result<Frame, Status> {
+    let (parts, mut body) = response.await.map_err(unavailable)?.into_parts();
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::new(
+            http_code(parts.status),
+            format!("the gRPC server answered HTTP {}", parts.status),
+        ));
+    }
+    let mut header = Header {
+        kind: FrameKind::RESPONSE,
+        ..Header::default()
+    };
+    // A trailers-only answer: the status is in the headers, and there is no body.
+    if parts.headers.contains_key("grpc-status") {
+        read_status(&parts.headers, &mut header);
+        return Ok(Frame {
+            header,
+            body: Bytes::new(),
+        });
+    }
+    let mut message = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(unavailable)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if message.len() + chunk.len() > max + wire::PREFIX {
+            return Err(Status::new(
+                Code::TOO_LARGE,
+                format!("the response is over the channel's limit of {max} bytes"),
+            ));
+        }
+        message.extend_from_slice(&chunk);
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    read_status(&trailers, &mut header);
+    if header.status_code != 0 {
+        return Ok(Frame {
+            header,
+            body: Bytes::new(),
+        });
+    }
+    let body = wire::unframe(message.freeze()).map_err(|(_, why)| {
+        Status::internal(format!("a gRPC response that is not one message: {why}"))
+    })?;
+    Ok(Frame { header, body })
+}
+
+/// The status of an answer: `svrkit-status` (exact, from a svrkit server) or `grpc-status`
+/// mapped, `grpc-message` percent-decoded, and `svrkit-admission-level`.
+fn read_status(headers: &HeaderMap, header: &mut Header) {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    let code = match (number("svrkit-status"), number("grpc-status")) {
+        (Some(exact), _) => Code(exact),
+        (None, Some(grpc)) => wire::svrkit_code(grpc),
+        (None, None) => Code::INTERNAL,
+    };
+    header.status_code = code.0;
+    if let Some(message) = headers.get("grpc-message") {
+        header.status_message = wire::percent_decode(message.as_bytes()).into();
+    } else if code != Code::OK && number("grpc-status").is_none() {
+        header.status_message = "the gRPC server sent no status".into();
+    }
+    header.admission_level = number("svrkit-admission-level").unwrap_or(0);
+}
+
+/// gRPC's mapping of an HTTP status that is not 200 (grpc/doc/http-grpc-status-mapping.md).
+fn http_code(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::INTERNAL,
+        401 => Code::UNAUTHENTICATED,
+        403 => Code::PERMISSION_DENIED,
+        404 => Code::UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => Code::UNAVAILABLE,
+        _ => Code::INTERNAL,
+    }
+}
