@@ -448,3 +448,70 @@ async fn oneway_calls_to_a_server_that_lists_nothing_go_out_unchecked() {
     client.notify(&Note::default()).await.unwrap();
     assert_eq!(oneways.recv().await, Some(3));
 }
+
+/// A channel is a tower `Service`: tower's own middleware drives it, and a call it gives up
+/// on is cancelled at the server like any dropped call.
+#[tokio::test]
+async fn tower_middleware_composes_with_a_channel() {
+    use svrkit_runtime::client::TowerCall;
+    use svrkit_tests::svrkit::test::rpc::EchoResp;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    async fn through<S>(
+        service: &mut S,
+        call: TowerCall<EchoReq, EchoResp>,
+    ) -> Result<EchoResp, S::Error>
+    where
+        S: Service<TowerCall<EchoReq, EchoResp>, Response = EchoResp>,
+    {
+        service.ready().await?.call(call).await
+    }
+
+    let running = echo::start().await;
+    let channel = Channel::lazy([running.addr.clone()], ChannelOptions::default());
+    let echo_method = &EchoSvrClient::DESCRIPTOR.methods[0];
+    let mut service = ServiceBuilder::new()
+        .concurrency_limit(4)
+        .timeout(Duration::from_millis(300))
+        .service(channel);
+
+    let call = TowerCall::<EchoReq, EchoResp>::new(
+        echo_method,
+        EchoReq {
+            text: "through tower".into(),
+            ..EchoReq::default()
+        },
+    );
+    let got = through(&mut service, call).await.unwrap();
+    assert_eq!(got.text, "through tower");
+
+    // tower's timeout, shorter than the method's deadline (2 s), ends the call: the handler
+    // hears of it through its context.
+    let slow = TowerCall::<EchoReq, EchoResp>::new(
+        echo_method,
+        EchoReq {
+            delay_ms: 10_000,
+            ..EchoReq::default()
+        },
+    );
+    let err = through(&mut service, slow).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    running
+        .observed
+        .until("the handler sees the cancel", Duration::from_secs(1), |o| {
+            o.saw_cancel.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+    // A status is the channel's error, as it was.
+    let failing = TowerCall::<EchoReq, EchoResp>::new(
+        echo_method,
+        EchoReq {
+            fail_code: Code::NOT_FOUND.0,
+            ..EchoReq::default()
+        },
+    );
+    let err = through(&mut service, failing).await.unwrap_err();
+    let status = err.downcast::<Status>().unwrap();
+    assert_eq!(status.code(), Code::NOT_FOUND);
+}

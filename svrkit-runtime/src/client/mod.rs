@@ -30,6 +30,7 @@ pub(crate) mod pool;
 mod retry;
 mod ring;
 mod route;
+mod tower;
 mod transport;
 
 pub use balance::{Balancer, BalancerKind, PowerOfTwo, RoundRobin};
@@ -39,6 +40,7 @@ pub use options::{CallOptions, ChannelOptions, Protocol};
 pub use retry::RetryConfig;
 pub use ring::Ring;
 pub use route::{Route, RouteError};
+pub use tower::TowerCall;
 pub use transport::{Call, CallFuture, Layer, Transport};
 
 use std::sync::Arc;
