@@ -748,6 +748,26 @@ mod with_tonic {
         assert_eq!(got.priority, 3);
     }
 
+    /// The health check follows the server's readiness (what `/readyz` says, for a server
+    /// built from a configuration).
+    #[tokio::test]
+    async fn health_follows_readiness() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let ready = std::sync::Arc::new(AtomicBool::new(true));
+        let running = echo::start_built(Limits::default(), None, {
+            let ready = ready.clone();
+            move |b| b.readiness(move || ready.load(Ordering::SeqCst))
+        })
+        .await;
+        let probe = channel(&running.addr).await;
+        assert_eq!(health(probe.clone(), "").await.unwrap(), SERVING);
+        ready.store(false, Ordering::SeqCst);
+        assert_eq!(health(probe.clone(), "").await.unwrap(), NOT_SERVING);
+        assert!(!running.server.is_ready());
+        ready.store(true, Ordering::SeqCst);
+        assert_eq!(health(probe, "test.rpc.EchoSvr").await.unwrap(), SERVING);
+    }
+
     /// Requests are counted per protocol; native and gRPC calls share every other series.
     #[tokio::test]
     async fn calls_are_counted_by_protocol() {

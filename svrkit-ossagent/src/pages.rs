@@ -151,6 +151,8 @@ impl Agent {
             panels,
             instances,
             windows: admin::windows(minutes),
+            // Processes do not report their business metrics to the agent yet.
+            business: Vec::new(),
         };
         page.render()
     }

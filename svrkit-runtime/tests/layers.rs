@@ -21,7 +21,8 @@ const LAYERS: &[&[&str]] = &[
     &["codec", "random", "clock", "sync", "socket"],
     &["status"],
     // How a call travels (the frame header), what it carries (the context, its trace id).
-    &["frame", "context", "trace"],
+    // What gRPC says beside the message (the server and the client speak it).
+    &["frame", "context", "trace", "grpc_wire"],
     // What generated code tells the runtime about a service.
     &["service"],
     // The counters every side keeps, and the overload and retry policies both sides apply.

@@ -227,6 +227,8 @@ impl Backend {
     /// A configuration problem (naming its key), a store that cannot be opened, an address
     /// that cannot be bound.
     pub async fn start(roles: &[Role], config: &Config) -> Result<Backend, String> {
+        // Every figure of the backend exists from startup, at zero.
+        crate::figures::register();
         let app: ImConfig = config.app().map_err(|e| e.to_string())?;
         let roles: BTreeSet<Role> = roles.iter().copied().collect();
         let store = if roles.iter().any(|r| r.needs_store()) {

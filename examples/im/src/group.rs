@@ -204,6 +204,7 @@ impl GroupSvr for GroupService {
             ..CallOptions::default()
         };
         let seqs = self.msg.append_with(&append, &options).await?.seqs;
+        crate::figures::GROUP_FAN_OUT.record(group.members.len() as u64);
         let own = group
             .members
             .iter()

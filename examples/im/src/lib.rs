@@ -16,6 +16,7 @@
 
 pub mod account;
 pub mod backend;
+mod figures;
 pub mod gateway;
 pub mod group;
 pub mod home;

@@ -287,6 +287,9 @@ impl MsgSvr for MsgService {
             self.check_home(uid)?;
         }
         let (seqs, duplicate) = self.store_new(&request).await?;
+        if !duplicate {
+            crate::figures::appended(request.group_id != 0, n);
+        }
         Ok(AppendResp {
             seqs,
             duplicate,
@@ -405,6 +408,7 @@ impl Waiters {
                 .store(oldest + 1, std::sync::atomic::Ordering::Release);
             polls.notify.notify_waiters();
         }
+        crate::figures::POLLS_PARKED.add(1);
         Waiter {
             waiters: self,
             uid,
@@ -432,6 +436,7 @@ impl Waiters {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
+        crate::figures::POLLS_PARKED.add(-1);
         let mut shard = self.waiters.shard(self.uid);
         if let Some(polls) = shard.get_mut(&self.uid) {
             polls.tickets.retain(|&t| t != self.ticket);

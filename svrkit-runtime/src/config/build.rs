@@ -81,6 +81,7 @@ impl Config {
             .trust(self.trust())
             .admission(self.overload.clone())
             .slow_call_threshold(Duration::from_millis(self.monitor.slow_call_ms))
+            .readiness(|| crate::monitor::health::failing().is_empty())
     }
 
     /// Starts monitoring as configured: the per-minute rollups and alarms, reports to

@@ -63,7 +63,7 @@ struct ClientShard {
 }
 
 /// Shards per counter: the worker threads a process is likely to run, as a power of two.
-fn shards() -> usize {
+pub(crate) fn shards() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
     *SHARDS.get_or_init(|| {
         std::thread::available_parallelism()
@@ -75,7 +75,7 @@ fn shards() -> usize {
 
 /// This thread's shard (threads are numbered as they first count something).
 #[inline]
-fn shard() -> usize {
+pub(crate) fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Relaxed) & (shards() - 1);

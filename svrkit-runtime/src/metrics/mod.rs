@@ -7,12 +7,14 @@
 //! - [`histogram`]: the log-linear latency histograms they hold;
 //! - [`registry`]: every service registered in the process, so that every series exists
 //!   from startup;
-//! - [`process`]: counters of the process rather than of a method.
+//! - [`process`]: counters of the process rather than of a method;
+//! - [`business`]: the service author's own metrics, registered by name.
 //!
 //! Counting goes through `&'static` handles resolved at registration: a few relaxed atomic
 //! additions per call on cells sharded by thread, with no lock, lookup, allocation or
 //! formatting.
 
+pub mod business;
 pub mod histogram;
 pub mod method;
 pub mod process;

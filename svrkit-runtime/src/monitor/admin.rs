@@ -419,6 +419,7 @@ fn process_page(title: &str, minutes: usize) -> String {
         panels,
         instances: Vec::new(),
         windows: windows(minutes),
+        business: super::dashboard::BusinessRow::all(),
     };
     page.render()
 }

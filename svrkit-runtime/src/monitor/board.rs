@@ -202,6 +202,8 @@ pub struct Stats {
     pub methods: Vec<MethodStats>,
     /// Alarms firing.
     pub firing: Vec<Alarm>,
+    /// The service's own metrics (`metrics::business`), every series.
+    pub business: Vec<crate::metrics::business::SeriesRead>,
 }
 
 /// The process in `/stats.json`.
@@ -346,6 +348,7 @@ impl Board {
             minute,
             methods,
             firing: self.firing().into_iter().cloned().collect(),
+            business: crate::metrics::business::read_all(),
         }
     }
 }

@@ -29,6 +29,46 @@ pub struct Page {
     pub instances: Vec<InstanceRow>,
     /// Links to other window sizes.
     pub windows: Vec<(usize, bool)>,
+    /// The service's own metrics, a row per series (empty on the agent's page).
+    pub business: Vec<BusinessRow>,
+}
+
+/// One series of a business metric on the page.
+pub struct BusinessRow {
+    /// The metric's name, with its label's value (`chat_sends{kind="text"}`).
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// The count, the value, or a histogram's count, median and 99th percentile.
+    pub value: String,
+    /// What it counts.
+    pub help: &'static str,
+}
+
+impl BusinessRow {
+    /// Every business series of the process, read now.
+    pub fn all() -> Vec<BusinessRow> {
+        crate::metrics::business::read_all()
+            .into_iter()
+            .map(|s| BusinessRow {
+                name: match s.label {
+                    Some((label, value)) => format!("{}{{{label}=\"{value}\"}}", s.name),
+                    None => s.name.to_owned(),
+                },
+                kind: s.kind,
+                value: match (s.p50, s.p99) {
+                    (Some(p50), Some(p99)) => format!(
+                        "{} values, p50 {}, p99 {}",
+                        s.value,
+                        significant(p50),
+                        significant(p99)
+                    ),
+                    _ => format!("{}", s.value),
+                },
+                help: s.help,
+            })
+            .collect()
+    }
 }
 
 impl Page {
@@ -496,6 +536,7 @@ mod tests {
             panels: vec![w.panel("a".into(), "s.M".into(), "server")],
             instances: Vec::new(),
             windows: vec![(60, false), (5, true)],
+            business: Vec::new(),
         };
         let html = page.render();
         assert!(

@@ -49,6 +49,7 @@ impl Collector for Everything {
         let p = crate::metrics::process();
         encode_process(&mut e, p)?;
         encode_admission(&mut e)?;
+        encode_business(&mut e)?;
         encode_about(&mut e, p)
     }
 }
@@ -433,11 +434,62 @@ fn by_status(
     Ok(())
 }
 
+/// The service author's metrics (`metrics::business`), under their own names.
+fn encode_business(e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    use crate::metrics::business::Metric;
+    for metric in crate::metrics::business::all() {
+        match metric {
+            Metric::Counter(f) => family(e, f.name, f.help, MetricType::Counter, &mut |m| {
+                for (value, c) in f.series() {
+                    business_series(m, f.label, value, |m| {
+                        m.encode_counter::<NoLabelSet, _, u64>(&c.get(), None)
+                    })?;
+                }
+                Ok(())
+            })?,
+            Metric::Gauge(f) => family(e, f.name, f.help, MetricType::Gauge, &mut |m| {
+                for (value, g) in f.series() {
+                    business_series(m, f.label, value, |m| m.encode_gauge(&g.get()))?;
+                }
+                Ok(())
+            })?,
+            Metric::Histogram(f) => family(e, f.name, f.help, MetricType::Histogram, &mut |m| {
+                for (value, h) in f.series() {
+                    // The histogram's "microseconds" are the values.
+                    let h = h.read();
+                    business_series(m, f.label, value, |m| values_histogram(m, &h, 1e3))?;
+                }
+                Ok(())
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// One business series: with its label and value, or bare when the metric has no label.
+fn business_series(
+    m: &mut MetricEncoder<'_>,
+    label: Option<(&'static str, &'static [&'static str])>,
+    value: &'static str,
+    encode: impl FnOnce(&mut MetricEncoder<'_>) -> std::fmt::Result,
+) -> std::fmt::Result {
+    match label {
+        Some((name, _)) => encode(&mut m.encode_family(&[(name, value)])?),
+        None => encode(m),
+    }
+}
+
+/// A latency histogram, in seconds.
 fn histogram(
     m: &mut MetricEncoder<'_>,
     labels: &[(&str, &str)],
     h: &Histogram,
 ) -> std::fmt::Result {
+    values_histogram(&mut m.encode_family(&labels)?, h, 1e9)
+}
+
+/// A histogram whose recorded nanoseconds are divided by `per_unit` for the exposition.
+fn values_histogram(m: &mut MetricEncoder<'_>, h: &Histogram, per_unit: f64) -> std::fmt::Result {
     // Prometheus gets a bucket per power of two (`le` 512 ns, 1.024 µs, ... 137 s, +Inf):
     // as fine as the 1-2-5 buckets it had, exact as cumulative counts, and 30 series per
     // histogram instead of the 233 the percentiles on the pages are read from.
@@ -448,14 +500,9 @@ fn histogram(
         if i == BUCKETS - 1 {
             buckets.push((f64::MAX, open));
         } else if (i + 1).is_multiple_of(8) {
-            buckets.push((lower_ns(i + 1) as f64 / 1e9, open));
+            buckets.push((lower_ns(i + 1) as f64 / per_unit, open));
             open = 0;
         }
     }
-    m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-        h.sum_ns as f64 / 1e9,
-        h.count(),
-        &buckets,
-        None,
-    )
+    m.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / per_unit, h.count(), &buckets, None)
 }

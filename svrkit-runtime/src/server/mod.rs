@@ -71,9 +71,13 @@ pub struct ServerBuilder {
     trust: Trust,
     /// Where the built router goes, for channels made before it existed.
     router: Arc<OnceLock<Arc<Router>>>,
+    readiness: Option<Readiness>,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+/// Whether the process is ready for traffic, as its readiness checks say.
+type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Calls slower than this are logged at warn unless the server is told otherwise.
 pub const DEFAULT_SLOW_CALL: Duration = Duration::from_secs(1);
@@ -131,6 +135,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets what says whether the process is ready for traffic, beside the server's own
+    /// state (serving, not draining): the gRPC health check answers `NOT_SERVING` while it
+    /// says no. [`Config::server_builder`](crate::Config::server_builder) sets the process's
+    /// readiness checks (`crate::monitor::health`, what `/readyz` answers from).
+    pub fn readiness(mut self, ready: impl Fn() -> bool + Send + Sync + 'static) -> ServerBuilder {
+        self.readiness = Some(Arc::new(ready));
+        self
+    }
+
     /// Sets the limits.
     pub fn limits(mut self, limits: Limits) -> ServerBuilder {
         self.limits = limits;
@@ -180,6 +193,7 @@ impl ServerBuilder {
                 #[cfg(feature = "grpc")]
                 grpc: grpc::Paths::new(router.hosted()),
                 draining: AtomicBool::new(false),
+                readiness: self.readiness,
                 connections: Arc::new(Semaphore::new(max_connections)),
                 peers: Arc::new(Mutex::new(HashMap::new())),
                 input,
@@ -215,6 +229,7 @@ pub(crate) struct Shared {
     grpc: grpc::Paths,
     /// Set by [`Server::drain`]: still serving, but no longer ready.
     draining: AtomicBool,
+    readiness: Option<Readiness>,
 }
 
 /// A running set of services. Cheap to clone; clones share everything.
@@ -360,8 +375,8 @@ impl Server {
         }
     }
 
-    /// Whether the server is ready for more traffic: serving, not draining, and every
-    /// readiness check passing (`crate::monitor::health`).
+    /// Whether the server is ready for more traffic: serving, not draining, and its
+    /// [`readiness`](ServerBuilder::readiness) saying yes.
     pub fn is_ready(&self) -> bool {
         self.shared.serving()
     }
@@ -386,7 +401,7 @@ impl Shared {
     fn serving(&self) -> bool {
         !self.draining.load(Ordering::Acquire)
             && !self.shutdown.is_cancelled()
-            && crate::monitor::health::failing().is_empty()
+            && self.readiness.as_ref().is_none_or(|ready| ready())
     }
 
     /// Serves a connection in the protocol its client speaks: svrkit frames, or gRPC when it

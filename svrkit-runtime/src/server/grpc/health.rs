@@ -1,9 +1,10 @@
 //! The standard gRPC health service (`grpc.health.v1.Health`), which Kubernetes' gRPC probe,
 //! Envoy and `grpc_health_probe` ask.
 //!
-//! `Check` answers from the server's readiness: `SERVING` while it serves and every
-//! readiness check passes (`crate::monitor::health`, what `/readyz` answers from),
-//! `NOT_SERVING` while one fails or once the server drains or shuts down. The service name
+//! `Check` answers from the server's readiness: `SERVING` while it serves and its readiness
+//! says yes (with a configured server, every readiness check of `crate::monitor::health`
+//! passes: what `/readyz` answers from), `NOT_SERVING` otherwise and once the server drains
+//! or shuts down. The service name
 //! may be empty (the whole server) or a hosted service's full name; another name is
 //! `NOT_FOUND`, as the protocol asks. `Watch` is not offered (`UNIMPLEMENTED`): probes poll.
 
