@@ -59,6 +59,27 @@ pub mod hello_service {
         downstream: OnceLock<GreeterClient>,
     }
 
+    /// Greetings given: a business metric, beside the framework's per-method counts.
+    fn greeted() -> &'static svrkit_runtime::metrics::business::Counter {
+        static GREETED: OnceLock<&'static svrkit_runtime::metrics::business::Counter> =
+            OnceLock::new();
+        GREETED.get_or_init(|| {
+            svrkit_runtime::metrics::business::counter("hello_greetings", "Greetings given.")
+        })
+    }
+
+    /// The length of the names greeted.
+    fn name_bytes() -> &'static svrkit_runtime::metrics::business::ValueHistogram {
+        static NAME_BYTES: OnceLock<&'static svrkit_runtime::metrics::business::ValueHistogram> =
+            OnceLock::new();
+        NAME_BYTES.get_or_init(|| {
+            svrkit_runtime::metrics::business::histogram(
+                "hello_name_bytes",
+                "Bytes in the names greeted.",
+            )
+        })
+    }
+
     impl Hello {
         /// Where `Relay` calls onwards (set once; later calls are ignored).
         pub fn set_downstream(&self, channel: Channel) {
@@ -80,6 +101,8 @@ pub mod hello_service {
                     format!("{} asked to fail", request.name),
                 ));
             }
+            greeted().inc();
+            name_bytes().record(request.name.len() as u64);
             Ok(HelloResp {
                 greeting: format!("Hello, {}!", request.name).into(),
                 trace_id: Hex(&ctx.trace_id).to_string().into(),

@@ -385,6 +385,46 @@ fn a_service_serves_without_its_agent_and_reports_once_it_is_back() {
     });
     assert_eq!(calls.0["instance"], server.addr.as_str());
     assert_eq!(calls.0["services"], serde_json::json!(["hello.Greeter"]));
+
+    // Who called, and the service's own figures: in the process's /metrics, and in the
+    // agent (its service map and business sums) from the same reports.
+    let s = scrape(&admin);
+    let by_caller = [
+        ("service", "hello.Greeter"),
+        ("method", "SayHello"),
+        ("caller", "hello-client"),
+    ];
+    assert_eq!(
+        sample(&s, "svrkit_server_caller_requests_total", &by_caller),
+        500.0
+    );
+    assert_eq!(sample(&s, "hello_greetings_total", &[]), 500.0);
+    assert_eq!(sample(&s, "hello_name_bytes_count", &[]), 500.0);
+    eventually(Duration::from_secs(20), || {
+        let system: serde_json::Value =
+            serde_json::from_str(&get(&agent_admin, "/system.json")).ok()?;
+        let edge = system["service_map"].as_array()?.first()?.clone();
+        let greeted = system["business"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == "hello_greetings")?
+            .clone();
+        let map_ok = edge
+            == serde_json::json!({ "caller": "hello-client", "service": "hello.Greeter", "calls": 500 });
+        (map_ok && greeted["value"] == 500.0).then_some(())
+    });
+    // The dashboard draws the map.
+    let page = get(&agent_admin, "/");
+    assert!(
+        page.contains("id=\"service-map\""),
+        "no service map on the page"
+    );
+    assert!(
+        page.contains(
+            "data-caller=\"hello-client\" data-service=\"hello.Greeter\" data-calls=\"500\""
+        ),
+        "{page}"
+    );
 }
 
 /// The Chromium the CI job installs (or one on the PATH); `None`, after a line saying the

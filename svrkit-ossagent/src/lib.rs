@@ -309,9 +309,57 @@ impl Agent {
                 last_seen: Instant::now(),
                 calls,
                 errors,
+                callers: edges(&report),
+                business: business(&report),
             },
         );
         Ok(())
+    }
+
+    /// Who calls whom: calls from each caller to each service, summed over the instances
+    /// reporting now (each counts its calls since it started), most first.
+    pub fn service_map(&self) -> Vec<(String, String, u64)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sums: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for instance in state
+            .instances
+            .values()
+            .filter(|i| i.last_seen.elapsed() < LIVE)
+        {
+            for e in &instance.callers {
+                let sum = sums
+                    .entry((e.caller.clone(), e.service.clone()))
+                    .or_default();
+                *sum = sum.saturating_add(e.calls);
+            }
+        }
+        let mut map: Vec<(String, String, u64)> =
+            sums.into_iter().map(|((c, s), n)| (c, s, n)).collect();
+        map.sort_by_key(|edge| std::cmp::Reverse(edge.2));
+        map
+    }
+
+    /// The services' own metrics, each series summed over the instances reporting now
+    /// (histograms: their numbers of values): (name, label, kind, sum).
+    pub fn business(&self) -> Vec<(String, String, String, f64)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sums: std::collections::BTreeMap<(String, String), (String, f64)> =
+            Default::default();
+        for instance in state
+            .instances
+            .values()
+            .filter(|i| i.last_seen.elapsed() < LIVE)
+        {
+            for b in &instance.business {
+                let sum = sums
+                    .entry((b.name.clone(), b.label.clone()))
+                    .or_insert_with(|| (b.kind.clone(), 0.0));
+                sum.1 += b.value;
+            }
+        }
+        sums.into_iter()
+            .map(|((name, label), (kind, value))| (name, label, kind, value))
+            .collect()
     }
 
     /// Instances that reported, by name.
@@ -334,6 +382,42 @@ impl Agent {
             .map(|s| s.minutes.iter().copied().collect())
             .unwrap_or_default()
     }
+}
+
+/// The caller breakdown of a report, as far as it can be kept: named within the limits, at
+/// most [`MAX_LIST`] pairs.
+fn edges(report: &Report) -> Vec<state::Edge> {
+    report
+        .callers
+        .iter()
+        .filter_map(|c| {
+            Some(state::Edge {
+                caller: name(&c.caller)?,
+                service: name(&c.service)?,
+                calls: c.calls,
+            })
+        })
+        .take(MAX_LIST)
+        .collect()
+}
+
+/// The business metrics of a report, as far as they can be kept (finite values, names
+/// within the limits, at most [`MAX_LIST`] series).
+fn business(report: &Report) -> Vec<state::Business> {
+    report
+        .business
+        .iter()
+        .filter(|b| b.value.is_finite())
+        .filter_map(|b| {
+            Some(state::Business {
+                name: name(&b.name)?,
+                kind: name(&b.kind)?,
+                label: name(&b.label)?,
+                value: b.value,
+            })
+        })
+        .take(MAX_LIST)
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use svrkit_runtime::monitor::admin::{self, Pages, Reply};
 use svrkit_runtime::monitor::board::this_minute;
-use svrkit_runtime::monitor::dashboard::{InstanceRow, Page, Window};
+use svrkit_runtime::monitor::dashboard::{BusinessRow, InstanceRow, Page, ServiceMap, Window};
 use svrkit_runtime::monitor::rollup::Figures;
 
 use crate::state::{Reported, SeriesKey};
@@ -151,8 +151,27 @@ impl Agent {
             panels,
             instances,
             windows: admin::windows(minutes),
-            // Processes do not report their business metrics to the agent yet.
-            business: Vec::new(),
+            business: self
+                .business()
+                .into_iter()
+                .map(|(name, label, kind, value)| BusinessRow {
+                    name: if label.is_empty() {
+                        name
+                    } else {
+                        let (l, v) = label.split_once('=').unwrap_or((&label, ""));
+                        format!("{name}{{{l}=\"{v}\"}}")
+                    },
+                    kind: match kind.as_str() {
+                        "counter" => "counter",
+                        "gauge" => "gauge",
+                        "histogram" => "histogram (values)",
+                        _ => "?",
+                    },
+                    value: format!("{value}"),
+                    help: "summed over the instances reporting",
+                })
+                .collect(),
+            map: ServiceMap::new(self.service_map()),
         };
         page.render()
     }
@@ -215,10 +234,26 @@ impl Pages for Agent {
                     .into_iter()
                     .map(|(why, n)| (why.name().to_owned(), n.into()))
                     .collect();
+                let map: Vec<_> = self
+                    .service_map()
+                    .into_iter()
+                    .map(|(caller, service, calls)| {
+                        serde_json::json!({ "caller": caller, "service": service, "calls": calls })
+                    })
+                    .collect();
+                let business: Vec<_> = self
+                    .business()
+                    .into_iter()
+                    .map(|(name, label, kind, value)| {
+                        serde_json::json!({ "name": name, "label": label, "kind": kind, "value": value })
+                    })
+                    .collect();
                 Some(admin::json(&serde_json::json!({
                     "instances": instances,
                     "series": series,
                     "dropped": dropped,
+                    "service_map": map,
+                    "business": business,
                 })))
             }
             // The system's alarms, as the page's table shows them, with the figures the

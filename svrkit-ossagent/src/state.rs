@@ -121,6 +121,27 @@ pub(crate) struct Instance {
     /// Server-side calls and errors in its newest reported minute.
     pub(crate) calls: u64,
     pub(crate) errors: u64,
+    /// Who called its methods, as it last reported (calls since it started).
+    pub(crate) callers: Vec<Edge>,
+    /// Its own metrics, as it last reported them.
+    pub(crate) business: Vec<Business>,
+}
+
+/// Calls one caller made to one method of an instance.
+#[derive(Clone, Debug)]
+pub(crate) struct Edge {
+    pub(crate) caller: String,
+    pub(crate) service: String,
+    pub(crate) calls: u64,
+}
+
+/// One series of an instance's own metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct Business {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) label: String,
+    pub(crate) value: f64,
 }
 
 #[derive(Debug, Default)]

@@ -46,6 +46,8 @@ struct ServerShard {
     response_bytes: AtomicU64,
     responses: [AtomicU64; STATUS_SLOTS],
     rejected: [AtomicU64; 3],
+    /// Requests by caller slot (`callers.rs`).
+    callers: [AtomicU64; super::callers::SLOTS],
     latency: Cells,
     queue_wait: Cells,
 }
@@ -93,6 +95,8 @@ pub struct MethodMetrics {
     pub service: &'static str,
     server: Box<[ServerShard]>,
     client: Box<[ClientShard]>,
+    /// The names of the callers counted in the shards' `callers`.
+    callers: super::callers::Callers,
     /// Its per-call warnings, at most one a second of each kind: `INTERNAL` errors, slow
     /// calls (apart, so that a stream of slow calls cannot hide a new error).
     warnings: [WarnGate; 2],
@@ -144,6 +148,7 @@ impl MethodMetrics {
             service,
             server: (0..n).map(|_| ServerShard::default()).collect(),
             client: (0..n).map(|_| ClientShard::default()).collect(),
+            callers: Default::default(),
             warnings: Default::default(),
         }
     }
@@ -175,6 +180,13 @@ impl MethodMetrics {
         let s = self.server_shard();
         s.requests.fetch_add(1, Relaxed);
         s.request_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// The request just counted came from `caller` (a peer the server trusts, or not).
+    #[inline]
+    pub(crate) fn server_caller(&self, caller: &str, trusted: bool) {
+        let slot = self.callers.slot(caller, trusted);
+        self.server_shard().callers[slot].fetch_add(1, Relaxed);
     }
 
     /// The request just counted came as a gRPC call.
@@ -246,6 +258,7 @@ impl MethodMetrics {
     /// The server side's counters, summed over shards.
     pub fn server_totals(&self) -> ServerTotals {
         let mut t = ServerTotals::default();
+        let mut callers = [0u64; super::callers::SLOTS];
         for s in &self.server {
             t.requests += s.requests.load(Relaxed);
             t.grpc_requests += s.grpc_requests.load(Relaxed);
@@ -253,9 +266,11 @@ impl MethodMetrics {
             t.response_bytes += s.response_bytes.load(Relaxed);
             add(&mut t.responses, &s.responses);
             add(&mut t.rejected, &s.rejected);
+            add(&mut callers, &s.callers);
             s.latency.add_to(&mut t.latency);
             s.queue_wait.add_to(&mut t.queue_wait);
         }
+        t.callers = self.callers.read(&callers);
         // Read shard by shard while calls run, the two counts may be a few calls apart.
         t.in_flight = (t.queue_wait.count() as i64 - t.latency.count() as i64).max(0);
         t
@@ -294,6 +309,9 @@ pub struct ServerTotals {
     pub responses: [u64; STATUS_SLOTS],
     /// Requests refused without running, by [`Rejection`].
     pub rejected: [u64; 3],
+    /// Requests by calling service (`callers.rs`): the names callers gave, then `other`,
+    /// `untrusted` and `none` when they counted any.
+    pub callers: Vec<(faststr::FastStr, u64)>,
     /// Handlers running.
     pub in_flight: i64,
     /// Bytes of request bodies received.

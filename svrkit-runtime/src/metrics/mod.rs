@@ -8,13 +8,15 @@
 //! - [`registry`]: every service registered in the process, so that every series exists
 //!   from startup;
 //! - [`process`]: counters of the process rather than of a method;
-//! - [`business`]: the service author's own metrics, registered by name.
+//! - [`business`]: the service author's own metrics, registered by name;
+//! - [`callers`]: each method's requests by calling service, bounded.
 //!
 //! Counting goes through `&'static` handles resolved at registration: a few relaxed atomic
 //! additions per call on cells sharded by thread, with no lock, lookup, allocation or
 //! formatting.
 
 pub mod business;
+pub mod callers;
 pub mod histogram;
 pub mod method;
 pub mod process;

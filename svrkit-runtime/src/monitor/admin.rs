@@ -420,6 +420,7 @@ fn process_page(title: &str, minutes: usize) -> String {
         instances: Vec::new(),
         windows: windows(minutes),
         business: super::dashboard::BusinessRow::all(),
+        map: None,
     };
     page.render()
 }

@@ -29,8 +29,88 @@ pub struct Page {
     pub instances: Vec<InstanceRow>,
     /// Links to other window sizes.
     pub windows: Vec<(usize, bool)>,
-    /// The service's own metrics, a row per series (empty on the agent's page).
+    /// The service's own metrics, a row per series (on the agent's page, summed over the
+    /// instances that report them).
     pub business: Vec<BusinessRow>,
+    /// Who calls whom (the agent's page).
+    pub map: Option<ServiceMap>,
+}
+
+/// The service map: calling services on the left, called ones on the right, a line for
+/// each pair that talked, as wide as its share of the calls.
+pub struct ServiceMap {
+    /// The drawing's height.
+    pub height: u32,
+    /// The callers, with their heights in the drawing.
+    pub callers: Vec<(f64, String)>,
+    /// The services called, likewise.
+    pub services: Vec<(f64, String)>,
+    /// The pairs, most calls first.
+    pub edges: Vec<MapEdge>,
+}
+
+/// One pair on the service map.
+pub struct MapEdge {
+    #[allow(missing_docs)]
+    pub caller: String,
+    #[allow(missing_docs)]
+    pub service: String,
+    /// Calls since the reporting processes started.
+    pub calls: u64,
+    /// The line's ends and width in the drawing.
+    pub y1: f64,
+    #[allow(missing_docs)]
+    pub y2: f64,
+    #[allow(missing_docs)]
+    pub width: f64,
+}
+
+impl ServiceMap {
+    /// Rows of the drawing.
+    const ROW: f64 = 24.0;
+
+    /// The map of `pairs` (caller, service called, calls); `None` when there are none.
+    pub fn new(pairs: Vec<(String, String, u64)>) -> Option<ServiceMap> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut callers: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
+        let mut services: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
+        callers.sort();
+        callers.dedup();
+        services.sort();
+        services.dedup();
+        let y = |i: usize| Self::ROW * (i as f64 + 1.0);
+        let at = |list: &[String], name: &str| y(list.iter().position(|n| n == name).unwrap_or(0));
+        let most = pairs.iter().map(|p| p.2).max().unwrap_or(1).max(1) as f64;
+        let mut edges: Vec<MapEdge> = pairs
+            .iter()
+            .map(|(caller, service, calls)| MapEdge {
+                caller: caller.clone(),
+                service: service.clone(),
+                calls: *calls,
+                y1: at(&callers, caller),
+                y2: at(&services, service),
+                width: 1.0 + 7.0 * (*calls as f64 / most),
+            })
+            .collect();
+        edges.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.caller.cmp(&b.caller)));
+        let rows = callers.len().max(services.len());
+        Some(ServiceMap {
+            height: (Self::ROW * (rows as f64 + 1.0)) as u32,
+            callers: callers
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (y(i), n))
+                .collect(),
+            services: services
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (y(i), n))
+                .collect(),
+            edges,
+        })
+    }
 }
 
 /// One series of a business metric on the page.
@@ -536,6 +616,7 @@ mod tests {
             panels: vec![w.panel("a".into(), "s.M".into(), "server")],
             instances: Vec::new(),
             windows: vec![(60, false), (5, true)],
+            map: None,
             business: Vec::new(),
         };
         let html = page.render();

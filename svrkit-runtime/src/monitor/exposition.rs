@@ -153,6 +153,26 @@ fn encode_servers(e: &mut DescriptorEncoder<'_>, read: &[Read]) -> std::fmt::Res
     )?;
     family(
         e,
+        "svrkit_server_caller_requests",
+        "Requests received, per method and calling service: the first 16 callers trusted \
+         peers named, then other; strangers' requests as untrusted, unnamed ones as none.",
+        MetricType::Counter,
+        &mut |m| {
+            for (r, t) in servers(read) {
+                for (caller, n) in &t.callers {
+                    let l = [
+                        ("service", r.service),
+                        ("method", r.method),
+                        ("caller", caller.as_str()),
+                    ];
+                    counter(m, &l, *n)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        e,
         "svrkit_server_responses",
         "Requests answered (refusals included), per method and status; class says whose \
          doing the status is (fault, caller, cancelled, shed, ok).",

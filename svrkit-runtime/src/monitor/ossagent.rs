@@ -282,6 +282,191 @@ impl ::svrkit_runtime::codec::generated::Message for Alarm {
     }
 }
 
+/// Requests one calling service made to one method a reporting process serves, since the process started (the process's bounded breakdown: its first 16 callers by name, then other, untrusted, none).
+#[derive(Clone, PartialEq, Default)]
+#[allow(missing_docs)]
+pub struct CallerCalls {
+    pub caller: ::svrkit_runtime::codec::generated::FastStr,
+    pub service: ::svrkit_runtime::codec::generated::FastStr,
+    pub method: ::svrkit_runtime::codec::generated::FastStr,
+    pub calls: u64,
+    /// Fields this schema does not know, kept so that they are written back unchanged.
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
+}
+#[automatically_derived]
+impl ::core::fmt::Debug for CallerCalls {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut s = f.debug_struct("CallerCalls");
+        s.field("caller", &self.caller);
+        s.field("service", &self.service);
+        s.field("method", &self.method);
+        s.field("calls", &self.calls);
+        if !self.unknown_fields.is_empty() {
+            s.field("unknown_fields", &self.unknown_fields);
+        }
+        s.finish()
+    }
+}
+#[automatically_derived]
+impl ::svrkit_runtime::codec::generated::Message for CallerCalls {
+    const NAME: &'static str = "svrkit.ossagent.CallerCalls";
+    #[inline]
+    fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::String>(key(1, LEN), &self.caller, buf);
+        field::encode_singular::<kind::String>(key(2, LEN), &self.service, buf);
+        field::encode_singular::<kind::String>(key(3, LEN), &self.method, buf);
+        field::encode_singular::<kind::Uint64>(key(4, VARINT), &self.calls, buf);
+        self.unknown_fields.encode(buf);
+    }
+    #[inline]
+    fn encoded_len(&self) -> usize {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::String>(key_len(1), &self.caller)
+            + field::encoded_len_singular::<kind::String>(key_len(2), &self.service)
+            + field::encoded_len_singular::<kind::String>(key_len(3), &self.method)
+            + field::encoded_len_singular::<kind::Uint64>(key_len(4), &self.calls)
+            + self.unknown_fields.encoded_len()
+    }
+    #[inline]
+    fn merge_field(
+        &mut self,
+        wire_key: u32,
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const CALLER: u32 = key(1, LEN);
+        const SERVICE: u32 = key(2, LEN);
+        const METHOD: u32 = key(3, LEN);
+        const CALLS: u32 = key(4, VARINT);
+        match wire_key {
+            CALLER => field::merge::<kind::String>(&mut self.caller, d),
+            SERVICE => field::merge::<kind::String>(&mut self.service, d),
+            METHOD => field::merge::<kind::String>(&mut self.method, d),
+            CALLS => field::merge::<kind::Uint64>(&mut self.calls, d),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
+        }
+    }
+    fn field_name(id: u32) -> ::core::option::Option<&'static str> {
+        match id {
+            1 => ::core::option::Option::Some("caller"),
+            2 => ::core::option::Option::Some("service"),
+            3 => ::core::option::Option::Some("method"),
+            4 => ::core::option::Option::Some("calls"),
+            _ => ::core::option::Option::None,
+        }
+    }
+}
+
+/// One series of a service's own metric (svrkit_runtime::metrics::business), as read when the report was made.
+#[derive(Clone, PartialEq, Default)]
+#[allow(missing_docs)]
+pub struct BusinessSeries {
+    pub name: ::svrkit_runtime::codec::generated::FastStr,
+    /// counter, gauge or histogram.
+    pub kind: ::svrkit_runtime::codec::generated::FastStr,
+    /// `label=value` for a labelled metric, else empty.
+    pub label: ::svrkit_runtime::codec::generated::FastStr,
+    /// A counter's count since the process started, a gauge's value, a histogram's number of values.
+    pub value: f64,
+    /// A histogram's median.
+    pub p50: f64,
+    /// A histogram's 99th percentile.
+    pub p99: f64,
+    /// Fields this schema does not know, kept so that they are written back unchanged.
+    pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
+}
+#[automatically_derived]
+impl ::core::fmt::Debug for BusinessSeries {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut s = f.debug_struct("BusinessSeries");
+        s.field("name", &self.name);
+        s.field("kind", &self.kind);
+        s.field("label", &self.label);
+        s.field("value", &self.value);
+        s.field("p50", &self.p50);
+        s.field("p99", &self.p99);
+        if !self.unknown_fields.is_empty() {
+            s.field("unknown_fields", &self.unknown_fields);
+        }
+        s.finish()
+    }
+}
+#[automatically_derived]
+impl ::svrkit_runtime::codec::generated::Message for BusinessSeries {
+    const NAME: &'static str = "svrkit.ossagent.BusinessSeries";
+    #[inline]
+    fn encode_raw(&self, buf: &mut ::std::vec::Vec<u8>) {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        field::encode_singular::<kind::String>(key(1, LEN), &self.name, buf);
+        field::encode_singular::<kind::String>(key(2, LEN), &self.kind, buf);
+        field::encode_singular::<kind::String>(key(3, LEN), &self.label, buf);
+        field::encode_singular::<kind::Double>(key(4, I64), &self.value, buf);
+        field::encode_singular::<kind::Double>(key(5, I64), &self.p50, buf);
+        field::encode_singular::<kind::Double>(key(6, I64), &self.p99, buf);
+        self.unknown_fields.encode(buf);
+    }
+    #[inline]
+    fn encoded_len(&self) -> usize {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{field, key_len, kind};
+        field::encoded_len_singular::<kind::String>(key_len(1), &self.name)
+            + field::encoded_len_singular::<kind::String>(key_len(2), &self.kind)
+            + field::encoded_len_singular::<kind::String>(key_len(3), &self.label)
+            + field::encoded_len_singular::<kind::Double>(key_len(4), &self.value)
+            + field::encoded_len_singular::<kind::Double>(key_len(5), &self.p50)
+            + field::encoded_len_singular::<kind::Double>(key_len(6), &self.p99)
+            + self.unknown_fields.encoded_len()
+    }
+    #[inline]
+    fn merge_field(
+        &mut self,
+        wire_key: u32,
+        d: &mut ::svrkit_runtime::codec::generated::Decoder<'_>,
+    ) -> ::core::result::Result<(), ::svrkit_runtime::codec::generated::DecodeError> {
+        #[allow(unused_imports)]
+        use ::svrkit_runtime::codec::generated::{
+            I32, I64, LEN, VARINT, field, key, kind,
+        };
+        const NAME: u32 = key(1, LEN);
+        const KIND: u32 = key(2, LEN);
+        const LABEL: u32 = key(3, LEN);
+        const VALUE: u32 = key(4, I64);
+        const P50: u32 = key(5, I64);
+        const P99: u32 = key(6, I64);
+        match wire_key {
+            NAME => field::merge::<kind::String>(&mut self.name, d),
+            KIND => field::merge::<kind::String>(&mut self.kind, d),
+            LABEL => field::merge::<kind::String>(&mut self.label, d),
+            VALUE => field::merge::<kind::Double>(&mut self.value, d),
+            P50 => field::merge::<kind::Double>(&mut self.p50, d),
+            P99 => field::merge::<kind::Double>(&mut self.p99, d),
+            _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
+        }
+    }
+    fn field_name(id: u32) -> ::core::option::Option<&'static str> {
+        match id {
+            1 => ::core::option::Option::Some("name"),
+            2 => ::core::option::Option::Some("kind"),
+            3 => ::core::option::Option::Some("label"),
+            4 => ::core::option::Option::Some("value"),
+            5 => ::core::option::Option::Some("p50"),
+            6 => ::core::option::Option::Some("p99"),
+            _ => ::core::option::Option::None,
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Default)]
 #[allow(missing_docs)]
 pub struct Minute {
@@ -373,6 +558,10 @@ pub struct Report {
     pub firing: ::std::vec::Vec<::svrkit_runtime::codec::generated::FastStr>,
     /// The same alarms with their figures.
     pub alarms: ::std::vec::Vec<Alarm>,
+    /// Who called the methods the process serves: what the agent's service map is drawn from.
+    pub callers: ::std::vec::Vec<CallerCalls>,
+    /// The service's own metrics.
+    pub business: ::std::vec::Vec<BusinessSeries>,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
@@ -387,6 +576,8 @@ impl ::core::fmt::Debug for Report {
         s.field("services", &self.services);
         s.field("firing", &self.firing);
         s.field("alarms", &self.alarms);
+        s.field("callers", &self.callers);
+        s.field("business", &self.business);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -409,6 +600,8 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
         field::encode_repeated::<kind::String>(key(5, LEN), &self.services, buf);
         field::encode_repeated::<kind::String>(key(6, LEN), &self.firing, buf);
         field::encode_repeated_messages(key(7, LEN), &self.alarms, buf);
+        field::encode_repeated_messages(key(8, LEN), &self.callers, buf);
+        field::encode_repeated_messages(key(9, LEN), &self.business, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -425,7 +618,13 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
             + field::encoded_len_repeated::<kind::String>(key_len(6), &self.firing)
             + field::encoded_len_repeated::<
                 kind::Message<Alarm>,
-            >(key_len(7), &self.alarms) + self.unknown_fields.encoded_len()
+            >(key_len(7), &self.alarms)
+            + field::encoded_len_repeated::<
+                kind::Message<CallerCalls>,
+            >(key_len(8), &self.callers)
+            + field::encoded_len_repeated::<
+                kind::Message<BusinessSeries>,
+            >(key_len(9), &self.business) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -444,6 +643,8 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
         const SERVICES: u32 = key(5, LEN);
         const FIRING: u32 = key(6, LEN);
         const ALARMS: u32 = key(7, LEN);
+        const CALLERS: u32 = key(8, LEN);
+        const BUSINESS: u32 = key(9, LEN);
         match wire_key {
             INSTANCE => field::merge::<kind::String>(&mut self.instance, d),
             PID => field::merge::<kind::Uint32>(&mut self.pid, d),
@@ -454,6 +655,14 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
             SERVICES => field::merge_repeated::<kind::String>(&mut self.services, d),
             FIRING => field::merge_repeated::<kind::String>(&mut self.firing, d),
             ALARMS => field::merge_repeated::<kind::Message<Alarm>>(&mut self.alarms, d),
+            CALLERS => {
+                field::merge_repeated::<kind::Message<CallerCalls>>(&mut self.callers, d)
+            }
+            BUSINESS => {
+                field::merge_repeated::<
+                    kind::Message<BusinessSeries>,
+                >(&mut self.business, d)
+            }
             _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
@@ -466,6 +675,8 @@ impl ::svrkit_runtime::codec::generated::Message for Report {
             5 => ::core::option::Option::Some("services"),
             6 => ::core::option::Option::Some("firing"),
             7 => ::core::option::Option::Some("alarms"),
+            8 => ::core::option::Option::Some("callers"),
+            9 => ::core::option::Option::Some("business"),
             _ => ::core::option::Option::None,
         }
     }
@@ -507,7 +718,7 @@ impl<T: OssAgent> ::svrkit_runtime::codegen::Service for OssAgentServer<T> {
         &OssAgentClient::DESCRIPTOR
     }
     fn proto(&self) -> &'static [u8] {
-        b"\n?\n\x1Bgoogle/protobuf/empty.proto\x12\x0Fgoogle.protobuf\"\x07\n\x05Emptyb\x06proto3\n\xA6\x08\n\x15svrkit.ossagent.proto\x12\x0Fsvrkit.ossagent\x1A\x1Bgoogle/protobuf/empty.proto\"\xF5\x02\n\x0CMethodMinute\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n\x06client\x18\x03 \x01(\x08R\x06client\x12\x14\n\x05calls\x18\x04 \x01(\x04R\x05calls\x12\x16\n\x06errors\x18\x05 \x01(\x04R\x06errors\x12\x1A\n\x08rejected\x18\x06 \x01(\x04R\x08rejected\x12\x18\n\x07latency\x18\x07 \x03(\x04R\x07latency\x12\x1D\n\nqueue_wait\x18\x08 \x03(\x04R\tqueueWait\x12#\n\rcaller_errors\x18\t \x01(\x04R\x0CcallerErrors\x12\x1C\n\tcancelled\x18\n \x01(\x04R\tcancelled\x12'\n\x0Flatency_buckets\x18\x0B \x03(\x04R\x0ElatencyBuckets\x12,\n\x12queue_wait_buckets\x18\x0C \x03(\x04R\x10queueWaitBuckets\"\xC9\x01\n\x05Alarm\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n\x06figure\x18\x03 \x01(\tR\x06figure\x12\x14\n\x05value\x18\x04 \x01(\x01R\x05value\x12\x1A\n\x08baseline\x18\x05 \x01(\x01R\x08baseline\x12!\n\x0Csince_minute\x18\x06 \x01(\x04R\x0BsinceMinute\x12!\n\x0Cvalue_minute\x18\x07 \x01(\x04R\x0BvalueMinute\"Y\n\x06Minute\x12\x16\n\x06minute\x18\x01 \x01(\x04R\x06minute\x127\n\x07methods\x18\x02 \x03(\x0B2\x1D.svrkit.ossagent.MethodMinuteR\x07methods\"\xF0\x01\n\x06Report\x12\x1A\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x12!\n\x0Cstarted_unix\x18\x03 \x01(\x04R\x0BstartedUnix\x121\n\x07minutes\x18\x04 \x03(\x0B2\x17.svrkit.ossagent.MinuteR\x07minutes\x12\x1A\n\x08services\x18\x05 \x03(\tR\x08services\x12\x16\n\x06firing\x18\x06 \x03(\tR\x06firing\x12.\n\x06alarms\x18\x07 \x03(\x0B2\x16.svrkit.ossagent.AlarmR\x06alarms2E\n\x08OssAgent\x129\n\x06Report\x12\x17.svrkit.ossagent.Report\x1A\x16.google.protobuf.Emptyb\x06proto3"
+        b"\n?\n\x1Bgoogle/protobuf/empty.proto\x12\x0Fgoogle.protobuf\"\x07\n\x05Emptyb\x06proto3\n\x95\x0B\n\x15svrkit.ossagent.proto\x12\x0Fsvrkit.ossagent\x1A\x1Bgoogle/protobuf/empty.proto\"\xF5\x02\n\x0CMethodMinute\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n\x06client\x18\x03 \x01(\x08R\x06client\x12\x14\n\x05calls\x18\x04 \x01(\x04R\x05calls\x12\x16\n\x06errors\x18\x05 \x01(\x04R\x06errors\x12\x1A\n\x08rejected\x18\x06 \x01(\x04R\x08rejected\x12\x18\n\x07latency\x18\x07 \x03(\x04R\x07latency\x12\x1D\n\nqueue_wait\x18\x08 \x03(\x04R\tqueueWait\x12#\n\rcaller_errors\x18\t \x01(\x04R\x0CcallerErrors\x12\x1C\n\tcancelled\x18\n \x01(\x04R\tcancelled\x12'\n\x0Flatency_buckets\x18\x0B \x03(\x04R\x0ElatencyBuckets\x12,\n\x12queue_wait_buckets\x18\x0C \x03(\x04R\x10queueWaitBuckets\"\xC9\x01\n\x05Alarm\x12\x18\n\x07service\x18\x01 \x01(\tR\x07service\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n\x06figure\x18\x03 \x01(\tR\x06figure\x12\x14\n\x05value\x18\x04 \x01(\x01R\x05value\x12\x1A\n\x08baseline\x18\x05 \x01(\x01R\x08baseline\x12!\n\x0Csince_minute\x18\x06 \x01(\x04R\x0BsinceMinute\x12!\n\x0Cvalue_minute\x18\x07 \x01(\x04R\x0BvalueMinute\"m\n\x0BCallerCalls\x12\x16\n\x06caller\x18\x01 \x01(\tR\x06caller\x12\x18\n\x07service\x18\x02 \x01(\tR\x07service\x12\x16\n\x06method\x18\x03 \x01(\tR\x06method\x12\x14\n\x05calls\x18\x04 \x01(\x04R\x05calls\"\x88\x01\n\x0EBusinessSeries\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n\x05label\x18\x03 \x01(\tR\x05label\x12\x14\n\x05value\x18\x04 \x01(\x01R\x05value\x12\x10\n\x03p50\x18\x05 \x01(\x01R\x03p50\x12\x10\n\x03p99\x18\x06 \x01(\x01R\x03p99\"Y\n\x06Minute\x12\x16\n\x06minute\x18\x01 \x01(\x04R\x06minute\x127\n\x07methods\x18\x02 \x03(\x0B2\x1D.svrkit.ossagent.MethodMinuteR\x07methods\"\xE5\x02\n\x06Report\x12\x1A\n\x08instance\x18\x01 \x01(\tR\x08instance\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x12!\n\x0Cstarted_unix\x18\x03 \x01(\x04R\x0BstartedUnix\x121\n\x07minutes\x18\x04 \x03(\x0B2\x17.svrkit.ossagent.MinuteR\x07minutes\x12\x1A\n\x08services\x18\x05 \x03(\tR\x08services\x12\x16\n\x06firing\x18\x06 \x03(\tR\x06firing\x12.\n\x06alarms\x18\x07 \x03(\x0B2\x16.svrkit.ossagent.AlarmR\x06alarms\x126\n\x07callers\x18\x08 \x03(\x0B2\x1C.svrkit.ossagent.CallerCallsR\x07callers\x12;\n\x08business\x18\t \x03(\x0B2\x1F.svrkit.ossagent.BusinessSeriesR\x08business2E\n\x08OssAgent\x129\n\x06Report\x12\x17.svrkit.ossagent.Report\x1A\x16.google.protobuf.Emptyb\x06proto3"
     }
     fn call(
         &self,

@@ -9,7 +9,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::board::{Board, board, this_minute};
-use super::ossagent::{Alarm, MethodMinute, Minute, OssAgentClient, Report};
+use super::ossagent::{
+    Alarm, BusinessSeries, CallerCalls, MethodMinute, Minute, OssAgentClient, Report,
+};
 use super::rollup::Figures;
 use crate::client::{CallOptions, Channel, ChannelOptions};
 use crate::metrics::histogram::Histogram;
@@ -57,11 +59,23 @@ pub fn report(board: &Board, instance: &str) -> Report {
         ..Minute::default()
     };
     let mut services = Vec::new();
+    let mut callers = Vec::new();
     for t in &board.methods {
         let service = t.service.descriptor.name;
         let method = t.rollup.metrics.descriptor.name;
         if t.service.is_served() && services.last() != Some(&service) {
             services.push(service);
+        }
+        if t.service.is_served() {
+            for (caller, calls) in t.rollup.metrics.server_totals().callers {
+                callers.push(CallerCalls {
+                    caller,
+                    service: service.into(),
+                    method: method.into(),
+                    calls,
+                    ..CallerCalls::default()
+                });
+            }
         }
         let under_way = t.rollup.current(now);
         let [latency, queue, client_latency] = under_way.histograms;
@@ -134,6 +148,23 @@ pub fn report(board: &Board, instance: &str) -> Report {
             .map(|a| format!("{}.{} {}", a.service, a.method, a.figure.name()).into())
             .collect(),
         alarms: firing.into_iter().map(alarm).collect(),
+        callers,
+        business: crate::metrics::business::read_all()
+            .into_iter()
+            .map(|s| BusinessSeries {
+                name: s.name.into(),
+                kind: s.kind.into(),
+                label: s
+                    .label
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .unwrap_or_default()
+                    .into(),
+                value: s.value,
+                p50: s.p50.unwrap_or(0.0),
+                p99: s.p99.unwrap_or(0.0),
+                ..BusinessSeries::default()
+            })
+            .collect(),
         ..Report::default()
     }
 }

@@ -230,6 +230,7 @@ impl Router {
         let metrics = metrics.map(|m| m.methods[index]);
         if let Some(m) = metrics {
             m.server_request(request.body.len());
+            m.server_caller(&header.caller, request.trusted);
             if request.grpc {
                 m.server_grpc_request();
             }
