@@ -23,6 +23,13 @@ pub struct Context {
     pub caller: FastStr,
     /// Trace id, passed along the call chain.
     pub trace_id: Bytes,
+    /// This request's span at the server (random, never 0 on a served request): calls made
+    /// while serving it name it as their parent, so that a trace's spans link up hop by hop
+    /// (`trace.rs`). 0 on a context that serves nothing.
+    pub span_id: u64,
+    /// The caller's span, this one's parent (0: the request started the trace, or came from
+    /// a peer the server does not trust).
+    pub parent_span_id: u64,
     /// Dye or gray-release tag, passed along the call chain.
     pub dye: FastStr,
     /// The end user the call is for (0 if none), for overload control.
@@ -65,6 +72,8 @@ impl Context {
             cancel: Cancel::new(),
             caller: FastStr::empty(),
             trace_id: Bytes::new(),
+            span_id: 0,
+            parent_span_id: 0,
             dye: FastStr::empty(),
             user_key: 0,
             priority: Priority::Normal,

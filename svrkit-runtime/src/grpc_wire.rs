@@ -144,9 +144,9 @@ pub(crate) fn percent_encode(message: &str) -> String {
     out
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is
-/// malformed or all zeros.
-pub(crate) fn traceparent_trace_id(value: &[u8]) -> Option<Bytes> {
+/// The trace id and parent span id of a W3C `traceparent` header
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is malformed or either id is all zeros.
+pub(crate) fn traceparent(value: &[u8]) -> Option<(Bytes, u64)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut parts = text.split('-');
     let (version, trace, parent, flags) =
@@ -158,7 +158,7 @@ pub(crate) fn traceparent_trace_id(value: &[u8]) -> Option<Bytes> {
     if version == "00" && parts.next().is_some() {
         return None;
     }
-    if trace.len() != 32 {
+    if trace.len() != 32 || !trace.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut id = Vec::with_capacity(16);
@@ -166,7 +166,14 @@ pub(crate) fn traceparent_trace_id(value: &[u8]) -> Option<Bytes> {
         let hex = std::str::from_utf8(pair).ok()?;
         id.push(u8::from_str_radix(hex, 16).ok()?);
     }
-    (id.iter().any(|&b| b != 0)).then(|| Bytes::from(id))
+    let parent = u64::from_str_radix(parent, 16).ok()?;
+    (id.iter().any(|&b| b != 0) && parent != 0).then(|| (Bytes::from(id), parent))
+}
+
+/// A W3C `traceparent` for `trace_id` (16 bytes) with `parent` as the parent span, sampled.
+pub(crate) fn traceparent_of(trace_id: &[u8], parent: u64) -> String {
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("00-{hex}-{parent:016x}-01")
 }
 
 #[cfg(test)]
@@ -258,26 +265,31 @@ mod tests {
     }
 
     #[test]
-    fn traceparent_gives_its_trace_id() {
-        let id = traceparent_trace_id(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    fn traceparent_gives_its_trace_id_and_parent() {
+        let (id, parent) =
+            traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(
-            id.as_deref(),
-            Some(
-                &[
-                    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e,
-                    0x0e, 0x47, 0x36
-                ][..]
-            )
+            &id[..],
+            &[
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36
+            ][..]
+        );
+        assert_eq!(parent, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(
+            traceparent_of(&id, parent),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         for bad in [
             &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
             b"00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"garbage",
         ] {
-            assert_eq!(traceparent_trace_id(bad), None, "{bad:?}");
+            assert_eq!(traceparent(bad), None, "{bad:?}");
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Trace ids: made where a trace starts (a call with no request above it, or a request that
-//! came without one), then carried in every frame header down the call chain.
+//! came without one), then carried in every frame header down the call chain; and span ids:
+//! one per request a server runs, which the calls it makes carry as their parent, so that a
+//! trace's spans link hop by hop (W3C trace context's model: the trace id is the trace's, the
+//! span ids are 8 bytes).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -28,6 +31,75 @@ pub fn new_id() -> Bytes {
         }
         batch.split_to(ID_LEN)
     })
+}
+
+/// A span a server finished: one request, from its frame's arrival to its answer. What
+/// [`export_spans`] hands an exporter (OpenTelemetry over OTLP with the feature `otel`:
+/// `crate::monitor::otlp`).
+#[derive(Clone, Debug)]
+pub struct FinishedSpan {
+    /// The trace (16 bytes; a shorter or longer id from a peer is cut or padded with zeros).
+    pub trace_id: [u8; 16],
+    /// This request's span ([`Context::span_id`](crate::Context::span_id)).
+    pub span_id: u64,
+    /// The caller's span (0: a root).
+    pub parent_span_id: u64,
+    /// The method's full name (`im.msg.MsgSvr.Append`).
+    pub name: &'static str,
+    /// The service's full name and the method's.
+    pub service: &'static str,
+    #[allow(missing_docs)]
+    pub method: &'static str,
+    /// When the request arrived and when it was answered.
+    pub start: std::time::SystemTime,
+    #[allow(missing_docs)]
+    pub end: std::time::SystemTime,
+    /// The answer's status code (0: ok).
+    pub status: u32,
+    /// Whether it came over gRPC (else svrkit frames, or in process).
+    pub grpc: bool,
+    /// The calling service's name, as the request gave it.
+    pub caller: faststr::FastStr,
+}
+
+type Sink = Box<dyn Fn(FinishedSpan) + Send + Sync>;
+
+fn sink() -> &'static std::sync::OnceLock<Sink> {
+    static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+    &SINK
+}
+
+/// Hands every span this process's servers finish to `export`, from now on (on the thread
+/// that answered the request: it must not block). Once per process; false if an exporter
+/// was set already.
+pub fn export_spans(export: impl Fn(FinishedSpan) + Send + Sync + 'static) -> bool {
+    sink().set(Box::new(export)).is_ok()
+}
+
+/// Whether spans are exported: servers only record them then.
+#[inline]
+pub(crate) fn exporting() -> bool {
+    sink().get().is_some()
+}
+
+/// Exports a finished span, if an exporter is set.
+pub(crate) fn finish(span: FinishedSpan) {
+    if let Some(export) = sink().get() {
+        export(span);
+    }
+}
+
+/// A trace id as the 16 bytes spans carry.
+pub(crate) fn id_bytes(id: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = id.len().min(16);
+    out[..n].copy_from_slice(&id[..n]);
+    out
+}
+
+/// A new span id: random, never 0 (which means "none").
+pub fn new_span_id() -> u64 {
+    crate::random::random().max(1)
 }
 
 /// Bytes in a trace id.

@@ -99,6 +99,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     server
         .drain(std::time::Duration::from_millis(args.drain_ms))
         .await;
+    // The last spans, if `[monitor] otlp_endpoint` exports them.
+    tokio::task::spawn_blocking(svrkit_runtime::monitor::otlp::flush).await??;
     Ok(())
 }
 

@@ -238,6 +238,7 @@ impl Channel {
                 header.user_key = parent.user_key;
             }
             header.trace_id = parent.trace_id.clone();
+            header.parent_span_id = parent.span_id;
             header.dye = parent.dye.clone();
             // A retry's calls are not retried: only the level above a failure retries.
             header.no_retry = parent.attempt > 0 || parent.no_retry;

@@ -139,13 +139,20 @@ impl GrpcConn {
             insert(headers, "grpc-timeout", format!("{}m", header.deadline_ms));
         }
         if !header.trace_id.is_empty() {
-            let hex = hex(&header.trace_id);
-            // W3C trace context for gRPC peers; a span id of the caller's own making.
+            // W3C trace context for gRPC peers: the caller's span as the parent (a call that
+            // serves no request has none of its own: a fresh id stands for it).
             if header.trace_id.len() == 16 {
-                let span = hex_u64(crate::random::random());
-                insert(headers, "traceparent", format!("00-{hex}-{span}-01"));
+                let parent = match header.parent_span_id {
+                    0 => crate::trace::new_span_id(),
+                    span => span,
+                };
+                insert(
+                    headers,
+                    "traceparent",
+                    wire::traceparent_of(&header.trace_id, parent),
+                );
             }
-            insert(headers, "svrkit-trace-id", hex);
+            insert(headers, "svrkit-trace-id", hex(&header.trace_id));
         }
         if !header.caller.is_empty() {
             insert(headers, "svrkit-caller", header.caller.to_string());
@@ -190,10 +197,6 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_u64(n: u64) -> String {
-    format!("{:016x}", n.max(1))
 }
 
 fn unavailable(e: h2::Error) -> Status {

@@ -132,6 +132,8 @@ pub struct Header {
     pub no_retry: bool,
     /// In the PONG a server sends unasked as the first frame of every connection: the methods it hosts, each as service_id * 65536 + method_id, so that a client refuses a oneway call the server could not serve instead of losing it. Empty from servers that do not say.
     pub hosted: ::std::vec::Vec<u32>,
+    /// In requests: the span of the caller (the request it is serving, whose server span this call is part of): the parent of the span the server records for this request. 0 when the call starts a trace. Kept only from trusted peers, like the trace id.
+    pub parent_span_id: u64,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
@@ -156,6 +158,7 @@ impl ::core::fmt::Debug for Header {
         s.field("metadata", &self.metadata);
         s.field("no_retry", &self.no_retry);
         s.field("hosted", &self.hosted);
+        s.field("parent_span_id", &self.parent_span_id);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -193,6 +196,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
         >(key(15, LEN), &self.metadata, buf);
         field::encode_singular::<kind::Bool>(key(16, VARINT), &self.no_retry, buf);
         field::encode_packed::<kind::Uint32>(key(17, LEN), &self.hosted, buf);
+        field::encode_singular::<kind::Fixed64>(key(18, I64), &self.parent_span_id, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -223,7 +227,9 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             >(key_len(15), &self.metadata)
             + field::encoded_len_singular::<kind::Bool>(key_len(16), &self.no_retry)
             + field::encoded_len_packed::<kind::Uint32>(key_len(17), &self.hosted)
-            + self.unknown_fields.encoded_len()
+            + field::encoded_len_singular::<
+                kind::Fixed64,
+            >(key_len(18), &self.parent_span_id) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -253,6 +259,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
         const NO_RETRY: u32 = key(16, VARINT);
         const HOSTED: u32 = key(17, LEN);
         const HOSTED_UNPACKED: u32 = key(17, VARINT);
+        const PARENT_SPAN_ID: u32 = key(18, I64);
         match wire_key {
             KIND => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
             REQUEST_ID => field::merge::<kind::Uint64>(&mut self.request_id, d),
@@ -277,6 +284,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             NO_RETRY => field::merge::<kind::Bool>(&mut self.no_retry, d),
             HOSTED => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
             HOSTED_UNPACKED => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
+            PARENT_SPAN_ID => field::merge::<kind::Fixed64>(&mut self.parent_span_id, d),
             _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
@@ -299,6 +307,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             15 => ::core::option::Option::Some("metadata"),
             16 => ::core::option::Option::Some("no_retry"),
             17 => ::core::option::Option::Some("hosted"),
+            18 => ::core::option::Option::Some("parent_span_id"),
             _ => ::core::option::Option::None,
         }
     }

@@ -28,6 +28,9 @@ pub struct MonitorConfig {
     pub report_interval_ms: u64,
     /// How this process names itself in reports (default: its listen address).
     pub instance: Option<String>,
+    /// An OpenTelemetry collector (`http://host:4317`) to export every request's span to
+    /// over OTLP/gRPC (feature `otel`; `monitor::otlp`); none when unset.
+    pub otlp_endpoint: Option<String>,
     /// `[monitor.alarms]`.
     pub alarms: AlarmConfig,
 }
@@ -39,6 +42,7 @@ impl Default for MonitorConfig {
             agent: None,
             report_interval_ms: 10_000,
             instance: None,
+            otlp_endpoint: None,
             alarms: AlarmConfig::default(),
         }
     }

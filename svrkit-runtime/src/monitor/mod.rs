@@ -27,6 +27,8 @@ pub mod health;
 #[rustfmt::skip]
 #[allow(missing_docs, unreachable_pub)]
 pub mod ossagent;
+#[cfg(feature = "otel")]
+pub mod otlp;
 pub mod report;
 pub mod rollup;
 #[cfg(feature = "admin")]
@@ -68,8 +70,23 @@ pub fn start(config: &MonitorConfig, listen: &str) -> Result<(), String> {
     {
         return Err(format!("monitor.agent: `{agent}` is not host:port"));
     }
+    #[cfg(not(feature = "otel"))]
+    if config.otlp_endpoint.is_some() {
+        return Err(
+            "monitor.otlp_endpoint: exporting spans needs the `otel` feature of svrkit-runtime"
+                .into(),
+        );
+    }
     if STARTED.set(()).is_err() {
         return Ok(());
+    }
+    #[cfg(feature = "otel")]
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let name = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| instance_name(listen));
+        otlp::start(endpoint, &name).map_err(|e| format!("monitor.otlp_endpoint: {e}"))?;
     }
     board::board().config = config.alarms.clone();
     #[cfg(feature = "admin")]

@@ -136,6 +136,10 @@ async fn run() -> Result<(), String> {
     shutdown_signal().await;
     eprintln!("im-server: stopping");
     backend.shutdown().await;
+    // The last spans, if `[monitor] otlp_endpoint` exports them.
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(svrkit_runtime::monitor::otlp::flush).await {
+        eprintln!("im-server: the last spans were not exported: {e}");
+    }
     Ok(())
 }
 

@@ -489,10 +489,11 @@ fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Hea
                 }
             }
             "traceparent" => {
-                if header.trace_id.is_empty()
-                    && let Some(id) = wire::traceparent_trace_id(bytes)
-                {
-                    header.trace_id = id;
+                if let Some((id, parent)) = wire::traceparent(bytes) {
+                    if header.trace_id.is_empty() {
+                        header.trace_id = id;
+                    }
+                    header.parent_span_id = parent;
                 }
             }
             TRACE_ID => {

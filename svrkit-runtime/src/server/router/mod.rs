@@ -34,7 +34,7 @@ use crate::trace;
 mod running;
 
 pub(crate) use running::{Answer, Running, note_decoded};
-use running::{CatchUnwind, Permits};
+use running::{CatchUnwind, Permits, SpanStart};
 
 /// Services, hooks and server-wide limits: what a request is dispatched through.
 pub(crate) struct Router {
@@ -236,6 +236,16 @@ impl Router {
             }
         }
         let mut ctx = self.context(&mut request, method);
+        let exported = trace::exporting().then(|| {
+            Box::new(SpanStart {
+                trace_id: trace::id_bytes(&ctx.trace_id),
+                span_id: ctx.span_id,
+                parent_span_id: ctx.parent_span_id,
+                start: std::time::SystemTime::now() - request.arrived.elapsed(),
+                grpc: request.grpc,
+                caller: ctx.caller.clone(),
+            })
+        });
         let mut level = 0;
         let admitted = self
             .authenticate(method, &mut ctx)
@@ -260,6 +270,9 @@ impl Router {
                 }
                 let mut reply = self.reply(id, send, Err(status));
                 self.on_response(method, &ctx, &mut reply.header);
+                if let Some(span) = &exported {
+                    span.finish(method, reply.header.status_code);
+                }
                 return Dispatch::Answered(reply);
             }
         };
@@ -294,6 +307,9 @@ impl Router {
             }
             let mut reply = self.reply(id, send, Err(status));
             self.on_response(method, &ctx, &mut reply.header);
+            if let Some(span) = &exported {
+                span.finish(method, reply.header.status_code);
+            }
             return Dispatch::Answered(reply);
         };
         let mut held = memory;
@@ -320,6 +336,7 @@ impl Router {
             request_id: id,
             send,
             started: false,
+            span: exported,
             permits: (permits, Some(held)),
         })
     }
@@ -348,6 +365,7 @@ impl Router {
             } else {
                 header.trace_id.clone()
             };
+            ctx.parent_span_id = header.parent_span_id;
             ctx.dye = header.dye.clone();
             ctx.user_key = header.user_key;
             ctx.priority = Priority::from_wire(header.priority);
@@ -362,7 +380,10 @@ impl Router {
                 (Untrusted::UserKey, header.user_key != 0),
                 (Untrusted::Dye, !header.dye.is_empty()),
                 (Untrusted::NoRetry, header.no_retry),
-                (Untrusted::TraceId, !header.trace_id.is_empty()),
+                (
+                    Untrusted::TraceId,
+                    !header.trace_id.is_empty() || header.parent_span_id != 0,
+                ),
                 (Untrusted::Deadline, asked > method.timeout_ms),
                 // A retry's calls do not retry (only the level above a failure does), so
                 // a stranger's attempt number would be `no_retry` by another name.
@@ -377,6 +398,7 @@ impl Router {
             ctx.trace_id = trace::new_id();
             ctx.priority = method.priority;
         }
+        ctx.span_id = trace::new_span_id();
         let budget = Duration::from_millis(u64::from(asked)).min(self.limits.max_deadline);
         // An arrival time near the end of `Instant`'s range cannot overflow into a panic.
         ctx.set_deadline(Some(

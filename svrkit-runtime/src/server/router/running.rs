@@ -115,6 +115,8 @@ pub(crate) struct Running {
     pub(super) request_id: u64,
     pub(super) send: bool,
     pub(super) started: bool,
+    /// The call's span, when spans are exported (`trace::export_spans`).
+    pub(super) span: Option<Box<SpanStart>>,
     /// Released when the call is dropped, that is when its handler has stopped. (The bytes
     /// are `None` only while lent to the first poll's decode.)
     pub(super) permits: (Permits, Option<sync::Charge>),
@@ -177,6 +179,9 @@ impl Running {
         if let Some(ctx) = &self.hooked {
             self.router.on_response(self.method, ctx, &mut reply.header);
         }
+        if let Some(span) = &self.span {
+            span.finish(self.method, reply.header.status_code);
+        }
         reply
     }
 
@@ -230,6 +235,38 @@ impl Running {
         respond(reply);
         let grace = self.router.limits.cancel_grace;
         let _ = tokio::time::timeout(grace, self.call.as_mut()).await;
+    }
+}
+
+/// What a call's span needs from its start, kept (boxed, off the call's hot fields) only when
+/// spans are exported.
+#[derive(Debug)]
+pub(crate) struct SpanStart {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: u64,
+    pub(crate) parent_span_id: u64,
+    pub(crate) start: std::time::SystemTime,
+    pub(crate) grpc: bool,
+    pub(crate) caller: faststr::FastStr,
+}
+
+impl SpanStart {
+    /// Exports the span, answered now with `status`.
+    pub(crate) fn finish(&self, method: &'static MethodDescriptor, status: u32) {
+        let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
+        trace::finish(trace::FinishedSpan {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            name: method.full_name,
+            service,
+            method: method.name,
+            start: self.start,
+            end: std::time::SystemTime::now(),
+            status,
+            grpc: self.grpc,
+            caller: self.caller.clone(),
+        });
     }
 }
 
