@@ -177,6 +177,7 @@ mod with_tonic {
 
     /// What a bare HTTP/2 request got: the response's headers, its body, its trailers.
     struct Raw {
+        status: http::StatusCode,
         headers: http::HeaderMap,
         body: Vec<u8>,
         trailers: Option<http::HeaderMap>,
@@ -198,9 +199,11 @@ mod with_tonic {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
         tokio::spawn(connection);
-        let mut request = http::Request::post(format!("http://{addr}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
+        let mut request =
+            http::Request::post(format!("http://{addr}{path}")).header("te", "trailers");
+        if !headers.iter().any(|(name, _)| *name == "content-type") {
+            request = request.header("content-type", "application/grpc");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -209,6 +212,7 @@ mod with_tonic {
             .unwrap();
         send.send_data(body.into(), true).unwrap();
         let (parts, mut stream) = response.await.unwrap().into_parts();
+        let status = parts.status;
         let mut body = Vec::new();
         while let Some(chunk) = stream.data().await {
             let chunk = chunk.unwrap();
@@ -217,6 +221,7 @@ mod with_tonic {
         }
         let trailers = stream.trailers().await.unwrap();
         Raw {
+            status,
             headers: parts.headers,
             body,
             trailers,
@@ -230,6 +235,73 @@ mod with_tonic {
         out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         out.extend_from_slice(&bytes);
         out
+    }
+
+    /// A client that never opens its flow-control window holds the answers it does not take
+    /// against the server's memory budget, not beyond it: once the budget is spent its calls
+    /// are refused in their trailers, and another client is served all along.
+    #[tokio::test]
+    async fn a_client_that_takes_no_answers_is_bounded_by_the_memory_budget() {
+        let limits = Limits {
+            max_buffered_input: 1 << 20,
+            ..Limits::default()
+        };
+        let running = echo::start_built(limits, None, |b| b).await;
+        let tcp = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let big = framed(&TonicReq {
+            payload: vec![1u8; 32 * 1024].into(),
+            ..TonicReq::default()
+        });
+        let mut answers = Vec::new();
+        for _ in 0..64 {
+            let mut client = client.clone().ready().await.unwrap();
+            let request =
+                http::Request::post(format!("http://{}/test.rpc.EchoSvr/Echo", running.addr))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let (response, mut send) = client.send_request(request, false).unwrap();
+            send.send_data(big.clone().into(), true).unwrap();
+            answers.push(response);
+        }
+        // Trailers are not flow-controlled: a refused answer ends at once; a held one never
+        // ends while the window stays shut; some went out before the window closed.
+        let ends = answers.into_iter().map(|response| async move {
+            let (parts, mut body) = response.await.unwrap().into_parts();
+            assert_eq!(parts.status, 200);
+            tokio::time::timeout(Duration::from_millis(500), body.trailers()).await
+        });
+        let (mut refused, mut held) = (0, 0);
+        for trailers in futures::future::join_all(ends).await {
+            match trailers {
+                Ok(Ok(Some(trailers))) => {
+                    assert_eq!(trailers["grpc-status"], "14", "{trailers:?}");
+                    assert_eq!(trailers["svrkit-status"], "6");
+                    refused += 1;
+                }
+                Err(_) => held += 1,
+                Ok(_) => {}
+            }
+        }
+        // What is held is within the 1 MiB budget (32 answers of 32 KiB), and the rest was
+        // refused rather than kept.
+        assert!(held <= 32, "{held} answers held");
+        assert!(refused > 0, "{refused} refused, {held} held");
+        // Another client is served meanwhile.
+        let mut other = tonic_client(&running.addr).await;
+        let got = other
+            .echo(echo_req("still here"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.text, "still here");
     }
 
     /// The server's own deadline, from `grpc-timeout`: a bare client that would wait forever
@@ -250,7 +322,12 @@ mod with_tonic {
         )
         .await;
         assert_eq!(got.grpc_status(), Some("4"), "{:?}", got.headers);
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Echo's own deadline is 2 s: only grpc-timeout ends it this soon.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         running
             .observed
             .until(
@@ -283,15 +360,23 @@ mod with_tonic {
         let mut compressed = one.clone();
         compressed[0] = 1;
         type Case<'a> = (&'a str, Vec<u8>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case; 5] = [
-            ("no message", Vec::new(), &[], "3"),
-            ("two messages", two, &[], "3"),
-            ("a cut message", one[..one.len() - 1].to_vec(), &[], "3"),
+        // gRPC's codes for each (statuscodes.md), but for a message that does not decode:
+        // svrkit's INVALID_ARGUMENT, the caller's fault, where gRPC says INTERNAL.
+        let cases: [Case; 6] = [
+            ("no message", Vec::new(), &[], "12"),
+            ("two messages", two, &[], "12"),
+            ("a cut message", one[..one.len() - 1].to_vec(), &[], "13"),
             (
                 "a compressed message",
-                compressed,
+                compressed.clone(),
                 &[("grpc-encoding", "gzip")],
                 "12",
+            ),
+            (
+                "a message flagged compressed, none agreed",
+                compressed,
+                &[],
+                "13",
             ),
             (
                 "a body that does not decode",
@@ -305,6 +390,19 @@ mod with_tonic {
             assert_eq!(got.grpc_status(), Some(status), "{what}: {:?}", got.headers);
             assert!(got.body.is_empty(), "{what}");
         }
+        // gRPC-Web and other message formats are not this protocol.
+        for content_type in [
+            "application/grpc-web",
+            "application/grpc+json",
+            "text/plain",
+        ] {
+            let headers = [("content-type", content_type)];
+            let got = raw(&running.addr, path, &headers, one.clone()).await;
+            assert_eq!(got.status, 415, "{content_type}");
+        }
+        let headers = [("content-type", "application/grpc+proto")];
+        let got = raw(&running.addr, path, &headers, one.clone()).await;
+        assert_eq!(got.grpc_status(), Some("0"));
         let got = raw(&running.addr, path, &[], one).await;
         assert_eq!(got.grpc_status(), Some("0"));
         let resp: pb::test::rpc::EchoResp = prost::Message::decode(&got.body[5..]).unwrap();
@@ -343,9 +441,21 @@ mod with_tonic {
     /// stranger they are the method's defaults, as on svrkit's own framing.
     #[tokio::test]
     async fn a_strangers_priority_and_deadline_are_not_obeyed() {
-        for (trust, priority, longest) in
-            [(Trust::default(), 1, 60_000), (Trust::nobody(), 3, 2_000)]
-        {
+        let method = &EchoSvrClient::DESCRIPTOR.methods[0];
+        let untrusted = || {
+            let totals = svrkit_runtime::metrics::find_method(method).map(|m| m.server_totals());
+            totals.map_or(0, |t| {
+                t.callers
+                    .iter()
+                    .find(|(caller, _)| caller == "untrusted")
+                    .map_or(0, |(_, n)| *n)
+            })
+        };
+        for (trust, priority, longest, strangers) in [
+            (Trust::default(), 1, 60_000, 0),
+            (Trust::nobody(), 3, 2_000, 1),
+        ] {
+            let before = untrusted();
             let running = echo::start_built(Limits::default(), None, |b| b.trust(trust)).await;
             let mut grpc = tonic_client(&running.addr).await;
             let mut request = tonic::Request::new(echo_req("who"));
@@ -364,6 +474,8 @@ mod with_tonic {
                 "{} left of at most {longest}",
                 got.remaining_ms
             );
+            // A stranger's name for itself takes no caller slot.
+            assert_eq!(untrusted() - before, strangers);
         }
     }
 
@@ -545,6 +657,27 @@ mod with_tonic {
 
             assert_eq!(answers[3].error_response.as_ref().unwrap().error_code, 5);
         }
+
+        // Strangers are not told the schema.
+        let running =
+            echo::start_built(Limits::default(), None, |b| b.trust(Trust::nobody())).await;
+        let mut grpc = tonic::client::Grpc::new(channel(&running.addr).await);
+        grpc.ready().await.unwrap();
+        let asks = vec![ReflectionRequest {
+            list_services: Some(String::new()),
+            ..ReflectionRequest::default()
+        }];
+        let refused = grpc
+            .streaming(
+                tonic::Request::new(tokio_stream_of(asks)),
+                PathAndQuery::from_static(
+                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                ),
+                tonic_prost::ProstCodec::<ReflectionRequest, ReflectionResponse>::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     }
 
     /// A stream of `items`, for a client-streaming call.
@@ -664,6 +797,8 @@ mod with_tonic {
             let seen = service.seen.lock().unwrap();
             let headers = &seen[0];
             assert_eq!(headers.get("svrkit-caller").unwrap(), "svrkit-client");
+            // Echo's IDL priority (normal) goes along, as svrkit's frames carry it.
+            assert_eq!(headers.get("svrkit-priority").unwrap(), "3");
             // The channel's deadline went along: the method's IDL timeout (2 s), less a
             // little.
             let timeout = headers.get("grpc-timeout").unwrap().to_str().unwrap();

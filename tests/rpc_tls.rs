@@ -347,3 +347,55 @@ fn tls_errors_name_the_key_of_the_broken_file() {
     assert!(e.contains("client.tls_ca"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gRPC client over TLS (ALPN `h2`, as every gRPC client asks) is served on the same TLS
+/// port as svrkit's clients.
+#[tokio::test]
+async fn grpc_over_tls_is_served_on_the_same_port() {
+    use svrkit_runtime::codec::Message;
+    use svrkit_tests::svrkit::test::rpc::EchoResp;
+
+    let (cert, key) = certificate();
+    let config = tls::with_grpc(tls::server_config(vec![cert.clone()], key).unwrap());
+    let running = echo::start_built(Limits::default(), None, |b| b.tls(config)).await;
+    let mut config = (*tls::client_config([cert.clone()]).unwrap()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+    let name = tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+
+    let request = EchoReq {
+        text: "grpc over tls".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0];
+    body.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    body.extend_from_slice(&request);
+    let head = http::Request::post(format!("https://{}/test.rpc.EchoSvr/Echo", running.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(head, false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let (parts, mut answer) = response.await.unwrap().into_parts();
+    assert_eq!(parts.status, 200);
+    let mut got = Vec::new();
+    while let Some(chunk) = answer.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    let trailers = answer.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    let echoed = EchoResp::decode_bytes(&bytes::Bytes::from(got).slice(5..)).unwrap();
+    assert_eq!(echoed.text, "grpc over tls");
+
+    // And a svrkit client on the same port, at the same time.
+    let svrkit = tls_client(&running.addr, trusting(&cert));
+    let response = svrkit.echo(&EchoReq::default()).await;
+    assert!(response.is_ok(), "{response:?}");
+}

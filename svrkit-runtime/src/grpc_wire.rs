@@ -21,29 +21,53 @@ pub(crate) fn framed(message: &[u8]) -> Bytes {
 }
 
 /// A unary request's body, from everything the stream carried: exactly one uncompressed
-/// message. The error says what was wrong, for an `INVALID_ARGUMENT` or `UNIMPLEMENTED`.
+/// message. The error says what was wrong, with gRPC's code for it (statuscodes.md): a
+/// number of messages other than one is `UNIMPLEMENTED` ("cardinality violation"), a message
+/// cut short or flagged compressed (when no compression was agreed) `INTERNAL`.
 pub(crate) fn unframe(mut body: Bytes) -> Result<Bytes, (Code, &'static str)> {
-    if body.len() < PREFIX {
+    if body.is_empty() {
         return Err((
-            Code::INVALID_ARGUMENT,
+            Code::UNIMPLEMENTED,
             "a unary call must send exactly one message; this one sent none",
         ));
     }
+    if body.len() < PREFIX {
+        return Err((Code::INTERNAL, "the message's prefix is cut short"));
+    }
     if body[0] != 0 {
         return Err((
-            Code::UNIMPLEMENTED,
-            "compressed messages are not accepted; send them uncompressed (grpc-encoding identity)",
+            Code::INTERNAL,
+            "a message flagged compressed, and no compression agreed (grpc-encoding identity)",
         ));
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    if body.len() - PREFIX != len {
-        return Err((
-            Code::INVALID_ARGUMENT,
-            "a unary call must send exactly one message, as long as its prefix says",
-        ));
+    match (body.len() - PREFIX).cmp(&len) {
+        std::cmp::Ordering::Less => {
+            return Err((
+                Code::INTERNAL,
+                "the message is shorter than its prefix says",
+            ));
+        }
+        std::cmp::Ordering::Greater => {
+            return Err((
+                Code::UNIMPLEMENTED,
+                "a unary call must send exactly one message; this one sent more",
+            ));
+        }
+        std::cmp::Ordering::Equal => {}
     }
     let _ = body.split_to(PREFIX);
     Ok(body)
+}
+
+/// A `grpc-timeout` value for `ms` milliseconds: at most eight digits, in milliseconds or
+/// (for longer ones) seconds, rounded up.
+pub(crate) fn timeout_value(ms: u32) -> String {
+    if ms < 100_000_000 {
+        format!("{ms}m")
+    } else {
+        format!("{}S", ms.div_ceil(1000))
+    }
 }
 
 /// A `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most eight digits and one of
@@ -166,6 +190,9 @@ pub(crate) fn traceparent(value: &[u8]) -> Option<(Bytes, u64)> {
         let hex = std::str::from_utf8(pair).ok()?;
         id.push(u8::from_str_radix(hex, 16).ok()?);
     }
+    if !parent.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let parent = u64::from_str_radix(parent, 16).ok()?;
     (id.iter().any(|&b| b != 0) && parent != 0).then(|| (Bytes::from(id), parent))
 }
@@ -200,16 +227,22 @@ mod tests {
         let framed = framed(b"abc");
         assert_eq!(&framed[..], b"\0\0\0\0\x03abc");
         assert_eq!(&unframe(framed).unwrap()[..], b"abc");
-        assert_eq!(unframe(Bytes::new()).unwrap_err().0, Code::INVALID_ARGUMENT);
+        assert_eq!(unframe(Bytes::new()).unwrap_err().0, Code::UNIMPLEMENTED);
         assert_eq!(
             unframe(Bytes::from_static(b"\x01\0\0\0\0")).unwrap_err().0,
-            Code::UNIMPLEMENTED
+            Code::INTERNAL
         );
         // Two messages, or a prefix longer than what came.
         let two = Bytes::from_static(b"\0\0\0\0\x01a\0\0\0\0\x01b");
-        assert_eq!(unframe(two).unwrap_err().0, Code::INVALID_ARGUMENT);
+        assert_eq!(unframe(two).unwrap_err().0, Code::UNIMPLEMENTED);
         let short = Bytes::from_static(b"\0\0\0\0\x09abc");
-        assert_eq!(unframe(short).unwrap_err().0, Code::INVALID_ARGUMENT);
+        assert_eq!(unframe(short).unwrap_err().0, Code::INTERNAL);
+        assert_eq!(
+            unframe(Bytes::from_static(b"\0\0")).unwrap_err().0,
+            Code::INTERNAL
+        );
+        assert_eq!(timeout_value(250), "250m");
+        assert_eq!(timeout_value(u32::MAX), "4294968S");
     }
 
     #[test]
@@ -287,6 +320,7 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
             b"00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
             b"garbage",
         ] {
             assert_eq!(traceparent(bad), None, "{bad:?}");

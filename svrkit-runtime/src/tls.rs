@@ -99,6 +99,17 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// `config`, offering HTTP/2 by ALPN: gRPC clients, which ask for `h2` over TLS, are then
+/// served on the same TLS port as svrkit's (`docs/grpc.md`). svrkit's own clients ask for no
+/// protocol and are served as before; but a client that offers ALPN protocols without `h2`
+/// is refused in the handshake (rustls's `no_application_protocol`), and one whose
+/// configuration offers `h2` is taken for a gRPC client.
+pub fn with_grpc(config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
 /// A server configuration presenting `cert_chain` with `key` that asks clients for a
 /// certificate issued by one of `client_roots`: a client that gives none still connects
 /// (as a stranger, unless its address is trusted); one whose certificate does not verify is

@@ -52,6 +52,8 @@ impl GrpcConn {
             .map_err(|_| timed_out("connect timed out"))??;
         stream.set_nodelay(true)?;
         let handshake = h2::client::Builder::new()
+            // A server's headers and trailers, at most (the frame header's limit).
+            .max_header_list_size(64 * 1024)
             .initial_window_size(256 * 1024)
             .initial_connection_window_size(1024 * 1024)
             .handshake::<_, Bytes>(stream);
@@ -92,6 +94,7 @@ impl GrpcConn {
         body: Bytes,
     ) -> Result<Frame, Status> {
         let oneway = header.kind == FrameKind::ONEWAY;
+        let deadline_ms = header.deadline_ms;
         let request = self.request(method, &header)?;
         let mut send = self.send.clone();
         send = send.ready().await.map_err(unavailable)?;
@@ -102,9 +105,11 @@ impl GrpcConn {
         let max = self.max_frame;
         if oneway {
             // gRPC has no oneway calls: the answer (`google.protobuf.Empty`) is read by a
-            // task, so that the call returns once sent, as on svrkit's framing.
+            // task, so that the call returns once sent, as on svrkit's framing; the task gives
+            // up (resetting the stream) at the call's deadline.
+            let deadline = std::time::Duration::from_millis(u64::from(deadline_ms.max(1)));
             tokio::spawn(async move {
-                let _ = read_response(response, max).await;
+                let _ = tokio::time::timeout(deadline, read_response(response, max)).await;
                 drop(stream);
             });
             return Ok(Frame {
@@ -136,7 +141,11 @@ impl GrpcConn {
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
         if header.deadline_ms != 0 {
-            insert(headers, "grpc-timeout", format!("{}m", header.deadline_ms));
+            insert(
+                headers,
+                "grpc-timeout",
+                wire::timeout_value(header.deadline_ms),
+            );
         }
         if !header.trace_id.is_empty() {
             // W3C trace context for gRPC peers: the caller's span as the parent (a call that
@@ -171,8 +180,17 @@ impl GrpcConn {
             }
         }
         for (key, value) in &header.metadata {
+            let lower = key.to_ascii_lowercase();
+            // Metadata may not stand for HTTP/2's, gRPC's or svrkit's own headers: a key an
+            // interceptor copied from a stranger's request must not become a header field the
+            // next server trusts.
+            if is_reserved(&lower) {
+                return Err(Status::invalid_argument(format!(
+                    "metadata {key:?} is a reserved header name"
+                )));
+            }
             // Metadata whose key or value HTTP/2 cannot carry is a caller's mistake.
-            let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes());
+            let name = HeaderName::from_bytes(lower.as_bytes());
             let value = HeaderValue::from_str(value);
             match (name, value) {
                 (Ok(name), Ok(value)) => {
@@ -187,6 +205,17 @@ impl GrpcConn {
         }
         Ok(request)
     }
+}
+
+/// Header names metadata may not use.
+fn is_reserved(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with("grpc-")
+        || name.starts_with("svrkit-")
+        || matches!(
+            name,
+            "content-type" | "te" | "user-agent" | "traceparent" | "tracestate" | "content-length"
+        )
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
@@ -217,9 +246,15 @@ async fn read_response(response: h2::client::ResponseFuture, max: usize) -> Resu
         kind: FrameKind::RESPONSE,
         ..Header::default()
     };
-    // A trailers-only answer: the status is in the headers, and there is no body.
+    // A trailers-only answer: the status is in the headers, and there is no body (an OK one
+    // broke the unary call's one message).
     if parts.headers.contains_key("grpc-status") {
         read_status(&parts.headers, &mut header);
+        if header.status_code == 0 {
+            return Err(Status::internal(
+                "the gRPC server answered OK with no message",
+            ));
+        }
         return Ok(Frame {
             header,
             body: Bytes::new(),

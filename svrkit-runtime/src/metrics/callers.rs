@@ -2,11 +2,14 @@
 //! each request header), bounded so that callers cannot grow the series without limit.
 //!
 //! A method keeps the first [`MAX_CALLERS`] caller names that trusted peers give it, each
-//! with a count; later names count as `other`. Strangers' requests count as `untrusted`
-//! whatever name they give (a stranger could otherwise take every slot with made-up
-//! names), and requests that name no caller as `none`. Finding a caller's slot is a scan
-//! of the names claimed so far (a service has a few callers), with no lock once claimed;
-//! the counts live in the method's per-thread shards.
+//! with a count; later names, and names that are not service names (a label could not carry
+//! them as they are), count as `other`. Strangers' requests count as `untrusted` whatever
+//! name they give (a stranger could otherwise take every slot with made-up names), and
+//! requests that name no caller as `none`. Finding a caller's slot is a scan of the names
+//! claimed so far (a service has a few callers); only a name's first request takes a lock.
+//! The counts live in the method's per-thread shards. The slots go to the first names, not
+//! the busiest: the callers a method has among trusted peers are few and fixed by the
+//! deployment, and a first-come table needs no lock once filled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -47,6 +50,9 @@ impl Callers {
                 return i;
             }
         }
+        if claimed == MAX_CALLERS || !fit_for_a_label(caller) {
+            return OTHER;
+        }
         self.claim(caller)
     }
 
@@ -86,6 +92,16 @@ impl Callers {
     }
 }
 
+/// Whether a caller's name may be a label value as it is: a service name (letters, digits,
+/// `-`, `_`, `.`, `:`, `/`, at most 64 bytes), and not one of the slots' own names.
+fn fit_for_a_label(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
+        && !matches!(name, "other" | "untrusted" | "none")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +114,10 @@ mod tests {
         assert_eq!(callers.slot("im-gateway", true), 0);
         assert_eq!(callers.slot("made-up", false), UNTRUSTED);
         assert_eq!(callers.slot("", true), NONE);
+        // Names a label could not carry as they are, or the slots' own, take no slot.
+        for odd in ["a\"b", "line\nbreak", "other", "untrusted", &"x".repeat(65)] {
+            assert_eq!(callers.slot(odd, true), OTHER, "{odd:?}");
+        }
         for i in 2..MAX_CALLERS {
             assert_eq!(callers.slot(&format!("service-{i}"), true), i);
         }

@@ -50,10 +50,15 @@ const ATTEMPT: &str = "svrkit-attempt";
 const NO_RETRY: &str = "svrkit-no-retry";
 const TRACE_ID: &str = "svrkit-trace-id";
 
-/// Responses up to this size are handed to HTTP/2 whole; larger ones are sent as the peer's
-/// flow-control window opens, so that a peer that stops reading holds at most a window of
-/// each.
+/// The most h2 may hold unwritten per stream.
 const SEND_WHOLE: usize = 64 * 1024;
+/// The least, however many streams share `max_unsent_per_connection`.
+const MIN_SEND_BUFFER: usize = 4 * 1024;
+/// Concurrent streams per connection, at most (gRPC clients open more connections beyond;
+/// `Limits::max_in_flight_per_connection` lowers it).
+const MAX_STREAMS: usize = 256;
+/// The most header bytes (HPACK-decoded) a request may carry: its metadata.
+const MAX_HEADERS: u32 = 16 * 1024;
 
 /// Each hosted method by its gRPC path, the hosted services' names, and their schemas for
 /// reflection.
@@ -110,6 +115,8 @@ struct Conn {
     /// Whether a call reached a hosted method: an untrusted peer that makes none is closed
     /// after the first-request timeout, as on svrkit's own framing.
     called: AtomicBool,
+    /// Whether a reflection stream is open on it (one at a time).
+    reflecting: AtomicBool,
 }
 
 /// Serves one connection whose first bytes are the HTTP/2 preface, until the client goes or
@@ -124,11 +131,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.router.limits.clone();
-    let streams = u32::try_from(limits.max_in_flight_per_connection).unwrap_or(u32::MAX);
+    let streams = limits.max_in_flight_per_connection.clamp(1, MAX_STREAMS);
     let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(streams)
-        // Bounds a client's headers (metadata) as svrkit bounds a frame header.
-        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(u32::try_from(streams).unwrap_or(u32::MAX))
+        .max_header_list_size(MAX_HEADERS)
+        // What h2 may hold unwritten per stream: with the streams, the connection's unsent
+        // bytes stay within `max_unsent_per_connection`, as on svrkit's framing (answers are
+        // handed over only as this room allows: `reply`).
+        .max_send_buffer_size(
+            (limits.max_unsent_per_connection / streams).clamp(MIN_SEND_BUFFER, SEND_WHOLE),
+        )
         // What a connection may have in flight unread by its calls: each call copies its
         // body out (charged to the input budget) and gives the window back as it goes.
         .initial_window_size(256 * 1024)
@@ -144,6 +156,7 @@ where
         memory: shared.input.share(),
         open: AtomicUsize::new(0),
         called: AtomicBool::new(trusted),
+        reflecting: AtomicBool::new(false),
         shared: shared.clone(),
     });
     let opened = Instant::now();
@@ -273,7 +286,7 @@ async fn read(
     let grpc_content = parts
         .headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        .is_some_and(|v| is_grpc_proto(v.as_bytes()));
     if !grpc_content {
         plain(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return None;
@@ -282,13 +295,25 @@ async fn read(
     let limits = &shared.router.limits;
     let path = parts.uri.path();
     if path == health::CHECK {
-        let answer = read_body(body, conn, 1024, limits.read_timeout)
+        let answer = read_body_into(body, conn, conn.memory.charge(0), 1024, limits.read_timeout)
             .await
             .and_then(|(body, _charge)| health::check(shared, body));
         reply(respond, answer, 0, opened);
         return None;
     }
     if reflection::PATHS.contains(&path) {
+        // The schema is for the services' own peers: strangers are not told it (nor does
+        // it go through the hooks that would authenticate them).
+        if !conn.trusted {
+            let status = Status::permission_denied("reflection is served to trusted peers only");
+            reply(respond, Err(status), 0, opened);
+            return None;
+        }
+        if conn.reflecting.swap(true, Ordering::AcqRel) {
+            let status = Status::resource_exhausted("one reflection stream per connection");
+            reply(respond, Err(status), 0, opened);
+            return None;
+        }
         tokio::spawn(reflect(opened, body, respond));
         return None;
     }
@@ -309,9 +334,22 @@ async fn read(
         reply(respond, Err(status), 0, opened);
         return None;
     }
+    // The headers are held until the call ends, as part of its request: charged like its
+    // body (their count and size are bounded by `MAX_HEADERS`).
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    let Some(charge) = conn.memory.try_take(header_bytes) else {
+        let status = Status::overloaded("the server's memory budget for requests is spent");
+        reply(respond, Err(status), 0, opened);
+        return None;
+    };
     let header = request_header(&parts.headers, method);
+    drop(parts);
     let max = limits.max_frame + wire::PREFIX;
-    let read = read_body(body, conn, max, limits.read_timeout)
+    let read = read_body_into(body, conn, charge, max, limits.read_timeout)
         .await
         .and_then(|(body, charge)| {
             let body = wire::unframe(body).map_err(|(code, message)| Status::new(code, message))?;
@@ -402,34 +440,80 @@ async fn finish(running: Running, mut respond: SendResponse<Bytes>, opened: Open
 }
 
 /// Serves a reflection stream: answers each request message as it arrives, waiting for the
-/// client to take each answer (its flow-control window) before reading the next.
-async fn reflect(opened: Opened, mut body: RecvStream, mut respond: SendResponse<Bytes>) {
-    let shared = &opened.0.shared;
-    let limits = &shared.router.limits;
+/// client to take each answer (its flow-control window) before reading the next. A stream
+/// lasts at most `Limits::max_deadline`, and waits at most the read timeout for each request.
+async fn reflect(opened: Opened, body: RecvStream, mut respond: SendResponse<Bytes>) {
+    struct Reflecting<'a>(&'a AtomicBool);
+    impl Drop for Reflecting<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _one = Reflecting(&opened.0.reflecting);
+    let limits = &opened.0.shared.router.limits;
     let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
         return;
     };
-    let mut pending = BytesMut::new();
-    let status = loop {
-        let chunk = match tokio::time::timeout(limits.idle_timeout, body.data()).await {
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(None) => break Ok(()),
-            // Reset by the client, or idle too long.
-            Ok(Some(Err(_))) | Err(_) => {
-                stream.send_reset(h2::Reason::CANCEL);
-                return;
+    let answered = tokio::time::timeout(
+        limits.max_deadline,
+        answer_reflection(&opened, body, &mut stream),
+    )
+    .await;
+    let status = match answered {
+        Ok(Some(status)) => status,
+        // Reset by the client, or too slow to ask.
+        Ok(None) => {
+            stream.send_reset(h2::Reason::CANCEL);
+            return;
+        }
+        Err(_) => Err(Status::deadline_exceeded(
+            "a reflection stream lasts at most the server's longest deadline",
+        )),
+    };
+    let mut trailers = HeaderMap::new();
+    match status {
+        Ok(()) => {
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        }
+        Err(failed) => {
+            trailers.insert("grpc-status", wire::grpc_code(failed.code()).into());
+            if let Ok(message) = HeaderValue::from_str(&wire::percent_encode(failed.message())) {
+                trailers.insert("grpc-message", message);
             }
+        }
+    }
+    let _ = stream.send_trailers(trailers);
+}
+
+/// Answers a reflection stream's requests until it ends: its status, or `None` when the
+/// client reset it or did not send within the read timeout.
+async fn answer_reflection(
+    opened: &Opened,
+    mut body: RecvStream,
+    stream: &mut SendStream<Bytes>,
+) -> Option<Result<(), Status>> {
+    let shared = &opened.0.shared;
+    let limits = &shared.router.limits;
+    let mut pending = BytesMut::new();
+    loop {
+        let chunk = match tokio::time::timeout(limits.read_timeout, body.data()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) if pending.is_empty() => return Some(Ok(())),
+            Ok(None) => {
+                return Some(Err(Status::invalid_argument(
+                    "the stream ended inside a message",
+                )));
+            }
+            Ok(Some(Err(_))) | Err(_) => return None,
         };
         let _ = body.flow_control().release_capacity(chunk.len());
         pending.extend_from_slice(&chunk);
-        let mut failed = None;
         while pending.len() >= wire::PREFIX {
             let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
             if pending[0] != 0 || len > reflection::MAX_REQUEST {
-                failed = Some(Status::invalid_argument(
+                return Some(Err(Status::invalid_argument(
                     "a reflection request must be uncompressed and at most 64 KiB",
-                ));
-                break;
+                )));
             }
             if pending.len() < wire::PREFIX + len {
                 break;
@@ -438,33 +522,22 @@ async fn reflect(opened: Opened, mut body: RecvStream, mut respond: SendResponse
             let answer = shared.grpc.reflection.answer(&message[wire::PREFIX..]);
             let sent = tokio::time::timeout(
                 limits.write_timeout,
-                send_windowed(&mut stream, wire::framed(&answer)),
+                send_windowed(stream, wire::framed(&answer)),
             );
             if !matches!(sent.await, Ok(Ok(()))) {
-                stream.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-        }
-        if let Some(status) = failed {
-            break Err(status);
-        }
-    };
-    let mut trailers = HeaderMap::new();
-    match status {
-        Ok(()) if pending.is_empty() => {
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        }
-        result => {
-            let failed = result
-                .err()
-                .unwrap_or_else(|| Status::invalid_argument("the stream ended inside a message"));
-            trailers.insert("grpc-status", wire::grpc_code(failed.code()).into());
-            if let Ok(message) = HeaderValue::from_str(&wire::percent_encode(failed.message())) {
-                trailers.insert("grpc-message", message);
+                return None;
             }
         }
     }
-    let _ = stream.send_trailers(trailers);
+}
+
+/// Whether a `content-type` is gRPC with protobuf messages (`application/grpc`, with
+/// `+proto` or parameters): not gRPC-Web, nor another message format.
+fn is_grpc_proto(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    let media = media.trim_ascii();
+    media.eq_ignore_ascii_case(b"application/grpc")
+        || media.eq_ignore_ascii_case(b"application/grpc+proto")
 }
 
 /// The frame header a gRPC request stands for: the method, the deadline from
@@ -535,15 +608,17 @@ fn hex_id(text: &str) -> Option<Bytes> {
 }
 
 /// Reads a request's body, up to `max` bytes and within `timeout`, into the connection's
-/// share of the input budget, giving HTTP/2's flow-control window back as it goes.
-async fn read_body(
+/// share of the input budget (adding to `charge`), giving HTTP/2's flow-control window back
+/// as it goes.
+async fn read_body_into(
     body: RecvStream,
     conn: &Conn,
+    charge: Charge,
     max: usize,
     timeout: Duration,
 ) -> Result<(Bytes, Charge), Status> {
     let mut body = body;
-    let mut charge = conn.memory.charge(0);
+    let mut charge = charge;
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     // No timer for a body that is here already (the usual case): only a wait needs one.
@@ -613,8 +688,13 @@ fn answer_with(mut respond: SendResponse<Bytes>, answer: Answer, opened: Opened)
 
 /// Writes a gRPC response: the message and an OK status, or a status alone (a trailers-only
 /// response). `admission_level`, when the server has one, goes along as
-/// `svrkit-admission-level` for svrkit callers. A message too large to hand to HTTP/2 whole
-/// is sent by a task as the peer's window opens; the stream counts as open until then.
+/// `svrkit-admission-level` for svrkit callers.
+///
+/// The message is handed to h2 only as far as the stream has room (its flow-control window,
+/// and the connection's send buffer per stream): what h2 holds unwritten stays bounded
+/// however the client reads. A message that does not fit at once is sent by a task as room
+/// opens, within the write timeout, holding its bytes charged to the connection's share of
+/// the memory budget; the stream counts as open until then.
 fn reply(
     mut respond: SendResponse<Bytes>,
     result: Result<Bytes, Status>,
@@ -647,11 +727,24 @@ fn reply(
     };
     let framed = wire::framed(&body);
     drop(body);
-    if framed.len() <= SEND_WHOLE {
+    stream.reserve_capacity(framed.len());
+    if stream.capacity() >= framed.len() {
         let _ = stream.send_data(framed, false);
         let _ = stream.send_trailers(status);
         return;
     }
+    let Some(held) = opened.0.memory.try_take(framed.len()) else {
+        // Headers are out: the status goes in the trailers.
+        let mut refused = HeaderMap::new();
+        refused.insert("grpc-status", wire::grpc_code(Code::OVERLOADED).into());
+        refused.insert("svrkit-status", Code::OVERLOADED.0.into());
+        refused.insert(
+            "grpc-message",
+            HeaderValue::from_static("the server's memory budget for answers is spent"),
+        );
+        let _ = stream.send_trailers(refused);
+        return;
+    };
     let write_timeout = opened.0.shared.router.limits.write_timeout;
     tokio::spawn(async move {
         let sent = tokio::time::timeout(write_timeout, send_windowed(&mut stream, framed));
@@ -660,14 +753,20 @@ fn reply(
         } else {
             stream.send_reset(h2::Reason::CANCEL);
         }
-        drop(opened);
+        drop((held, opened));
     });
 }
 
-/// Sends `data` as the peer's window allows.
+/// Sends `data` as the stream has room (the peer's window, h2's send buffer).
 async fn send_windowed(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
+        let here = stream.capacity();
+        if here > 0 {
+            let chunk = data.split_to(here.min(data.len()));
+            stream.send_data(chunk, false)?;
+            continue;
+        }
         let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
             Some(granted) => granted?,
             None => return Err(h2::Error::from(h2::Reason::CANCEL)),

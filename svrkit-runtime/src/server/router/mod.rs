@@ -243,7 +243,12 @@ impl Router {
                 parent_span_id: ctx.parent_span_id,
                 start: std::time::SystemTime::now() - request.arrived.elapsed(),
                 grpc: request.grpc,
-                caller: ctx.caller.clone(),
+                // A stranger's word for who it is goes nowhere.
+                caller: if ctx.trusted {
+                    ctx.caller.clone()
+                } else {
+                    FastStr::empty()
+                },
             })
         });
         let mut level = 0;
