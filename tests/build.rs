@@ -8,21 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
+include!("fixtures.rs");
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rustc-check-cfg=cfg(svrkit_protoc)");
     println!("cargo::rerun-if-env-changed=PROTOC");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let idl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idl");
-    let files: Vec<PathBuf> = [
-        "im/message.xml",
-        "test/all_types.xml",
-        "bench/chat.xml",
-        "test/rpc.xml",
-        "test/overload.xml",
-    ]
-    .iter()
-    .map(|f| idl.join(f))
-    .collect();
+    let files: Vec<PathBuf> = FIXTURES.iter().map(|f| idl.join(f)).collect();
 
     // What a user's build script does.
     svrkit_codegen::Builder::new()

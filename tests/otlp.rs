@@ -100,6 +100,7 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
     let relays = named("test.rpc.EchoSvr.Relay");
     let echoes = named("test.rpc.EchoSvr.Echo");
     assert_eq!((relays.len(), echoes.len()), (2, 2), "{spans:#?}");
+    let mut systems = Vec::new();
     for relay in relays {
         // The first hop started the trace here: a root.
         assert!(relay.parent_span_id.iter().all(|&b| b == 0), "{relay:?}");
@@ -125,7 +126,14 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
         );
         // A server span: kind 2.
         assert_eq!(child.kind, 2);
+        systems.push(system(child));
     }
+    // The second hops: exactly one over svrkit frames and one over gRPC.
+    systems.sort();
+    assert!(
+        systems[0].contains("\"grpc\"") && systems[1].contains("\"svrkit\""),
+        "{systems:?}"
+    );
     // One of the two Echo spans came over gRPC.
     assert!(
         echoes

@@ -3,6 +3,9 @@
 //! fixture package (maps, proto3 `optional`, enums with added zero values, reserved ranges,
 //! services with oneway methods).
 
+#[cfg(svrkit_protoc)]
+include!("fixtures.rs");
+
 #[cfg(not(svrkit_protoc))]
 #[test]
 fn descriptors_need_protoc() {
@@ -19,16 +22,7 @@ fn descriptors_are_protocs() {
     use svrkit_codegen::ir::PackageId;
 
     let idl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idl");
-    let files: Vec<PathBuf> = [
-        "im/message.xml",
-        "test/all_types.xml",
-        "bench/chat.xml",
-        "test/rpc.xml",
-        "test/overload.xml",
-    ]
-    .iter()
-    .map(|f| idl.join(f))
-    .collect();
+    let files: Vec<PathBuf> = FIXTURES.iter().map(|f| idl.join(f)).collect();
     let compiled = svrkit_codegen::Builder::new()
         .emit_rerun_if_changed(false)
         .include_dir(&idl)

@@ -17,6 +17,7 @@ use prost_types::{
     OneofDescriptorProto, ServiceDescriptorProto, descriptor_proto, enum_descriptor_proto,
 };
 
+use crate::ident::json_name;
 use crate::ir::{FieldType, Item, PackageId, Scalar, Schema, ValueType};
 use crate::proto;
 
@@ -283,39 +284,17 @@ fn scalar(s: Scalar) -> Type {
     }
 }
 
-/// protoc's `json_name`: underscores dropped, the letter after each one upper-cased.
-fn json_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// protoc's name for a map field's entry message: the field's name in `PascalCase`, then
-/// `Entry`.
+/// protoc's name for a map field's entry message: the field's JSON name (`by_user_id` ->
+/// `byUserId`) with its first letter upper-cased, then `Entry`.
 fn map_entry_name(field: &str) -> String {
-    let mut out = String::with_capacity(field.len() + 5);
-    let mut upper = true;
-    for c in field.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out + "Entry"
+    let json = json_name(field);
+    let mut chars = json.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase());
+    first
+        .into_iter()
+        .chain(chars)
+        .chain("Entry".chars())
+        .collect()
 }
 
 #[cfg(test)]

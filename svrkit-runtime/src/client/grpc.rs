@@ -147,21 +147,22 @@ impl GrpcConn {
                 wire::timeout_value(header.deadline_ms),
             );
         }
-        if !header.trace_id.is_empty() {
-            // W3C trace context for gRPC peers: the caller's span as the parent (a call that
-            // serves no request has none of its own: a fresh id stands for it).
-            if header.trace_id.len() == 16 {
-                let parent = match header.parent_span_id {
-                    0 => crate::trace::new_span_id(),
-                    span => span,
-                };
-                insert(
-                    headers,
-                    "traceparent",
-                    wire::traceparent_of(&header.trace_id, parent),
-                );
-            }
-            insert(headers, "svrkit-trace-id", hex(&header.trace_id));
+        // W3C trace context, which gRPC peers read and svrkit's as well: the caller's span as
+        // the parent (a call that serves no request has none of its own: a fresh id stands
+        // for it). A trace id of another length than W3C's goes as `svrkit-trace-id`.
+        if header.trace_id.len() == 16 {
+            let parent = match header.parent_span_id {
+                0 => crate::trace::new_span_id(),
+                span => span,
+            };
+            insert(
+                headers,
+                "traceparent",
+                wire::traceparent_of(&header.trace_id, parent),
+            );
+        } else if !header.trace_id.is_empty() {
+            let hex = crate::trace::Hex(&header.trace_id).to_string();
+            insert(headers, "svrkit-trace-id", hex);
         }
         if !header.caller.is_empty() {
             insert(headers, "svrkit-caller", header.caller.to_string());
@@ -222,10 +223,6 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(name, value);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable(e: h2::Error) -> Status {

@@ -198,58 +198,41 @@ pub struct SeriesRead {
 
 /// Every series of every business metric, read now.
 pub fn read_all() -> Vec<SeriesRead> {
+    fn series<T>(
+        f: &'static Family<T>,
+        kind: &'static str,
+        read: impl Fn(&T) -> (f64, Option<f64>, Option<f64>),
+        out: &mut Vec<SeriesRead>,
+    ) {
+        for (value, s) in f.series() {
+            let (read, p50, p99) = read(s);
+            out.push(SeriesRead {
+                name: f.name,
+                help: f.help,
+                kind,
+                label: f.label.map(|(name, _)| (name, value)),
+                value: read,
+                p50,
+                p99,
+            });
+        }
+    }
     let mut out = Vec::new();
     for metric in all() {
-        let read =
-            |kind, label: Option<(&'static str, &'static [&'static str])>, value: &'static str| {
-                (kind, label.map(|(name, _)| (name, value)))
-            };
         match metric {
-            Metric::Counter(f) => {
-                for (value, c) in f.series() {
-                    let (kind, label) = read("counter", f.label, value);
-                    out.push(SeriesRead {
-                        name: f.name,
-                        help: f.help,
-                        kind,
-                        label,
-                        value: c.get() as f64,
-                        p50: None,
-                        p99: None,
-                    });
-                }
-            }
-            Metric::Gauge(f) => {
-                for (value, g) in f.series() {
-                    let (kind, label) = read("gauge", f.label, value);
-                    out.push(SeriesRead {
-                        name: f.name,
-                        help: f.help,
-                        kind,
-                        label,
-                        value: g.get() as f64,
-                        p50: None,
-                        p99: None,
-                    });
-                }
-            }
-            Metric::Histogram(f) => {
-                for (value, h) in f.series() {
-                    let (kind, label) = read("histogram", f.label, value);
+            Metric::Counter(f) => series(f, "counter", |c| (c.get() as f64, None, None), &mut out),
+            Metric::Gauge(f) => series(f, "gauge", |g| (g.get() as f64, None, None), &mut out),
+            Metric::Histogram(f) => series(
+                f,
+                "histogram",
+                |h| {
                     let h = h.read();
                     // The histogram's "microseconds" are the values.
                     let at = |q| h.quantile(q).map(|seconds| seconds * 1e6);
-                    out.push(SeriesRead {
-                        name: f.name,
-                        help: f.help,
-                        kind,
-                        label,
-                        value: h.count() as f64,
-                        p50: at(0.5),
-                        p99: at(0.99),
-                    });
-                }
-            }
+                    (h.count() as f64, at(0.5), at(0.99))
+                },
+                &mut out,
+            ),
         }
     }
     out
@@ -273,7 +256,7 @@ pub fn all() -> Vec<Metric> {
 /// metric of another kind or with other labels: both are mistakes in the code, found the
 /// first time it runs.
 pub fn counter(name: &'static str, help: &'static str) -> &'static Counter {
-    &counter_family(name, help, None).series[0]
+    &family::<Counter>(name, help, None).series[0]
 }
 
 /// A counter with one label whose values are `values` (see [`counter`]).
@@ -286,7 +269,7 @@ pub fn counter_with(
     label: &'static str,
     values: &'static [&'static str],
 ) -> &'static Family<Counter> {
-    counter_family(name, help, Some((label, values)))
+    family(name, help, Some((label, values)))
 }
 
 /// A gauge (see [`counter`] for names).
@@ -294,7 +277,7 @@ pub fn counter_with(
 /// # Panics
 /// As [`counter`].
 pub fn gauge(name: &'static str, help: &'static str) -> &'static Gauge {
-    &gauge_family(name, help, None).series[0]
+    &family::<Gauge>(name, help, None).series[0]
 }
 
 /// A gauge with one label (see [`counter_with`]).
@@ -307,7 +290,7 @@ pub fn gauge_with(
     label: &'static str,
     values: &'static [&'static str],
 ) -> &'static Family<Gauge> {
-    gauge_family(name, help, Some((label, values)))
+    family(name, help, Some((label, values)))
 }
 
 /// A histogram of whole values (see [`ValueHistogram`], and [`counter`] for names).
@@ -315,7 +298,7 @@ pub fn gauge_with(
 /// # Panics
 /// As [`counter`].
 pub fn histogram(name: &'static str, help: &'static str) -> &'static ValueHistogram {
-    &histogram_family(name, help, None).series[0]
+    &family::<ValueHistogram>(name, help, None).series[0]
 }
 
 /// A histogram with one label (see [`counter_with`]).
@@ -328,75 +311,66 @@ pub fn histogram_with(
     label: &'static str,
     values: &'static [&'static str],
 ) -> &'static Family<ValueHistogram> {
-    histogram_family(name, help, Some((label, values)))
+    family(name, help, Some((label, values)))
 }
 
 type Label = Option<(&'static str, &'static [&'static str])>;
 
-fn counter_family(
-    name: &'static str,
-    help: &'static str,
-    label: Label,
-) -> &'static Family<Counter> {
-    let found = register(
-        name,
-        label,
-        |metric| match metric {
-            Metric::Counter(f) => Some(Metric::Counter(f)),
+/// A kind of metric: how one series is made, and how the registry holds its families.
+trait Kind: Sized + 'static {
+    fn make() -> Self;
+    fn wrap(family: &'static Family<Self>) -> Metric;
+    fn unwrap(metric: Metric) -> Option<&'static Family<Self>>;
+}
+
+impl Kind for Counter {
+    fn make() -> Counter {
+        Counter::new()
+    }
+    fn wrap(family: &'static Family<Counter>) -> Metric {
+        Metric::Counter(family)
+    }
+    fn unwrap(metric: Metric) -> Option<&'static Family<Counter>> {
+        match metric {
+            Metric::Counter(f) => Some(f),
             _ => None,
-        },
-        || Metric::Counter(leak(name, help, label, Counter::new)),
-    );
-    match found {
-        Metric::Counter(f) => f,
-        _ => unreachable!("register returns the kind asked for"),
+        }
     }
 }
 
-fn gauge_family(name: &'static str, help: &'static str, label: Label) -> &'static Family<Gauge> {
-    let found = register(
-        name,
-        label,
-        |metric| match metric {
-            Metric::Gauge(f) => Some(Metric::Gauge(f)),
+impl Kind for Gauge {
+    fn make() -> Gauge {
+        Gauge::default()
+    }
+    fn wrap(family: &'static Family<Gauge>) -> Metric {
+        Metric::Gauge(family)
+    }
+    fn unwrap(metric: Metric) -> Option<&'static Family<Gauge>> {
+        match metric {
+            Metric::Gauge(f) => Some(f),
             _ => None,
-        },
-        || Metric::Gauge(leak(name, help, label, Gauge::default)),
-    );
-    match found {
-        Metric::Gauge(f) => f,
-        _ => unreachable!("register returns the kind asked for"),
+        }
     }
 }
 
-fn histogram_family(
-    name: &'static str,
-    help: &'static str,
-    label: Label,
-) -> &'static Family<ValueHistogram> {
-    let found = register(
-        name,
-        label,
-        |metric| match metric {
-            Metric::Histogram(f) => Some(Metric::Histogram(f)),
+impl Kind for ValueHistogram {
+    fn make() -> ValueHistogram {
+        ValueHistogram::new()
+    }
+    fn wrap(family: &'static Family<ValueHistogram>) -> Metric {
+        Metric::Histogram(family)
+    }
+    fn unwrap(metric: Metric) -> Option<&'static Family<ValueHistogram>> {
+        match metric {
+            Metric::Histogram(f) => Some(f),
             _ => None,
-        },
-        || Metric::Histogram(leak(name, help, label, ValueHistogram::new)),
-    );
-    match found {
-        Metric::Histogram(f) => f,
-        _ => unreachable!("register returns the kind asked for"),
+        }
     }
 }
 
-/// The metric named `name`: the one registered already if it is of the same kind (`same`
-/// says) and has the same label, else a new one from `make`.
-fn register(
-    name: &'static str,
-    label: Label,
-    same: impl Fn(Metric) -> Option<Metric>,
-    make: impl FnOnce() -> Metric,
-) -> Metric {
+/// The metric named `name`: the one registered already if it is of the same kind and has
+/// the same label, else a new one.
+fn family<T: Kind>(name: &'static str, help: &'static str, label: Label) -> &'static Family<T> {
     assert!(
         valid_name(name),
         "business metric name {name:?}: use letters, digits and _"
@@ -409,37 +383,23 @@ fn register(
     }
     let mut registered = registry().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(&existing) = registered.iter().find(|m| m.name() == name) {
-        let labels_match =
-            |l: Label| l.map(|(n, v)| (n, v.to_vec())) == label.map(|(n, v)| (n, v.to_vec()));
-        let matching = same(existing).filter(|m| match m {
-            Metric::Counter(f) => labels_match(f.label),
-            Metric::Gauge(f) => labels_match(f.label),
-            Metric::Histogram(f) => labels_match(f.label),
-        });
-        return matching.unwrap_or_else(|| {
-            panic!(
-                "business metric {name} is registered already as another kind or with other labels"
-            )
-        });
+        return T::unwrap(existing)
+            .filter(|f| f.label == label)
+            .unwrap_or_else(|| {
+                panic!(
+                    "business metric {name} is registered already as another kind or with other labels"
+                )
+            });
     }
-    let metric = make();
-    registered.push(metric);
-    metric
-}
-
-fn leak<T>(
-    name: &'static str,
-    help: &'static str,
-    label: Label,
-    make: impl Fn() -> T,
-) -> &'static Family<T> {
     let n = label.map_or(1, |(_, values)| values.len());
-    Box::leak(Box::new(Family {
+    let family: &'static Family<T> = Box::leak(Box::new(Family {
         name,
         help,
         label,
-        series: (0..n).map(|_| make()).collect(),
-    }))
+        series: (0..n).map(|_| T::make()).collect(),
+    }));
+    registered.push(T::wrap(family));
+    family
 }
 
 fn valid_name(name: &str) -> bool {

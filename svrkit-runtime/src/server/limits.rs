@@ -84,6 +84,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// How long a new connection may stay silent before its first bytes: the read and idle
+    /// timeouts, and for a peer the server does not trust the first-request timeout too.
+    pub(crate) fn first_wait(&self, trusted: bool) -> std::time::Duration {
+        let wait = self.read_timeout.min(self.idle_timeout);
+        if trusted {
+            wait
+        } else {
+            wait.min(self.first_request_timeout)
+        }
+    }
+}
+
 /// Three quarters of the soft file-descriptor limit (the rest is for listeners, clients,
 /// files and logs), at most 10,000.
 fn default_max_connections() -> usize {

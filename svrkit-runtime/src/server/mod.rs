@@ -408,27 +408,20 @@ impl Shared {
     /// opens with the HTTP/2 preface (or negotiated `h2` in TLS). A client that says nothing
     /// within the time it would have to send its first frame is closed.
     async fn serve_connection(self: Arc<Shared>, stream: Stream, peer: SocketAddr, trusted: bool) {
-        let limits = &self.router.limits;
-        let first = limits
-            .read_timeout
-            .min(limits.idle_timeout)
-            .min(if trusted {
-                Duration::MAX
-            } else {
-                limits.first_request_timeout
-            });
+        let opened = std::time::Instant::now();
+        let first = self.router.limits.first_wait(trusted);
         let sniffed = tokio::select! {
             _ = self.shutdown.cancelled() => return,
             sniffed = tokio::time::timeout(first, stream.opens_with_http2()) => sniffed,
         };
         match sniffed {
-            Ok(Ok(false)) => connection::run(self, stream, Some(peer), trusted).await,
+            Ok(Ok(false)) => connection::run(self, stream, Some(peer), trusted, opened).await,
             #[cfg(feature = "grpc")]
-            Ok(Ok(true)) => grpc::run(self, stream, Some(peer), trusted).await,
+            Ok(Ok(true)) => grpc::run(self, stream, Some(peer), trusted, opened).await,
             // Without the feature: an HTTP/2 client is told by the framing that this is not
             // gRPC ("not svrkit" closes its connection).
             #[cfg(not(feature = "grpc"))]
-            Ok(Ok(true)) => connection::run(self, stream, Some(peer), trusted).await,
+            Ok(Ok(true)) => connection::run(self, stream, Some(peer), trusted, opened).await,
             // Gone or silent.
             Ok(Err(_)) | Err(_) => {}
         }

@@ -98,14 +98,16 @@ enum End {
     Gone,
 }
 
-/// Serves one connection until the client goes or the server shuts down.
+/// Serves one connection, accepted at `opened`, until the client goes or the server shuts
+/// down.
 pub(super) async fn run(
     shared: Arc<Shared>,
     stream: Stream,
     peer: Option<SocketAddr>,
     trusted: bool,
+    opened: Instant,
 ) {
-    let (mut reader, write_task) = Reader::start(&shared, stream, peer, trusted);
+    let (mut reader, write_task) = Reader::start(&shared, stream, peer, trusted, opened);
     let end = loop {
         if let Err(end) = reader.serve_what_arrives(&shared).await {
             break end;
@@ -152,6 +154,7 @@ impl Reader {
         stream: Stream,
         peer: Option<SocketAddr>,
         trusted: bool,
+        opened: Instant,
     ) -> (Reader, tokio::task::JoinHandle<()>) {
         let router = shared.router.clone();
         let limits = &router.limits;
@@ -179,14 +182,9 @@ impl Reader {
         // (Should the outbox be closed already, the read loop sees it at once.)
         let _ = conn.outbox.push(router.hello.to_vec());
         let now = Instant::now();
-        let first = limits
-            .read_timeout
-            .min(limits.idle_timeout)
-            .min(if trusted {
-                Duration::MAX
-            } else {
-                limits.first_request_timeout
-            });
+        // Counted from the accept: the wait for the first byte, which told the protocol
+        // apart, was part of it.
+        let first = later(opened, limits.first_wait(trusted));
         let reader = Reader {
             conn,
             stream: reader,
@@ -200,9 +198,9 @@ impl Reader {
             peer,
             last_batch: 0,
             last_read: now,
-            opened: now,
+            opened,
             called: trusted,
-            timer: Box::pin(tokio::time::sleep_until(later(now, first).into())),
+            timer: Box::pin(tokio::time::sleep_until(first.into())),
         };
         (reader, write_task)
     }

@@ -15,7 +15,7 @@
 mod health;
 mod reflection;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -64,18 +64,18 @@ const MAX_HEADERS: u32 = 16 * 1024;
 /// reflection.
 pub(crate) struct Paths {
     methods: HashMap<Box<str>, &'static MethodDescriptor>,
-    services: HashMap<Box<str>, ()>,
+    services: HashSet<Box<str>>,
     reflection: reflection::Reflection,
 }
 
 impl Paths {
     pub(crate) fn new<'a>(hosted: impl Iterator<Item = &'a Arc<dyn Service>>) -> Paths {
         let mut methods = HashMap::new();
-        let mut services = HashMap::new();
+        let mut services = HashSet::new();
         let mut sets = Vec::new();
         for service in hosted {
             let descriptor = service.descriptor();
-            services.insert(descriptor.name.into(), ());
+            services.insert(descriptor.name.into());
             for method in descriptor.methods {
                 methods.insert(
                     format!("/{}/{}", descriptor.name, method.name).into(),
@@ -84,7 +84,7 @@ impl Paths {
             }
             sets.push(service.proto());
         }
-        let names = services.keys().map(ToString::to_string).collect();
+        let names = services.iter().map(ToString::to_string).collect();
         Paths {
             methods,
             services,
@@ -97,7 +97,7 @@ impl Paths {
     }
 
     pub(crate) fn hosts_service(&self, name: &str) -> bool {
-        self.services.contains_key(name)
+        self.services.contains(name)
     }
 }
 
@@ -126,8 +126,13 @@ struct Conn {
 /// dispatched there; a handler that finishes on its first poll (most do) is answered there
 /// too, so that the answers to one read's requests go out in one write (h2 writes what is
 /// queued each time the connection is polled). A handler that waits goes on in a task.
-pub(super) async fn run<S>(shared: Arc<Shared>, io: S, peer: Option<SocketAddr>, trusted: bool)
-where
+pub(super) async fn run<S>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: Option<SocketAddr>,
+    trusted: bool,
+    opened: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.router.limits.clone();
@@ -159,10 +164,10 @@ where
         reflecting: AtomicBool::new(false),
         shared: shared.clone(),
     });
-    let opened = Instant::now();
+    // Counted from the accept, as on svrkit's framing.
     let mut last_stream = opened;
-    let mut timer = pin!(tokio::time::sleep(
-        limits.first_request_timeout.min(limits.idle_timeout)
+    let mut timer = pin!(tokio::time::sleep_until(
+        (opened + limits.first_request_timeout.min(limits.idle_timeout)).into()
     ));
     let mut closing = false;
     // Calls whose requests are being read.
