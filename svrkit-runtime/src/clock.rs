@@ -16,6 +16,13 @@ fn base() -> &'static (Instant, Duration) {
     })
 }
 
+/// The base `Instant`: simulations that start a whole second after it see whole
+/// milliseconds where they meant them.
+#[cfg(test)]
+pub(crate) fn base_instant() -> Instant {
+    base().0
+}
+
 /// Milliseconds from the process's clock base to `at` (0 for earlier instants).
 pub(crate) fn millis(at: Instant) -> u64 {
     at.saturating_duration_since(base().0).as_millis() as u64
