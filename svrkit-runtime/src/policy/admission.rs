@@ -608,7 +608,7 @@ impl Admission {
         // up still taking effect: the level waits for it before it rises again. (Below half
         // the busy wait the queue is near empty, and its ups and downs are noise.)
         let rising = was_steady && near && wait_us > last_wait && queue_wait * 2 >= busy_wait;
-        // Settled, a queue past the middle of its band (twice the busy wait, at least half
+        // Settled, a queue past the edge of its band (twice the busy wait, at least half
         // the target) and not shrinking takes a level off before it reaches the target,
         // where requests would be dropped late: those drops fall on users at random, on both
         // sides of the cut. (A slow server's band is narrow: ten requests' worth is already
