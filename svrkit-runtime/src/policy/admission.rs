@@ -479,8 +479,9 @@ impl Admission {
         let capacity = self.capacity();
         // Long enough for twenty requests at the capacity: with fewer, a look of a slow
         // server can see almost nothing while its load goes on (a look at 200 requests a
-        // second expecting ten finds two or fewer about once in 400), and opening every
-        // level into that load costs a surge of late drops and a second of shedding.
+        // second expecting ten finds two or fewer about once in 360), and opening every
+        // level into that load costs a surge of late drops and most of a second of
+        // shedding (in the unit tests' model).
         let look = if capacity > 0.0 {
             (20e3 / capacity).clamp(QUICK_LOOK.as_millis() as f64, 1e3) as u64
         } else {
@@ -619,10 +620,7 @@ impl Admission {
         // drops are in the arrivals; shedding them as well would take several levels off
         // for a queue one level too long.
         let trim = || {
-            let arrived: u64 = counts.arrived[..before as usize]
-                .iter()
-                .map(|&c| u64::from(c))
-                .sum();
+            let arrived = total(&counts.arrived[..before as usize]);
             Pressure::Overloaded {
                 keep: (1.0 - self.config.shed_step / 5.0) * arrived as f64 / started.max(1) as f64,
             }
@@ -778,6 +776,11 @@ fn highest_busy_level(arrived: &[u32], level: u32) -> u32 {
         .unwrap_or(0)
 }
 
+/// The requests of a run of levels.
+fn total(counts: &[u32]) -> u64 {
+    counts.iter().map(|&c| u64::from(c)).sum()
+}
+
 /// How a window found the server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Pressure {
@@ -831,11 +834,10 @@ pub(crate) struct ByLevel {
 pub(crate) fn next_level(window: &ByLevel, level: u32, pressure: Pressure) -> u32 {
     let top = window.arrived.len() as u32;
     let level = level.clamp(1, top);
-    let sum = |counts: &[u32]| counts.iter().map(|&c| u64::from(c)).sum::<u64>();
     match pressure {
         Pressure::Hold => level,
         Pressure::Overloaded { keep } => {
-            let started = sum(&window.started[..level as usize]);
+            let started = total(&window.started[..level as usize]);
             if started == 0 {
                 return level;
             }
@@ -849,7 +851,7 @@ pub(crate) fn next_level(window: &ByLevel, level: u32, pressure: Pressure) -> u3
             // down with the rest.
             let floor = ((level - 1) / USER_LEVELS * USER_LEVELS).max(1);
             let mut next = level;
-            let mut kept = sum(&window.arrived[..level as usize]);
+            let mut kept = total(&window.arrived[..level as usize]);
             while next > floor && kept > target {
                 let without = kept.saturating_sub(u64::from(window.arrived[next as usize - 1]));
                 // A level that carries much of the demand (few callers, each calling again
@@ -868,7 +870,7 @@ pub(crate) fn next_level(window: &ByLevel, level: u32, pressure: Pressure) -> u3
                 return top;
             }
             let below = &window.arrived[..level as usize];
-            let admitted = sum(below);
+            let admitted = total(below);
             let busy = below.iter().filter(|&&c| c > 0).count().max(1) as u64;
             let per_level = (admitted / busy).max(1);
             let target = ((admitted as f64 * step).ceil() as u64)
