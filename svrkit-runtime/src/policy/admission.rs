@@ -105,15 +105,20 @@ pub struct Admission {
     by_level: Box<[AtomicU32]>,
     /// Requests started in the window, by level.
     started_by_level: Box<[AtomicU32]>,
-    /// Requests of the window so far.
-    requests: AtomicU32,
+    /// Requests picked up since this was built (admitted or not). The window's count
+    /// and the quick look's are this less what it was when each began (`window_base`,
+    /// `recent_base`): one atomic addition per request serves both.
+    arrivals: AtomicU64,
+    /// `arrivals` when the window began.
+    window_base: AtomicU64,
     /// When the window ends (milliseconds on the policy clock).
     window_end: AtomicU64,
     /// When the window began (policy clock, ms).
     window_start: AtomicU64,
-    /// Queue waits of the window: their sum in microseconds, and how many.
+    /// The sum of the window's measured queue waits, in microseconds. How many there were
+    /// is the window's starts less its `backlog`: the rare request is counted, not the
+    /// common one, to keep an atomic addition off every request.
     wait_us: AtomicU64,
-    waits: AtomicU64,
     /// The least scheduling lag the probe saw since it last published `lag_floor` (µs).
     lag_min: AtomicU64,
     /// The least it saw in the interval before (µs).
@@ -140,17 +145,18 @@ pub struct Admission {
     /// Requests a second the server starts when overloaded (`f64` bits; 0 before the first
     /// overload): its capacity, as last seen.
     capacity: AtomicU64,
-    /// Arrivals since the current short look began, and when it began (policy clock, ms):
-    /// what tells, within [`QUICK_LOOK`], that an overload ended.
-    recent: AtomicU32,
+    /// `arrivals` when the current short look began, and when it began (policy clock,
+    /// ms): what tells, within [`QUICK_LOOK`], that an overload ended.
+    recent_base: AtomicU64,
     recent_from: AtomicU64,
     /// The last pickup (policy clock, ms) of a request that had waited no longer than
     /// `queue_wait`: a queue that has not been that short for `queue_interval` is standing.
     short_at: AtomicU64,
     /// Requests of the window dropped at pickup for having waited too long.
     late: AtomicU32,
-    /// Started requests of the window whose waits are in `wait_us`.
-    measured: AtomicU64,
+    /// Started requests of the window that arrived before the level last moved (the old
+    /// level's backlog), whose waits are left out of `wait_us`.
+    backlog: AtomicU64,
     /// When the level last moved (policy clock, ms).
     moved_at: AtomicU64,
     /// Until when (policy clock, ms) the queue left by the last shedding is draining: no
@@ -255,11 +261,11 @@ impl Admission {
             level: AtomicU32::new(LEVELS),
             by_level: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
             started_by_level: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
-            requests: AtomicU32::new(0),
+            arrivals: AtomicU64::new(0),
+            window_base: AtomicU64::new(0),
             window_end: AtomicU64::new(0),
             window_start: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
             lag_min: AtomicU64::new(u64::MAX),
             // No lag before the server started.
             lag_before: AtomicU64::new(0),
@@ -272,11 +278,11 @@ impl Admission {
             shed_far: AtomicBool::new(false),
             last: Mutex::new(None),
             capacity: AtomicU64::new(0),
-            recent: AtomicU32::new(0),
+            recent_base: AtomicU64::new(0),
             recent_from: AtomicU64::new(0),
             short_at: AtomicU64::new(0),
             late: AtomicU32::new(0),
-            measured: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
             moved_at: AtomicU64::new(0),
             settle_until: AtomicU64::new(0),
             lag_floor: AtomicU64::new(0),
@@ -332,10 +338,11 @@ impl Admission {
     pub fn admit(&self, level: u32, now: Instant, waited: Duration, budget: Duration) -> Verdict {
         let level = level.min(LEVELS - 1);
         self.by_level[level as usize].fetch_add(1, Relaxed);
-        self.recent.fetch_add(1, Relaxed);
-        let n = self.requests.fetch_add(1, Relaxed) + 1;
+        let arrivals = self.arrivals.fetch_add(1, Relaxed) + 1;
+        let n = arrivals.saturating_sub(self.window_base.load(Relaxed));
         let now_ms = clock::millis(now);
-        if n >= self.config.window_requests.min(SHORT_WINDOW_REQUESTS) && self.is_due(now_ms)
+        if n >= u64::from(self.config.window_requests.min(SHORT_WINDOW_REQUESTS))
+            && self.is_due(now_ms)
             || now_ms >= self.window_end.load(Relaxed)
         {
             self.close_window(now_ms, Close::Due);
@@ -383,24 +390,25 @@ impl Admission {
         Verdict::Late
     }
 
+    /// Requests picked up in the window so far.
+    fn window_count(&self) -> u64 {
+        self.arrivals
+            .load(Relaxed)
+            .saturating_sub(self.window_base.load(Relaxed))
+    }
+
     /// Whether the window is over: its time is up, or it has `window_requests` requests,
     /// or it is [`SHORT_WINDOW_MS`] old with [`SHORT_WINDOW_REQUESTS`] (a slow server's
     /// windows would otherwise be a second long, and it would take seconds to converge).
     /// While the level settles, [`STEADY_WINDOWS`] times the requests, and no short windows.
     fn is_due(&self, now_ms: u64) -> bool {
-        let requests = self.requests.load(Relaxed);
+        let requests = self.window_count();
         let age = now_ms.saturating_sub(self.window_start.load(Relaxed));
         let steady = self.steady.load(Relaxed);
-        let most = if steady {
-            self.config
-                .window_requests
-                .saturating_mul(STEADY_WINDOWS as u32)
-        } else {
-            self.config.window_requests
-        };
+        let most = u64::from(self.config.window_requests) * if steady { STEADY_WINDOWS } else { 1 };
         now_ms >= self.window_end.load(Relaxed)
             || requests >= most
-            || (age >= SHORT_WINDOW_MS && requests >= SHORT_WINDOW_REQUESTS && !steady)
+            || (age >= SHORT_WINDOW_MS && requests >= u64::from(SHORT_WINDOW_REQUESTS) && !steady)
     }
 
     /// The queue wait that counts as overload, and how long a queue may stand above it.
@@ -442,11 +450,11 @@ impl Admission {
     #[inline]
     pub fn started(&self, level: u32, now: Instant, wait: Duration) {
         self.started_by_level[level.min(LEVELS - 1) as usize].fetch_add(1, Relaxed);
-        self.waits.fetch_add(1, Relaxed);
         let arrived_ms = clock::millis(now).saturating_sub(wait.as_millis() as u64);
         if arrived_ms >= self.moved_at.load(Relaxed) {
             self.wait_us.fetch_add(wait.as_micros() as u64, Relaxed);
-            self.measured.fetch_add(1, Relaxed);
+        } else {
+            self.backlog.fetch_add(1, Relaxed);
         }
     }
 
@@ -495,12 +503,13 @@ impl Admission {
         {
             return;
         }
-        let arrived = self.recent.swap(0, Relaxed);
+        let total = self.arrivals.load(Relaxed);
+        let arrived = total.saturating_sub(self.recent_base.swap(total, Relaxed));
         let seconds = (now_ms - from) as f64 / 1e3;
         if self.level() < LEVELS
             && !self.pinned.load(Relaxed)
             && capacity > 0.0
-            && f64::from(arrived) < QUICK_LOOK_SHARE * capacity * seconds
+            && (arrived as f64) < QUICK_LOOK_SHARE * capacity * seconds
         {
             self.close_window(now_ms, Close::Calm);
         }
@@ -523,7 +532,8 @@ impl Admission {
         let calm = why == Close::Calm;
         let began = self.window_start.swap(now_ms, Relaxed);
         let length = Duration::from_millis(now_ms.saturating_sub(began));
-        let requests = u64::from(self.requests.swap(0, Relaxed));
+        let arrivals = self.arrivals.load(Relaxed);
+        let requests = arrivals.saturating_sub(self.window_base.swap(arrivals, Relaxed));
         let take = |counts: &[AtomicU32]| -> Vec<u32> {
             counts.iter().map(|c| c.swap(0, Relaxed)).collect()
         };
@@ -531,9 +541,9 @@ impl Admission {
             arrived: take(&self.by_level),
             started: take(&self.started_by_level),
         };
-        let started = self.waits.swap(0, Relaxed);
+        let started: u64 = counts.started.iter().map(|&n| u64::from(n)).sum();
         let waited = self.wait_us.swap(0, Relaxed);
-        let measured = self.measured.swap(0, Relaxed);
+        let measured = started.saturating_sub(self.backlog.swap(0, Relaxed));
         let late = u64::from(self.late.swap(0, Relaxed));
         let queue_wait = Duration::from_micros(
             waited.checked_div(measured).unwrap_or(0) + self.lag_floor.load(Relaxed),
@@ -1390,6 +1400,56 @@ mod tests {
         };
         assert_eq!(after(128..170), 169);
         assert_eq!(after(128..160), 159, "160-169 had no arrivals");
+    }
+
+    /// A window's arrivals and starts are its own (the count restarts at each close), and
+    /// its average wait leaves out the old level's backlog: starts that arrived before the
+    /// level last moved.
+    #[test]
+    fn a_window_counts_its_own_requests_and_averages_only_fresh_waits() {
+        let admission = Admission::new(AdmissionConfig {
+            window_requests: 1_000_000,
+            ..AdmissionConfig::default()
+        });
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let close = |at: Instant| {
+            admission.window_end.store(0, Relaxed);
+            admission
+                .close_window(clock::millis(at), Close::Due)
+                .unwrap()
+        };
+        close(t0); // the first window, empty
+        for i in 0..10 {
+            let level = LEVELS - 1 - i;
+            assert_eq!(
+                admission.admit(level, t0, ms(30), Duration::MAX),
+                Verdict::Admit
+            );
+            if i < 8 {
+                admission.started(level, t0, ms(30));
+            }
+        }
+        let first = close(t0 + ms(1_000));
+        assert_eq!((first.requests, first.started), (10, 8));
+        assert_eq!(first.queue_wait, ms(30));
+        assert!(first.overloaded && first.level < LEVELS, "{first:?}");
+
+        // The level moved at 1,000 ms: a start that arrived at 955 ms is the old level's
+        // backlog, one that arrived at 1,004 ms is fresh.
+        let t1 = t0 + ms(1_005);
+        admission.admit(0, t1, ms(1), Duration::MAX);
+        admission.started(0, t1, ms(50));
+        admission.started(0, t1, ms(1));
+        let second = close(t0 + ms(2_000));
+        assert_eq!((second.requests, second.started), (1, 2));
+        assert_eq!(second.queue_wait, ms(1), "the backlog's 50 ms left out");
+
+        // Only backlog: nothing measured, the wait is the lag alone (none here).
+        admission.started(0, t0 + ms(2_000), ms(1_500));
+        let third = close(t0 + ms(3_000));
+        assert_eq!((third.requests, third.started), (0, 1));
+        assert_eq!(third.queue_wait, Duration::ZERO);
     }
 
     #[test]
