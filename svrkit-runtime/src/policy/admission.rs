@@ -871,8 +871,10 @@ pub(crate) fn next_level(window: &ByLevel, level: u32, pressure: Pressure) -> u3
                 // shedding that leaves the server idle, its next quick look sees the load
                 // gone and opens every level, and the whole load comes back at once (a
                 // closed loop of 2,000 callers, 15 to a level, lost a fifth of its goodput
-                // that way).
-                if without < target / 2 && (next < level || without == 0) {
+                // that way). Critical levels excepted: the per-request check lets their
+                // requests wait up to half their deadline, so it would not trim them.
+                let last = without == 0 && next > USER_LEVELS;
+                if last || (without < target / 2 && next < level) {
                     break;
                 }
                 next -= 1;
@@ -1047,7 +1049,8 @@ mod tests {
 
     /// Overloaded by the one level anyone used (a closed loop's few heavy callers to a level),
     /// the server keeps it and lets the per-request check trim its excess: shedding it would
-    /// leave the server idle. With a busier level below it, the step sheds it as before.
+    /// leave the server idle. With a busier level below it, or at a critical level, the step
+    /// sheds it as before.
     #[test]
     fn the_last_level_anyone_used_is_not_shed() {
         let mut arrived = vec![0; LEVELS as usize];
@@ -1060,6 +1063,15 @@ mod tests {
             301,
             "empty levels above go"
         );
+        // A window of two starts (slow handlers, a surge closing it early) keeps it too.
+        let mut two = vec![0; LEVELS as usize];
+        two[300] = 2;
+        assert_eq!(next(&arrived, &two, 301, OVER), 301);
+        // A critical level is shed as before: its requests may wait half their deadline,
+        // which the per-request check would not trim.
+        let mut critical = vec![0; LEVELS as usize];
+        critical[60] = 100;
+        assert_eq!(next(&critical, &critical, 61, OVER), 60);
         arrived[290] = 100;
         started[290] = 60;
         assert_eq!(next(&arrived, &started, 301, OVER), 300);

@@ -7,8 +7,9 @@
 //!   most 50,000 a second (the generator's one thread falls behind past that; the table
 //!   says when a point was capped);
 //! - **closed loop**: `factor × capacity × deadline` callers (at most 4,000), each sending
-//!   its next call when the last returns, 10 ms later if it was refused (a caller that
-//!   retried at once would measure the client's loop, not the server).
+//!   its next call when the last returns; after a refusal it backs off as client libraries
+//!   do, 10 ms doubling to 320 ms, each wait spread ±50% (a caller that retried at once, or
+//!   every 10 ms, would measure the client's loop, not the server).
 //!
 //! Goodput counts successful calls by when they ended (what the server did of use in that
 //! time): over the first second, the first five (the whole phase if shorter) and the second
@@ -188,7 +189,8 @@ async fn capacity_with(
 /// `callers` callers, each calling again when its last call returns, until `duration`.
 ///
 /// A refused caller waits before it calls again, as client libraries do: 10 ms, doubling
-/// with each refusal in a row up to [`MOST_BACKOFF`], with jitter. (With a fixed 10 ms, the
+/// with each refusal in a row up to [`MOST_BACKOFF`], each wait spread ±50% by jitter
+/// (5-480 ms in all). (With a fixed 10 ms, the
 /// two thousand callers a slow server refuses made 170,000 refused calls a second, and the
 /// tool's one client thread, at 100% of its core, sent the admitted callers' calls late:
 /// the server idled at levels that admitted more than it could serve.)
@@ -237,7 +239,7 @@ async fn closed_loop(
         .unwrap()
 }
 
-/// The longest a refused closed-loop caller waits before it calls again.
+/// The longest backoff of a refused closed-loop caller, before its jitter (10 ms × 2^5).
 const MOST_BACKOFF: Duration = Duration::from_millis(320);
 
 /// A number in [0, 1) from a caller and its refusal count (splitmix64), for the backoff's
