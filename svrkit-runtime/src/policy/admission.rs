@@ -20,7 +20,8 @@
 //! of late drops ends one at once): overloaded when the average wait exceeds the target or more than 2% of pickups
 //! were dropped late; then levels are shed by their arrivals down to what the server started,
 //! less the queue's excess to drain within half a second, one business priority at a time,
-//! and not again until the queue the old level built has drained. Between 0.5% and 2% late,
+//! never past the last non-critical level with arrivals (the per-request check trims that
+//! one), and not again until the queue the old level built has drained. Between 0.5% and 2% late,
 //! the level holds (the queue is short and never empty). Calm, it rises by 1% or by the
 //! headroom to 95% of the capacity last seen, except into a level whose own demand is more
 //! than a quarter over that (a flood parked at one level). Every 50 ms (or twenty requests'
@@ -832,7 +833,8 @@ pub(crate) struct ByLevel {
 ///   the server could do; arrivals also count requests that expired waiting, and shedding by
 ///   them would overshoot. A server offered five times what it can do gets to its level in a
 ///   window or two instead of thirty, and its queue drains instead of staying as long as the
-///   deadline.
+///   deadline. The last non-critical level with arrivals is kept (the per-request check
+///   trims it).
 /// - **Calm**: raised until about `step` (`admit_step`, 1%, or half that near the capacity)
 ///   more would have got in, or by the `headroom` the window decides if that is more: a
 ///   server near its capacity creeps up, one that shed too much or whose load went away
