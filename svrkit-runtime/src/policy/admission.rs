@@ -542,7 +542,7 @@ impl Admission {
             arrived: take(&self.by_level),
             started: take(&self.started_by_level),
         };
-        let started: u64 = counts.started.iter().map(|&n| u64::from(n)).sum();
+        let started = total(&counts.started);
         let waited = self.wait_us.swap(0, Relaxed);
         let measured = started.saturating_sub(self.backlog.swap(0, Relaxed));
         let late = u64::from(self.late.swap(0, Relaxed));

@@ -270,10 +270,20 @@ fn rss_mib() -> f64 {
 }
 
 pub(crate) fn random_user() -> u64 {
+    random_u64() % 10_000 + 1
+}
+
+/// A random number in [0, 1).
+pub(crate) fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A random `u64`, from the standard library's randomly keyed hasher (no `rand` needed).
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
-    h.finish() % 10_000 + 1
+    h.finish()
 }
 
 async fn goodput(settings: &Settings) {

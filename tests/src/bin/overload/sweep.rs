@@ -222,7 +222,7 @@ async fn closed_loop(
                 if refused {
                     let backoff = (Duration::from_millis(10) * (1 << refusals.min(5)))
                         .min(MOST_BACKOFF)
-                        .mul_f64(0.5 + jitter(i as u64, refusals));
+                        .mul_f64(0.5 + crate::random_unit());
                     refusals += 1;
                     tokio::time::sleep(backoff).await;
                 } else {
@@ -241,18 +241,6 @@ async fn closed_loop(
 
 /// The longest backoff of a refused closed-loop caller, before its jitter (10 ms × 2^5).
 const MOST_BACKOFF: Duration = Duration::from_millis(320);
-
-/// A number in [0, 1) from a caller and its refusal count (splitmix64), for the backoff's
-/// jitter: callers refused together do not all come back together.
-fn jitter(caller: u64, refusals: u32) -> f64 {
-    let mut z = caller
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add(u64::from(refusals).wrapping_mul(0xbf58_476d_1ce4_e5b9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// From now, a fresh call every 5 ms until one succeeds (at most 10 s): how long it took.
 async fn recovery(client: &WorkSvrClient, req: &WorkReq, deadline: Duration) -> Option<Duration> {
