@@ -43,6 +43,15 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
+        // It exits by itself once its stdin closes; a moment for that lets a profiler it
+        // runs under (callgrind, `scripts/profile-rpc.sh`) write its output.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
