@@ -142,6 +142,12 @@ impl Outbox {
         self.tx.closed().await;
     }
 
+    /// [`closed`](Outbox::closed), holding its own handle: a wait that can be kept.
+    pub(super) fn closed_owned(outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send + 'static {
+        let outbox = outbox.clone();
+        async move { outbox.closed().await }
+    }
+
     /// Waits until the unsent bytes are within the bound (or the writer stopped).
     pub(super) async fn room(&self) {
         loop {

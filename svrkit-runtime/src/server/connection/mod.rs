@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Shared;
 use super::outbox::Outbox;
@@ -41,6 +42,11 @@ const TIME_SLICE: Duration = Duration::from_millis(2);
 /// waiting are dated halfway since its last read, and a client's answer to a reply written
 /// early would look that old.
 const WRITE_AT_ONCE_WITHIN: Duration = Duration::from_millis(1);
+/// How long a connection keeps its empty read buffer after its last read. Given back after
+/// every batch, it cost a connection serving one call at a time an 8 KiB allocation and free
+/// per call, before the request could be read; kept this long, a busy connection reuses it
+/// while an idle one still holds none (the connection's one timer gives it back).
+const KEEP_BUFFER: Duration = Duration::from_millis(100);
 
 struct Conn {
     router: Arc<Router>,
@@ -109,7 +115,7 @@ pub(super) async fn run(
 ) {
     let (mut reader, write_task) = Reader::start(&shared, stream, peer, trusted, opened);
     let end = loop {
-        if let Err(end) = reader.serve_what_arrives(&shared).await {
+        if let Err(end) = reader.serve_what_arrives().await {
             break end;
         }
     };
@@ -136,6 +142,11 @@ struct Reader {
     /// One timer for the connection's whole life, reset only when it fires: read and idle
     /// timeouts cost nothing per read.
     timer: Pin<Box<Sleep>>,
+    /// The server's shutdown and the outbox's closing, waited on beside the socket. Made
+    /// once for the connection: waits made afresh for every read registered with and left
+    /// two wait lists per read, all of it between the wakeup and the read of a request.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// What the reader's wait ended with.
@@ -166,6 +177,7 @@ impl Reader {
             limits.write_timeout,
             memory.clone(),
         );
+        let outbox_handle = outbox.clone();
         let conn = Arc::new(Conn {
             in_flight: Mutex::new(HashMap::new()),
             oneways: AtomicU64::new(0),
@@ -201,13 +213,15 @@ impl Reader {
             opened,
             called: trusted,
             timer: Box::pin(tokio::time::sleep_until(first.into())),
+            shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
+            closed: Box::pin(Outbox::closed_owned(&outbox_handle)),
         };
         (reader, write_task)
     }
 
     /// Waits for bytes, reads what has arrived, and serves the frames it completes.
-    async fn serve_what_arrives(&mut self, shared: &Shared) -> Result<(), End> {
-        let Waited::Ready { got, parked } = self.wait(shared).await? else {
+    async fn serve_what_arrives(&mut self) -> Result<(), End> {
+        let Waited::Ready { got, parked } = self.wait().await? else {
             return Ok(());
         };
         let Some((arrived, hung_up)) = self.take_in(got, parked).await? else {
@@ -218,12 +232,12 @@ impl Reader {
 
     /// Waits until bytes are ready, the client goes, the server shuts down or the timer
     /// fires.
-    async fn wait(&mut self, shared: &Shared) -> Result<Waited, End> {
+    async fn wait(&mut self) -> Result<Waited, End> {
         let limits = &self.conn.router.limits;
         // A client that does not read its replies gets no more requests read.
         if self.conn.outbox.unsent() > limits.max_unsent_per_connection {
             tokio::select! {
-                _ = shared.shutdown.cancelled() => return Err(End::Shutdown),
+                _ = &mut self.shutdown => return Err(End::Shutdown),
                 _ = self.conn.outbox.room() => {}
             }
         }
@@ -231,8 +245,8 @@ impl Reader {
         let mut parked = false;
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return Err(End::Shutdown),
-            _ = self.conn.outbox.closed() => return Err(End::Gone),
+            _ = &mut self.shutdown => return Err(End::Shutdown),
+            _ = &mut self.closed => return Err(End::Gone),
             ready = ready_noting_wait(&mut self.stream, &mut self.input.buf, &mut parked) => {
                 match ready {
                     Ok(None) => {}
@@ -253,6 +267,9 @@ impl Reader {
     /// timeout). Else sets the timer for the next.
     fn timer_fired(&mut self) -> Result<(), End> {
         let limits = &self.conn.router.limits;
+        if Instant::now() >= later(self.last_read, KEEP_BUFFER) {
+            self.input.release_if_empty();
+        }
         if !self.called {
             let expires = later(self.opened, limits.first_request_timeout);
             if Instant::now() >= expires {
@@ -274,8 +291,16 @@ impl Reader {
         if !self.called {
             expires = expires.min(later(self.opened, limits.first_request_timeout));
         }
+        if self.holds_spare_buffer() {
+            expires = expires.min(later(self.last_read, KEEP_BUFFER));
+        }
         self.timer.as_mut().reset(expires.into());
         Ok(())
+    }
+
+    /// Whether the read buffer is allocated and empty: what [`KEEP_BUFFER`] gives back.
+    fn holds_spare_buffer(&self) -> bool {
+        self.input.buf.is_empty() && self.input.buf.capacity() > 0
     }
 
     /// Reads everything that has arrived (up to 64 KiB), so that it is stamped with its
@@ -395,7 +420,16 @@ impl Reader {
         if !pushed || broken || hung_up {
             return Err(End::Gone);
         }
-        self.input.release_if_empty();
+        // The buffer is given back once the connection has been quiet for `KEEP_BUFFER`:
+        // the timer is brought forward to then if it was set later (once per quiet spell,
+        // not per read: while reads keep coming it fires first, and is set again from the
+        // last read).
+        if self.holds_spare_buffer() {
+            let release = later(self.last_read, KEEP_BUFFER).into();
+            if self.timer.deadline() > release {
+                self.timer.as_mut().reset(release);
+            }
+        }
         Ok(())
     }
 
@@ -495,4 +529,64 @@ async fn drain(conn: &Conn, grace: Duration) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::Server;
+
+    fn ping() -> Vec<u8> {
+        let header = Header {
+            kind: FrameKind::PING,
+            ..Header::default()
+        };
+        let mut out = Vec::new();
+        frame::encode(&header, &[], &mut out);
+        out
+    }
+
+    /// The read buffer outlives a batch (a connection with one call at a time would
+    /// otherwise allocate and free it for every call) and is given back once the
+    /// connection has been quiet for `KEEP_BUFFER` (so that idle connections hold none).
+    #[tokio::test]
+    async fn a_busy_connection_keeps_its_read_buffer_and_a_quiet_one_gives_it_back() {
+        let server = Server::builder().build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let (mut reader, _writer) = Reader::start(
+            &server.shared,
+            Stream::Tcp(accepted),
+            None,
+            true,
+            Instant::now(),
+        );
+        for _ in 0..2 {
+            client.write_all(&ping()).await.unwrap();
+            assert!(reader.serve_what_arrives().await.is_ok());
+            assert!(reader.input.buf.is_empty(), "the ping was served");
+            assert!(
+                reader.input.buf.capacity() > 0,
+                "the buffer is kept between batches"
+            );
+        }
+        let last_read = reader.last_read;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while reader.input.buf.capacity() > 0 {
+                assert!(reader.serve_what_arrives().await.is_ok());
+            }
+        })
+        .await
+        .expect("the buffer is given back");
+        assert!(
+            last_read.elapsed() >= KEEP_BUFFER,
+            "not before it was quiet that long"
+        );
+    }
 }

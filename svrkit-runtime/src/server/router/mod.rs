@@ -290,15 +290,19 @@ impl Router {
         let trace_id = metrics.map_or_else(Bytes::new, |_| ctx.trace_id.clone());
         let mut call = service.call(method.id, ctx.clone(), request.body);
         // A span per call for whoever subscribes at debug level; nothing when nobody does.
-        let span = tracing::debug_span!(
-            "rpc",
-            service = service.descriptor().name,
-            method = method.name,
-            request_id = id,
-            trace_id = %trace::Hex(&ctx.trace_id),
-        );
-        if !span.is_disabled() {
-            call = Box::pin(tracing::Instrument::instrument(call, span));
+        // (Checked first: with no subscriber at all, the macro alone would build the span's
+        // fields for the `log` crate on every call, whether anything logs or not.)
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!(
+                "rpc",
+                service = service.descriptor().name,
+                method = method.name,
+                request_id = id,
+                trace_id = %trace::Hex(&ctx.trace_id),
+            );
+            if !span.is_disabled() {
+                call = Box::pin(tracing::Instrument::instrument(call, span));
+            }
         }
         // The handler's state lives as long as the call: charged to the byte budget that
         // request bodies draw on, so that many small requests with large or long-lived
