@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rustc_hash::FxBuildHasher;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -34,7 +35,9 @@ use crate::service::MethodDescriptor;
 use crate::socket::SharedSocket;
 use crate::status::{Code, Status};
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>;
+/// Calls awaiting their answers, by request id. The ids are this connection's own
+/// (sequential), so the map hashes them with Fx: nobody can choose them to collide.
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>, FxBuildHasher>>;
 
 /// The methods the peer said it hosts (`service_id << 16 | method_id`, sorted): `None` until
 /// its first PONG, empty when it does not say.
@@ -60,13 +63,6 @@ impl Outgoing {
                 ..Header::default()
             },
             body: Bytes::new(),
-        }
-    }
-
-    fn body_len(&self) -> usize {
-        match self {
-            Outgoing::Frame { body, .. } => body.len(),
-            Outgoing::Encoded(bytes) => bytes.len(),
         }
     }
 
@@ -151,11 +147,17 @@ impl ClientConn {
 
     /// Sends a request and waits for its response (for oneway requests, until it is sent).
     /// Dropping the future cancels the call at the server.
+    ///
+    /// Header and body are lent: a frame written at once is encoded from them, and only one
+    /// queued for the writer task takes copies. (A copy of the header per attempt cost every
+    /// call a clone and a drop of all its fields, and one of the body an allocation: the
+    /// first copy of a `Bytes` made from a `Vec` allocates its counter.) The connection sets
+    /// the header's request id.
     pub(crate) async fn call(
         &self,
         method: &'static MethodDescriptor,
-        header: Header,
-        body: Bytes,
+        header: &mut Header,
+        body: &Bytes,
     ) -> Result<Frame, Status> {
         match self {
             ClientConn::Frames(conn) => {
@@ -315,11 +317,11 @@ impl FrameConn {
 
     /// Sends a request and waits for its response (for oneway requests, until it is queued).
     /// Dropping the future sends CANCEL.
-    async fn call(&self, mut header: Header, body: Bytes) -> Result<Frame, Status> {
+    async fn call(&self, header: &mut Header, body: &Bytes) -> Result<Frame, Status> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         header.request_id = request_id;
         if header.kind == FrameKind::ONEWAY {
-            self.check_hosted(&header).await?;
+            self.check_hosted(header).await?;
             let alone = self.pending.lock().is_ok_and(|m| m.is_empty());
             self.send(header, body, alone).await?;
             return Ok(Frame {
@@ -353,11 +355,10 @@ impl FrameConn {
 
     /// Writes the frame at once when the call is `alone` and nothing is queued (see the
     /// module's docs); otherwise hands it to the writer task.
-    async fn send(&self, header: Header, body: Bytes, alone: bool) -> Result<(), Status> {
-        let mut outgoing = Outgoing::Frame { header, body };
-        if alone && let Some(socket) = &self.outbound.direct {
-            let mut frame = Vec::with_capacity(FRAME_ROOM + outgoing.body_len());
-            outgoing.encode(&mut frame);
+    async fn send(&self, header: &Header, body: &Bytes, alone: bool) -> Result<(), Status> {
+        let outgoing = if alone && let Some(socket) = &self.outbound.direct {
+            let mut frame = Vec::with_capacity(FRAME_ROOM + body.len());
+            frame::encode(header, body, &mut frame);
             let Some(turn) = socket.turn() else {
                 return Err(self.closing());
             };
@@ -377,8 +378,13 @@ impl FrameConn {
                 }
                 return Ok(());
             }
-            outgoing = Outgoing::Encoded(frame);
-        }
+            Outgoing::Encoded(frame)
+        } else {
+            Outgoing::Frame {
+                header: header.clone(),
+                body: body.clone(),
+            }
+        };
         self.outbound.count_one();
         self.tx.send(outgoing).await.map_err(|_| {
             self.outbound.queued.fetch_sub(1, Ordering::AcqRel);
@@ -522,9 +528,14 @@ impl Reader {
     async fn run<R: AsyncRead + Unpin>(self, mut reader: R) {
         let mut frames = FrameReader::new(self.max_frame);
         let mut buf = BytesMut::new();
-        let mut tick = tokio::time::interval(self.keepalive);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
+        // Both made once, not per read: a wait made afresh for every response registered with
+        // and left the signal's wait list, and an interval's tick did more than a sleep's
+        // check, between the response's arrival and its caller's wakeup.
+        let keepalive = tokio::time::sleep(self.keepalive);
+        tokio::pin!(keepalive);
+        let stalled = self.stalled.clone();
+        let stalled = async move { stalled.cancelled().await };
+        tokio::pin!(stalled);
         let mut heard = false;
         let mut pinged = false;
         let why = 'read: loop {
@@ -538,13 +549,14 @@ impl Reader {
                     ),
                     Ok(_) => heard = true,
                 },
-                _ = self.stalled.cancelled() => {
+                _ = &mut stalled => {
                     self.health.mark_down();
                     break 'read Status::unavailable(
                         "the server stopped reading: the connection was closed at the write timeout",
                     );
                 }
-                _ = tick.tick() => {
+                _ = &mut keepalive => {
+                    keepalive.as_mut().reset(tokio::time::Instant::now() + self.keepalive);
                     // Anything heard since the last tick proves the peer alive. Silence while
                     // calls wait gets a PING; silence after a PING means the peer is gone (a
                     // half-open connection the kernel would take minutes to notice).

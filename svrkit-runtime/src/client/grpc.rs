@@ -90,17 +90,17 @@ impl GrpcConn {
     pub(crate) async fn call(
         &self,
         method: &'static MethodDescriptor,
-        header: Header,
-        body: Bytes,
+        header: &Header,
+        body: &Bytes,
     ) -> Result<Frame, Status> {
         let oneway = header.kind == FrameKind::ONEWAY;
         let deadline_ms = header.deadline_ms;
-        let request = self.request(method, &header)?;
+        let request = self.request(method, header)?;
         let mut send = self.send.clone();
         send = send.ready().await.map_err(unavailable)?;
         let (response, mut stream) = send.send_request(request, false).map_err(unavailable)?;
         stream
-            .send_data(wire::framed(&body), true)
+            .send_data(wire::framed(body), true)
             .map_err(unavailable)?;
         let max = self.max_frame;
         if oneway {

@@ -178,9 +178,8 @@ impl Transport for Pool {
             call.last_endpoint = Arc::as_ptr(&endpoint) as usize;
             let _load = endpoint.start();
             // What is left now, after connecting, is what the server gets.
-            let mut header = call.header.clone();
-            header.deadline_ms = remaining_ms(call.deadline);
-            let result = conn.call(call.method, header, call.body.clone()).await;
+            call.header.deadline_ms = remaining_ms(call.deadline);
+            let result = conn.call(call.method, &mut call.header, &call.body).await;
             if let Ok(frame) = &result {
                 // Stamped with the answer's time: its level is fresh now, however long the
                 // call took.
