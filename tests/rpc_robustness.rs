@@ -125,6 +125,39 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_served() {
     expect_closed(&mut bad).await;
 }
 
+/// Requests that arrive together and finish on their first poll take a connection's one
+/// in-flight slot in turn: a call answered inline gives its slot back before the next request
+/// is dispatched (the server holds back only the last one's teardown until the batch is
+/// written), so none of them is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_read_together_take_one_slot_in_turn() {
+    let limits = Limits {
+        max_in_flight_per_connection: 1,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let mut raw = svrkit_tests::raw::RawConn::connect(&running.addr).await;
+    let mut together = Vec::new();
+    for id in 1..=8 {
+        let header = svrkit_tests::raw::header(FrameKind::REQUEST, id, 1, 10_000);
+        together.extend(svrkit_tests::raw::request_frame(
+            &header,
+            &EchoReq::default(),
+        ));
+    }
+    raw.stream.write_all(&together).await.unwrap();
+    for id in 1..=8 {
+        let answer = raw.read(Duration::from_secs(5)).await;
+        assert_eq!(answer.header.request_id, id);
+        assert_eq!(
+            Code(answer.header.status_code),
+            Code::OK,
+            "{}",
+            answer.header.status_message
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_limits_answer_overloaded() {
     let limits = Limits {

@@ -8,11 +8,24 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Instant;
 
-use super::super::router::{Answer, Dispatch, Incoming, Origin};
+use super::super::router::{Answer, Dispatch, Incoming, Origin, Running};
 use super::{Conn, Key};
 use crate::frame::{self, Frame, FrameKind, Header};
 use crate::status::Status;
 use crate::sync;
+
+/// What a read's frames leave for the read's one write.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// The encoded replies of the requests answered at once.
+    pub(super) out: Vec<u8>,
+    /// The last call answered inline, dropped once the batch is written rather than before:
+    /// with one call at a time, its teardown (its handler's future, its context, its
+    /// permits) then runs after the reply is on its way instead of before. Only the last:
+    /// the next request read drops it before it is dispatched, so no request finds a slot
+    /// or a byte of the budget still held by a call that has ended.
+    pub(super) spent: Option<Running>,
+}
 
 /// Answers `request_id` with `status` at once, into `out`.
 pub(super) fn reply_now(request_id: u64, status: Status, out: &mut Vec<u8>) {
@@ -36,8 +49,9 @@ pub(super) async fn handle(
     arrived: Instant,
     now: Instant,
     peer: Option<SocketAddr>,
-    out: &mut Vec<u8>,
+    batch: &mut Batch,
 ) -> bool {
+    let out = &mut batch.out;
     let header = frame.header;
     match header.kind {
         FrameKind::REQUEST | FrameKind::ONEWAY => {}
@@ -80,6 +94,9 @@ pub(super) async fn handle(
         reply_now(request_id, status, out);
         return false;
     }
+    // The last call answered inline gives its permits back before this one takes its own,
+    // as it would have had it been dropped at once (`Batch::spent`).
+    batch.spent = None;
     let incoming = Incoming {
         header,
         body: frame.body,
@@ -107,7 +124,8 @@ pub(super) async fn handle(
     // batch, with no task, timer or cancel bookkeeping. Only handlers that wait get them.
     if let Poll::Ready(reply) = std::future::poll_fn(|cx| Poll::Ready(running.poll_once(cx))).await
     {
-        send_reply(reply, out);
+        send_reply(reply, &mut batch.out);
+        batch.spent = Some(running);
         return true;
     }
     let token = running.cancel_token().clone();

@@ -233,6 +233,18 @@ impl Input {
 
     /// Gives the buffer's memory (and its budget) back between bursts: idle connections cost
     /// almost nothing.
+    /// Gives the buffer back now unless it is empty and worth keeping for the next read: an
+    /// allocation of at most [`FREE_BUFFER`] that holds none of the budget. One left behind by
+    /// a large frame split off it is not: it still points into the frame's allocation (with
+    /// no room left, or some), and may hold a charge.
+    pub(super) fn release_unless_reusable(&mut self) {
+        let capacity = self.buf.capacity();
+        if capacity == 0 || capacity > FREE_BUFFER || self.charge.is_some() {
+            self.release_if_empty();
+        }
+    }
+
+    /// Frees the buffer, and the budget it holds, if no bytes wait in it.
     pub(super) fn release_if_empty(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();

@@ -30,7 +30,7 @@ use crate::frame::{self, FrameKind, FrameReader, Header, Read};
 use crate::metrics;
 use crate::status::Status;
 use crate::sync::{Cancel, Share, Slots};
-use frames::{handle, reply_now};
+use frames::{Batch, handle, reply_now};
 use input::{Gone, Input, Stamps, read_arrived, ready_noting_wait};
 
 /// The most a batch of replies is sized for up front.
@@ -139,13 +139,16 @@ struct Reader {
     /// methods not hosted here and refused ones do not count) is closed after
     /// `first_request_timeout`, so that holding connections open costs it them.
     called: bool,
-    /// One timer for the connection's whole life, reset only when it fires: read and idle
-    /// timeouts cost nothing per read.
+    /// One timer for the connection's whole life, reset when it fires and otherwise only to
+    /// bring it forward (a partial frame's read timeout, an empty buffer's `KEEP_BUFFER`),
+    /// never per read: read and idle timeouts cost nothing per read.
     timer: Pin<Box<Sleep>>,
-    /// The server's shutdown and the outbox's closing, waited on beside the socket. Made
-    /// once for the connection: waits made afresh for every read registered with and left
-    /// two wait lists per read, all of it between the wakeup and the read of a request.
+    /// The server's shutdown, waited on beside the socket. Made once for the connection:
+    /// waits made afresh for every read registered with and left a wait list each, between
+    /// the wakeup and the read of a request.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The outbox's closing (its writer stopped), waited on beside the socket; made once,
+    /// as `shutdown` is.
     closed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -264,7 +267,8 @@ impl Reader {
 
     /// Ends a connection whose timeout passed: mid-frame (read timeout), idle (idle
     /// timeout, longer while handlers run) or untrusted and never served (first-request
-    /// timeout). Else sets the timer for the next.
+    /// timeout). Else gives back an empty read buffer unused for `KEEP_BUFFER`, and sets the
+    /// timer for the next of these.
     fn timer_fired(&mut self) -> Result<(), End> {
         let limits = &self.conn.router.limits;
         if Instant::now() >= later(self.last_read, KEEP_BUFFER) {
@@ -357,7 +361,10 @@ impl Reader {
         let limits = &conn.router.limits;
         // Answers to requests handled inline go out together: one write per read.
         // Sized like the last batch, so that a steady load does not grow it by doubling.
-        let mut out = Vec::with_capacity(self.last_batch);
+        let mut batch = Batch {
+            out: Vec::with_capacity(self.last_batch),
+            spent: None,
+        };
         let mut slice = arrived;
         let broken = loop {
             let before = self.input.buf.len();
@@ -376,12 +383,17 @@ impl Reader {
             };
             let now = Instant::now();
             let (input, called) = (&mut self.input, &mut self.called);
-            if !serve_frame(conn, input, called, self.peer, read, arrived, now, &mut out).await {
+            if !serve_frame(
+                conn, input, called, self.peer, read, arrived, now, &mut batch,
+            )
+            .await
+            {
                 break true;
             }
             // Handlers that compute without awaiting must not starve other connections.
             if now.duration_since(slice) >= TIME_SLICE {
-                if !out.is_empty() && !conn.outbox.push_later(std::mem::take(&mut out)) {
+                let out = std::mem::take(&mut batch.out);
+                if !out.is_empty() && !conn.outbox.push_later(out) {
                     return Err(End::Gone);
                 }
                 tokio::task::yield_now().await;
@@ -409,6 +421,7 @@ impl Reader {
                 }
             }
         };
+        let Batch { out, spent } = batch;
         self.last_batch = out.len().min(MAX_BATCH_HINT);
         let pushed = if out.is_empty() {
             true
@@ -417,13 +430,16 @@ impl Reader {
         } else {
             conn.outbox.push_later(out)
         };
+        drop(spent);
         if !pushed || broken || hung_up {
             return Err(End::Gone);
         }
-        // The buffer is given back once the connection has been quiet for `KEEP_BUFFER`:
-        // the timer is brought forward to then if it was set later (once per quiet spell,
-        // not per read: while reads keep coming it fires first, and is set again from the
-        // last read).
+        // An ordinary empty buffer is kept for the next read, and given back once the
+        // connection has been quiet for `KEEP_BUFFER`: the timer is brought forward to then
+        // if it was set later (once per quiet spell, not per read: while reads keep coming
+        // it fires first, and is set again from the last read). Any other is given back at
+        // once (see `Input::release_unless_reusable`).
+        self.input.release_unless_reusable();
         if self.holds_spare_buffer() {
             let release = later(self.last_read, KEEP_BUFFER).into();
             if self.timer.deadline() > release {
@@ -464,8 +480,9 @@ async fn serve_frame(
     read: Read,
     arrived: Instant,
     now: Instant,
-    out: &mut Vec<u8>,
+    batch: &mut Batch,
 ) -> bool {
+    let out = &mut batch.out;
     match read {
         Read::Frame(frame) if frame.header.kind.name().is_none() => {
             // A kind from no version of the protocol this server speaks: the peer is
@@ -486,7 +503,7 @@ async fn serve_frame(
             };
             match charge {
                 Ok(bytes) => {
-                    *called |= handle(conn, frame, bytes, arrived, now, peer, out).await;
+                    *called |= handle(conn, frame, bytes, arrived, now, peer, batch).await;
                 }
                 Err(()) if kind == FrameKind::REQUEST => {
                     let status =
@@ -539,14 +556,34 @@ mod tests {
     use super::*;
     use crate::Server;
 
-    fn ping() -> Vec<u8> {
+    /// A PING with a body (which the server ignores): a frame of any size that is not a
+    /// request, so that its bytes are handed to no call.
+    fn ping(body: &[u8]) -> Vec<u8> {
         let header = Header {
             kind: FrameKind::PING,
             ..Header::default()
         };
         let mut out = Vec::new();
-        frame::encode(&header, &[], &mut out);
+        frame::encode(&header, body, &mut out);
         out
+    }
+
+    /// A server's reader for one connection, and the client's end of it.
+    async fn reader_and_client() -> (Reader, TcpStream, Server) {
+        let server = Server::builder().build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let (reader, _writer) = Reader::start(
+            &server.shared,
+            Stream::Tcp(accepted),
+            None,
+            true,
+            Instant::now(),
+        );
+        (reader, client, server)
     }
 
     /// The read buffer outlives a batch (a connection with one call at a time would
@@ -554,21 +591,9 @@ mod tests {
     /// connection has been quiet for `KEEP_BUFFER` (so that idle connections hold none).
     #[tokio::test]
     async fn a_busy_connection_keeps_its_read_buffer_and_a_quiet_one_gives_it_back() {
-        let server = Server::builder().build();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        let (mut reader, _writer) = Reader::start(
-            &server.shared,
-            Stream::Tcp(accepted),
-            None,
-            true,
-            Instant::now(),
-        );
+        let (mut reader, mut client, _server) = reader_and_client().await;
         for _ in 0..2 {
-            client.write_all(&ping()).await.unwrap();
+            client.write_all(&ping(&[])).await.unwrap();
             assert!(reader.serve_what_arrives().await.is_ok());
             assert!(reader.input.buf.is_empty(), "the ping was served");
             assert!(
@@ -588,5 +613,26 @@ mod tests {
             last_read.elapsed() >= KEEP_BUFFER,
             "not before it was quiet that long"
         );
+    }
+
+    /// A buffer a large frame was split off is given back with its charge at once, not kept
+    /// as an ordinary one is: it still points into the frame's allocation.
+    #[tokio::test]
+    async fn the_buffer_a_large_frame_left_is_given_back_at_once() {
+        let (mut reader, mut client, _server) = reader_and_client().await;
+        client
+            .write_all(&ping(&vec![7; 4 * frame::COPY_ABOVE]))
+            .await
+            .unwrap();
+        let opened = reader.last_read;
+        // Until the whole frame was read and served.
+        loop {
+            assert!(reader.serve_what_arrives().await.is_ok());
+            if reader.last_read > opened && !reader.frames.in_frame(&reader.input.buf) {
+                break;
+            }
+        }
+        assert!(reader.input.charge.is_none(), "its charge went with it");
+        assert_eq!(reader.input.buf.capacity(), 0);
     }
 }

@@ -290,8 +290,10 @@ impl Router {
         let trace_id = metrics.map_or_else(Bytes::new, |_| ctx.trace_id.clone());
         let mut call = service.call(method.id, ctx.clone(), request.body);
         // A span per call for whoever subscribes at debug level; nothing when nobody does.
-        // (Checked first: with no subscriber at all, the macro alone would build the span's
-        // fields for the `log` crate on every call, whether anything logs or not.)
+        // Checked first: with tracing's `log` feature on (another crate in the build can turn
+        // it on) and no subscriber at all, the macro alone builds the span's fields for the
+        // `log` crate on every call, whether anything logs or not. The price: a service that
+        // logs through `log` with no `tracing` subscriber gets no `rpc` span lines.
         if tracing::level_enabled!(tracing::Level::DEBUG) {
             let span = tracing::debug_span!(
                 "rpc",
