@@ -4,7 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-/// A child process serving on a loopback port; killed when dropped.
+/// A child process serving on a loopback port. Dropping it closes the child's stdin, waits up
+/// to 5 s for it to exit (blocking the dropping thread meanwhile: a server exits at once) and
+/// then kills it.
 pub struct ServerProcess {
     /// The process.
     pub child: Child,

@@ -74,6 +74,9 @@ impl Outgoing {
     }
 }
 
+/// The shortest keepalive interval a connection keeps (a shorter one is taken as this).
+const MIN_KEEPALIVE: Duration = Duration::from_millis(1);
+
 /// Room for a frame's prefix and header when a caller encodes one itself: a request's header
 /// (ids, deadline, caller, trace id) fits, so the buffer is allocated once.
 const FRAME_ROOM: usize = 128;
@@ -151,8 +154,8 @@ impl ClientConn {
     /// Header and body are lent: a frame written at once is encoded from them, and only one
     /// queued for the writer task takes copies. (A copy of the header per attempt cost every
     /// call a clone and a drop of all its fields, and one of the body an allocation: the
-    /// first copy of a `Bytes` made from a `Vec` allocates its counter.) The connection sets
-    /// the header's request id.
+    /// first copy of a `Bytes` made from a `Vec` allocates its counter.) A svrkit connection
+    /// sets the header's request id (a gRPC one has streams instead).
     pub(crate) async fn call(
         &self,
         method: &'static MethodDescriptor,
@@ -531,7 +534,9 @@ impl Reader {
         // Both made once, not per read: a wait made afresh for every response registered with
         // and left the signal's wait list, and an interval's tick did more than a sleep's
         // check, between the response's arrival and its caller's wakeup.
-        let keepalive = tokio::time::sleep(self.keepalive);
+        // A zero interval would fire again at once, for ever.
+        let interval = self.keepalive.max(MIN_KEEPALIVE);
+        let keepalive = tokio::time::sleep(interval);
         tokio::pin!(keepalive);
         let stalled = self.stalled.clone();
         let stalled = async move { stalled.cancelled().await };
@@ -556,7 +561,7 @@ impl Reader {
                     );
                 }
                 _ = &mut keepalive => {
-                    keepalive.as_mut().reset(tokio::time::Instant::now() + self.keepalive);
+                    keepalive.as_mut().reset(tokio::time::Instant::now() + interval);
                     // Anything heard since the last tick proves the peer alive. Silence while
                     // calls wait gets a PING; silence after a PING means the peer is gone (a
                     // half-open connection the kernel would take minutes to notice).
