@@ -561,7 +561,12 @@ impl Reader {
                     );
                 }
                 _ = &mut keepalive => {
-                    keepalive.as_mut().reset(tokio::time::Instant::now() + interval);
+                    // (A setting too long for the clock means no pings in practice.)
+                    let now = tokio::time::Instant::now();
+                    let next = now
+                        .checked_add(interval)
+                        .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
+                    keepalive.as_mut().reset(next);
                     // Anything heard since the last tick proves the peer alive. Silence while
                     // calls wait gets a PING; silence after a PING means the peer is gone (a
                     // half-open connection the kernel would take minutes to notice).
@@ -572,7 +577,7 @@ impl Reader {
                             self.health.mark_down();
                             break 'read Status::unavailable(format!(
                                 "the server did not answer a keepalive ping within {:?}",
-                                self.keepalive
+                                interval
                             ));
                         }
                         pinged = true;

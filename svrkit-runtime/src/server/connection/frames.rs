@@ -19,11 +19,12 @@ use crate::sync;
 pub(super) struct Batch {
     /// The encoded replies of the requests answered at once.
     pub(super) out: Vec<u8>,
-    /// The last call answered inline, dropped once the batch is written rather than before:
-    /// with one call at a time, its teardown (its handler's future, its context, its
-    /// permits) then runs after the reply is on its way instead of before. Only the last:
-    /// the next request read drops it before it is dispatched, so no request finds a slot
-    /// or a byte of the budget still held by a call that has ended.
+    /// The last call answered inline, dropped once the batch's replies are handed to the
+    /// outbox (written, with one call at a time) rather than before: its teardown (its
+    /// handler's future, its context, its permits) then runs after the reply is on its way.
+    /// Only the last: the next request read drops it before taking its own share of the
+    /// budget, and a reader that yields drops it first, so no request finds a slot or a byte
+    /// of the budget still held by a call that has ended.
     pub(super) spent: Option<Running>,
 }
 
@@ -39,7 +40,7 @@ pub(super) fn reply_now(request_id: u64, status: Status, out: &mut Vec<u8>) {
     frame::encode(&header, &[], out);
 }
 
-/// Acts on one frame from the peer, answering into `out` what is answered at once. Whether
+/// Acts on one frame from the peer, answering into the batch what is answered at once. Whether
 /// it started a call (admitted, to a method hosted here): what ends an untrusted
 /// connection's first-request timeout.
 pub(super) async fn handle(
@@ -94,9 +95,6 @@ pub(super) async fn handle(
         reply_now(request_id, status, out);
         return false;
     }
-    // The last call answered inline gives its permits back before this one takes its own,
-    // as it would have had it been dropped at once (`Batch::spent`).
-    batch.spent = None;
     let incoming = Incoming {
         header,
         body: frame.body,

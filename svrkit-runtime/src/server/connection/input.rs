@@ -149,6 +149,9 @@ pub(super) struct Input {
     /// Budget held for the buffer's memory.
     pub(super) charge: Option<sync::Charge>,
     pub(super) budget: Arc<Share>,
+    /// Whether a large request was split off the buffer's allocation, which the buffer then
+    /// shares with it (until it moves to an allocation of its own).
+    pub(super) split_off: bool,
 }
 
 impl Input {
@@ -208,6 +211,8 @@ impl Input {
             fresh.extend_from_slice(&self.buf);
             self.buf = fresh;
         }
+        // Either way the allocation is the buffer's alone now (a reclaim succeeds only then).
+        self.split_off = false;
         Room::Made
     }
 
@@ -219,6 +224,7 @@ impl Input {
     /// is spent: the request is refused rather than held.
     pub(super) fn take(&mut self, len: usize) -> Result<Option<sync::Charge>, ()> {
         if len > frame::COPY_ABOVE {
+            self.split_off = true;
             let mut held = match self.charge.take() {
                 Some(held) => held,
                 None => self.budget.charge(0),
@@ -231,24 +237,24 @@ impl Input {
         self.budget.try_take(len).map(Some).ok_or(())
     }
 
-    /// Gives the buffer's memory (and its budget) back between bursts: idle connections cost
-    /// almost nothing.
     /// Gives the buffer back now unless it is empty and worth keeping for the next read: an
-    /// allocation of at most [`FREE_BUFFER`] that holds none of the budget. One left behind by
-    /// a large frame split off it is not: it still points into the frame's allocation (with
-    /// no room left, or some), and may hold a charge.
+    /// allocation of its own of at most [`FREE_BUFFER`] that holds none of the budget. One
+    /// left behind by a large frame split off it is not: it still points into the frame's
+    /// allocation (with no room left, or some), and a non-request's keeps its charge.
     pub(super) fn release_unless_reusable(&mut self) {
         let capacity = self.buf.capacity();
-        if capacity == 0 || capacity > FREE_BUFFER || self.charge.is_some() {
+        if capacity == 0 || capacity > FREE_BUFFER || self.charge.is_some() || self.split_off {
             self.release_if_empty();
         }
     }
 
-    /// Frees the buffer, and the budget it holds, if no bytes wait in it.
+    /// Gives the buffer's memory (and its budget) back if no bytes wait in it: idle
+    /// connections cost almost nothing.
     pub(super) fn release_if_empty(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
             self.charge = None;
+            self.split_off = false;
         }
     }
 }
@@ -269,6 +275,7 @@ mod tests {
             buf: BytesMut::new(),
             charge: None,
             budget: budget.share(),
+            split_off: false,
         };
         let limits = Limits::default();
         let len = 100 << 10;

@@ -207,6 +207,7 @@ impl Reader {
                 buf: BytesMut::new(),
                 charge: None,
                 budget: memory,
+                split_off: false,
             },
             frames: FrameReader::new(limits.max_frame),
             stamps: Stamps::default(),
@@ -396,6 +397,9 @@ impl Reader {
                 if !out.is_empty() && !conn.outbox.push_later(out) {
                     return Err(End::Gone);
                 }
+                // Its reply is handed over: the last call's permits must not be held through
+                // the yield, while other connections run.
+                batch.spent = None;
                 tokio::task::yield_now().await;
                 slice = Instant::now();
                 // Take in what arrived meanwhile (if the budget allows without waiting): left
@@ -496,6 +500,12 @@ async fn serve_frame(
             // Requests hold input budget while they run; control frames never wait.
             let kind = frame.header.kind;
             let request = kind == FrameKind::REQUEST || kind == FrameKind::ONEWAY;
+            if request {
+                // The last call answered inline gives its permits (its slots, and its share
+                // of the memory budget) back before this request takes its own, as it would
+                // have had it been dropped at once (`Batch::spent`).
+                batch.spent = None;
+            }
             let charge = if request {
                 input.take(frame.body.len() + frame::PREFIX_LEN)
             } else {
@@ -615,15 +625,28 @@ mod tests {
         );
     }
 
-    /// A buffer a large frame was split off is given back with its charge at once, not kept
-    /// as an ordinary one is: it still points into the frame's allocation.
+    /// A buffer a large frame was split off is given back (with its charge) at once, not
+    /// kept as an ordinary one is: it still points into the frame's allocation. For a
+    /// request, whose call takes the charge, as for any other frame.
     #[tokio::test]
     async fn the_buffer_a_large_frame_left_is_given_back_at_once() {
+        let body = vec![7; 4 * frame::COPY_ABOVE];
+        let request = Header {
+            kind: FrameKind::REQUEST,
+            request_id: 1,
+            service_id: 4242,
+            ..Header::default()
+        };
+        let mut large_request = Vec::new();
+        frame::encode(&request, &body, &mut large_request);
+        for large in [ping(&body), large_request] {
+            served_whole(&large).await;
+        }
+    }
+
+    async fn served_whole(large: &[u8]) {
         let (mut reader, mut client, _server) = reader_and_client().await;
-        client
-            .write_all(&ping(&vec![7; 4 * frame::COPY_ABOVE]))
-            .await
-            .unwrap();
+        client.write_all(large).await.unwrap();
         let opened = reader.last_read;
         // Until the whole frame was read and served.
         loop {

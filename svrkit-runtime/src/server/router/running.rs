@@ -1,5 +1,7 @@
 //! An admitted call: its handler driven to its result, its deadline or its cancellation,
-//! holding its permits until the handler stops, and the reply it ends with.
+//! holding its permits until it is dropped (once its handler stopped: a connection drops a
+//! call it answered inline after handing over the reply, before it reads on), and the reply it
+//! ends with.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -117,7 +119,8 @@ pub(crate) struct Running {
     pub(super) started: bool,
     /// The call's span, when spans are exported (`trace::export_spans`).
     pub(super) span: Option<Box<SpanStart>>,
-    /// Released when the call is dropped, that is when its handler has stopped. (The bytes
+    /// Released when the call is dropped, after its handler has stopped (for a call answered
+    /// inline, once its reply is handed over: `connection/frames.rs`, `Batch`). (The bytes
     /// are `None` only while lent to the first poll's decode.)
     pub(super) permits: (Permits, Option<sync::Charge>),
 }
