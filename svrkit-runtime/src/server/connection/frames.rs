@@ -15,7 +15,6 @@ use crate::status::Status;
 use crate::sync;
 
 /// What a read's frames leave for the read's one write.
-#[derive(Default)]
 pub(super) struct Batch {
     /// The encoded replies of the requests answered at once.
     pub(super) out: Vec<u8>,
