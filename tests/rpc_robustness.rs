@@ -7,6 +7,7 @@ use svrkit_runtime::codec::Message;
 use svrkit_runtime::frame::{self, FrameKind, Header};
 use svrkit_runtime::{Code, Limits};
 use svrkit_tests::echo::{self, still_serving};
+use svrkit_tests::raw::{self, RawConn};
 use svrkit_tests::svrkit::test::rpc::EchoReq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -136,14 +137,11 @@ async fn requests_read_together_take_one_slot_in_turn() {
         ..Limits::default()
     };
     let running = echo::start_with(limits, None).await;
-    let mut raw = svrkit_tests::raw::RawConn::connect(&running.addr).await;
+    let mut raw = RawConn::connect(&running.addr).await;
     let mut together = Vec::new();
     for id in 1..=8 {
-        let header = svrkit_tests::raw::header(FrameKind::REQUEST, id, 1, 10_000);
-        together.extend(svrkit_tests::raw::request_frame(
-            &header,
-            &EchoReq::default(),
-        ));
+        let header = raw::header(FrameKind::REQUEST, id, 1, 10_000);
+        together.extend(raw::request_frame(&header, &EchoReq::default()));
     }
     raw.stream.write_all(&together).await.unwrap();
     for id in 1..=8 {
@@ -204,7 +202,7 @@ async fn connections_beyond_the_limit_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_decode_is_invalid_argument() {
     let running = echo::start().await;
-    let mut raw = svrkit_tests::raw::RawConn::connect(&running.addr).await;
+    let mut raw = RawConn::connect(&running.addr).await;
     let header = Header {
         kind: FrameKind::REQUEST,
         request_id: 5,

@@ -74,8 +74,11 @@ impl Outgoing {
     }
 }
 
-/// The shortest keepalive interval a connection keeps (a shorter one is taken as this).
-const MIN_KEEPALIVE: Duration = Duration::from_millis(1);
+/// The keepalive intervals a connection keeps (one outside is taken as the nearer bound): a
+/// zero one would fire again at once for ever, and one past the clock's range cannot be set.
+/// A year means no pings in practice.
+const KEEPALIVE_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(365 * 86_400));
 
 /// Room for a frame's prefix and header when a caller encodes one itself: a request's header
 /// (ids, deadline, caller, trace id) fits, so the buffer is allocated once.
@@ -534,8 +537,7 @@ impl Reader {
         // Both made once, not per read: a wait made afresh for every response registered with
         // and left the signal's wait list, and an interval's tick did more than a sleep's
         // check, between the response's arrival and its caller's wakeup.
-        // A zero interval would fire again at once, for ever.
-        let interval = self.keepalive.max(MIN_KEEPALIVE);
+        let interval = self.keepalive.clamp(KEEPALIVE_RANGE.0, KEEPALIVE_RANGE.1);
         let keepalive = tokio::time::sleep(interval);
         tokio::pin!(keepalive);
         let stalled = self.stalled.clone();
@@ -561,12 +563,9 @@ impl Reader {
                     );
                 }
                 _ = &mut keepalive => {
-                    // (A setting too long for the clock means no pings in practice.)
-                    let now = tokio::time::Instant::now();
-                    let next = now
-                        .checked_add(interval)
-                        .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
-                    keepalive.as_mut().reset(next);
+                    keepalive
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + interval);
                     // Anything heard since the last tick proves the peer alive. Silence while
                     // calls wait gets a PING; silence after a PING means the peer is gone (a
                     // half-open connection the kernel would take minutes to notice).

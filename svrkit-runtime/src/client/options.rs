@@ -57,7 +57,7 @@ pub struct ChannelOptions {
     pub max_frame: usize,
     /// While calls wait on a connection that has been silent this long, it is pinged; if it
     /// stays silent as long again it is closed, its calls fail `UNAVAILABLE` and its
-    /// endpoint is taken out of rotation. At least 1 ms (a shorter one is taken as that).
+    /// endpoint is taken out of rotation. Taken as at least 1 ms and at most a year.
     pub keepalive_interval: Duration,
     /// Time allowed to write a batch of requests: a peer that stops reading for this long
     /// has its connection closed, so that requests (oneway ones above all, which nobody

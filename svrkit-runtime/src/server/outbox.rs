@@ -137,15 +137,11 @@ impl Outbox {
         self.tx.is_closed()
     }
 
-    /// Completes when the writer stops.
-    pub(super) async fn closed(&self) {
-        self.tx.closed().await;
-    }
-
-    /// [`closed`](Outbox::closed), holding its own handle: a wait that can be kept.
-    pub(super) fn closed_owned(outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send + 'static {
+    /// Completes when the writer stops. Holds its own handle, so that a reader can make the
+    /// wait once and keep it.
+    pub(super) fn closed(outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send + 'static {
         let outbox = outbox.clone();
-        async move { outbox.closed().await }
+        async move { outbox.tx.closed().await }
     }
 
     /// Waits until the unsent bytes are within the bound (or the writer stopped).

@@ -180,7 +180,7 @@ impl Reader {
             limits.write_timeout,
             memory.clone(),
         );
-        let outbox_handle = outbox.clone();
+        let closed = Box::pin(Outbox::closed(&outbox));
         let conn = Arc::new(Conn {
             in_flight: Mutex::new(HashMap::new()),
             oneways: AtomicU64::new(0),
@@ -218,7 +218,7 @@ impl Reader {
             called: trusted,
             timer: Box::pin(tokio::time::sleep_until(first.into())),
             shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
-            closed: Box::pin(Outbox::closed_owned(&outbox_handle)),
+            closed,
         };
         (reader, write_task)
     }
