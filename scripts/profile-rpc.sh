@@ -20,8 +20,11 @@ concurrency=${2:-1}
 seconds=${3:-3}
 out=target/profile/callgrind
 export CARGO_TARGET_DIR=target/profile CARGO_PROFILE_BENCH_DEBUG=line-tables-only
-bench=$(cargo bench -p svrkit-tests --bench rpc --no-run 2>&1 |
-    sed -n 's/.*(\(.*rpc-[0-9a-f]*\))$/\1/p' | tail -1)
+built=$(cargo bench -p svrkit-tests --bench rpc --no-run 2>&1) || {
+    echo "$built" | tail -20 >&2
+    exit 1
+}
+bench=$(echo "$built" | sed -n 's/.*(\(.*rpc-[0-9a-f]*\))$/\1/p' | tail -1)
 for run in short long; do
     secs=$seconds
     [ "$run" = long ] && secs=$((2 * seconds))

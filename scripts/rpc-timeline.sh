@@ -12,8 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 system=${1:-svrkit}
 runs=${2:-3}
-bench=$(cargo bench -p svrkit-tests --bench rpc --no-run 2>&1 |
-    sed -n 's/.*(\(.*rpc-[0-9a-f]*\))$/\1/p' | tail -1)
+built=$(cargo bench -p svrkit-tests --bench rpc --no-run 2>&1) || {
+    echo "$built" | tail -20 >&2
+    exit 1
+}
+bench=$(echo "$built" | sed -n 's/.*(\(.*rpc-[0-9a-f]*\))$/\1/p' | tail -1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for _ in $(seq "$runs"); do
