@@ -168,6 +168,8 @@ impl Agent {
                         _ => "?",
                     },
                     value: format!("{value}"),
+                    // Reports carry what each instance counted since it started.
+                    last_minute: String::new(),
                     help: "summed over the instances reporting",
                 })
                 .collect(),

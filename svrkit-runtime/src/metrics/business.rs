@@ -172,6 +172,16 @@ impl Metric {
             Metric::Histogram(f) => f.name,
         }
     }
+
+    /// The name of its label, if it has one.
+    pub fn label(&self) -> Option<&'static str> {
+        let label = match self {
+            Metric::Counter(f) => f.label,
+            Metric::Gauge(f) => f.label,
+            Metric::Histogram(f) => f.label,
+        };
+        label.map(|(name, _)| name)
+    }
 }
 
 /// One series of a business metric as read now, for `/stats.json` and the dashboard.

@@ -419,7 +419,7 @@ fn process_page(title: &str, minutes: usize) -> String {
         panels,
         instances: Vec::new(),
         windows: windows(minutes),
-        business: super::dashboard::BusinessRow::all(),
+        business: super::dashboard::BusinessRow::all(&board),
         map: None,
     };
     page.render()

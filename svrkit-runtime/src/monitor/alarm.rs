@@ -88,6 +88,15 @@ pub enum Figure {
     /// A readiness check fails ([`health`](super::health)); the value is how many failures
     /// it has seen. Not judged against history, and not in [`Figure::ALL`].
     Unready,
+    /// A business counter's gain in a minute ([`metrics::business`](crate::metrics::business)),
+    /// or how many values a business histogram took: judged as calls are, by rise and drop.
+    Count,
+    /// A business gauge's value at the end of a minute (below zero read as zero), judged
+    /// by rise and drop as a count is.
+    Value,
+    /// The 99th percentile of a business histogram's values in a minute, judged as latency
+    /// is (a doubling, and at least `latency_rise_min_ms` of its own units).
+    ValueP99,
 }
 
 impl Figure {
@@ -99,6 +108,9 @@ impl Figure {
         Figure::RejectionRate,
     ];
 
+    /// The figures of business metrics, none of them in [`Figure::ALL`].
+    pub const BUSINESS: [Figure; 3] = [Figure::Count, Figure::Value, Figure::ValueP99];
+
     /// Its name in alarms.
     pub fn name(self) -> &'static str {
         match self {
@@ -107,6 +119,9 @@ impl Figure {
             Figure::Volume => "volume",
             Figure::RejectionRate => "rejection_rate",
             Figure::Unready => "unready",
+            Figure::Count => "count",
+            Figure::Value => "value",
+            Figure::ValueP99 => "p99",
         }
     }
 
@@ -115,6 +130,7 @@ impl Figure {
         Figure::ALL
             .into_iter()
             .chain([Figure::Unready])
+            .chain(Figure::BUSINESS)
             .find(|f| f.name() == name)
     }
 
@@ -128,6 +144,9 @@ impl Figure {
             // A count is exact: no digits to drop.
             Figure::Volume => format!("{v:.0}/min"),
             Figure::Unready => format!("{v:.0} failures"),
+            Figure::Count => format!("{v:.0}/min"),
+            Figure::Value => format!("{v:.0}"),
+            Figure::ValueP99 => super::format::significant(v),
         }
     }
 
@@ -136,15 +155,22 @@ impl Figure {
         match self {
             Figure::ErrorRate => f.error_rate(),
             Figure::P99Latency => f.p99_ms,
-            Figure::Volume => f.calls as f64,
+            Figure::Volume | Figure::Count | Figure::Value => f.calls as f64,
             Figure::RejectionRate => f.rejection_rate(),
             Figure::Unready => 0.0,
+            Figure::ValueP99 => f.p99_ms,
         }
+    }
+
+    /// Whether this figure is an amount judged by how far it rises and falls (a volume)
+    /// rather than a rate or a percentile of enough calls.
+    fn is_amount(self) -> bool {
+        matches!(self, Figure::Volume | Figure::Count | Figure::Value)
     }
 
     /// Whether a minute with `calls` has enough of them for this figure to mean something.
     fn judged(self, calls: u64, config: &AlarmConfig) -> bool {
-        self == Figure::Volume || calls >= config.min_calls
+        self.is_amount() || calls >= config.min_calls
     }
 }
 
@@ -199,12 +225,16 @@ pub fn judge(
     let rise = match figure {
         Figure::ErrorRate => config.error_rate_rise,
         Figure::RejectionRate => config.rejection_rate_rise,
-        Figure::P99Latency => (config.latency_rise * baseline).max(config.latency_rise_min_ms),
-        Figure::Volume => (config.volume_rise * baseline).max(config.min_calls as f64),
+        Figure::P99Latency | Figure::ValueP99 => {
+            (config.latency_rise * baseline).max(config.latency_rise_min_ms)
+        }
+        Figure::Volume | Figure::Count | Figure::Value => {
+            (config.volume_rise * baseline).max(config.min_calls as f64)
+        }
         Figure::Unready => return Verdict::Unknown,
     };
     let up = value > baseline + rise.max(config.mad_factor * spread);
-    let down = figure == Figure::Volume
+    let down = figure.is_amount()
         && baseline >= config.min_calls as f64
         && value < baseline - (config.volume_drop * baseline).max(config.mad_factor * spread);
     if !(up || down) {

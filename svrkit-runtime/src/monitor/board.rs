@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::alarm::{Alarm, AlarmConfig, Change, Detector, Figure};
-use super::rollup::{Figures, MethodRollup};
+use super::rollup::{Figures, History, MethodRollup};
+use crate::metrics::business::{self, Metric};
+use crate::metrics::histogram::Histogram;
 use crate::metrics::{REJECTION_NAMES, STATUS_NAMES, ServiceMetrics};
 
 /// `[monitor]` in the configuration file.
@@ -69,6 +71,85 @@ pub struct Tracked {
     pub detectors: [Detector; 4],
 }
 
+/// What alarms name the service of a business metric's series: the metrics belong to the
+/// process, not to one of its services.
+pub const BUSINESS: &str = "business";
+
+/// One series of a business metric on the board: its minutes, judged by the same alarms
+/// as the methods' figures.
+///
+/// A minute is kept as [`Figures`], so that the alarms' rules apply unchanged: `calls` is a
+/// counter's gain in the minute, a gauge's value at its end (below zero read as zero), or
+/// how many values a histogram took; a histogram's `p50_ms` and `p99_ms` are percentiles
+/// of its values in the minute, in the values' own units.
+#[derive(Debug)]
+pub struct TrackedSeries {
+    /// `name`, or `name{label="value"}`, as alarms, pages and `/metrics` name it.
+    pub name: &'static str,
+    series: Series,
+    /// Its minutes.
+    pub minutes: History,
+    /// One detector per figure of its kind ([`TrackedSeries::figures`]).
+    detectors: [Detector; 2],
+}
+
+/// A series' handle and its reading at the last tick.
+#[derive(Debug)]
+enum Series {
+    Counter(&'static business::Counter, u64),
+    Gauge(&'static business::Gauge),
+    // Boxed: a histogram's buckets are some 2 KiB, a counter's reading 8 bytes.
+    Histogram(&'static business::ValueHistogram, Box<Histogram>),
+}
+
+impl TrackedSeries {
+    fn new(name: &'static str, series: Series) -> TrackedSeries {
+        TrackedSeries {
+            name,
+            series,
+            // A day of minutes per series, allocated as they come: a metric registered
+            // with many label values should not cost a day of memory each up front.
+            minutes: History::with_capacity(0).bounded(super::rollup::HISTORY),
+            detectors: Default::default(),
+        }
+    }
+
+    /// What alarms judge of this kind of series.
+    pub fn figures(&self) -> &'static [Figure] {
+        match self.series {
+            Series::Counter(..) => &[Figure::Count],
+            Series::Gauge(_) => &[Figure::Value],
+            Series::Histogram(..) => &[Figure::Count, Figure::ValueP99],
+        }
+    }
+
+    /// Ends `minute`: what the series gained since the last tick (a gauge: its value now).
+    fn tick(&mut self, minute: u64) -> Figures {
+        let mut f = Figures {
+            minute,
+            ..Figures::default()
+        };
+        match &mut self.series {
+            Series::Counter(counter, last) => {
+                let now = counter.get();
+                f.calls = now.saturating_sub(*last);
+                *last = now;
+            }
+            Series::Gauge(gauge) => f.calls = gauge.get().max(0) as u64,
+            Series::Histogram(histogram, last) => {
+                let now = histogram.read();
+                let gained = now.since(last);
+                f.calls = gained.count();
+                // The histogram's "milliseconds" are thousandths of its values.
+                f.p50_ms = gained.quantile_ms(0.5) * 1e3;
+                f.p99_ms = gained.quantile_ms(0.99) * 1e3;
+                **last = now;
+            }
+        }
+        f
+    }
+}
+
 /// An alarm change, as `/alerts.json` and the webhook show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
@@ -81,6 +162,21 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
+impl Event {
+    /// The event of an alarm's change.
+    fn of(change: Change) -> Event {
+        let (state, alarm) = match change {
+            Change::Fired(alarm) => ("firing", alarm),
+            Change::Cleared(alarm) => ("cleared", alarm),
+        };
+        Event {
+            state,
+            alarm,
+            reason: None,
+        }
+    }
+}
+
 /// Alarm changes kept for `/alerts.json`.
 const EVENTS_KEPT: usize = 200;
 
@@ -91,6 +187,8 @@ pub struct Board {
     pub config: AlarmConfig,
     /// Every method, in registration order.
     pub methods: Vec<Tracked>,
+    /// Every series of every business metric, in registration order.
+    pub business: Vec<TrackedSeries>,
     known: HashSet<usize>,
     /// The latest alarm changes, oldest first.
     pub events: VecDeque<Event>,
@@ -114,6 +212,42 @@ impl Board {
                 }
             }
         }
+        for metric in business::all() {
+            // A series is named once, when first seen: there are as many as were
+            // registered, so the names live as long as the process, as the metrics do.
+            let name = |value: &str| -> &'static str {
+                match metric.label() {
+                    Some(label) => {
+                        let name = format!("{}{{{label}=\"{value}\"}}", metric.name());
+                        Box::leak(name.into_boxed_str())
+                    }
+                    None => metric.name(),
+                }
+            };
+            let mut track = |at: usize, value: &str, series: Series| {
+                if self.known.insert(at) {
+                    self.business.push(TrackedSeries::new(name(value), series));
+                }
+            };
+            match metric {
+                Metric::Counter(f) => {
+                    for (value, c) in f.series() {
+                        track(std::ptr::from_ref(c) as usize, value, Series::Counter(c, 0));
+                    }
+                }
+                Metric::Gauge(f) => {
+                    for (value, g) in f.series() {
+                        track(std::ptr::from_ref(g) as usize, value, Series::Gauge(g));
+                    }
+                }
+                Metric::Histogram(f) => {
+                    for (value, h) in f.series() {
+                        let series = Series::Histogram(h, Box::default());
+                        track(std::ptr::from_ref(h) as usize, value, series);
+                    }
+                }
+            }
+        }
     }
 
     /// Ends `minute` for every method and runs the alarms on it; the alarms that changed.
@@ -132,19 +266,22 @@ impl Board {
                 if long_poll && figure == Figure::P99Latency {
                     continue;
                 }
-                match d.step(figure, &t.rollup.server, &self.config, who) {
-                    Some(Change::Fired(alarm)) => changes.push(Event {
-                        state: "firing",
-                        alarm,
-                        reason: None,
-                    }),
-                    Some(Change::Cleared(alarm)) => changes.push(Event {
-                        state: "cleared",
-                        alarm,
-                        reason: None,
-                    }),
-                    None => {}
-                }
+                changes.extend(
+                    d.step(figure, &t.rollup.server, &self.config, who)
+                        .map(Event::of),
+                );
+            }
+        }
+        for t in &mut self.business {
+            let figures = t.tick(minute);
+            t.minutes.push(figures);
+            if !self.config.enabled {
+                continue;
+            }
+            let judged = t.figures();
+            for (d, &figure) in t.detectors.iter_mut().zip(judged) {
+                let change = d.step(figure, &t.minutes, &self.config, (BUSINESS, t.name));
+                changes.extend(change.map(Event::of));
             }
         }
         for e in &changes {
@@ -159,9 +296,11 @@ impl Board {
 
     /// Alarms firing now.
     pub fn firing(&self) -> Vec<&Alarm> {
-        self.methods
-            .iter()
-            .flat_map(|t| t.detectors.iter().filter_map(Detector::firing))
+        let methods = self.methods.iter().flat_map(|t| t.detectors.iter());
+        let business = self.business.iter().flat_map(|t| t.detectors.iter());
+        methods
+            .chain(business)
+            .filter_map(Detector::firing)
             .collect()
     }
 }
@@ -354,5 +493,124 @@ impl Board {
             firing: self.firing().into_iter().cloned().collect(),
             business: crate::metrics::business::read_all(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ends `minutes` on a board of its own, with `each` recording what a minute saw before
+    /// it ends; the alarm changes of the series whose names start with `metric`: (minute,
+    /// series, fired, figure).
+    fn run(
+        metric: &str,
+        minutes: std::ops::Range<u64>,
+        mut each: impl FnMut(u64),
+    ) -> Vec<(u64, &'static str, bool, Figure)> {
+        let mut board = Board::default();
+        let mut changes = Vec::new();
+        for minute in minutes {
+            each(minute);
+            for e in board.tick(minute) {
+                if e.alarm.method.starts_with(metric) {
+                    assert_eq!(e.alarm.service, BUSINESS);
+                    changes.push((minute, e.alarm.method, e.state == "firing", e.alarm.figure));
+                }
+            }
+            let firing = board
+                .firing()
+                .iter()
+                .filter(|a| a.method.starts_with(metric))
+                .count();
+            let fired = changes.iter().filter(|c| c.2).count();
+            assert_eq!(
+                firing,
+                fired - (changes.len() - fired),
+                "{minute}: {changes:?}"
+            );
+        }
+        changes
+    }
+
+    /// Some ordinary variation, so that the band is not zero wide.
+    fn about(n: u64, minute: u64) -> u64 {
+        n + n / 10 * (minute % 5) / 4
+    }
+
+    #[test]
+    fn a_business_counter_that_stops_fires_and_clears_when_it_returns() {
+        let sends = business::counter("board_test_sends", "Messages sent.");
+        let changes = run("board_test_sends", 0..50, |minute| {
+            if !(30..33).contains(&minute) {
+                sends.add(about(1000, minute));
+            }
+        });
+        let name = "board_test_sends";
+        assert_eq!(
+            changes,
+            [
+                (30, name, true, Figure::Count),
+                (34, name, false, Figure::Count)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_labelled_series_is_judged_by_itself() {
+        let by_kind = business::counter_with(
+            "board_test_by_kind",
+            "Messages by kind.",
+            "kind",
+            &["text", "image"],
+        );
+        let (text, image) = (
+            by_kind.with("text").unwrap(),
+            by_kind.with("image").unwrap(),
+        );
+        let changes = run("board_test_by_kind", 0..30, |minute| {
+            text.add(about(500, minute));
+            image.add(about(500, minute) * if minute == 25 { 10 } else { 1 });
+        });
+        let image = "board_test_by_kind{kind=\"image\"}";
+        assert_eq!(
+            changes,
+            [
+                (25, image, true, Figure::Count),
+                (27, image, false, Figure::Count)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_business_gauge_that_rises_fires() {
+        let parked = business::gauge("board_test_parked", "Long polls parked.");
+        let changes = run("board_test_parked", 0..30, |minute| {
+            let value = if minute >= 20 {
+                5_000
+            } else {
+                about(200, minute)
+            };
+            parked.set(value as i64);
+        });
+        assert_eq!(changes, [(20, "board_test_parked", true, Figure::Value)]);
+    }
+
+    #[test]
+    fn a_business_histogram_is_judged_by_count_and_by_p99() {
+        let fan_out = business::histogram("board_test_fan_out", "Recipients per message.");
+        let changes = run("board_test_fan_out", 0..30, |minute| {
+            for i in 0..about(200, minute) {
+                fan_out.record(if minute == 20 { 400 } else { 10 + i % 20 });
+            }
+        });
+        let name = "board_test_fan_out";
+        assert_eq!(
+            changes,
+            [
+                (20, name, true, Figure::ValueP99),
+                (22, name, false, Figure::ValueP99)
+            ]
+        );
     }
 }

@@ -121,20 +121,40 @@ pub struct BusinessRow {
     pub kind: &'static str,
     /// The count, the value, or a histogram's count, median and 99th percentile.
     pub value: String,
+    /// What the last minute ended added (a counter), or a histogram's values in it; empty
+    /// where the page has no minutes (a gauge is its value).
+    pub last_minute: String,
     /// What it counts.
     pub help: &'static str,
 }
 
 impl BusinessRow {
-    /// Every business series of the process, read now.
-    pub fn all() -> Vec<BusinessRow> {
+    /// Every business series of the process, read now, with the last minute `board` ended.
+    pub fn all(board: &super::board::Board) -> Vec<BusinessRow> {
         crate::metrics::business::read_all()
             .into_iter()
-            .map(|s| BusinessRow {
-                name: match s.label {
+            .map(|s| {
+                let name = match s.label {
                     Some((label, value)) => format!("{}{{{label}=\"{value}\"}}", s.name),
                     None => s.name.to_owned(),
-                },
+                };
+                let minute = board
+                    .business
+                    .iter()
+                    .find(|t| t.name == name)
+                    .and_then(|t| t.minutes.last());
+                let last_minute = match (s.kind, minute) {
+                    ("counter", Some(f)) => format!("{}/min", f.calls),
+                    ("histogram", Some(f)) => {
+                        format!("{} values, p99 {}", f.calls, significant(f.p99_ms))
+                    }
+                    _ => String::new(),
+                };
+                (s, name, last_minute)
+            })
+            .map(|(s, name, last_minute)| BusinessRow {
+                name,
+                last_minute,
                 kind: s.kind,
                 value: match (s.p50, s.p99) {
                     (Some(p50), Some(p99)) => format!(
