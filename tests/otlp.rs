@@ -1,7 +1,7 @@
 //! Spans over OTLP to a collector stand-in (OpenTelemetry's own protocol types, served by
 //! tonic): a request that crosses two servers, over svrkit frames and over gRPC, gives spans
-//! of one trace whose parent ids link the hops. One test in its own binary: exporting is the
-//! process's.
+//! of one trace whose parent ids link the hops, a client span for each call and a server
+//! span for each request under it. One test in its own binary: exporting is the process's.
 
 use std::sync::{Arc, Mutex};
 
@@ -90,55 +90,63 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
         .unwrap();
 
     let spans = collector.0.lock().unwrap().clone();
-    let named = |name: &str| -> Vec<&Span> {
+    // OTLP's span kinds.
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    let find = |name: &str, kind: i32| -> Vec<&Span> {
         spans
             .iter()
             .map(|(_, s)| s)
-            .filter(|s| s.name == name)
+            .filter(|s| s.name == name && s.kind == kind)
             .collect()
     };
-    let relays = named("test.rpc.EchoSvr.Relay");
-    let echoes = named("test.rpc.EchoSvr.Echo");
-    assert_eq!((relays.len(), echoes.len()), (2, 2), "{spans:#?}");
-    let mut systems = Vec::new();
-    for relay in relays {
-        // The first hop started the trace here: a root.
-        assert!(relay.parent_span_id.iter().all(|&b| b == 0), "{relay:?}");
-        let child = echoes
-            .iter()
-            .find(|e| e.parent_span_id == relay.span_id)
-            .unwrap_or_else(|| panic!("no Echo span under {relay:?} in {echoes:#?}"));
-        assert_eq!(child.trace_id, relay.trace_id);
+    let under = |parent: &Span, name: &str, kind: i32| -> &Span {
+        let found: Vec<&Span> = find(name, kind)
+            .into_iter()
+            .filter(|s| s.parent_span_id == parent.span_id)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {name} span of kind {kind} under {parent:?}: {spans:#?}"
+        );
+        let child = found[0];
+        assert_eq!(child.trace_id, parent.trace_id);
         assert_eq!(child.trace_id.len(), 16);
-        assert_ne!(child.span_id, relay.span_id);
-        let system = |s: &Span| {
-            s.attributes
-                .iter()
-                .find(|a| a.key == "rpc.system")
-                .and_then(|a| a.value.clone())
-                .map(|v| format!("{:?}", v.value))
-                .unwrap_or_default()
-        };
-        assert!(system(relay).contains("svrkit"), "{relay:?}");
+        assert_ne!(child.span_id, parent.span_id);
         assert!(
-            system(child).contains("svrkit") || system(child).contains("grpc"),
+            child.start_time_unix_nano >= parent.start_time_unix_nano,
             "{child:?}"
         );
-        // A server span: kind 2.
-        assert_eq!(child.kind, 2);
-        systems.push(system(child));
+        child
+    };
+    let system = |s: &Span| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == "rpc.system")
+            .and_then(|a| a.value.clone())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    // Each chain, hop by hop: the test's call (a client span, the root), A's request under
+    // it, A's call to B under that request, B's request under A's call.
+    let roots = find("test.rpc.EchoSvr.Relay", CLIENT);
+    assert_eq!(roots.len(), 2, "{spans:#?}");
+    let mut systems = Vec::new();
+    for root in roots {
+        assert!(root.parent_span_id.iter().all(|&b| b == 0), "{root:?}");
+        let relay = under(root, "test.rpc.EchoSvr.Relay", SERVER);
+        let call = under(relay, "test.rpc.EchoSvr.Echo", CLIENT);
+        let echo = under(call, "test.rpc.EchoSvr.Echo", SERVER);
+        assert!(system(root).contains("svrkit") && system(relay).contains("svrkit"));
+        // The second hop's two ends say the same protocol.
+        assert_eq!(system(call), system(echo), "{call:?} {echo:?}");
+        systems.push(system(echo));
     }
     // The second hops: exactly one over svrkit frames and one over gRPC.
     systems.sort();
     assert!(
         systems[0].contains("\"grpc\"") && systems[1].contains("\"svrkit\""),
         "{systems:?}"
-    );
-    // One of the two Echo spans came over gRPC.
-    assert!(
-        echoes
-            .iter()
-            .any(|e| format!("{:?}", e.attributes).contains("grpc")),
-        "{echoes:#?}"
     );
 }

@@ -33,16 +33,25 @@ pub fn new_id() -> Bytes {
     })
 }
 
-/// A span a server finished: one request, from its frame's arrival to its answer. What
+/// A finished span: a request a server ran, from its frame's arrival to its answer, or a
+/// call a client made, from its start to its result (retries and all). What
 /// [`export_spans`] hands an exporter (OpenTelemetry over OTLP with the feature `otel`:
 /// `crate::monitor::otlp`).
+///
+/// A call made while serving a request is a client span under that request's server span,
+/// and the server that answers it records its span under the client span: the frame
+/// header's parent span id (or `traceparent`'s parent id over gRPC) is the client span's,
+/// so the time between the two (connecting, queueing, the network) shows as a gap.
 #[derive(Clone, Debug)]
 pub struct FinishedSpan {
+    /// Which side recorded it.
+    pub kind: SpanKind,
     /// The trace (16 bytes; a shorter or longer id from a peer is cut or padded with zeros).
     pub trace_id: [u8; 16],
-    /// This request's span ([`Context::span_id`](crate::Context::span_id)).
+    /// This span: a request's ([`Context::span_id`](crate::Context::span_id)), or a call's.
     pub span_id: u64,
-    /// The caller's span (0: a root).
+    /// The span above it (0: a root): a request's caller's client span, or the request
+    /// that made a call.
     pub parent_span_id: u64,
     /// The method's full name (`im.msg.MsgSvr.Append`).
     pub name: &'static str,
@@ -56,10 +65,20 @@ pub struct FinishedSpan {
     pub end: std::time::SystemTime,
     /// The answer's status code (0: ok).
     pub status: u32,
-    /// Whether it came over gRPC (else svrkit frames, or in process).
+    /// Whether it went over gRPC (else svrkit frames, or in process).
     pub grpc: bool,
-    /// The calling service's name, as the request gave it.
+    /// A server span: the calling service's name, as the request gave it (empty for a
+    /// client span).
     pub caller: faststr::FastStr,
+}
+
+/// The side of a call a span is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    /// A request a server ran.
+    Server,
+    /// A call a client made.
+    Client,
 }
 
 type Sink = Box<dyn Fn(FinishedSpan) + Send + Sync>;

@@ -14,6 +14,7 @@ use crate::frame::{self, FrameKind, Header};
 use crate::metrics::{self, MethodMetrics};
 use crate::service::MethodDescriptor;
 use crate::status::{Code, Status};
+use crate::trace;
 
 impl Channel {
     /// Calls `method` with `request`: the path every generated client method takes.
@@ -249,7 +250,10 @@ impl Channel {
         if let Some(dye) = &options.dye {
             header.dye = dye.clone();
         }
-        let mut call = Call {
+        // Recorded only where spans are exported; it ends (and is exported) when this
+        // function returns or its future is dropped.
+        let mut span = ClientSpan::start(&mut header, method, self.system);
+        let call = Call {
             method,
             metrics,
             last_endpoint: 0,
@@ -262,6 +266,17 @@ impl Channel {
                 .checked_add(timeout)
                 .unwrap_or(now + Duration::from_secs(1 << 30)),
         };
+        let result = self.send(call, parent).await;
+        if let Some(span) = &mut span {
+            span.code = result.as_ref().map_or_else(Status::code, |_| Code::OK);
+        }
+        result
+    }
+
+    /// Sends `call` down the stack by its deadline (raced against `parent`'s cancel), and
+    /// takes its answer apart.
+    async fn send(&self, mut call: Call, parent: Option<Context>) -> Result<Bytes, Status> {
+        let method = call.method;
         let deadline = call.deadline;
         let stack = self.stack.call(&mut call);
         let run = tokio::time::timeout_at(deadline.into(), stack);
@@ -313,6 +328,63 @@ fn decode_response<Resp: Message>(method: &MethodDescriptor, body: Bytes) -> Res
 /// A oneway call's "response": nothing to read.
 fn ignore_body(_: &MethodDescriptor, _: Bytes) -> Result<(), Status> {
     Ok(())
+}
+
+/// A call's client span while it runs: exported when dropped, with the code set on the way
+/// out, or as `CANCELLED` when the caller dropped the call first.
+struct ClientSpan {
+    method: &'static MethodDescriptor,
+    trace_id: [u8; 16],
+    span_id: u64,
+    parent_span_id: u64,
+    start: std::time::SystemTime,
+    system: &'static str,
+    code: Code,
+}
+
+impl ClientSpan {
+    /// A span for the call `header` starts, if spans are exported: the header then names it
+    /// as the parent of the server's span.
+    fn start(
+        header: &mut Header,
+        method: &'static MethodDescriptor,
+        system: &'static str,
+    ) -> Option<ClientSpan> {
+        if !trace::exporting() {
+            return None;
+        }
+        let span = ClientSpan {
+            method,
+            trace_id: trace::id_bytes(&header.trace_id),
+            span_id: trace::new_span_id(),
+            parent_span_id: header.parent_span_id,
+            start: std::time::SystemTime::now(),
+            system,
+            code: Code::CANCELLED,
+        };
+        header.parent_span_id = span.span_id;
+        Some(span)
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        let method = self.method;
+        trace::finish(trace::FinishedSpan {
+            kind: trace::SpanKind::Client,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            name: method.full_name,
+            service: &method.full_name[..method.full_name.len() - method.name.len() - 1],
+            method: method.name,
+            start: self.start,
+            end: std::time::SystemTime::now(),
+            status: self.code.0,
+            grpc: self.system == "grpc",
+            caller: faststr::FastStr::empty(),
+        });
+    }
 }
 
 /// Counts a client call's end when dropped: with the code set on the way out, or as

@@ -57,6 +57,9 @@ pub struct Channel {
     caller: FastStr,
     monitored: bool,
     weak: Option<Duration>,
+    /// What its calls' client spans name their system: `svrkit`, or `grpc` for a channel
+    /// that speaks gRPC.
+    system: &'static str,
 }
 
 impl std::fmt::Debug for Channel {
@@ -123,6 +126,10 @@ impl Channel {
             caller: options.caller.clone(),
             monitored: options.monitoring,
             weak: options.weak,
+            system: match options.protocol {
+                Protocol::Svrkit => "svrkit",
+                Protocol::Grpc => "grpc",
+            },
             stack,
             pool: Some(pool),
         }
@@ -136,6 +143,7 @@ impl Channel {
             caller: FastStr::empty(),
             monitored: true,
             weak: None,
+            system: "svrkit",
             stack: transport,
             pool: None,
         }

@@ -1,7 +1,8 @@
 //! Spans exported to an OpenTelemetry collector over OTLP/gRPC (feature `otel`, `[monitor]
-//! otlp_endpoint`): one server span per request a server of this process runs, with the
-//! svrkit trace id as its trace id, the request's span id, and the caller's span as its
-//! parent, so that a trace's hops link up in Jaeger, Tempo or any OTLP backend.
+//! otlp_endpoint`): one server span per request a server of this process runs, and one
+//! client span per call it makes, with the svrkit trace id as their trace id, so that a
+//! trace's hops link up in Jaeger, Tempo or any OTLP backend: a request's server span is
+//! under its caller's client span, which is under the request that made the call.
 //!
 //! The runtime records spans itself ([`crate::trace::FinishedSpan`], with the ids it carries
 //! in frame headers and W3C `traceparent`): they go straight to OpenTelemetry's batch span
@@ -97,7 +98,7 @@ pub fn flush() -> Result<(), String> {
     started().get().map_or(Ok(()), Otlp::flush)
 }
 
-/// A finished span as OpenTelemetry's span data: a server span, with svrkit's ids.
+/// A finished span as OpenTelemetry's span data, with svrkit's ids.
 fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
     let status = if span.status == 0 {
         Status::Unset
@@ -123,7 +124,10 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         ),
         parent_span_id: SpanId::from_bytes(span.parent_span_id.to_be_bytes()),
         parent_span_is_remote: span.parent_span_id != 0,
-        span_kind: SpanKind::Server,
+        span_kind: match span.kind {
+            crate::trace::SpanKind::Server => SpanKind::Server,
+            crate::trace::SpanKind::Client => SpanKind::Client,
+        },
         name: Cow::Borrowed(span.name),
         start_time: span.start,
         end_time: span.end.max(span.start),

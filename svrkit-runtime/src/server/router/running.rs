@@ -258,6 +258,7 @@ impl SpanStart {
     pub(crate) fn finish(&self, method: &'static MethodDescriptor, status: u32) {
         let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
         trace::finish(trace::FinishedSpan {
+            kind: trace::SpanKind::Server,
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent_span_id: self.parent_span_id,
