@@ -138,3 +138,60 @@ fn a_python_grpc_client_calls_hello_server_on_its_port() {
     assert!(status.success(), "the Python client failed: {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// At its connection cap the server refuses a gRPC client in a way grpc-core takes as a
+/// failed connect: the call fails at once with `UNAVAILABLE`, and the client backs off rather
+/// than reconnecting in a loop (`tests/grpc/over_the_cap.py` says why that matters).
+#[test]
+fn a_python_grpc_client_over_the_connection_cap_fails_fast_without_a_reconnect_storm() {
+    if external::PYTHON_GRPC.or_skip(python_grpc()).is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("svrkit-grpc-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cap.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 1\n").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap().to_string();
+    drop(admin);
+    let mut server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_hello-server"))
+            .args(["--listen", "127.0.0.1:0", "--admin", &admin_addr])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = BufReader::new(server.0.stdout.take().unwrap());
+    let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
+    // `... listening on HOST:PORT, admin http://...`
+    let addr = line["hello-server listening on ".len()..]
+        .split([',', ' ', '\n'])
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/over_the_cap.py");
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .args([&addr, &admin_addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the Python client failed: {out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    let ["refused", code, seconds, refused] = fields[..] else {
+        panic!("the Python client said {said:?}");
+    };
+    assert_eq!(code, "UNAVAILABLE", "{said}");
+    let seconds: f64 = seconds.parse().unwrap();
+    let refused: u64 = refused.parse().unwrap();
+    assert!(seconds < 2.0, "the call took {seconds} s to fail: {said}");
+    assert!(
+        refused <= 3,
+        "{refused} connections refused for one call: {said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
