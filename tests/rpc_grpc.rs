@@ -228,6 +228,40 @@ mod with_tonic {
         }
     }
 
+    /// A request whose body comes well after its headers (a large upload, a slow link) is
+    /// served: the time its body took is the network's, not a wait in the server's queue that
+    /// overload control would drop it for.
+    #[tokio::test]
+    async fn a_body_that_comes_late_is_not_a_queue_wait() {
+        let running = echo::start().await;
+        let tcp = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{}/test.rpc.EchoSvr/Echo", running.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "10S")
+            .body(())
+            .unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        let body = framed(&echo_req("slowly"));
+        let (head, tail) = body.split_at(3);
+        send.send_data(bytes::Bytes::copy_from_slice(head), false)
+            .unwrap();
+        // Longer than the queue's interval (100 ms) and its target (20 ms) together.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send.send_data(bytes::Bytes::copy_from_slice(tail), true)
+            .unwrap();
+        let (parts, mut stream) = response.await.unwrap().into_parts();
+        assert_eq!(parts.status, 200);
+        while let Some(chunk) = stream.data().await {
+            chunk.unwrap();
+        }
+        let trailers = stream.trailers().await.unwrap().unwrap();
+        assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    }
+
     /// A message with gRPC's five-byte prefix.
     fn framed(message: &impl prost::Message) -> Vec<u8> {
         let bytes = message.encode_to_vec();

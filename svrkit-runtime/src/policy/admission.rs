@@ -10,9 +10,10 @@
 //!
 //! **Per request, at pickup** ([`Admission::admit`]): a level at or above the admission
 //! level is shed. Otherwise the wait is checked against the target (`queue_wait`, at least
-//! ten requests' worth at the capacity last seen). While some pickup within the last
-//! interval waited less, only requests that waited longer than the interval are dropped (a
-//! burst is served); once the queue has stood above the target that long, every request over
+//! ten requests' worth at the capacity last seen). Until the pickups have waited over it for
+//! an interval (counted from the first over it since one within it, or since a spell with
+//! none over it: an idle server starts afresh), only requests that waited longer than the
+//! interval are dropped (a burst is served); once the queue has stood above the target that long, every request over
 //! it is dropped unrun, critical ones excepted up to half their deadline. Either limit is at
 //! most a fraction of the request's own deadline.
 //!
@@ -150,9 +151,16 @@ pub struct Admission {
     /// ms): what tells, within [`QUICK_LOOK`], that an overload ended.
     recent_base: AtomicU64,
     recent_from: AtomicU64,
-    /// The last pickup (policy clock, ms) of a request that had waited no longer than
-    /// `queue_wait`: a queue that has not been that short for `queue_interval` is standing.
-    short_at: AtomicU64,
+    /// When (policy clock, ms, plus one: 0 is none) the pickups began to wait longer than
+    /// the target without one in between that did not: a queue over the target for
+    /// `queue_interval` of pickups is standing (CoDel's `first_above_time`). Measured from
+    /// the first pickup over it, not from the last one under it, so that an idle spell
+    /// (no pickups at all) does not read as a queue that stood.
+    above_since: AtomicU64,
+    /// The last pickup over the target (policy clock, ms, plus one): with none for an
+    /// interval, the queue emptied or the server idled in between (CoDel resets on an
+    /// empty queue), and the next pickup over the target starts afresh.
+    above_last: AtomicU64,
     /// Requests of the window dropped at pickup for having waited too long.
     late: AtomicU32,
     /// Started requests of the window that arrived before the level last moved (the old
@@ -281,7 +289,8 @@ impl Admission {
             capacity: AtomicU64::new(0),
             recent_base: AtomicU64::new(0),
             recent_from: AtomicU64::new(0),
-            short_at: AtomicU64::new(0),
+            above_since: AtomicU64::new(0),
+            above_last: AtomicU64::new(0),
             late: AtomicU32::new(0),
             backlog: AtomicU64::new(0),
             moved_at: AtomicU64::new(0),
@@ -324,9 +333,10 @@ impl Admission {
     /// Two checks. By level (DAGOR): the priorities the server sheds now. By time (CoDel, as
     /// Facebook's servers use it): the request's wait, plus the scheduling lag the runtime
     /// shows throughout (frames wait unread in the kernel behind it), against
-    /// `queue_wait`. While the queue has been that short at some pickup within the last
-    /// `queue_interval`, only a request that waited more than `queue_interval` is dropped: a
-    /// burst is served. Once it has not (a standing queue), every request that waited more
+    /// `queue_wait`. Until every pickup for `queue_interval` waited longer (counted from the
+    /// first over it since one within it, or since a spell of an interval with none over
+    /// it), only a request that waited more than `queue_interval` is dropped: a burst is
+    /// served. Once they have (a standing queue), every request that waited more
     /// than `queue_wait` is dropped, critical ones excepted (they may wait up to half their
     /// deadline, while the levels shed the rest), so that
     /// the work the server does is fresh and the queue drains at once instead of after the
@@ -353,16 +363,25 @@ impl Admission {
         }
         let waited = waited + Duration::from_micros(self.lag_floor.load(Relaxed));
         if waited <= self.config.queue_wait {
-            self.short_at.store(now_ms, Relaxed);
+            self.under_target();
             return Verdict::Admit;
         }
         let (target, interval) = self.targets();
         if waited <= target {
-            self.short_at.store(now_ms, Relaxed);
+            self.under_target();
             return Verdict::Admit;
         }
-        let standing =
-            now_ms.saturating_sub(self.short_at.load(Relaxed)) > interval.as_millis() as u64;
+        let interval_ms = interval.as_millis() as u64;
+        let last = self.above_last.swap(now_ms + 1, Relaxed);
+        let standing = match self.above_since.load(Relaxed) {
+            // The first over the target since one under it, or since a spell without any:
+            // a burst, until the pickups have been over it for an interval.
+            since if since == 0 || now_ms + 1 > last + interval_ms => {
+                self.above_since.store(now_ms + 1, Relaxed);
+                false
+            }
+            since => now_ms + 1 > since + interval_ms,
+        };
         // Critical requests are the last to go: they may wait up to half their deadline
         // while the levels make room for them.
         let critical = level < USER_LEVELS;
@@ -389,6 +408,15 @@ impl Admission {
             self.close_window(now_ms, Close::Surge);
         }
         Verdict::Late
+    }
+
+    /// Notes a pickup within the target: the queue, if any, is not standing. (A load first,
+    /// so that the common case writes nothing shared.)
+    #[inline]
+    fn under_target(&self) {
+        if self.above_since.load(Relaxed) != 0 {
+            self.above_since.store(0, Relaxed);
+        }
     }
 
     /// Requests picked up in the window so far.
@@ -1122,6 +1150,49 @@ mod tests {
             assert!(!admission.is_overloaded());
         }
         assert_eq!(admission.level(), LEVELS);
+    }
+
+    /// CoDel's rule is about pickups: a queue stands when every pickup for an interval waited
+    /// over the target. A server that was idle (no pickups) and then picks up one request
+    /// that waited a little over the target has no standing queue; pickups over the target
+    /// for a whole interval do.
+    #[test]
+    fn an_idle_spell_is_not_a_standing_queue() {
+        let admission = Admission::new(AdmissionConfig::default());
+        // A business level: critical ones may wait up to half their deadline.
+        let level = LEVELS - 1;
+        let t0 = clock::base_instant() + Duration::from_secs(10);
+        let budget = Duration::from_secs(1);
+        let (short, over) = (Duration::from_millis(1), Duration::from_millis(30));
+        assert_eq!(admission.admit(level, t0, short, budget), Verdict::Admit);
+        // A second of nothing, then a request that waited 30 ms (the target is 20 ms).
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(admission.admit(level, t1, over, budget), Verdict::Admit);
+        // Still over the target at every pickup, within the interval (100 ms): a burst.
+        assert_eq!(
+            admission.admit(level, t1 + Duration::from_millis(60), over, budget),
+            Verdict::Admit
+        );
+        // Over it for longer than the interval: standing, and dropped.
+        assert_eq!(
+            admission.admit(level, t1 + Duration::from_millis(120), over, budget),
+            Verdict::Late
+        );
+        // A spell without pickups over the target (idle, or an empty queue), and the next
+        // over it starts a new interval.
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(admission.admit(level, t2, over, budget), Verdict::Admit);
+        assert_eq!(
+            admission.admit(level, t2 + Duration::from_millis(90), over, budget),
+            Verdict::Admit
+        );
+        // One pickup under the target, and the next over it starts a new interval.
+        let t3 = t2 + Duration::from_millis(95);
+        assert_eq!(admission.admit(level, t3, short, budget), Verdict::Admit);
+        assert_eq!(
+            admission.admit(level, t3 + Duration::from_millis(60), over, budget),
+            Verdict::Admit
+        );
     }
 
     /// After an overload, the level comes back within a quick look of the load ending, not
