@@ -12,6 +12,86 @@ fn grpc_tests_need_protoc() {
     svrkit_tests::external::PROTOC.skip();
 }
 
+/// A gRPC channel's keepalive: a server that goes silent while a call waits (a frozen
+/// link, a hung machine) is pinged, and when no answer comes the call fails `UNAVAILABLE`
+/// at once instead of at its deadline. svrkit's own server stands in for the gRPC server
+/// (its gRPC side), behind a proxy that stops passing bytes on when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_channel_notices_a_server_that_went_silent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use svrkit_runtime::client::Protocol;
+    use svrkit_runtime::{CallOptions, Channel, ChannelOptions, Code};
+    use svrkit_tests::echo;
+    use svrkit_tests::svrkit::test::rpc::{EchoReq, EchoSvrClient};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if frozen.load(Ordering::SeqCst) {
+                // Swallows what comes and holds the connection open: silence, not a close.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    let running = echo::start().await;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap().to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (upstream, frozen) = (running.addr.clone(), frozen.clone());
+        async move {
+            while let Ok((client, _)) = proxy.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, frozen.clone()));
+                tokio::spawn(pipe(server_read, client_write, frozen.clone()));
+            }
+        }
+    });
+
+    let options = ChannelOptions {
+        protocol: Protocol::Grpc,
+        grpc_keepalive: Some(Duration::from_millis(100)),
+        connections_per_endpoint: 1,
+        min_backoff: Duration::from_secs(60),
+        ..ChannelOptions::default()
+    };
+    let channel = Channel::lazy([proxy_addr], options);
+    let client = EchoSvrClient::new(channel.clone());
+    // Idle, the connection is not pinged; answered calls keep it alive.
+    for _ in 0..3 {
+        client.echo(&EchoReq::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    frozen.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = client
+        .echo_with(
+            &EchoReq::default(),
+            &CallOptions::timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
+    assert!(err.message().contains("keepalive"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!channel.endpoints().unwrap().snapshot()[0].is_healthy());
+}
+
 #[cfg(svrkit_protoc)]
 mod with_tonic {
     use std::time::Duration;

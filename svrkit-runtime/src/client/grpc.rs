@@ -9,8 +9,9 @@
 //! the answer's `grpc-status` comes back as a svrkit status (its exact code when the server
 //! is svrkit and sends `svrkit-status`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
@@ -29,8 +30,60 @@ pub(crate) struct GrpcConn {
     send: SendRequest<Bytes>,
     /// `host:port`, the requests' authority.
     authority: String,
-    closed: Arc<AtomicBool>,
+    state: Arc<State>,
     max_frame: usize,
+}
+
+/// What a connection's calls and its keepalive share.
+#[derive(Default)]
+struct State {
+    closed: AtomicBool,
+    /// Answers' headers and messages heard so far: what proves the server alive.
+    heard: AtomicU64,
+    /// Calls waiting for their answers.
+    waiting: AtomicUsize,
+    /// Why the connection was given up, when it was this side that did.
+    gave_up: OnceLock<String>,
+}
+
+/// A call waiting on a connection, counted while it lives.
+struct Waiting<'a>(&'a State);
+
+impl<'a> Waiting<'a> {
+    fn new(state: &'a State) -> Waiting<'a> {
+        state.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Pings the server while calls wait and nothing is heard from it for `interval`; ends when
+/// a ping has no answer within `interval` (a peer gone without closing: a half-open
+/// connection the kernel would take minutes to notice).
+async fn keepalive(state: &State, mut pings: h2::PingPong, interval: Duration) {
+    let mut heard = state.heard.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = state.heard.load(Ordering::Relaxed);
+        if now != heard || state.waiting.load(Ordering::Relaxed) == 0 {
+            heard = now;
+            continue;
+        }
+        match tokio::time::timeout(interval, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => heard = state.heard.load(Ordering::Relaxed),
+            _ => {
+                let _ = state.gave_up.set(format!(
+                    "the gRPC server did not answer a keepalive ping within {interval:?}"
+                ));
+                return;
+            }
+        }
+    }
 }
 
 impl GrpcConn {
@@ -57,32 +110,60 @@ impl GrpcConn {
             .initial_window_size(256 * 1024)
             .initial_connection_window_size(1024 * 1024)
             .handshake::<_, Bytes>(stream);
-        let (send, connection) = tokio::time::timeout(options.connect_timeout, handshake)
+        let (send, mut connection) = tokio::time::timeout(options.connect_timeout, handshake)
             .await
             .map_err(|_| timed_out("the HTTP/2 handshake timed out"))?
             .map_err(std::io::Error::other)?;
-        let closed = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(State::default());
+        let pings = options.grpc_keepalive.zip(connection.ping_pong());
         tokio::spawn({
-            let closed = closed.clone();
+            let state = state.clone();
             async move {
-                // The connection runs until the server or the network ends it; a broken one
-                // takes its endpoint out of rotation for a while, as on svrkit's framing.
-                if connection.await.is_err() {
+                // The connection runs until the server or the network ends it, or its
+                // keepalive gives up on it; a broken one takes its endpoint out of rotation
+                // for a while, as on svrkit's framing.
+                let gone = || {
+                    state.closed.store(true, Ordering::Release);
                     health.mark_down();
+                };
+                let keepalive = async {
+                    match pings {
+                        Some((interval, pings)) => keepalive(&state, pings, interval).await,
+                        None => std::future::pending().await,
+                    }
+                    // Before the connection is dropped (which closes the socket and fails its
+                    // calls): a call that fails sees its endpoint out of rotation already.
+                    gone();
+                };
+                tokio::select! {
+                    ended = connection => {
+                        if ended.is_err() {
+                            gone();
+                        }
+                    }
+                    () = keepalive => {}
                 }
-                closed.store(true, Ordering::Release);
+                state.closed.store(true, Ordering::Release);
             }
         });
         Ok(GrpcConn {
             send,
             authority: addr.to_owned(),
-            closed,
+            state,
             max_frame: options.max_frame,
         })
     }
 
     pub(crate) fn is_usable(&self) -> bool {
-        !self.closed.load(Ordering::Acquire)
+        !self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// The status of a call the connection failed: why this side gave up on it, if it did.
+    fn failed(&self, e: h2::Error) -> Status {
+        match self.state.gave_up.get() {
+            Some(why) => Status::unavailable(why.clone()),
+            None => unavailable(e),
+        }
     }
 
     /// Makes the call; the answer as a svrkit response frame. Dropping the future resets the
@@ -97,19 +178,24 @@ impl GrpcConn {
         let deadline_ms = header.deadline_ms;
         let request = self.request(method, header)?;
         let mut send = self.send.clone();
-        send = send.ready().await.map_err(unavailable)?;
-        let (response, mut stream) = send.send_request(request, false).map_err(unavailable)?;
+        send = send.ready().await.map_err(|e| self.failed(e))?;
+        let (response, mut stream) = send
+            .send_request(request, false)
+            .map_err(|e| self.failed(e))?;
         stream
             .send_data(wire::framed(body), true)
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         let max = self.max_frame;
         if oneway {
             // gRPC has no oneway calls: the answer (`google.protobuf.Empty`) is read by a
             // task, so that the call returns once sent, as on svrkit's framing; the task gives
             // up (resetting the stream) at the call's deadline.
-            let deadline = std::time::Duration::from_millis(u64::from(deadline_ms.max(1)));
+            let deadline = Duration::from_millis(u64::from(deadline_ms.max(1)));
+            let state = self.state.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(deadline, read_response(response, max)).await;
+                let _waiting = Waiting::new(&state);
+                let read = read_response(response, max, &state.heard);
+                let _ = tokio::time::timeout(deadline, read).await;
                 drop(stream);
             });
             return Ok(Frame {
@@ -117,9 +203,13 @@ impl GrpcConn {
                 body: Bytes::new(),
             });
         }
-        let answer = read_response(response, max).await;
-        drop(stream);
-        answer
+        let waiting = Waiting::new(&self.state);
+        let answer = read_response(response, max, &self.state.heard).await;
+        drop((stream, waiting));
+        answer.map_err(|failed| match failed {
+            Failed::Connection(e) => self.failed(e),
+            Failed::Call(status) => status,
+        })
     }
 
     /// The HTTP/2 request for a call: its path, and its header's fields as headers.
@@ -229,15 +319,34 @@ fn unavailable(e: h2::Error) -> Status {
     Status::unavailable(format!("the gRPC connection failed: {e}"))
 }
 
+/// Why an answer was not read: the connection broke, or the answer itself fails the call.
+enum Failed {
+    Connection(h2::Error),
+    Call(Status),
+}
+
+impl From<Status> for Failed {
+    fn from(status: Status) -> Failed {
+        Failed::Call(status)
+    }
+}
+
 /// Reads a gRPC answer: its message (at most `max` bytes) and its status, from the trailers
-/// or a trailers-only response.
-async fn read_response(response: h2::client::ResponseFuture, max: usize) -> Result<Frame, Status> {
-    let (parts, mut body) = response.await.map_err(unavailable)?.into_parts();
+/// or a trailers-only response. Counts in `heard` each part that arrives.
+async fn read_response(
+    response: h2::client::ResponseFuture,
+    max: usize,
+    heard: &AtomicU64,
+) -> Result<Frame, Failed> {
+    let heard = || heard.fetch_add(1, Ordering::Relaxed);
+    let (parts, mut body) = response.await.map_err(Failed::Connection)?.into_parts();
+    heard();
     if parts.status != http::StatusCode::OK {
         return Err(Status::new(
             http_code(parts.status),
             format!("the gRPC server answered HTTP {}", parts.status),
-        ));
+        )
+        .into());
     }
     let mut header = Header {
         kind: FrameKind::RESPONSE,
@@ -248,9 +357,7 @@ async fn read_response(response: h2::client::ResponseFuture, max: usize) -> Resu
     if parts.headers.contains_key("grpc-status") {
         read_status(&parts.headers, &mut header);
         if header.status_code == 0 {
-            return Err(Status::internal(
-                "the gRPC server answered OK with no message",
-            ));
+            return Err(Status::internal("the gRPC server answered OK with no message").into());
         }
         return Ok(Frame {
             header,
@@ -259,21 +366,24 @@ async fn read_response(response: h2::client::ResponseFuture, max: usize) -> Resu
     }
     let mut message = BytesMut::new();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(unavailable)?;
+        let chunk = chunk.map_err(Failed::Connection)?;
+        heard();
         let _ = body.flow_control().release_capacity(chunk.len());
         if message.len() + chunk.len() > max + wire::PREFIX {
             return Err(Status::new(
                 Code::TOO_LARGE,
                 format!("the response is over the channel's limit of {max} bytes"),
-            ));
+            )
+            .into());
         }
         message.extend_from_slice(&chunk);
     }
     let trailers = body
         .trailers()
         .await
-        .map_err(unavailable)?
+        .map_err(Failed::Connection)?
         .unwrap_or_default();
+    heard();
     read_status(&trailers, &mut header);
     if header.status_code != 0 {
         return Ok(Frame {

@@ -59,6 +59,14 @@ pub struct ChannelOptions {
     /// stays silent as long again it is closed, its calls fail `UNAVAILABLE` and its
     /// endpoint is taken out of rotation. Taken as at least 1 ms and at most a year.
     pub keepalive_interval: Duration,
+    /// For a gRPC channel ([`Protocol::Grpc`]): while calls wait on a connection that nothing
+    /// has been heard from for this long, it is pinged (an HTTP/2 PING); with no answer
+    /// within as long again it is closed, its calls fail `UNAVAILABLE` and its endpoint is
+    /// taken out of rotation. Off by default, as in gRPC's own clients: servers built on
+    /// grpc-go answer pings more often than every five minutes with `too_many_pings` unless
+    /// configured otherwise (gRPC's keepalive guide, gRFC A8, suggests at least 10 s where
+    /// servers allow it). svrkit's frames use `keepalive_interval` instead.
+    pub grpc_keepalive: Option<Duration>,
     /// Time allowed to write a batch of requests: a peer that stops reading for this long
     /// has its connection closed, so that requests (oneway ones above all, which nobody
     /// waits on) do not queue behind it, and new calls go to a fresh connection.
@@ -108,6 +116,7 @@ impl Default for ChannelOptions {
             max_backoff: Duration::from_secs(5),
             max_frame: frame::DEFAULT_MAX_FRAME,
             keepalive_interval: Duration::from_secs(5),
+            grpc_keepalive: None,
             write_timeout: Duration::from_secs(30),
             caller: FastStr::empty(),
             monitoring: true,
