@@ -409,8 +409,10 @@ fn a_service_serves_without_its_agent_and_reports_once_it_is_back() {
             .iter()
             .find(|b| b["name"] == "hello_greetings")?
             .clone();
-        let map_ok = edge
-            == serde_json::json!({ "caller": "hello-client", "service": "hello.Greeter", "calls": 500 });
+        // (Its `per_minute` depends on when the reports fell.)
+        let map_ok = edge["caller"] == "hello-client"
+            && edge["service"] == "hello.Greeter"
+            && edge["calls"] == 500;
         (map_ok && greeted["value"] == 500.0).then_some(())
     });
     // The dashboard draws the map.

@@ -143,6 +143,12 @@ impl Agent {
         let _ = self.take_from(None, report);
     }
 
+    /// Takes in a report as if it came `at` then, for tests of rates between reports.
+    #[cfg(test)]
+    pub(crate) fn take_at(&self, report: Report, at: Instant) -> Result<(), Dropped> {
+        self.take_checked(None, report, at)
+    }
+
     /// Reports dropped so far, by reason.
     pub fn dropped(&self) -> Vec<(Dropped, u64)> {
         Dropped::ALL
@@ -178,14 +184,19 @@ impl Agent {
 
     /// Takes in a report that came from `peer`.
     fn take_from(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
-        let result = self.take_checked(peer, report);
+        let result = self.take_checked(peer, report, Instant::now());
         if let Err(why) = result {
             self.drop_report(why);
         }
         result
     }
 
-    fn take_checked(&self, peer: Option<IpAddr>, report: Report) -> Result<(), Dropped> {
+    fn take_checked(
+        &self,
+        peer: Option<IpAddr>,
+        report: Report,
+        at: Instant,
+    ) -> Result<(), Dropped> {
         let Some(instance) = name(&report.instance) else {
             return Err(Dropped::BadName);
         };
@@ -300,27 +311,50 @@ impl Agent {
                 .filter_map(|s| name(s))
                 .collect()
         };
+        let mut callers = edges(&report);
+        let mut business = business(&report);
+        // Rates from the instance's last report: what its counts gained since, a minute.
+        if let Some(before) = state.instances.get(&key) {
+            let seconds = at.saturating_duration_since(before.last_seen).as_secs_f64();
+            for e in &mut callers {
+                let was = before
+                    .callers
+                    .iter()
+                    .find(|b| b.caller == e.caller && b.service == e.service);
+                e.per_minute =
+                    was.and_then(|b| state::per_minute(e.calls as f64, b.calls as f64, seconds));
+            }
+            for b in business.iter_mut().filter(|b| b.kind != "gauge") {
+                let was = before
+                    .business
+                    .iter()
+                    .find(|w| w.name == b.name && w.label == b.label && w.kind == b.kind);
+                b.per_minute = was.and_then(|w| state::per_minute(b.value, w.value, seconds));
+            }
+        }
         state.instances.insert(
             key,
             Instance {
                 peer,
                 services: list(&report.services),
                 alarms: Reported::of(&report),
-                last_seen: Instant::now(),
+                last_seen: at,
                 calls,
                 errors,
-                callers: edges(&report),
-                business: business(&report),
+                callers,
+                business,
             },
         );
         Ok(())
     }
 
     /// Who calls whom: calls from each caller to each service, summed over the instances
-    /// reporting now (each counts its calls since it started), most first.
-    pub fn service_map(&self) -> Vec<(String, String, u64)> {
+    /// reporting now (each counts its calls since it started), most first, with the calls a
+    /// minute between their last two reports (summed over those that reported twice).
+    pub fn service_map(&self) -> Vec<MapEdge> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sums: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        let mut sums: std::collections::BTreeMap<(String, String), (u64, Option<f64>)> =
+            Default::default();
         for instance in state
             .instances
             .values()
@@ -330,20 +364,29 @@ impl Agent {
                 let sum = sums
                     .entry((e.caller.clone(), e.service.clone()))
                     .or_default();
-                *sum = sum.saturating_add(e.calls);
+                sum.0 = sum.0.saturating_add(e.calls);
+                sum.1 = add(sum.1, e.per_minute);
             }
         }
-        let mut map: Vec<(String, String, u64)> =
-            sums.into_iter().map(|((c, s), n)| (c, s, n)).collect();
-        map.sort_by_key(|edge| std::cmp::Reverse(edge.2));
+        let mut map: Vec<MapEdge> = sums
+            .into_iter()
+            .map(|((caller, service), (calls, per_minute))| MapEdge {
+                caller,
+                service,
+                calls,
+                per_minute,
+            })
+            .collect();
+        map.sort_by_key(|edge| std::cmp::Reverse(edge.calls));
         map
     }
 
     /// The services' own metrics, each series summed over the instances reporting now
-    /// (histograms: their numbers of values): (name, label, kind, sum).
-    pub fn business(&self) -> Vec<(String, String, String, f64)> {
+    /// (histograms: their numbers of values), with what counters and histograms gained a
+    /// minute between the last two reports (summed over the instances that reported twice).
+    pub fn business(&self) -> Vec<BusinessSum> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sums: std::collections::BTreeMap<(String, String), (String, f64)> =
+        let mut sums: std::collections::BTreeMap<(String, String), BusinessSum> =
             Default::default();
         for instance in state
             .instances
@@ -353,13 +396,18 @@ impl Agent {
             for b in &instance.business {
                 let sum = sums
                     .entry((b.name.clone(), b.label.clone()))
-                    .or_insert_with(|| (b.kind.clone(), 0.0));
-                sum.1 += b.value;
+                    .or_insert_with(|| BusinessSum {
+                        name: b.name.clone(),
+                        label: b.label.clone(),
+                        kind: b.kind.clone(),
+                        value: 0.0,
+                        per_minute: None,
+                    });
+                sum.value += b.value;
+                sum.per_minute = add(sum.per_minute, b.per_minute);
             }
         }
-        sums.into_iter()
-            .map(|((name, label), (kind, value))| (name, label, kind, value))
-            .collect()
+        sums.into_values().collect()
     }
 
     /// Instances that reported, by name.
@@ -384,6 +432,42 @@ impl Agent {
     }
 }
 
+/// One pair of the service map: calls from `caller` to `service`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MapEdge {
+    #[allow(missing_docs)]
+    pub caller: String,
+    #[allow(missing_docs)]
+    pub service: String,
+    /// Since the instances reporting now started.
+    pub calls: u64,
+    /// A minute, between the instances' last two reports (none before any reported twice).
+    pub per_minute: Option<f64>,
+}
+
+/// One series of the services' own metrics, summed over the instances reporting now.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BusinessSum {
+    #[allow(missing_docs)]
+    pub name: String,
+    /// `label=value`, or empty.
+    pub label: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// A counter's count, a gauge's value, a histogram's number of values.
+    pub value: f64,
+    /// What a counter or histogram gained a minute between the last two reports.
+    pub per_minute: Option<f64>,
+}
+
+/// A sum of rates some of which may be unknown: the known ones.
+fn add(sum: Option<f64>, rate: Option<f64>) -> Option<f64> {
+    match (sum, rate) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The caller breakdown of a report, as far as it can be kept: named within the limits, at
 /// most [`MAX_LIST`] pairs.
 fn edges(report: &Report) -> Vec<state::Edge> {
@@ -395,6 +479,7 @@ fn edges(report: &Report) -> Vec<state::Edge> {
                 caller: name(&c.caller)?,
                 service: name(&c.service)?,
                 calls: c.calls,
+                per_minute: None,
             })
         })
         .take(MAX_LIST)
@@ -414,6 +499,7 @@ fn business(report: &Report) -> Vec<state::Business> {
                 kind: name(&b.kind)?,
                 label: name(&b.label)?,
                 value: b.value,
+                per_minute: None,
             })
         })
         .take(MAX_LIST)

@@ -7,7 +7,9 @@ use std::time::Duration;
 use hyper::StatusCode;
 use svrkit_runtime::monitor::admin::{self, Pages, Reply};
 use svrkit_runtime::monitor::board::this_minute;
-use svrkit_runtime::monitor::dashboard::{BusinessRow, InstanceRow, Page, ServiceMap, Window};
+use svrkit_runtime::monitor::dashboard::{
+    BusinessRow, InstanceRow, Page, ServiceMap, Window, significant,
+};
 use svrkit_runtime::monitor::rollup::Figures;
 
 use crate::state::{Reported, SeriesKey};
@@ -154,26 +156,34 @@ impl Agent {
             business: self
                 .business()
                 .into_iter()
-                .map(|(name, label, kind, value)| BusinessRow {
-                    name: if label.is_empty() {
-                        name
+                .map(|b| BusinessRow {
+                    name: if b.label.is_empty() {
+                        b.name
                     } else {
-                        let (l, v) = label.split_once('=').unwrap_or((&label, ""));
-                        format!("{name}{{{l}=\"{v}\"}}")
+                        let (l, v) = b.label.split_once('=').unwrap_or((&b.label, ""));
+                        format!("{}{{{l}=\"{v}\"}}", b.name)
                     },
-                    kind: match kind.as_str() {
+                    kind: match b.kind.as_str() {
                         "counter" => "counter",
                         "gauge" => "gauge",
                         "histogram" => "histogram (values)",
                         _ => "?",
                     },
-                    value: format!("{value}"),
-                    // Reports carry what each instance counted since it started.
-                    last_minute: String::new(),
+                    value: format!("{}", b.value),
+                    // Reports carry what each instance counted since it started: the rate
+                    // is from the last two reports of each.
+                    last_minute: b
+                        .per_minute
+                        .map_or_else(String::new, |r| format!("{}/min", significant(r))),
                     help: "summed over the instances reporting",
                 })
                 .collect(),
-            map: ServiceMap::new(self.service_map()),
+            map: ServiceMap::new(
+                self.service_map()
+                    .into_iter()
+                    .map(|e| (e.caller, e.service, e.calls, e.per_minute))
+                    .collect(),
+            ),
         };
         page.render()
     }
@@ -236,20 +246,8 @@ impl Pages for Agent {
                     .into_iter()
                     .map(|(why, n)| (why.name().to_owned(), n.into()))
                     .collect();
-                let map: Vec<_> = self
-                    .service_map()
-                    .into_iter()
-                    .map(|(caller, service, calls)| {
-                        serde_json::json!({ "caller": caller, "service": service, "calls": calls })
-                    })
-                    .collect();
-                let business: Vec<_> = self
-                    .business()
-                    .into_iter()
-                    .map(|(name, label, kind, value)| {
-                        serde_json::json!({ "name": name, "label": label, "kind": kind, "value": value })
-                    })
-                    .collect();
+                let map = self.service_map();
+                let business = self.business();
                 Some(admin::json(&serde_json::json!({
                     "instances": instances,
                     "series": series,

@@ -133,6 +133,8 @@ pub(crate) struct Edge {
     pub(crate) caller: String,
     pub(crate) service: String,
     pub(crate) calls: u64,
+    /// Calls a minute between the instance's last two reports (none after its first).
+    pub(crate) per_minute: Option<f64>,
 }
 
 /// One series of an instance's own metrics.
@@ -142,6 +144,15 @@ pub(crate) struct Business {
     pub(crate) kind: String,
     pub(crate) label: String,
     pub(crate) value: f64,
+    /// A counter's gain, or a histogram's values, a minute between the instance's last two
+    /// reports (none after its first, and none for a gauge).
+    pub(crate) per_minute: Option<f64>,
+}
+
+/// What a count gained a minute, from `before` to `now` over `seconds` (none over less
+/// than a second, or for a count that went down).
+pub(crate) fn per_minute(now: f64, before: f64, seconds: f64) -> Option<f64> {
+    (seconds >= 1.0 && now >= before).then(|| (now - before) * 60.0 / seconds)
 }
 
 #[derive(Debug, Default)]

@@ -326,3 +326,83 @@ fn one_address_cannot_take_every_slot_and_a_restarted_process_appears() {
         "the new i0"
     );
 }
+
+/// Counts since start turn into rates between an instance's reports: the service map's
+/// pairs and the business counters and histograms, a minute, summed over the instances
+/// that reported twice; gauges and first reports have none.
+#[test]
+fn counts_since_start_become_rates_between_reports() {
+    use svrkit_runtime::monitor::ossagent::{BusinessSeries, CallerCalls};
+    let now = this_minute();
+    let at = |instance: &str, pid: u32, calls: u64, sends: f64, parked: f64, fan_out: f64| {
+        let mut r = report(instance, now, 1, 0);
+        r.pid = pid;
+        r.callers = vec![CallerCalls {
+            caller: "web".into(),
+            service: "s.S".into(),
+            method: "M".into(),
+            calls,
+            ..CallerCalls::default()
+        }];
+        let series = |name: &str, kind: &str, value: f64| BusinessSeries {
+            name: name.to_owned().into(),
+            kind: kind.to_owned().into(),
+            value,
+            ..BusinessSeries::default()
+        };
+        r.business = vec![
+            series("sends", "counter", sends),
+            series("parked", "gauge", parked),
+            series("fan_out", "histogram", fan_out),
+        ];
+        r
+    };
+    let agent = Agent::default();
+    let t0 = Instant::now();
+    agent.take_at(at("a", 1, 100, 10.0, 3.0, 5.0), t0).unwrap();
+    agent.take_at(at("b", 2, 7, 1.0, 1.0, 1.0), t0).unwrap();
+    let rate = |agent: &Agent, name: &str| {
+        agent
+            .business()
+            .into_iter()
+            .find(|b| b.name == name)
+            .unwrap()
+            .per_minute
+    };
+    assert_eq!(
+        agent.service_map()[0].per_minute,
+        None,
+        "one report each: no rate yet"
+    );
+    assert_eq!(rate(&agent, "sends"), None);
+
+    // Ten seconds later, `a` again: 60 more calls, 30 more sends, 20 more values.
+    let t1 = t0 + Duration::from_secs(10);
+    agent.take_at(at("a", 1, 160, 40.0, 9.0, 25.0), t1).unwrap();
+    let map = agent.service_map();
+    assert_eq!((map[0].calls, map[0].per_minute), (167, Some(360.0)));
+    assert_eq!(rate(&agent, "sends"), Some(180.0));
+    assert_eq!(rate(&agent, "fan_out"), Some(120.0));
+    assert_eq!(
+        rate(&agent, "parked"),
+        None,
+        "a gauge is a value, not a count"
+    );
+    let parked = agent
+        .business()
+        .into_iter()
+        .find(|b| b.name == "parked")
+        .unwrap();
+    assert_eq!(parked.value, 10.0);
+
+    // A count that went down (a reset the pid does not show) gives no rate.
+    agent.take_at(at("b", 2, 7, 0.5, 1.0, 1.0), t1).unwrap();
+    assert_eq!(
+        rate(&agent, "sends"),
+        Some(180.0),
+        "b's count went down: no rate from it"
+    );
+    let page = agent.page(30);
+    assert!(page.contains("360/min"), "the map's rate on the page");
+    assert!(page.contains("180/min"), "the counter's rate on the page");
+}

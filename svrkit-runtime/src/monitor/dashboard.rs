@@ -57,6 +57,8 @@ pub struct MapEdge {
     pub service: String,
     /// Calls since the reporting processes started.
     pub calls: u64,
+    /// Calls a minute between the last reports (`12/min`), or empty before there are two.
+    pub per_minute: String,
     /// The line's ends and width in the drawing.
     pub y1: f64,
     #[allow(missing_docs)]
@@ -69,8 +71,9 @@ impl ServiceMap {
     /// Rows of the drawing.
     const ROW: f64 = 24.0;
 
-    /// The map of `pairs` (caller, service called, calls); `None` when there are none.
-    pub fn new(pairs: Vec<(String, String, u64)>) -> Option<ServiceMap> {
+    /// The map of `pairs` (caller, service called, calls, calls a minute if known); `None`
+    /// when there are none.
+    pub fn new(pairs: Vec<(String, String, u64, Option<f64>)>) -> Option<ServiceMap> {
         if pairs.is_empty() {
             return None;
         }
@@ -85,10 +88,12 @@ impl ServiceMap {
         let most = pairs.iter().map(|p| p.2).max().unwrap_or(1).max(1) as f64;
         let mut edges: Vec<MapEdge> = pairs
             .iter()
-            .map(|(caller, service, calls)| MapEdge {
+            .map(|(caller, service, calls, per_minute)| MapEdge {
                 caller: caller.clone(),
                 service: service.clone(),
                 calls: *calls,
+                per_minute: per_minute
+                    .map_or_else(String::new, |r| format!("{}/min", significant(r))),
                 y1: at(&callers, caller),
                 y2: at(&services, service),
                 width: 1.0 + 7.0 * (*calls as f64 / most),
