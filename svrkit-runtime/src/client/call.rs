@@ -253,7 +253,7 @@ impl Channel {
         // Recorded only where spans are exported; it ends (and is exported) when this
         // function returns or its future is dropped.
         let mut span = ClientSpan::start(&mut header, method, self.system);
-        let call = Call {
+        let mut call = Call {
             method,
             metrics,
             last_endpoint: 0,
@@ -266,7 +266,7 @@ impl Channel {
                 .checked_add(timeout)
                 .unwrap_or(now + Duration::from_secs(1 << 30)),
         };
-        let result = self.send(call, parent).await;
+        let result = self.send(&mut call, parent.as_ref()).await;
         if let Some(span) = &mut span {
             span.code = result.as_ref().map_or_else(Status::code, |_| Code::OK);
         }
@@ -275,10 +275,10 @@ impl Channel {
 
     /// Sends `call` down the stack by its deadline (raced against `parent`'s cancel), and
     /// takes its answer apart.
-    async fn send(&self, mut call: Call, parent: Option<Context>) -> Result<Bytes, Status> {
+    async fn send(&self, call: &mut Call, parent: Option<&Context>) -> Result<Bytes, Status> {
         let method = call.method;
         let deadline = call.deadline;
-        let stack = self.stack.call(&mut call);
+        let stack = self.stack.call(call);
         let run = tokio::time::timeout_at(deadline.into(), stack);
         let result = match &parent {
             // The parent's cancel (its caller gave up, or its deadline passed) reaches this
