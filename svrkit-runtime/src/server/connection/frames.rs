@@ -98,6 +98,7 @@ pub(super) async fn handle(
         header,
         body: frame.body,
         arrived,
+        queued: arrived,
         peer,
         trusted: conn.trusted,
         bytes,

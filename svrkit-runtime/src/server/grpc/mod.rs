@@ -281,6 +281,7 @@ async fn read(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) -> Option<Read> {
+    let arrived = Instant::now();
     let conn = &*opened.0;
     let (parts, body) = request.into_parts();
     if parts.method != http::Method::POST {
@@ -366,14 +367,16 @@ async fn read(
             return None;
         }
     };
-    // Arrived once whole, as a svrkit frame is stamped with the read that completed it: the
+    // Queued once whole, as a svrkit frame is stamped with the read that completed it: the
     // time its body took to come (a large upload, a slow link) is the network's, not a wait
-    // in the server's queue, which overload control would hold against it.
-    let arrived = Instant::now();
+    // in the server's queue, which overload control would hold against it. Its deadline
+    // still counts from its headers, as its caller's did.
+    let queued = Instant::now();
     let incoming = Incoming {
         header,
         body,
         arrived,
+        queued,
         peer: conn.peer,
         trusted: conn.trusted,
         bytes: Some(charge),

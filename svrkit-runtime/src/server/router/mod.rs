@@ -127,8 +127,13 @@ pub(crate) struct Origin<'a> {
 pub(crate) struct Incoming {
     pub(crate) header: Header,
     pub(crate) body: Bytes,
-    /// When its frame was read: the deadline counts from here.
+    /// When its frame was read (a gRPC call: its headers): the deadline, the latency and
+    /// the span count from here.
     pub(crate) arrived: Instant,
+    /// When it was whole and could be dispatched: its queue wait counts from here. A frame:
+    /// the read that completed it, as `arrived`; a gRPC call: its body's end, so that the
+    /// time a large body takes to come is not held against it as a wait in the queue.
+    pub(crate) queued: Instant,
     pub(crate) peer: Option<SocketAddr>,
     /// Whether the peer is trusted (`trust.rs`): decided once per connection; in process,
     /// always.
@@ -254,7 +259,7 @@ impl Router {
         let mut level = 0;
         let admitted = self
             .authenticate(method, &mut ctx)
-            .and_then(|()| self.shed(&ctx, now))
+            .and_then(|()| self.shed(&ctx, now, request.queued))
             .and_then(|l| {
                 level = l;
                 self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
@@ -327,7 +332,7 @@ impl Router {
         if let Some(body) = request.bytes {
             held.merge(body);
         }
-        let waited = started.saturating_duration_since(request.arrived);
+        let waited = started.saturating_duration_since(request.queued);
         if let Some(m) = metrics {
             m.server_started(waited);
         }
@@ -450,7 +455,12 @@ impl Router {
     /// Overload control: refuses a request below the admission level (before its body is
     /// decoded), counting it in the window's histogram either way. The request's level, if
     /// admitted.
-    fn shed(&self, ctx: &Context, now: Instant) -> Result<u32, (Status, Option<Rejection>)> {
+    fn shed(
+        &self,
+        ctx: &Context,
+        now: Instant,
+        queued: Instant,
+    ) -> Result<u32, (Status, Option<Rejection>)> {
         let Some(admission) = &self.admission else {
             return Ok(0);
         };
@@ -477,7 +487,7 @@ impl Router {
             _ => (priority::user_level(ctx.user_key, &ctx.trace_id, now), None),
         };
         let level = priority::level(ctx.priority, user);
-        let waited = now.saturating_duration_since(ctx.arrived);
+        let waited = now.saturating_duration_since(queued);
         let budget = ctx
             .deadline()
             .map_or(Duration::MAX, |d| d.saturating_duration_since(ctx.arrived));
@@ -568,6 +578,7 @@ impl Router {
             header,
             body,
             arrived: now,
+            queued: now,
             peer: None,
             trusted: true,
             bytes: None,
