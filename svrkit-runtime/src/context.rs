@@ -23,9 +23,10 @@ pub struct Context {
     pub caller: FastStr,
     /// Trace id, passed along the call chain.
     pub trace_id: Bytes,
-    /// This request's span at the server (random, never 0 on a served request): calls made
-    /// while serving it name it as their parent, so that a trace's spans link up hop by hop
-    /// (`trace.rs`). 0 on a context that serves nothing.
+    /// This request's span at the server (random, never 0 on a served request): the calls
+    /// made while serving it are its children (their client spans' parent where spans are
+    /// exported; else the calls name it as their parent directly), so that a trace's spans
+    /// link up hop by hop (`trace.rs`). 0 on a context that serves nothing.
     pub span_id: u64,
     /// The caller's span, this one's parent (0: the request started the trace, or came from
     /// a peer the server does not trust).

@@ -163,14 +163,19 @@ impl Channel {
             m.client_request();
         }
         let weak = options.weak.or(self.weak);
+        // Held here, not in `call_inner`, so that it ends with the decode's verdict.
+        let mut span = None;
         let result = self
-            .call_inner(method, metrics, request, options, now, weak)
+            .call_inner(method, metrics, request, options, now, &mut span)
             .await
             .and_then(|body| decode(method, body));
         counted.code = match &result {
             Ok(_) => Code::OK,
             Err(status) => status.code(),
         };
+        if let Some(span) = &mut span {
+            span.code = counted.code;
+        }
         match result {
             Ok(response) => Ok(Some(response)),
             Err(status) if weak.is_some() => {
@@ -196,9 +201,10 @@ impl Channel {
         request: &Req,
         options: &CallOptions,
         now: Instant,
-        weak: Option<Duration>,
+        span: &mut Option<ClientSpan>,
     ) -> Result<Bytes, Status> {
         let parent = Context::current();
+        let weak = options.weak.or(self.weak);
         let mut timeout = options
             .timeout
             .unwrap_or(Duration::from_millis(u64::from(method.timeout_ms)));
@@ -250,9 +256,12 @@ impl Channel {
         if let Some(dye) = &options.dye {
             header.dye = dye.clone();
         }
-        // Recorded only where spans are exported; it ends (and is exported) when this
-        // function returns or its future is dropped.
-        let mut span = ClientSpan::start(&mut header, method, self.system);
+        // Recorded only where spans are exported, for the service's own calls (not the
+        // monitoring's); it ends (and is exported) when the caller's future is done or
+        // dropped.
+        if self.monitored {
+            *span = ClientSpan::start(&mut header, method, self.system);
+        }
         let mut call = Call {
             method,
             metrics,
@@ -266,11 +275,7 @@ impl Channel {
                 .checked_add(timeout)
                 .unwrap_or(now + Duration::from_secs(1 << 30)),
         };
-        let result = self.send(&mut call, parent.as_ref()).await;
-        if let Some(span) = &mut span {
-            span.code = result.as_ref().map_or_else(Status::code, |_| Code::OK);
-        }
-        result
+        self.send(&mut call, parent.as_ref()).await
     }
 
     /// Sends `call` down the stack by its deadline (raced against `parent`'s cancel), and

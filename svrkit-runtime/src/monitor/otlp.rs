@@ -123,7 +123,10 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
             TraceState::default(),
         ),
         parent_span_id: SpanId::from_bytes(span.parent_span_id.to_be_bytes()),
-        parent_span_is_remote: span.parent_span_id != 0,
+        // A server span's parent is its caller's, in another process; a client span's is
+        // the request of this process that made the call.
+        parent_span_is_remote: span.parent_span_id != 0
+            && span.kind == crate::trace::SpanKind::Server,
         span_kind: match span.kind {
             crate::trace::SpanKind::Server => SpanKind::Server,
             crate::trace::SpanKind::Client => SpanKind::Client,
