@@ -151,12 +151,9 @@ fn a_python_grpc_client_over_the_connection_cap_fails_fast_without_a_reconnect_s
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("cap.toml");
     std::fs::write(&config, "[limits]\nmax_connections = 1\n").unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin_addr = admin.local_addr().unwrap().to_string();
-    drop(admin);
     let mut server = Proc(
         Command::new(env!("CARGO_BIN_EXE_hello-server"))
-            .args(["--listen", "127.0.0.1:0", "--admin", &admin_addr])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::piped())
@@ -166,11 +163,17 @@ fn a_python_grpc_client_over_the_connection_cap_fails_fast_without_a_reconnect_s
     );
     let mut said = BufReader::new(server.0.stdout.take().unwrap());
     let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
-    // `... listening on HOST:PORT, admin http://...`
+    // `... listening on HOST:PORT, admin http://HOST:PORT/`
     let addr = line["hello-server listening on ".len()..]
         .split([',', ' ', '\n'])
         .next()
         .unwrap()
+        .to_owned();
+    let admin_addr = line
+        .split("admin http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
         .to_owned();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/over_the_cap.py");

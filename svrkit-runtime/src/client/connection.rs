@@ -77,7 +77,7 @@ impl Outgoing {
 /// The keepalive intervals a connection keeps (one outside is taken as the nearer bound): a
 /// zero one would fire again at once for ever, and one past the clock's range cannot be set.
 /// A year means no pings in practice.
-const KEEPALIVE_RANGE: (Duration, Duration) =
+pub(super) const KEEPALIVE_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(365 * 86_400));
 
 /// Room for a frame's prefix and header when a caller encodes one itself: a request's header

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tokio::net::TcpStream;
 
 use super::ChannelOptions;
+use super::connection::KEEPALIVE_RANGE;
 use super::endpoint::Health;
 use crate::frame::{Frame, FrameKind, Header};
 use crate::grpc_wire as wire;
@@ -115,7 +116,10 @@ impl GrpcConn {
             .map_err(|_| timed_out("the HTTP/2 handshake timed out"))?
             .map_err(std::io::Error::other)?;
         let state = Arc::new(State::default());
-        let pings = options.grpc_keepalive.zip(connection.ping_pong());
+        let pings = options
+            .grpc_keepalive
+            .map(|every| every.clamp(KEEPALIVE_RANGE.0, KEEPALIVE_RANGE.1))
+            .zip(connection.ping_pong());
         tokio::spawn({
             let state = state.clone();
             async move {

@@ -65,7 +65,8 @@ pub struct ChannelOptions {
     /// taken out of rotation. Off by default, as in gRPC's own clients: servers built on
     /// grpc-go answer pings more often than every five minutes with `too_many_pings` unless
     /// configured otherwise (gRPC's keepalive guide, gRFC A8, suggests at least 10 s where
-    /// servers allow it). svrkit's frames use `keepalive_interval` instead.
+    /// servers allow it). Taken as at least 1 ms and at most a year. svrkit's frames use
+    /// `keepalive_interval` instead.
     pub grpc_keepalive: Option<Duration>,
     /// Time allowed to write a batch of requests: a peer that stops reading for this long
     /// has its connection closed, so that requests (oneway ones above all, which nobody

@@ -96,6 +96,7 @@ pub enum Figure {
     Value,
     /// The 99th percentile of a business histogram's values in a minute, judged as latency
     /// is (a doubling, and at least `latency_rise_min_ms` of its own units).
+    #[serde(rename = "p99")]
     ValueP99,
 }
 
@@ -423,6 +424,20 @@ mod tests {
             }
         }
         changes
+    }
+
+    /// Every page, report and webhook names a figure the same way.
+    #[test]
+    fn a_figure_has_one_name() {
+        for figure in Figure::ALL
+            .into_iter()
+            .chain([Figure::Unready])
+            .chain(Figure::BUSINESS)
+        {
+            let json = serde_json::to_value(figure).unwrap();
+            assert_eq!(json, figure.name(), "{figure:?}");
+            assert_eq!(Figure::from_name(figure.name()), Some(figure));
+        }
     }
 
     #[test]

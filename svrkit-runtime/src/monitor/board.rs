@@ -84,7 +84,8 @@ pub const BUSINESS: &str = "business";
 /// of its values in the minute, in the values' own units.
 #[derive(Debug)]
 pub struct TrackedSeries {
-    /// `name`, or `name{label="value"}`, as alarms, pages and `/metrics` name it.
+    /// `name`, or `name{label="value"}`, as alarms and pages name it (as registered:
+    /// `/metrics` adds `_total` to a counter's name).
     pub name: &'static str,
     series: Series,
     /// Its minutes.
@@ -224,26 +225,31 @@ impl Board {
                     None => metric.name(),
                 }
             };
-            let mut track = |at: usize, value: &str, series: Series| {
+            // (The series is made only when new: a histogram's reading is some 2 KiB, and
+            // this runs on every look at the board.)
+            let mut track = |at: usize, value: &str, series: &dyn Fn() -> Series| {
                 if self.known.insert(at) {
-                    self.business.push(TrackedSeries::new(name(value), series));
+                    self.business
+                        .push(TrackedSeries::new(name(value), series()));
                 }
             };
             match metric {
                 Metric::Counter(f) => {
                     for (value, c) in f.series() {
-                        track(std::ptr::from_ref(c) as usize, value, Series::Counter(c, 0));
+                        track(std::ptr::from_ref(c) as usize, value, &|| {
+                            Series::Counter(c, 0)
+                        });
                     }
                 }
                 Metric::Gauge(f) => {
                     for (value, g) in f.series() {
-                        track(std::ptr::from_ref(g) as usize, value, Series::Gauge(g));
+                        track(std::ptr::from_ref(g) as usize, value, &|| Series::Gauge(g));
                     }
                 }
                 Metric::Histogram(f) => {
                     for (value, h) in f.series() {
-                        let series = Series::Histogram(h, Box::default());
-                        track(std::ptr::from_ref(h) as usize, value, series);
+                        let series = || Series::Histogram(h, Box::default());
+                        track(std::ptr::from_ref(h) as usize, value, &series);
                     }
                 }
             }

@@ -372,7 +372,8 @@ impl Admission {
             return Verdict::Admit;
         }
         let interval_ms = interval.as_millis() as u64;
-        let last = self.above_last.swap(now_ms + 1, Relaxed);
+        // The latest wins: threads picking up at once may come in either order.
+        let last = self.above_last.fetch_max(now_ms + 1, Relaxed);
         let standing = match self.above_since.load(Relaxed) {
             // The first over the target since one under it, or since a spell without any:
             // a burst, until the pickups have been over it for an interval.
