@@ -54,6 +54,15 @@ pub struct MethodDescriptor {
     pub classes: crate::status::Classes,
 }
 
+impl MethodDescriptor {
+    /// Its service's full name (`im.message.MessageSvr`): `full_name` without the method.
+    pub fn service_name(&self) -> &'static str {
+        let full = self.full_name;
+        full.get(..full.len().saturating_sub(self.name.len() + 1))
+            .unwrap_or(full)
+    }
+}
+
 /// A service, as the IDL declares it.
 #[derive(Debug)]
 pub struct ServiceDescriptor {

@@ -381,7 +381,7 @@ impl Drop for ClientSpan {
             span_id: self.span_id,
             parent_span_id: self.parent_span_id,
             name: method.full_name,
-            service: &method.full_name[..method.full_name.len() - method.name.len() - 1],
+            service: method.service_name(),
             method: method.name,
             start: self.start,
             end: std::time::SystemTime::now(),

@@ -222,8 +222,7 @@ impl GrpcConn {
         method: &'static MethodDescriptor,
         header: &Header,
     ) -> Result<Request<()>, Status> {
-        // `full_name` is `<package>.<Service>.<Method>`.
-        let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
+        let service = method.service_name();
         let uri = format!("http://{}/{service}/{}", self.authority, method.name);
         let mut request = Request::post(uri)
             .body(())

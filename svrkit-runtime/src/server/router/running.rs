@@ -256,7 +256,7 @@ pub(crate) struct SpanStart {
 impl SpanStart {
     /// Exports the span, answered now with `status`.
     pub(crate) fn finish(&self, method: &'static MethodDescriptor, status: u32) {
-        let service = &method.full_name[..method.full_name.len() - method.name.len() - 1];
+        let service = method.service_name();
         trace::finish(trace::FinishedSpan {
             kind: trace::SpanKind::Server,
             trace_id: self.trace_id,
