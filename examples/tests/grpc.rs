@@ -78,6 +78,31 @@ fn line_starting(from: &mut impl BufRead, start: &str, who: &str) -> String {
     }
 }
 
+/// Starts `hello-server` on free ports with `args`: the process, what it goes on saying,
+/// and the line that says where it listens (`... listening on HOST:PORT[, admin http://...]`)
+/// with its RPC address.
+fn hello_server(
+    args: &[&std::ffi::OsStr],
+) -> (Proc, BufReader<std::process::ChildStdout>, String, String) {
+    let mut server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_hello-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = BufReader::new(server.0.stdout.take().unwrap());
+    let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
+    let addr = line["hello-server listening on ".len()..]
+        .split([',', ' ', '\n'])
+        .next()
+        .unwrap()
+        .to_owned();
+    (server, said, line, addr)
+}
+
 #[test]
 fn a_python_grpc_client_calls_hello_server_on_its_port() {
     let Some((protoc, plugin)) = external::PYTHON_GRPC.or_skip(python_grpc()) else {
@@ -88,17 +113,7 @@ fn a_python_grpc_client_calls_hello_server_on_its_port() {
     python_stubs(&dir, &protoc, &plugin);
 
     // A drain long enough that the client's check lands in it, however slow the machine.
-    let mut server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_hello-server"))
-            .args(["--listen", "127.0.0.1:0", "--drain-ms", "60000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut said = BufReader::new(server.0.stdout.take().unwrap());
-    let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
-    let addr = line["hello-server listening on ".len()..].trim().to_owned();
+    let (server, mut said, _, addr) = hello_server(&["--drain-ms".as_ref(), "60000".as_ref()]);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/hello_client.py");
     let mut client = Proc(
@@ -151,24 +166,13 @@ fn a_python_grpc_client_over_the_connection_cap_fails_fast_without_a_reconnect_s
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("cap.toml");
     std::fs::write(&config, "[limits]\nmax_connections = 1\n").unwrap();
-    let mut server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_hello-server"))
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut said = BufReader::new(server.0.stdout.take().unwrap());
-    let line = line_starting(&mut said, "hello-server listening on ", "hello-server");
-    // `... listening on HOST:PORT, admin http://HOST:PORT/`
-    let addr = line["hello-server listening on ".len()..]
-        .split([',', ' ', '\n'])
-        .next()
-        .unwrap()
-        .to_owned();
+    let args = [
+        "--admin".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    let (_server, _said, line, addr) = hello_server(&args);
     let admin_addr = line
         .split("admin http://")
         .nth(1)

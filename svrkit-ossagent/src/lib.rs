@@ -33,12 +33,14 @@ mod counts;
 mod pages;
 mod state;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use svrkit_runtime::monitor::board::this_minute;
+pub use svrkit_runtime::monitor::dashboard::MapPair;
 use svrkit_runtime::monitor::ossagent::{OssAgent, Report};
 use svrkit_runtime::monitor::rollup::Figures;
 use svrkit_runtime::{Context, Status};
@@ -314,22 +316,33 @@ impl Agent {
         let mut callers = edges(&report);
         let mut business = business(&report);
         // Rates from the instance's last report: what its counts gained since, a minute.
+        // (Its series indexed once: a report holds up to `MAX_LIST` of each.)
         if let Some(before) = state.instances.get(&key) {
             let seconds = at.saturating_duration_since(before.last_seen).as_secs_f64();
+            let calls: HashMap<(&str, &str), u64> = before
+                .callers
+                .iter()
+                .map(|e| ((e.caller.as_str(), e.service.as_str()), e.calls))
+                .collect();
             for e in &mut callers {
-                let was = before
-                    .callers
-                    .iter()
-                    .find(|b| b.caller == e.caller && b.service == e.service);
-                e.per_minute =
-                    was.and_then(|b| state::per_minute(e.calls as f64, b.calls as f64, seconds));
+                e.per_minute = calls
+                    .get(&(e.caller.as_str(), e.service.as_str()))
+                    .and_then(|&was| state::per_minute(e.calls as f64, was as f64, seconds));
             }
+            let values: HashMap<(&str, &str, &str), f64> = before
+                .business
+                .iter()
+                .map(|b| {
+                    (
+                        (b.name.as_str(), b.label.as_str(), b.kind.as_str()),
+                        b.value,
+                    )
+                })
+                .collect();
             for b in business.iter_mut().filter(|b| b.kind != "gauge") {
-                let was = before
-                    .business
-                    .iter()
-                    .find(|w| w.name == b.name && w.label == b.label && w.kind == b.kind);
-                b.per_minute = was.and_then(|w| state::per_minute(b.value, w.value, seconds));
+                b.per_minute = values
+                    .get(&(b.name.as_str(), b.label.as_str(), b.kind.as_str()))
+                    .and_then(|&was| state::per_minute(b.value, was, seconds));
             }
         }
         state.instances.insert(
@@ -351,7 +364,7 @@ impl Agent {
     /// Who calls whom: calls from each caller to each service, summed over the instances
     /// reporting now (each counts its calls since it started), most first, with the calls a
     /// minute between their last two reports (summed over those that reported twice).
-    pub fn service_map(&self) -> Vec<MapEdge> {
+    pub fn service_map(&self) -> Vec<MapPair> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut sums: std::collections::BTreeMap<(String, String), (u64, Option<f64>)> =
             Default::default();
@@ -368,9 +381,9 @@ impl Agent {
                 sum.1 = add(sum.1, e.per_minute);
             }
         }
-        let mut map: Vec<MapEdge> = sums
+        let mut map: Vec<MapPair> = sums
             .into_iter()
-            .map(|((caller, service), (calls, per_minute))| MapEdge {
+            .map(|((caller, service), (calls, per_minute))| MapPair {
                 caller,
                 service,
                 calls,
@@ -430,19 +443,6 @@ impl Agent {
             .map(|s| s.minutes.iter().copied().collect())
             .unwrap_or_default()
     }
-}
-
-/// One pair of the service map: calls from `caller` to `service`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct MapEdge {
-    #[allow(missing_docs)]
-    pub caller: String,
-    #[allow(missing_docs)]
-    pub service: String,
-    /// Since the instances reporting now started.
-    pub calls: u64,
-    /// A minute, between the instances' last two reports (none before any reported twice).
-    pub per_minute: Option<f64>,
 }
 
 /// One series of the services' own metrics, summed over the instances reporting now.

@@ -178,12 +178,7 @@ impl Agent {
                     help: "summed over the instances reporting",
                 })
                 .collect(),
-            map: ServiceMap::new(
-                self.service_map()
-                    .into_iter()
-                    .map(|e| (e.caller, e.service, e.calls, e.per_minute))
-                    .collect(),
-            ),
+            map: ServiceMap::new(self.service_map()),
         };
         page.render()
     }

@@ -49,6 +49,21 @@ pub struct ServiceMap {
     pub edges: Vec<MapEdge>,
 }
 
+/// Calls from one service to another: what the map is drawn from (the ossagent's
+/// `service_map`, also in its `/system.json`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MapPair {
+    #[allow(missing_docs)]
+    pub caller: String,
+    #[allow(missing_docs)]
+    pub service: String,
+    /// Since the reporting processes started.
+    pub calls: u64,
+    /// A minute, between the reporting processes' last two reports (none before any
+    /// reported twice).
+    pub per_minute: Option<f64>,
+}
+
 /// One pair on the service map.
 pub struct MapEdge {
     #[allow(missing_docs)]
@@ -71,32 +86,32 @@ impl ServiceMap {
     /// Rows of the drawing.
     const ROW: f64 = 24.0;
 
-    /// The map of `pairs` (caller, service called, calls, calls a minute if known); `None`
-    /// when there are none.
-    pub fn new(pairs: Vec<(String, String, u64, Option<f64>)>) -> Option<ServiceMap> {
+    /// The map of `pairs`; `None` when there are none.
+    pub fn new(pairs: Vec<MapPair>) -> Option<ServiceMap> {
         if pairs.is_empty() {
             return None;
         }
-        let mut callers: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
-        let mut services: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
+        let mut callers: Vec<String> = pairs.iter().map(|p| p.caller.clone()).collect();
+        let mut services: Vec<String> = pairs.iter().map(|p| p.service.clone()).collect();
         callers.sort();
         callers.dedup();
         services.sort();
         services.dedup();
         let y = |i: usize| Self::ROW * (i as f64 + 1.0);
         let at = |list: &[String], name: &str| y(list.iter().position(|n| n == name).unwrap_or(0));
-        let most = pairs.iter().map(|p| p.2).max().unwrap_or(1).max(1) as f64;
+        let most = pairs.iter().map(|p| p.calls).max().unwrap_or(1).max(1) as f64;
         let mut edges: Vec<MapEdge> = pairs
             .iter()
-            .map(|(caller, service, calls, per_minute)| MapEdge {
-                caller: caller.clone(),
-                service: service.clone(),
-                calls: *calls,
-                per_minute: per_minute
+            .map(|p| MapEdge {
+                caller: p.caller.clone(),
+                service: p.service.clone(),
+                calls: p.calls,
+                per_minute: p
+                    .per_minute
                     .map_or_else(String::new, |r| format!("{}/min", significant(r))),
-                y1: at(&callers, caller),
-                y2: at(&services, service),
-                width: 1.0 + 7.0 * (*calls as f64 / most),
+                y1: at(&callers, &p.caller),
+                y2: at(&services, &p.service),
+                width: 1.0 + 7.0 * (p.calls as f64 / most),
             })
             .collect();
         edges.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.caller.cmp(&b.caller)));
