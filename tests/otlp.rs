@@ -1,7 +1,8 @@
 //! Spans over OTLP to a collector stand-in (OpenTelemetry's own protocol types, served by
 //! tonic): a request that crosses two servers, over svrkit frames and over gRPC, gives spans
 //! of one trace whose parent ids link the hops, a client span for each call and a server
-//! span for each request under it. One test in its own binary: exporting is the process's.
+//! span for each request under it; and the handlers' own `tracing` spans between them, through
+//! the runtime's `tracing` layer. One test in its own binary: exporting is the process's.
 
 use std::sync::{Arc, Mutex};
 
@@ -66,6 +67,17 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
+    // The runtime's `rpc` span (debug) and the relay handler's own (info) both reach the
+    // layer.
+    use tracing_subscriber::prelude::*;
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(
+                "info,svrkit_runtime=debug",
+            ))
+            .with(svrkit_runtime::monitor::otlp::tracing_layer()),
+    )
+    .unwrap();
     let otlp =
         svrkit_runtime::monitor::otlp::start(&format!("http://{collector_addr}"), "otlp-test")
             .unwrap();
@@ -91,6 +103,7 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
 
     let spans = collector.0.lock().unwrap().clone();
     // OTLP's span kinds.
+    const INTERNAL: i32 = 1;
     const SERVER: i32 = 2;
     const CLIENT: i32 = 3;
     let find = |name: &str, kind: i32| -> Vec<&Span> {
@@ -129,15 +142,19 @@ async fn spans_link_two_hops_over_svrkit_and_grpc() {
             .unwrap_or_default()
     };
     // Each chain, hop by hop: the test's call (a client span, the root), A's request under
-    // it, A's call to B under that request, B's request under A's call.
+    // it, A's `rpc` span and the relay handler's span inside that, A's call to B under the
+    // handler's span, B's request under A's call, and B's `rpc` span under its request.
     let roots = find("test.rpc.EchoSvr.Relay", CLIENT);
     assert_eq!(roots.len(), 2, "{spans:#?}");
     let mut systems = Vec::new();
     for root in roots {
         assert!(root.parent_span_id.iter().all(|&b| b == 0), "{root:?}");
         let relay = under(root, "test.rpc.EchoSvr.Relay", SERVER);
-        let call = under(relay, "test.rpc.EchoSvr.Echo", CLIENT);
+        let rpc = under(relay, "rpc", INTERNAL);
+        let downstream = under(rpc, "relay.downstream", INTERNAL);
+        let call = under(downstream, "test.rpc.EchoSvr.Echo", CLIENT);
         let echo = under(call, "test.rpc.EchoSvr.Echo", SERVER);
+        under(echo, "rpc", INTERNAL);
         assert!(system(root).contains("svrkit") && system(relay).contains("svrkit"));
         // The second hop's two ends say the same protocol.
         assert_eq!(system(call), system(echo), "{call:?} {echo:?}");

@@ -28,13 +28,18 @@ pub fn exit_code(
     }
 }
 
-/// Logs to stderr at `RUST_LOG`'s levels (default `info`), as the example binaries do.
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), as the example binaries do, and
+/// exports the same spans over OTLP when the monitoring does (`[monitor] otlp_endpoint`).
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // Spans the filter lets through, under their requests' spans, once `[monitor]
+        // otlp_endpoint` exports them.
+        .with(svrkit_runtime::monitor::otlp::tracing_layer())
         .init();
 }
 

@@ -138,7 +138,12 @@ impl EchoSvr for Echo {
             .downstream
             .as_ref()
             .ok_or_else(|| Status::unavailable("no downstream"))?;
-        downstream.echo(&request).await
+        // A span of the handler's own, for the OTLP test to find between the hops.
+        tracing::Instrument::instrument(
+            downstream.echo(&request),
+            tracing::info_span!("relay.downstream"),
+        )
+        .await
     }
 
     async fn all_types(&self, _ctx: Context, request: AllTypes) -> Result<AllTypes, Status> {

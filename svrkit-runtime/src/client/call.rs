@@ -358,11 +358,18 @@ impl ClientSpan {
         if !trace::exporting() {
             return None;
         }
+        let trace_id = trace::id_bytes(&header.trace_id);
+        // Under the handler's innermost exported `tracing` span, when there is one.
+        #[cfg(feature = "otel")]
+        let parent_span_id =
+            crate::monitor::otlp::current_span(&trace_id).unwrap_or(header.parent_span_id);
+        #[cfg(not(feature = "otel"))]
+        let parent_span_id = header.parent_span_id;
         let span = ClientSpan {
             method,
-            trace_id: trace::id_bytes(&header.trace_id),
+            trace_id,
             span_id: trace::new_span_id(),
-            parent_span_id: header.parent_span_id,
+            parent_span_id,
             start: std::time::SystemTime::now(),
             system,
             code: Code::CANCELLED,

@@ -9,21 +9,30 @@
 //! processor as span data, with the ids svrkit chose, and the processor exports them from a
 //! task of its own. A request's thread only hands its span over (a queue push; a full queue
 //! drops the span and counts it, never blocks). No tracing subscriber is involved.
+//!
+//! A service's own `tracing` spans join them through [`tracing_layer`]
+//! (`tracing-opentelemetry` over the same processor): a span a handler opens is a child of
+//! its request's server span, and a call made inside it is a child of that span.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    TracerProvider,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanEvents, SpanLinks, SpanProcessor};
+use tracing_subscriber::Layer;
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::trace::FinishedSpan;
 
@@ -73,15 +82,106 @@ pub fn start(endpoint: &str, service_name: &str) -> Result<Otlp, String> {
     let otlp = Otlp {
         processor: processor.clone(),
     };
-    let scope = InstrumentationScope::builder("svrkit")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
+    let scope = scope();
     let exporting = processor.clone();
     if !crate::trace::export_spans(move |span| exporting.on_end(span_data(span, &scope))) {
         return Err("spans are exported already in this process".into());
     }
     let _ = started().set(otlp.clone());
     Ok(otlp)
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("svrkit")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// Whether a [`tracing_layer`] was made: until then a request's handler runs without an
+/// OpenTelemetry context of its own, which nothing would read.
+static LAYERED: AtomicBool = AtomicBool::new(false);
+
+/// A `tracing` layer that exports the process's own spans (`tracing-opentelemetry`) beside
+/// svrkit's, once [`start`] (or `[monitor] otlp_endpoint`) starts exporting; before that, and
+/// without it, the layer sees no span at all.
+///
+/// A span a handler opens is under its request's server span, a call made inside it under
+/// that span, and a span opened outside any request starts a trace of its own. Which spans
+/// reach it is the subscriber's filter's choice (`RUST_LOG`), as for any layer:
+///
+/// ```ignore
+/// use tracing_subscriber::prelude::*;
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::EnvFilter::new("info"))
+///     .with(tracing_subscriber::fmt::layer())
+///     .with(svrkit_runtime::monitor::otlp::tracing_layer())
+///     .init();
+/// ```
+pub fn tracing_layer<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    LAYERED.store(true, Ordering::Relaxed);
+    let tracer = SdkTracerProvider::builder()
+        .with_span_processor(ToExporter)
+        .build()
+        .tracer_with_scope(scope());
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+            crate::trace::exporting()
+        }))
+}
+
+/// Hands the layer's finished spans to the exporter [`start`] made, with svrkit's own.
+#[derive(Debug)]
+struct ToExporter;
+
+impl SpanProcessor for ToExporter {
+    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if let Some(otlp) = started().get() {
+            otlp.processor.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The OpenTelemetry context a request's handler runs in, when a [`tracing_layer`] exports
+/// spans: its server span as the current span.
+pub(crate) fn handler_context(trace_id: [u8; 16], span_id: u64) -> Option<opentelemetry::Context> {
+    if !LAYERED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let span = SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(span))
+}
+
+/// The span a call made now starts under, if a [`tracing_layer`] exports spans and the
+/// current one is of `trace_id`'s trace: a handler's innermost span, or its request's.
+pub(crate) fn current_span(trace_id: &[u8; 16]) -> Option<u64> {
+    if !LAYERED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let current = span.span_context();
+    (current.is_valid() && current.trace_id().to_bytes() == *trace_id)
+        .then(|| u64::from_be_bytes(current.span_id().to_bytes()))
 }
 
 fn started() -> &'static OnceLock<Otlp> {

@@ -80,11 +80,15 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // Spans the filter lets through, under their requests' spans, once `[monitor]
+        // otlp_endpoint` exports them.
+        .with(svrkit_runtime::monitor::otlp::tracing_layer())
         .init();
     let args = Args::parse();
     let roles = roles(&args.services)?;

@@ -294,6 +294,15 @@ impl Router {
         // Kept for the slow-call and INTERNAL warnings, which only a monitored call logs.
         let trace_id = metrics.map_or_else(Bytes::new, |_| ctx.trace_id.clone());
         let mut call = service.call(method.id, ctx.clone(), request.body);
+        // With a `tracing` layer exporting spans, the handler's own spans (the `rpc` span
+        // below included) open under this request's server span: its OpenTelemetry context
+        // is current while they are made and whenever the handler runs.
+        #[cfg(feature = "otel")]
+        let handler_cx = exported
+            .as_ref()
+            .and_then(|s| crate::monitor::otlp::handler_context(s.trace_id, s.span_id));
+        #[cfg(feature = "otel")]
+        let _in_request = handler_cx.clone().map(opentelemetry::Context::attach);
         // A span per call for whoever subscribes at debug level; nothing when nobody does.
         // Checked first: with tracing's `log` feature on (another crate in the build can turn
         // it on) and no subscriber at all, the macro alone builds the span's fields for the
@@ -310,6 +319,10 @@ impl Router {
             if !span.is_disabled() {
                 call = Box::pin(tracing::Instrument::instrument(call, span));
             }
+        }
+        #[cfg(feature = "otel")]
+        if let Some(cx) = handler_cx {
+            call = Box::pin(opentelemetry::context::FutureExt::with_context(call, cx));
         }
         // The handler's state lives as long as the call: charged to the byte budget that
         // request bodies draw on, so that many small requests with large or long-lived
