@@ -154,8 +154,9 @@ fn encode_servers(e: &mut DescriptorEncoder<'_>, read: &[Read]) -> std::fmt::Res
     family(
         e,
         "svrkit_server_caller_requests",
-        "Requests received, per method and calling service: the first 16 callers trusted \
-         peers named, then other; strangers' requests as untrusted, unnamed ones as none.",
+        "Requests received, per method and calling service: the 16 busiest callers trusted \
+         peers named (reweighed every 10 s; a name's count starts at its slot), then other; \
+         strangers' requests as untrusted, unnamed ones as none.",
         MetricType::Counter,
         &mut |m| {
             for (r, t) in servers(read) {

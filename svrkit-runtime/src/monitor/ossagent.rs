@@ -282,7 +282,7 @@ impl ::svrkit_runtime::codec::generated::Message for Alarm {
     }
 }
 
-/// Requests one calling service made to one method a reporting process serves, since the process started (the process's bounded breakdown: its first 16 callers by name, then other, untrusted, none).
+/// Requests one calling service made to one method a reporting process serves, since the process started (the process's bounded breakdown: its 16 busiest callers by name, then other, untrusted, none).
 #[derive(Clone, PartialEq, Default)]
 #[allow(missing_docs)]
 pub struct CallerCalls {
