@@ -750,7 +750,7 @@ mod with_tonic {
 
             let listed = answers[0].list_services_response.as_ref().unwrap();
             let names: Vec<&str> = listed.service.iter().map(|s| s.name.as_str()).collect();
-            assert_eq!(names, ["test.rpc.EchoSvr"]);
+            assert_eq!(names, ["grpc.health.v1.Health", "test.rpc.EchoSvr"]);
 
             let files: Vec<prost_types::FileDescriptorProto> = answers[1]
                 .file_descriptor_response
@@ -809,6 +809,64 @@ mod with_tonic {
             .await
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    }
+
+    /// Reflection clients open a stream per question and move on once it is answered (Python's
+    /// `grpcio-reflection` does), so several may be open on a connection at once; but not
+    /// without bound.
+    #[tokio::test]
+    async fn reflection_streams_on_a_connection_are_a_few_not_one_nor_unbounded() {
+        let running = echo::start().await;
+        let mut grpc = tonic::client::Grpc::new(channel(&running.addr).await);
+        let path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let ask = || ReflectionRequest {
+            list_services: Some(String::new()),
+            ..ReflectionRequest::default()
+        };
+        let mut open = Vec::new();
+        for _ in 0..8 {
+            // A stream the client never ends: answered, and still open.
+            let (asks, stream) = futures::channel::mpsc::unbounded();
+            asks.unbounded_send(ask()).unwrap();
+            grpc.ready().await.unwrap();
+            let mut answers = grpc
+                .streaming(
+                    tonic::Request::new(stream),
+                    PathAndQuery::from_static(path),
+                    tonic_prost::ProstCodec::<ReflectionRequest, ReflectionResponse>::default(),
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            let answer = answers.message().await.unwrap().unwrap();
+            assert!(answer.list_services_response.is_some());
+            open.push((asks, answers));
+        }
+        let ninth = || {
+            let mut grpc = grpc.clone();
+            async move {
+                grpc.ready().await.unwrap();
+                grpc.streaming(
+                    tonic::Request::new(tokio_stream_of(vec![ask()])),
+                    PathAndQuery::from_static(path),
+                    tonic_prost::ProstCodec::<ReflectionRequest, ReflectionResponse>::default(),
+                )
+                .await
+                .map(|r| r.into_inner())
+            }
+        };
+        let refused = ninth().await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        // One ends; once the client has seen its end, the next is served.
+        let (asks, mut answers) = open.pop().unwrap();
+        drop(asks);
+        assert!(answers.message().await.unwrap().is_none());
+        let served = collect(ninth().await.unwrap()).await;
+        assert!(served[0].list_services_response.is_some());
     }
 
     /// A stream of `items`, for a client-streaming call.

@@ -3,6 +3,7 @@
 //! own port. Unary calls, a trace started by the caller, a deadline that expires, an error
 //! status, a oneway method, a call built from server reflection alone (as `grpcurl` does),
 //! and the health service before and during the drain that SIGTERM starts (`tests/grpc/hello_client.py` holds the calls and their assertions).
+//! And `grpcurl` with no `.proto`: listing, describing and calling through reflection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -152,6 +153,93 @@ fn a_python_grpc_client_calls_hello_server_on_its_port() {
     let status = client.0.wait().unwrap();
     assert!(status.success(), "the Python client failed: {status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `grpcurl` (its Rust port, `grpcurl-rs`; same commands) against `hello-server`'s own port,
+/// with no `.proto` at hand: it lists the services and methods, describes one, and calls it
+/// and the health service from JSON, all through reflection.
+#[test]
+fn grpcurl_lists_describes_and_calls_hello_server() {
+    let Some(grpcurl) = external::GRPCURL.or_skip(external::program("grpcurl")) else {
+        return;
+    };
+    let (_server, _said, _, addr) = hello_server(&[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(&grpcurl)
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, listed) = run(&[&addr, "list"]);
+    assert!(ok, "{listed}");
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["grpc.health.v1.Health", "hello.Greeter"]
+    );
+    let (ok, methods) = run(&[&addr, "list", "hello.Greeter"]);
+    assert!(ok, "{methods}");
+    assert_eq!(
+        methods.lines().collect::<Vec<_>>(),
+        [
+            "hello.Greeter.Relay",
+            "hello.Greeter.SayHello",
+            "hello.Greeter.Visited"
+        ]
+    );
+    let (ok, described) = run(&[&addr, "describe", "hello.HelloReq"]);
+    assert!(ok, "{described}");
+    for field in [
+        "string name = 1;",
+        "uint32 fail_code = 2;",
+        "uint32 delay_ms = 3;",
+    ] {
+        assert!(described.contains(field), "{field} in {described}");
+    }
+
+    let (ok, reply) = run(&[
+        "-d",
+        r#"{"name":"grpcurl"}"#,
+        &addr,
+        "hello.Greeter/SayHello",
+    ]);
+    assert!(ok, "{reply}");
+    assert!(
+        reply.contains(r#""greeting": "Hello, grpcurl!""#),
+        "{reply}"
+    );
+    // An error status comes back as such, with the handler's message.
+    let (ok, failed) = run(&[
+        "-d",
+        r#"{"name":"broken","failCode":8}"#,
+        &addr,
+        "hello.Greeter/SayHello",
+    ]);
+    assert!(!ok, "{failed}");
+    assert!(
+        failed.contains("Code: Internal") && failed.contains("broken asked to fail"),
+        "{failed}"
+    );
+    // The health service, described by reflection like the rest.
+    for service in ["", "hello.Greeter"] {
+        let request = format!(r#"{{"service":"{service}"}}"#);
+        let (ok, health) = run(&["-d", &request, &addr, "grpc.health.v1.Health/Check"]);
+        assert!(ok, "{health}");
+        assert!(health.contains(r#""status": "SERVING""#), "{health}");
+    }
+    let (ok, unknown) = run(&[
+        "-d",
+        r#"{"service":"no.Such"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(!ok && unknown.contains("Code: NotFound"), "{unknown}");
 }
 
 /// At its connection cap the server refuses a gRPC client in a way grpc-core takes as a

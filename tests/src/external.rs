@@ -68,6 +68,12 @@ pub const PYTHON_GRPC: Need = Need {
               python3 -m pip install --break-system-packages --no-deps grpcio-reflection==1.51.1",
 };
 
+/// `grpcurl`, the command-line gRPC client people point at a server first.
+pub const GRPCURL: Need = Need {
+    what: "grpcurl",
+    install: "cargo install --locked grpcurl-rs (its Rust port; Debian does not package grpcurl)",
+};
+
 /// Whether a missing program fails the test ([`REQUIRE`] is set to anything but `0`).
 pub fn required() -> bool {
     std::env::var_os(REQUIRE).is_some_and(|v| !v.is_empty() && v != "0")
@@ -106,12 +112,18 @@ impl Need {
     }
 }
 
-/// The program `name` on the `PATH`, or in `/usr/bin` (where Debian's packages put theirs).
+/// The program `name` on the `PATH`, or in `/usr/bin` (where Debian's packages put theirs), or
+/// in cargo's `bin` (where `cargo install` puts its own).
 pub fn program(name: &str) -> Option<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .map(|home| home.join("bin"));
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .chain([PathBuf::from("/usr/bin")])
+        .chain(cargo_bin)
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
 }

@@ -78,8 +78,8 @@ def main():
     )
 
     reflection = ProtoReflectionDescriptorDatabase(channel)
-    services = list(reflection.get_services())
-    assert services == ["hello.Greeter"], services
+    services = sorted(reflection.get_services())
+    assert services == ["grpc.health.v1.Health", "hello.Greeter"], services
     pool = descriptor_pool.DescriptorPool(reflection)
     greeter = pool.FindServiceByName("hello.Greeter")
     say_hello = greeter.FindMethodByName("SayHello")
@@ -93,6 +93,17 @@ def main():
     )
     reply = call(request_class(name="reflected"), timeout=5)
     assert reply.greeting == "Hello, reflected!", reply
+    # The health service is described too (the gRPC project's schema, nested enum and all).
+    check = pool.FindServiceByName("grpc.health.v1.Health").FindMethodByName("Check")
+    check_request = factory.GetPrototype(check.input_type)
+    check_response = factory.GetPrototype(check.output_type)
+    statuses = check.output_type.enum_types_by_name["ServingStatus"]
+    answer = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=check_response.FromString,
+    )(check_request(service="hello.Greeter"), timeout=5)
+    assert statuses.values_by_number[answer.status].name == "SERVING", answer
     print("reflection ok", flush=True)
 
     assert health(channel) == SERVING

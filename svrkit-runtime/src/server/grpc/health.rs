@@ -40,6 +40,84 @@ pub(super) fn check(shared: &Shared, request: Bytes) -> Result<Bytes, Status> {
     Ok(Bytes::from(vec![0x08, status]))
 }
 
+/// The service's schema for reflection, as a `FileDescriptorSet` of the gRPC project's
+/// `grpc/health/v1/health.proto` (its messages, enum and both methods; `Watch` answers
+/// `UNIMPLEMENTED` here), so that `grpcurl` and other reflection clients can call `Check`
+/// with no `.proto` at hand.
+pub(super) fn descriptor_set() -> Vec<u8> {
+    use super::reflection::put_len;
+    /// A `FieldDescriptorProto`: name (1), number (3), label optional (4), type (5),
+    /// type name (6), JSON name (10).
+    fn field(name: &str, json: &str, kind: u64, type_name: Option<&str>) -> Vec<u8> {
+        let mut f = Vec::new();
+        put_len(&mut f, 1, name.as_bytes());
+        f.extend_from_slice(&[3 << 3, 1, 4 << 3, 1, 5 << 3, kind as u8]);
+        if let Some(t) = type_name {
+            put_len(&mut f, 6, t.as_bytes());
+        }
+        put_len(&mut f, 10, json.as_bytes());
+        f
+    }
+    const STRING: u64 = 9;
+    const ENUM: u64 = 14;
+
+    let mut request = Vec::new();
+    put_len(&mut request, 1, b"HealthCheckRequest");
+    put_len(&mut request, 2, &field("service", "service", STRING, None));
+
+    let mut statuses = Vec::new();
+    put_len(&mut statuses, 1, b"ServingStatus");
+    for (number, name) in ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
+        .iter()
+        .enumerate()
+    {
+        let mut value = Vec::new();
+        put_len(&mut value, 1, name.as_bytes());
+        value.extend_from_slice(&[2 << 3, number as u8]);
+        put_len(&mut statuses, 2, &value);
+    }
+    let mut response = Vec::new();
+    put_len(&mut response, 1, b"HealthCheckResponse");
+    put_len(
+        &mut response,
+        2,
+        &field(
+            "status",
+            "status",
+            ENUM,
+            Some(".grpc.health.v1.HealthCheckResponse.ServingStatus"),
+        ),
+    );
+    put_len(&mut response, 4, &statuses);
+
+    let mut service = Vec::new();
+    put_len(&mut service, 1, b"Health");
+    for (name, streaming) in [("Check", false), ("Watch", true)] {
+        let mut method = Vec::new();
+        put_len(&mut method, 1, name.as_bytes());
+        put_len(&mut method, 2, b".grpc.health.v1.HealthCheckRequest");
+        put_len(&mut method, 3, b".grpc.health.v1.HealthCheckResponse");
+        if streaming {
+            method.extend_from_slice(&[6 << 3, 1]);
+        }
+        put_len(&mut service, 2, &method);
+    }
+
+    let mut file = Vec::new();
+    put_len(&mut file, 1, b"grpc/health/v1/health.proto");
+    put_len(&mut file, 2, b"grpc.health.v1");
+    put_len(&mut file, 4, &request);
+    put_len(&mut file, 4, &response);
+    put_len(&mut file, 6, &service);
+    put_len(&mut file, 12, b"proto3");
+    let mut set = Vec::new();
+    put_len(&mut set, 1, &file);
+    set
+}
+
+/// The full name reflection lists the service under.
+pub(super) const SERVICE: &str = "grpc.health.v1.Health";
+
 /// Field 1 of a `HealthCheckRequest`; other fields are skipped, as protobuf readers do.
 fn service_name(request: &[u8]) -> Result<String, crate::codec::DecodeError> {
     let mut decoder = Decoder::new(request);

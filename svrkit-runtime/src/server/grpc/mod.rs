@@ -57,6 +57,12 @@ const MIN_SEND_BUFFER: usize = 4 * 1024;
 /// Concurrent streams per connection, at most (gRPC clients open more connections beyond;
 /// `Limits::max_in_flight_per_connection` lowers it).
 const MAX_STREAMS: usize = 256;
+/// Reflection streams open at once on one connection. More than one: clients open a stream
+/// per question and move on once answered (Python's `grpcio-reflection` does), before the
+/// server has seen the stream end; a few: each holds up to `reflection::MAX_REQUEST` bytes
+/// and a task, and costs the server nothing it is accounted for otherwise.
+const REFLECTION_STREAMS: usize = 8;
+
 /// The most header bytes (HPACK-decoded) a request may carry: its metadata.
 const MAX_HEADERS: u32 = 16 * 1024;
 
@@ -84,7 +90,14 @@ impl Paths {
             }
             sets.push(service.proto());
         }
-        let names = services.iter().map(ToString::to_string).collect();
+        // Health is described and listed, but is not a hosted service to its own `Check`.
+        let health = health::descriptor_set();
+        sets.push(&health);
+        let names = services
+            .iter()
+            .map(ToString::to_string)
+            .chain([health::SERVICE.to_owned()])
+            .collect();
         Paths {
             methods,
             services,
@@ -115,8 +128,8 @@ struct Conn {
     /// Whether a call reached a hosted method: an untrusted peer that makes none is closed
     /// after the first-request timeout, as on svrkit's own framing.
     called: AtomicBool,
-    /// Whether a reflection stream is open on it (one at a time).
-    reflecting: AtomicBool,
+    /// Reflection streams open on it, at most [`REFLECTION_STREAMS`].
+    reflecting: AtomicUsize,
 }
 
 /// Serves one connection whose first bytes are the HTTP/2 preface, until the client goes or
@@ -161,7 +174,7 @@ pub(super) async fn run<S>(
         memory: shared.input.share(),
         open: AtomicUsize::new(0),
         called: AtomicBool::new(trusted),
-        reflecting: AtomicBool::new(false),
+        reflecting: AtomicUsize::new(0),
         shared: shared.clone(),
     });
     // Counted from the accept, as on svrkit's framing.
@@ -314,8 +327,11 @@ async fn read(
             reply(respond, Err(status), 0, opened);
             return None;
         }
-        if conn.reflecting.swap(true, Ordering::AcqRel) {
-            let status = Status::resource_exhausted("one reflection stream per connection");
+        if conn.reflecting.fetch_add(1, Ordering::AcqRel) >= REFLECTION_STREAMS {
+            conn.reflecting.fetch_sub(1, Ordering::AcqRel);
+            let status = Status::resource_exhausted(format!(
+                "at most {REFLECTION_STREAMS} reflection streams at once on a connection"
+            ));
             reply(respond, Err(status), 0, opened);
             return None;
         }
@@ -454,13 +470,13 @@ async fn finish(running: Running, mut respond: SendResponse<Bytes>, opened: Open
 /// client to take each answer (its flow-control window) before reading the next. A stream
 /// lasts at most `Limits::max_deadline`, and waits at most the read timeout for each request.
 async fn reflect(opened: Opened, body: RecvStream, mut respond: SendResponse<Bytes>) {
-    struct Reflecting<'a>(&'a AtomicBool);
+    struct Reflecting<'a>(&'a AtomicUsize);
     impl Drop for Reflecting<'_> {
         fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
+            self.0.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    let _one = Reflecting(&opened.0.reflecting);
+    let one = Reflecting(&opened.0.reflecting);
     let limits = &opened.0.shared.router.limits;
     let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
         return;
@@ -493,6 +509,8 @@ async fn reflect(opened: Opened, body: RecvStream, mut respond: SendResponse<Byt
             }
         }
     }
+    // Counted out before the client can see the end: it may open the next at once.
+    drop(one);
     let _ = stream.send_trailers(trailers);
 }
 

@@ -4,9 +4,10 @@
 //!
 //! The schemas are the descriptors each generated service embeds ([`Service::proto`]: its
 //! package's `.proto` as `svrkit proto` exports it, with everything it imports), indexed
-//! once when the server is built. The stream answers each request as it arrives. Only the
-//! hosted svrkit services are listed (not the health and reflection services themselves,
-//! whose schemas are the gRPC project's).
+//! once when the server is built, with the standard health service's
+//! (`health::descriptor_set`), so that `grpcurl ... grpc.health.v1.Health/Check` works too.
+//! The stream answers each request as it arrives. The reflection service itself is not
+//! listed: a reflection client has its schema already.
 //!
 //! [`Service::proto`]: crate::service::Service::proto
 
@@ -98,7 +99,7 @@ impl Reflection {
                 1 => name = decoder.read_string()?.to_string(),
                 2 => package = decoder.read_string()?.to_string(),
                 3 => dependencies.push(decoder.read_string()?.to_string()),
-                4 => decoder.nested(|d| named(d, &[3], "", &mut symbols))?,
+                4 => decoder.nested(|d| named(d, MESSAGE, "", &mut symbols))?,
                 5 => decoder.nested(|d| named(d, &[], "", &mut symbols))?,
                 6 => decoder.nested(|d| named(d, &[2], "", &mut symbols))?,
                 _ => decoder.skip_value(key)?,
@@ -189,6 +190,10 @@ impl Reflection {
     }
 }
 
+/// The fields of a `DescriptorProto` that hold elements with names: nested messages (3) and
+/// enums (4).
+const MESSAGE: &[u32] = &[3, 4];
+
 /// The names of the elements in a message, enum or service descriptor (field 1), and of the
 /// elements nested in it under `children` fields, as `Outer.Inner`.
 fn named(
@@ -205,9 +210,8 @@ fn named(
         if field == 1 {
             name = decoder.read_string()?.to_string();
         } else if children.contains(&field) {
-            // Nested messages (in a message) or methods (in a service); their own children
-            // are nested messages again.
-            nested.push(decoder.read_slice()?);
+            // Nested messages and enums (in a message) or methods (in a service).
+            nested.push((field, decoder.read_slice()?));
         } else {
             decoder.skip_value(key)?;
         }
@@ -217,8 +221,14 @@ fn named(
     } else {
         format!("{outer}.{name}")
     };
-    for inner in nested {
-        let inner_children: &[u32] = if children == [2] { &[] } else { &[3] };
+    for (field, inner) in nested {
+        // A nested message's own children are messages and enums again; an enum's values
+        // and a method's fields are not symbols of their own.
+        let inner_children: &[u32] = if children == MESSAGE && field == 3 {
+            MESSAGE
+        } else {
+            &[]
+        };
         named(&mut Decoder::new(inner), inner_children, &full, symbols)?;
     }
     symbols.push(full);
@@ -262,7 +272,8 @@ fn error(out: &mut Vec<u8>, code: u64, message: &str) {
     put_len(out, 7, &error);
 }
 
-fn put_len(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+/// A length-delimited field: key, length, bytes.
+pub(super) fn put_len(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     wire::put_varint(
         out,
         u64::from(wire::key(field, wire::WireType::LengthDelimited)),
@@ -324,6 +335,28 @@ mod tests {
             );
         }
         assert!(!r.symbols.contains_key("B"));
+    }
+
+    #[test]
+    fn the_health_service_is_described_down_to_its_nested_enum() {
+        let set = super::super::health::descriptor_set();
+        let r = Reflection::new([&set[..]].into_iter(), vec![]);
+        for symbol in [
+            "grpc.health.v1",
+            "grpc.health.v1.Health",
+            "grpc.health.v1.Health.Check",
+            "grpc.health.v1.Health.Watch",
+            "grpc.health.v1.HealthCheckRequest",
+            "grpc.health.v1.HealthCheckResponse",
+            "grpc.health.v1.HealthCheckResponse.ServingStatus",
+        ] {
+            assert_eq!(
+                r.symbols.get(symbol).map(String::as_str),
+                Some("grpc/health/v1/health.proto"),
+                "{symbol}"
+            );
+        }
+        assert_eq!(r.symbols.len(), 7, "{:?}", r.symbols);
     }
 
     #[test]
