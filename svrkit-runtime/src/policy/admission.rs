@@ -367,9 +367,16 @@ impl Admission {
             return Verdict::Admit;
         }
         let (target, interval) = self.targets();
+        let half = budget / 2;
         if waited <= target {
             self.under_target();
-            return Verdict::Admit;
+            // A slow server's target (ten requests' worth: 200 ms at 20 ms each) can be as
+            // long as its callers' deadlines: past half of one, a request would be answered
+            // after its caller gave up, or nearly, however normal the queue.
+            if waited <= half {
+                return Verdict::Admit;
+            }
+            return self.drop_late(now_ms, waited);
         }
         let interval_ms = interval.as_millis() as u64;
         // The latest wins: threads picking up at once may come in either order.
@@ -387,15 +394,21 @@ impl Admission {
         // while the levels make room for them.
         let critical = level < USER_LEVELS;
         let limit = if critical {
-            budget / 2
+            half
         } else if standing {
             target.min(budget / 4)
         } else {
-            interval.min(budget / 2)
+            interval.min(half)
         };
         if waited <= limit {
             return Verdict::Admit;
         }
+        self.drop_late(now_ms, waited)
+    }
+
+    /// Drops a request picked up at `now_ms` after `waited`, counting it against the
+    /// window: enough of them end it at once.
+    fn drop_late(&self, now_ms: u64, waited: Duration) -> Verdict {
         // A request that arrived before the level last moved is the backlog of the old
         // level: dropped, but not counted against the new one, which would shed again for
         // a queue that is already draining.
@@ -1194,6 +1207,26 @@ mod tests {
             admission.admit(level, t3 + Duration::from_millis(60), over, budget),
             Verdict::Admit
         );
+    }
+
+    /// A slow server's target is ten requests' worth (200 ms at 50 a second): no licence to
+    /// run a request that waited past half its deadline. On the 20 ms, 100 ms deadline
+    /// points of the overload sweep, such requests made most of the server's work late.
+    #[test]
+    fn within_a_slow_servers_target_no_request_runs_after_half_its_deadline() {
+        let admission = Admission::new(AdmissionConfig::default());
+        admission.capacity.store(50f64.to_bits(), Relaxed);
+        assert_eq!(admission.targets().0, Duration::from_millis(200));
+        let ms = Duration::from_millis;
+        let t0 = clock::base_instant() + Duration::from_secs(10);
+        for level in [LEVELS - 1, 0] {
+            assert_eq!(admission.admit(level, t0, ms(45), ms(100)), Verdict::Admit);
+            assert_eq!(admission.admit(level, t0, ms(60), ms(100)), Verdict::Late);
+            // The same wait with a longer deadline is a queue within its target.
+            assert_eq!(admission.admit(level, t0, ms(60), ms(2000)), Verdict::Admit);
+        }
+        // Within the configured queue wait (20 ms), the deadline is the handler's to judge.
+        assert_eq!(admission.admit(LEVELS - 1, t0, ms(15), ms(20)), Verdict::Admit);
     }
 
     /// After an overload, the level comes back within a quick look of the load ending, not
