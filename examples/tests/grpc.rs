@@ -104,6 +104,18 @@ fn hello_server(
     (server, said, line, addr)
 }
 
+/// The admin endpoint's `/readyz`, as an HTTP probe asks it: the whole answer.
+fn readyz(admin: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: probe\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 #[test]
 fn a_python_grpc_client_calls_hello_server_on_its_port() {
     let Some((protoc, plugin)) = external::PYTHON_GRPC.or_skip(python_grpc()) else {
@@ -114,7 +126,20 @@ fn a_python_grpc_client_calls_hello_server_on_its_port() {
     python_stubs(&dir, &protoc, &plugin);
 
     // A drain long enough that the client's check lands in it, however slow the machine.
-    let (server, mut said, _, addr) = hello_server(&["--drain-ms".as_ref(), "60000".as_ref()]);
+    let (server, mut said, line, addr) = hello_server(&[
+        "--drain-ms".as_ref(),
+        "60000".as_ref(),
+        "--admin".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    let admin = line
+        .split("admin http://")
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(readyz(&admin).starts_with("HTTP/1.0 200"));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/hello_client.py");
     let mut client = Proc(
@@ -148,6 +173,12 @@ fn a_python_grpc_client_calls_hello_server_on_its_port() {
             .success()
     );
     line_starting(&mut said, "hello-server draining", "hello-server");
+    // An HTTP probe hears the same as the gRPC one.
+    let ready = readyz(&admin);
+    assert!(
+        ready.starts_with("HTTP/1.0 503") && ready.contains("draining"),
+        "{ready}"
+    );
     writeln!(client.0.stdin.as_mut().unwrap()).unwrap();
     line_starting(&mut heard, "health NOT_SERVING", "the Python client");
     let status = client.0.wait().unwrap();

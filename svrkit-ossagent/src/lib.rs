@@ -471,19 +471,36 @@ fn add(sum: Option<f64>, rate: Option<f64>) -> Option<f64> {
 /// The caller breakdown of a report, as far as it can be kept: named within the limits, at
 /// most [`MAX_LIST`] pairs.
 fn edges(report: &Report) -> Vec<state::Edge> {
-    report
-        .callers
-        .iter()
-        .filter_map(|c| {
-            Some(state::Edge {
-                caller: name(&c.caller)?,
-                service: name(&c.service)?,
-                calls: c.calls,
-                per_minute: None,
-            })
-        })
-        .take(MAX_LIST)
-        .collect()
+    // A report counts by method; the map, and the rates between reports, by caller and
+    // service: one edge each, its methods summed (subtracted method by method from the last
+    // report's, a pair's rate was one method's count less another's).
+    let mut edges: Vec<state::Edge> = Vec::new();
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    for c in &report.callers {
+        let (Some(caller), Some(service)) = (name(&c.caller), name(&c.service)) else {
+            continue;
+        };
+        match at.entry((caller, service)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let edge = &mut edges[*e.get()];
+                edge.calls = edge.calls.saturating_add(c.calls);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if edges.len() == MAX_LIST {
+                    continue;
+                }
+                let (caller, service) = e.key().clone();
+                e.insert(edges.len());
+                edges.push(state::Edge {
+                    caller,
+                    service,
+                    calls: c.calls,
+                    per_minute: None,
+                });
+            }
+        }
+    }
+    edges
 }
 
 /// The business metrics of a report, as far as they can be kept (finite values, names

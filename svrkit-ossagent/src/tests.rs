@@ -337,13 +337,17 @@ fn counts_since_start_become_rates_between_reports() {
     let at = |instance: &str, pid: u32, calls: u64, sends: f64, parked: f64, fan_out: f64| {
         let mut r = report(instance, now, 1, 0);
         r.pid = pid;
-        r.callers = vec![CallerCalls {
-            caller: "web".into(),
-            service: "s.S".into(),
-            method: "M".into(),
-            calls,
-            ..CallerCalls::default()
-        }];
+        // Two methods of one service: the pair's rate is their sum's, and only M's moves.
+        r.callers = ["M", "N"]
+            .into_iter()
+            .map(|method| CallerCalls {
+                caller: "web".into(),
+                service: "s.S".into(),
+                method: method.into(),
+                calls: if method == "M" { calls } else { 50 },
+                ..CallerCalls::default()
+            })
+            .collect();
         let series = |name: &str, kind: &str, value: f64| BusinessSeries {
             name: name.to_owned().into(),
             kind: kind.to_owned().into(),
@@ -380,7 +384,7 @@ fn counts_since_start_become_rates_between_reports() {
     let t1 = t0 + Duration::from_secs(10);
     agent.take_at(at("a", 1, 160, 40.0, 9.0, 25.0), t1).unwrap();
     let map = agent.service_map();
-    assert_eq!((map[0].calls, map[0].per_minute), (167, Some(360.0)));
+    assert_eq!((map[0].calls, map[0].per_minute), (267, Some(360.0)));
     assert_eq!(rate(&agent, "sends"), Some(180.0));
     assert_eq!(rate(&agent, "fan_out"), Some(120.0));
     assert_eq!(

@@ -314,13 +314,18 @@ pub fn builtin(path: &str, minutes: usize, title: &str) -> Reply {
     }
 }
 
-/// `/readyz`: 200 `ok`, or 503 with a line per failing check ([`super::health`]).
+/// `/readyz`: 200 `ok`, or 503 with a line per failing check ([`super::health`]), and one
+/// when a server of the process drains or shuts down.
 pub fn readiness() -> Reply {
     let failing = super::health::failing();
-    if failing.is_empty() {
+    let stopping = super::health::is_stopping();
+    if failing.is_empty() && !stopping {
         return (StatusCode::OK, "text/plain", "ok\n".into());
     }
     let mut body = String::from("not ready\n");
+    if stopping {
+        body.push_str("stopping: a server of this process is draining or shutting down\n");
+    }
     for f in failing {
         body.push_str(&format!(
             "{}: {} (for {:.0} s, {} failures)\n",

@@ -5,7 +5,8 @@
 //! restart it. Parts of the application register a [`Check`] and report into it as they
 //! find out (`fail` when a write fails, `pass` when one succeeds again); the admin endpoint
 //! answers `/livez` with 200 while the process serves, and `/readyz` and `/healthz` with 503
-//! and the failing checks while any fails. `/alerts.json` and the dashboard list them too.
+//! and the failing checks while any fails, or once a server of the process drains or shuts
+//! down ([`is_stopping`]). `/alerts.json` and the dashboard list the checks too.
 //!
 //! Reporting success is one atomic load while nothing changes, so a part may report on every
 //! operation; a failure takes the check's mutex (failures are rare).
@@ -140,6 +141,21 @@ pub fn check(name: &str) -> Arc<Check> {
     });
     checks.push(c.clone());
     c
+}
+
+/// Whether a server of this process has begun to drain or shut down: from then on the
+/// process is not ready (`/readyz` answers 503), so that an HTTP probe stops sending it
+/// traffic as the gRPC health check does. Not a check: a planned stop fires no alarm.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a server of this process is draining or shutting down.
+pub(crate) fn stopping() {
+    STOPPING.store(true, Ordering::Release);
+}
+
+/// Whether a server of this process is draining or shutting down.
+pub fn is_stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
 }
 
 /// The checks failing now, in registration order.

@@ -1226,7 +1226,10 @@ mod tests {
             assert_eq!(admission.admit(level, t0, ms(60), ms(2000)), Verdict::Admit);
         }
         // Within the configured queue wait (20 ms), the deadline is the handler's to judge.
-        assert_eq!(admission.admit(LEVELS - 1, t0, ms(15), ms(20)), Verdict::Admit);
+        assert_eq!(
+            admission.admit(LEVELS - 1, t0, ms(15), ms(20)),
+            Verdict::Admit
+        );
     }
 
     /// After an overload, the level comes back within a quick look of the load ending, not

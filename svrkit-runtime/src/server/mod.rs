@@ -362,9 +362,10 @@ impl Server {
     /// Stops being ready at once, keeps serving for `period` (so that load balancers and
     /// health probes see it and send no more), then [`shutdown`](Server::shutdown)s: the
     /// future ends when that does. While it drains, the gRPC health check answers
-    /// `NOT_SERVING`.
+    /// `NOT_SERVING`, and the process's `/readyz` 503.
     pub fn drain(&self, period: Duration) -> impl Future<Output = ()> + Send + 'static {
         self.shared.draining.store(true, Ordering::Release);
+        crate::monitor::health::stopping();
         let server = self.clone();
         async move {
             tokio::select! {
@@ -384,6 +385,7 @@ impl Server {
     /// Stops accepting connections, tells every client to go away, and waits (up to the
     /// grace period) for requests in flight to be answered.
     pub async fn shutdown(&self) {
+        crate::monitor::health::stopping();
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         let grace = self.shared.router.limits.shutdown_grace;
