@@ -493,8 +493,22 @@ mod with_tonic {
         type Case<'a> = (&'a str, Vec<u8>, &'a [(&'a str, &'a str)], &'a str);
         // gRPC's codes for each (statuscodes.md), but for a message that does not decode:
         // svrkit's INVALID_ARGUMENT, the caller's fault, where gRPC says INTERNAL.
-        let cases: [Case; 6] = [
+        let cases: [Case; 9] = [
             ("no message", Vec::new(), &[], "12"),
+            // A deadline the server cannot read is refused, not replaced by the method's.
+            (
+                "a timeout in words",
+                one.clone(),
+                &[("grpc-timeout", "soon")],
+                "3",
+            ),
+            (
+                "nine digits",
+                one.clone(),
+                &[("grpc-timeout", "123456789m")],
+                "3",
+            ),
+            ("a fraction", one.clone(), &[("grpc-timeout", "1.5S")], "3"),
             ("two messages", two, &[], "12"),
             ("a cut message", one[..one.len() - 1].to_vec(), &[], "13"),
             (
@@ -1119,9 +1133,24 @@ mod with_tonic {
         }
         let native = echo::client(&running.addr, 1);
         native.all_types(&Default::default()).await.unwrap();
+        // A call refused before it reached the router (a body over the frame limit) is
+        // counted like one the router refused.
+        let over = grpc
+            .all_types(pb::test::all_types::AllTypes {
+                scalars: Some(pb::test::all_types::Scalars {
+                    f_bytes: vec![0; 5 << 20].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
         let after = totals();
-        assert_eq!(after.requests - before.requests, 4);
-        assert_eq!(after.grpc_requests - before.grpc_requests, 3);
+        assert_eq!(after.requests - before.requests, 5);
+        assert_eq!(after.grpc_requests - before.grpc_requests, 4);
+        let answered = |t: &svrkit_runtime::metrics::ServerTotals| t.responses.iter().sum::<u64>();
+        assert_eq!(answered(&after) - answered(&before), 5);
         let text = svrkit_runtime::monitor::exposition::encode();
         let line = |protocol: &str| {
             format!(

@@ -233,6 +233,9 @@ fn grpcurl_lists_describes_and_calls_hello_server() {
     ] {
         assert!(described.contains(field), "{field} in {described}");
     }
+    // Fields have names of their own.
+    let (ok, field) = run(&[&addr, "describe", "hello.HelloReq.name"]);
+    assert!(ok && field.contains("name = 1"), "{field}");
 
     let (ok, reply) = run(&[
         "-d",

@@ -227,7 +227,9 @@ fn fit_for_a_label(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
-        && !matches!(name, "other" | "untrusted" | "none")
+        && !["other", "untrusted", "none"]
+            .iter()
+            .any(|own| name.eq_ignore_ascii_case(own))
 }
 
 #[cfg(test)]

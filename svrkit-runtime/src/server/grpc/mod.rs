@@ -339,11 +339,32 @@ async fn read(
         return None;
     }
     let Some(method) = shared.grpc.method(path) else {
-        let what = format!("no method at {path}");
-        metrics::note_unknown(metrics::Unknown::Method, conn.peer, &what);
+        // `/package.Service/Method`: which of the two this server does not have.
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        let (kind, what) = if shared.grpc.hosts_service(service) {
+            (metrics::Unknown::Method, format!("no method at {path}"))
+        } else {
+            (
+                metrics::Unknown::Service,
+                format!("no service {service} here (the path was {path})"),
+            )
+        };
+        metrics::note_unknown(kind, conn.peer, &what);
         reply(respond, Err(Status::unimplemented(what)), 0, opened);
         return None;
     };
+    let (header, malformed) = request_header(&parts.headers, method);
+    // Refused from here on, a call is counted as the router counts its own refusals.
+    let count = |status: &Status, rejection| {
+        shared
+            .router
+            .count_refused(method, &header, conn.trusted, status, rejection);
+    };
+    if let Some(status) = malformed {
+        count(&status, None);
+        reply(respond, Err(status), 0, opened);
+        return None;
+    }
     if parts
         .headers
         .get("grpc-encoding")
@@ -352,6 +373,7 @@ async fn read(
         let status = Status::unimplemented(
             "compressed messages are not accepted; send them uncompressed (grpc-encoding identity)",
         );
+        count(&status, None);
         reply(respond, Err(status), 0, opened);
         return None;
     }
@@ -364,10 +386,10 @@ async fn read(
         .sum();
     let Some(charge) = conn.memory.try_take(header_bytes) else {
         let status = Status::overloaded("the server's memory budget for requests is spent");
+        count(&status, Some(metrics::Rejection::Overload));
         reply(respond, Err(status), 0, opened);
         return None;
     };
-    let header = request_header(&parts.headers, method);
     drop(parts);
     let max = limits.max_frame + wire::PREFIX;
     let read = read_body_into(body, conn, charge, max, limits.read_timeout)
@@ -379,6 +401,10 @@ async fn read(
     let (body, charge) = match read {
         Ok(read) => read,
         Err(status) => {
+            // The body's share of the memory budget spent is the server's overload; the
+            // rest (too large, too slow, not one message) is the caller's doing.
+            let overload = status.code() == Code::OVERLOADED;
+            count(&status, overload.then_some(metrics::Rejection::Overload));
             reply(respond, Err(status), 0, opened);
             return None;
         }
@@ -572,8 +598,14 @@ fn is_grpc_proto(value: &[u8]) -> bool {
 /// The frame header a gRPC request stands for: the method, the deadline from
 /// `grpc-timeout`, the trace id from `traceparent`, svrkit's own fields from `svrkit-*`
 /// headers, and every other custom header as metadata. The router decides which of them a
-/// peer is trusted with.
-fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Header {
+/// peer is trusted with. A `grpc-timeout` that is not one (more than eight digits, no unit,
+/// a sign or a fraction) is an error, as grpc-go makes it, rather than the method's timeout
+/// in its place: a caller whose deadline is lost would wait longer than it meant to.
+fn request_header(
+    headers: &HeaderMap,
+    method: &'static MethodDescriptor,
+) -> (Header, Option<Status>) {
+    let mut malformed = None;
     let mut header = Header {
         kind: FrameKind::REQUEST,
         service_id: u32::from(method.service_id),
@@ -585,11 +617,16 @@ fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Hea
         let text = || value.to_str().ok();
         let number = || text().and_then(|t| t.parse::<u64>().ok());
         match name.as_str() {
-            "grpc-timeout" => {
-                if let Some(ms) = wire::timeout_ms(bytes) {
-                    header.deadline_ms = ms;
+            "grpc-timeout" => match wire::timeout_ms(bytes) {
+                Some(ms) => header.deadline_ms = ms,
+                None => {
+                    malformed = Some(Status::invalid_argument(format!(
+                        "grpc-timeout {:?} is not a timeout: at most eight digits, then one of \
+                         H, M, S, m, u, n",
+                        String::from_utf8_lossy(bytes)
+                    )));
                 }
-            }
+            },
             "traceparent" => {
                 if let Some((id, parent)) = wire::traceparent(bytes) {
                     if header.trace_id.is_empty() {
@@ -621,10 +658,12 @@ fn request_header(headers: &HeaderMap, method: &'static MethodDescriptor) -> Hea
             }
         }
     }
-    header
+    (header, malformed)
 }
 
 /// A trace id written in hex (as `svrkit-trace-id` carries it), up to 32 bytes.
+/// All zeros is no id (W3C's rule for `traceparent`, and OTLP's): the request then starts a
+/// trace of its own.
 fn hex_id(text: &str) -> Option<Bytes> {
     if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 64 {
         return None;
@@ -633,7 +672,7 @@ fn hex_id(text: &str) -> Option<Bytes> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect();
-    bytes.map(Bytes::from)
+    bytes.filter(|b| b.iter().any(|&x| x != 0)).map(Bytes::from)
 }
 
 /// Reads a request's body, up to `max` bytes and within `timeout`, into the connection's

@@ -46,8 +46,10 @@ enum Ask {
     File(String),
     Symbol(String),
     ListServices,
-    /// Extensions: proto3 has none to describe.
+    /// The file with an extension: proto3 has none.
     Extension,
+    /// A message's extension numbers: none, in proto3.
+    ExtensionNumbers(String),
     Nothing,
 }
 
@@ -86,7 +88,8 @@ impl Reflection {
     }
 
     /// Indexes one `FileDescriptorProto`: its name (1), package (2), dependencies (3),
-    /// messages (4, with their nested messages), enums (5) and services (6, with methods).
+    /// messages (4, with their fields and nested messages and enums), enums (5, with their
+    /// values) and services (6, with methods): every name protobuf gives a full name to.
     fn index_file(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let mut name = String::new();
         let mut package = String::new();
@@ -99,9 +102,9 @@ impl Reflection {
                 1 => name = decoder.read_string()?.to_string(),
                 2 => package = decoder.read_string()?.to_string(),
                 3 => dependencies.push(decoder.read_string()?.to_string()),
-                4 => decoder.nested(|d| named(d, MESSAGE, "", &mut symbols))?,
-                5 => decoder.nested(|d| named(d, &[], "", &mut symbols))?,
-                6 => decoder.nested(|d| named(d, &[2], "", &mut symbols))?,
+                4 => decoder.nested(|d| named(d, Kind::Message, "", &mut symbols))?,
+                5 => decoder.nested(|d| named(d, Kind::Enum, "", &mut symbols))?,
+                6 => decoder.nested(|d| named(d, Kind::Service, "", &mut symbols))?,
                 _ => decoder.skip_value(key)?,
             }
         }
@@ -161,6 +164,16 @@ impl Reflection {
                 None => error(&mut out, 5, &format!("no symbol {symbol} here")),
             },
             Ask::Extension => error(&mut out, 5, "proto3 schemas have no extensions"),
+            // An `ExtensionNumberResponse` (5) with none, for a message that is here (as
+            // grpc-go answers; Python's reflection client asks it of every message).
+            Ask::ExtensionNumbers(message) => match self.symbols.get(&message) {
+                Some(_) => {
+                    let mut numbers = Vec::new();
+                    put_len(&mut numbers, 1, message.as_bytes());
+                    put_len(&mut out, 5, &numbers);
+                }
+                None => error(&mut out, 5, &format!("no message {message} here")),
+            },
             Ask::Nothing => error(&mut out, 3, "the request asks nothing"),
         }
         out
@@ -190,49 +203,73 @@ impl Reflection {
     }
 }
 
-/// The fields of a `DescriptorProto` that hold elements with names: nested messages (3) and
-/// enums (4).
-const MESSAGE: &[u32] = &[3, 4];
+/// What a descriptor describes, for the names in it.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Message,
+    Enum,
+    Service,
+}
 
-/// The names of the elements in a message, enum or service descriptor (field 1), and of the
-/// elements nested in it under `children` fields, as `Outer.Inner`.
+/// The full names in a message, enum or service descriptor under `outer` (`package` or
+/// `package.Outer`): its own (field 1), and those of its fields, nested messages and enums
+/// (a message's 2, 3 and 4), values (an enum's 2) or methods (a service's 2). An enum's
+/// values are named in the enum's scope, not under it (`pkg.Msg.SERVING` for
+/// `pkg.Msg.Status.SERVING`), as protobuf scopes them.
 fn named(
     decoder: &mut Decoder<'_>,
-    children: &[u32],
+    kind: Kind,
     outer: &str,
     symbols: &mut Vec<String>,
 ) -> Result<(), DecodeError> {
     let mut name = String::new();
+    let mut members = Vec::new();
     let mut nested = Vec::new();
     while !decoder.is_empty() {
         let key = decoder.read_key()?;
-        let field = key >> 3;
-        if field == 1 {
+        match (kind, key >> 3) {
+            (_, 1) => name = decoder.read_string()?.to_string(),
+            (_, 2) => members.push(name_in(decoder.read_slice()?)?),
+            (Kind::Message, 3) => nested.push((Kind::Message, decoder.read_slice()?)),
+            (Kind::Message, 4) => nested.push((Kind::Enum, decoder.read_slice()?)),
+            _ => decoder.skip_value(key)?,
+        }
+    }
+    let scoped = |name: &str| {
+        if outer.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{outer}.{name}")
+        }
+    };
+    let full = scoped(&name);
+    for member in members {
+        symbols.push(if kind == Kind::Enum {
+            scoped(&member)
+        } else {
+            format!("{full}.{member}")
+        });
+    }
+    for (kind, inner) in nested {
+        named(&mut Decoder::new(inner), kind, &full, symbols)?;
+    }
+    symbols.push(full);
+    Ok(())
+}
+
+/// The name (field 1) of a field, enum value or method descriptor.
+fn name_in(bytes: &[u8]) -> Result<String, DecodeError> {
+    let mut decoder = Decoder::new(bytes);
+    let mut name = String::new();
+    while !decoder.is_empty() {
+        let key = decoder.read_key()?;
+        if key >> 3 == 1 {
             name = decoder.read_string()?.to_string();
-        } else if children.contains(&field) {
-            // Nested messages and enums (in a message) or methods (in a service).
-            nested.push((field, decoder.read_slice()?));
         } else {
             decoder.skip_value(key)?;
         }
     }
-    let full = if outer.is_empty() {
-        name
-    } else {
-        format!("{outer}.{name}")
-    };
-    for (field, inner) in nested {
-        // A nested message's own children are messages and enums again; an enum's values
-        // and a method's fields are not symbols of their own.
-        let inner_children: &[u32] = if children == MESSAGE && field == 3 {
-            MESSAGE
-        } else {
-            &[]
-        };
-        named(&mut Decoder::new(inner), inner_children, &full, symbols)?;
-    }
-    symbols.push(full);
-    Ok(())
+    Ok(name)
 }
 
 /// What a `ServerReflectionRequest` asks: `file_by_filename` (3), `file_containing_symbol`
@@ -246,10 +283,11 @@ fn read_request(request: &[u8]) -> Result<Ask, DecodeError> {
         ask = match key >> 3 {
             3 => Ask::File(decoder.read_string()?.to_string()),
             4 => Ask::Symbol(decoder.read_string()?.to_string()),
-            5 | 6 => {
+            5 => {
                 decoder.skip_value(key)?;
                 Ask::Extension
             }
+            6 => Ask::ExtensionNumbers(decoder.read_string()?.to_string()),
             7 => {
                 decoder.skip_value(key)?;
                 Ask::ListServices
@@ -356,7 +394,21 @@ mod tests {
                 "{symbol}"
             );
         }
-        assert_eq!(r.symbols.len(), 7, "{:?}", r.symbols);
+        for (symbol, what) in [
+            ("grpc.health.v1.HealthCheckRequest.service", "a field"),
+            ("grpc.health.v1.HealthCheckResponse.status", "a field"),
+            (
+                "grpc.health.v1.HealthCheckResponse.SERVING",
+                "an enum value, in the enum's scope",
+            ),
+            (
+                "grpc.health.v1.HealthCheckResponse.SERVICE_UNKNOWN",
+                "another",
+            ),
+        ] {
+            assert!(r.symbols.contains_key(symbol), "{what}: {symbol}");
+        }
+        assert_eq!(r.symbols.len(), 13, "{:?}", r.symbols);
     }
 
     #[test]

@@ -370,6 +370,38 @@ impl Router {
         })
     }
 
+    /// Counts a request to `method` refused before it reached [`dispatch`](Router::dispatch)
+    /// (a gRPC call whose body could not be read whole, was too large or was compressed),
+    /// as the router counts its own refusals: a request, its caller, its status, and
+    /// `rejection` when overload refused it.
+    pub(crate) fn count_refused(
+        &self,
+        method: &'static MethodDescriptor,
+        header: &Header,
+        trusted: bool,
+        status: &Status,
+        rejection: Option<Rejection>,
+    ) {
+        let Some(m) = self
+            .services
+            .get(&method.service_id)
+            .and_then(|(service, metrics)| {
+                let index = service
+                    .descriptor()
+                    .methods
+                    .iter()
+                    .position(|d| d.id == method.id)?;
+                Some(metrics.as_ref()?.methods[index])
+            })
+        else {
+            return;
+        };
+        m.server_request(0);
+        m.server_caller(&header.caller, trusted);
+        m.server_grpc_request();
+        m.server_refused(status.code(), rejection);
+    }
+
     /// The handler's context: the deadline is what the caller asked for (or the method's IDL
     /// timeout when it did not say), never more than the server's cap, counted from arrival.
     ///
