@@ -274,6 +274,12 @@ fn grpcurl_lists_describes_and_calls_hello_server() {
         "grpc.health.v1.Health/Check",
     ]);
     assert!(!ok && unknown.contains("Code: NotFound"), "{unknown}");
+    // Watch is described (the standard schema) but not offered: the service says so.
+    let (ok, watch) = run(&[&addr, "grpc.health.v1.Health/Watch"]);
+    assert!(
+        !ok && watch.contains("Code: Unimplemented") && watch.contains("poll Check"),
+        "{watch}"
+    );
 }
 
 /// At its connection cap the server refuses a gRPC client in a way grpc-core takes as a

@@ -314,20 +314,32 @@ impl Agent {
                 .collect()
         };
         let mut callers = edges(&report);
+        let by_method = by_method(&report);
         let mut business = business(&report);
         // Rates from the instance's last report: what its counts gained since, a minute.
         // (Its series indexed once: a report holds up to `MAX_LIST` of each.)
         if let Some(before) = state.instances.get(&key) {
             let seconds = at.saturating_duration_since(before.last_seen).as_secs_f64();
-            let calls: HashMap<(&str, &str), u64> = before
-                .callers
+            // A pair's gain is its methods' gains, each where the method is in both reports
+            // and did not go down: a caller that lost its slot in one method's breakdown (or
+            // came back to it, from zero) leaves that method out rather than skewing the sum.
+            let was: HashMap<(&str, &str, &str), u64> = before
+                .by_method
                 .iter()
-                .map(|e| ((e.caller.as_str(), e.service.as_str()), e.calls))
+                .map(|(c, s, m, n)| ((c.as_str(), s.as_str(), m.as_str()), *n))
                 .collect();
+            let mut gained: HashMap<(&str, &str), u64> = HashMap::new();
+            for (c, s, m, now) in &by_method {
+                if let Some(&was) = was.get(&(c.as_str(), s.as_str(), m.as_str()))
+                    && *now >= was
+                {
+                    *gained.entry((c.as_str(), s.as_str())).or_default() += now - was;
+                }
+            }
             for e in &mut callers {
-                e.per_minute = calls
+                e.per_minute = gained
                     .get(&(e.caller.as_str(), e.service.as_str()))
-                    .and_then(|&was| state::per_minute(e.calls as f64, was as f64, seconds));
+                    .and_then(|&gain| state::per_minute(gain as f64, 0.0, seconds));
             }
             let values: HashMap<(&str, &str, &str), f64> = before
                 .business
@@ -355,6 +367,7 @@ impl Agent {
                 calls,
                 errors,
                 callers,
+                by_method,
                 business,
             },
         );
@@ -501,6 +514,23 @@ fn edges(report: &Report) -> Vec<state::Edge> {
         }
     }
     edges
+}
+
+/// A report's calls by caller, service and method, as far as they can be kept.
+fn by_method(report: &Report) -> Vec<(String, String, String, u64)> {
+    report
+        .callers
+        .iter()
+        .filter_map(|c| {
+            Some((
+                name(&c.caller)?,
+                name(&c.service)?,
+                name(&c.method)?,
+                c.calls,
+            ))
+        })
+        .take(MAX_LIST)
+        .collect()
 }
 
 /// The business metrics of a report, as far as they can be kept (finite values, names

@@ -121,8 +121,12 @@ pub(crate) struct Instance {
     /// Server-side calls and errors in its newest reported minute.
     pub(crate) calls: u64,
     pub(crate) errors: u64,
-    /// Who called its methods, as it last reported (calls since it started).
+    /// Who called its methods, as it last reported (calls since it started), by caller and
+    /// service.
     pub(crate) callers: Vec<Edge>,
+    /// The same by method (caller, service, method, calls): what the next report's rates
+    /// are taken from, method by method.
+    pub(crate) by_method: Vec<(String, String, String, u64)>,
     /// Its own metrics, as it last reported them.
     pub(crate) business: Vec<Business>,
 }

@@ -337,14 +337,25 @@ fn counts_since_start_become_rates_between_reports() {
     let at = |instance: &str, pid: u32, calls: u64, sends: f64, parked: f64, fan_out: f64| {
         let mut r = report(instance, now, 1, 0);
         r.pid = pid;
-        // Two methods of one service: the pair's rate is their sum's, and only M's moves.
-        r.callers = ["M", "N"]
-            .into_iter()
-            .map(|method| CallerCalls {
+        // Methods of one service: the pair's rate is their gains' sum; only M's moves, and
+        // O's series (a caller that lost its slot in O's breakdown) is gone from the second
+        // report of `a`, which must not read as a loss of 400.
+        let methods: &[&str] = if calls == 160 {
+            &["M", "N"]
+        } else {
+            &["M", "N", "O"]
+        };
+        r.callers = methods
+            .iter()
+            .map(|&method| CallerCalls {
                 caller: "web".into(),
                 service: "s.S".into(),
                 method: method.into(),
-                calls: if method == "M" { calls } else { 50 },
+                calls: match method {
+                    "M" => calls,
+                    "N" => 50,
+                    _ => 400,
+                },
                 ..CallerCalls::default()
             })
             .collect();
@@ -384,7 +395,11 @@ fn counts_since_start_become_rates_between_reports() {
     let t1 = t0 + Duration::from_secs(10);
     agent.take_at(at("a", 1, 160, 40.0, 9.0, 25.0), t1).unwrap();
     let map = agent.service_map();
-    assert_eq!((map[0].calls, map[0].per_minute), (267, Some(360.0)));
+    // The count is the reports' latest: `a`'s without O, `b`'s with it.
+    assert_eq!(
+        (map[0].calls, map[0].per_minute),
+        (160 + 50 + 7 + 50 + 400, Some(360.0))
+    );
     assert_eq!(rate(&agent, "sends"), Some(180.0));
     assert_eq!(rate(&agent, "fan_out"), Some(120.0));
     assert_eq!(

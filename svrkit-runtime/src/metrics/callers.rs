@@ -21,7 +21,10 @@
 //! a slot changes hands (a few, on threads that read the old owner) go to its new name.
 //!
 //! The counts live in the method's per-thread shards; a request reads its name's slot with
-//! one more relaxed load than a fixed table would need.
+//! one more relaxed load than a fixed table would need. A name waiting in `other` also adds
+//! to its own counter, shared by the threads (until it is busy enough to take a slot, within
+//! a window). Learnt names are never forgotten: past [`MAX_NAMES`] (callers named per
+//! version, say), a new name counts in `other` and is never weighed.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};

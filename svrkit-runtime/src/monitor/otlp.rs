@@ -128,9 +128,25 @@ where
         .tracer_with_scope(scope());
     tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
-            crate::trace::exporting()
+        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+            crate::trace::exporting() && !exporters_own(meta.target())
         }))
+}
+
+/// Whether spans from `target` are the HTTP/2 and gRPC stack's: the exporter's own sends
+/// (and svrkit's gRPC connections) would otherwise become traces to export, each export
+/// making more.
+fn exporters_own(target: &str) -> bool {
+    ["h2", "hyper", "tonic", "tower", "opentelemetry"]
+        .iter()
+        .any(|crate_name| {
+            target
+                .strip_prefix(crate_name)
+                // The crate, its modules, and its siblings (`hyper_util`, `opentelemetry_sdk`).
+                .is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with("::") || rest.starts_with('_')
+                })
+        })
 }
 
 /// Hands the layer's finished spans to the exporter [`start`] made, with svrkit's own.
@@ -240,5 +256,30 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         links: SpanLinks::default(),
         status,
         instrumentation_scope: scope.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_exporters_own_stack_is_left_out_by_crate_not_by_prefix() {
+        for own in [
+            "h2",
+            "h2::proto::connection",
+            "hyper_util::client",
+            "tonic::transport",
+            "tower::buffer",
+            "opentelemetry_sdk::trace",
+        ] {
+            assert!(super::exporters_own(own), "{own}");
+        }
+        for theirs in [
+            "svrkit_tests::echo",
+            "h2o",
+            "hypertext::page",
+            "svrkit_runtime",
+        ] {
+            assert!(!super::exporters_own(theirs), "{theirs}");
+        }
     }
 }

@@ -193,6 +193,7 @@ impl ServerBuilder {
                 #[cfg(feature = "grpc")]
                 grpc: grpc::Paths::new(router.hosted()),
                 draining: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
                 readiness: self.readiness,
                 connections: Arc::new(Semaphore::new(max_connections)),
                 peers: Arc::new(Mutex::new(HashMap::new())),
@@ -229,7 +230,20 @@ pub(crate) struct Shared {
     grpc: grpc::Paths,
     /// Set by [`Server::drain`]: still serving, but no longer ready.
     draining: AtomicBool,
+    /// Whether this server counts among the process's stopping ones (`/readyz`), from its
+    /// drain or shutdown until it is dropped.
+    stopping: AtomicBool,
     readiness: Option<Readiness>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Gone, it no longer holds the process's readiness down: another server of the
+        // process may be serving still.
+        if *self.stopping.get_mut() {
+            crate::monitor::health::stopping(-1);
+        }
+    }
 }
 
 /// A running set of services. Cheap to clone; clones share everything.
@@ -365,7 +379,7 @@ impl Server {
     /// `NOT_SERVING`, and the process's `/readyz` 503.
     pub fn drain(&self, period: Duration) -> impl Future<Output = ()> + Send + 'static {
         self.shared.draining.store(true, Ordering::Release);
-        crate::monitor::health::stopping();
+        self.shared.stop();
         let server = self.clone();
         async move {
             tokio::select! {
@@ -385,7 +399,7 @@ impl Server {
     /// Stops accepting connections, tells every client to go away, and waits (up to the
     /// grace period) for requests in flight to be answered.
     pub async fn shutdown(&self) {
-        crate::monitor::health::stopping();
+        self.shared.stop();
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         let grace = self.shared.router.limits.shutdown_grace;
@@ -399,6 +413,13 @@ impl Server {
 }
 
 impl Shared {
+    /// Counts this server among the process's stopping ones, once.
+    fn stop(&self) {
+        if !self.stopping.swap(true, Ordering::AcqRel) {
+            crate::monitor::health::stopping(1);
+        }
+    }
+
     /// Whether the server is ready for more traffic (see [`Server::is_ready`]).
     fn serving(&self) -> bool {
         !self.draining.load(Ordering::Acquire)

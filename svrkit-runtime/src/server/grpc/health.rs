@@ -17,6 +17,9 @@ use crate::status::Status;
 /// The path of `Check`.
 pub(super) const CHECK: &str = "/grpc.health.v1.Health/Check";
 
+/// What the paths of the service's methods start with.
+pub(super) const PREFIX: &str = "/grpc.health.v1.Health/";
+
 /// `HealthCheckResponse.ServingStatus`.
 const SERVING: u8 = 1;
 const NOT_SERVING: u8 = 2;

@@ -319,6 +319,14 @@ async fn read(
         reply(respond, answer, 0, opened);
         return None;
     }
+    if let Some(method) = path.strip_prefix(health::PREFIX) {
+        // Watch (and methods of later versions): the service is here, the method is not.
+        let status = Status::unimplemented(format!(
+            "grpc.health.v1.Health/{method} is not offered here: poll Check"
+        ));
+        reply(respond, Err(status), 0, opened);
+        return None;
+    }
     if reflection::PATHS.contains(&path) {
         // The schema is for the services' own peers: strangers are not told it (nor does
         // it go through the hooks that would authenticate them).

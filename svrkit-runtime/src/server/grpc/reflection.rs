@@ -34,6 +34,8 @@ pub(crate) struct Reflection {
     symbols: HashMap<String, String>,
     /// The hosted services' full names, sorted.
     services: Vec<String>,
+    /// The messages' full names: what extension numbers may be asked of.
+    messages: std::collections::HashSet<String>,
 }
 
 struct File {
@@ -119,9 +121,12 @@ impl Reflection {
         if !package.is_empty() {
             self.symbols.entry(package).or_insert_with(|| name.clone());
         }
-        for symbol in symbols {
-            self.symbols
-                .insert(format!("{prefix}{symbol}"), name.clone());
+        for (symbol, message) in symbols {
+            let full = format!("{prefix}{symbol}");
+            if message {
+                self.messages.insert(full.clone());
+            }
+            self.symbols.insert(full, name.clone());
         }
         self.files.insert(
             name,
@@ -166,7 +171,7 @@ impl Reflection {
             Ask::Extension => error(&mut out, 5, "proto3 schemas have no extensions"),
             // An `ExtensionNumberResponse` (5) with none, for a message that is here (as
             // grpc-go answers; Python's reflection client asks it of every message).
-            Ask::ExtensionNumbers(message) => match self.symbols.get(&message) {
+            Ask::ExtensionNumbers(message) => match self.messages.get(&message) {
                 Some(_) => {
                     let mut numbers = Vec::new();
                     put_len(&mut numbers, 1, message.as_bytes());
@@ -213,14 +218,15 @@ enum Kind {
 
 /// The full names in a message, enum or service descriptor under `outer` (`package` or
 /// `package.Outer`): its own (field 1), and those of its fields, nested messages and enums
-/// (a message's 2, 3 and 4), values (an enum's 2) or methods (a service's 2). An enum's
+/// (a message's 2, 3 and 4), oneofs (a message's 8), values (an enum's 2) or methods (a
+/// service's 2), each with whether it is a message. An enum's
 /// values are named in the enum's scope, not under it (`pkg.Msg.SERVING` for
 /// `pkg.Msg.Status.SERVING`), as protobuf scopes them.
 fn named(
     decoder: &mut Decoder<'_>,
     kind: Kind,
     outer: &str,
-    symbols: &mut Vec<String>,
+    symbols: &mut Vec<(String, bool)>,
 ) -> Result<(), DecodeError> {
     let mut name = String::new();
     let mut members = Vec::new();
@@ -229,7 +235,7 @@ fn named(
         let key = decoder.read_key()?;
         match (kind, key >> 3) {
             (_, 1) => name = decoder.read_string()?.to_string(),
-            (_, 2) => members.push(name_in(decoder.read_slice()?)?),
+            (_, 2) | (Kind::Message, 8) => members.push(name_in(decoder.read_slice()?)?),
             (Kind::Message, 3) => nested.push((Kind::Message, decoder.read_slice()?)),
             (Kind::Message, 4) => nested.push((Kind::Enum, decoder.read_slice()?)),
             _ => decoder.skip_value(key)?,
@@ -244,16 +250,17 @@ fn named(
     };
     let full = scoped(&name);
     for member in members {
-        symbols.push(if kind == Kind::Enum {
+        let member = if kind == Kind::Enum {
             scoped(&member)
         } else {
             format!("{full}.{member}")
-        });
+        };
+        symbols.push((member, false));
     }
     for (kind, inner) in nested {
         named(&mut Decoder::new(inner), kind, &full, symbols)?;
     }
-    symbols.push(full);
+    symbols.push((full, kind == Kind::Message));
     Ok(())
 }
 
@@ -409,6 +416,39 @@ mod tests {
             assert!(r.symbols.contains_key(symbol), "{what}: {symbol}");
         }
         assert_eq!(r.symbols.len(), 13, "{:?}", r.symbols);
+    }
+
+    /// The top-level fields an answer holds, by number.
+    fn fields_of(answer: &[u8]) -> Vec<u32> {
+        let mut decoder = Decoder::new(answer);
+        let mut fields = Vec::new();
+        while !decoder.is_empty() {
+            let key = decoder.read_key().unwrap();
+            fields.push(key >> 3);
+            decoder.skip_value(key).unwrap();
+        }
+        fields
+    }
+
+    #[test]
+    fn extension_numbers_are_none_for_a_message_and_not_found_for_anything_else() {
+        let set = super::super::health::descriptor_set();
+        let r = Reflection::new([&set[..]].into_iter(), vec![]);
+        let ask = |symbol: &str| {
+            let mut request = Vec::new();
+            put_len(&mut request, 6, symbol.as_bytes());
+            fields_of(&r.answer(&request))
+        };
+        // original_request (2), then an ExtensionNumberResponse (5) or an error (7).
+        assert_eq!(ask("grpc.health.v1.HealthCheckRequest"), [2, 5]);
+        for not_a_message in [
+            "grpc.health.v1.Health",
+            "grpc.health.v1.HealthCheckRequest.service",
+            "grpc.health.v1",
+            "no.Such",
+        ] {
+            assert_eq!(ask(not_a_message), [2, 7], "{not_a_message}");
+        }
     }
 
     #[test]
