@@ -374,6 +374,7 @@ impl Router {
     /// (a gRPC call whose body could not be read whole, was too large or was compressed),
     /// as the router counts its own refusals: a request, its caller, its status, and
     /// `rejection` when overload refused it.
+    #[cfg(feature = "grpc")]
     pub(crate) fn count_refused(
         &self,
         method: &'static MethodDescriptor,
