@@ -108,6 +108,52 @@ pub(crate) fn finish(span: FinishedSpan) {
     }
 }
 
+/// Whether a `monitor::otlp::tracing_layer` was made: until then a request's handler runs
+/// without an OpenTelemetry context of its own, which nothing would read.
+#[cfg(feature = "otel")]
+static LAYERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that a `tracing` layer exports the process's own spans (`monitor::otlp`).
+#[cfg(feature = "otel")]
+pub(crate) fn set_layered() {
+    LAYERED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The OpenTelemetry context a request's handler runs in, when a `monitor::otlp::tracing_layer` exports
+/// spans: its server span as the current span.
+#[cfg(feature = "otel")]
+pub(crate) fn handler_context(trace_id: [u8; 16], span_id: u64) -> Option<opentelemetry::Context> {
+    if !LAYERED.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let span = SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(span))
+}
+
+/// The span a call made now starts under, if a `monitor::otlp::tracing_layer` exports spans and the
+/// current one is of `trace_id`'s trace: a handler's innermost span, or its request's.
+#[cfg(feature = "otel")]
+pub(crate) fn current_span(trace_id: &[u8; 16]) -> Option<u64> {
+    if !LAYERED.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    use opentelemetry::trace::TraceContextExt;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let current = span.span_context();
+    (current.is_valid() && current.trace_id().to_bytes() == *trace_id)
+        .then(|| u64::from_be_bytes(current.span_id().to_bytes()))
+}
+
 /// A trace id as the 16 bytes spans carry.
 pub(crate) fn id_bytes(id: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];

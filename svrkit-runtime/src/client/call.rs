@@ -361,8 +361,7 @@ impl ClientSpan {
         let trace_id = trace::id_bytes(&header.trace_id);
         // Under the handler's innermost exported `tracing` span, when there is one.
         #[cfg(feature = "otel")]
-        let parent_span_id =
-            crate::monitor::otlp::current_span(&trace_id).unwrap_or(header.parent_span_id);
+        let parent_span_id = trace::current_span(&trace_id).unwrap_or(header.parent_span_id);
         #[cfg(not(feature = "otel"))]
         let parent_span_id = header.parent_span_id;
         let span = ClientSpan {

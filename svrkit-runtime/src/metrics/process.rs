@@ -5,6 +5,20 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
+/// Servers of this process that have begun to drain or shut down and are not yet dropped
+/// (what `/readyz` answers 503 for, `monitor::health::is_stopping`).
+static STOPPING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// One more (`1`) or one fewer (`-1`) server of this process draining or shutting down.
+pub(crate) fn server_stopping(change: i64) {
+    STOPPING.fetch_add(change, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// Servers of this process draining or shutting down, and not yet dropped.
+pub fn servers_stopping() -> i64 {
+    STOPPING.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Counters of the process rather than of a method.
 #[derive(Debug)]
 pub struct Process {

@@ -17,7 +17,7 @@
 //! one is configured). A failure that began and ended between two looks still fires and
 //! clears.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -143,20 +143,11 @@ pub fn check(name: &str) -> Arc<Check> {
     c
 }
 
-/// Servers of this process that have begun to drain or shut down and are not yet dropped:
-/// while there is one, the process is not ready (`/readyz` answers 503), so that an HTTP
-/// probe stops sending it traffic as the gRPC health check does. Not a check: a planned stop
-/// fires no alarm.
-static STOPPING: AtomicI64 = AtomicI64::new(0);
-
-/// One more (`1`) or one fewer (`-1`) server of this process draining or shutting down.
-pub(crate) fn stopping(change: i64) {
-    STOPPING.fetch_add(change, Ordering::AcqRel);
-}
-
-/// Whether a server of this process is draining or shutting down (and not yet dropped).
+/// Whether a server of this process is draining or shutting down (and not yet dropped): the
+/// process is then not ready (`/readyz` answers 503), so that an HTTP probe stops sending it
+/// traffic as the gRPC health check does. Not a check: a planned stop fires no alarm.
 pub fn is_stopping() -> bool {
-    STOPPING.load(Ordering::Acquire) > 0
+    crate::metrics::process::servers_stopping() > 0
 }
 
 /// The checks failing now, in registration order.

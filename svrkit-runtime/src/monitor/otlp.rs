@@ -17,12 +17,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    TracerProvider,
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, TracerProvider,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
@@ -97,10 +95,6 @@ fn scope() -> InstrumentationScope {
         .build()
 }
 
-/// Whether a [`tracing_layer`] was made: until then a request's handler runs without an
-/// OpenTelemetry context of its own, which nothing would read.
-static LAYERED: AtomicBool = AtomicBool::new(false);
-
 /// A `tracing` layer that exports the process's own spans (`tracing-opentelemetry`) beside
 /// svrkit's, once [`start`] (or `[monitor] otlp_endpoint`) starts exporting; before that, and
 /// without it, the layer sees no span at all.
@@ -121,7 +115,7 @@ pub fn tracing_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    LAYERED.store(true, Ordering::Relaxed);
+    crate::trace::set_layered();
     let tracer = SdkTracerProvider::builder()
         .with_span_processor(ToExporter)
         .build()
@@ -169,35 +163,6 @@ impl SpanProcessor for ToExporter {
     fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
         Ok(())
     }
-}
-
-/// The OpenTelemetry context a request's handler runs in, when a [`tracing_layer`] exports
-/// spans: its server span as the current span.
-pub(crate) fn handler_context(trace_id: [u8; 16], span_id: u64) -> Option<opentelemetry::Context> {
-    if !LAYERED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let span = SpanContext::new(
-        TraceId::from_bytes(trace_id),
-        SpanId::from_bytes(span_id.to_be_bytes()),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::default(),
-    );
-    Some(opentelemetry::Context::new().with_remote_span_context(span))
-}
-
-/// The span a call made now starts under, if a [`tracing_layer`] exports spans and the
-/// current one is of `trace_id`'s trace: a handler's innermost span, or its request's.
-pub(crate) fn current_span(trace_id: &[u8; 16]) -> Option<u64> {
-    if !LAYERED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let cx = opentelemetry::Context::current();
-    let span = cx.span();
-    let current = span.span_context();
-    (current.is_valid() && current.trace_id().to_bytes() == *trace_id)
-        .then(|| u64::from_be_bytes(current.span_id().to_bytes()))
 }
 
 fn started() -> &'static OnceLock<Otlp> {

@@ -241,7 +241,7 @@ impl Drop for Shared {
         // Gone, it no longer holds the process's readiness down: another server of the
         // process may be serving still.
         if *self.stopping.get_mut() {
-            crate::monitor::health::stopping(-1);
+            crate::metrics::process::server_stopping(-1);
         }
     }
 }
@@ -416,7 +416,7 @@ impl Shared {
     /// Counts this server among the process's stopping ones, once.
     fn stop(&self) {
         if !self.stopping.swap(true, Ordering::AcqRel) {
-            crate::monitor::health::stopping(1);
+            crate::metrics::process::server_stopping(1);
         }
     }
 

@@ -300,7 +300,7 @@ impl Router {
         #[cfg(feature = "otel")]
         let handler_cx = exported
             .as_ref()
-            .and_then(|s| crate::monitor::otlp::handler_context(s.trace_id, s.span_id));
+            .and_then(|s| trace::handler_context(s.trace_id, s.span_id));
         #[cfg(feature = "otel")]
         let _in_request = handler_cx.clone().map(opentelemetry::Context::attach);
         // A span per call for whoever subscribes at debug level; nothing when nobody does.
