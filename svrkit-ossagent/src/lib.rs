@@ -313,8 +313,8 @@ impl Agent {
                 .filter_map(|s| name(s))
                 .collect()
         };
-        let mut callers = edges(&report);
         let by_method = by_method(&report);
+        let mut callers = edges(&by_method);
         let mut business = business(&report);
         // Rates from the instance's last report: what its counts gained since, a minute.
         // (Its series indexed once: a report holds up to `MAX_LIST` of each.)
@@ -481,37 +481,22 @@ fn add(sum: Option<f64>, rate: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The caller breakdown of a report, as far as it can be kept: named within the limits, at
-/// most [`MAX_LIST`] pairs.
-fn edges(report: &Report) -> Vec<state::Edge> {
-    // A report counts by method; the map, and the rates between reports, by caller and
-    // service: one edge each, its methods summed (subtracted method by method from the last
-    // report's, a pair's rate was one method's count less another's).
+/// A report's calls by caller and service (the map's edges), its methods summed, in the
+/// order the pairs first appear.
+fn edges(by_method: &[(String, String, String, u64)]) -> Vec<state::Edge> {
     let mut edges: Vec<state::Edge> = Vec::new();
-    let mut at: HashMap<(String, String), usize> = HashMap::new();
-    for c in &report.callers {
-        let (Some(caller), Some(service)) = (name(&c.caller), name(&c.service)) else {
-            continue;
-        };
-        match at.entry((caller, service)) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let edge = &mut edges[*e.get()];
-                edge.calls = edge.calls.saturating_add(c.calls);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                if edges.len() == MAX_LIST {
-                    continue;
-                }
-                let (caller, service) = e.key().clone();
-                e.insert(edges.len());
-                edges.push(state::Edge {
-                    caller,
-                    service,
-                    calls: c.calls,
-                    per_minute: None,
-                });
-            }
-        }
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    for (caller, service, _, calls) in by_method {
+        let i = *at.entry((caller, service)).or_insert_with(|| {
+            edges.push(state::Edge {
+                caller: caller.clone(),
+                service: service.clone(),
+                calls: 0,
+                per_minute: None,
+            });
+            edges.len() - 1
+        });
+        edges[i].calls = edges[i].calls.saturating_add(*calls);
     }
     edges
 }
