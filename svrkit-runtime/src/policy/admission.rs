@@ -27,7 +27,9 @@
 //! headroom to 95% of the capacity last seen, except into a level whose own demand is more
 //! than a quarter over that (a flood parked at one level). Every 50 ms (or twenty requests'
 //! time) a shedding server also looks at whether arrivals fell below a quarter of its
-//! capacity: then the overload is over, and it admits everything at once.
+//! capacity: then the overload is over, and it admits everything at once. So does a spell of
+//! 15 ms (or six requests' time) in which a worker stood idle (the lag probe on time) and as
+//! little arrived.
 //!
 //! **Settling.** Where one user level is a small part of the load, the level then settles:
 //! it holds while the queue is busy but under the target, goes down one busy level at a
@@ -151,6 +153,14 @@ pub struct Admission {
     /// ms): what tells, within [`QUICK_LOOK`], that an overload ended.
     recent_base: AtomicU64,
     recent_from: AtomicU64,
+    /// Since when (policy clock, ms, plus one: 0 is not now) every sample of the lag probe
+    /// was on time, and `arrivals` then: a runtime with a worker to spare (see
+    /// [`IDLE_LOOK`]).
+    idle_from: AtomicU64,
+    idle_base: AtomicU64,
+    /// The lag probe's samples on time in the window: each stands for about one probe
+    /// period in which a worker was idle (a busy worker makes the samples late and sparse).
+    on_time: AtomicU32,
     /// When (policy clock, ms, plus one: 0 is none) the pickups began to wait longer than
     /// the target without one in between that did not: a queue over the target for
     /// `queue_interval` of pickups is standing (CoDel's `first_above_time`). Measured from
@@ -201,6 +211,31 @@ const QUICK_LOOK: Duration = Duration::from_millis(50);
 /// its capacity; a look of a few tens of milliseconds can dip well below that with bursty
 /// callers, but not to a quarter.
 const QUICK_LOOK_SHARE: f64 = 0.25;
+
+/// How long a shedding server's workers must have had time to spare (every sample of the
+/// lag probe on time), with arrivals under [`QUICK_LOOK_SHARE`] of its capacity, for the
+/// overload to be over. The quick look counts arrivals alone, and at a slow server it must
+/// be long (twenty requests' time: 400 ms at 20 ms each) to tell a lull from the end; a
+/// worker with nothing to do is a sharper sign. While the load goes on, the queue keeps the
+/// workers busy and the probe late; when the server idles with little arriving, either the
+/// load ended or the callers' copies of its level hold back more than it can do: both are
+/// reasons to admit again. At least three samples, so that one that came on time by chance
+/// between two handlers does not count, and at least [`IDLE_REQUESTS`]' time.
+const IDLE_LOOK: Duration = Duration::from_millis(15);
+
+/// Requests' time at the capacity an idle look lasts at least. With six expected, a load
+/// that goes on sends at most one (under a quarter) in about one look of 60 by Poisson's
+/// law, and the look must also find the worker idle throughout. (With the 15 ms alone, a
+/// server of 50 requests a second, its queue emptied for a moment, saw no arrival in 43% of
+/// its looks, and opened every level into its load several times a run.)
+const IDLE_REQUESTS: f64 = 6.0;
+
+/// A window with a worker idle for more than one part in this many of it was idling.
+const IDLE_SHARE_INVERSE: u32 = 20;
+
+/// A probe sample less late than this (beyond the timer's millisecond grid) is on time: the
+/// runtime had a worker free when the timer fired (waking one takes tens of microseconds).
+const IDLE_LAG: Duration = Duration::from_micros(500);
 
 /// Requests dropped late in a window that end it early (once it is [`MIN_WINDOW_MS`] old):
 /// a surge moves the levels within tens of milliseconds.
@@ -289,6 +324,9 @@ impl Admission {
             capacity: AtomicU64::new(0),
             recent_base: AtomicU64::new(0),
             recent_from: AtomicU64::new(0),
+            idle_from: AtomicU64::new(0),
+            idle_base: AtomicU64::new(0),
+            on_time: AtomicU32::new(0),
             above_since: AtomicU64::new(0),
             above_last: AtomicU64::new(0),
             late: AtomicU32::new(0),
@@ -502,8 +540,31 @@ impl Admission {
     }
 
     /// Counts a sample of the runtime's scheduling lag.
+    ///
+    /// The lag counted is the least sample over the last two intervals, and this one is in
+    /// them: a sample under it lowers it at once. Until the next publication, a load that
+    /// ended would otherwise leave its lag on every pickup, and the first fresh requests on
+    /// an idle server were dropped as late (`a_sample_on_time_ends_the_lag_at_once`).
     pub fn lagged(&self, lag: Duration) {
-        self.lag_min.fetch_min(lag.as_micros() as u64, Relaxed);
+        let us = lag.as_micros() as u64;
+        self.lag_min.fetch_min(us, Relaxed);
+        self.lag_floor.fetch_min(us, Relaxed);
+    }
+
+    /// Counts the lag probe's sample at `now` (its lateness beyond the timer's grid): a
+    /// sample on time starts or continues an idle spell (see [`IDLE_LOOK`]), a late one
+    /// ends it. Samples come from one task, one at a time.
+    pub(crate) fn sampled(&self, now: Instant, lag: Duration) {
+        self.lagged(lag);
+        if lag < IDLE_LAG {
+            self.on_time.fetch_add(1, Relaxed);
+            if self.idle_from.load(Relaxed) == 0 {
+                self.idle_base.store(self.arrivals.load(Relaxed), Relaxed);
+                self.idle_from.store(clock::millis(now) + 1, Relaxed);
+            }
+        } else {
+            self.idle_from.store(0, Relaxed);
+        }
     }
 
     /// Takes the least lag sampled since the call before the last as the lag the runtime
@@ -526,8 +587,24 @@ impl Admission {
             self.close_window(now_ms, Close::Due);
             return;
         }
-        let from = self.recent_from.load(Relaxed);
         let capacity = self.capacity();
+        let shedding = self.level() < LEVELS && !self.pinned.load(Relaxed) && capacity > 0.0;
+        let idle_from = self.idle_from.load(Relaxed);
+        // Long enough for a few requests at the capacity too: a slow server's queue empties
+        // now and then under its load, and the next arrival can be tens of milliseconds away.
+        let idle_look = (IDLE_LOOK.as_secs_f64() * 1e3).max(IDLE_REQUESTS * 1e3 / capacity) as u64;
+        if shedding && idle_from != 0 && now_ms + 1 >= idle_from.saturating_add(idle_look) {
+            let arrived = self
+                .arrivals
+                .load(Relaxed)
+                .saturating_sub(self.idle_base.load(Relaxed));
+            let seconds = (now_ms + 1 - idle_from) as f64 / 1e3;
+            if (arrived as f64) < QUICK_LOOK_SHARE * capacity * seconds {
+                self.close_window(now_ms, Close::Calm);
+                return;
+            }
+        }
+        let from = self.recent_from.load(Relaxed);
         // Long enough for twenty requests at the capacity: with fewer, a look of a slow
         // server can see almost nothing while its load goes on (a look at 200 requests a
         // second expecting ten finds two or fewer about once in 360), and opening every
@@ -588,6 +665,18 @@ impl Admission {
         let waited = self.wait_us.swap(0, Relaxed);
         let measured = started.saturating_sub(self.backlog.swap(0, Relaxed));
         let late = u64::from(self.late.swap(0, Relaxed));
+        let on_time = self.on_time.swap(0, Relaxed);
+        // A worker idle for a twentieth of the window (by the lag probe) while requests were
+        // dropped late: arrivals come in bursts that a queue capped by the callers'
+        // deadlines cannot hold (a server of 20 ms requests whose callers wait 100 ms holds
+        // two), so some are dropped and some gaps stay empty. Late drops cost the server
+        // nothing; shedding for them idles it more and holding keeps the gaps. Such a window
+        // is not overloaded by its late drops, and the level may rise into the gaps. (At 20
+        // ms a request with 100 ms deadlines, the level hovered where arrivals matched the
+        // capacity, and the worker idled a tenth of the time: 69-82% goodput.)
+        let idle = PROBE_EVERY * on_time;
+        let idling =
+            length.as_millis() as u64 >= MIN_WINDOW_MS && idle * IDLE_SHARE_INVERSE > length;
         let queue_wait = Duration::from_micros(
             waited.checked_div(measured).unwrap_or(0) + self.lag_floor.load(Relaxed),
         );
@@ -597,7 +686,8 @@ impl Admission {
         let picked = started + late;
         let late_share = late as f64 / picked.max(1) as f64;
         let (target, _) = self.targets();
-        let overloaded = !calm && (queue_wait > target || late_share > LATE_SHARE_SHEDS);
+        let overloaded =
+            !calm && (queue_wait > target || (late_share > LATE_SHARE_SHEDS && !idling));
         let before = self.level.load(Relaxed);
         // Where one level is a small part of the load (its arrivals at most 2% of the
         // starts: many light callers), a level that fits can be found and kept, and the
@@ -620,7 +710,7 @@ impl Admission {
             && 0.9 * capacity_now * length.as_secs_f64() <= started as f64;
         let slight =
             fine && overloaded && queue_wait <= 2 * target && late_share <= LATE_SHARE_SLIGHT;
-        let hold = !calm && !overloaded && (late_share > LATE_SHARE_HOLDS || busy);
+        let hold = !calm && !overloaded && ((late_share > LATE_SHARE_HOLDS && !idling) || busy);
         // (Nor does a window that began while the queue a shedding of several levels left
         // was still draining: its waits are that queue's, and holding on them for a long
         // window would keep the level where the shedding overshot.)
@@ -809,7 +899,7 @@ async fn probe(admission: Weak<Admission>) {
         let now = tokio::time::Instant::now();
         // The timer fires on a millisecond grid: lateness below that is not lag.
         let lag = now.saturating_duration_since(due);
-        admission.lagged(lag.saturating_sub(Duration::from_millis(1)));
+        admission.sampled(now.into_std(), lag.saturating_sub(Duration::from_millis(1)));
         if now.duration_since(published) >= admission.config.queue_interval {
             admission.publish_lag();
             published = now;
@@ -1281,6 +1371,135 @@ mod tests {
         assert_eq!(admission.level(), LEVELS);
     }
 
+    /// A slow server (about 100 requests a second), shedding: its quick look is 200 ms long,
+    /// but probe samples on time for six requests' time with nothing arriving end the
+    /// overload. Late samples (a worker busy with the queue) or arrivals at the capacity do
+    /// not.
+    #[test]
+    fn a_shedding_server_with_a_worker_idle_and_little_arriving_admits_everything() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let overloaded = || {
+            let admission = Admission::new(AdmissionConfig::default());
+            let t0 = clock::base_instant() + Duration::from_secs(1);
+            admission.admit(0, t0, Duration::ZERO, Duration::MAX); // opens the first window
+            admission.tick(t0);
+            for i in 0..100u64 {
+                let at = t0 + ms(i * 10);
+                let level = LEVELS - 1 - (i as u32 % 50);
+                admission.admit(level, at, Duration::ZERO, Duration::MAX);
+                admission.started(level, at, ms(300));
+                admission.tick(at);
+            }
+            let end = t0 + ms(1_001);
+            admission.tick(end);
+            assert!(admission.is_overloaded());
+            assert!(admission.level() < LEVELS);
+            let capacity = admission.capacity();
+            assert!((90.0..110.0).contains(&capacity), "{capacity}");
+            (admission, end)
+        };
+        // Idle and nothing arriving: admitted again after six requests' time (60 ms).
+        let (admission, end) = overloaded();
+        let shedding = admission.level();
+        let mut opened = None;
+        for k in 1..=20u64 {
+            let at = end + ms(5 * k);
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+            if admission.level() == LEVELS {
+                opened = Some(5 * k);
+                break;
+            }
+            assert_eq!(admission.level(), shedding, "sample {k}");
+        }
+        let opened = opened.expect("idle and nothing arriving: admitted again");
+        assert!((60..=75).contains(&opened), "after {opened} ms");
+
+        // Busy (every sample late) and nothing arriving: still shedding after 100 ms, until
+        // the quick look.
+        let (admission, end) = overloaded();
+        for k in 1..=20u64 {
+            let at = end + ms(5 * k);
+            admission.sampled(at, ms(4));
+            admission.tick(at);
+        }
+        assert_eq!(admission.level(), shedding, "busy: no idle spell");
+
+        // Idle but arrivals at the capacity (a request every 10 ms): still shedding.
+        let (admission, end) = overloaded();
+        for k in 1..=20u64 {
+            let at = end + ms(5 * k);
+            if k % 2 == 0 {
+                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
+            }
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+        }
+        assert_eq!(admission.level(), shedding, "arrivals at the capacity");
+    }
+
+    /// A slow server whose callers' deadlines cap its queue at a few requests: bursts of
+    /// arrivals are dropped late while gaps between them leave the worker idle. A window
+    /// with 17% of its pickups dropped late is overloaded, unless the probe saw the worker
+    /// idle for more than a twentieth of it (here a fifth): then shedding would idle it
+    /// more, and the level does not go down.
+    #[test]
+    fn late_drops_while_the_worker_idles_are_not_overload() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let window = |idle_samples: u64| {
+            let admission = Admission::new(AdmissionConfig::default());
+            let t0 = clock::base_instant() + Duration::from_secs(1);
+            admission.admit(0, t0, Duration::ZERO, Duration::MAX);
+            admission.tick(t0);
+            for i in 0..100u64 {
+                let at = t0 + ms(i * 10);
+                let level = LEVELS - 1 - (i as u32 % 50);
+                admission.admit(level, at, Duration::ZERO, Duration::MAX);
+                admission.started(level, at, ms(300));
+                admission.tick(at);
+            }
+            let end = t0 + ms(1_001);
+            admission.tick(end);
+            let before = admission.level();
+            assert!(before < LEVELS);
+            // The next second: 40 started within the target, 8 dropped for having waited
+            // past half their 100 ms deadline, and probe samples alternating late and on
+            // time (no idle spell long enough to end the overload). Over 16 user levels:
+            // shedding can take some off.
+            for i in 0..48u64 {
+                let level = before - 1 - (i as u32 % 16);
+                let at = end + ms(20 * i + 10);
+                if i % 6 == 5 {
+                    let verdict = admission.admit(level, at, ms(60), ms(100));
+                    assert_eq!(verdict, Verdict::Late);
+                } else {
+                    assert_eq!(admission.admit(level, at, ms(30), ms(100)), Verdict::Admit);
+                    admission.started(level, at, ms(30));
+                }
+            }
+            for k in 0..80u64 {
+                let lag = if k % 2 == 0 && k / 2 < idle_samples {
+                    Duration::ZERO
+                } else {
+                    ms(4)
+                };
+                admission.sampled(end + ms(12 * k), lag);
+            }
+            admission.tick(end + ms(1_001));
+            (before, admission.level())
+        };
+        let (before, after) = window(0);
+        assert!(
+            after < before,
+            "busy throughout: shed ({before} -> {after})"
+        );
+        let (before, after) = window(40);
+        assert!(
+            after >= before,
+            "idle a fifth of the window: not shed ({before} -> {after})"
+        );
+    }
+
     /// A discrete-event model of one worker serving a FIFO queue of requests that each cost
     /// `cost` of CPU, offered `factor` times its capacity by open-loop callers spread over
     /// the user levels of one priority, for `seconds` on a simulated clock. Requests the
@@ -1618,6 +1837,27 @@ mod tests {
             .unwrap();
         assert_eq!(report.queue_wait, Duration::from_millis(31));
         assert!(report.overloaded);
+    }
+
+    #[test]
+    fn a_sample_on_time_ends_the_lag_at_once() {
+        let admission = Admission::new(AdmissionConfig::default());
+        let ms = Duration::from_millis;
+        // A normal request with a 100 ms deadline: it may wait up to half of it.
+        let admits = |admission: &Admission| {
+            let waited = Duration::from_micros(20);
+            admission.admit(LEVELS - 1, Instant::now(), waited, ms(100)) == Verdict::Admit
+        };
+        assert!(admits(&admission));
+        // A queue of tasks kept every sample of two intervals 60 ms late: counted.
+        admission.lagged(ms(60));
+        admission.publish_lag();
+        admission.lagged(ms(60));
+        admission.publish_lag();
+        assert!(!admits(&admission), "a standing lag");
+        // The load ends: the next sample is on time, and so is the next pickup.
+        admission.lagged(Duration::ZERO);
+        assert!(admits(&admission), "an idle runtime adds no lag");
     }
 
     #[test]

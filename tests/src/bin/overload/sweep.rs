@@ -17,7 +17,9 @@
 //! capacity of its own, as a share of what was offered. Queue wait is the server's (frame read to handler start, p99 over the phase);
 //! latency the client's, of successful calls. Recovery is the time from the end of the load
 //! to the first success of a fresh call sent every 5 ms. `SWEEP_TIMELINE=1` also prints
-//! each point's successes and failures per 100 ms of its first two seconds.
+//! each point's successes and failures per 100 ms of its first two seconds;
+//! `SWEEP_RECOVERY=1` each recovery call, when it was sent and how it ended (the caller's
+//! copy of the level, its throttle, the server's queue: what held recovery back).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -255,10 +257,20 @@ async fn recovery(client: &WorkSvrClient, req: &WorkReq, deadline: Duration) -> 
     while ended.elapsed() < Duration::from_secs(10) && !done.load(Ordering::Relaxed) {
         let (client, req, done) = (client.clone(), req.clone(), done.clone());
         tasks.spawn(async move {
-            let ok = client
+            let sent = ended.elapsed();
+            let result = client
                 .normal_with(&req, &CallOptions::timeout(deadline))
-                .await
-                .is_ok();
+                .await;
+            if std::env::var_os("SWEEP_RECOVERY").is_some() {
+                let outcome = result
+                    .as_ref()
+                    .map_or_else(|e| e.message().to_string(), |_| "ok".into());
+                eprintln!(
+                    "  recovery call sent at {sent:.1?}, ended at {:.1?}: {outcome}",
+                    ended.elapsed()
+                );
+            }
+            let ok = result.is_ok();
             if ok {
                 done.store(true, Ordering::Relaxed);
             }
