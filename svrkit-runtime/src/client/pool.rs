@@ -105,17 +105,21 @@ fn least_loaded(endpoints: &[Arc<Endpoint>], ok: impl Fn(&Arc<Endpoint>) -> bool
 /// Whether an answer or failure is the backend refusing work (for adaptive throttling) and
 /// whether it is the endpoint failing (for ejection).
 ///
-/// A request of `level` that the server shed by priority (it says it admits less) is not a
-/// refusal here: the server's level now keeps such requests at home, and a throttle, blind
-/// to priority, would drop the important requests the server still admits with them.
-fn judge(result: &Result<Frame, Status>, level: u32) -> (bool, bool) {
+/// `OVERLOADED` from a server that sheds by priority now (it says it admits fewer than all
+/// its levels) is not a refusal here, whatever the request's level: the server's level
+/// keeps what it sheds at home, and its per-request check trims the rest while the level
+/// moves. A throttle, blind to priority, would drop the important requests the server still
+/// admits with them, and would remember the overload for its two minutes after the server
+/// had forgotten it (fresh calls dropped at the caller long after the load ended). A server
+/// that admits every level, or does not say, and still refuses is refusing work.
+fn judge(result: &Result<Frame, Status>) -> (bool, bool) {
     let (code, admits) = match result {
         Ok(frame) => (Code(frame.header.status_code), frame.header.admission_level),
         Err(status) => (status.code(), 0),
     };
-    let shed_by_priority = admits != 0 && level >= admits;
+    let shedding = admits != 0 && admits < priority::LEVELS;
     let refused = match code {
-        Code::OVERLOADED => !shed_by_priority,
+        Code::OVERLOADED => !shedding,
         Code::UNAVAILABLE | Code::DEADLINE_EXCEEDED => true,
         _ => false,
     };
@@ -185,7 +189,7 @@ impl Transport for Pool {
                 // call took.
                 endpoint.note_level(frame.header.admission_level, clock::millis(Instant::now()));
             }
-            let (refused, failed) = judge(&result, level);
+            let (refused, failed) = judge(&result);
             if failed {
                 endpoint.failed();
             } else if result.is_ok() {
@@ -216,20 +220,24 @@ mod tests {
     }
 
     #[test]
-    fn a_shed_by_priority_is_not_a_refusal_for_the_throttle() {
-        // The server admits levels below 100: a request of level 200 was shed by priority,
-        // which the server's level handles from now on.
-        assert_eq!(judge(&answer(Code::OVERLOADED, 100), 200), (false, false));
-        // One of level 50 it says it admits was refused anyway (a limit, its memory): that
-        // is the backend refusing work.
-        assert_eq!(judge(&answer(Code::OVERLOADED, 100), 50), (true, false));
-        assert_eq!(judge(&answer(Code::OVERLOADED, 0), 50), (true, false));
+    fn a_refusal_by_a_server_that_sheds_by_priority_is_not_one_for_the_throttle() {
+        // The server admits levels below 100: whether it shed the request by priority or
+        // dropped it from its queue while the level moves, its overload control is at work,
+        // and its level (not the throttle, blind to priority) keeps the excess at home.
+        assert_eq!(judge(&answer(Code::OVERLOADED, 100)), (false, false));
+        // A server that admits every level, or does not say, and refuses (a limit, its
+        // memory, a queue that outgrew a burst): that is the backend refusing work.
+        assert_eq!(
+            judge(&answer(Code::OVERLOADED, priority::LEVELS)),
+            (true, false)
+        );
+        assert_eq!(judge(&answer(Code::OVERLOADED, 0)), (true, false));
         // Unreachable or UNAVAILABLE: refused, and the endpoint's failure.
-        assert_eq!(judge(&answer(Code::UNAVAILABLE, 512), 0), (true, true));
+        assert_eq!(judge(&answer(Code::UNAVAILABLE, 512)), (true, true));
         let unreachable = Err(Status::unavailable("cannot connect"));
-        assert_eq!(judge(&unreachable, 0), (true, true));
+        assert_eq!(judge(&unreachable), (true, true));
         // Anything else the server answered is an accept.
-        assert_eq!(judge(&answer(Code::INTERNAL, 512), 0), (false, false));
-        assert_eq!(judge(&answer(Code::OK, 512), 0), (false, false));
+        assert_eq!(judge(&answer(Code::INTERNAL, 512)), (false, false));
+        assert_eq!(judge(&answer(Code::OK, 512)), (false, false));
     }
 }
