@@ -185,6 +185,38 @@ async fn in_flight_limits_answer_overloaded() {
     );
 }
 
+/// A limit's refusal is not overload control's: its answer does not say
+/// `admission_refused`, so that callers' adaptive throttles count it (they leave the
+/// control's own refusals to its level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limits_refusal_is_not_marked_as_overload_controls() {
+    let limits = Limits {
+        max_in_flight_per_connection: 1,
+        ..Limits::default()
+    };
+    let running = echo::start_with(limits, None).await;
+    let mut raw = RawConn::connect(&running.addr).await;
+    let slow = EchoReq {
+        delay_ms: 500,
+        ..Default::default()
+    };
+    let mut both = Vec::new();
+    for id in 1..=2 {
+        let header = raw::header(FrameKind::REQUEST, id, 1, 10_000);
+        both.extend(raw::request_frame(&header, &slow));
+    }
+    raw.stream.write_all(&both).await.unwrap();
+    let refused = raw.read(Duration::from_secs(5)).await;
+    assert_eq!(refused.header.request_id, 2);
+    assert_eq!(
+        Code(refused.header.status_code),
+        Code::OVERLOADED,
+        "{}",
+        refused.header.status_message
+    );
+    assert!(!refused.header.admission_refused);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed() {
     let limits = Limits {

@@ -168,6 +168,10 @@ async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
     let anonymous = call_raw(&running.addr, &claiming(1)).await;
     assert_eq!(anonymous.header.status_code, Code::OVERLOADED.0);
     assert_eq!(anonymous.header.admission_level, anonymous_level);
+    assert!(
+        anonymous.header.admission_refused,
+        "shed by the level: overload control's refusal, for callers' throttles to leave"
+    );
 
     let mut user = claiming(2);
     user.metadata.insert("token".into(), "good".into());
@@ -177,6 +181,7 @@ async fn an_authenticating_hook_ranks_a_strangers_request_as_its_user() {
         "{}",
         admitted.header.status_message
     );
+    assert!(!admitted.header.admission_refused);
     let seen = recorder.seen.lock().unwrap().last().unwrap().clone();
     assert_eq!((seen.user_key, seen.priority), (7, Some(Priority::Normal)));
 

@@ -105,21 +105,26 @@ fn least_loaded(endpoints: &[Arc<Endpoint>], ok: impl Fn(&Arc<Endpoint>) -> bool
 /// Whether an answer or failure is the backend refusing work (for adaptive throttling) and
 /// whether it is the endpoint failing (for ejection).
 ///
-/// `OVERLOADED` from a server that sheds by priority now (it says it admits fewer than all
-/// its levels) is not a refusal here, whatever the request's level: the server's level
-/// keeps what it sheds at home, and its per-request check trims the rest while the level
-/// moves. A throttle, blind to priority, would drop the important requests the server still
-/// admits with them, and would remember the overload for its two minutes after the server
-/// had forgotten it (fresh calls dropped at the caller long after the load ended). A server
-/// that admits every level, or does not say, and still refuses is refusing work.
-fn judge(result: &Result<Frame, Status>) -> (bool, bool) {
-    let (code, admits) = match result {
-        Ok(frame) => (Code(frame.header.status_code), frame.header.admission_level),
-        Err(status) => (status.code(), 0),
+/// `OVERLOADED` from the server's overload control is not a refusal here: a request of
+/// `level` shed by priority (the server says it admits less), or one the answer marks
+/// `admission_refused` (shed, or dropped from the queue while the level moves). The
+/// server's level keeps what it sheds at home from now on; a throttle, blind to priority,
+/// would drop the important requests the server still admits with them, and would remember
+/// the overload for its two minutes after the server had forgotten it (fresh calls dropped
+/// at the caller long after the load ended). Refused by a limit, its memory, a hook or the
+/// handler, it is the backend refusing work.
+fn judge(result: &Result<Frame, Status>, level: u32) -> (bool, bool) {
+    let (code, admits, by_admission) = match result {
+        Ok(frame) => (
+            Code(frame.header.status_code),
+            frame.header.admission_level,
+            frame.header.admission_refused,
+        ),
+        Err(status) => (status.code(), 0, false),
     };
-    let shedding = admits != 0 && admits < priority::LEVELS;
+    let shed_by_priority = admits != 0 && level >= admits;
     let refused = match code {
-        Code::OVERLOADED => !shedding,
+        Code::OVERLOADED => !shed_by_priority && !by_admission,
         Code::UNAVAILABLE | Code::DEADLINE_EXCEEDED => true,
         _ => false,
     };
@@ -189,7 +194,7 @@ impl Transport for Pool {
                 // call took.
                 endpoint.note_level(frame.header.admission_level, clock::millis(Instant::now()));
             }
-            let (refused, failed) = judge(&result);
+            let (refused, failed) = judge(&result, level);
             if failed {
                 endpoint.failed();
             } else if result.is_ok() {
@@ -208,11 +213,12 @@ mod tests {
     use super::*;
     use crate::frame::Header;
 
-    fn answer(code: Code, admission_level: u32) -> Result<Frame, Status> {
+    fn answer(code: Code, admission_level: u32, admission_refused: bool) -> Result<Frame, Status> {
         Ok(Frame {
             header: Header {
                 status_code: code.0,
                 admission_level,
+                admission_refused,
                 ..Header::default()
             },
             body: bytes::Bytes::new(),
@@ -220,24 +226,45 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_by_a_server_that_sheds_by_priority_is_not_one_for_the_throttle() {
-        // The server admits levels below 100: whether it shed the request by priority or
-        // dropped it from its queue while the level moves, its overload control is at work,
-        // and its level (not the throttle, blind to priority) keeps the excess at home.
-        assert_eq!(judge(&answer(Code::OVERLOADED, 100)), (false, false));
-        // A server that admits every level, or does not say, and refuses (a limit, its
-        // memory, a queue that outgrew a burst): that is the backend refusing work.
+    fn a_refusal_by_overload_control_is_not_one_for_the_throttle() {
+        // The server admits levels below 100: a request of level 200 was shed by priority,
+        // which the server's level handles from now on.
         assert_eq!(
-            judge(&answer(Code::OVERLOADED, priority::LEVELS)),
+            judge(&answer(Code::OVERLOADED, 100, false), 200),
+            (false, false)
+        );
+        // One of level 50 it admits, dropped by its queue check while the level moves (the
+        // answer says so): its overload control at work, not the throttle's business.
+        assert_eq!(
+            judge(&answer(Code::OVERLOADED, 100, true), 50),
+            (false, false)
+        );
+        // Refused by a limit, its memory, a hook or the handler while it sheds (not marked),
+        // or by a server that does not say: the backend refusing work.
+        assert_eq!(
+            judge(&answer(Code::OVERLOADED, 100, false), 50),
             (true, false)
         );
-        assert_eq!(judge(&answer(Code::OVERLOADED, 0)), (true, false));
+        assert_eq!(
+            judge(&answer(Code::OVERLOADED, 512, false), 50),
+            (true, false)
+        );
+        assert_eq!(
+            judge(&answer(Code::OVERLOADED, 0, false), 50),
+            (true, false)
+        );
         // Unreachable or UNAVAILABLE: refused, and the endpoint's failure.
-        assert_eq!(judge(&answer(Code::UNAVAILABLE, 512)), (true, true));
+        assert_eq!(
+            judge(&answer(Code::UNAVAILABLE, 512, false), 0),
+            (true, true)
+        );
         let unreachable = Err(Status::unavailable("cannot connect"));
-        assert_eq!(judge(&unreachable), (true, true));
+        assert_eq!(judge(&unreachable, 0), (true, true));
         // Anything else the server answered is an accept.
-        assert_eq!(judge(&answer(Code::INTERNAL, 512)), (false, false));
-        assert_eq!(judge(&answer(Code::OK, 512)), (false, false));
+        assert_eq!(
+            judge(&answer(Code::INTERNAL, 512, false), 0),
+            (false, false)
+        );
+        assert_eq!(judge(&answer(Code::OK, 512, false), 0), (false, false));
     }
 }

@@ -134,6 +134,8 @@ pub struct Header {
     pub hosted: ::std::vec::Vec<u32>,
     /// In requests: the span of the caller (the request it is serving, whose server span this call is part of): the parent of the span the server records for this request. 0 when the call starts a trace. Kept only from trusted peers, like the trace id.
     pub parent_span_id: u64,
+    /// In OVERLOADED responses: refused by the server's overload control (shed by its priority level, or dropped for its wait in the queue while the level moves), which its callers follow through admission_level; not by a limit, a hook or the handler. A caller's adaptive throttle leaves these to the level.
+    pub admission_refused: bool,
     /// Fields this schema does not know, kept so that they are written back unchanged.
     pub unknown_fields: ::svrkit_runtime::codec::generated::UnknownFields,
 }
@@ -159,6 +161,7 @@ impl ::core::fmt::Debug for Header {
         s.field("no_retry", &self.no_retry);
         s.field("hosted", &self.hosted);
         s.field("parent_span_id", &self.parent_span_id);
+        s.field("admission_refused", &self.admission_refused);
         if !self.unknown_fields.is_empty() {
             s.field("unknown_fields", &self.unknown_fields);
         }
@@ -197,6 +200,9 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
         field::encode_singular::<kind::Bool>(key(16, VARINT), &self.no_retry, buf);
         field::encode_packed::<kind::Uint32>(key(17, LEN), &self.hosted, buf);
         field::encode_singular::<kind::Fixed64>(key(18, I64), &self.parent_span_id, buf);
+        field::encode_singular::<
+            kind::Bool,
+        >(key(19, VARINT), &self.admission_refused, buf);
         self.unknown_fields.encode(buf);
     }
     #[inline]
@@ -229,7 +235,10 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             + field::encoded_len_packed::<kind::Uint32>(key_len(17), &self.hosted)
             + field::encoded_len_singular::<
                 kind::Fixed64,
-            >(key_len(18), &self.parent_span_id) + self.unknown_fields.encoded_len()
+            >(key_len(18), &self.parent_span_id)
+            + field::encoded_len_singular::<
+                kind::Bool,
+            >(key_len(19), &self.admission_refused) + self.unknown_fields.encoded_len()
     }
     #[inline]
     fn merge_field(
@@ -260,6 +269,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
         const HOSTED: u32 = key(17, LEN);
         const HOSTED_UNPACKED: u32 = key(17, VARINT);
         const PARENT_SPAN_ID: u32 = key(18, I64);
+        const ADMISSION_REFUSED: u32 = key(19, VARINT);
         match wire_key {
             KIND => field::merge::<kind::Enum<FrameKind>>(&mut self.kind, d),
             REQUEST_ID => field::merge::<kind::Uint64>(&mut self.request_id, d),
@@ -285,6 +295,9 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             HOSTED => field::merge_packed::<kind::Uint32>(&mut self.hosted, d),
             HOSTED_UNPACKED => field::merge_repeated::<kind::Uint32>(&mut self.hosted, d),
             PARENT_SPAN_ID => field::merge::<kind::Fixed64>(&mut self.parent_span_id, d),
+            ADMISSION_REFUSED => {
+                field::merge::<kind::Bool>(&mut self.admission_refused, d)
+            }
             _ => field::merge_unknown::<Self>(wire_key, d, &mut self.unknown_fields),
         }
     }
@@ -308,6 +321,7 @@ impl ::svrkit_runtime::codec::generated::Message for Header {
             16 => ::core::option::Option::Some("no_retry"),
             17 => ::core::option::Option::Some("hosted"),
             18 => ::core::option::Option::Some("parent_span_id"),
+            19 => ::core::option::Option::Some("admission_refused"),
             _ => ::core::option::Option::None,
         }
     }

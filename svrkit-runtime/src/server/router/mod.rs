@@ -257,9 +257,15 @@ impl Router {
             })
         });
         let mut level = 0;
+        // Whether overload control (its level or its queue check) refused it, which the
+        // answer says so that callers' throttles leave it to the level.
+        let mut by_admission = false;
         let admitted = self
             .authenticate(method, &mut ctx)
-            .and_then(|()| self.shed(&ctx, now, request.queued))
+            .and_then(|()| {
+                self.shed(&ctx, now, request.queued)
+                    .inspect_err(|_| by_admission = true)
+            })
             .and_then(|l| {
                 level = l;
                 self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
@@ -279,6 +285,7 @@ impl Router {
                     m.server_refused(status.code(), rejection);
                 }
                 let mut reply = self.reply(id, send, Err(status));
+                reply.header.admission_refused = by_admission;
                 self.on_response(method, &ctx, &mut reply.header);
                 if let Some(span) = &exported {
                     span.finish(method, reply.header.status_code);
