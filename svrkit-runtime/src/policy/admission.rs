@@ -225,7 +225,8 @@ const IDLE_LOOK: Duration = Duration::from_millis(15);
 
 /// Requests' time at the capacity an idle look lasts at least. With six expected, a load
 /// that goes on sends at most one (under a quarter) in about one look of 60 by Poisson's
-/// law, and the look must also find the worker idle throughout. (With the 15 ms alone, a
+/// law (looks slide, one after another), and the look must also find the worker idle
+/// throughout. (With the 15 ms alone, a
 /// server of 50 requests a second, its queue emptied for a moment, saw no arrival in 43% of
 /// its looks, and opened every level into its load several times a run.)
 const IDLE_REQUESTS: f64 = 6.0;
@@ -233,8 +234,9 @@ const IDLE_REQUESTS: f64 = 6.0;
 /// A window with a worker idle for more than one part in this many of it was idling.
 const IDLE_SHARE_INVERSE: u32 = 20;
 
-/// A probe sample less late than this (beyond the timer's millisecond grid) is on time: the
-/// runtime had a worker free when the timer fired (waking one takes tens of microseconds).
+/// A probe sample less late than this beyond the timer's millisecond grid (within 1.5 ms of
+/// its due time) is on time: the runtime had a worker free when the timer fired (waking one
+/// takes tens of microseconds).
 const IDLE_LAG: Duration = Duration::from_micros(500);
 
 /// Requests dropped late in a window that end it early (once it is [`MIN_WINDOW_MS`] old):
@@ -557,10 +559,14 @@ impl Admission {
     pub(crate) fn sampled(&self, now: Instant, lag: Duration) {
         self.lagged(lag);
         if lag < IDLE_LAG {
-            self.on_time.fetch_add(1, Relaxed);
             if self.idle_from.load(Relaxed) == 0 {
                 self.idle_base.store(self.arrivals.load(Relaxed), Relaxed);
                 self.idle_from.store(clock::millis(now) + 1, Relaxed);
+            } else {
+                // Only the second of two on time in a row counts as idle time: busy
+                // workers that yield often (two of them, or handlers that await) let a
+                // sample through on time now and then.
+                self.on_time.fetch_add(1, Relaxed);
             }
         } else {
             self.idle_from.store(0, Relaxed);
@@ -593,15 +599,25 @@ impl Admission {
         // Long enough for a few requests at the capacity too: a slow server's queue empties
         // now and then under its load, and the next arrival can be tens of milliseconds away.
         let idle_look = (IDLE_LOOK.as_secs_f64() * 1e3).max(IDLE_REQUESTS * 1e3 / capacity) as u64;
-        if shedding && idle_from != 0 && now_ms + 1 >= idle_from.saturating_add(idle_look) {
-            let arrived = self
-                .arrivals
-                .load(Relaxed)
-                .saturating_sub(self.idle_base.load(Relaxed));
-            let seconds = (now_ms + 1 - idle_from) as f64 / 1e3;
-            if (arrived as f64) < QUICK_LOOK_SHARE * capacity * seconds {
-                self.close_window(now_ms, Close::Calm);
-                return;
+        if idle_from != 0 {
+            let arrivals = self.arrivals.load(Relaxed);
+            // Looks slide: each is `idle_look` long and begins where the last ended, or now
+            // while the server admits everything (a quiet hour before an overload must not
+            // average its arrivals down).
+            let restart = || {
+                self.idle_base.store(arrivals, Relaxed);
+                self.idle_from.store(now_ms + 1, Relaxed);
+            };
+            if !shedding {
+                restart();
+            } else if now_ms + 1 >= idle_from.saturating_add(idle_look) {
+                let arrived = arrivals.saturating_sub(self.idle_base.load(Relaxed));
+                let seconds = (now_ms + 1 - idle_from) as f64 / 1e3;
+                restart();
+                if (arrived as f64) < QUICK_LOOK_SHARE * capacity * seconds {
+                    self.close_window(now_ms, Close::Calm);
+                    return;
+                }
             }
         }
         let from = self.recent_from.load(Relaxed);
@@ -675,8 +691,11 @@ impl Admission {
         // ms a request with 100 ms deadlines, the level hovered where arrivals matched the
         // capacity, and the worker idled a tenth of the time: 69-82% goodput.)
         let idle = PROBE_EVERY * on_time;
-        let idling =
-            length.as_millis() as u64 >= MIN_WINDOW_MS && idle * IDLE_SHARE_INVERSE > length;
+        let idling = length.as_millis() as u64 >= MIN_WINDOW_MS
+            && idle * IDLE_SHARE_INVERSE > length
+            // And it started less than its capacity: two workers may show one idle while
+            // the other's connection holds the queue.
+            && (started as f64) < 0.95 * self.capacity() * length.as_secs_f64();
         let queue_wait = Duration::from_micros(
             waited.checked_div(measured).unwrap_or(0) + self.lag_floor.load(Relaxed),
         );
@@ -1438,15 +1457,60 @@ mod tests {
         assert_eq!(admission.level(), shedding, "arrivals at the capacity");
     }
 
+    /// An idle look begins no earlier than the overload: a quiet spell before it (a tenth of
+    /// the capacity, the probe on time throughout) does not average the overload's arrivals
+    /// down into a calm.
+    #[test]
+    fn a_quiet_spell_before_an_overload_does_not_end_it() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let admission = Admission::new(AdmissionConfig::default());
+        let t0 = clock::base_instant() + Duration::from_secs(1);
+        admission.admit(0, t0, Duration::ZERO, Duration::MAX);
+        admission.tick(t0);
+        // Ten quiet seconds: ten requests a second, the probe on time.
+        for i in 0..2_000u64 {
+            let at = t0 + ms(5 * i);
+            if i % 20 == 0 {
+                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
+                admission.started(LEVELS - 1, at, Duration::ZERO);
+            }
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+        }
+        // A second of overload at about 100 a second (the probe starved: no samples).
+        let start = t0 + ms(10_000);
+        for i in 0..100u64 {
+            let at = start + ms(i * 10);
+            let level = LEVELS - 1 - (i as u32 % 50);
+            admission.admit(level, at, Duration::ZERO, Duration::MAX);
+            admission.started(level, at, ms(300));
+            admission.tick(at);
+        }
+        let end = start + ms(1_001);
+        admission.tick(end);
+        let shedding = admission.level();
+        assert!(shedding < LEVELS);
+        // The load goes on at the capacity; the probe comes back on time.
+        for k in 1..=10u64 {
+            let at = end + ms(5 * k);
+            if k % 2 == 0 {
+                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
+            }
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+        }
+        assert_eq!(admission.level(), shedding, "no calm from the quiet spell");
+    }
+
     /// A slow server whose callers' deadlines cap its queue at a few requests: bursts of
     /// arrivals are dropped late while gaps between them leave the worker idle. A window
     /// with 17% of its pickups dropped late is overloaded, unless the probe saw the worker
-    /// idle for more than a twentieth of it (here a fifth): then shedding would idle it
-    /// more, and the level does not go down.
+    /// idle for more than a twentieth of it (here a tenth) while it started less than its
+    /// capacity: then shedding would idle it more, and the level rises into the gaps.
     #[test]
     fn late_drops_while_the_worker_idles_are_not_overload() {
         let ms = |n: u64| Duration::from_millis(n);
-        let window = |idle_samples: u64| {
+        let window = |idle_samples: u64, run: u64| {
             let admission = Admission::new(AdmissionConfig::default());
             let t0 = clock::base_instant() + Duration::from_secs(1);
             admission.admit(0, t0, Duration::ZERO, Duration::MAX);
@@ -1477,26 +1541,32 @@ mod tests {
                     admission.started(level, at, ms(30));
                 }
             }
+            // `run` on time, `run` late, ... (only the second of two on time in a row counts
+            // as idle time).
             for k in 0..80u64 {
-                let lag = if k % 2 == 0 && k / 2 < idle_samples {
-                    Duration::ZERO
-                } else {
-                    ms(4)
-                };
+                let on_time = k % (2 * run) < run && k < idle_samples;
+                let lag = if on_time { Duration::ZERO } else { ms(4) };
                 admission.sampled(end + ms(12 * k), lag);
             }
             admission.tick(end + ms(1_001));
             (before, admission.level())
         };
-        let (before, after) = window(0);
+        let (before, after) = window(0, 2);
         assert!(
             after < before,
             "busy throughout: shed ({before} -> {after})"
         );
-        let (before, after) = window(40);
+        let (before, after) = window(80, 2);
         assert!(
-            after >= before,
-            "idle a fifth of the window: not shed ({before} -> {after})"
+            after > before,
+            "idle a tenth of the window: it rises ({before} -> {after})"
+        );
+        // As many samples on time, but none after another on time: busy workers that let a
+        // sample through now and then, not an idle one.
+        let (before, after) = window(80, 1);
+        assert!(
+            after < before,
+            "isolated samples on time: shed ({before} -> {after})"
         );
     }
 
