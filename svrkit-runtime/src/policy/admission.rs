@@ -1390,6 +1390,36 @@ mod tests {
         assert_eq!(admission.level(), LEVELS);
     }
 
+    /// A fresh server on the policy clock's grid, its first window opened.
+    fn opened() -> (Admission, Instant) {
+        let admission = Admission::new(AdmissionConfig::default());
+        let t0 = clock::base_instant() + Duration::from_secs(1);
+        admission.admit(0, t0, Duration::ZERO, Duration::MAX);
+        admission.tick(t0);
+        (admission, t0)
+    }
+
+    /// A second of overload from `start`: 100 requests over 50 user levels, each started
+    /// after 300 ms in the queue. The window closes overloaded, at about 100 requests a
+    /// second, and the server sheds; returns when.
+    fn overload_second(admission: &Admission, start: Instant) -> Instant {
+        let ms = Duration::from_millis;
+        for i in 0..100u64 {
+            let at = start + ms(i * 10);
+            let level = LEVELS - 1 - (i as u32 % 50);
+            admission.admit(level, at, Duration::ZERO, Duration::MAX);
+            admission.started(level, at, ms(300));
+            admission.tick(at);
+        }
+        let end = start + ms(1_001);
+        admission.tick(end);
+        assert!(admission.is_overloaded());
+        assert!(admission.level() < LEVELS);
+        let capacity = admission.capacity();
+        assert!((90.0..110.0).contains(&capacity), "{capacity}");
+        end
+    }
+
     /// A slow server (about 100 requests a second), shedding: its quick look is 200 ms long,
     /// but probe samples on time for six requests' time with nothing arriving end the
     /// overload. Late samples (a worker busy with the queue) or arrivals at the capacity do
@@ -1398,23 +1428,8 @@ mod tests {
     fn a_shedding_server_with_a_worker_idle_and_little_arriving_admits_everything() {
         let ms = |n: u64| Duration::from_millis(n);
         let overloaded = || {
-            let admission = Admission::new(AdmissionConfig::default());
-            let t0 = clock::base_instant() + Duration::from_secs(1);
-            admission.admit(0, t0, Duration::ZERO, Duration::MAX); // opens the first window
-            admission.tick(t0);
-            for i in 0..100u64 {
-                let at = t0 + ms(i * 10);
-                let level = LEVELS - 1 - (i as u32 % 50);
-                admission.admit(level, at, Duration::ZERO, Duration::MAX);
-                admission.started(level, at, ms(300));
-                admission.tick(at);
-            }
-            let end = t0 + ms(1_001);
-            admission.tick(end);
-            assert!(admission.is_overloaded());
-            assert!(admission.level() < LEVELS);
-            let capacity = admission.capacity();
-            assert!((90.0..110.0).contains(&capacity), "{capacity}");
+            let (admission, t0) = opened();
+            let end = overload_second(&admission, t0);
             (admission, end)
         };
         // Idle and nothing arriving: admitted again after six requests' time (60 ms).
@@ -1463,10 +1478,7 @@ mod tests {
     #[test]
     fn a_quiet_spell_before_an_overload_does_not_end_it() {
         let ms = |n: u64| Duration::from_millis(n);
-        let admission = Admission::new(AdmissionConfig::default());
-        let t0 = clock::base_instant() + Duration::from_secs(1);
-        admission.admit(0, t0, Duration::ZERO, Duration::MAX);
-        admission.tick(t0);
+        let (admission, t0) = opened();
         // Ten quiet seconds: ten requests a second, the probe on time.
         for i in 0..2_000u64 {
             let at = t0 + ms(5 * i);
@@ -1477,19 +1489,9 @@ mod tests {
             admission.sampled(at, Duration::ZERO);
             admission.tick(at);
         }
-        // A second of overload at about 100 a second (the probe starved: no samples).
-        let start = t0 + ms(10_000);
-        for i in 0..100u64 {
-            let at = start + ms(i * 10);
-            let level = LEVELS - 1 - (i as u32 % 50);
-            admission.admit(level, at, Duration::ZERO, Duration::MAX);
-            admission.started(level, at, ms(300));
-            admission.tick(at);
-        }
-        let end = start + ms(1_001);
-        admission.tick(end);
+        // A second of overload (the probe starved: no samples).
+        let end = overload_second(&admission, t0 + ms(10_000));
         let shedding = admission.level();
-        assert!(shedding < LEVELS);
         // The load goes on at the capacity; the probe comes back on time.
         for k in 1..=10u64 {
             let at = end + ms(5 * k);
@@ -1511,21 +1513,9 @@ mod tests {
     fn late_drops_while_the_worker_idles_are_not_overload() {
         let ms = |n: u64| Duration::from_millis(n);
         let window = |idle_samples: u64, run: u64| {
-            let admission = Admission::new(AdmissionConfig::default());
-            let t0 = clock::base_instant() + Duration::from_secs(1);
-            admission.admit(0, t0, Duration::ZERO, Duration::MAX);
-            admission.tick(t0);
-            for i in 0..100u64 {
-                let at = t0 + ms(i * 10);
-                let level = LEVELS - 1 - (i as u32 % 50);
-                admission.admit(level, at, Duration::ZERO, Duration::MAX);
-                admission.started(level, at, ms(300));
-                admission.tick(at);
-            }
-            let end = t0 + ms(1_001);
-            admission.tick(end);
+            let (admission, t0) = opened();
+            let end = overload_second(&admission, t0);
             let before = admission.level();
-            assert!(before < LEVELS);
             // The next second: 40 started within the target, 8 dropped for having waited
             // past half their 100 ms deadline, and probe samples alternating late and on
             // time (no idle spell long enough to end the overload). Over 16 user levels:
