@@ -153,11 +153,9 @@ pub struct Admission {
     /// ms): what tells, within [`QUICK_LOOK`], that an overload ended.
     recent_base: AtomicU64,
     recent_from: AtomicU64,
-    /// Since when (policy clock, ms, plus one: 0 is not now) every sample of the lag probe
-    /// was on time, and `arrivals` then: a runtime with a worker to spare (see
-    /// [`IDLE_LOOK`]).
-    idle_from: AtomicU64,
-    idle_base: AtomicU64,
+    /// Whether every sample of the lag probe since the quick look began was on time: a
+    /// runtime with a worker to spare, whose look is shorter (see [`IDLE_LOOK`]).
+    idle: AtomicBool,
     /// The lag probe's samples on time in the window: each stands for about one probe
     /// period in which a worker was idle (a busy worker makes the samples late and sparse).
     on_time: AtomicU32,
@@ -212,9 +210,9 @@ const QUICK_LOOK: Duration = Duration::from_millis(50);
 /// callers, but not to a quarter.
 const QUICK_LOOK_SHARE: f64 = 0.25;
 
-/// How long a shedding server's workers must have had time to spare (every sample of the
-/// lag probe on time), with arrivals under [`QUICK_LOOK_SHARE`] of its capacity, for the
-/// overload to be over. The quick look counts arrivals alone, and at a slow server it must
+/// The shortest quick look of a server whose workers had time to spare throughout (every
+/// sample of the lag probe on time): with arrivals under [`QUICK_LOOK_SHARE`] of its
+/// capacity, the overload is over. A look counts arrivals alone, and at a slow server it must
 /// be long (twenty requests' time: 400 ms at 20 ms each) to tell a lull from the end; a
 /// worker with nothing to do is a sharper sign. While the load goes on, the queue keeps the
 /// workers busy and the probe late; when the server idles with little arriving, either the
@@ -326,8 +324,7 @@ impl Admission {
             capacity: AtomicU64::new(0),
             recent_base: AtomicU64::new(0),
             recent_from: AtomicU64::new(0),
-            idle_from: AtomicU64::new(0),
-            idle_base: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
             on_time: AtomicU32::new(0),
             above_since: AtomicU64::new(0),
             above_last: AtomicU64::new(0),
@@ -553,23 +550,22 @@ impl Admission {
         self.lag_floor.fetch_min(us, Relaxed);
     }
 
-    /// Counts the lag probe's sample at `now` (its lateness beyond the timer's grid): a
-    /// sample on time starts or continues an idle spell (see [`IDLE_LOOK`]), a late one
-    /// ends it. Samples come from one task, one at a time.
+    /// Counts the lag probe's sample at `now` (its lateness beyond the timer's grid). The
+    /// first on time after a late one starts a quick look there, which lasts [`IDLE_LOOK`]
+    /// while the samples stay on time (see [`tick`](Admission::tick)); a late one makes
+    /// the look a full one again. Samples come from one task, one at a time, as ticks do.
     pub(crate) fn sampled(&self, now: Instant, lag: Duration) {
         self.lagged(lag);
-        if lag < IDLE_LAG {
-            if self.idle_from.load(Relaxed) == 0 {
-                self.idle_base.store(self.arrivals.load(Relaxed), Relaxed);
-                self.idle_from.store(clock::millis(now) + 1, Relaxed);
-            } else {
-                // Only the second of two on time in a row counts as idle time: busy
-                // workers that yield often (two of them, or handlers that await) let a
-                // sample through on time now and then.
-                self.on_time.fetch_add(1, Relaxed);
-            }
+        if lag >= IDLE_LAG {
+            self.idle.store(false, Relaxed);
+        } else if self.idle.swap(true, Relaxed) {
+            // Only the second of two on time in a row counts as idle time: busy workers that
+            // yield often (two of them, or handlers that await) let a sample through on
+            // time now and then.
+            self.on_time.fetch_add(1, Relaxed);
         } else {
-            self.idle_from.store(0, Relaxed);
+            self.recent_base.store(self.arrivals.load(Relaxed), Relaxed);
+            self.recent_from.store(clock::millis(now), Relaxed);
         }
     }
 
@@ -594,42 +590,20 @@ impl Admission {
             return;
         }
         let capacity = self.capacity();
-        let shedding = self.level() < LEVELS && !self.pinned.load(Relaxed) && capacity > 0.0;
-        let idle_from = self.idle_from.load(Relaxed);
-        // Long enough for a few requests at the capacity too: a slow server's queue empties
-        // now and then under its load, and the next arrival can be tens of milliseconds away.
-        let idle_look = (IDLE_LOOK.as_secs_f64() * 1e3).max(IDLE_REQUESTS * 1e3 / capacity) as u64;
-        if idle_from != 0 {
-            let arrivals = self.arrivals.load(Relaxed);
-            // Looks slide: each is `idle_look` long and begins where the last ended, or now
-            // while the server admits everything (a quiet hour before an overload must not
-            // average its arrivals down).
-            let restart = || {
-                self.idle_base.store(arrivals, Relaxed);
-                self.idle_from.store(now_ms + 1, Relaxed);
-            };
-            if !shedding {
-                restart();
-            } else if now_ms + 1 >= idle_from.saturating_add(idle_look) {
-                let arrived = arrivals.saturating_sub(self.idle_base.load(Relaxed));
-                let seconds = (now_ms + 1 - idle_from) as f64 / 1e3;
-                restart();
-                if (arrived as f64) < QUICK_LOOK_SHARE * capacity * seconds {
-                    self.close_window(now_ms, Close::Calm);
-                    return;
-                }
-            }
-        }
         let from = self.recent_from.load(Relaxed);
         // Long enough for twenty requests at the capacity: with fewer, a look of a slow
         // server can see almost nothing while its load goes on (a look at 200 requests a
         // second expecting ten finds two or fewer about once in 360), and opening every
         // level into that load costs a surge of late drops and most of a second of
-        // shedding (in the unit tests' model).
-        let look = if capacity > 0.0 {
-            (20e3 / capacity).clamp(QUICK_LOOK.as_millis() as f64, 1e3) as u64
-        } else {
-            QUICK_LOOK.as_millis() as u64
+        // shedding (in the unit tests' model). With a worker idle throughout, six requests'
+        // time: a slow server's queue empties now and then under its load, and the next
+        // arrival can be tens of milliseconds away.
+        let look = match (capacity > 0.0, self.idle.load(Relaxed)) {
+            (false, _) => QUICK_LOOK.as_millis() as u64,
+            (true, false) => (20e3 / capacity).clamp(QUICK_LOOK.as_millis() as f64, 1e3) as u64,
+            (true, true) => {
+                (IDLE_REQUESTS * 1e3 / capacity).max(IDLE_LOOK.as_secs_f64() * 1e3) as u64
+            }
         };
         if now_ms < from + look
             || self
@@ -690,12 +664,13 @@ impl Admission {
         // is not overloaded by its late drops, and the level may rise into the gaps. (At 20
         // ms a request with 100 ms deadlines, the level hovered where arrivals matched the
         // capacity, and the worker idled a tenth of the time: 69-82% goodput.)
+        let capacity_now = self.capacity();
         let idle = PROBE_EVERY * on_time;
         let idling = length.as_millis() as u64 >= MIN_WINDOW_MS
             && idle * IDLE_SHARE_INVERSE > length
             // And it started less than its capacity: two workers may show one idle while
             // the other's connection holds the queue.
-            && (started as f64) < 0.95 * self.capacity() * length.as_secs_f64();
+            && (started as f64) < 0.95 * capacity_now * length.as_secs_f64();
         let queue_wait = Duration::from_micros(
             waited.checked_div(measured).unwrap_or(0) + self.lag_floor.load(Relaxed),
         );
@@ -723,7 +698,6 @@ impl Admission {
         // (A window whose waits were all the old level's backlog, or an idle one, measured
         // nothing: its wait is the scheduling lag alone.)
         let busy = fine && measured > 0 && queue_wait >= busy_wait;
-        let capacity_now = self.capacity();
         let near = fine
             && capacity_now > 0.0
             && 0.9 * capacity_now * length.as_secs_f64() <= started as f64;
@@ -1472,9 +1446,9 @@ mod tests {
         assert_eq!(admission.level(), shedding, "arrivals at the capacity");
     }
 
-    /// An idle look begins no earlier than the overload: a quiet spell before it (a tenth of
-    /// the capacity, the probe on time throughout) does not average the overload's arrivals
-    /// down into a calm.
+    /// A short look, like every look, covers only its own time: a quiet spell before the
+    /// overload (a tenth of the capacity, the probe on time throughout) does not average the
+    /// overload's arrivals down into a calm.
     #[test]
     fn a_quiet_spell_before_an_overload_does_not_end_it() {
         let ms = |n: u64| Duration::from_millis(n);
