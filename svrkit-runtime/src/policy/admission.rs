@@ -9,7 +9,9 @@
 //! holding the worker is not read as a queue but a queue of tasks waiting for the worker is.
 //!
 //! **Per request, at pickup** ([`Admission::admit`]): a level at or above the admission
-//! level is shed. Otherwise the wait is checked against the target (`queue_wait`, at least
+//! level is shed, unless the server is slow (2 ms or more of a worker a request) and the
+//! request finds a worker free ([`Admission::spare`]): shedding it would idle the worker.
+//! Otherwise the wait is checked against the target (`queue_wait`, at least
 //! ten requests' worth at the capacity last seen). Until the pickups have waited over it for
 //! an interval (counted from the first over it since one within it, or since a spell with
 //! none over it: an idle server starts afresh), only requests that waited longer than the
@@ -159,6 +161,18 @@ pub struct Admission {
     /// The lag probe's samples on time in the window: each stands for about one probe
     /// period in which a worker was idle (a busy worker makes the samples late and sparse).
     on_time: AtomicU32,
+    /// When (policy clock, ms, plus one; 0 after a late sample, or once a request used it)
+    /// the second of the probe's last two samples came, both on time: a worker was free
+    /// then (see [`Admission::spare`]).
+    free_at: AtomicU64,
+    /// The runtime's worker threads (1 until the probe starts): what a request costs a
+    /// worker is this over the capacity.
+    workers: AtomicU32,
+    /// Requests of shed levels run in the window on a free worker ([`Admission::spare`]).
+    spare: AtomicU64,
+    /// Whether one started since the probe's last sample: then that sample's lateness is
+    /// the spare request's own run, not a queue (see [`Admission::sampled`]).
+    spared: AtomicBool,
     /// When (policy clock, ms, plus one: 0 is none) the pickups began to wait longer than
     /// the target without one in between that did not: a queue over the target for
     /// `queue_interval` of pickups is standing (CoDel's `first_above_time`). Measured from
@@ -229,6 +243,18 @@ const IDLE_LOOK: Duration = Duration::from_millis(15);
 /// its looks, and opened every level into its load several times a run.)
 const IDLE_REQUESTS: f64 = 6.0;
 
+/// The least a request costs a worker on average (the workers over the capacity) for a
+/// shed request that finds one free to run ([`Admission::spare`]): a request that takes
+/// more than the probe's grid and lateness threshold makes the sample due while it runs
+/// late.
+const FREE_COST: Duration = Duration::from_millis(2);
+
+/// How long after the probe's last sample on time a worker still counts as free: one probe
+/// period and the timer's grid. The next sample is late from 6.5 ms; the policy clock's
+/// milliseconds truncate, so this admits from 6 to just under 7 ms after the sample: up to
+/// half a millisecond of stale evidence, which the one-use token bounds to one request.
+const FREE_FOR_MS: u64 = 6;
+
 /// A window with a worker idle for more than one part in this many of it was idling.
 const IDLE_SHARE_INVERSE: u32 = 20;
 
@@ -284,8 +310,10 @@ enum Close {
 pub struct WindowReport {
     /// Requests in the window.
     pub requests: u64,
-    /// Requests started in the window.
+    /// Requests started in the window, of the levels admitted.
     pub started: u64,
+    /// Requests of shed levels run in the window on a free worker ([`Admission::spare`]).
+    pub spare: u64,
     /// Requests dropped at pickup for having waited too long.
     pub late: u64,
     /// How long the window lasted.
@@ -326,6 +354,10 @@ impl Admission {
             recent_from: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             on_time: AtomicU32::new(0),
+            free_at: AtomicU64::new(0),
+            workers: AtomicU32::new(1),
+            spare: AtomicU64::new(0),
+            spared: AtomicBool::new(false),
             above_since: AtomicU64::new(0),
             above_last: AtomicU64::new(0),
             late: AtomicU32::new(0),
@@ -443,6 +475,57 @@ impl Admission {
         self.drop_late(now_ms, waited)
     }
 
+    /// Whether a request that [`admit`](Admission::admit) shed, picked up at `now` after
+    /// `waited` while `running` requests of the server were in their handlers, may run on a
+    /// worker that is free: overload control conserves work at a slow server. Once it
+    /// starts, the caller counts it with [`started_spare`](Admission::started_spare), not
+    /// [`started`](Admission::started): it is work the server did (toward the capacity
+    /// estimate, and its time toward the window's idle time), not a start of the levels
+    /// admitted nor a measure of their queue.
+    ///
+    /// A slow server's level moves once a window (a second), and until then it shed on
+    /// while its worker stood idle: after a 20x load of 20 ms requests, every call its
+    /// callers let through was refused, in 0.1 ms, for a second or more. The evidence that
+    /// a worker is free: the lag probe's last two samples on time, the last within
+    /// [`FREE_FOR_MS`]; fewer requests in their handlers than the runtime has workers; and
+    /// the request picked up as it was read. A sample on time that follows another lets one
+    /// request through (the evidence is used up: the worker it saw free is the one this
+    /// request takes): at most one per probe period while the samples stay on time, so a
+    /// reader woken while a handler held the worker, whose frames look fresh, takes at most
+    /// that one. Only where a request costs [`FREE_COST`] or more of a worker (the
+    /// workers over the capacity last seen): below that the probe, every 5 ms on a 1 ms
+    /// grid, cannot tell a free worker from a busy one, and idle spells are too short to
+    /// matter. Never while the level is pinned.
+    pub fn spare(&self, now: Instant, waited: Duration, running: usize) -> bool {
+        let free_at = self.free_at.load(Relaxed);
+        let now_ms = clock::millis(now);
+        if free_at == 0 || now_ms + 1 > free_at + FREE_FOR_MS || waited >= IDLE_LAG {
+            return false;
+        }
+        let workers = self.workers.load(Relaxed);
+        let capacity = self.capacity();
+        let slow = capacity > 0.0 && f64::from(workers) / capacity >= FREE_COST.as_secs_f64();
+        if !slow
+            || running >= workers as usize
+            || self.pinned.load(Relaxed)
+            || self
+                .free_at
+                .compare_exchange(free_at, 0, Relaxed, Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Counts a request that [`spare`](Admission::spare) let run, once it starts (in place of
+    /// [`started`](Admission::started)).
+    #[inline]
+    pub fn started_spare(&self) {
+        self.spare.fetch_add(1, Relaxed);
+        self.spared.store(true, Relaxed);
+    }
+
     /// Drops a request picked up at `now_ms` after `waited`, counting it against the
     /// window: enough of them end it at once.
     fn drop_late(&self, now_ms: u64, waited: Duration) -> Verdict {
@@ -556,13 +639,22 @@ impl Admission {
     /// the look a full one again. Samples come from one task, one at a time, as ticks do.
     pub(crate) fn sampled(&self, now: Instant, lag: Duration) {
         self.lagged(lag);
+        let spared = self.spared.swap(false, Relaxed);
         if lag >= IDLE_LAG {
-            self.idle.store(false, Relaxed);
+            self.free_at.store(0, Relaxed);
+            // Late for a spare request's run, the look goes on: the worker was busy only
+            // with what it would otherwise have idled through. (Restarting it on every
+            // spare put off the end of a 5 ms server's overload by tens of milliseconds:
+            // its callers' stale-level probes are the requests spared.)
+            if !spared {
+                self.idle.store(false, Relaxed);
+            }
         } else if self.idle.swap(true, Relaxed) {
             // Only the second of two on time in a row counts as idle time: busy workers that
             // yield often (two of them, or handlers that await) let a sample through on
             // time now and then.
             self.on_time.fetch_add(1, Relaxed);
+            self.free_at.store(clock::millis(now) + 1, Relaxed);
         } else {
             self.recent_base.store(self.arrivals.load(Relaxed), Relaxed);
             self.recent_from.store(clock::millis(now), Relaxed);
@@ -652,6 +744,9 @@ impl Admission {
             started: take(&self.started_by_level),
         };
         let started = total(&counts.started);
+        // Requests run on a free worker though their level was shed are work the server
+        // did (its capacity), but neither the level's demand nor a measure of its queue.
+        let spare = self.spare.swap(0, Relaxed);
         let waited = self.wait_us.swap(0, Relaxed);
         let measured = started.saturating_sub(self.backlog.swap(0, Relaxed));
         let late = u64::from(self.late.swap(0, Relaxed));
@@ -665,7 +760,16 @@ impl Admission {
         // ms a request with 100 ms deadlines, the level hovered where arrivals matched the
         // capacity, and the worker idled a tenth of the time: 69-82% goodput.)
         let capacity_now = self.capacity();
-        let idle = PROBE_EVERY * on_time;
+        // A spare request ran where the worker would have idled: its time is idle time the
+        // probe could not see (it made the samples late).
+        let spare_time = if capacity_now > 0.0 {
+            Duration::from_secs_f64(
+                spare as f64 * f64::from(self.workers.load(Relaxed)) / capacity_now,
+            )
+        } else {
+            Duration::ZERO
+        };
+        let idle = PROBE_EVERY * on_time + spare_time;
         let idling = length.as_millis() as u64 >= MIN_WINDOW_MS
             && idle * IDLE_SHARE_INVERSE > length
             // And it started less than its capacity: two workers may show one idle while
@@ -767,7 +871,7 @@ impl Admission {
             // Overloaded, the server starts what it can: that is its capacity. (A window can
             // be overloaded on average and idle at its end, its queue drained: a lower rate
             // only wears the estimate down, by 5% a window.)
-            let rate = started as f64 / seconds;
+            let rate = (started + spare) as f64 / seconds;
             capacity = rate.max(capacity * 0.95);
             self.capacity.store(capacity.to_bits(), Relaxed);
             if slight {
@@ -822,6 +926,7 @@ impl Admission {
         let report = WindowReport {
             requests,
             started,
+            spare,
             late,
             length,
             queue_wait,
@@ -873,6 +978,8 @@ impl Admission {
         if self.probed.swap(true, Relaxed) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        self.workers.store(workers.max(1) as u32, Relaxed);
         let admission = Arc::downgrade(self);
         tokio::spawn(probe(admission));
     }
@@ -1444,6 +1551,122 @@ mod tests {
             admission.tick(at);
         }
         assert_eq!(admission.level(), shedding, "arrivals at the capacity");
+    }
+
+    /// A slow server that sheds runs a request that finds its worker free (the probe's last
+    /// two samples on time, nothing in its handler, the request read as it was picked
+    /// up): shedding it would idle the worker. Each pair of samples lets one through. A busy
+    /// worker, a request that waited, a sample too long ago, a pinned level, an unknown
+    /// capacity or a fast server (where the probe cannot tell) shed it.
+    #[test]
+    fn a_slow_server_runs_a_shed_request_that_finds_a_worker_free() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let us = Duration::from_micros;
+        let (admission, t0) = opened();
+        let end = overload_second(&admission, t0);
+        let free = |at: u64| {
+            admission.sampled(end + ms(at), Duration::ZERO);
+            admission.sampled(end + ms(at + 5), Duration::ZERO);
+        };
+        // As the router asks: a request the level sheds, then whether a worker is free.
+        let spare = |at: u64, waited: Duration, running: usize| {
+            let now = end + ms(at);
+            assert_eq!(
+                admission.admit(LEVELS - 1, now, waited, Duration::MAX),
+                Verdict::Shed
+            );
+            let spared = admission.spare(now, waited, running);
+            if spared {
+                admission.started_spare();
+            }
+            spared
+        };
+        assert!(!spare(0, Duration::ZERO, 0), "no sample yet");
+        admission.sampled(end + ms(5), Duration::ZERO);
+        assert!(
+            !spare(5, Duration::ZERO, 0),
+            "one sample on time is not enough"
+        );
+        admission.sampled(end + ms(10), Duration::ZERO);
+        assert!(!spare(10, us(500), 0), "it waited");
+        assert!(!spare(10, Duration::ZERO, 1), "the worker runs a handler");
+        assert!(!spare(17, Duration::ZERO, 0), "the sample is too old");
+        assert!(spare(16, us(499), 0), "free");
+        assert!(!spare(16, Duration::ZERO, 0), "the free worker is taken");
+        // A late sample: busy; then one on time is not enough.
+        free(20);
+        admission.sampled(end + ms(30), ms(4));
+        assert!(!spare(30, Duration::ZERO, 0), "busy");
+        admission.sampled(end + ms(35), Duration::ZERO);
+        assert!(
+            !spare(35, Duration::ZERO, 0),
+            "one on time after a late one"
+        );
+        free(40);
+        admission.pin(Some(admission.level()));
+        assert!(!spare(45, Duration::ZERO, 0), "pinned");
+        admission.pin(None);
+        // A fast server (a request under 2 ms of a worker): the level alone decides...
+        admission.capacity.store(1_000f64.to_bits(), Relaxed);
+        assert!(!spare(45, Duration::ZERO, 0), "fast");
+        // ... unless it has workers enough that each request is 2 ms of one.
+        admission.workers.store(2, Relaxed);
+        assert!(!spare(45, Duration::ZERO, 2), "both workers run handlers");
+        assert!(spare(45, Duration::ZERO, 1), "two workers, one free");
+        free(50);
+        admission.capacity.store(0f64.to_bits(), Relaxed);
+        assert!(!spare(55, Duration::ZERO, 0), "no capacity seen");
+        // Spares count toward the capacity, not toward the level's starts: a fresh server's
+        // overloaded window that started 10 requests of its levels and ran 2 spares in 100
+        // ms saw 120 a second.
+        let (admission, t0) = opened();
+        for i in 0..10 {
+            admission.started(0, t0 + ms(1 + i), ms(300));
+        }
+        admission.started_spare();
+        admission.started_spare();
+        let report = admission.close_window(clock::millis(t0 + ms(100)), Close::Surge);
+        let report = report.expect("closed");
+        assert!(report.overloaded);
+        assert_eq!((report.started, report.spare), (10, 2));
+        let capacity = admission.capacity();
+        assert!((119.0..=121.0).contains(&capacity), "{capacity}");
+    }
+
+    /// A spare request's run makes the probe's next sample late, but the idle look goes on:
+    /// the worker ran only what it would have idled through. The overload ends six
+    /// requests' time after the look began, as with nothing spared.
+    #[test]
+    fn a_spare_request_does_not_restart_the_idle_look() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let (admission, t0) = opened();
+        let end = overload_second(&admission, t0);
+        let shedding = admission.level();
+        admission.sampled(end + ms(5), Duration::ZERO);
+        admission.sampled(end + ms(10), Duration::ZERO);
+        let at = end + ms(11);
+        assert_eq!(
+            admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX),
+            Verdict::Shed
+        );
+        assert!(admission.spare(at, Duration::ZERO, 0));
+        admission.started_spare();
+        // Its 10 ms run: the sample due at 15 ms comes at 21.
+        admission.sampled(end + ms(21), ms(5));
+        admission.tick(end + ms(21));
+        let mut opened = None;
+        for k in 1..=20u64 {
+            let at = end + ms(21 + 5 * k);
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+            if admission.level() == LEVELS {
+                opened = Some(21 + 5 * k);
+                break;
+            }
+            assert_eq!(admission.level(), shedding);
+        }
+        let opened = opened.expect("admitted again");
+        assert!((65..=75).contains(&opened), "after {opened} ms");
     }
 
     /// A short look, like every look, covers only its own time: a quiet spell before the

@@ -257,6 +257,9 @@ impl Router {
             })
         });
         let mut level = 0;
+        // Whether it runs on a free worker though its level is shed (not counted as one
+        // of the level's starts).
+        let mut spare = false;
         // Whether overload control (its level or its queue check) refused it, which the
         // answer says so that callers' throttles leave it to the level.
         let mut by_admission = false;
@@ -266,8 +269,8 @@ impl Router {
                 self.shed(&ctx, now, request.queued)
                     .inspect_err(|_| by_admission = true)
             })
-            .and_then(|l| {
-                level = l;
+            .and_then(|(l, s)| {
+                (level, spare) = (l, s);
                 self.admit(method, &ctx, now, connection.as_ref().map(|c| c.slots))
             });
         let local;
@@ -357,7 +360,11 @@ impl Router {
             m.server_started(waited);
         }
         if let Some(a) = &self.admission {
-            a.started(level, started, waited);
+            if spare {
+                a.started_spare();
+            } else {
+                a.started(level, started, waited);
+            }
         }
         Dispatch::Run(Running {
             metrics,
@@ -507,15 +514,15 @@ impl Router {
 
     /// Overload control: refuses a request below the admission level (before its body is
     /// decoded), counting it in the window's histogram either way. The request's level, if
-    /// admitted.
+    /// admitted, and whether it runs only because it found a worker free.
     fn shed(
         &self,
         ctx: &Context,
         now: Instant,
         queued: Instant,
-    ) -> Result<u32, (Status, Option<Rejection>)> {
+    ) -> Result<(u32, bool), (Status, Option<Rejection>)> {
         let Some(admission) = &self.admission else {
-            return Ok(0);
+            return Ok((0, false));
         };
         let (user, share) = match &self.shares {
             Some(shares) if !ctx.trusted => {
@@ -544,12 +551,21 @@ impl Router {
         let budget = ctx
             .deadline()
             .map_or(Duration::MAX, |d| d.saturating_duration_since(ctx.arrived));
+        // A stranger over its share, or one no hook vouched for, does not get a free worker
+        // either: it would take every one it found (it sends the most).
+        let may_spare = share.is_none() || user < priority::USER_LEVELS - 2;
         match admission.admit(level, now, waited, budget) {
             Verdict::Admit => {
                 if let Some((shares, slot)) = share {
                     shares.admitted(slot);
                 }
-                Ok(level)
+                Ok((level, false))
+            }
+            Verdict::Shed if may_spare && admission.spare(now, waited, self.in_flight.used()) => {
+                if let Some((shares, slot)) = share {
+                    shares.admitted(slot);
+                }
+                Ok((level, true))
             }
             Verdict::Shed => Err((
                 Status::overloaded("the server is overloaded and sheds requests of this priority"),

@@ -368,12 +368,13 @@ pub(crate) fn trace_admission(
             tokio::time::sleep(Duration::from_millis(250)).await;
             if let Some(w) = server.admission().and_then(|a| a.last_window()) {
                 eprintln!(
-                    "  {:>5.2}s level {:>3} window of {:?}: {} requests, {} started, {} late, queue wait {:.1?}",
+                    "  {:>5.2}s level {:>3} window of {:?}: {} requests, {} started, {} on a free worker, {} late, queue wait {:.1?}",
                     start.elapsed().as_secs_f64(),
                     w.level,
                     w.length,
                     w.requests,
                     w.started,
+                    w.spare,
                     w.late,
                     w.queue_wait,
                 );
