@@ -173,6 +173,8 @@ pub struct Admission {
     /// Whether one started since the probe's last sample: then that sample's lateness is
     /// the spare request's own run, not a queue (see [`Admission::sampled`]).
     spared: AtomicBool,
+    /// Whether the probe's last sample was on time.
+    was_on_time: AtomicBool,
     /// When (policy clock, ms, plus one: 0 is none) the pickups began to wait longer than
     /// the target without one in between that did not: a queue over the target for
     /// `queue_interval` of pickups is standing (CoDel's `first_above_time`). Measured from
@@ -358,6 +360,7 @@ impl Admission {
             workers: AtomicU32::new(1),
             spare: AtomicU64::new(0),
             spared: AtomicBool::new(false),
+            was_on_time: AtomicBool::new(false),
             above_since: AtomicU64::new(0),
             above_last: AtomicU64::new(0),
             late: AtomicU32::new(0),
@@ -485,7 +488,7 @@ impl Admission {
     ///
     /// A slow server's level moves once a window (a second), and until then it shed on
     /// while its worker stood idle: after a 20x load of 20 ms requests, every call its
-    /// callers let through was refused, in 0.1 ms, for a second or more. The evidence that
+    /// callers let through was refused, in 0.1 ms, for up to 1.6 s. The evidence that
     /// a worker is free: the lag probe's last two samples on time, the last within
     /// [`FREE_FOR_MS`]; fewer requests in their handlers than the runtime has workers; and
     /// the request picked up as it was read. A sample on time that follows another lets one
@@ -640,12 +643,15 @@ impl Admission {
     pub(crate) fn sampled(&self, now: Instant, lag: Duration) {
         self.lagged(lag);
         let spared = self.spared.swap(false, Relaxed);
-        if lag >= IDLE_LAG {
+        let on_time = lag < IDLE_LAG;
+        let in_a_row = self.was_on_time.swap(on_time, Relaxed) && on_time;
+        if !on_time {
             self.free_at.store(0, Relaxed);
-            // Late for a spare request's run, the look goes on: the worker was busy only
-            // with what it would otherwise have idled through. (Restarting it on every
-            // spare put off the end of a 5 ms server's overload by tens of milliseconds:
-            // its callers' stale-level probes are the requests spared.)
+            // The first late sample after a spare request started: the look goes on, the
+            // worker was busy only with what it would otherwise have idled through.
+            // (Restarting it on every spare put off the end of a 5 ms server's overload by
+            // tens of milliseconds: its callers' stale-level probes are the requests
+            // spared.) A free worker still takes two samples on time in a row.
             if !spared {
                 self.idle.store(false, Relaxed);
             }
@@ -654,7 +660,9 @@ impl Admission {
             // yield often (two of them, or handlers that await) let a sample through on
             // time now and then.
             self.on_time.fetch_add(1, Relaxed);
-            self.free_at.store(clock::millis(now) + 1, Relaxed);
+            if in_a_row {
+                self.free_at.store(clock::millis(now) + 1, Relaxed);
+            }
         } else {
             self.recent_base.store(self.arrivals.load(Relaxed), Relaxed);
             self.recent_from.store(clock::millis(now), Relaxed);
@@ -1658,6 +1666,10 @@ mod tests {
         for k in 1..=20u64 {
             let at = end + ms(21 + 5 * k);
             admission.sampled(at, Duration::ZERO);
+            // The worker is free again after two samples on time in a row, not one.
+            if k <= 2 {
+                assert_eq!(admission.spare(at, Duration::ZERO, 0), k == 2, "sample {k}");
+            }
             admission.tick(at);
             if admission.level() == LEVELS {
                 opened = Some(21 + 5 * k);
