@@ -260,12 +260,7 @@ fn hang_frames_with(ids: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         hang: true,
         ..Default::default()
     };
-    let mut frames = Vec::new();
-    for id in ids {
-        let header = raw::header(FrameKind::REQUEST, id, 6, 0);
-        frames.extend_from_slice(&raw::request_frame(&header, &hang));
-    }
-    frames
+    raw::request_frames(ids, 6, 0, &hang)
 }
 
 /// Waits (up to a second) until a fresh client is served: what hung-up clients held is back.
@@ -529,11 +524,7 @@ async fn requests_that_expire_in_the_queue_are_not_run() {
         ..Default::default()
     };
     // 400 requests (2 s of work) with 100 ms to live, all at once.
-    let mut frames = Vec::new();
-    for id in 1..=400 {
-        let header = raw::header(FrameKind::REQUEST, id, 1, 100);
-        frames.extend_from_slice(&raw::request_frame(&header, &spin));
-    }
+    let frames = raw::request_frames(1..=400, 1, 100, &spin);
     raw.stream.write_all(&frames).await.unwrap();
     let mut expired = 0;
     for _ in 0..400 {

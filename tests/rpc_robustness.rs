@@ -138,11 +138,7 @@ async fn requests_read_together_take_one_slot_in_turn() {
     };
     let running = echo::start_with(limits, None).await;
     let mut raw = RawConn::connect(&running.addr).await;
-    let mut together = Vec::new();
-    for id in 1..=8 {
-        let header = raw::header(FrameKind::REQUEST, id, 1, 10_000);
-        together.extend(raw::request_frame(&header, &EchoReq::default()));
-    }
+    let together = raw::request_frames(1..=8, 1, 10_000, &EchoReq::default());
     raw.stream.write_all(&together).await.unwrap();
     for id in 1..=8 {
         let answer = raw.read(Duration::from_secs(5)).await;
@@ -200,11 +196,7 @@ async fn a_limits_refusal_is_not_marked_as_overload_controls() {
         delay_ms: 500,
         ..Default::default()
     };
-    let mut both = Vec::new();
-    for id in 1..=2 {
-        let header = raw::header(FrameKind::REQUEST, id, 1, 10_000);
-        both.extend(raw::request_frame(&header, &slow));
-    }
+    let both = raw::request_frames(1..=2, 1, 10_000, &slow);
     raw.stream.write_all(&both).await.unwrap();
     let refused = raw.read(Duration::from_secs(5)).await;
     assert_eq!(refused.header.request_id, 2);

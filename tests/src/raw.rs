@@ -84,6 +84,25 @@ pub fn request_frame(header: &Header, body: &EchoReq) -> Vec<u8> {
     out
 }
 
+/// Request frames for `EchoSvr` method `method`, one per id, all with `body` and
+/// `deadline_ms`, back to back: what a client that pipelines writes at once.
+pub fn request_frames(
+    ids: impl IntoIterator<Item = u64>,
+    method: u32,
+    deadline_ms: u32,
+    body: &EchoReq,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        frame::encode_message(
+            &header(FrameKind::REQUEST, id, method, deadline_ms),
+            body,
+            &mut out,
+        );
+    }
+    out
+}
+
 /// This process's resident memory, in bytes.
 pub fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");

@@ -227,44 +227,35 @@ mod tests {
 
     #[test]
     fn a_refusal_by_overload_control_is_not_one_for_the_throttle() {
-        // The server admits levels below 100: a request of level 200 was shed by priority,
-        // which the server's level handles from now on.
-        assert_eq!(
-            judge(&answer(Code::OVERLOADED, 100, false), 200),
-            (false, false)
-        );
-        // One of level 50 it admits, dropped by its queue check while the level moves (the
-        // answer says so): its overload control at work, not the throttle's business.
-        assert_eq!(
-            judge(&answer(Code::OVERLOADED, 100, true), 50),
-            (false, false)
-        );
-        // Refused by a limit, its memory, a hook or the handler while it sheds (not marked),
-        // or by a server that does not say: the backend refusing work.
-        assert_eq!(
-            judge(&answer(Code::OVERLOADED, 100, false), 50),
-            (true, false)
-        );
-        assert_eq!(
-            judge(&answer(Code::OVERLOADED, 512, false), 50),
-            (true, false)
-        );
-        assert_eq!(
-            judge(&answer(Code::OVERLOADED, 0, false), 50),
-            (true, false)
-        );
-        // Unreachable or UNAVAILABLE: refused, and the endpoint's failure.
-        assert_eq!(
-            judge(&answer(Code::UNAVAILABLE, 512, false), 0),
-            (true, true)
-        );
+        // (answer's code, level the server admits below, marked `admission_refused`, the
+        // request's level) -> (refused, failed).
+        let cases = [
+            // The server admits levels below 100: a request of level 200 was shed by
+            // priority, which the server's level handles from now on.
+            ((Code::OVERLOADED, 100, false, 200), (false, false)),
+            // One of level 50 it admits, dropped by its queue check while the level moves
+            // (the answer says so): its overload control at work, not the throttle's.
+            ((Code::OVERLOADED, 100, true, 50), (false, false)),
+            // Refused by a limit, its memory, a hook or the handler while it sheds (not
+            // marked), or by a server that does not say: the backend refusing work.
+            ((Code::OVERLOADED, 100, false, 50), (true, false)),
+            ((Code::OVERLOADED, 512, false, 50), (true, false)),
+            ((Code::OVERLOADED, 0, false, 50), (true, false)),
+            // UNAVAILABLE: refused, and the endpoint's failure.
+            ((Code::UNAVAILABLE, 512, false, 0), (true, true)),
+            // Anything else the server answered is an accept.
+            ((Code::INTERNAL, 512, false, 0), (false, false)),
+            ((Code::OK, 512, false, 0), (false, false)),
+        ];
+        for ((code, admits, marked, level), want) in cases {
+            let got = judge(&answer(code, admits, marked), level);
+            assert_eq!(
+                got, want,
+                "{code:?} admitting below {admits}, marked {marked}, level {level}"
+            );
+        }
+        // Unreachable: refused, and the endpoint's failure.
         let unreachable = Err(Status::unavailable("cannot connect"));
         assert_eq!(judge(&unreachable, 0), (true, true));
-        // Anything else the server answered is an accept.
-        assert_eq!(
-            judge(&answer(Code::INTERNAL, 512, false), 0),
-            (false, false)
-        );
-        assert_eq!(judge(&answer(Code::OK, 512, false), 0), (false, false));
     }
 }

@@ -508,17 +508,13 @@ impl Admission {
         let workers = self.workers.load(Relaxed);
         let capacity = self.capacity();
         let slow = capacity > 0.0 && f64::from(workers) / capacity >= FREE_COST.as_secs_f64();
-        if !slow
-            || running >= workers as usize
-            || self.pinned.load(Relaxed)
-            || self
+        // The token last: a refusal for any other reason leaves it for the next request.
+        slow && running < workers as usize
+            && !self.pinned.load(Relaxed)
+            && self
                 .free_at
                 .compare_exchange(free_at, 0, Relaxed, Relaxed)
-                .is_err()
-        {
-            return false;
-        }
-        true
+                .is_ok()
     }
 
     /// Counts a request that [`spare`](Admission::spare) let run, once it starts (in place of
@@ -983,10 +979,13 @@ impl Admission {
     /// Starts the probe that measures the runtime's scheduling lag (once per server; it stops
     /// when the server is dropped).
     pub(crate) fn start_probe(self: &Arc<Admission>) {
-        if self.probed.swap(true, Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+        if self.probed.swap(true, Relaxed) {
             return;
         }
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let workers = runtime.metrics().num_workers();
         self.workers.store(workers.max(1) as u32, Relaxed);
         let admission = Arc::downgrade(self);
         tokio::spawn(probe(admission));
@@ -1509,6 +1508,19 @@ mod tests {
         end
     }
 
+    /// `samples` probe samples from `from`, every 5 ms and on time, with a request of the
+    /// lowest level arriving every 10 ms (the capacity of [`overload_second`]'s server).
+    fn at_capacity_on_time(admission: &Admission, from: Instant, samples: u64) {
+        for k in 1..=samples {
+            let at = from + Duration::from_millis(5 * k);
+            if k % 2 == 0 {
+                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
+            }
+            admission.sampled(at, Duration::ZERO);
+            admission.tick(at);
+        }
+    }
+
     /// A slow server (about 100 requests a second), shedding: its quick look is 200 ms long,
     /// but probe samples on time for six requests' time with nothing arriving end the
     /// overload. Late samples (a worker busy with the queue) or arrivals at the capacity do
@@ -1550,14 +1562,7 @@ mod tests {
 
         // Idle but arrivals at the capacity (a request every 10 ms): still shedding.
         let (admission, end) = overloaded();
-        for k in 1..=20u64 {
-            let at = end + ms(5 * k);
-            if k % 2 == 0 {
-                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
-            }
-            admission.sampled(at, Duration::ZERO);
-            admission.tick(at);
-        }
+        at_capacity_on_time(&admission, end, 20);
         assert_eq!(admission.level(), shedding, "arrivals at the capacity");
     }
 
@@ -1702,14 +1707,7 @@ mod tests {
         let end = overload_second(&admission, t0 + ms(10_000));
         let shedding = admission.level();
         // The load goes on at the capacity; the probe comes back on time.
-        for k in 1..=10u64 {
-            let at = end + ms(5 * k);
-            if k % 2 == 0 {
-                admission.admit(LEVELS - 1, at, Duration::ZERO, Duration::MAX);
-            }
-            admission.sampled(at, Duration::ZERO);
-            admission.tick(at);
-        }
+        at_capacity_on_time(&admission, end, 10);
         assert_eq!(admission.level(), shedding, "no calm from the quiet spell");
     }
 

@@ -524,7 +524,9 @@ impl Router {
         let Some(admission) = &self.admission else {
             return Ok((0, false));
         };
-        let (user, share) = match &self.shares {
+        // A stranger over its share, or one no hook vouched for, does not get a free worker
+        // either (`Admission::spare`): it would take every one it found (it sends the most).
+        let (user, share, may_spare) = match &self.shares {
             Some(shares) if !ctx.trusted => {
                 // A stranger counts against the user a hook named, or else its address; one
                 // over its share ranks last, one that no hook vouched for just above that,
@@ -534,52 +536,56 @@ impl Router {
                     (user, _) => user,
                 };
                 let (slot, over) = shares.check(key, now, admission.capacity());
+                let vouched = ctx.user_key != 0;
                 let user = if over {
                     priority::USER_LEVELS - 1
-                } else if ctx.user_key == 0 {
+                } else if !vouched {
                     priority::USER_LEVELS - 2
                 } else {
                     priority::user_level(ctx.user_key, &ctx.trace_id, now)
                         .min(priority::USER_LEVELS - 3)
                 };
-                (user, Some((shares, slot)))
+                (user, Some((shares, slot)), vouched && !over)
             }
-            _ => (priority::user_level(ctx.user_key, &ctx.trace_id, now), None),
+            _ => (
+                priority::user_level(ctx.user_key, &ctx.trace_id, now),
+                None,
+                true,
+            ),
         };
         let level = priority::level(ctx.priority, user);
         let waited = now.saturating_duration_since(queued);
         let budget = ctx
             .deadline()
             .map_or(Duration::MAX, |d| d.saturating_duration_since(ctx.arrived));
-        // A stranger over its share, or one no hook vouched for, does not get a free worker
-        // either: it would take every one it found (it sends the most).
-        let may_spare = share.is_none() || user < priority::USER_LEVELS - 2;
-        match admission.admit(level, now, waited, budget) {
-            Verdict::Admit => {
-                if let Some((shares, slot)) = share {
-                    shares.admitted(slot);
-                }
-                Ok((level, false))
-            }
+        let spare = match admission.admit(level, now, waited, budget) {
+            Verdict::Admit => false,
             Verdict::Shed if may_spare && admission.spare(now, waited, self.in_flight.used()) => {
-                if let Some((shares, slot)) = share {
-                    shares.admitted(slot);
-                }
-                Ok((level, true))
+                true
             }
-            Verdict::Shed => Err((
-                Status::overloaded("the server is overloaded and sheds requests of this priority"),
-                Some(Rejection::Overload),
-            )),
+            Verdict::Shed => {
+                return Err((
+                    Status::overloaded(
+                        "the server is overloaded and sheds requests of this priority",
+                    ),
+                    Some(Rejection::Overload),
+                ));
+            }
             // A fixed message: under overload this is the common answer, and formatting
             // the wait into each would allocate per refusal.
-            Verdict::Late => Err((
-                Status::overloaded(
-                    "the server is overloaded: the request waited too long in its queue",
-                ),
-                Some(Rejection::Overload),
-            )),
+            Verdict::Late => {
+                return Err((
+                    Status::overloaded(
+                        "the server is overloaded: the request waited too long in its queue",
+                    ),
+                    Some(Rejection::Overload),
+                ));
+            }
+        };
+        if let Some((shares, slot)) = share {
+            shares.admitted(slot);
         }
+        Ok((level, spare))
     }
 
     /// Hooks, expiry and limits, in that order; the permits a call holds while it runs and
